@@ -1,0 +1,1 @@
+"""Temporal activities: thin wrappers that give the core functions their dependencies."""

@@ -1,0 +1,64 @@
+"""archive_media: fetch one media item from the Graph API and stream it into the object store."""
+
+from datetime import timedelta
+
+import asyncpg
+import structlog
+from temporalio import activity
+
+from activities.attempts import record_attempts
+from wa_archive.graph import GraphClient
+from wa_archive.hashing import decode_sha256
+from wa_archive.keys import media_object_key
+from wa_archive.models import ArchiveMediaInput, MediaRecord
+from wa_archive.names import ARCHIVE_MEDIA
+from wa_archive.storage import ObjectStore
+
+log = structlog.get_logger("wa_archive.media")
+
+
+class MediaActivities:
+    def __init__(self, graph: GraphClient, store: ObjectStore, pool: asyncpg.Pool, retention_days: int) -> None:
+        self.graph = graph
+        self.store = store
+        self.pool = pool
+        self.retention = timedelta(days=retention_days)
+
+    @activity.defn(name=ARCHIVE_MEDIA)
+    @record_attempts("archive_media", lambda inp: (inp.message_id, inp.media.media_id))
+    async def archive_media(self, inp: ArchiveMediaInput) -> MediaRecord:
+        """Resolve the media URL and stream the bytes into the store in the same attempt.
+
+        The URL lives minutes, so every attempt asks for a fresh one. The SHA-256 is computed while
+        streaming and checked against the provider's before the object becomes visible.
+        """
+        media = inp.media
+        bound = log.bind(message_id=inp.message_id, media_id=media.media_id)
+        info = await self.graph.media_info(media.media_id)
+        mime_type = media.mime_type or info.mime_type or "application/octet-stream"
+        declared = media.provider_sha256 or info.sha256
+        expected = decode_sha256(declared)
+        if declared and expected is None:
+            bound.warning("provider_sha256_unreadable", provider_sha256=declared)
+        key = media_object_key(inp.message_id, inp.timestamp, inp.contact_segment, mime_type, inp.position)
+
+        def heartbeat(done: int) -> None:
+            activity.heartbeat({"bytes": done})
+
+        async with self.graph.download(info.url) as chunks:
+            stored = await self.store.put_stream(
+                key,
+                chunks,
+                content_type=mime_type,
+                metadata={"message-id": inp.message_id, "media-id": media.media_id},
+                expected_sha256=expected,
+                retain_until=inp.timestamp + self.retention,
+                on_progress=heartbeat,
+            )
+        bound.info("media_archived", storage_key=key, size=stored.size, created=stored.created)
+        return MediaRecord(
+            media_id=media.media_id, position=inp.position, kind=media.kind, status="archived",
+            storage_key=stored.key, size=stored.size, sha256=stored.sha256,
+            provider_sha256=declared, mime_type=mime_type, filename=media.filename,
+            stored_at=stored.stored_at,
+        )

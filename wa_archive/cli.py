@@ -1,0 +1,268 @@
+"""The `wa-archive` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+from wa_archive.config import ConfigError, Settings, load_settings
+
+
+def _parse_when(value: str) -> datetime:
+    """A date (YYYY-MM-DD, midnight UTC) or an ISO timestamp (UTC if no offset)."""
+    try:
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), time(), tzinfo=timezone.utc)
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a date (YYYY-MM-DD) or ISO timestamp"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _with_dev_defaults(settings: Settings) -> Settings:
+    """Point read commands at a running `dev` stack when no database or Temporal is configured."""
+    from wa_archive.dev import dev_state
+
+    state = dev_state(settings.data_dir.resolve())
+    if state is None:
+        return settings
+    updates = {}
+    if not settings.database_url:
+        updates["database_url"] = state["database_url"]
+    if not settings.temporal_address:
+        updates["temporal_address"] = state["temporal_address"]
+    return settings.model_copy(update=updates)
+
+
+async def _pool(settings: Settings):
+    from wa_archive.runtime import connect_db
+
+    settings = _with_dev_defaults(settings)
+    if not settings.database_url:
+        raise ConfigError(
+            "WA_ARCHIVE_DATABASE_URL is not set and no `wa-archive dev` is running under "
+            f"{settings.data_dir.resolve()}"
+        )
+    return await connect_db(settings, max_size=2)
+
+
+async def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await main(stop)
+
+
+# Commands --------------------------------------------------------------------------------------
+
+
+async def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive.dev import run_dev
+
+    await _run_until_signal(lambda stop: run_dev(settings, stop))
+    return 0
+
+
+async def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from worker import run_worker
+
+    await _run_until_signal(lambda stop: run_worker(settings, stop))
+    return 0
+
+
+async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive.serve import serve_forever
+
+    await _run_until_signal(lambda stop: serve_forever(settings, stop))
+    return 0
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive.db import migrate
+
+    settings = _with_dev_defaults(settings)
+    settings.require("database_url")
+    applied = await migrate(settings.database_url)  # type: ignore[arg-type]
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive.queries import get_message
+
+    pool = await _pool(settings)
+    try:
+        message = await get_message(pool, args.message_id)
+    finally:
+        await pool.close()
+    if message is None:
+        print(f"wa-archive: no archived message with id {args.message_id!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(message, indent=2, ensure_ascii=False))
+    else:
+        _print_message(message, full=True)
+    return 0
+
+
+async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive.keys import normalize_phone
+    from wa_archive.queries import search_messages
+
+    phone = None
+    if args.phone is not None:
+        phone = normalize_phone(args.phone)
+        if phone is None:
+            print(f"wa-archive: --phone {args.phone!r} is not a phone number", file=sys.stderr)
+            return 2
+    pool = await _pool(settings)
+    try:
+        found = await search_messages(pool, phone=phone, since=args.since, until=args.until,
+                                      limit=args.limit)
+    finally:
+        await pool.close()
+    if args.json:
+        print(json.dumps(found, indent=2, ensure_ascii=False))
+    else:
+        for message in found:
+            _print_message(message, full=False)
+        print(f"{len(found)} message(s)")
+    return 0
+
+
+async def cmd_failures(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive.queries import list_failures
+
+    pool = await _pool(settings)
+    try:
+        failures = await list_failures(pool)
+    finally:
+        await pool.close()
+    if args.json:
+        print(json.dumps(failures, indent=2))
+        return 0
+    for f in failures:
+        print(f"{f['created_at']}  {f['message_id']}  stage={f['stage']}  media={f['media_id']}  "
+              f"{f['last_error_type']}: {f['last_error']}")
+        for a in f["attempts"]:
+            status = f" HTTP {a['http_status']}" if a["http_status"] else ""
+            print(f"    attempt {a['attempt']} at {a['at']}{status}  {a['error_type']}: {a['error']}")
+    print(f"{len(failures)} critical failure(s)")
+    return 0
+
+
+async def cmd_contact_key(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive.keys import contact_key
+    from wa_archive.names import CONTACT_KEY
+    from wa_archive.runtime import contact_secret
+
+    key = contact_key(contact_secret(settings), args.contact)
+    print(key)
+    print(f"Temporal UI query: {CONTACT_KEY.name} = '{key}'", file=sys.stderr)
+    return 0
+
+
+async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive.dev import run_demo
+    from wa_archive.queries import get_message
+
+    message_id = await run_demo(settings)
+    pool = await _pool(settings)
+    try:
+        for _ in range(300):
+            message = await get_message(pool, message_id)
+            if message is not None:
+                _print_message(message, full=True)
+                print(f"\nwa-archive show '{message_id}' --json   prints it again as JSON")
+                return 0
+            await asyncio.sleep(0.1)
+    finally:
+        await pool.close()
+    print(f"wa-archive: {message_id} was not archived within 30 s; see the Temporal UI", file=sys.stderr)
+    return 1
+
+
+def _print_message(m: dict[str, Any], *, full: bool) -> None:
+    contact = m["contact"]
+    who = contact["phone"] or contact["wa_id"] or contact["user_id"] or contact["username"] or "?"
+    text = (m.get("text") or "").replace("\n", " ")
+    print(f"{m['timestamp']}  {m['direction']:>3}  {who:<16} {m['type']:<12} {m['id']}")
+    if text:
+        print(f"    {text[:200]}")
+    for media in m["media"]:
+        print(f"    media {media['id']} [{media['status']}] {media['mime_type']} {media['size']} bytes "
+              f"sha256={media['sha256']} key={media['storage_key']}")
+    if full:
+        if m["flags"]:
+            print(f"    flags: {', '.join(m['flags'])}")
+        for d in m.get("deliveries", []):
+            print(f"    delivery {d['sha256']} received {d['received_at']} signature {d['signature']}")
+        for s in m.get("statuses", []):
+            print(f"    status {s['status']} at {s['timestamp']}")
+
+
+# Parser ----------------------------------------------------------------------------------------
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = {
+    "dev": cmd_dev, "worker": cmd_worker, "serve": cmd_serve, "migrate": cmd_migrate,
+    "show": cmd_show, "search": cmd_search, "failures": cmd_failures,
+    "contact-key": cmd_contact_key, "demo": cmd_demo,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wa-archive", description="WhatsApp compliance archive")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("dev", help="run the embedded stack (Temporal, PostgreSQL, worker, webhook)")
+    sub.add_parser("worker", help="run a worker against the configured Temporal, Postgres and store")
+    sub.add_parser("serve", help="run the webhook and health HTTP server")
+    sub.add_parser("migrate", help="apply database migrations")
+    show = sub.add_parser("show", help="show one archived message")
+    show.add_argument("message_id", metavar="WAMID")
+    show.add_argument("--json", action="store_true")
+    search = sub.add_parser("search", help="search archived messages, newest first")
+    search.add_argument("--phone")
+    search.add_argument("--since", type=_parse_when, help="date or ISO timestamp (inclusive)")
+    search.add_argument("--until", type=_parse_when, help="date or ISO timestamp (exclusive)")
+    search.add_argument("--limit", type=int, default=100)
+    search.add_argument("--json", action="store_true")
+    failures = sub.add_parser("failures", help="critical archive failures with their attempts")
+    failures.add_argument("--json", action="store_true")
+    ck = sub.add_parser("contact-key", help="the keyed contact hash used in Temporal search attributes")
+    ck.add_argument("contact", help="phone number or other contact id")
+    sub.add_parser("demo", help="send a signed demo image webhook to a running `wa-archive dev`")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "limit", 1) is not None and getattr(args, "limit", 1) < 1:
+        print("wa-archive: --limit must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings()
+        from wa_archive.runtime import configure_logging
+
+        configure_logging(settings.log_level)
+        return asyncio.run(COMMANDS[args.command](settings, args))
+    except ConfigError as exc:
+        print(f"wa-archive: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, RuntimeError) as exc:
+        print(f"wa-archive: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

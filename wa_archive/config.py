@@ -1,0 +1,104 @@
+"""Configuration from WA_ARCHIVE_* environment variables (and a .env file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "WA_ARCHIVE_"
+
+
+class ConfigError(Exception):
+    """Configuration is missing or invalid; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the archive. Secrets are SecretStr so they never reach a log line."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    data_dir: Path = Path("./.wa-archive")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    database_url: str | None = None
+    temporal_address: str | None = None
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = Field(default=8233, ge=0, le=65535)
+    task_queue: str = "wa-archive"
+    storage_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_sse: str = "AES256"
+    s3_kms_key_id: str | None = None
+    s3_object_lock_mode: str = "COMPLIANCE"
+    s3_part_size_mib: int = Field(default=8, ge=5, le=512)
+    meta_app_secret: SecretStr | None = None
+    meta_verify_token: SecretStr | None = None
+    meta_access_token: SecretStr | None = None
+    meta_graph_url: str = "https://graph.facebook.com/v23.0"
+    contact_key_secret: SecretStr | None = None
+    retention_days: int = Field(default=2557, ge=1)
+    retry_max_attempts: int = Field(default=5, ge=1, le=100)
+    retry_initial_interval: float = Field(default=10.0, gt=0)
+    retry_backoff: float = Field(default=2.0, ge=1.0)
+    retry_max_interval: float = Field(default=600.0, gt=0)
+    media_heartbeat_timeout: float = Field(default=30.0, gt=0)
+    media_attempt_timeout: float = Field(default=1800.0, gt=0)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_concurrent_activities: int = Field(default=20, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parsed = urlparse(value)
+        if parsed.scheme not in ("file", "s3"):
+            raise ValueError("must start with file:// or s3://")
+        if parsed.scheme == "s3" and not parsed.netloc:
+            raise ValueError("s3:// URL needs a bucket name, e.g. s3://my-archive/prefix")
+        return value
+
+    @field_validator("meta_graph_url")
+    @classmethod
+    def _graph_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL including the API version")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value
+
+    # Derived values -----------------------------------------------------------------------------
+
+    @property
+    def resolved_storage_url(self) -> str:
+        """The storage URL, defaulting to a filesystem store under the data dir."""
+        return self.storage_url or (self.data_dir.resolve() / "objects").as_uri()
+
+    def require(self, *names: str) -> None:
+        """Fail with one clear line when a setting a command needs is unset."""
+        for name in names:
+            if getattr(self, name) in (None, ""):
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} is required but not set")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning validation errors into one line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {err['msg']}") from None

@@ -1,0 +1,208 @@
+"""`wa-archive dev`: the whole embedded stack in the foreground, and `demo` to exercise it.
+
+State lives under WA_ARCHIVE_DATA_DIR (Temporal's SQLite file, PostgreSQL's data directory, the
+object store), so a second start finds everything archived by the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from pydantic import SecretStr
+
+from wa_archive.config import Settings
+from wa_archive.db import migrate
+from wa_archive.embedded import EmbeddedPostgres, TemporalDevServer, ensure_database, free_port, port_is_free
+from wa_archive.fake_graph import FakeGraph
+from wa_archive.runtime import ensure_dev_contact_secret
+from wa_archive.serve import start_http, stop_http
+from wa_archive.signature import meta_signature
+
+STATE_FILE = "dev.json"
+SECRETS_FILE = "dev-secrets.json"
+
+
+def dev_state(data_dir: Path) -> dict[str, Any] | None:
+    """What a running (or the last) `dev` wrote about itself: addresses and URLs."""
+    path = data_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _dev_secrets(data_dir: Path) -> dict[str, str]:
+    path = data_dir / SECRETS_FILE
+    if path.exists():
+        return json.loads(path.read_text())
+    values = {name: secrets.token_urlsafe(24) for name in ("app_secret", "verify_token", "access_token")}
+    path.write_text(json.dumps(values))
+    path.chmod(0o600)
+    return values
+
+
+async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
+    from worker import run_worker  # the worker module sits at the top level, beside workflows/
+
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dev_contact_secret(data_dir)
+    dev_secrets = _dev_secrets(data_dir)
+    updates: dict[str, Any] = {"data_dir": data_dir}
+    temporal: TemporalDevServer | None = None
+    postgres: EmbeddedPostgres | None = None
+    fake_runner = None
+    http = None
+    worker_task: asyncio.Task | None = None
+    worker_stop = asyncio.Event()
+    try:
+        if not settings.temporal_address:
+            port = 7233 if port_is_free(7233) else free_port()
+            ui_port = settings.temporal_ui_port if port_is_free(settings.temporal_ui_port) else free_port()
+            temporal = TemporalDevServer(data_dir / "temporal", port=port, ui_port=ui_port)
+            print(f"starting Temporal dev server on {temporal.address} ...", flush=True)
+            await temporal.start()
+            updates["temporal_address"] = temporal.address
+        if not settings.database_url:
+            postgres = EmbeddedPostgres(data_dir / "postgres")
+            print("starting embedded PostgreSQL ...", flush=True)
+            admin_uri = await asyncio.to_thread(postgres.start)
+            updates["database_url"] = await ensure_database(admin_uri)
+        if settings.meta_access_token is None:
+            # No real Meta account configured: serve media from the local fake Graph API.
+            fake = FakeGraph(dev_secrets["access_token"])
+            fake_runner = await fake.start()
+            updates["meta_graph_url"] = fake.graph_url
+            updates["meta_access_token"] = SecretStr(dev_secrets["access_token"])
+        if settings.meta_app_secret is None:
+            updates["meta_app_secret"] = SecretStr(dev_secrets["app_secret"])
+        if settings.meta_verify_token is None:
+            updates["meta_verify_token"] = SecretStr(dev_secrets["verify_token"])
+        settings = settings.model_copy(update=updates)
+        applied = await migrate(settings.database_url)  # type: ignore[arg-type]
+        if applied:
+            print(f"applied migrations: {', '.join(applied)}", flush=True)
+        worker_task = asyncio.create_task(run_worker(settings, worker_stop))
+        http = await start_http(settings)
+        base = f"http://{settings.http_host}:{settings.http_port}"
+        state = {
+            "pid": os.getpid(),
+            "http_url": base,
+            "webhook_url": f"{base}/webhooks/meta",
+            "temporal_address": settings.temporal_address,
+            "temporal_ui_url": f"http://127.0.0.1:{temporal.ui_port}" if temporal and temporal.ui_port else None,
+            "database_url": settings.database_url,
+            "meta_graph_url": settings.meta_graph_url,
+            "fake_graph": fake_runner is not None,
+            "storage_url": settings.resolved_storage_url,
+        }
+        (data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+        _print_banner(state, data_dir)
+        done, _ = await asyncio.wait(
+            [asyncio.create_task(stop.wait()), worker_task], return_when=asyncio.FIRST_COMPLETED
+        )
+        if worker_task in done:
+            worker_task.result()  # surface the worker's error
+    finally:
+        print("stopping ...", flush=True)
+        worker_stop.set()
+        if worker_task is not None:
+            await asyncio.gather(worker_task, return_exceptions=True)
+        if http is not None:
+            await stop_http(*http)
+        if fake_runner is not None:
+            await fake_runner.cleanup()
+        if postgres is not None:
+            await asyncio.to_thread(postgres.stop)
+        if temporal is not None:
+            await asyncio.to_thread(temporal.stop)
+        (data_dir / STATE_FILE).unlink(missing_ok=True)
+        print("stopped; archived data is kept under", data_dir, flush=True)
+
+
+def _print_banner(state: dict[str, Any], data_dir: Path) -> None:
+    lines = [
+        "",
+        "WhatsApp compliance archive is running (Ctrl-C to stop)",
+        f"  webhook URL      {state['webhook_url']}",
+        f"  Temporal UI      {state['temporal_ui_url'] or '(external Temporal: ' + str(state['temporal_address']) + ')'}",
+        f"  readiness        {state['http_url']}/readyz",
+        f"  storage          {state['storage_url']}",
+        f"  data dir         {data_dir}",
+    ]
+    if state["fake_graph"]:
+        lines.append(f"  media source     local fake Graph API at {state['meta_graph_url']} (no Meta token set)")
+    lines += [
+        "",
+        "Try it:  wa-archive demo            (sends a signed image webhook, then shows the archive)",
+        "         wa-archive search --json",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+async def run_demo(settings: Settings) -> str:
+    """Send a signed Cloud API image webhook to the running dev stack; returns the message id."""
+    data_dir = settings.data_dir.resolve()
+    state = dev_state(data_dir)
+    if state is None:
+        raise RuntimeError(f"no running `wa-archive dev` found under {data_dir}")
+    dev_secrets = _dev_secrets(data_dir)
+    image = _demo_image()
+    media_id = f"demo-{int(time.time() * 1000)}"
+    message_id = "wamid.DEMO" + base64.b64encode(os.urandom(18)).decode()
+    async with aiohttp.ClientSession() as http:
+        sha_b64 = base64.b64encode(hashlib.sha256(image).digest()).decode()
+        if state["fake_graph"]:
+            base = state["meta_graph_url"].rsplit("/", 1)[0]
+            async with http.post(f"{base}/_fake/media", json={
+                "media_id": media_id, "mime_type": "image/png",
+                "content_b64": base64.b64encode(image).decode(),
+            }) as resp:
+                resp.raise_for_status()
+        body = json.dumps(demo_payload(message_id, media_id, sha_b64)).encode()
+        secret = (settings.meta_app_secret.get_secret_value() if settings.meta_app_secret
+                  else dev_secrets["app_secret"])
+        async with http.post(state["webhook_url"], data=body, headers={
+            "Content-Type": "application/json", "X-Hub-Signature-256": meta_signature(secret, body),
+        }) as resp:
+            print(f"webhook answered {resp.status}: {await resp.text()}")
+            resp.raise_for_status()
+    return message_id
+
+
+def demo_payload(message_id: str, media_id: str, sha256_b64: str, phone: str = "447700900123") -> dict:
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "114873209948201", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "442071838750", "phone_number_id": "109327745812336"},
+            "contacts": [{"profile": {"name": "Demo Customer"}, "wa_id": phone}],
+            "messages": [{
+                "from": phone, "id": message_id, "timestamp": str(int(time.time())), "type": "image",
+                "image": {"caption": "Signed mandate (demo)", "mime_type": "image/png",
+                          "sha256": sha256_b64, "id": media_id},
+            }],
+        }}]}],
+    }
+
+
+def _demo_image() -> bytes:
+    """A small valid PNG, made here so the demo needs no files."""
+    import struct
+    import zlib
+
+    width, height = 64, 64
+    raw = b"".join(b"\x00" + b"".join(bytes((x * 4, y * 4, 160)) for x in range(width)) for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))

@@ -1,0 +1,55 @@
+"""Typed archive errors, and which of them retrying cannot fix.
+
+    ArchiveError
+    ├── MediaSourceError          the provider answered badly (5xx, timeouts, bad JSON)   retryable
+    │   ├── MediaNotFound         404: URL or media id expired                           retryable
+    │   └── MediaAccessDenied     401/403: our token is rejected                         NOT retryable
+    ├── MediaHashMismatch         our SHA-256 differs from the provider's                retryable
+    └── StorageError              the object store failed                                retryable
+        └── StorageConflict       different bytes already stored under the key           NOT retryable
+
+Temporal matches retry policy entries against the exception class name, so the names below are the
+single place that decides what is retried.
+"""
+
+from __future__ import annotations
+
+
+class ArchiveError(Exception):
+    """Base of every archive failure; carries the HTTP status where there was one."""
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class MediaSourceError(ArchiveError):
+    """The media source (Graph API or its download URL) failed in a way a retry may fix."""
+
+
+class MediaNotFound(MediaSourceError):
+    """404 from the source: the URL expired or the media id is unknown; a fresh URL may work."""
+
+
+class MediaAccessDenied(MediaSourceError):
+    """401/403 from the source: the access token is invalid or lacks a permission."""
+
+    SCOPE_HINT = (
+        "check WA_ARCHIVE_META_ACCESS_TOKEN: it must be valid and carry the "
+        "whatsapp_business_messaging permission (and whatsapp_business_management for templates)"
+    )
+
+
+class MediaHashMismatch(ArchiveError):
+    """The bytes we downloaded do not match the provider's declared SHA-256."""
+
+
+class StorageError(ArchiveError):
+    """The object store failed; nothing was committed under the key."""
+
+
+class StorageConflict(StorageError):
+    """Different bytes are already stored under this key; objects are never overwritten."""
+
+
+NON_RETRYABLE = [MediaAccessDenied.__name__, StorageConflict.__name__]

@@ -1,0 +1,155 @@
+"""A local stand-in for the Graph API media endpoints, for tests, the demo and benchmarks.
+
+It serves GET /{version}/{media-id} (metadata) and GET /download/{media-id} (bytes) with a bearer
+check, and can be told to fail N times, answer a fixed status, serve wrong bytes, or stream
+slowly. Large bodies are generated block by block, so a 1 GiB file costs no memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+BLOCK = 1024 * 1024
+
+
+@dataclass
+class FakeMedia:
+    media_id: str
+    mime_type: str = "image/jpeg"
+    content: bytes | None = None
+    size: int = 0
+    seed: int = 0
+    fail_times: int = 0
+    fail_status: int = 500
+    status: int | None = None  # answer this status on every metadata call
+    wrong_bytes: bool = False
+    declared_sha256: str | None = None
+    bytes_per_second: int | None = None
+    metadata_calls: int = 0
+    downloads: int = 0
+    _block: bytes = field(default=b"", repr=False)
+
+    def __post_init__(self) -> None:
+        if self.content is not None:
+            self.size = len(self.content)
+        else:
+            self._block = random.Random(self.seed).randbytes(BLOCK)
+        if self.declared_sha256 is None:
+            hasher = hashlib.sha256()
+            for block in self.blocks():
+                hasher.update(block)
+            self.declared_sha256 = hasher.hexdigest()
+
+    def blocks(self):
+        if self.content is not None:
+            for i in range(0, len(self.content), BLOCK):
+                yield self.content[i : i + BLOCK]
+            return
+        remaining = self.size
+        while remaining > 0:
+            n = min(BLOCK, remaining)
+            yield self._block[:n]
+            remaining -= n
+
+    def sha256_b64(self) -> str:
+        return base64.b64encode(bytes.fromhex(self.declared_sha256 or "")).decode()
+
+
+class FakeGraph:
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.media: dict[str, FakeMedia] = {}
+        self.base_url = ""
+
+    def add(self, media: FakeMedia) -> FakeMedia:
+        self.media[media.media_id] = media
+        return media
+
+    def _authorized(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {self.token}"
+
+    async def metadata(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _graph_error(401, 190, "Invalid OAuth access token")
+        media = self.media.get(request.match_info["media_id"])
+        if media is None:
+            return _graph_error(404, 100, "Unsupported get request. Object does not exist")
+        media.metadata_calls += 1
+        if media.status is not None:
+            return _graph_error(media.status, 10 if media.status == 403 else 1, "configured failure")
+        if media.fail_times > 0:
+            media.fail_times -= 1
+            return _graph_error(media.fail_status, 1, "transient failure")
+        return web.json_response({
+            "messaging_product": "whatsapp",
+            "url": f"{self.base_url}/download/{media.media_id}",
+            "mime_type": media.mime_type,
+            "sha256": media.declared_sha256,
+            "file_size": media.size,
+            "id": media.media_id,
+        })
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return _graph_error(401, 190, "Invalid OAuth access token")
+        media = self.media.get(request.match_info["media_id"])
+        if media is None:
+            return _graph_error(404, 100, "not found")
+        media.downloads += 1
+        resp = web.StreamResponse(headers={"Content-Type": media.mime_type})
+        resp.content_length = media.size
+        await resp.prepare(request)
+        for block in media.blocks():
+            if media.wrong_bytes:
+                block = bytes(b ^ 0xFF for b in block[:16]) + block[16:]
+            if media.bytes_per_second:
+                step = max(1, media.bytes_per_second // 10)
+                for i in range(0, len(block), step):
+                    await resp.write(block[i : i + step])
+                    await asyncio.sleep(0.1)
+            else:
+                await resp.write(block)
+        await resp.write_eof()
+        return resp
+
+    async def register(self, request: web.Request) -> web.Response:
+        """POST /_fake/media: register media from another process (the demo and benchmarks)."""
+        data = await request.json()
+        content = base64.b64decode(data.pop("content_b64")) if "content_b64" in data else None
+        media = self.add(FakeMedia(content=content, **data))
+        return web.json_response({"id": media.media_id, "sha256": media.declared_sha256,
+                                  "sha256_b64": media.sha256_b64(), "size": media.size})
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/_fake/media", self.register)
+        app.router.add_get("/download/{media_id}", self.download)
+        app.router.add_get("/{version}/{media_id}", self.metadata)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> web.AppRunner:
+        """Serve on host:port (0 = a free port); sets base_url and returns the runner to clean up."""
+        runner = web.AppRunner(self.app())
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://{host}:{bound}"
+        return runner
+
+    @property
+    def graph_url(self) -> str:
+        return f"{self.base_url}/v23.0"
+
+
+def _graph_error(status: int, code: int, message: str) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "fake"}},
+        status=status,
+    )

@@ -1,0 +1,103 @@
+"""Object key layout and identifiers that must be safe in any key or workflow id."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import string
+from datetime import datetime, timezone
+
+_SAFE = frozenset(string.ascii_letters + string.digits + ".-_")
+
+# Common WhatsApp mime types first; anything else falls back to its subtype or "bin".
+_EXTENSIONS = {
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "image/webp": "webp",
+    "video/mp4": "mp4",
+    "video/3gpp": "3gp",
+    "audio/ogg": "ogg",
+    "audio/mpeg": "mp3",
+    "audio/mp4": "m4a",
+    "audio/aac": "aac",
+    "audio/amr": "amr",
+    "application/pdf": "pdf",
+    "text/plain": "txt",
+    "application/msword": "doc",
+    "application/vnd.ms-excel": "xls",
+    "application/vnd.ms-powerpoint": "ppt",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": "pptx",
+}
+
+
+def safe_id(value: str) -> str:
+    """Escape anything outside [A-Za-z0-9._-] as ~XX, so distinct ids never collide.
+
+    Real wamids are base64 and may contain '/', '+' and '='; '~' itself is escaped too,
+    which keeps the mapping one-to-one.
+    """
+    out = []
+    for ch in value:
+        if ch in _SAFE:
+            out.append(ch)
+        else:
+            out.extend(f"~{b:02X}" for b in ch.encode("utf-8"))
+    return "".join(out)
+
+
+def extension_for(mime_type: str | None) -> str:
+    """File extension for a mime type, ignoring parameters such as '; codecs=opus'."""
+    if not mime_type:
+        return "bin"
+    base = mime_type.split(";", 1)[0].strip().lower()
+    if base in _EXTENSIONS:
+        return _EXTENSIONS[base]
+    subtype = base.rsplit("/", 1)[-1]
+    cleaned = "".join(ch for ch in subtype if ch.isalnum())
+    return cleaned[:10] or "bin"
+
+
+def media_object_key(
+    message_id: str, timestamp: datetime, contact: str, mime_type: str | None, position: int = 0
+) -> str:
+    """archive/YYYY/MM/DD/{contact}/{message-id}.{ext}, dated by the message time in UTC."""
+    ts = timestamp.astimezone(timezone.utc)
+    suffix = f"-{position}" if position else ""
+    return (
+        f"archive/{ts:%Y/%m/%d}/{safe_id(contact)}/"
+        f"{safe_id(message_id)}{suffix}.{extension_for(mime_type)}"
+    )
+
+
+def message_workflow_id(message_id: str) -> str:
+    """Workflow id of a message's ArchiveMessage run, derived from the message id."""
+    return f"wa-msg-{safe_id(message_id)}"
+
+
+def delivery_workflow_id(delivery_sha256: str) -> str:
+    """Workflow id of a webhook delivery's IngestDelivery run; redeliveries of one body share it."""
+    return f"wa-delivery-{delivery_sha256}"
+
+
+def contact_key(secret: str, phone_or_id: str) -> str:
+    """Keyed hash of a contact, safe for unencrypted Temporal search attributes."""
+    normalized = normalize_phone(phone_or_id) or phone_or_id.strip()
+    digest = hmac.new(secret.encode(), normalized.encode(), hashlib.sha256).hexdigest()
+    return f"ck_{digest[:32]}"
+
+
+def normalize_phone(value: str | None) -> str | None:
+    """Digits only ('+44 7700-900123' -> '447700900123'); None if there are no digits to keep.
+
+    Identifiers that are not phone numbers (a BSUID such as 'GB.8830…', a username) are not
+    phones and give None.
+    """
+    if not value:
+        return None
+    stripped = value.strip()
+    if not stripped.lstrip("+").replace(" ", "").replace("-", "").isdigit():
+        return None
+    digits = "".join(ch for ch in stripped if ch.isdigit())
+    return digits or None

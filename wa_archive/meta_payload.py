@@ -1,0 +1,293 @@
+"""Parse WhatsApp Cloud API webhook deliveries into archive records.
+
+The parser is lenient about what it does not know (new message types, new fields, other webhook
+fields): those are kept raw and flagged, never dropped. It is strict only about the envelope.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from wa_archive.keys import normalize_phone
+from wa_archive.models import ArchiveRequest, Contact, MediaRef
+
+MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
+KNOWN_TYPES = frozenset(
+    MEDIA_TYPES
+    + ("text", "location", "contacts", "interactive", "button", "reaction", "unsupported")
+    + ("edit", "revoke", "deleted", "order", "system", "request_welcome")
+)
+
+
+class EnvelopeError(ValueError):
+    """The body is not a Cloud API webhook envelope; the message says why."""
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Change(_Lenient):
+    field: str
+    value: dict[str, Any] = Field(default_factory=dict)
+
+
+class Entry(_Lenient):
+    id: str | None = None
+    time: int | None = None
+    changes: list[Change] = Field(default_factory=list)
+
+
+class Envelope(_Lenient):
+    object: str
+    entry: list[Entry]
+
+
+class StatusEvent(BaseModel):
+    """One status update (sent, delivered, read, failed, …) of an outbound message."""
+
+    message_id: str
+    status: str
+    timestamp: datetime | None
+    raw_timestamp: str | None
+    recipient_id: str | None
+    payload: dict[str, Any]
+
+
+class WebhookEvent(BaseModel):
+    """Anything in a delivery that is not a message or a status: kept raw for later interpretation."""
+
+    position: int
+    field: str
+    kind: str
+    waba_id: str | None
+    payload: dict[str, Any]
+
+
+class ParsedDelivery(BaseModel):
+    messages: list[ArchiveRequest] = Field(default_factory=list)
+    statuses: list[StatusEvent] = Field(default_factory=list)
+    events: list[WebhookEvent] = Field(default_factory=list)
+
+
+def check_envelope(data: Any) -> Envelope:
+    """Validate the envelope shape; raise EnvelopeError with a short reason otherwise."""
+    if not isinstance(data, dict):
+        raise EnvelopeError("body must be a JSON object")
+    try:
+        envelope = Envelope.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        raise EnvelopeError(f"not a Cloud API webhook envelope: {where}: {err['msg']}") from None
+    if envelope.object != "whatsapp_business_account":
+        raise EnvelopeError(
+            f"not a Cloud API webhook envelope: object is {envelope.object!r}, "
+            "expected 'whatsapp_business_account'"
+        )
+    return envelope
+
+
+def count_updates(envelope: Envelope) -> int:
+    """Messages + statuses + other changes in a delivery (Meta batches up to 1,000)."""
+    total = 0
+    for entry in envelope.entry:
+        for change in entry.changes:
+            value = change.value
+            n = len(value.get("messages") or []) + len(value.get("statuses") or [])
+            total += n or 1
+    return total
+
+
+def parse_timestamp(raw: Any) -> datetime | None:
+    """Meta timestamps are Unix seconds as strings; None when absent or unreadable."""
+    try:
+        return datetime.fromtimestamp(int(str(raw)), tz=timezone.utc)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def parse_delivery(data: dict[str, Any], delivery_sha256: str, received_at: datetime) -> ParsedDelivery:
+    """Split a delivery into messages, statuses and raw events, in delivery order."""
+    envelope = check_envelope(data)
+    parsed = ParsedDelivery()
+    position = 0
+    for entry in envelope.entry:
+        for change in entry.changes:
+            value = change.value
+            if change.field != "messages":
+                parsed.events.append(
+                    WebhookEvent(position=position, field=change.field, kind="unhandled_field",
+                                 waba_id=entry.id, payload=value)
+                )
+                position += 1
+                continue
+            metadata = value.get("metadata") or {}
+            contacts = [c for c in value.get("contacts") or [] if isinstance(c, dict)]
+            for item in value.get("messages") or []:
+                msg = _parse_message(item, metadata, contacts, entry.id, delivery_sha256, received_at)
+                if msg is None:
+                    parsed.events.append(
+                        WebhookEvent(position=position, field=change.field, kind="invalid_message",
+                                     waba_id=entry.id, payload={"item": item})
+                    )
+                else:
+                    parsed.messages.append(msg)
+                position += 1
+            for item in value.get("statuses") or []:
+                status = _parse_status(item)
+                if status is None:
+                    parsed.events.append(
+                        WebhookEvent(position=position, field=change.field, kind="invalid_status",
+                                     waba_id=entry.id, payload={"item": item})
+                    )
+                else:
+                    parsed.statuses.append(status)
+                position += 1
+            if value.get("errors"):
+                parsed.events.append(
+                    WebhookEvent(position=position, field=change.field, kind="error",
+                                 waba_id=entry.id, payload=value)
+                )
+                position += 1
+            if not any(value.get(k) for k in ("messages", "statuses", "errors")):
+                parsed.events.append(
+                    WebhookEvent(position=position, field=change.field, kind="empty_change",
+                                 waba_id=entry.id, payload=value)
+                )
+                position += 1
+    return parsed
+
+
+def _contact_for(item: dict[str, Any], contacts: list[dict[str, Any]]) -> Contact:
+    sender = item.get("from")
+    match = next((c for c in contacts if sender and c.get("wa_id") == sender), None)
+    if match is None and len(contacts) == 1:
+        match = contacts[0]
+    match = match or {}
+    profile = match.get("profile") or {}
+    phone = normalize_phone(sender) or normalize_phone(match.get("wa_id"))
+    user_id = match.get("user_id")
+    if not user_id and sender and not phone:
+        user_id = sender  # a business-scoped user id in place of a phone number
+    return Contact(
+        phone=phone,
+        wa_id=match.get("wa_id"),
+        user_id=user_id,
+        parent_user_id=match.get("parent_user_id"),
+        username=profile.get("username") or match.get("username"),
+        name=profile.get("name"),
+    )
+
+
+def _parse_message(
+    item: Any,
+    metadata: dict[str, Any],
+    contacts: list[dict[str, Any]],
+    waba_id: str | None,
+    delivery_sha256: str,
+    received_at: datetime,
+) -> ArchiveRequest | None:
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+        return None
+    mtype = str(item.get("type") or "unknown")
+    body = item.get(mtype) if isinstance(item.get(mtype), dict) else {}
+    flags: list[str] = []
+    text: str | None = None
+    related = (item.get("context") or {}).get("id") if isinstance(item.get("context"), dict) else None
+    media: list[MediaRef] = []
+
+    if mtype == "text":
+        text = body.get("body")
+    elif mtype in MEDIA_TYPES:
+        text = body.get("caption")
+        if body.get("id"):
+            media.append(
+                MediaRef(
+                    media_id=str(body["id"]),
+                    kind=mtype,
+                    mime_type=body.get("mime_type"),
+                    provider_sha256=body.get("sha256"),
+                    filename=body.get("filename"),
+                    url=body.get("url"),
+                    caption=body.get("caption"),
+                )
+            )
+        else:
+            flags.append("media_without_id")
+    elif mtype == "location":
+        text = " ".join(str(v) for v in (body.get("name"), body.get("address")) if v) or None
+    elif mtype == "contacts":
+        cards = item.get("contacts") or []
+        names = [((c.get("name") or {}).get("formatted_name")) for c in cards if isinstance(c, dict)]
+        text = ", ".join(n for n in names if n) or None
+    elif mtype == "interactive":
+        reply = body.get(body.get("type") or "") or {}
+        text = reply.get("title") if isinstance(reply, dict) else None
+    elif mtype == "button":
+        text = body.get("text")
+    elif mtype == "reaction":
+        related = body.get("message_id") or related
+        text = body.get("emoji")
+        if not body.get("emoji"):
+            flags.append("reaction_removed")
+    elif mtype in ("edit", "revoke", "deleted"):
+        # Edits and revocations are new events pointing at the original; the original is kept.
+        flags.append("edit" if mtype == "edit" else "revocation")
+        for key in ("original_message_id", "message_id", "id"):
+            if isinstance(body.get(key), str):
+                related = body[key]
+                break
+        inner = body.get("message") if isinstance(body.get("message"), dict) else body
+        text = (inner.get("text") or {}).get("body") if isinstance(inner.get("text"), dict) else None
+    elif mtype == "unsupported":
+        flags.append("unsupported")
+        inner_type = body.get("type")
+        if inner_type in ("edit", "revoke"):
+            flags.append("edit" if inner_type == "edit" else "revocation")
+    if mtype not in KNOWN_TYPES:
+        flags.append("unknown_type")
+    if item.get("errors"):
+        flags.append("error")
+        if text is None:
+            first = item["errors"][0] if isinstance(item["errors"], list) and item["errors"] else {}
+            text = first.get("title") if isinstance(first, dict) else None
+
+    raw_ts = item.get("timestamp")
+    timestamp = parse_timestamp(raw_ts)
+    if timestamp is None:
+        flags.append("timestamp_missing")
+        timestamp = received_at
+    return ArchiveRequest(
+        message_id=item["id"],
+        delivery_sha256=delivery_sha256,
+        type=mtype,
+        timestamp=timestamp,
+        raw_timestamp=None if raw_ts is None else str(raw_ts),
+        phone_number_id=metadata.get("phone_number_id"),
+        display_phone_number=metadata.get("display_phone_number"),
+        waba_id=waba_id,
+        contact=_contact_for(item, contacts),
+        text=text,
+        related_message_id=related,
+        flags=flags,
+        payload=item,
+        media=media,
+    )
+
+
+def _parse_status(item: Any) -> StatusEvent | None:
+    if not isinstance(item, dict) or not item.get("id") or not item.get("status"):
+        return None
+    raw_ts = item.get("timestamp")
+    return StatusEvent(
+        message_id=str(item["id"]),
+        status=str(item["status"]),
+        timestamp=parse_timestamp(raw_ts),
+        raw_timestamp=None if raw_ts is None else str(raw_ts),
+        recipient_id=item.get("recipient_id"),
+        payload=item,
+    )

@@ -1,0 +1,142 @@
+"""Pydantic models that cross a boundary: workflow and activity inputs and outputs.
+
+Workflows import this module inside the Temporal sandbox, so it uses only pydantic and the stdlib.
+One model per call lets fields with defaults be added later without breaking running histories.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Contact(BaseModel):
+    """Every identifier a payload gives for the other party; any of them may be missing."""
+
+    phone: str | None = None
+    wa_id: str | None = None
+    user_id: str | None = None
+    parent_user_id: str | None = None
+    username: str | None = None
+    name: str | None = None
+
+    def path_segment(self) -> str:
+        """The identifier used in object keys: the phone where there is one."""
+        return self.phone or self.wa_id or self.user_id or self.username or "unknown"
+
+
+class MediaRef(BaseModel):
+    """A media item as the webhook declares it."""
+
+    media_id: str
+    kind: str
+    mime_type: str | None = None
+    provider_sha256: str | None = None
+    filename: str | None = None
+    url: str | None = None
+    caption: str | None = None
+
+
+class ArchiveOptions(BaseModel):
+    """Retry and timeout settings, fixed when the workflow starts so replays see the same values."""
+
+    retry_max_attempts: int = 5
+    retry_initial_interval: float = 10.0
+    retry_backoff: float = 2.0
+    retry_max_interval: float = 600.0
+    heartbeat_timeout: float = 30.0
+    attempt_timeout: float = 1800.0
+
+
+class ArchiveRequest(BaseModel):
+    """Input of the ArchiveMessage workflow: one normalized message."""
+
+    message_id: str
+    delivery_sha256: str
+    source: str = "meta"
+    direction: Literal["in", "out"] = "in"
+    type: str
+    timestamp: datetime
+    raw_timestamp: str | None = None
+    phone_number_id: str | None = None
+    display_phone_number: str | None = None
+    waba_id: str | None = None
+    contact: Contact = Field(default_factory=Contact)
+    text: str | None = None
+    related_message_id: str | None = None
+    flags: list[str] = Field(default_factory=list)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    media: list[MediaRef] = Field(default_factory=list)
+    options: ArchiveOptions = Field(default_factory=ArchiveOptions)
+
+
+class ArchiveMediaInput(BaseModel):
+    """Input of the archive_media activity."""
+
+    message_id: str
+    timestamp: datetime
+    contact_segment: str
+    position: int
+    media: MediaRef
+
+
+class MediaRecord(BaseModel):
+    """A media row: archived (stored and hash-verified) or failed."""
+
+    media_id: str
+    position: int
+    kind: str
+    status: Literal["archived", "failed"]
+    storage_key: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    provider_sha256: str | None = None
+    mime_type: str | None = None
+    filename: str | None = None
+    stored_at: datetime | None = None
+
+
+class WriteRecordsInput(BaseModel):
+    """Input of the write_records activity: the message and the outcome of each media item."""
+
+    request: ArchiveRequest
+    media: list[MediaRecord] = Field(default_factory=list)
+    archive_status: Literal["archived", "failed"] = "archived"
+
+
+class CriticalFailureInput(BaseModel):
+    """Input of the record_critical_failure activity."""
+
+    message_id: str
+    stage: str
+    media_id: str | None = None
+    workflow_id: str
+    run_id: str
+    retry_state: str | None = None
+    last_error_type: str | None = None
+    last_error: str | None = None
+
+
+class ArchiveResult(BaseModel):
+    """Result of the ArchiveMessage workflow."""
+
+    message_id: str
+    status: Literal["archived", "failed"]
+    media: list[MediaRecord] = Field(default_factory=list)
+
+
+class IngestDeliveryInput(BaseModel):
+    """Input of the IngestDelivery workflow: a webhook delivery already stored in Postgres."""
+
+    delivery_sha256: str
+
+
+class FanOutResult(BaseModel):
+    """What one delivery contained and what was done with it."""
+
+    messages: int = 0
+    statuses: int = 0
+    events: int = 0
+    already_archived: int = 0

@@ -1,0 +1,20 @@
+"""Names shared by the webhook, workflows and activities: activity names and search attributes.
+
+Imported inside the workflow sandbox, so only temporalio.common is used here.
+"""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+ARCHIVE_MEDIA = "archive_media"
+WRITE_RECORDS = "write_records"
+RECORD_CRITICAL_FAILURE = "record_critical_failure"
+FAN_OUT_DELIVERY = "fan_out_delivery"
+
+# Search attributes are stored unencrypted: ids and statuses only, and a keyed hash of the
+# contact instead of the phone number.
+MESSAGE_ID = SearchAttributeKey.for_keyword("WhatsAppMessageId")
+ARCHIVE_STATUS = SearchAttributeKey.for_keyword("ArchiveStatus")
+CONTACT_KEY = SearchAttributeKey.for_keyword("WhatsAppContactKey")
+SEARCH_ATTRIBUTES = [MESSAGE_ID, ARCHIVE_STATUS, CONTACT_KEY]

@@ -1,0 +1,249 @@
+"""Small query functions over the archive index. Writes are idempotent: a retry changes nothing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from wa_archive.meta_payload import StatusEvent, WebhookEvent
+from wa_archive.models import WriteRecordsInput
+
+Executor = asyncpg.Pool | asyncpg.Connection
+
+
+# Deliveries ------------------------------------------------------------------------------------
+
+
+async def insert_delivery(
+    db: Executor, *, sha256: str, source: str, body: bytes, signature: str | None,
+    remote_addr: str | None, updates: int,
+) -> bool:
+    """Store a delivery's exact bytes; False if the same body was stored before."""
+    status = await db.execute(
+        "INSERT INTO deliveries (sha256, source, body, signature, remote_addr, updates)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256) DO NOTHING",
+        sha256, source, body, signature, remote_addr, updates,
+    )
+    return status.endswith(" 1")
+
+
+async def get_delivery(db: Executor, sha256: str) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT * FROM deliveries WHERE sha256 = $1", sha256)
+
+
+async def link_deliveries(db: Executor, delivery_sha256: str, message_ids: list[str]) -> None:
+    await db.executemany(
+        "INSERT INTO message_deliveries (message_id, delivery_sha256) VALUES ($1, $2)"
+        " ON CONFLICT DO NOTHING",
+        [(mid, delivery_sha256) for mid in message_ids],
+    )
+
+
+async def insert_status_events(db: Executor, delivery_sha256: str, events: list[StatusEvent]) -> None:
+    await db.executemany(
+        "INSERT INTO status_events (message_id, status, ts, raw_timestamp, recipient_id, payload,"
+        " delivery_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (message_id, status, raw_timestamp) DO NOTHING",
+        [(e.message_id, e.status, e.timestamp, e.raw_timestamp, e.recipient_id, e.payload,
+          delivery_sha256) for e in events],
+    )
+
+
+async def insert_webhook_events(db: Executor, delivery_sha256: str, events: list[WebhookEvent]) -> None:
+    await db.executemany(
+        "INSERT INTO webhook_events (delivery_sha256, position, field, kind, waba_id, payload)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        [(delivery_sha256, e.position, e.field, e.kind, e.waba_id, e.payload) for e in events],
+    )
+
+
+async def archived_message_ids(db: Executor, message_ids: list[str]) -> set[str]:
+    rows = await db.fetch(
+        "SELECT id FROM messages WHERE id = ANY($1::text[]) AND archive_status = 'archived'",
+        message_ids,
+    )
+    return {r["id"] for r in rows}
+
+
+# Messages --------------------------------------------------------------------------------------
+
+
+async def write_message(pool: asyncpg.Pool, records: WriteRecordsInput, storage_url: str) -> bool:
+    """Message, media rows and delivery link in one transaction; False if already archived.
+
+    A message archived as failed may be archived again by a later run (a redelivery after the
+    cause was fixed); an archived message is never changed.
+    """
+    req = records.request
+    c = req.contact
+    async with pool.acquire() as conn, conn.transaction():
+        existing = await conn.fetchval(
+            "SELECT archive_status FROM messages WHERE id = $1 FOR UPDATE", req.message_id
+        )
+        if existing == "archived":
+            await link_deliveries(conn, req.delivery_sha256, [req.message_id])
+            return False
+        if existing == "failed":
+            await conn.execute("DELETE FROM media WHERE message_id = $1", req.message_id)
+            await conn.execute("DELETE FROM messages WHERE id = $1", req.message_id)
+        await conn.execute(
+            "INSERT INTO messages (id, source, direction, type, ts, raw_timestamp, phone_number_id,"
+            " display_phone_number, waba_id, contact_phone, contact_wa_id, contact_user_id,"
+            " contact_username, contact_name, text, related_message_id, flags, archive_status,"
+            " payload, first_delivery_sha256)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)",
+            req.message_id, req.source, req.direction, req.type, req.timestamp, req.raw_timestamp,
+            req.phone_number_id, req.display_phone_number, req.waba_id, c.phone, c.wa_id,
+            c.user_id, c.username, c.name, req.text, req.related_message_id, req.flags,
+            records.archive_status, req.payload, req.delivery_sha256,
+        )
+        await conn.executemany(
+            "INSERT INTO media (message_id, position, media_id, kind, status, storage_url,"
+            " storage_key, size, sha256, provider_sha256, mime_type, filename, stored_at)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+            [(req.message_id, m.position, m.media_id, m.kind, m.status,
+              storage_url if m.status == "archived" else None, m.storage_key, m.size, m.sha256,
+              m.provider_sha256, m.mime_type, m.filename, m.stored_at) for m in records.media],
+        )
+        await link_deliveries(conn, req.delivery_sha256, [req.message_id])
+    return True
+
+
+def _message_json(row: asyncpg.Record, media: list[asyncpg.Record]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "source": row["source"],
+        "direction": row["direction"],
+        "type": row["type"],
+        "timestamp": row["ts"].isoformat(),
+        "raw_timestamp": row["raw_timestamp"],
+        "contact": {
+            "phone": row["contact_phone"], "wa_id": row["contact_wa_id"],
+            "user_id": row["contact_user_id"], "username": row["contact_username"],
+            "name": row["contact_name"],
+        },
+        "business": {
+            "phone_number_id": row["phone_number_id"],
+            "display_phone_number": row["display_phone_number"], "waba_id": row["waba_id"],
+        },
+        "text": row["text"],
+        "related_message_id": row["related_message_id"],
+        "flags": list(row["flags"]),
+        "archive_status": row["archive_status"],
+        "archived_at": row["archived_at"].isoformat(),
+        "media": [
+            {
+                "id": m["media_id"], "kind": m["kind"], "status": m["status"],
+                "sha256": m["sha256"], "provider_sha256": m["provider_sha256"], "size": m["size"],
+                "mime_type": m["mime_type"], "filename": m["filename"],
+                "storage_url": m["storage_url"], "storage_key": m["storage_key"],
+                "stored_at": m["stored_at"].isoformat() if m["stored_at"] else None,
+            }
+            for m in media
+        ],
+    }
+
+
+async def get_message(pool: asyncpg.Pool, message_id: str) -> dict[str, Any] | None:
+    """Everything `show` prints: the message, its media, the deliveries that carried it, statuses."""
+    row = await pool.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
+    if row is None:
+        return None
+    media = await pool.fetch("SELECT * FROM media WHERE message_id = $1 ORDER BY position", message_id)
+    out = _message_json(row, media)
+    deliveries = await pool.fetch(
+        "SELECT d.sha256, d.signature, d.received_at, d.source FROM message_deliveries md"
+        " JOIN deliveries d ON d.sha256 = md.delivery_sha256 WHERE md.message_id = $1"
+        " ORDER BY d.received_at",
+        message_id,
+    )
+    out["deliveries"] = [
+        {"sha256": d["sha256"], "signature": d["signature"], "source": d["source"],
+         "received_at": d["received_at"].isoformat()}
+        for d in deliveries
+    ]
+    statuses = await pool.fetch(
+        "SELECT status, ts, recipient_id FROM status_events WHERE message_id = $1 ORDER BY ts, id",
+        message_id,
+    )
+    out["statuses"] = [
+        {"status": s["status"], "timestamp": s["ts"].isoformat() if s["ts"] else None,
+         "recipient_id": s["recipient_id"]}
+        for s in statuses
+    ]
+    out["payload"] = row["payload"]
+    return out
+
+
+async def search_messages(
+    pool: asyncpg.Pool, *, phone: str | None, since: datetime | None, until: datetime | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Messages newest first, filtered by contact phone and message time."""
+    rows = await pool.fetch(
+        "SELECT * FROM messages WHERE ($1::text IS NULL OR contact_phone = $1)"
+        " AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3)"
+        " ORDER BY ts DESC, id LIMIT $4",
+        phone, since, until, limit,
+    )
+    ids = [r["id"] for r in rows]
+    media = await pool.fetch(
+        "SELECT * FROM media WHERE message_id = ANY($1::text[]) ORDER BY message_id, position", ids
+    )
+    by_msg: dict[str, list[asyncpg.Record]] = {}
+    for m in media:
+        by_msg.setdefault(m["message_id"], []).append(m)
+    return [_message_json(r, by_msg.get(r["id"], [])) for r in rows]
+
+
+# Failures --------------------------------------------------------------------------------------
+
+
+async def record_attempt(
+    pool: asyncpg.Pool, *, message_id: str, stage: str, media_id: str | None, attempt: int,
+    error_type: str, error: str, http_status: int | None, workflow_id: str, run_id: str,
+) -> None:
+    await pool.execute(
+        "INSERT INTO archive_attempts (message_id, stage, media_id, attempt, error_type, error,"
+        " http_status, workflow_id, run_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+        message_id, stage, media_id, attempt, error_type, error, http_status, workflow_id, run_id,
+    )
+
+
+async def insert_failure(
+    pool: asyncpg.Pool, *, message_id: str, stage: str, media_id: str | None, workflow_id: str,
+    run_id: str, retry_state: str | None, last_error_type: str | None, last_error: str | None,
+) -> list[dict[str, Any]]:
+    """Write the critical failure row with this run's full attempt history; returns the history."""
+    rows = await pool.fetch(
+        "SELECT attempt, at, error_type, error, http_status FROM archive_attempts"
+        " WHERE message_id = $1 AND stage = $2 AND run_id = $3"
+        " AND media_id IS NOT DISTINCT FROM $4 ORDER BY attempt, id",
+        message_id, stage, run_id, media_id,
+    )
+    attempts = [
+        {"attempt": r["attempt"], "at": r["at"].isoformat(), "error_type": r["error_type"],
+         "error": r["error"], "http_status": r["http_status"]}
+        for r in rows
+    ]
+    await pool.execute(
+        "INSERT INTO archive_failures (message_id, stage, media_id, workflow_id, run_id,"
+        " retry_state, last_error_type, last_error, attempts)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING",
+        message_id, stage, media_id, workflow_id, run_id, retry_state, last_error_type,
+        last_error, attempts,
+    )
+    return attempts
+
+
+async def list_failures(pool: asyncpg.Pool, limit: int = 1000) -> list[dict[str, Any]]:
+    rows = await pool.fetch("SELECT * FROM archive_failures ORDER BY created_at DESC LIMIT $1", limit)
+    return [
+        {"message_id": r["message_id"], "stage": r["stage"], "media_id": r["media_id"],
+         "workflow_id": r["workflow_id"], "run_id": r["run_id"], "retry_state": r["retry_state"],
+         "last_error_type": r["last_error_type"], "last_error": r["last_error"],
+         "created_at": r["created_at"].isoformat(), "attempts": r["attempts"]}
+        for r in rows
+    ]

@@ -1,0 +1,63 @@
+"""Process setup shared by every command: logging, the Temporal client, the Postgres pool."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+from pathlib import Path
+
+import structlog
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from wa_archive.config import ConfigError, Settings
+from wa_archive.db import create_pool
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON log lines on stderr, one per event, with ISO timestamps."""
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+async def connect_temporal(settings: Settings, *, lazy: bool = False) -> Client:
+    """A client with the pydantic converter, the same in the webhook, worker, CLI and tests."""
+    settings.require("temporal_address")
+    return await Client.connect(
+        settings.temporal_address, namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter, lazy=lazy,
+    )
+
+
+async def connect_db(settings: Settings, *, max_size: int = 10):
+    settings.require("database_url")
+    return await create_pool(settings.database_url, max_size=max_size)
+
+
+def contact_secret(settings: Settings) -> str:
+    """The key for contact hashes in search attributes; dev mode keeps one under the data dir."""
+    if settings.contact_key_secret is not None:
+        return settings.contact_key_secret.get_secret_value()
+    path = Path(settings.data_dir) / "contact-key.secret"
+    if path.exists():
+        return path.read_text().strip()
+    raise ConfigError("WA_ARCHIVE_CONTACT_KEY_SECRET is required but not set")
+
+
+def ensure_dev_contact_secret(data_dir: Path) -> None:
+    path = data_dir / "contact-key.secret"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)

@@ -1,0 +1,57 @@
+"""Idempotent workflow starts: one workflow per delivery and one per message, ids derived from them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from wa_archive.keys import contact_key, delivery_workflow_id, message_workflow_id
+from wa_archive.models import ArchiveRequest, IngestDeliveryInput
+from wa_archive.names import ARCHIVE_STATUS, CONTACT_KEY, MESSAGE_ID
+
+# A duplicate while the first run is open joins it; after a completed run it is rejected (the
+# archive already holds it); after a failed run it starts again, so a redelivery can retry.
+_REUSE = WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+_CONFLICT = WorkflowIDConflictPolicy.USE_EXISTING
+
+
+async def start_ingest_delivery(
+    client: Client, delivery_sha256: str, *, task_queue: str, rpc_timeout: timedelta | None = None
+) -> bool:
+    """Start IngestDelivery for a stored delivery; False if it already ran to completion."""
+    try:
+        await client.start_workflow(
+            "IngestDelivery", IngestDeliveryInput(delivery_sha256=delivery_sha256),
+            id=delivery_workflow_id(delivery_sha256), task_queue=task_queue,
+            id_reuse_policy=_REUSE, id_conflict_policy=_CONFLICT, rpc_timeout=rpc_timeout,
+        )
+    except WorkflowAlreadyStartedError:
+        return False
+    return True
+
+
+async def start_archive_message(
+    client: Client, req: ArchiveRequest, *, task_queue: str, contact_secret: str
+) -> bool:
+    """Start ArchiveMessage for one message; False if an earlier run already archived it."""
+    contact = req.contact.phone or req.contact.wa_id or req.contact.user_id or req.contact.username
+    pairs = [SearchAttributePair(MESSAGE_ID, req.message_id), SearchAttributePair(ARCHIVE_STATUS, "pending")]
+    if contact:
+        pairs.append(SearchAttributePair(CONTACT_KEY, contact_key(contact_secret, contact)))
+    try:
+        await client.start_workflow(
+            "ArchiveMessage", req, id=message_workflow_id(req.message_id), task_queue=task_queue,
+            id_reuse_policy=_REUSE, id_conflict_policy=_CONFLICT,
+            search_attributes=TypedSearchAttributes(pairs),
+        )
+    except WorkflowAlreadyStartedError:
+        return False
+    return True

@@ -1,0 +1,166 @@
+"""Filesystem object store: temp file, fsync, atomic no-overwrite link, read-only.
+
+What it promises: no partial object is visible, no object is overwritten by this code, files are
+read-only. What it cannot promise: anyone with filesystem access can still delete or chmod them;
+retention is recorded in metadata and enforced by our code only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from wa_archive.errors import StorageConflict, StorageError
+from wa_archive.keys import safe_id
+from wa_archive.storage.base import ObjectInfo, ProgressCallback, StoredObject, check_digest
+
+READ_CHUNK = 1024 * 1024
+META_SUFFIX = ".meta.json"
+
+
+class FilesystemStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.url = self.root.as_uri()
+        self._tmp = self.root / ".tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise StorageError(f"key escapes the store root: {key!r}")
+        return path
+
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        metadata: dict[str, str],
+        expected_sha256: bytes | None,
+        retain_until: datetime,
+        on_progress: ProgressCallback | None = None,
+    ) -> StoredObject:
+        final = self._path(key)
+        stem = safe_id(key)
+        # A worker killed mid-write leaves its temp file behind; the retry cleans it up.
+        for stale in self._tmp.glob(f"{stem}.*.part"):
+            stale.unlink(missing_ok=True)
+        tmp = self._tmp / f"{stem}.{uuid.uuid4().hex}.part"
+        hasher = hashlib.sha256()
+        size = 0
+        try:
+            fh = await asyncio.to_thread(open, tmp, "wb")
+            try:
+                async for chunk in chunks:
+                    await asyncio.to_thread(_hash_and_write, hasher, fh, chunk)
+                    size += len(chunk)
+                    if on_progress:
+                        on_progress(size)
+                await asyncio.to_thread(_flush_and_sync, fh)
+            finally:
+                fh.close()
+            digest = check_digest(hasher, expected_sha256, key)
+            stored_at = datetime.now(timezone.utc)
+            return await asyncio.to_thread(
+                self._commit, tmp, final, key, digest, size, stored_at, content_type, metadata,
+                retain_until,
+            )
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _commit(
+        self, tmp: Path, final: Path, key: str, digest: str, size: int, stored_at: datetime,
+        content_type: str, metadata: dict[str, str], retain_until: datetime,
+    ) -> StoredObject:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o444)
+        try:
+            os.link(tmp, final)  # atomic, and fails instead of replacing an existing object
+        except FileExistsError:
+            existing = self._existing_digest(final)
+            if existing != digest:
+                raise StorageConflict(
+                    f"{key} already holds different bytes (sha256 {existing}); not overwritten"
+                ) from None
+            return StoredObject(key=key, size=final.stat().st_size, sha256=digest,
+                                stored_at=stored_at, created=False)
+        meta = {
+            "sha256": digest, "size": size, "content_type": content_type,
+            "stored_at": stored_at.isoformat(), "retain_until": retain_until.isoformat(),
+            "metadata": metadata,
+        }
+        meta_path = final.with_name(final.name + META_SUFFIX)
+        meta_tmp = tmp.with_suffix(".meta")
+        meta_tmp.write_text(json.dumps(meta, sort_keys=True))
+        os.chmod(meta_tmp, 0o444)
+        try:
+            os.link(meta_tmp, meta_path)
+        except FileExistsError:
+            pass
+        finally:
+            meta_tmp.unlink(missing_ok=True)
+        _fsync_dir(final.parent)
+        return StoredObject(key=key, size=size, sha256=digest, stored_at=stored_at, created=True)
+
+    def _existing_digest(self, path: Path) -> str:
+        hasher = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(READ_CHUNK):
+                hasher.update(block)
+        return hasher.hexdigest()
+
+    async def read(self, key: str) -> AsyncIterator[bytes]:  # type: ignore[override]
+        path = self._path(key)
+        fh = await asyncio.to_thread(open, path, "rb")
+        try:
+            while block := await asyncio.to_thread(fh.read, READ_CHUNK):
+                yield block
+        finally:
+            fh.close()
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        if not path.exists():
+            return None
+        meta_path = path.with_name(path.name + META_SUFFIX)
+        meta: dict = {}
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+        sha = meta.get("sha256") or await asyncio.to_thread(self._existing_digest, path)
+        flat = {k: str(v) for k, v in (meta.get("metadata") or {}).items()}
+        if "retain_until" in meta:
+            flat["retain-until"] = meta["retain_until"]
+        return ObjectInfo(key=key, size=path.stat().st_size, sha256=sha, metadata=flat)
+
+    async def ping(self) -> None:
+        if not os.access(self.root, os.W_OK):
+            raise StorageError(f"store root {self.root} is not writable")
+
+    async def close(self) -> None:
+        return None
+
+
+def _hash_and_write(hasher: "hashlib._Hash", fh, chunk: bytes) -> None:
+    hasher.update(chunk)
+    fh.write(chunk)
+
+
+def _flush_and_sync(fh) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

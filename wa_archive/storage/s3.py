@@ -1,0 +1,247 @@
+"""S3-compatible object store (AWS S3, Ceph RGW, MinIO, GCS interop) through aiobotocore.
+
+Small objects are buffered up to one part and written with one conditional PUT; larger ones use a
+multipart upload with bounded parts. The whole-object SHA-256 is known only after the last byte,
+so the multipart upload is completed only once the hash matches the provider's; otherwise it is
+aborted and nothing becomes visible. Objects are written with If-None-Match: * so that an existing
+object is never replaced, with server-side encryption, and with an Object Lock retain-until date
+when the bucket has Object Lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from wa_archive.errors import StorageConflict, StorageError
+from wa_archive.storage.base import ObjectInfo, ProgressCallback, StoredObject, check_digest
+
+SIDECAR_SUFFIX = ".sha256"
+
+
+class S3Store:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        *,
+        endpoint_url: str | None,
+        region: str,
+        part_size: int,
+        sse: str = "AES256",
+        kms_key_id: str | None = None,
+        lock_mode: str = "COMPLIANCE",
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.part_size = part_size
+        self._endpoint_url = endpoint_url
+        self._region = region
+        self._sse = sse
+        self._kms_key_id = kms_key_id
+        self._lock_mode = lock_mode
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+        self._object_lock: bool | None = None
+
+    async def _s3(self) -> Any:
+        if self._client is None:
+            session = get_session()
+            self._client = await self._stack.enter_async_context(
+                session.create_client("s3", endpoint_url=self._endpoint_url, region_name=self._region)
+            )
+        return self._client
+
+    def _full(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    async def _bucket_has_object_lock(self) -> bool:
+        if self._object_lock is None:
+            s3 = await self._s3()
+            try:
+                conf = await s3.get_object_lock_configuration(Bucket=self.bucket)
+                enabled = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
+                self._object_lock = enabled == "Enabled"
+            except ClientError:
+                self._object_lock = False
+        return self._object_lock
+
+    async def _write_args(self, content_type: str, metadata: dict[str, str], retain_until: datetime) -> dict[str, Any]:
+        args: dict[str, Any] = {"ContentType": content_type, "Metadata": metadata}
+        if self._sse == "aws:kms":
+            args["ServerSideEncryption"] = "aws:kms"
+            if self._kms_key_id:
+                args["SSEKMSKeyId"] = self._kms_key_id
+        elif self._sse:
+            args["ServerSideEncryption"] = self._sse
+        if await self._bucket_has_object_lock():
+            args["ObjectLockMode"] = self._lock_mode
+            args["ObjectLockRetainUntilDate"] = retain_until
+        return args
+
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        metadata: dict[str, str],
+        expected_sha256: bytes | None,
+        retain_until: datetime,
+        on_progress: ProgressCallback | None = None,
+    ) -> StoredObject:
+        full = self._full(key)
+        try:
+            existing = await self.head(key)
+            if existing is not None:
+                return await self._confirm_identical(key, existing, chunks, expected_sha256)
+            await self._abort_stale_uploads(full)
+            meta = dict(metadata)
+            if expected_sha256 is not None:
+                meta["sha256"] = expected_sha256.hex()
+            args = await self._write_args(content_type, meta, retain_until)
+            return await self._upload(key, full, chunks, args, expected_sha256, on_progress)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 error for {key}: {exc}") from exc
+
+    async def _upload(
+        self, key: str, full: str, chunks: AsyncIterator[bytes], args: dict[str, Any],
+        expected: bytes | None, on_progress: ProgressCallback | None,
+    ) -> StoredObject:
+        s3 = await self._s3()
+        hasher = hashlib.sha256()
+        buffer = bytearray()
+        size = 0
+        upload_id: str | None = None
+        parts: list[dict[str, Any]] = []
+        completed = False
+        try:
+            async for chunk in chunks:
+                hasher.update(chunk)
+                buffer += chunk
+                size += len(chunk)
+                if on_progress:
+                    on_progress(size)
+                while len(buffer) >= self.part_size:
+                    if upload_id is None:
+                        created = await s3.create_multipart_upload(Bucket=self.bucket, Key=full, **args)
+                        upload_id = created["UploadId"]
+                    part = bytes(buffer[: self.part_size])
+                    del buffer[: self.part_size]
+                    parts.append(await self._upload_part(full, upload_id, len(parts) + 1, part))
+            if upload_id is None:
+                digest = check_digest(hasher, expected, key)
+                args["Metadata"]["sha256"] = digest
+                await s3.put_object(
+                    Bucket=self.bucket, Key=full, Body=bytes(buffer), IfNoneMatch="*",
+                    ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode(), **args,
+                )
+            else:
+                if buffer:
+                    parts.append(await self._upload_part(full, upload_id, len(parts) + 1, bytes(buffer)))
+                    buffer.clear()
+                digest = check_digest(hasher, expected, key)  # before completing: nothing visible yet
+                await s3.complete_multipart_upload(
+                    Bucket=self.bucket, Key=full, UploadId=upload_id, IfNoneMatch="*",
+                    MultipartUpload={"Parts": parts},
+                )
+                if expected is None:
+                    # The hash was unknown when the upload began, so it could not go in the
+                    # object's metadata; a write-once sidecar carries it instead.
+                    await s3.put_object(
+                        Bucket=self.bucket, Key=full + SIDECAR_SUFFIX, Body=digest.encode(),
+                        IfNoneMatch="*", ContentType="text/plain",
+                        **{k: v for k, v in args.items() if k not in ("ContentType", "Metadata")},
+                    )
+            completed = True
+        except ClientError as exc:
+            if _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise StorageConflict(f"{key} was written concurrently; not overwritten") from exc
+            raise
+        finally:
+            if upload_id is not None and not completed:
+                with contextlib.suppress(ClientError, BotoCoreError):
+                    await s3.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+        return StoredObject(key=key, size=size, sha256=digest,
+                            stored_at=datetime.now(timezone.utc), created=True)
+
+    async def _upload_part(self, full: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
+        s3 = await self._s3()
+        resp = await s3.upload_part(Bucket=self.bucket, Key=full, UploadId=upload_id,
+                                    PartNumber=number, Body=data)
+        return {"PartNumber": number, "ETag": resp["ETag"]}
+
+    async def _abort_stale_uploads(self, full: str) -> None:
+        """A worker killed mid-upload leaves a multipart upload behind; the retry aborts it."""
+        s3 = await self._s3()
+        resp = await s3.list_multipart_uploads(Bucket=self.bucket, Prefix=full)
+        for upload in resp.get("Uploads", []):
+            if upload["Key"] == full:
+                await s3.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload["UploadId"])
+
+    async def _confirm_identical(
+        self, key: str, existing: ObjectInfo, chunks: AsyncIterator[bytes], expected: bytes | None
+    ) -> StoredObject:
+        """The key exists (an earlier attempt finished): accept only identical bytes."""
+        hasher = hashlib.sha256()
+        size = 0
+        async for chunk in chunks:
+            hasher.update(chunk)
+            size += len(chunk)
+        digest = check_digest(hasher, expected, key)
+        if existing.sha256 != digest:
+            raise StorageConflict(
+                f"{key} already holds different bytes (sha256 {existing.sha256}); not overwritten"
+            )
+        return StoredObject(key=key, size=size, sha256=digest,
+                            stored_at=datetime.now(timezone.utc), created=False)
+
+    async def read(self, key: str) -> AsyncIterator[bytes]:  # type: ignore[override]
+        s3 = await self._s3()
+        resp = await s3.get_object(Bucket=self.bucket, Key=self._full(key))
+        async with resp["Body"] as body:
+            while chunk := await body.read(1024 * 1024):
+                yield chunk
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        s3 = await self._s3()
+        full = self._full(key)
+        try:
+            resp = await s3.head_object(Bucket=self.bucket, Key=full)
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        metadata = {k.lower(): v for k, v in resp.get("Metadata", {}).items()}
+        sha = metadata.get("sha256")
+        if sha is None:
+            with contextlib.suppress(ClientError):
+                side = await s3.get_object(Bucket=self.bucket, Key=full + SIDECAR_SUFFIX)
+                async with side["Body"] as body:
+                    sha = (await body.read()).decode().strip()
+        if resp.get("ObjectLockRetainUntilDate"):
+            metadata["retain-until"] = resp["ObjectLockRetainUntilDate"].isoformat()
+        return ObjectInfo(key=key, size=resp["ContentLength"], sha256=sha, metadata=metadata)
+
+    async def ping(self) -> None:
+        s3 = await self._s3()
+        try:
+            await s3.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"bucket {self.bucket} is not reachable: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        self._client = None
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))

@@ -1,0 +1,140 @@
+"""The webhook HTTP server: Meta's handshake and deliveries, health and readiness.
+
+A delivery is acknowledged with 200 only after its exact bytes are stored in Postgres and its
+IngestDelivery workflow is started in Temporal; any failure on that path answers 503 so that Meta
+redelivers and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+import structlog
+from aiohttp import web
+from temporalio.client import Client
+
+from wa_archive import queries
+from wa_archive.config import Settings
+from wa_archive.meta_payload import EnvelopeError, check_envelope, count_updates
+from wa_archive.signature import meta_signature_ok
+from wa_archive.starter import start_ingest_delivery
+from wa_archive.storage import ObjectStore
+
+log = structlog.get_logger("wa_archive.webhook")
+
+META_PATH = "/webhooks/meta"
+START_TIMEOUT = timedelta(seconds=5)
+
+
+@dataclass
+class WebhookDeps:
+    settings: Settings
+    client: Client
+    pool: asyncpg.Pool
+    store: ObjectStore
+
+
+DEPS = web.AppKey("deps", WebhookDeps)
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def verify_handshake(request: web.Request) -> web.Response:
+    """GET: echo hub.challenge when hub.verify_token matches, 403 otherwise."""
+    settings = request.app[DEPS].settings
+    q = request.query
+    expected = settings.meta_verify_token.get_secret_value() if settings.meta_verify_token else None
+    if (
+        expected
+        and q.get("hub.mode") == "subscribe"
+        and q.get("hub.verify_token") is not None
+        and _consteq(q["hub.verify_token"], expected)
+    ):
+        return web.Response(text=q.get("hub.challenge", ""), content_type="text/plain")
+    log.warning("handshake_rejected", mode=q.get("hub.mode"))
+    return error(403, "verify token does not match")
+
+
+async def receive_delivery(request: web.Request) -> web.Response:
+    """POST: verify, store the exact bytes, start the delivery's workflow, then acknowledge."""
+    deps = request.app[DEPS]
+    limit = deps.settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return error(413, f"body exceeds {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        return error(413, f"body exceeds {limit} bytes")
+    signature = request.headers.get("X-Hub-Signature-256")
+    secret = deps.settings.meta_app_secret.get_secret_value()  # type: ignore[union-attr]
+    if not meta_signature_ok(secret, body, signature):
+        log.warning("signature_rejected", present=signature is not None, remote=request.remote)
+        return error(401, "missing or invalid X-Hub-Signature-256")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return error(400, "body is not valid JSON")
+    try:
+        envelope = check_envelope(data)
+    except EnvelopeError as exc:
+        return error(400, str(exc))
+
+    sha = hashlib.sha256(body).hexdigest()
+    updates = count_updates(envelope)
+    try:
+        await queries.insert_delivery(
+            deps.pool, sha256=sha, source="meta", body=body, signature=signature,
+            remote_addr=request.remote, updates=updates,
+        )
+        await start_ingest_delivery(deps.client, sha, task_queue=deps.settings.task_queue,
+                                    rpc_timeout=START_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not durable yet": ask Meta to retry
+        log.error("delivery_not_accepted", delivery=sha, error=repr(exc))
+        return error(503, "archive temporarily unavailable; retry later")
+    log.info("delivery_accepted", delivery=sha, updates=updates)
+    return web.json_response({"status": "accepted", "delivery": sha, "updates": updates})
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Temporal, Postgres and the object store reachable; 503 naming what is not."""
+    deps = request.app[DEPS]
+    checks = {
+        "temporal": deps.client.service_client.check_health(timeout=timedelta(seconds=3)),
+        "postgres": deps.pool.fetchval("SELECT 1", timeout=3),
+        "storage": deps.store.ping(),
+    }
+    results = await asyncio.gather(*(asyncio.wait_for(c, 5) for c in checks.values()),
+                                   return_exceptions=True)
+    report = {name: ("ok" if not isinstance(r, BaseException) else f"error: {r!r}"[:200])
+              for name, r in zip(checks, results)}
+    ok = all(v == "ok" for v in report.values())
+    return web.json_response({"status": "ready" if ok else "not ready", "checks": report},
+                             status=200 if ok else 503)
+
+
+def create_app(deps: WebhookDeps) -> web.Application:
+    """The aiohttp application; deps are created by the caller so tests can supply their own."""
+    deps.settings.require("meta_app_secret", "meta_verify_token")
+    # aiohttp's own limit is set above ours so that we answer 413 with our message.
+    app = web.Application(client_max_size=deps.settings.max_body_bytes + 1024)
+    app[DEPS] = deps
+    app.router.add_get(META_PATH, verify_handshake)
+    app.router.add_post(META_PATH, receive_delivery)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+def _consteq(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())

@@ -1,0 +1,81 @@
+"""The archive worker: runs the workflows and activities against Temporal, Postgres and the store."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import aiohttp
+import asyncpg
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.delivery import DeliveryActivities
+from activities.media import MediaActivities
+from activities.records import RecordActivities
+from wa_archive.config import Settings
+from wa_archive.graph import GraphClient
+from wa_archive.models import ArchiveOptions
+from wa_archive.runtime import connect_db, connect_temporal, contact_secret
+from wa_archive.storage import ObjectStore, open_store
+from workflows.archive_message import ArchiveMessage
+from workflows.ingest_delivery import IngestDelivery
+
+log = structlog.get_logger("wa_archive.worker")
+
+
+def archive_options(settings: Settings) -> ArchiveOptions:
+    return ArchiveOptions(
+        retry_max_attempts=settings.retry_max_attempts,
+        retry_initial_interval=settings.retry_initial_interval,
+        retry_backoff=settings.retry_backoff,
+        retry_max_interval=settings.retry_max_interval,
+        heartbeat_timeout=settings.media_heartbeat_timeout,
+        attempt_timeout=settings.media_attempt_timeout,
+    )
+
+
+def build_worker(
+    client: Client, settings: Settings, pool: asyncpg.Pool, store: ObjectStore,
+    http: aiohttp.ClientSession,
+) -> Worker:
+    """A Worker with every workflow and activity of the archive, dependencies injected."""
+    token = settings.meta_access_token.get_secret_value() if settings.meta_access_token else ""
+    media = MediaActivities(GraphClient(http, settings.meta_graph_url, token), store, pool,
+                            settings.retention_days)
+    records = RecordActivities(pool, store.url)
+    delivery = DeliveryActivities(pool, archive_options(settings), contact_secret(settings),
+                                  settings.task_queue)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[ArchiveMessage, IngestDelivery],
+        activities=[media.archive_media, records.write_records, records.record_critical_failure,
+                    delivery.fan_out_delivery],
+        max_concurrent_activities=settings.max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set (or forever); shuts down gracefully so activities can finish."""
+    settings.require("meta_access_token")
+    client = await connect_temporal(settings)
+    pool = await connect_db(settings, max_size=settings.max_concurrent_activities + 2)
+    store = open_store(settings)
+    await store.ping()
+    timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=60)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        worker = build_worker(client, settings, pool, store, http)
+        log.info("worker_started", task_queue=settings.task_queue, storage=store.url)
+        try:
+            if stop is None:
+                await worker.run()
+            else:
+                async with worker:
+                    await stop.wait()
+        finally:
+            await store.close()
+            await pool.close()
+            log.info("worker_stopped")
