@@ -1,0 +1,244 @@
+"""Session-wide real services on loopback: Temporal dev server, PostgreSQL, moto S3, fake Graph API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from pydantic import SecretStr
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from wa_archive import queries
+from wa_archive.config import Settings
+from wa_archive.db import create_pool, migrate
+from wa_archive.embedded import SQLITE_PRAGMAS, EmbeddedPostgres, ensure_database, free_port, temporal_binary
+from wa_archive.fake_graph import FakeGraph
+from wa_archive.names import SEARCH_ATTRIBUTES
+from wa_archive.signature import meta_signature
+from wa_archive.storage import FilesystemStore, ObjectStore, S3Store
+from webhook.app import WebhookDeps, create_app
+from worker import build_worker
+
+APP_SECRET = "test-app-secret"
+VERIFY_TOKEN = "test-verify-token"
+ACCESS_TOKEN = "test-access-token"
+CONTACT_SECRET = "test-contact-secret"
+BUCKET = "wa-archive-test"
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="wa-archive-tests-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    extra = ["--dynamic-config-value", "system.forceSearchAttributesCacheRefreshOnRead=true"]
+    for pragma in SQLITE_PRAGMAS:
+        extra += ["--sqlite-pragma", pragma]
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_extra_args=extra,
+    ) as env:
+        yield env
+
+
+@pytest.fixture(scope="session")
+def temporal_address(temporal_env: WorkflowEnvironment) -> str:
+    return temporal_env.client.service_client.config.target_host
+
+
+@pytest.fixture(scope="session")
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_root: Path) -> str:
+    pg = EmbeddedPostgres(tmp_root / "pg")
+    admin = pg.start()
+    url = asyncio.run(_prepare_db(admin))
+    yield url
+    pg.stop()
+
+
+async def _prepare_db(admin: str) -> str:
+    url = await ensure_database(admin, "wa_test")
+    await migrate(url)
+    return url
+
+
+@pytest_asyncio.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(database_url, max_size=20)
+    yield p
+    await p.close()
+
+
+@pytest_asyncio.fixture
+async def clean_db(pool: asyncpg.Pool) -> asyncpg.Pool:
+    await pool.execute(
+        "TRUNCATE media, messages, message_deliveries, status_events, webhook_events,"
+        " archive_attempts, archive_failures, deliveries CASCADE"
+    )
+    return pool
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    yield endpoint
+    server.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def s3_bucket(s3_endpoint: str) -> str:
+    from aiobotocore.session import get_session
+
+    async with get_session().create_client("s3", endpoint_url=s3_endpoint, region_name="us-east-1") as s3:
+        await s3.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+        await s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return BUCKET
+
+
+@pytest_asyncio.fixture(scope="session")
+async def fake_graph() -> AsyncIterator[FakeGraph]:
+    graph = FakeGraph(ACCESS_TOKEN)
+    runner = await graph.start()
+    yield graph
+    await runner.cleanup()
+
+
+def make_settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = dict(
+        meta_app_secret=SecretStr(APP_SECRET), meta_verify_token=SecretStr(VERIFY_TOKEN),
+        meta_access_token=SecretStr(ACCESS_TOKEN), contact_key_secret=SecretStr(CONTACT_SECRET),
+        retry_initial_interval=0.2, retry_backoff=1.5, retry_max_interval=1.0,
+        media_heartbeat_timeout=5.0, task_queue=f"tq-{uuid.uuid4()}", s3_part_size_mib=5,
+    )
+    base.update(overrides)
+    return Settings(_env_file=None, **base)
+
+
+@dataclass
+class Stack:
+    """A worker and a webhook server wired to the session services, for one test."""
+
+    settings: Settings
+    client: Client
+    pool: asyncpg.Pool
+    store: ObjectStore
+    url: str
+    http: aiohttp.ClientSession
+    graph: FakeGraph
+
+    async def post(self, body: bytes, *, signature: str | None = "valid", headers: dict | None = None):
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        if signature == "valid":
+            hdrs["X-Hub-Signature-256"] = meta_signature(APP_SECRET, body)
+        elif signature is not None:
+            hdrs["X-Hub-Signature-256"] = signature
+        async with self.http.post(f"{self.url}/webhooks/meta", data=body, headers=hdrs) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def wait_for_message(self, message_id: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = await queries.get_message(self.pool, message_id)
+            if msg is not None:
+                return msg
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{message_id} was not archived within {timeout}s")
+
+    async def wait_for_failure(self, message_id: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for f in await queries.list_failures(self.pool):
+                if f["message_id"] == message_id:
+                    return f
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no critical failure for {message_id} within {timeout}s")
+
+    async def read_object(self, key: str) -> bytes:
+        return b"".join([chunk async for chunk in self.store.read(key)])
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def storage_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest_asyncio.fixture
+async def stack_factory(client, clean_db, fake_graph, tmp_root, s3_endpoint, s3_bucket):
+    """Build stacks (worker + webhook) with chosen settings; everything is torn down after the test."""
+    cleanups = []
+
+    async def build(backend: str = "filesystem", run_worker: bool = True, **overrides: Any) -> Stack:
+        run_id = uuid.uuid4().hex[:8]
+        if backend == "s3":
+            store: ObjectStore = S3Store(s3_bucket, f"t-{run_id}", endpoint_url=s3_endpoint,
+                                         region="us-east-1", part_size=5 * 1024 * 1024)
+            storage_url = store.url
+        else:
+            store = FilesystemStore(tmp_root / f"objects-{run_id}")
+            storage_url = store.url
+        settings = make_settings(meta_graph_url=fake_graph.graph_url, storage_url=storage_url,
+                                 s3_endpoint_url=s3_endpoint, **overrides)
+        http = aiohttp.ClientSession()
+        app = create_app(WebhookDeps(settings=settings, client=client, pool=clean_db, store=store))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        worker = None
+        if run_worker:
+            worker = build_worker(client, settings, clean_db, store, http)
+            await worker.__aenter__()
+
+        async def cleanup() -> None:
+            if worker is not None:
+                await worker.__aexit__(None, None, None)
+            await runner.cleanup()
+            await http.close()
+            await store.close()
+
+        cleanups.append(cleanup)
+        return Stack(settings=settings, client=client, pool=clean_db, store=store,
+                     url=f"http://127.0.0.1:{port}", http=http, graph=fake_graph)
+
+    yield build
+    for cleanup in reversed(cleanups):
+        await cleanup()
+
+
+@pytest_asyncio.fixture
+async def stack(stack_factory) -> Stack:
+    return await stack_factory()
