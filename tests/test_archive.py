@@ -59,12 +59,12 @@ async def test_object_key_layout_is_safe_for_real_wamids(stack_factory, storage_
     content = os.urandom(1000)
     media = stack.graph.add(FakeMedia(_media_id(), mime_type="image/png", content=content))
     mid = "wamid.HBgM/NDQ3+NzAw==" + uuid.uuid4().hex
-    ts = 1792493114  # 2026-10-19 UTC, not "now"
+    ts = 1792493114  # 2026-10-20 01:25 UTC, not "now"
     await stack.post(dumps(envelope([media_message("image", media.media_id, media.sha256_b64(),
                                                    "image/png", mid=mid, ts=ts)])))
     msg = await stack.wait_for_message(mid)
     key = msg["media"][0]["storage_key"]
-    assert key == f"archive/2026/10/19/447700900123/{safe_id(mid)}.png"
+    assert key == f"archive/2026/10/20/447700900123/{safe_id(mid)}.png"
     assert "/" not in key.split("/", 5)[5] and "+" not in key and "=" not in key
     assert await stack.read_object(key) == content
 

@@ -132,7 +132,8 @@ class S3Store:
                     on_progress(size)
                 while len(buffer) >= self.part_size:
                     if upload_id is None:
-                        created = await s3.create_multipart_upload(Bucket=self.bucket, Key=full, **args)
+                        created = await s3.create_multipart_upload(
+                            Bucket=self.bucket, Key=full, ChecksumAlgorithm="SHA256", **args)
                         upload_id = created["UploadId"]
                     part = bytes(buffer[: self.part_size])
                     del buffer[: self.part_size]
@@ -142,7 +143,7 @@ class S3Store:
                 args["Metadata"]["sha256"] = digest
                 await s3.put_object(
                     Bucket=self.bucket, Key=full, Body=bytes(buffer), IfNoneMatch="*",
-                    ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode(), **args,
+                    ChecksumAlgorithm="SHA256", ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode(), **args,
                 )
             else:
                 if buffer:
@@ -158,7 +159,7 @@ class S3Store:
                     # object's metadata; a write-once sidecar carries it instead.
                     await s3.put_object(
                         Bucket=self.bucket, Key=full + SIDECAR_SUFFIX, Body=digest.encode(),
-                        IfNoneMatch="*", ContentType="text/plain",
+                        IfNoneMatch="*", ContentType="text/plain", ChecksumAlgorithm="SHA256",
                         **{k: v for k, v in args.items() if k not in ("ContentType", "Metadata")},
                     )
             completed = True
@@ -175,9 +176,13 @@ class S3Store:
 
     async def _upload_part(self, full: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
         s3 = await self._s3()
+        # Per-part SHA-256 checksums let the store reject a part damaged in transit (and Object
+        # Lock buckets require a checksum); the whole-object hash is still ours.
+        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
         resp = await s3.upload_part(Bucket=self.bucket, Key=full, UploadId=upload_id,
-                                    PartNumber=number, Body=data)
-        return {"PartNumber": number, "ETag": resp["ETag"]}
+                                    PartNumber=number, Body=data, ChecksumAlgorithm="SHA256",
+                                    ChecksumSHA256=checksum)
+        return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
 
     async def _abort_stale_uploads(self, full: str) -> None:
         """A worker killed mid-upload leaves a multipart upload behind; the retry aborts it."""
