@@ -62,6 +62,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_extra_args=extra,
+        dev_server_log_level="never",
     ) as env:
         yield env
 

@@ -1,0 +1,119 @@
+"""Pure functions: key layout, signatures, hash decoding, payload parsing, configuration errors."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pytest
+
+from tests.payloads import envelope, message
+from wa_archive.config import ConfigError, load_settings
+from wa_archive.hashing import decode_sha256
+from wa_archive.keys import contact_key, extension_for, media_object_key, normalize_phone, safe_id
+from wa_archive.meta_payload import EnvelopeError, check_envelope, count_updates, parse_delivery
+from wa_archive.signature import meta_signature, meta_signature_ok
+
+
+class TestKeys:
+    def test_safe_id_is_injective_and_key_safe(self):
+        ids = ["wamid.a/b", "wamid.a+b", "wamid.a=b", "wamid.a~2Fb", "wamid.a_b"]
+        escaped = [safe_id(i) for i in ids]
+        assert len(set(escaped)) == len(ids)
+        assert all(set(e) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_~") for e in escaped)
+        assert safe_id("wamid.a/b") == "wamid.a~2Fb" and safe_id("~") == "~7E"
+
+    def test_key_uses_message_time_in_utc_and_mime_extension(self):
+        ts = datetime(2026, 3, 1, 0, 30, tzinfo=timezone.utc)
+        key = media_object_key("wamid.X/Y+Z==", ts.astimezone(), "447700900123", "audio/ogg; codecs=opus")
+        assert key == "archive/2026/03/01/447700900123/wamid.X~2FY~2BZ~3D~3D.ogg"
+        assert media_object_key("m", ts, "c", "image/jpeg", position=2).endswith("/m-2.jpg")
+
+    @pytest.mark.parametrize("mime,ext", [("image/jpeg", "jpg"), ("application/pdf", "pdf"),
+                                          (None, "bin"), ("application/x-weird+zip", "xweirdzip")])
+    def test_extensions(self, mime, ext):
+        assert extension_for(mime) == ext
+
+    def test_phone_normalization_and_contact_key(self):
+        assert normalize_phone("+44 7700-900123") == "447700900123"
+        assert normalize_phone("GB.8830219475520193") is None
+        assert contact_key("s", "+447700900123") == contact_key("s", "447700900123")
+        assert contact_key("s", "447700900123") != contact_key("t", "447700900123")
+        assert "447700900123" not in contact_key("s", "447700900123")
+
+
+class TestSignature:
+    def test_valid_and_invalid(self):
+        body = '{"a":"\\u00e4"}'.encode()
+        sig = meta_signature("secret", body)
+        assert meta_signature_ok("secret", body, sig)
+        assert meta_signature_ok("secret", body, sig.upper().replace("SHA256=", "sha256="))
+        assert not meta_signature_ok("other", body, sig)
+        assert not meta_signature_ok("secret", body + b" ", sig)
+        assert not meta_signature_ok("secret", body, None)
+        assert not meta_signature_ok("secret", body, sig[len("sha256="):])
+
+
+class TestHashing:
+    def test_hex_and_base64_decode_to_the_same_digest(self):
+        digest = hashlib.sha256(b"x").digest()
+        assert decode_sha256(digest.hex()) == digest
+        assert decode_sha256(base64.b64encode(digest).decode()) == digest
+        assert decode_sha256(base64.urlsafe_b64encode(digest).decode().rstrip("=")) == digest
+        assert decode_sha256("not a hash") is None and decode_sha256(None) is None
+
+
+class TestParser:
+    def test_envelope_errors_say_what_is_wrong(self):
+        with pytest.raises(EnvelopeError, match="JSON object"):
+            check_envelope([])
+        with pytest.raises(EnvelopeError, match="entry"):
+            check_envelope({"object": "whatsapp_business_account", "entry": "x"})
+
+    def test_invalid_items_are_kept_not_dropped(self):
+        payload = envelope([{"type": "text"}], statuses=[{"status": "sent"}])
+        parsed = parse_delivery(payload, "d", datetime.now(timezone.utc))
+        assert parsed.messages == [] and parsed.statuses == []
+        assert sorted(e.kind for e in parsed.events) == ["invalid_message", "invalid_status"]
+
+    def test_counts_updates(self):
+        payload = envelope([message("text", {"body": "a"}), message("text", {"body": "b"})],
+                           statuses=[{"id": "w", "status": "read", "timestamp": "1"}])
+        assert count_updates(check_envelope(payload)) == 3
+
+    def test_missing_timestamp_falls_back_and_is_flagged(self):
+        item = message("text", {"body": "a"})
+        del item["timestamp"]
+        received = datetime(2026, 1, 2, tzinfo=timezone.utc)
+        [msg] = parse_delivery(envelope([item]), "d", received).messages
+        assert msg.timestamp == received and "timestamp_missing" in msg.flags
+
+
+class TestConfig:
+    def test_invalid_value_names_the_variable(self, monkeypatch):
+        monkeypatch.setenv("WA_ARCHIVE_HTTP_PORT", "eighty")
+        with pytest.raises(ConfigError, match="WA_ARCHIVE_HTTP_PORT"):
+            load_settings()
+
+    def test_bad_storage_url(self, monkeypatch):
+        monkeypatch.setenv("WA_ARCHIVE_STORAGE_URL", "ftp://x")
+        with pytest.raises(ConfigError, match="WA_ARCHIVE_STORAGE_URL"):
+            load_settings()
+
+    def test_cli_fails_with_one_clear_line(self, tmp_path):
+        env = {**os.environ, "WA_ARCHIVE_RETRY_MAX_ATTEMPTS": "0", "WA_ARCHIVE_DATA_DIR": str(tmp_path)}
+        proc = subprocess.run([sys.executable, "-m", "wa_archive.cli", "failures"], env=env,
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().count("\n") == 0 and "WA_ARCHIVE_RETRY_MAX_ATTEMPTS" in proc.stderr
+
+    def test_show_without_database_says_what_to_do(self, tmp_path):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WA_ARCHIVE_")}
+        env["WA_ARCHIVE_DATA_DIR"] = str(tmp_path)
+        proc = subprocess.run([sys.executable, "-m", "wa_archive.cli", "show", "wamid.x"], env=env,
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 2 and "WA_ARCHIVE_DATABASE_URL" in proc.stderr
