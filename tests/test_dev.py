@@ -1,0 +1,87 @@
+"""`wa-archive dev` as a user runs it: start, archive a signed image webhook, restart, still there."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from wa_archive.embedded import free_port
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WA_ARCHIVE_")}
+    env.update(WA_ARCHIVE_DATA_DIR=str(data_dir), WA_ARCHIVE_HTTP_PORT=str(free_port()),
+               WA_ARCHIVE_TEMPORAL_UI_PORT=str(free_port()))
+    return env
+
+
+def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "wa_archive.cli", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _start_dev(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "wa_archive.cli", "dev"], env=env, cwd=cwd,
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    state = Path(env["WA_ARCHIVE_DATA_DIR"]) / "dev.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        if state.exists():
+            url = json.loads(state.read_text())["http_url"] + "/readyz"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return proc
+            except OSError:
+                pass
+        time.sleep(0.3)
+    raise AssertionError("dev did not become ready: " + log.read_text()[-3000:])
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGINT)
+    return proc.wait(60)
+
+
+def test_dev_archives_a_signed_image_and_keeps_it_across_restarts(tmp_path):
+    data_dir = tmp_path / "data"
+    env = _env(data_dir)
+    log = tmp_path / "dev.log"
+    proc = _start_dev(env, tmp_path, log)
+    try:
+        banner = log.read_text()
+        assert "webhook URL" in banner and "Temporal UI" in banner
+        demo = _cli("demo", env=env, cwd=tmp_path)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        message_id = re.search(r"wa-archive show '([^']+)'", demo.stdout).group(1)
+        shown = json.loads(_cli("show", message_id, "--json", env=env, cwd=tmp_path).stdout)
+        media = shown["media"][0]
+        assert media["status"] == "archived" and len(media["sha256"]) == 64
+        stored = data_dir / "objects" / media["storage_key"]
+        import hashlib
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == media["sha256"]
+        assert not os.access(stored, os.W_OK) or os.geteuid() == 0
+        assert stored.stat().st_mode & 0o222 == 0, "stored objects are read-only"
+    finally:
+        assert _stop(proc) == 0, log.read_text()[-3000:]
+    assert not (data_dir / "dev.json").exists()
+
+    proc = _start_dev(env, tmp_path, log)
+    try:
+        found = json.loads(_cli("search", "--json", env=env, cwd=tmp_path).stdout)
+        assert [m["id"] for m in found] == [message_id]
+        again = json.loads(_cli("show", message_id, "--json", env=env, cwd=tmp_path).stdout)
+        assert again["media"][0]["sha256"] == media["sha256"]
+        assert again["deliveries"] and again["deliveries"][0]["signature"].startswith("sha256=")
+        missing = _cli("show", "wamid.unknown", env=env, cwd=tmp_path)
+        assert missing.returncode == 1 and "no archived message" in missing.stderr
+    finally:
+        assert _stop(proc) == 0, log.read_text()[-3000:]
