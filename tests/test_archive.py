@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.payloads import dumps, envelope, media_message, message, wamid
+from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
 from wa_archive.fake_graph import FakeMedia
 from wa_archive.keys import safe_id
 

@@ -13,7 +13,7 @@ import uuid
 from aiobotocore.session import get_session
 
 from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET
-from tests.payloads import dumps, envelope, media_message, wamid
+from wa_archive.sample_payloads import dumps, envelope, media_message, wamid
 from wa_archive.fake_graph import FakeMedia
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.payloads import envelope, message
+from wa_archive.sample_payloads import envelope, message
 from wa_archive.config import ConfigError, load_settings
 from wa_archive.hashing import decode_sha256
 from wa_archive.keys import contact_key, extension_for, media_object_key, normalize_phone, safe_id

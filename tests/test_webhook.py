@@ -11,7 +11,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from tests.conftest import VERIFY_TOKEN, make_settings
-from tests.payloads import dumps, envelope, message, wamid
+from wa_archive.sample_payloads import dumps, envelope, message, wamid
 from wa_archive.embedded import free_port
 from webhook.app import WebhookDeps, create_app
 

@@ -24,6 +24,7 @@ from wa_archive.db import migrate
 from wa_archive.embedded import EmbeddedPostgres, TemporalDevServer, ensure_database, free_port, port_is_free
 from wa_archive.fake_graph import FakeGraph
 from wa_archive.runtime import ensure_dev_contact_secret
+from wa_archive.sample_payloads import envelope, media_message
 from wa_archive.serve import start_http, stop_http
 from wa_archive.signature import meta_signature
 
@@ -177,20 +178,10 @@ async def run_demo(settings: Settings) -> str:
     return message_id
 
 
-def demo_payload(message_id: str, media_id: str, sha256_b64: str, phone: str = "447700900123") -> dict:
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "114873209948201", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "442071838750", "phone_number_id": "109327745812336"},
-            "contacts": [{"profile": {"name": "Demo Customer"}, "wa_id": phone}],
-            "messages": [{
-                "from": phone, "id": message_id, "timestamp": str(int(time.time())), "type": "image",
-                "image": {"caption": "Signed mandate (demo)", "mime_type": "image/png",
-                          "sha256": sha256_b64, "id": media_id},
-            }],
-        }}]}],
-    }
+def demo_payload(message_id: str, media_id: str, sha256_b64: str) -> dict:
+    item = media_message("image", media_id, sha256_b64, "image/png", mid=message_id)
+    item["image"]["caption"] = "Signed mandate (demo)"
+    return envelope([item], contacts=[{"profile": {"name": "Demo Customer"}, "wa_id": "447700900123"}])
 
 
 def _demo_image() -> bytes:

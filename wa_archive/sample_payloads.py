@@ -1,4 +1,4 @@
-"""Builders for Cloud API webhook bodies, shaped like Meta's documented examples."""
+"""Cloud API webhook bodies shaped like Meta's documented examples: for tests, the demo and benchmarks."""
 
 from __future__ import annotations
 

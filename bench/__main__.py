@@ -1,0 +1,284 @@
+"""`make bench`: three measurements, each against a baseline taken in the same run.
+
+1. ingest: webhook deliveries/s vs raw start_workflow/s on the same Temporal server; p50/p99 at a
+   fixed 100 req/s; time to acknowledge one 1,000-update delivery.
+2. end to end: 500 inbound 100 KiB images archived vs the Temporal floor (no-op activities).
+3. one 1 GiB media file: wall time vs `sha256sum` + `cp` of the same bytes; worker peak RSS growth.
+
+Results go to bench/results/<time>.json (and latest.json) and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from bench.floor import FloorWorkflow
+from wa_archive.db import migrate
+from wa_archive.embedded import EmbeddedPostgres, TemporalDevServer, ensure_database, free_port
+from wa_archive.fake_graph import FakeGraph, FakeMedia
+from wa_archive.signature import meta_signature
+from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
+
+SECRET, TOKEN = "bench-secret", "bench-token"
+RESULTS = Path(__file__).parent / "results"
+
+
+def _percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+class Bench:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: list[subprocess.Popen] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WA_ARCHIVE_")}
+        env.update({
+            "WA_ARCHIVE_TEMPORAL_ADDRESS": self.temporal.address, "WA_ARCHIVE_DATABASE_URL": self.db_url,
+            "WA_ARCHIVE_META_APP_SECRET": SECRET, "WA_ARCHIVE_META_VERIFY_TOKEN": "v",
+            "WA_ARCHIVE_META_ACCESS_TOKEN": TOKEN, "WA_ARCHIVE_META_GRAPH_URL": self.graph.graph_url,
+            "WA_ARCHIVE_CONTACT_KEY_SECRET": "bench", "WA_ARCHIVE_LOG_LEVEL": "WARNING",
+            "WA_ARCHIVE_STORAGE_URL": (self.root / "objects").as_uri(),
+        })
+        env.update(extra)
+        return env
+
+    def spawn(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
+        proc = subprocess.Popen(args, env=env, stdout=(self.root / f"{name}.log").open("ab"),
+                                stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    async def start(self) -> None:
+        self.temporal = TemporalDevServer(self.root / "temporal", port=free_port(), ui_port=None)
+        await self.temporal.start()
+        self.pg = EmbeddedPostgres(self.root / "pg")
+        self.db_url = await ensure_database(await asyncio.to_thread(self.pg.start))
+        await migrate(self.db_url)
+        self.pool = await asyncpg.create_pool(self.db_url, max_size=4)
+        self.graph = FakeGraph(TOKEN)
+        self.graph_runner = await self.graph.start()
+        self.client = await Client.connect(self.temporal.address, data_converter=pydantic_data_converter)
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
+
+    async def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(20)
+        await self.http.close()
+        await self.graph_runner.cleanup()
+        await self.pool.close()
+        self.pg.stop()
+        self.temporal.stop()
+
+    async def serve(self, task_queue: str) -> str:
+        port = free_port()
+        self.spawn([sys.executable, "-m", "wa_archive.cli", "serve"],
+                   self.env(WA_ARCHIVE_HTTP_PORT=str(port), WA_ARCHIVE_TASK_QUEUE=task_queue), "serve")
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                async with self.http.get(url + "/healthz") as resp:
+                    if resp.status == 200:
+                        return url
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+        raise RuntimeError("serve did not start")
+
+    def worker(self, task_queue: str, **extra: str) -> subprocess.Popen:
+        return self.spawn([sys.executable, "-m", "wa_archive.cli", "worker"],
+                          self.env(WA_ARCHIVE_TASK_QUEUE=task_queue, **extra), f"worker-{task_queue}")
+
+    async def post(self, url: str, body: bytes) -> float:
+        started = time.perf_counter()
+        async with self.http.post(url + "/webhooks/meta", data=body, headers={
+            "X-Hub-Signature-256": meta_signature(SECRET, body), "Content-Type": "application/json"}) as resp:
+            await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"webhook answered {resp.status}")
+        return time.perf_counter() - started
+
+    async def wait_archived(self, ids: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            n = await self.pool.fetchval(
+                "SELECT count(*) FROM messages WHERE id = ANY($1::text[]) AND archive_status = 'archived'", ids)
+            if n == len(ids):
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"only {n} of {len(ids)} archived within {timeout}s")
+
+    # 1. ingest ---------------------------------------------------------------------------------
+
+    async def ingest(self, n: int = 1000, concurrency: int = 16) -> dict:
+        tq = f"bench-ingest-{uuid.uuid4().hex[:6]}"  # no worker: only the acknowledgement is timed
+
+        async def run(make, count):
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one(i):
+                async with gate:
+                    await make(i)
+            started = time.perf_counter()
+            await asyncio.gather(*(one(i) for i in range(count)))
+            return count / (time.perf_counter() - started)
+
+        raw = await run(lambda i: self.client.start_workflow(
+            "IngestDelivery", {"delivery_sha256": uuid.uuid4().hex}, id=f"raw-{uuid.uuid4()}", task_queue=tq), n)
+        url = await self.serve(tq)
+        bodies = [dumps(envelope([message("text", {"body": f"m{i}"})])) for i in range(n)]
+        hook = await run(lambda i: self.post(url, bodies[i]), n)
+        # Fixed rate: 100 requests/s for 10 s, latency per request.
+        latencies: list[float] = []
+        tasks = []
+        start = time.perf_counter()
+        for i in range(1000):
+            await asyncio.sleep(max(0.0, start + i / 100 - time.perf_counter()))
+            body = dumps(envelope([message("text", {"body": f"rate {i}"})]))
+            tasks.append(asyncio.create_task(self.post(url, body)))
+        latencies = list(await asyncio.gather(*tasks))
+        batch = dumps(envelope([message("text", {"body": f"b{i}"}) for i in range(1000)]))
+        ack = min([await self.post(url, batch.replace(b'"b', f'"{k}b'.encode())) for k in range(3)])
+        return {
+            "raw_start_per_s": round(raw, 1), "webhook_per_s": round(hook, 1),
+            "ratio": round(hook / raw, 3), "target_ratio": 0.8,
+            "p50_ms_at_100rps": round(_percentile(latencies, 50) * 1000, 1),
+            "p99_ms_at_100rps": round(_percentile(latencies, 99) * 1000, 1), "target_p99_ms": 100,
+            "ack_1000_updates_ms": round(ack * 1000, 1), "target_ack_ms": 1000,
+        }
+
+    # 2. end to end -----------------------------------------------------------------------------
+
+    async def end_to_end(self, n: int = 500, size: int = 100 * 1024) -> dict:
+        floor_tq = f"bench-floor-{uuid.uuid4().hex[:6]}"
+        self.spawn([sys.executable, "-m", "bench.floor", self.temporal.address, floor_tq], dict(os.environ), "floor")
+        await asyncio.sleep(2)
+        started = time.perf_counter()
+        handles = await asyncio.gather(*(self.client.start_workflow(
+            FloorWorkflow.run, i, id=f"floor-{uuid.uuid4()}", task_queue=floor_tq) for i in range(n)))
+        await asyncio.gather(*(h.result() for h in handles))
+        floor = n / (time.perf_counter() - started)
+
+        tq = f"bench-e2e-{uuid.uuid4().hex[:6]}"
+        url = await self.serve(tq)
+        self.worker(tq)
+        await asyncio.sleep(2)
+        ids, bodies = [], []
+        for i in range(n):
+            media = self.graph.add(FakeMedia(f"e2e-{uuid.uuid4().hex}", content=os.urandom(size)))
+            mid = wamid()
+            ids.append(mid)
+            bodies.append(dumps(envelope([media_message("image", media.media_id, media.sha256_b64(),
+                                                        "image/jpeg", mid=mid)])))
+        started = time.perf_counter()
+        gate = asyncio.Semaphore(16)
+
+        async def send(body):
+            async with gate:
+                await self.post(url, body)
+        await asyncio.gather(*(send(b) for b in bodies))
+        await self.wait_archived(ids, timeout=600)
+        archive = n / (time.perf_counter() - started)
+        return {"messages": n, "media_bytes": size, "floor_msgs_per_s": round(floor, 1),
+                "archive_msgs_per_s": round(archive, 1), "ratio": round(archive / floor, 3),
+                "target_ratio": 0.7}
+
+    # 3. one 1 GiB file -------------------------------------------------------------------------
+
+    async def large_file(self, size: int = 1024 ** 3) -> dict:
+        media = self.graph.add(FakeMedia(f"big-{uuid.uuid4().hex}", mime_type="video/mp4", size=size, seed=11))
+        src = self.root / "floor-src.bin"
+        with src.open("wb") as fh:
+            for block in media.blocks():
+                fh.write(block)
+        os.sync()
+        started = time.perf_counter()
+        subprocess.run(["sha256sum", str(src)], check=True, capture_output=True)
+        shutil.copyfile(src, self.root / "floor-copy.bin")
+        os.sync()
+        floor = time.perf_counter() - started
+        (self.root / "floor-copy.bin").unlink()
+        src.unlink()
+
+        tq = f"bench-big-{uuid.uuid4().hex[:6]}"
+        url = await self.serve(tq)
+        proc = self.worker(tq)
+        await asyncio.sleep(3)
+        baseline = _rss_kib(proc.pid)
+        peak = baseline
+        mid = wamid()
+        body = dumps(envelope([media_message("video", media.media_id, media.sha256_b64(), "video/mp4", mid=mid)]))
+        started = time.perf_counter()
+        await self.post(url, body)
+        waiter = asyncio.create_task(self.wait_archived([mid], timeout=900))
+        while not waiter.done():
+            peak = max(peak, _rss_kib(proc.pid))
+            await asyncio.sleep(0.05)
+        await waiter
+        wall = time.perf_counter() - started
+        return {"bytes": size, "floor_hash_plus_copy_s": round(floor, 2), "archive_s": round(wall, 2),
+                "ratio": round(wall / floor, 3), "target_ratio_max": 1.5,
+                "rss_growth_mib": round((peak - baseline) / 1024, 1), "target_rss_growth_mib": 64}
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def main() -> None:
+    root = Path(tempfile.mkdtemp(prefix="wa-archive-bench-", dir=os.environ.get("BENCH_TMP")))
+    bench = Bench(root)
+    await bench.start()
+    results: dict = {"when": datetime.now(timezone.utc).isoformat(), "cpus": os.cpu_count()}
+    try:
+        for name, fn in (("ingest", bench.ingest), ("end_to_end", bench.end_to_end), ("large_file", bench.large_file)):
+            print(f"running {name} ...", flush=True)
+            results[name] = await fn()
+            print(json.dumps(results[name]), flush=True)
+    finally:
+        await bench.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for path in (RESULTS / f"{stamp}.json", RESULTS / "latest.json"):
+        path.write_text(json.dumps(results, indent=2))
+    i, e, l = results["ingest"], results["end_to_end"], results["large_file"]
+    rows = [
+        ("ingest vs raw start_workflow", f"{i['webhook_per_s']}/s vs {i['raw_start_per_s']}/s", i["ratio"], ">= 0.8"),
+        ("ingest p50 / p99 at 100 req/s", f"{i['p50_ms_at_100rps']} / {i['p99_ms_at_100rps']} ms", "", "p99 <= 100 ms"),
+        ("ack of a 1,000-update delivery", f"{i['ack_1000_updates_ms']} ms", "", "<= 1000 ms"),
+        ("end to end vs Temporal floor", f"{e['archive_msgs_per_s']}/s vs {e['floor_msgs_per_s']}/s", e["ratio"], ">= 0.7"),
+        ("1 GiB vs sha256sum + cp", f"{l['archive_s']} s vs {l['floor_hash_plus_copy_s']} s", l["ratio"], "<= 1.5"),
+        ("1 GiB worker RSS growth", f"{l['rss_growth_mib']} MiB", "", "<= 64 MiB"),
+    ]
+    print(f"\n{'measure':<34} {'measured':<28} {'ratio':<8} target")
+    for row in rows:
+        print(f"{row[0]:<34} {row[1]:<28} {str(row[2]):<8} {row[3]}")
+    print(f"\nwritten to {RESULTS / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
