@@ -73,7 +73,7 @@ class Bench:
         self.pg = EmbeddedPostgres(self.root / "pg")
         self.db_url = await ensure_database(await asyncio.to_thread(self.pg.start))
         await migrate(self.db_url)
-        self.pool = await asyncpg.create_pool(self.db_url, max_size=4)
+        self.pool = await asyncpg.create_pool(self.db_url, min_size=1, max_size=4)
         self.graph = FakeGraph(TOKEN)
         self.graph_runner = await self.graph.start()
         self.client = await Client.connect(self.temporal.address, data_converter=pydantic_data_converter)
