@@ -117,3 +117,29 @@ async def test_health_and_readiness(stack):
     async with stack.http.get(f"{stack.url}/readyz") as resp:
         assert resp.status == 200
         assert (await resp.json())["checks"] == {"temporal": "ok", "postgres": "ok", "storage": "ok"}
+
+
+async def test_a_body_arriving_in_slow_chunks_is_read_whole(stack):
+    mid = wamid()
+    body = dumps(envelope([message("text", {"body": "x" * 200_000}, mid=mid)]))
+
+    async def trickle():
+        for i in range(0, len(body), 16_384):
+            yield body[i : i + 16_384]
+            await asyncio.sleep(0.01)
+
+    async with stack.http.post(f"{stack.url}/webhooks/meta", data=trickle(),
+                               headers={"X-Hub-Signature-256": await _signed(body)}) as resp:
+        assert resp.status == 200, await resp.text()
+    msg = await stack.wait_for_message(mid)
+    assert len(msg["text"]) == 200_000
+
+
+async def test_an_oversized_chunked_body_is_413(stack):
+    async def endless():
+        for _ in range(5 * 64):
+            yield b" " * 16_384
+
+    async with stack.http.post(f"{stack.url}/webhooks/meta", data=endless(),
+                               headers={"X-Hub-Signature-256": "sha256=00"}) as resp:
+        assert resp.status == 413

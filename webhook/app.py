@@ -69,9 +69,15 @@ async def receive_delivery(request: web.Request) -> web.Response:
     limit = deps.settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return error(413, f"body exceeds {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        return error(413, f"body exceeds {limit} bytes")
+    # Read to the end: a single read() returns whatever has arrived so far, not the whole body.
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.content.iter_any():
+        size += len(part)
+        if size > limit:
+            return error(413, f"body exceeds {limit} bytes")
+        parts.append(part)
+    body = b"".join(parts)
     signature = request.headers.get("X-Hub-Signature-256")
     secret = deps.settings.meta_app_secret.get_secret_value()  # type: ignore[union-attr]
     if not meta_signature_ok(secret, body, signature):
