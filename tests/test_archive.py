@@ -235,3 +235,69 @@ async def test_provider_hash_mismatch_is_never_recorded_as_good(stack_factory, s
     from datetime import datetime, timezone
     expected_key = media_object_key(mid, datetime.fromisoformat(msg["timestamp"]), "447700900123", "image/jpeg")
     assert key in expected_key and await stack.store.head(expected_key) is None
+
+
+async def test_a_failed_message_is_completed_by_a_later_delivery(stack):
+    content = os.urandom(3000)
+    media = stack.graph.add(FakeMedia(_media_id(), content=content, status=404))
+    mid = wamid()
+    item = media_message("image", media.media_id, media.sha256_b64(), "image/jpeg", mid=mid)
+    await stack.post(dumps(envelope([item])))
+    await stack.wait_for_failure(mid)
+    media.status = None  # the cause is fixed; the message arrives again inside another delivery
+    status, _ = await stack.post(dumps(envelope([item, message("text", {"body": "later"})])))
+    assert status == 200
+    for _ in range(300):
+        msg = await stack.wait_for_message(mid)
+        if msg["archive_status"] == "archived":
+            break
+        await asyncio.sleep(0.1)
+    assert msg["archive_status"] == "archived" and msg["media"][0]["status"] == "archived"
+    assert await stack.read_object(msg["media"][0]["storage_key"]) == content
+    assert len(await stack.pool.fetch("SELECT 1 FROM archive_failures WHERE message_id = $1", mid)) == 1
+
+
+async def test_operators_find_workflows_by_message_id_status_and_contact_key(stack):
+    from tests.conftest import CONTACT_SECRET
+    from wa_archive.keys import contact_key
+    from wa_archive.names import ARCHIVE_STATUS, CONTACT_KEY
+
+    mid = wamid()
+    await stack.post(dumps(envelope([message("text", {"body": "find me"}, mid=mid)])))
+    await stack.wait_for_message(mid)
+    for _ in range(100):
+        found = [wf async for wf in stack.client.list_workflows(f"WhatsAppMessageId = '{mid}'")]
+        if found and found[0].typed_search_attributes.get(ARCHIVE_STATUS) == "archived":
+            break
+        await asyncio.sleep(0.2)
+    [wf] = found
+    assert wf.id == f"wa-msg-{safe_id(mid)}"
+    assert wf.typed_search_attributes.get(ARCHIVE_STATUS) == "archived"
+    key = wf.typed_search_attributes.get(CONTACT_KEY)
+    assert key == contact_key(CONTACT_SECRET, "447700900123") and "447700900123" not in key
+
+
+async def test_histories_replay_deterministically(stack):
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.worker import Replayer
+
+    from workflows.archive_message import ArchiveMessage
+    from workflows.ingest_delivery import IngestDelivery
+
+    good = stack.graph.add(FakeMedia(_media_id(), content=os.urandom(500), fail_times=1))
+    bad = stack.graph.add(FakeMedia(_media_id(), content=b"x", status=403))
+    ok_id, bad_id = wamid(), wamid()
+    status, answer = await stack.post(dumps(envelope([
+        media_message("image", good.media_id, good.sha256_b64(), "image/jpeg", mid=ok_id),
+        media_message("image", bad.media_id, bad.sha256_b64(), "image/jpeg", mid=bad_id)])))
+    await stack.wait_for_message(ok_id)
+    await stack.wait_for_failure(bad_id)
+    replayer = Replayer(workflows=[ArchiveMessage, IngestDelivery], data_converter=pydantic_data_converter)
+    for wf_id in (f"wa-msg-{safe_id(ok_id)}", f"wa-msg-{safe_id(bad_id)}", f"wa-delivery-{answer['delivery']}"):
+        handle = stack.client.get_workflow_handle(wf_id)
+        for _ in range(100):
+            if (await handle.describe()).status.name != "RUNNING":
+                break
+            await asyncio.sleep(0.1)
+        history = await handle.fetch_history()
+        await replayer.replay_workflow(history)

@@ -71,10 +71,11 @@ async def archived_message_ids(db: Executor, message_ids: list[str]) -> set[str]
 
 
 async def write_message(pool: asyncpg.Pool, records: WriteRecordsInput, storage_url: str) -> bool:
-    """Message, media rows and delivery link in one transaction; False if already archived.
+    """Message, media rows and delivery link in one transaction; False if nothing was new.
 
-    A message archived as failed may be archived again by a later run (a redelivery after the
-    cause was fixed); an archived message is never changed.
+    An archived message is never changed. A message recorded as failed is completed in place by a
+    later run (a redelivery after the cause was fixed): its failed media rows become archived and
+    its status follows; the original row and payload stay as first written.
     """
     req = records.request
     c = req.contact
@@ -82,12 +83,23 @@ async def write_message(pool: asyncpg.Pool, records: WriteRecordsInput, storage_
         existing = await conn.fetchval(
             "SELECT archive_status FROM messages WHERE id = $1 FOR UPDATE", req.message_id
         )
+        await link_deliveries(conn, req.delivery_sha256, [req.message_id])
         if existing == "archived":
-            await link_deliveries(conn, req.delivery_sha256, [req.message_id])
             return False
         if existing == "failed":
-            await conn.execute("DELETE FROM media WHERE message_id = $1", req.message_id)
-            await conn.execute("DELETE FROM messages WHERE id = $1", req.message_id)
+            for m in records.media:
+                if m.status == "archived":
+                    await conn.execute(
+                        "UPDATE media SET status = 'archived', storage_url = $3, storage_key = $4,"
+                        " size = $5, sha256 = $6, mime_type = $7, stored_at = $8"
+                        " WHERE message_id = $1 AND position = $2 AND status = 'failed'",
+                        req.message_id, m.position, storage_url, m.storage_key, m.size, m.sha256,
+                        m.mime_type, m.stored_at,
+                    )
+            if records.archive_status == "archived":
+                await conn.execute("UPDATE messages SET archive_status = 'archived' WHERE id = $1",
+                                   req.message_id)
+            return records.archive_status == "archived"
         await conn.execute(
             "INSERT INTO messages (id, source, direction, type, ts, raw_timestamp, phone_number_id,"
             " display_phone_number, waba_id, contact_phone, contact_wa_id, contact_user_id,"
@@ -107,7 +119,6 @@ async def write_message(pool: asyncpg.Pool, records: WriteRecordsInput, storage_
               storage_url if m.status == "archived" else None, m.storage_key, m.size, m.sha256,
               m.provider_sha256, m.mime_type, m.filename, m.stored_at) for m in records.media],
         )
-        await link_deliveries(conn, req.delivery_sha256, [req.message_id])
     return True
 
 

@@ -1,0 +1,129 @@
+"""Both object stores keep their promises: write-once, verify before visible, no orphan uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import pytest_asyncio
+from aiobotocore.session import get_session
+
+from wa_archive.errors import MediaHashMismatch, StorageConflict
+from wa_archive.storage import FilesystemStore, S3Store
+
+RETAIN = datetime(2033, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest_asyncio.fixture(params=["filesystem", "s3"])
+async def store(request, tmp_path, s3_endpoint, s3_bucket):
+    if request.param == "s3":
+        s = S3Store(s3_bucket, f"store-{uuid.uuid4().hex[:8]}", endpoint_url=s3_endpoint,
+                    region="us-east-1", part_size=5 * 1024 * 1024)
+    else:
+        s = FilesystemStore(tmp_path / "objects")
+    yield s
+    await s.close()
+
+
+async def _chunks(data: bytes, size: int = 1024 * 1024):
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+async def _put(store, key: str, data: bytes, expected: bytes | None = None, **kw):
+    return await store.put_stream(key, _chunks(data), content_type="application/octet-stream",
+                                  metadata={"message-id": "m1"}, expected_sha256=expected,
+                                  retain_until=RETAIN, **kw)
+
+
+async def _read(store, key: str) -> bytes:
+    return b"".join([c async for c in store.read(key)])
+
+
+@pytest.mark.parametrize("size", [0, 1000, 11 * 1024 * 1024 + 7])
+async def test_round_trip_with_hash_and_metadata(store, size):
+    data = os.urandom(size)
+    digest = hashlib.sha256(data).digest()
+    stored = await _put(store, "archive/a/b.bin", data, expected=digest)
+    assert stored.created and stored.sha256 == digest.hex() and stored.size == size
+    assert await _read(store, "archive/a/b.bin") == data
+    info = await store.head("archive/a/b.bin")
+    assert info.sha256 == digest.hex() and info.metadata["message-id"] == "m1"
+
+
+async def test_hash_unknown_up_front_is_still_recorded(store):
+    data = os.urandom(6 * 1024 * 1024)  # multipart on S3: the hash goes to a write-once sidecar
+    await _put(store, "k/nohash.bin", data)
+    assert (await store.head("k/nohash.bin")).sha256 == hashlib.sha256(data).hexdigest()
+
+
+async def test_identical_bytes_succeed_and_different_bytes_never_overwrite(store):
+    data = os.urandom(2000)
+    await _put(store, "k/once.bin", data)
+    again = await _put(store, "k/once.bin", data)
+    assert again.created is False
+    with pytest.raises(StorageConflict):
+        await _put(store, "k/once.bin", os.urandom(2000))
+    assert await _read(store, "k/once.bin") == data
+
+
+@pytest.mark.parametrize("size", [3000, 12 * 1024 * 1024])
+async def test_hash_mismatch_leaves_nothing_visible(store, size, s3_endpoint):
+    data = os.urandom(size)
+    with pytest.raises(MediaHashMismatch):
+        await _put(store, "k/bad.bin", data, expected=hashlib.sha256(b"other").digest())
+    assert await store.head("k/bad.bin") is None
+    if isinstance(store, S3Store):
+        async with get_session().create_client("s3", endpoint_url=s3_endpoint, region_name="us-east-1") as s3:
+            uploads = await s3.list_multipart_uploads(Bucket=store.bucket, Prefix=store.prefix)
+            assert uploads.get("Uploads", []) == []
+    else:
+        assert list((store.root / ".tmp").iterdir()) == []
+
+
+async def test_failing_source_aborts_the_upload(store, s3_endpoint):
+    async def broken():
+        yield os.urandom(6 * 1024 * 1024)
+        raise ConnectionError("source went away")
+
+    with pytest.raises(ConnectionError):
+        await store.put_stream("k/broken.bin", broken(), content_type="x", metadata={},
+                               expected_sha256=None, retain_until=RETAIN)
+    assert await store.head("k/broken.bin") is None
+    if isinstance(store, S3Store):
+        async with get_session().create_client("s3", endpoint_url=s3_endpoint, region_name="us-east-1") as s3:
+            uploads = await s3.list_multipart_uploads(Bucket=store.bucket, Prefix=store.prefix)
+            assert uploads.get("Uploads", []) == []
+
+
+async def test_s3_objects_are_encrypted_and_locked_until_retention(s3_endpoint, s3_bucket):
+    store = S3Store(s3_bucket, f"lock-{uuid.uuid4().hex[:8]}", endpoint_url=s3_endpoint,
+                    region="us-east-1", part_size=5 * 1024 * 1024)
+    try:
+        await _put(store, "k/locked.bin", b"evidence")
+        async with get_session().create_client("s3", endpoint_url=s3_endpoint, region_name="us-east-1") as s3:
+            head = await s3.head_object(Bucket=s3_bucket, Key=f"{store.prefix}/k/locked.bin")
+            assert head["ServerSideEncryption"] == "AES256"
+            assert head["ObjectLockMode"] == "COMPLIANCE"
+            assert abs(head["ObjectLockRetainUntilDate"] - RETAIN) < timedelta(seconds=1)
+    finally:
+        await store.close()
+
+
+async def test_filesystem_objects_are_read_only(tmp_path):
+    store = FilesystemStore(tmp_path / "objects")
+    await _put(store, "k/ro.bin", b"evidence")
+    path = store.root / "k" / "ro.bin"
+    assert path.stat().st_mode & 0o222 == 0
+    meta = path.with_name("ro.bin.meta.json")
+    assert meta.exists() and meta.stat().st_mode & 0o222 == 0
+    assert (await store.head("k/ro.bin")).metadata["retain-until"] == RETAIN.isoformat()
+
+
+async def test_filesystem_rejects_keys_escaping_the_root(tmp_path):
+    store = FilesystemStore(tmp_path / "objects")
+    with pytest.raises(Exception, match="escapes"):
+        await _put(store, "../outside.bin", b"x")
