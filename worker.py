@@ -16,24 +16,12 @@ from activities.media import MediaActivities
 from activities.records import RecordActivities
 from wa_archive.config import Settings
 from wa_archive.graph import GraphClient
-from wa_archive.models import ArchiveOptions
 from wa_archive.runtime import connect_db, connect_temporal, contact_secret
 from wa_archive.storage import ObjectStore, open_store
 from workflows.archive_message import ArchiveMessage
 from workflows.ingest_delivery import IngestDelivery
 
 log = structlog.get_logger("wa_archive.worker")
-
-
-def archive_options(settings: Settings) -> ArchiveOptions:
-    return ArchiveOptions(
-        retry_max_attempts=settings.retry_max_attempts,
-        retry_initial_interval=settings.retry_initial_interval,
-        retry_backoff=settings.retry_backoff,
-        retry_max_interval=settings.retry_max_interval,
-        heartbeat_timeout=settings.media_heartbeat_timeout,
-        attempt_timeout=settings.media_attempt_timeout,
-    )
 
 
 def build_worker(
@@ -45,7 +33,7 @@ def build_worker(
     media = MediaActivities(GraphClient(http, settings.meta_graph_url, token), store, pool,
                             settings.retention_days)
     records = RecordActivities(pool, store.url)
-    delivery = DeliveryActivities(pool, archive_options(settings), contact_secret(settings),
+    delivery = DeliveryActivities(pool, settings.archive_options(), contact_secret(settings),
                                   settings.task_queue)
     return Worker(
         client,

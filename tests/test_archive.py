@@ -152,8 +152,10 @@ async def test_statuses_and_other_fields_are_kept(stack):
     assert {(e["field"], e["kind"]) for e in events} == {("messages", "error"), ("message_template_status_update", "unhandled_field")}
 
 
-async def test_duplicate_deliveries_converge_on_one_record_and_one_object(stack_factory, storage_backend):
-    stack = await stack_factory(storage_backend)
+@pytest.mark.parametrize("inline_fanout_max", [20, 0], ids=["inline", "via-IngestDelivery"])
+async def test_duplicate_deliveries_converge_on_one_record_and_one_object(stack_factory, storage_backend,
+                                                                          inline_fanout_max):
+    stack = await stack_factory(storage_backend, inline_fanout_max=inline_fanout_max)
     content = os.urandom(30_000)
     media = stack.graph.add(FakeMedia(_media_id(), mime_type="image/jpeg", content=content))
     mid = wamid()
@@ -277,7 +279,8 @@ async def test_operators_find_workflows_by_message_id_status_and_contact_key(sta
     assert key == contact_key(CONTACT_SECRET, "447700900123") and "447700900123" not in key
 
 
-async def test_histories_replay_deterministically(stack):
+async def test_histories_replay_deterministically(stack_factory):
+    stack = await stack_factory(inline_fanout_max=0)  # also exercise the IngestDelivery path
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import Replayer
 

@@ -8,6 +8,8 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from wa_archive.models import ArchiveOptions
+
 ENV_PREFIX = "WA_ARCHIVE_"
 
 
@@ -51,6 +53,7 @@ class Settings(BaseSettings):
     media_attempt_timeout: float = Field(default=1800.0, gt=0)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_concurrent_activities: int = Field(default=20, ge=1)
+    inline_fanout_max: int = Field(default=20, ge=0)
     log_level: str = "INFO"
 
     @field_validator("storage_url")
@@ -86,6 +89,17 @@ class Settings(BaseSettings):
     def resolved_storage_url(self) -> str:
         """The storage URL, defaulting to a filesystem store under the data dir."""
         return self.storage_url or (self.data_dir.resolve() / "objects").as_uri()
+
+    def archive_options(self) -> ArchiveOptions:
+        """The retry and timeout settings handed to each ArchiveMessage workflow at start."""
+        return ArchiveOptions(
+            retry_max_attempts=self.retry_max_attempts,
+            retry_initial_interval=self.retry_initial_interval,
+            retry_backoff=self.retry_backoff,
+            retry_max_interval=self.retry_max_interval,
+            heartbeat_timeout=self.media_heartbeat_timeout,
+            attempt_timeout=self.media_attempt_timeout,
+        )
 
     def require(self, *names: str) -> None:
         """Fail with one clear line when a setting a command needs is unset."""

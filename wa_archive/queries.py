@@ -18,13 +18,13 @@ Executor = asyncpg.Pool | asyncpg.Connection
 
 async def insert_delivery(
     db: Executor, *, sha256: str, source: str, body: bytes, signature: str | None,
-    remote_addr: str | None, updates: int,
+    remote_addr: str | None, updates: int, received_at: datetime,
 ) -> bool:
     """Store a delivery's exact bytes; False if the same body was stored before."""
     status = await db.execute(
-        "INSERT INTO deliveries (sha256, source, body, signature, remote_addr, updates)"
-        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256) DO NOTHING",
-        sha256, source, body, signature, remote_addr, updates,
+        "INSERT INTO deliveries (sha256, source, body, signature, remote_addr, updates, received_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (sha256) DO NOTHING",
+        sha256, source, body, signature, remote_addr, updates, received_at,
     )
     return status.endswith(" 1")
 

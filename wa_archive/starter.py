@@ -39,7 +39,8 @@ async def start_ingest_delivery(
 
 
 async def start_archive_message(
-    client: Client, req: ArchiveRequest, *, task_queue: str, contact_secret: str
+    client: Client, req: ArchiveRequest, *, task_queue: str, contact_secret: str,
+    rpc_timeout: timedelta | None = None,
 ) -> bool:
     """Start ArchiveMessage for one message; False if an earlier run already archived it."""
     contact = req.contact.phone or req.contact.wa_id or req.contact.user_id or req.contact.username
@@ -50,7 +51,7 @@ async def start_archive_message(
         await client.start_workflow(
             "ArchiveMessage", req, id=message_workflow_id(req.message_id), task_queue=task_queue,
             id_reuse_policy=_REUSE, id_conflict_policy=_CONFLICT,
-            search_attributes=TypedSearchAttributes(pairs),
+            search_attributes=TypedSearchAttributes(pairs), rpc_timeout=rpc_timeout,
         )
     except WorkflowAlreadyStartedError:
         return False

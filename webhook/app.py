@@ -1,8 +1,10 @@
 """The webhook HTTP server: Meta's handshake and deliveries, health and readiness.
 
-A delivery is acknowledged with 200 only after its exact bytes are stored in Postgres and its
-IngestDelivery workflow is started in Temporal; any failure on that path answers 503 so that Meta
-redelivers and nothing is lost.
+A delivery is acknowledged with 200 only after its exact bytes are stored in Postgres and Temporal
+holds it: a small delivery is fanned out here (each message's workflow started, statuses written),
+a large one (Meta batches up to 1,000 updates) is handed to one IngestDelivery workflow so that the
+acknowledgement stays fast. Any failure on that path answers 503, so Meta redelivers and nothing is
+lost.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import asyncio
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import structlog
@@ -21,7 +23,9 @@ from temporalio.client import Client
 
 from wa_archive import queries
 from wa_archive.config import Settings
+from wa_archive.fanout import fan_out
 from wa_archive.meta_payload import EnvelopeError, check_envelope, count_updates
+from wa_archive.runtime import contact_secret
 from wa_archive.signature import meta_signature_ok
 from wa_archive.starter import start_ingest_delivery
 from wa_archive.storage import ObjectStore
@@ -38,6 +42,7 @@ class WebhookDeps:
     client: Client
     pool: asyncpg.Pool
     store: ObjectStore
+    contact_secret: str = field(default="", repr=False)
 
 
 DEPS = web.AppKey("deps", WebhookDeps)
@@ -94,13 +99,20 @@ async def receive_delivery(request: web.Request) -> web.Response:
 
     sha = hashlib.sha256(body).hexdigest()
     updates = count_updates(envelope)
+    received_at = datetime.now(timezone.utc)
+    settings = deps.settings
     try:
         await queries.insert_delivery(
             deps.pool, sha256=sha, source="meta", body=body, signature=signature,
-            remote_addr=request.remote, updates=updates,
+            remote_addr=request.remote, updates=updates, received_at=received_at,
         )
-        await start_ingest_delivery(deps.client, sha, task_queue=deps.settings.task_queue,
-                                    rpc_timeout=START_TIMEOUT)
+        if updates <= settings.inline_fanout_max:
+            await fan_out(deps.pool, deps.client, sha, data, received_at,
+                          options=settings.archive_options(), task_queue=settings.task_queue,
+                          contact_secret=deps.contact_secret, rpc_timeout=START_TIMEOUT)
+        else:
+            await start_ingest_delivery(deps.client, sha, task_queue=settings.task_queue,
+                                        rpc_timeout=START_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not durable yet": ask Meta to retry
         log.error("delivery_not_accepted", delivery=sha, error=repr(exc))
         return error(503, "archive temporarily unavailable; retry later")
@@ -132,6 +144,8 @@ async def readyz(request: web.Request) -> web.Response:
 def create_app(deps: WebhookDeps) -> web.Application:
     """The aiohttp application; deps are created by the caller so tests can supply their own."""
     deps.settings.require("meta_app_secret", "meta_verify_token")
+    if not deps.contact_secret:
+        deps.contact_secret = contact_secret(deps.settings)
     # aiohttp's own limit is set above ours so that we answer 413 with our message.
     app = web.Application(client_max_size=deps.settings.max_body_bytes + 1024)
     app[DEPS] = deps

@@ -1,0 +1,63 @@
+"""Fan a stored delivery out: statuses and raw events into Postgres, one workflow per message.
+
+Used by the IngestDelivery activity for large deliveries and inline by the webhook for small ones.
+Everything here is idempotent, so repeating it after a crash or a redelivery changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from temporalio.client import Client
+
+from wa_archive import queries
+from wa_archive.meta_payload import parse_delivery
+from wa_archive.models import ArchiveOptions, FanOutResult
+from wa_archive.starter import start_archive_message
+
+# Concurrent workflow starts per delivery: enough to fan out 1,000 updates quickly without
+# flooding a small Temporal frontend.
+START_CONCURRENCY = 32
+
+
+async def fan_out(
+    pool: asyncpg.Pool,
+    client: Client,
+    delivery_sha256: str,
+    data: dict[str, Any],
+    received_at: datetime,
+    *,
+    options: ArchiveOptions,
+    task_queue: str,
+    contact_secret: str,
+    rpc_timeout: timedelta | None = None,
+    on_started: Callable[[int], None] | None = None,
+) -> FanOutResult:
+    parsed = parse_delivery(data, delivery_sha256, received_at)
+    ids = [m.message_id for m in parsed.messages]
+    async with pool.acquire() as conn, conn.transaction():
+        await queries.insert_status_events(conn, delivery_sha256, parsed.statuses)
+        await queries.insert_webhook_events(conn, delivery_sha256, parsed.events)
+        await queries.link_deliveries(conn, delivery_sha256, ids)
+        done = await queries.archived_message_ids(conn, ids) if ids else set()
+
+    gate = asyncio.Semaphore(START_CONCURRENCY)
+    started = 0
+
+    async def start(req) -> None:
+        nonlocal started
+        async with gate:
+            await start_archive_message(client, req.model_copy(update={"options": options}),
+                                        task_queue=task_queue, contact_secret=contact_secret,
+                                        rpc_timeout=rpc_timeout)
+            started += 1
+            if on_started:
+                on_started(started)
+
+    await asyncio.gather(*(start(m) for m in parsed.messages if m.message_id not in done))
+    return FanOutResult(messages=len(ids), statuses=len(parsed.statuses),
+                        events=len(parsed.events), already_archived=len(done))
