@@ -80,15 +80,18 @@ class Bench:
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
 
     async def stop(self) -> None:
+        """Stop whatever was started, also after a partial start."""
         for proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(20)
-        await self.http.close()
-        await self.graph_runner.cleanup()
-        await self.pool.close()
-        self.pg.stop()
-        self.temporal.stop()
+        for name, close in (("http", "close"), ("graph_runner", "cleanup"), ("pool", "close")):
+            if hasattr(self, name):
+                await getattr(getattr(self, name), close)()
+        if hasattr(self, "pg"):
+            self.pg.stop()
+        if hasattr(self, "temporal"):
+            self.temporal.stop()
 
     async def serve(self, task_queue: str) -> str:
         port = free_port()
@@ -143,20 +146,34 @@ class Bench:
             await asyncio.gather(*(one(i) for i in range(count)))
             return count / (time.perf_counter() - started)
 
-        raw = await run(lambda i: self.client.start_workflow(
-            "IngestDelivery", {"delivery_sha256": uuid.uuid4().hex}, id=f"raw-{uuid.uuid4()}", task_queue=tq), n)
         url = await self.serve(tq)
-        bodies = [dumps(envelope([message("text", {"body": f"m{i}"})])) for i in range(n)]
-        hook = await run(lambda i: self.post(url, bodies[i]), n)
-        # Fixed rate: 100 requests/s for 10 s, latency per request.
-        latencies: list[float] = []
-        tasks = []
-        start = time.perf_counter()
-        for i in range(1000):
-            await asyncio.sleep(max(0.0, start + i / 100 - time.perf_counter()))
-            body = dumps(envelope([message("text", {"body": f"rate {i}"})]))
-            tasks.append(asyncio.create_task(self.post(url, body)))
-        latencies = list(await asyncio.gather(*tasks))
+        # Alternate baseline and webhook rounds and keep each one's best, so that a noisy moment on
+        # a shared 2-core machine does not decide the ratio.
+        raw = hook = 0.0
+        for _ in range(2):
+            raw = max(raw, await run(lambda i: self.client.start_workflow(
+                "IngestDelivery", {"delivery_sha256": uuid.uuid4().hex}, id=f"raw-{uuid.uuid4()}",
+                task_queue=tq), n))
+            bodies = [dumps(envelope([message("text", {"body": f"m{i}"})])) for i in range(n)]
+            hook = max(hook, await run(lambda i: self.post(url, bodies[i]), n))
+        # Fixed rate: 100 requests/s for 10 s, latency per request, for raw starts and the webhook.
+        async def timed_start(i: int) -> float:
+            started = time.perf_counter()
+            await self.client.start_workflow("IngestDelivery", {"delivery_sha256": str(i)},
+                                             id=f"rate-{uuid.uuid4()}", task_queue=tq)
+            return time.perf_counter() - started
+
+        async def at_rate(call) -> list[float]:
+            tasks = []
+            start = time.perf_counter()
+            for i in range(1000):
+                await asyncio.sleep(max(0.0, start + i / 100 - time.perf_counter()))
+                tasks.append(asyncio.create_task(call(i)))
+            return list(await asyncio.gather(*tasks))
+
+        raw_latencies = await at_rate(timed_start)
+        rate_bodies = [dumps(envelope([message("text", {"body": f"rate {i}"})])) for i in range(1000)]
+        latencies = await at_rate(lambda i: self.post(url, rate_bodies[i]))
         batch = dumps(envelope([message("text", {"body": f"b{i}"}) for i in range(1000)]))
         ack = min([await self.post(url, batch.replace(b'"b', f'"{k}b'.encode())) for k in range(3)])
         return {
@@ -164,6 +181,8 @@ class Bench:
             "ratio": round(hook / raw, 3), "target_ratio": 0.8,
             "p50_ms_at_100rps": round(_percentile(latencies, 50) * 1000, 1),
             "p99_ms_at_100rps": round(_percentile(latencies, 99) * 1000, 1), "target_p99_ms": 100,
+            "raw_start_p50_ms_at_100rps": round(_percentile(raw_latencies, 50) * 1000, 1),
+            "raw_start_p99_ms_at_100rps": round(_percentile(raw_latencies, 99) * 1000, 1),
             "ack_1000_updates_ms": round(ack * 1000, 1), "target_ack_ms": 1000,
         }
 
@@ -251,10 +270,13 @@ def _rss_kib(pid: int) -> int:
 async def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="wa-archive-bench-", dir=os.environ.get("BENCH_TMP")))
     bench = Bench(root)
-    await bench.start()
     results: dict = {"when": datetime.now(timezone.utc).isoformat(), "cpus": os.cpu_count()}
     try:
+        await bench.start()
+        chosen = sys.argv[1:] or ["ingest", "end_to_end", "large_file"]
         for name, fn in (("ingest", bench.ingest), ("end_to_end", bench.end_to_end), ("large_file", bench.large_file)):
+            if name not in chosen:
+                continue
             print(f"running {name} ...", flush=True)
             results[name] = await fn()
             print(json.dumps(results[name]), flush=True)
@@ -262,6 +284,8 @@ async def main() -> None:
         await bench.stop()
         shutil.rmtree(root, ignore_errors=True)
     RESULTS.mkdir(exist_ok=True)
+    if len(results) < 5:  # a partial run (python -m bench ingest) only prints what it measured
+        return
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for path in (RESULTS / f"{stamp}.json", RESULTS / "latest.json"):
         path.write_text(json.dumps(results, indent=2))
@@ -269,6 +293,7 @@ async def main() -> None:
     rows = [
         ("ingest vs raw start_workflow", f"{i['webhook_per_s']}/s vs {i['raw_start_per_s']}/s", i["ratio"], ">= 0.8"),
         ("ingest p50 / p99 at 100 req/s", f"{i['p50_ms_at_100rps']} / {i['p99_ms_at_100rps']} ms", "", "p99 <= 100 ms"),
+        ("raw start p50 / p99 at 100/s", f"{i['raw_start_p50_ms_at_100rps']} / {i['raw_start_p99_ms_at_100rps']} ms", "", "(baseline)"),
         ("ack of a 1,000-update delivery", f"{i['ack_1000_updates_ms']} ms", "", "<= 1000 ms"),
         ("end to end vs Temporal floor", f"{e['archive_msgs_per_s']}/s vs {e['floor_msgs_per_s']}/s", e["ratio"], ">= 0.7"),
         ("1 GiB vs sha256sum + cp", f"{l['archive_s']} s vs {l['floor_hash_plus_copy_s']} s", l["ratio"], "<= 1.5"),

@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timezone
 from typing import Any
 
 from wa_archive.config import ConfigError, Settings, load_settings
@@ -243,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _event_loop_run(coro: Awaitable[int]) -> int:
+    """Run on uvloop: the webhook's HTTP parsing and the Postgres driver are markedly cheaper on it,
+    which is what decides ingest throughput on a small machine."""
+    import uvloop
+
+    return uvloop.run(coro)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "limit", 1) is not None and getattr(args, "limit", 1) < 1:
@@ -253,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         from wa_archive.runtime import configure_logging
 
         configure_logging(settings.log_level)
-        return asyncio.run(COMMANDS[args.command](settings, args))
+        return _event_loop_run(COMMANDS[args.command](settings, args))
     except ConfigError as exc:
         print(f"wa-archive: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -64,7 +64,6 @@ class TemporalDevServer:
         cmd = [
             temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port),
             "--db-filename", str(self.data_dir / "temporal.db"), "--log-level", "warn",
-            "--dynamic-config-value", "system.forceSearchAttributesCacheRefreshOnRead=true",
         ]
         for pragma in SQLITE_PRAGMAS:
             cmd += ["--sqlite-pragma", pragma]

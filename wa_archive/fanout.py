@@ -15,13 +15,55 @@ import asyncpg
 from temporalio.client import Client
 
 from wa_archive import queries
-from wa_archive.meta_payload import parse_delivery
-from wa_archive.models import ArchiveOptions, FanOutResult
+from wa_archive.meta_payload import ParsedDelivery, parse_delivery
+from wa_archive.models import ArchiveOptions, ArchiveRequest, FanOutResult
 from wa_archive.starter import start_archive_message
 
 # Concurrent workflow starts per delivery: enough to fan out 1,000 updates quickly without
 # flooding a small Temporal frontend.
 START_CONCURRENCY = 32
+
+
+async def record_delivery(conn: asyncpg.Connection, delivery_sha256: str, parsed: ParsedDelivery) -> set[str]:
+    """Statuses, raw events and message links; returns the ids already archived (nothing to start)."""
+    ids = [m.message_id for m in parsed.messages]
+    await queries.insert_status_events(conn, delivery_sha256, parsed.statuses)
+    await queries.insert_webhook_events(conn, delivery_sha256, parsed.events)
+    await queries.link_deliveries(conn, delivery_sha256, ids)
+    return await queries.archived_message_ids(conn, ids) if ids else set()
+
+
+async def start_messages(
+    client: Client,
+    parsed: ParsedDelivery,
+    skip: set[str],
+    *,
+    options: ArchiveOptions,
+    task_queue: str,
+    contact_secret: str,
+    rpc_timeout: timedelta | None = None,
+    on_started: Callable[[int], None] | None = None,
+) -> None:
+    """Start (or join) one ArchiveMessage workflow per message not in `skip`."""
+    gate = asyncio.Semaphore(START_CONCURRENCY)
+    started = 0
+
+    async def start(req: ArchiveRequest) -> None:
+        nonlocal started
+        async with gate:
+            await start_archive_message(client, req.model_copy(update={"options": options}),
+                                        task_queue=task_queue, contact_secret=contact_secret,
+                                        rpc_timeout=rpc_timeout)
+            started += 1
+            if on_started:
+                on_started(started)
+
+    await asyncio.gather(*(start(m) for m in parsed.messages if m.message_id not in skip))
+
+
+def summary(parsed: ParsedDelivery, skipped: set[str]) -> FanOutResult:
+    return FanOutResult(messages=len(parsed.messages), statuses=len(parsed.statuses),
+                        events=len(parsed.events), already_archived=len(skipped))
 
 
 async def fan_out(
@@ -34,30 +76,12 @@ async def fan_out(
     options: ArchiveOptions,
     task_queue: str,
     contact_secret: str,
-    rpc_timeout: timedelta | None = None,
     on_started: Callable[[int], None] | None = None,
 ) -> FanOutResult:
+    """The whole fan-out of a delivery already stored in Postgres."""
     parsed = parse_delivery(data, delivery_sha256, received_at)
-    ids = [m.message_id for m in parsed.messages]
     async with pool.acquire() as conn, conn.transaction():
-        await queries.insert_status_events(conn, delivery_sha256, parsed.statuses)
-        await queries.insert_webhook_events(conn, delivery_sha256, parsed.events)
-        await queries.link_deliveries(conn, delivery_sha256, ids)
-        done = await queries.archived_message_ids(conn, ids) if ids else set()
-
-    gate = asyncio.Semaphore(START_CONCURRENCY)
-    started = 0
-
-    async def start(req) -> None:
-        nonlocal started
-        async with gate:
-            await start_archive_message(client, req.model_copy(update={"options": options}),
-                                        task_queue=task_queue, contact_secret=contact_secret,
-                                        rpc_timeout=rpc_timeout)
-            started += 1
-            if on_started:
-                on_started(started)
-
-    await asyncio.gather(*(start(m) for m in parsed.messages if m.message_id not in done))
-    return FanOutResult(messages=len(ids), statuses=len(parsed.statuses),
-                        events=len(parsed.events), already_archived=len(done))
+        done = await record_delivery(conn, delivery_sha256, parsed)
+    await start_messages(client, parsed, done, options=options, task_queue=task_queue,
+                         contact_secret=contact_secret, on_started=on_started)
+    return summary(parsed, done)

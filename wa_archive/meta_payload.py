@@ -111,18 +111,20 @@ def parse_timestamp(raw: Any) -> datetime | None:
 
 
 def parse_delivery(data: dict[str, Any], delivery_sha256: str, received_at: datetime) -> ParsedDelivery:
-    """Split a delivery into messages, statuses and raw events, in delivery order."""
+    """Split a delivery into messages, statuses and raw events; positions follow delivery order."""
     envelope = check_envelope(data)
     parsed = ParsedDelivery()
     position = 0
+
+    def keep_raw(field: str, kind: str, waba_id: str | None, payload: dict[str, Any]) -> None:
+        parsed.events.append(WebhookEvent(position=position, field=field, kind=kind,
+                                          waba_id=waba_id, payload=payload))
+
     for entry in envelope.entry:
         for change in entry.changes:
             value = change.value
             if change.field != "messages":
-                parsed.events.append(
-                    WebhookEvent(position=position, field=change.field, kind="unhandled_field",
-                                 waba_id=entry.id, payload=value)
-                )
+                keep_raw(change.field, "unhandled_field", entry.id, value)
                 position += 1
                 continue
             metadata = value.get("metadata") or {}
@@ -130,34 +132,22 @@ def parse_delivery(data: dict[str, Any], delivery_sha256: str, received_at: date
             for item in value.get("messages") or []:
                 msg = _parse_message(item, metadata, contacts, entry.id, delivery_sha256, received_at)
                 if msg is None:
-                    parsed.events.append(
-                        WebhookEvent(position=position, field=change.field, kind="invalid_message",
-                                     waba_id=entry.id, payload={"item": item})
-                    )
+                    keep_raw(change.field, "invalid_message", entry.id, {"item": item})
                 else:
                     parsed.messages.append(msg)
                 position += 1
             for item in value.get("statuses") or []:
                 status = _parse_status(item)
                 if status is None:
-                    parsed.events.append(
-                        WebhookEvent(position=position, field=change.field, kind="invalid_status",
-                                     waba_id=entry.id, payload={"item": item})
-                    )
+                    keep_raw(change.field, "invalid_status", entry.id, {"item": item})
                 else:
                     parsed.statuses.append(status)
                 position += 1
             if value.get("errors"):
-                parsed.events.append(
-                    WebhookEvent(position=position, field=change.field, kind="error",
-                                 waba_id=entry.id, payload=value)
-                )
+                keep_raw(change.field, "error", entry.id, value)
                 position += 1
             if not any(value.get(k) for k in ("messages", "statuses", "errors")):
-                parsed.events.append(
-                    WebhookEvent(position=position, field=change.field, kind="empty_change",
-                                 waba_id=entry.id, payload=value)
-                )
+                keep_raw(change.field, "empty_change", entry.id, value)
                 position += 1
     return parsed
 

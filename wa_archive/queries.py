@@ -29,11 +29,30 @@ async def insert_delivery(
     return status.endswith(" 1")
 
 
+async def insert_delivery_with_messages(
+    db: Executor, *, sha256: str, source: str, body: bytes, signature: str | None,
+    remote_addr: str | None, updates: int, received_at: datetime, message_ids: list[str],
+) -> set[str]:
+    """Store a delivery and link its messages in one statement (one commit on the webhook's hot
+    path); returns the ids among them that are already archived."""
+    rows = await db.fetch(
+        "WITH d AS (INSERT INTO deliveries (sha256, source, body, signature, remote_addr, updates,"
+        "  received_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (sha256) DO NOTHING),"
+        " l AS (INSERT INTO message_deliveries (message_id, delivery_sha256)"
+        "  SELECT unnest($8::text[]), $1 ON CONFLICT DO NOTHING)"
+        " SELECT id FROM messages WHERE id = ANY($8::text[]) AND archive_status = 'archived'",
+        sha256, source, body, signature, remote_addr, updates, received_at, message_ids,
+    )
+    return {r["id"] for r in rows}
+
+
 async def get_delivery(db: Executor, sha256: str) -> asyncpg.Record | None:
     return await db.fetchrow("SELECT * FROM deliveries WHERE sha256 = $1", sha256)
 
 
 async def link_deliveries(db: Executor, delivery_sha256: str, message_ids: list[str]) -> None:
+    if not message_ids:
+        return
     await db.executemany(
         "INSERT INTO message_deliveries (message_id, delivery_sha256) VALUES ($1, $2)"
         " ON CONFLICT DO NOTHING",
@@ -42,6 +61,8 @@ async def link_deliveries(db: Executor, delivery_sha256: str, message_ids: list[
 
 
 async def insert_status_events(db: Executor, delivery_sha256: str, events: list[StatusEvent]) -> None:
+    if not events:
+        return
     await db.executemany(
         "INSERT INTO status_events (message_id, status, ts, raw_timestamp, recipient_id, payload,"
         " delivery_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7)"
@@ -52,6 +73,8 @@ async def insert_status_events(db: Executor, delivery_sha256: str, events: list[
 
 
 async def insert_webhook_events(db: Executor, delivery_sha256: str, events: list[WebhookEvent]) -> None:
+    if not events:
+        return
     await db.executemany(
         "INSERT INTO webhook_events (delivery_sha256, position, field, kind, waba_id, payload)"
         " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",

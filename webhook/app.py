@@ -23,8 +23,8 @@ from temporalio.client import Client
 
 from wa_archive import queries
 from wa_archive.config import Settings
-from wa_archive.fanout import fan_out
-from wa_archive.meta_payload import EnvelopeError, check_envelope, count_updates
+from wa_archive.fanout import record_delivery, start_messages
+from wa_archive.meta_payload import EnvelopeError, check_envelope, count_updates, parse_delivery
 from wa_archive.runtime import contact_secret
 from wa_archive.signature import meta_signature_ok
 from wa_archive.starter import start_ingest_delivery
@@ -101,15 +101,26 @@ async def receive_delivery(request: web.Request) -> web.Response:
     updates = count_updates(envelope)
     received_at = datetime.now(timezone.utc)
     settings = deps.settings
+    inline = updates <= settings.inline_fanout_max
+    row = dict(sha256=sha, source="meta", body=body, signature=signature,
+               remote_addr=request.remote, updates=updates, received_at=received_at)
     try:
-        await queries.insert_delivery(
-            deps.pool, sha256=sha, source="meta", body=body, signature=signature,
-            remote_addr=request.remote, updates=updates, received_at=received_at,
-        )
-        if updates <= settings.inline_fanout_max:
-            await fan_out(deps.pool, deps.client, sha, data, received_at,
-                          options=settings.archive_options(), task_queue=settings.task_queue,
-                          contact_secret=deps.contact_secret, rpc_timeout=START_TIMEOUT)
+        if inline:
+            parsed = parse_delivery(data, sha, received_at)
+            if parsed.statuses or parsed.events:
+                # One commit for the delivery with its statuses and events.
+                async with deps.pool.acquire() as conn, conn.transaction():
+                    await queries.insert_delivery(conn, **row)
+                    skip = await record_delivery(conn, sha, parsed)
+            else:  # messages only, the common case: a single statement
+                skip = await queries.insert_delivery_with_messages(
+                    deps.pool, **row, message_ids=[m.message_id for m in parsed.messages])
+        else:
+            await queries.insert_delivery(deps.pool, **row)
+        if inline:
+            await start_messages(deps.client, parsed, skip, options=settings.archive_options(),
+                                 task_queue=settings.task_queue, contact_secret=deps.contact_secret,
+                                 rpc_timeout=START_TIMEOUT)
         else:
             await start_ingest_delivery(deps.client, sha, task_queue=settings.task_queue,
                                         rpc_timeout=START_TIMEOUT)
