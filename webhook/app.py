@@ -99,36 +99,38 @@ async def receive_delivery(request: web.Request) -> web.Response:
 
     sha = hashlib.sha256(body).hexdigest()
     updates = count_updates(envelope)
-    received_at = datetime.now(timezone.utc)
-    settings = deps.settings
-    inline = updates <= settings.inline_fanout_max
     row = dict(sha256=sha, source="meta", body=body, signature=signature,
-               remote_addr=request.remote, updates=updates, received_at=received_at)
+               remote_addr=request.remote, updates=updates, received_at=datetime.now(timezone.utc))
     try:
-        if inline:
-            parsed = parse_delivery(data, sha, received_at)
-            if parsed.statuses or parsed.events:
-                # One commit for the delivery with its statuses and events.
-                async with deps.pool.acquire() as conn, conn.transaction():
-                    await queries.insert_delivery(conn, **row)
-                    skip = await record_delivery(conn, sha, parsed)
-            else:  # messages only, the common case: a single statement
-                skip = await queries.insert_delivery_with_messages(
-                    deps.pool, **row, message_ids=[m.message_id for m in parsed.messages])
-        else:
-            await queries.insert_delivery(deps.pool, **row)
-        if inline:
-            await start_messages(deps.client, parsed, skip, options=settings.archive_options(),
-                                 task_queue=settings.task_queue, contact_secret=deps.contact_secret,
-                                 rpc_timeout=START_TIMEOUT)
-        else:
-            await start_ingest_delivery(deps.client, sha, task_queue=settings.task_queue,
-                                        rpc_timeout=START_TIMEOUT)
+        await _make_durable(deps, data, row)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not durable yet": ask Meta to retry
         log.error("delivery_not_accepted", delivery=sha, error=repr(exc))
         return error(503, "archive temporarily unavailable; retry later")
     log.info("delivery_accepted", delivery=sha, updates=updates)
     return web.json_response({"status": "accepted", "delivery": sha, "updates": updates})
+
+
+async def _make_durable(deps: WebhookDeps, data: dict, row: dict) -> None:
+    """Store the delivery in Postgres and hand it to Temporal; raises unless both are done."""
+    settings = deps.settings
+    sha = row["sha256"]
+    if row["updates"] > settings.inline_fanout_max:
+        await queries.insert_delivery(deps.pool, **row)
+        await start_ingest_delivery(deps.client, sha, task_queue=settings.task_queue,
+                                    rpc_timeout=START_TIMEOUT)
+        return
+    parsed = parse_delivery(data, sha, row["received_at"])
+    if parsed.statuses or parsed.events:
+        # One commit for the delivery with its statuses and events.
+        async with deps.pool.acquire() as conn, conn.transaction():
+            await queries.insert_delivery(conn, **row)
+            skip = await record_delivery(conn, sha, parsed)
+    else:  # messages only, the common case: a single statement
+        skip = await queries.insert_delivery_with_messages(
+            deps.pool, **row, message_ids=[m.message_id for m in parsed.messages])
+    await start_messages(deps.client, parsed, skip, options=settings.archive_options(),
+                         task_queue=settings.task_queue, contact_secret=deps.contact_secret,
+                         rpc_timeout=START_TIMEOUT)
 
 
 async def healthz(_: web.Request) -> web.Response:
