@@ -270,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, RuntimeError) as exc:
         print(f"wa-archive: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - e.g. asyncpg's errors: one line, not a traceback
+        if type(exc).__module__.startswith("asyncpg"):
+            print(f"wa-archive: database error: {exc}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":
