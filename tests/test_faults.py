@@ -13,7 +13,7 @@ import uuid
 from aiobotocore.session import get_session
 
 from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET
-from wa_archive.sample_payloads import dumps, envelope, media_message, wamid
+from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
 from wa_archive.fake_graph import FakeMedia
 
 
@@ -83,3 +83,105 @@ async def test_killed_worker_leaves_one_object_and_no_orphan_upload(
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(15)
+
+
+async def test_temporal_outage_answers_503_then_the_redelivery_is_archived(clean_db, fake_graph, tmp_path):
+    """Temporal goes down under a running webhook: 503 (Meta keeps the delivery), then recovery."""
+    import aiohttp
+    from aiohttp import web
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from tests.conftest import APP_SECRET, make_settings
+    from wa_archive import queries
+    from wa_archive.embedded import TemporalDevServer, free_port
+    from wa_archive.signature import meta_signature
+    from wa_archive.storage import FilesystemStore
+    from webhook.app import WebhookDeps, create_app
+    from worker import build_worker
+
+    server = TemporalDevServer(tmp_path / "temporal", port=free_port(), ui_port=None)
+    await server.start()
+    client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+    settings = make_settings(meta_graph_url=fake_graph.graph_url)
+    store = FilesystemStore(tmp_path / "objects")
+    runner = web.AppRunner(create_app(WebhookDeps(settings=settings, client=client, pool=clean_db, store=store)))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    mid = wamid()
+    body = dumps(envelope([message("text", {"body": "during an outage"}, mid=mid)]))
+    headers = {"X-Hub-Signature-256": meta_signature(APP_SECRET, body)}
+    try:
+        async with aiohttp.ClientSession() as http:
+            server.stop()
+            async with http.post(f"http://127.0.0.1:{port}/webhooks/meta", data=body, headers=headers) as resp:
+                assert resp.status == 503
+            await server.start()  # same SQLite file, same port
+            async with http.post(f"http://127.0.0.1:{port}/webhooks/meta", data=body, headers=headers) as resp:
+                assert resp.status == 200, await resp.text()
+            async with build_worker(client, settings, clean_db, store, http):
+                for _ in range(300):
+                    if await queries.get_message(clean_db, mid):
+                        break
+                    await asyncio.sleep(0.1)
+        msg = await queries.get_message(clean_db, mid)
+        assert msg is not None and msg["text"] == "during an outage"
+        assert len(msg["deliveries"]) == 1  # the redelivered bytes were stored once
+    finally:
+        await runner.cleanup()
+        server.stop()
+
+
+async def test_postgres_outage_answers_503_and_readiness_names_it(client, tmp_path):
+    """PostgreSQL stops under a running webhook: 503 and not ready; back up: accepted again."""
+    import aiohttp
+    from aiohttp import web
+
+    from tests.conftest import APP_SECRET, make_settings
+    from wa_archive.db import create_pool, migrate
+    from wa_archive.embedded import EmbeddedPostgres, ensure_database, free_port
+    from wa_archive.signature import meta_signature
+    from wa_archive.storage import FilesystemStore
+    from webhook.app import WebhookDeps, create_app
+
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    url = await ensure_database(await asyncio.to_thread(pg.start), "outage")
+    await migrate(url)
+    pool = await create_pool(url)
+    settings = make_settings()
+    runner = web.AppRunner(create_app(WebhookDeps(settings=settings, client=client, pool=pool,
+                                                  store=FilesystemStore(tmp_path / "objects"))))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    base = f"http://127.0.0.1:{port}"
+
+    def signed(text: str) -> tuple[bytes, dict]:
+        body = dumps(envelope([message("text", {"body": text})]))
+        return body, {"X-Hub-Signature-256": meta_signature(APP_SECRET, body)}
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            await asyncio.to_thread(pg.stop)
+            body, headers = signed("while the database is down")
+            async with http.post(f"{base}/webhooks/meta", data=body, headers=headers) as resp:
+                assert resp.status == 503
+            async with http.get(f"{base}/readyz") as resp:
+                report = await resp.json()
+                assert resp.status == 503 and report["checks"]["postgres"].startswith("error")
+                assert report["checks"]["temporal"] == "ok"
+            await asyncio.to_thread(pg.start)
+            statuses = []
+            for _ in range(20):  # pooled connections to the old server fail once, then reconnect
+                async with http.post(f"{base}/webhooks/meta", data=body, headers=headers) as resp:
+                    statuses.append(resp.status)
+                if statuses[-1] == 200:
+                    break
+                await asyncio.sleep(0.2)
+            assert statuses[-1] == 200 and set(statuses) <= {200, 503}
+        assert await pool.fetchval("SELECT count(*) FROM deliveries") == 1
+    finally:
+        await runner.cleanup()
+        await pool.close()
+        await asyncio.to_thread(pg.stop)
