@@ -304,3 +304,22 @@ async def test_histories_replay_deterministically(stack_factory):
             await asyncio.sleep(0.1)
         history = await handle.fetch_history()
         await replayer.replay_workflow(history)
+
+
+async def test_committed_golden_histories_still_replay():
+    """Histories recorded by an earlier version: a workflow change that breaks runs already in
+    flight fails here (re-record with care, never to silence a real non-determinism)."""
+    from pathlib import Path
+
+    from temporalio.client import WorkflowHistory
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.worker import Replayer
+
+    from workflows.archive_message import ArchiveMessage
+    from workflows.ingest_delivery import IngestDelivery
+
+    replayer = Replayer(workflows=[ArchiveMessage, IngestDelivery], data_converter=pydantic_data_converter)
+    files = sorted((Path(__file__).parent / "histories").glob("*.json"))
+    assert len(files) == 3
+    for path in files:
+        await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()))
