@@ -191,6 +191,19 @@ class Stack:
     async def read_object(self, key: str) -> bytes:
         return b"".join([chunk async for chunk in self.store.read(key)])
 
+    async def stored_objects(self) -> list[str]:
+        """Every media object (all versions, on S3) in this test's store."""
+        if isinstance(self.store, S3Store):
+            from aiobotocore.session import get_session
+
+            async with get_session().create_client("s3", endpoint_url=self.settings.s3_endpoint_url,
+                                                   region_name="us-east-1") as s3:
+                resp = await s3.list_object_versions(Bucket=self.store.bucket, Prefix=self.store.prefix + "/")
+                return [v["Key"] for v in resp.get("Versions", [])]
+        root = self.store.root
+        return [str(p.relative_to(root)) for p in root.rglob("*")
+                if p.is_file() and ".tmp" not in p.parts and not p.name.endswith(".meta.json")]
+
 
 @pytest.fixture(params=["filesystem", "s3"])
 def storage_backend(request: pytest.FixtureRequest) -> str:

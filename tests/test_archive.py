@@ -176,6 +176,7 @@ async def test_duplicate_deliveries_converge_on_one_record_and_one_object(stack_
     assert media.downloads == 1, "the media was fetched once"
     key = msg["media"][0]["storage_key"]
     assert await stack.read_object(key) == content
+    assert len(await stack.stored_objects()) == 1, "exactly one stored object (one version on S3)"
     shown = await stack.wait_for_message(mid)
     assert len(shown["deliveries"]) == 2
 
