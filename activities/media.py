@@ -55,7 +55,8 @@ class MediaActivities:
                 retain_until=inp.timestamp + self.retention,
                 on_progress=heartbeat,
             )
-        bound.info("media_archived", storage_key=key, size=stored.size, created=stored.created)
+        # The key holds the contact's phone number, so it stays out of INFO logs.
+        bound.info("media_archived", sha256=stored.sha256, size=stored.size, created=stored.created)
         return MediaRecord(
             media_id=media.media_id, position=inp.position, kind=media.kind, status="archived",
             storage_key=stored.key, size=stored.size, sha256=stored.sha256,

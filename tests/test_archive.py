@@ -195,10 +195,20 @@ async def test_transient_errors_are_retried_until_archived(stack):
 
 
 async def test_404_five_times_records_a_critical_failure_with_every_attempt(stack):
+    from structlog.testing import capture_logs
+
     media = stack.graph.add(FakeMedia(_media_id(), content=b"x" * 100, status=404))
     mid = wamid()
-    await stack.post(dumps(envelope([media_message("image", media.media_id, media.sha256_b64(), "image/jpeg", mid=mid)])))
-    failure = await stack.wait_for_failure(mid)
+    with capture_logs() as logs:
+        await stack.post(dumps(envelope([media_message("image", media.media_id, media.sha256_b64(), "image/jpeg", mid=mid)])))
+        failure = await stack.wait_for_failure(mid)
+        for _ in range(50):
+            if any(e["event"] == "archive_failed" for e in logs):
+                break
+            await asyncio.sleep(0.1)
+    [critical] = [e for e in logs if e["event"] == "archive_failed"]
+    assert critical["log_level"] == "critical" and critical["message_id"] == mid and critical["attempts"] == 5
+    assert not any("447700900123" in str(e) for e in logs if e["log_level"] == "info"), "no phone at INFO"
     assert failure["stage"] == "archive_media" and failure["retry_state"] == "MAXIMUM_ATTEMPTS_REACHED"
     assert [a["attempt"] for a in failure["attempts"]] == [1, 2, 3, 4, 5]
     assert all(a["http_status"] == 404 and a["error_type"] == "MediaNotFound" for a in failure["attempts"])
