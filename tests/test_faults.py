@@ -100,19 +100,20 @@ async def test_temporal_outage_answers_503_then_the_redelivery_is_archived(clean
     from webhook.app import WebhookDeps, create_app
     from worker import build_worker
 
-    server = TemporalDevServer(tmp_path / "temporal", port=free_port(), ui_port=None)
-    await server.start()
-    client = await Client.connect(server.address, data_converter=pydantic_data_converter)
-    settings = make_settings(meta_graph_url=fake_graph.graph_url)
-    store = FilesystemStore(tmp_path / "objects")
-    runner = web.AppRunner(create_app(WebhookDeps(settings=settings, client=client, pool=clean_db, store=store)))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     mid = wamid()
     body = dumps(envelope([message("text", {"body": "during an outage"}, mid=mid)]))
     headers = {"X-Hub-Signature-256": meta_signature(APP_SECRET, body)}
+    settings = make_settings(meta_graph_url=fake_graph.graph_url)
+    store = FilesystemStore(tmp_path / "objects")
+    server = TemporalDevServer(tmp_path / "temporal", port=free_port(), ui_port=None)
+    runner = None
     try:
+        await server.start()
+        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        runner = web.AppRunner(create_app(WebhookDeps(settings=settings, client=client, pool=clean_db, store=store)))
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
         async with aiohttp.ClientSession() as http:
             server.stop()
             async with http.post(f"http://127.0.0.1:{port}/webhooks/meta", data=body, headers=headers) as resp:
@@ -129,7 +130,8 @@ async def test_temporal_outage_answers_503_then_the_redelivery_is_archived(clean
         assert msg is not None and msg["text"] == "during an outage"
         assert len(msg["deliveries"]) == 1  # the redelivered bytes were stored once
     finally:
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
         server.stop()
 
 
@@ -145,23 +147,22 @@ async def test_postgres_outage_answers_503_and_readiness_names_it(client, tmp_pa
     from wa_archive.storage import FilesystemStore
     from webhook.app import WebhookDeps, create_app
 
-    pg = EmbeddedPostgres(tmp_path / "pg")
-    url = await ensure_database(await asyncio.to_thread(pg.start), "outage")
-    await migrate(url)
-    pool = await create_pool(url)
-    settings = make_settings()
-    runner = web.AppRunner(create_app(WebhookDeps(settings=settings, client=client, pool=pool,
-                                                  store=FilesystemStore(tmp_path / "objects"))))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    base = f"http://127.0.0.1:{port}"
-
     def signed(text: str) -> tuple[bytes, dict]:
         body = dumps(envelope([message("text", {"body": text})]))
         return body, {"X-Hub-Signature-256": meta_signature(APP_SECRET, body)}
 
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    runner = pool = None
     try:
+        url = await ensure_database(await asyncio.to_thread(pg.start), "outage")
+        await migrate(url)
+        pool = await create_pool(url)
+        runner = web.AppRunner(create_app(WebhookDeps(settings=make_settings(), client=client, pool=pool,
+                                                      store=FilesystemStore(tmp_path / "objects"))))
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as http:
             await asyncio.to_thread(pg.stop)
             body, headers = signed("while the database is down")
@@ -182,6 +183,8 @@ async def test_postgres_outage_answers_503_and_readiness_names_it(client, tmp_pa
             assert statuses[-1] == 200 and set(statuses) <= {200, 503}
         assert await pool.fetchval("SELECT count(*) FROM deliveries") == 1
     finally:
-        await runner.cleanup()
-        await pool.close()
+        if runner is not None:
+            await runner.cleanup()
+        if pool is not None:
+            await pool.close()
         await asyncio.to_thread(pg.stop)
