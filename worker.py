@@ -13,37 +13,47 @@ from temporalio.worker import Worker
 
 from activities.delivery import DeliveryActivities
 from activities.media import MediaActivities
+from activities.outbound import OutboundActivities
 from activities.records import RecordActivities
 from wa_archive.config import Settings
 from wa_archive.graph import GraphClient
+from wa_archive.linkfetch import Allowlist, LinkFetcher
 from wa_archive.runtime import connect_db, connect_temporal, contact_secret
 from wa_archive.storage import ObjectStore, open_store
 from workflows.archive_message import ArchiveMessage
 from workflows.ingest_delivery import IngestDelivery
+from workflows.outbound_message import OutboundMessage
 
 log = structlog.get_logger("wa_archive.worker")
 
 
 def build_worker(
     client: Client, settings: Settings, pool: asyncpg.Pool, store: ObjectStore,
-    http: aiohttp.ClientSession,
+    http: aiohttp.ClientSession, links: LinkFetcher,
 ) -> Worker:
     """A Worker with every workflow and activity of the archive, dependencies injected."""
     token = settings.meta_access_token.get_secret_value() if settings.meta_access_token else ""
-    media = MediaActivities(GraphClient(http, settings.meta_graph_url, token), store, pool,
-                            settings.retention_days)
+    graph = GraphClient(http, settings.meta_graph_url, token)
+    media = MediaActivities(graph, store, pool, settings.retention_days, links)
     records = RecordActivities(pool, store.url)
-    delivery = DeliveryActivities(pool, settings.archive_options(), contact_secret(settings),
-                                  settings.task_queue)
+    outbound = OutboundActivities(graph, pool, store.url)
+    delivery = DeliveryActivities(pool, settings.archive_options(), settings.outbound_options(),
+                                  contact_secret(settings), settings.task_queue)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[ArchiveMessage, IngestDelivery],
-        activities=[media.archive_media, records.write_records, records.record_critical_failure,
-                    delivery.fan_out_delivery],
+        workflows=[ArchiveMessage, IngestDelivery, OutboundMessage],
+        activities=[media.archive_media, media.archive_link_media, records.write_records,
+                    records.record_critical_failure, delivery.fan_out_delivery,
+                    outbound.snapshot_template, outbound.write_outbound],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
+
+
+def link_fetcher(settings: Settings) -> LinkFetcher:
+    return LinkFetcher(Allowlist(settings.media_fetch_allowlist), max_bytes=settings.media_fetch_max_bytes,
+                       timeout=settings.media_fetch_timeout)
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -54,8 +64,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     store = open_store(settings)
     await store.ping()
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=60)
+    links = link_fetcher(settings)
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        worker = build_worker(client, settings, pool, store, http)
+        worker = build_worker(client, settings, pool, store, http, links)
         log.info("worker_started", task_queue=settings.task_queue, storage=store.url)
         try:
             if stop is None:
@@ -64,6 +75,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
                 async with worker:
                     await stop.wait()
         finally:
+            await links.close()
             await store.close()
             await pool.close()
             log.info("worker_stopped")

@@ -8,16 +8,18 @@ from temporalio import activity
 
 from wa_archive import queries
 from wa_archive.fanout import fan_out
-from wa_archive.models import ArchiveOptions, FanOutResult, IngestDeliveryInput
+from wa_archive.models import ArchiveOptions, FanOutResult, IngestDeliveryInput, OutboundOptions
 from wa_archive.names import FAN_OUT_DELIVERY
 
 log = structlog.get_logger("wa_archive.delivery")
 
 
 class DeliveryActivities:
-    def __init__(self, pool: asyncpg.Pool, options: ArchiveOptions, contact_secret: str, task_queue: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, options: ArchiveOptions, outbound: OutboundOptions,
+                 contact_secret: str, task_queue: str) -> None:
         self.pool = pool
         self.options = options
+        self.outbound = outbound
         self.contact_secret = contact_secret
         self.task_queue = task_queue
 
@@ -29,7 +31,7 @@ class DeliveryActivities:
             raise LookupError(f"delivery {inp.delivery_sha256} is not stored")
         result = await fan_out(
             self.pool, activity.client(), inp.delivery_sha256, json.loads(row["body"]),
-            row["received_at"], options=self.options, task_queue=self.task_queue,
+            row["received_at"], options=self.options, outbound=self.outbound, task_queue=self.task_queue,
             contact_secret=self.contact_secret, on_started=activity.heartbeat,
         )
         log.info("delivery_fanned_out", delivery=inp.delivery_sha256, **result.model_dump())

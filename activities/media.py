@@ -1,5 +1,10 @@
-"""archive_media: fetch one media item from the Graph API and stream it into the object store."""
+"""Media activities: stream one item into the object store, hashing as it goes.
 
+archive_media fetches through the Graph API (media id); archive_link_media fetches a sender's
+public link through the SSRF-guarded fetcher.
+"""
+
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
@@ -10,18 +15,21 @@ from activities.attempts import record_attempts
 from wa_archive.graph import GraphClient
 from wa_archive.hashing import decode_sha256
 from wa_archive.keys import media_object_key
+from wa_archive.linkfetch import LinkFetcher
 from wa_archive.models import ArchiveMediaInput, MediaRecord
-from wa_archive.names import ARCHIVE_MEDIA
+from wa_archive.names import ARCHIVE_LINK_MEDIA, ARCHIVE_MEDIA
 from wa_archive.storage import ObjectStore
 
 log = structlog.get_logger("wa_archive.media")
 
 
 class MediaActivities:
-    def __init__(self, graph: GraphClient, store: ObjectStore, pool: asyncpg.Pool, retention_days: int) -> None:
+    def __init__(self, graph: GraphClient, store: ObjectStore, pool: asyncpg.Pool, retention_days: int,
+                 links: LinkFetcher) -> None:
         self.graph = graph
         self.store = store
         self.pool = pool
+        self.links = links
         self.retention = timedelta(days=retention_days)
 
     @activity.defn(name=ARCHIVE_MEDIA)
@@ -32,11 +40,23 @@ class MediaActivities:
         The URL lives minutes, so every attempt asks for a fresh one. The SHA-256 is computed while
         streaming and checked against the provider's before the object becomes visible.
         """
+        info = await self.graph.media_info(inp.media.media_id)
+        mime_type = inp.media.mime_type or info.mime_type or "application/octet-stream"
+        async with self.graph.download(info.url) as chunks:
+            return await self._store(inp, chunks, mime_type, inp.media.provider_sha256 or info.sha256)
+
+    @activity.defn(name=ARCHIVE_LINK_MEDIA)
+    @record_attempts("archive_media", lambda inp: (inp.message_id, inp.media.media_id))
+    async def archive_link_media(self, inp: ArchiveMediaInput) -> MediaRecord:
+        """Fetch a sender's public media link (checked against internal addresses) into the store."""
+        async with self.links.download(inp.media.link or "") as (chunks, content_type):
+            mime_type = inp.media.mime_type or (content_type or "").split(";")[0] or "application/octet-stream"
+            return await self._store(inp, chunks, mime_type, inp.media.provider_sha256)
+
+    async def _store(self, inp: ArchiveMediaInput, chunks: AsyncIterator[bytes], mime_type: str,
+                     declared: str | None) -> MediaRecord:
         media = inp.media
         bound = log.bind(message_id=inp.message_id, media_id=media.media_id)
-        info = await self.graph.media_info(media.media_id)
-        mime_type = media.mime_type or info.mime_type or "application/octet-stream"
-        declared = media.provider_sha256 or info.sha256
         expected = decode_sha256(declared)
         if declared and expected is None:
             bound.warning("provider_sha256_unreadable", provider_sha256=declared)
@@ -45,16 +65,11 @@ class MediaActivities:
         def heartbeat(done: int) -> None:
             activity.heartbeat({"bytes": done})
 
-        async with self.graph.download(info.url) as chunks:
-            stored = await self.store.put_stream(
-                key,
-                chunks,
-                content_type=mime_type,
-                metadata={"message-id": inp.message_id, "media-id": media.media_id},
-                expected_sha256=expected,
-                retain_until=inp.timestamp + self.retention,
-                on_progress=heartbeat,
-            )
+        stored = await self.store.put_stream(
+            key, chunks, content_type=mime_type,
+            metadata={"message-id": inp.message_id, "media-id": media.media_id[:200]},
+            expected_sha256=expected, retain_until=inp.timestamp + self.retention, on_progress=heartbeat,
+        )
         # The key holds the contact's phone number, so it stays out of INFO logs.
         bound.info("media_archived", sha256=stored.sha256, size=stored.size, created=stored.created)
         return MediaRecord(

@@ -32,7 +32,7 @@ from wa_archive.names import SEARCH_ATTRIBUTES
 from wa_archive.signature import meta_signature
 from wa_archive.storage import FilesystemStore, ObjectStore, S3Store
 from webhook.app import WebhookDeps, create_app
-from worker import build_worker
+from worker import build_worker, link_fetcher
 
 APP_SECRET = "test-app-secret"
 VERIFY_TOKEN = "test-verify-token"
@@ -103,7 +103,8 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 async def clean_db(pool: asyncpg.Pool) -> asyncpg.Pool:
     await pool.execute(
         "TRUNCATE media, messages, message_deliveries, status_events, webhook_events,"
-        " archive_attempts, archive_failures, deliveries CASCADE"
+        " archive_attempts, archive_failures, deliveries, template_events, template_snapshots,"
+        " outbound_sends, api_tokens CASCADE"
     )
     return pool
 
@@ -144,6 +145,7 @@ def make_settings(**overrides: Any) -> Settings:
         meta_access_token=SecretStr(ACCESS_TOKEN), contact_key_secret=SecretStr(CONTACT_SECRET),
         retry_initial_interval=0.2, retry_backoff=1.5, retry_max_interval=1.0,
         media_heartbeat_timeout=5.0, task_queue=f"tq-{uuid.uuid4()}", s3_part_size_mib=5,
+        media_fetch_allowlist="127.0.0.1",  # the fake media host; the refusal tests clear it
     )
     base.update(overrides)
     return Settings(_env_file=None, **base)
@@ -187,6 +189,11 @@ class Stack:
                     return f
             await asyncio.sleep(0.1)
         raise AssertionError(f"no critical failure for {message_id} within {timeout}s")
+
+    async def token(self, role: str = "sender", name: str | None = None) -> str:
+        from wa_archive.tokens import create_token
+
+        return await create_token(self.pool, name or f"{role}-{uuid.uuid4().hex[:6]}", role)
 
     async def read_object(self, key: str) -> bytes:
         return b"".join([chunk async for chunk in self.store.read(key)])
@@ -233,13 +240,15 @@ async def stack_factory(client, clean_db, fake_graph, tmp_root, s3_endpoint, s3_
         port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         worker = None
+        links = link_fetcher(settings)
         if run_worker:
-            worker = build_worker(client, settings, clean_db, store, http)
+            worker = build_worker(client, settings, clean_db, store, http, links)
             await worker.__aenter__()
 
         async def cleanup() -> None:
             if worker is not None:
                 await worker.__aexit__(None, None, None)
+            await links.close()
             await runner.cleanup()
             await http.close()
             await store.close()

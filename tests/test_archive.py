@@ -137,7 +137,8 @@ async def test_statuses_and_other_fields_are_kept(stack):
     ]
     template_change = {"field": "message_template_status_update",
                        "value": {"event": "APPROVED", "message_template_id": 42, "message_template_name": "t"}}
-    body = dumps(envelope(statuses=statuses, extra_changes=[template_change],
+    echo = {"field": "smb_message_echoes", "value": {"message_echoes": [{"id": "wamid.echo"}]}}
+    body = dumps(envelope(statuses=statuses, extra_changes=[template_change, echo],
                           errors=[{"code": 130429, "title": "Rate limit hit"}]))
     status, answer = await stack.post(body)
     assert status == 200
@@ -149,7 +150,9 @@ async def test_statuses_and_other_fields_are_kept(stack):
         await asyncio.sleep(0.1)
     assert [r["status"] for r in rows] == ["sent", "failed"]
     assert rows[1]["payload"]["errors"][0]["code"] == 131026
-    assert {(e["field"], e["kind"]) for e in events} == {("messages", "error"), ("message_template_status_update", "unhandled_field")}
+    assert {(e["field"], e["kind"]) for e in events} == {("messages", "error"), ("smb_message_echoes", "unhandled_field")}
+    tevent = await stack.pool.fetchrow("SELECT * FROM template_events WHERE delivery_sha256 = $1", answer["delivery"])
+    assert tevent["event"] == "APPROVED" and tevent["template_id"] == "42" and tevent["template_name"] == "t"
 
 
 @pytest.mark.parametrize("inline_fanout_max", [20, 0], ids=["inline", "via-IngestDelivery"])

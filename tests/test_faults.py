@@ -98,7 +98,7 @@ async def test_temporal_outage_answers_503_then_the_redelivery_is_archived(clean
     from wa_archive.signature import meta_signature
     from wa_archive.storage import FilesystemStore
     from webhook.app import WebhookDeps, create_app
-    from worker import build_worker
+    from worker import build_worker, link_fetcher
 
     mid = wamid()
     body = dumps(envelope([message("text", {"body": "during an outage"}, mid=mid)]))
@@ -121,7 +121,7 @@ async def test_temporal_outage_answers_503_then_the_redelivery_is_archived(clean
             await server.start()  # same SQLite file, same port
             async with http.post(f"http://127.0.0.1:{port}/webhooks/meta", data=body, headers=headers) as resp:
                 assert resp.status == 200, await resp.text()
-            async with build_worker(client, settings, clean_db, store, http):
+            async with build_worker(client, settings, clean_db, store, http, link_fetcher(settings)):
                 for _ in range(300):
                     if await queries.get_message(clean_db, mid):
                         break

@@ -127,7 +127,8 @@ async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     pool = await _pool(settings)
     try:
         found = await search_messages(pool, phone=phone, since=args.since, until=args.until,
-                                      limit=args.limit)
+                                      limit=args.limit, template=args.template,
+                                      direction=args.direction)
     finally:
         await pool.close()
     if args.json:
@@ -157,6 +158,38 @@ async def cmd_failures(settings: Settings, args: argparse.Namespace) -> int:
             status = f" HTTP {a['http_status']}" if a["http_status"] else ""
             print(f"    attempt {a['attempt']} at {a['at']}{status}  {a['error_type']}: {a['error']}")
     print(f"{len(failures)} critical failure(s)")
+    return 0
+
+
+async def cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive import tokens
+
+    pool = await _pool(settings)
+    try:
+        if args.tokens_command == "create":
+            token = await tokens.create_token(pool, args.name, args.role)
+            if args.json:
+                print(json.dumps({"token": token, "name": args.name, "role": args.role}))
+            else:
+                print(token)
+                print(f"token for {args.name!r} ({args.role}); it is shown only now, store it safely",
+                      file=sys.stderr)
+        elif args.tokens_command == "list":
+            listed = await tokens.list_tokens(pool)
+            if args.json:
+                print(json.dumps(listed, indent=2))
+            else:
+                for t in listed:
+                    state = f"revoked {t['revoked_at']}" if t["revoked_at"] else "active"
+                    print(f"{t['name']:<24} {t['role']:<9} created {t['created_at']}  {state}")
+        else:
+            await tokens.revoke_token(pool, args.name)
+            print(f"revoked {args.name!r}")
+    except tokens.TokenError as exc:
+        print(f"wa-archive: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await pool.close()
     return 0
 
 
@@ -215,7 +248,7 @@ def _print_message(m: dict[str, Any], *, full: bool) -> None:
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = {
     "dev": cmd_dev, "worker": cmd_worker, "serve": cmd_serve, "migrate": cmd_migrate,
     "show": cmd_show, "search": cmd_search, "failures": cmd_failures,
-    "contact-key": cmd_contact_key, "demo": cmd_demo,
+    "contact-key": cmd_contact_key, "demo": cmd_demo, "tokens": cmd_tokens,
 }
 
 
@@ -234,12 +267,24 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--since", type=_parse_when, help="date or ISO timestamp (inclusive)")
     search.add_argument("--until", type=_parse_when, help="date or ISO timestamp (exclusive)")
     search.add_argument("--limit", type=int, default=100)
+    search.add_argument("--template", help="template name (outbound template messages)")
+    search.add_argument("--direction", choices=("in", "out"))
     search.add_argument("--json", action="store_true")
     failures = sub.add_parser("failures", help="critical archive failures with their attempts")
     failures.add_argument("--json", action="store_true")
     ck = sub.add_parser("contact-key", help="the keyed contact hash used in Temporal search attributes")
     ck.add_argument("contact", help="phone number or other contact id")
     sub.add_parser("demo", help="send a signed demo image webhook to a running `wa-archive dev`")
+    tokens = sub.add_parser("tokens", help="API tokens for the send proxy, record API and auditors")
+    tsub = tokens.add_subparsers(dest="tokens_command", required=True)
+    create = tsub.add_parser("create", help="create a token; it is printed once")
+    create.add_argument("--role", required=True, choices=("sender", "auditor", "operator", "admin"))
+    create.add_argument("--name", required=True)
+    create.add_argument("--json", action="store_true")
+    tlist = tsub.add_parser("list", help="list tokens (never the tokens themselves)")
+    tlist.add_argument("--json", action="store_true")
+    revoke = tsub.add_parser("revoke", help="revoke a token by name")
+    revoke.add_argument("name")
     return parser
 
 

@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from wa_archive.models import ArchiveOptions
+from wa_archive.models import ArchiveOptions, OutboundOptions
 
 ENV_PREFIX = "WA_ARCHIVE_"
 
@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_concurrent_activities: int = Field(default=20, ge=1)
     inline_fanout_max: int = Field(default=20, ge=0)
+    meta_waba_id: str | None = None
+    outbound_sent_wait: float = Field(default=600.0, gt=0)
+    outbound_record_wait: float = Field(default=7 * 24 * 3600.0, gt=0)
+    media_fetch_allowlist: str | None = None
+    media_fetch_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    media_fetch_timeout: float = Field(default=60.0, gt=0)
     log_level: str = "INFO"
 
     @field_validator("storage_url")
@@ -100,6 +106,12 @@ class Settings(BaseSettings):
             heartbeat_timeout=self.media_heartbeat_timeout,
             attempt_timeout=self.media_attempt_timeout,
         )
+
+    def outbound_options(self) -> OutboundOptions:
+        """Waiting times of each OutboundMessage workflow, fixed at its start."""
+        return OutboundOptions(sent_wait_seconds=self.outbound_sent_wait,
+                               record_wait_seconds=self.outbound_record_wait,
+                               waba_id=self.meta_waba_id, archive=self.archive_options())
 
     def require(self, *names: str) -> None:
         """Fail with one clear line when a setting a command needs is unset."""

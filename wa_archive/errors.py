@@ -4,6 +4,8 @@
     ├── MediaSourceError          the provider answered badly (5xx, timeouts, bad JSON)   retryable
     │   ├── MediaNotFound         404: URL or media id expired                           retryable
     │   └── MediaAccessDenied     401/403: our token is rejected                         NOT retryable
+    │   └── LinkRefused           a media link is not an allowed public http(s) URL      NOT retryable
+    ├── TemplateNotFound          the template is not (or no longer) in the WABA         NOT retryable
     ├── MediaHashMismatch         our SHA-256 differs from the provider's                retryable
     └── StorageError              the object store failed                                retryable
         └── StorageConflict       different bytes already stored under the key           NOT retryable
@@ -40,6 +42,14 @@ class MediaAccessDenied(MediaSourceError):
     )
 
 
+class LinkRefused(MediaSourceError):
+    """A media link was refused: not http(s), an internal address, too large, or too many redirects."""
+
+
+class TemplateNotFound(ArchiveError):
+    """The Graph API has no template with this name and language in the WABA."""
+
+
 class MediaHashMismatch(ArchiveError):
     """The bytes we downloaded do not match the provider's declared SHA-256."""
 
@@ -52,4 +62,5 @@ class StorageConflict(StorageError):
     """Different bytes are already stored under this key; objects are never overwritten."""
 
 
-NON_RETRYABLE = [MediaAccessDenied.__name__, StorageConflict.__name__]
+NON_RETRYABLE = [MediaAccessDenied.__name__, StorageConflict.__name__, LinkRefused.__name__,
+                 TemplateNotFound.__name__]

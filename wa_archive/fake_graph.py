@@ -66,6 +66,49 @@ class FakeGraph:
         self.token = token
         self.media: dict[str, FakeMedia] = {}
         self.base_url = ""
+        # Templates by (waba id, name, language); tests edit them to make new versions.
+        self.templates: dict[tuple[str, str, str], dict] = {}
+        self.sends: list[dict] = []
+        self.send_error: tuple[int, dict] | None = None  # answer every send with this, when set
+        self.files: dict[str, FakeMedia] = {}  # served at /files/{name}, for media by link
+
+    def set_template(self, waba_id: str, definition: dict) -> None:
+        self.templates[(waba_id, definition["name"], definition["language"])] = definition
+
+    async def send(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _graph_error(401, 190, "Invalid OAuth access token")
+        body = await request.json()
+        self.sends.append(body)
+        if self.send_error is not None:
+            status, error = self.send_error
+            return web.json_response({"error": error}, status=status)
+        wamid = "wamid.FAKE" + base64.b64encode(random.randbytes(24)).decode()
+        return web.json_response({
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": body.get("to"), "wa_id": str(body.get("to", "")).lstrip("+")}],
+            "messages": [{"id": wamid}],
+        })
+
+    async def message_templates(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _graph_error(401, 190, "Invalid OAuth access token")
+        waba = request.match_info["waba_id"]
+        name = request.query.get("name")
+        data = [d for (w, n, _), d in self.templates.items() if w == waba and (name is None or n == name)]
+        return web.json_response({"data": data, "paging": {}})
+
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        media = self.files.get(request.match_info["name"])
+        if media is None:
+            return web.Response(status=404)
+        resp = web.StreamResponse(headers={"Content-Type": media.mime_type})
+        resp.content_length = media.size
+        await resp.prepare(request)
+        for block in media.blocks():
+            await resp.write(block)
+        await resp.write_eof()
+        return resp
 
     def add(self, media: FakeMedia) -> FakeMedia:
         self.media[media.media_id] = media
@@ -130,6 +173,9 @@ class FakeGraph:
         app = web.Application()
         app.router.add_post("/_fake/media", self.register)
         app.router.add_get("/download/{media_id}", self.download)
+        app.router.add_get("/files/{name}", self.file)
+        app.router.add_post("/{version}/{phone_number_id}/messages", self.send)
+        app.router.add_get("/{version}/{waba_id}/message_templates", self.message_templates)
         app.router.add_get("/{version}/{media_id}", self.metadata)
         return app
 

@@ -15,9 +15,17 @@ import asyncpg
 from temporalio.client import Client
 
 from wa_archive import queries
-from wa_archive.meta_payload import ParsedDelivery, parse_delivery
-from wa_archive.models import ArchiveOptions, ArchiveRequest, FanOutResult
-from wa_archive.starter import start_archive_message
+from wa_archive.meta_payload import ParsedDelivery, StatusEvent, parse_delivery
+from wa_archive.models import (
+    ArchiveOptions,
+    ArchiveRequest,
+    FanOutResult,
+    OutboundOptions,
+    OutboundStart,
+    StatusSignal,
+)
+from wa_archive.names import SIGNAL_STATUS
+from wa_archive.starter import signal_outbound, start_archive_message
 
 # Concurrent workflow starts per delivery: enough to fan out 1,000 updates quickly without
 # flooding a small Temporal frontend.
@@ -29,8 +37,10 @@ async def record_delivery(conn: asyncpg.Connection, delivery_sha256: str, parsed
     ids = [m.message_id for m in parsed.messages]
     await queries.insert_status_events(conn, delivery_sha256, parsed.statuses)
     await queries.insert_webhook_events(conn, delivery_sha256, parsed.events)
+    await queries.insert_template_events(conn, delivery_sha256, parsed.template_events)
     await queries.link_deliveries(conn, delivery_sha256, ids)
-    return await queries.archived_message_ids(conn, ids) if ids else set()
+    known = ids + [s.message_id for s in parsed.statuses]
+    return await queries.archived_message_ids(conn, known) if known else set()
 
 
 async def start_messages(
@@ -39,14 +49,29 @@ async def start_messages(
     skip: set[str],
     *,
     options: ArchiveOptions,
+    outbound: OutboundOptions,
     task_queue: str,
     contact_secret: str,
     rpc_timeout: timedelta | None = None,
     on_started: Callable[[int], None] | None = None,
 ) -> None:
-    """Start (or join) one ArchiveMessage workflow per message not in `skip`."""
+    """Start (or join) one ArchiveMessage workflow per message, and signal each status to its
+    outbound message's workflow, except for messages in `skip` (already archived)."""
     gate = asyncio.Semaphore(START_CONCURRENCY)
     started = 0
+
+    async def signal(status: StatusEvent) -> None:
+        nonlocal started
+        async with gate:
+            await signal_outbound(
+                client, OutboundStart(message_id=status.message_id, options=outbound), SIGNAL_STATUS,
+                StatusSignal(status=status.status, timestamp=status.timestamp, waba_id=status.waba_id,
+                             errors=status.errors),
+                task_queue=task_queue, contact_secret=contact_secret, contact=status.recipient_id,
+                rpc_timeout=rpc_timeout)
+            started += 1
+            if on_started:
+                on_started(started)
 
     async def start(req: ArchiveRequest) -> None:
         nonlocal started
@@ -58,7 +83,8 @@ async def start_messages(
             if on_started:
                 on_started(started)
 
-    await asyncio.gather(*(start(m) for m in parsed.messages if m.message_id not in skip))
+    await asyncio.gather(*(start(m) for m in parsed.messages if m.message_id not in skip),
+                         *(signal(st) for st in parsed.statuses if st.message_id not in skip))
 
 
 def summary(parsed: ParsedDelivery, skipped: set[str]) -> FanOutResult:
@@ -74,6 +100,7 @@ async def fan_out(
     received_at: datetime,
     *,
     options: ArchiveOptions,
+    outbound: OutboundOptions,
     task_queue: str,
     contact_secret: str,
     on_started: Callable[[int], None] | None = None,
@@ -82,6 +109,6 @@ async def fan_out(
     parsed = parse_delivery(data, delivery_sha256, received_at)
     async with pool.acquire() as conn, conn.transaction():
         done = await record_delivery(conn, delivery_sha256, parsed)
-    await start_messages(client, parsed, done, options=options, task_queue=task_queue,
-                         contact_secret=contact_secret, on_started=on_started)
+    await start_messages(client, parsed, done, options=options, outbound=outbound,
+                         task_queue=task_queue, contact_secret=contact_secret, on_started=on_started)
     return summary(parsed, done)

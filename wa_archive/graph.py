@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
-from wa_archive.errors import MediaAccessDenied, MediaNotFound, MediaSourceError
+from wa_archive.errors import MediaAccessDenied, MediaNotFound, MediaSourceError, TemplateNotFound
 
 CHUNK = 1024 * 1024
 
@@ -42,6 +42,29 @@ class GraphClient:
             return MediaInfo.model_validate(data)
         except ValidationError as exc:
             raise MediaSourceError(f"media metadata for {media_id} is not usable: {exc}") from exc
+
+    async def send_message(self, phone_number_id: str, body: bytes) -> tuple[int, bytes, str]:
+        """Forward a send request unchanged; returns Meta's status, body and content type."""
+        url = f"{self._base}/{phone_number_id}/messages"
+        headers = {**self._headers, "Content-Type": "application/json"}
+        async with self._session.post(url, data=body, headers=headers) as resp:
+            return resp.status, await resp.read(), resp.headers.get("Content-Type", "application/json")
+
+    async def template(self, waba_id: str, name: str, language: str) -> dict:
+        """The current definition of a template, by name and language, from the WABA."""
+        url = f"{self._base}/{waba_id}/message_templates"
+        params = {"name": name, "language": language, "limit": "100"}
+        try:
+            async with self._session.get(url, headers=self._headers, params=params) as resp:
+                if resp.status != 200:
+                    await _raise_for(resp, f"template {name}/{language}")
+                data = await resp.json(content_type=None)
+        except aiohttp.ClientError as exc:
+            raise MediaSourceError(f"template {name}/{language}: {exc!r}") from exc
+        for item in data.get("data") or []:
+            if item.get("name") == name and item.get("language") == language:
+                return item
+        raise TemplateNotFound(f"no template {name!r} in language {language!r} in WABA {waba_id}")
 
     @asynccontextmanager
     async def download(self, url: str) -> AsyncIterator[AsyncIterator[bytes]]:

@@ -76,6 +76,11 @@ def message_workflow_id(message_id: str) -> str:
     return f"wa-msg-{safe_id(message_id)}"
 
 
+def outbound_workflow_id(message_id: str) -> str:
+    """Workflow id of an outbound message's OutboundMessage run, fed by its send record and statuses."""
+    return f"wa-out-{safe_id(message_id)}"
+
+
 def delivery_workflow_id(delivery_sha256: str) -> str:
     """Workflow id of a webhook delivery's IngestDelivery run; redeliveries of one body share it."""
     return f"wa-delivery-{delivery_sha256}"

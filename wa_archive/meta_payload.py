@@ -55,6 +55,22 @@ class StatusEvent(BaseModel):
     raw_timestamp: str | None
     recipient_id: str | None
     payload: dict[str, Any]
+    waba_id: str | None = None
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class TemplateEvent(BaseModel):
+    """A template lifecycle webhook: status (approved, rejected, paused, disabled), quality,
+    category or components change."""
+
+    position: int
+    field: str
+    waba_id: str | None
+    template_id: str | None
+    template_name: str | None
+    language: str | None
+    event: str | None
+    payload: dict[str, Any]
 
 
 class WebhookEvent(BaseModel):
@@ -67,10 +83,17 @@ class WebhookEvent(BaseModel):
     payload: dict[str, Any]
 
 
+TEMPLATE_FIELDS = frozenset({
+    "message_template_status_update", "message_template_quality_update",
+    "message_template_components_update", "template_category_update",
+})
+
+
 class ParsedDelivery(BaseModel):
     messages: list[ArchiveRequest] = Field(default_factory=list)
     statuses: list[StatusEvent] = Field(default_factory=list)
     events: list[WebhookEvent] = Field(default_factory=list)
+    template_events: list[TemplateEvent] = Field(default_factory=list)
 
 
 def check_envelope(data: Any) -> Envelope:
@@ -123,6 +146,10 @@ def parse_delivery(data: dict[str, Any], delivery_sha256: str, received_at: date
     for entry in envelope.entry:
         for change in entry.changes:
             value = change.value
+            if change.field in TEMPLATE_FIELDS:
+                parsed.template_events.append(_template_event(position, change.field, entry.id, value))
+                position += 1
+                continue
             if change.field != "messages":
                 keep_raw(change.field, "unhandled_field", entry.id, value)
                 position += 1
@@ -137,7 +164,7 @@ def parse_delivery(data: dict[str, Any], delivery_sha256: str, received_at: date
                     parsed.messages.append(msg)
                 position += 1
             for item in value.get("statuses") or []:
-                status = _parse_status(item)
+                status = _parse_status(item, entry.id)
                 if status is None:
                     keep_raw(change.field, "invalid_status", entry.id, {"item": item})
                 else:
@@ -269,10 +296,11 @@ def _parse_message(
     )
 
 
-def _parse_status(item: Any) -> StatusEvent | None:
+def _parse_status(item: Any, waba_id: str | None) -> StatusEvent | None:
     if not isinstance(item, dict) or not item.get("id") or not item.get("status"):
         return None
     raw_ts = item.get("timestamp")
+    errors = item.get("errors") if isinstance(item.get("errors"), list) else []
     return StatusEvent(
         message_id=str(item["id"]),
         status=str(item["status"]),
@@ -280,4 +308,18 @@ def _parse_status(item: Any) -> StatusEvent | None:
         raw_timestamp=None if raw_ts is None else str(raw_ts),
         recipient_id=item.get("recipient_id"),
         payload=item,
+        waba_id=waba_id,
+        errors=[e for e in errors if isinstance(e, dict)],
+    )
+
+
+def _template_event(position: int, field: str, waba_id: str | None, value: dict[str, Any]) -> TemplateEvent:
+    event = value.get("event") or value.get("new_quality_score") or value.get("new_category")
+    template_id = value.get("message_template_id")
+    return TemplateEvent(
+        position=position, field=field, waba_id=waba_id,
+        template_id=None if template_id is None else str(template_id),
+        template_name=value.get("message_template_name"),
+        language=value.get("message_template_language"),
+        event=None if event is None else str(event), payload=value,
     )

@@ -37,6 +37,9 @@ class MediaRef(BaseModel):
     filename: str | None = None
     url: str | None = None
     caption: str | None = None
+    # A public URL chosen by the sender (outbound media by link), fetched with SSRF guards instead
+    # of through the Graph API.
+    link: str | None = None
 
 
 class ArchiveOptions(BaseModel):
@@ -140,3 +143,74 @@ class FanOutResult(BaseModel):
     statuses: int = 0
     events: int = 0
     already_archived: int = 0
+
+
+# Outbound ------------------------------------------------------------------------------------
+
+
+class OutboundOptions(BaseModel):
+    """How long an OutboundMessage workflow waits, fixed at start."""
+
+    sent_wait_seconds: float = 600.0
+    record_wait_seconds: float = 7 * 24 * 3600.0
+    waba_id: str | None = None
+    archive: ArchiveOptions = Field(default_factory=ArchiveOptions)
+
+
+class OutboundStart(BaseModel):
+    """Input of the OutboundMessage workflow (it is started by whichever signal comes first)."""
+
+    message_id: str
+    options: OutboundOptions = Field(default_factory=OutboundOptions)
+
+
+class OutboundSend(BaseModel):
+    """Signal: the send request and Meta's answer, as the proxy or the record API saw them."""
+
+    message_id: str
+    phone_number_id: str
+    request: dict[str, Any]
+    response: dict[str, Any]
+    via: Literal["proxy", "record"]
+    recorded_at: datetime
+
+
+class StatusSignal(BaseModel):
+    """Signal: one status webhook of the message (the full object is already in status_events)."""
+
+    status: str
+    timestamp: datetime | None = None
+    waba_id: str | None = None
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class TemplateSnapshotInput(BaseModel):
+    message_id: str
+    waba_id: str
+    send_template: dict[str, Any]
+
+
+class TemplateSnapshotResult(BaseModel):
+    sha256: str
+    name: str
+    language: str
+    rendered_text: str
+
+
+class WriteOutboundInput(BaseModel):
+    """Input of write_outbound: everything known about one outbound message."""
+
+    message_id: str
+    timestamp: datetime
+    type: str
+    contact: Contact = Field(default_factory=Contact)
+    phone_number_id: str | None = None
+    waba_id: str | None = None
+    text: str | None = None
+    template: TemplateSnapshotResult | None = None
+    template_name: str | None = None
+    template_language: str | None = None
+    flags: list[str] = Field(default_factory=list)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    media: list[MediaRecord] = Field(default_factory=list)
+    archive_status: Literal["archived", "failed"] = "archived"

@@ -11,6 +11,13 @@ ARCHIVE_MEDIA = "archive_media"
 WRITE_RECORDS = "write_records"
 RECORD_CRITICAL_FAILURE = "record_critical_failure"
 FAN_OUT_DELIVERY = "fan_out_delivery"
+ARCHIVE_LINK_MEDIA = "archive_link_media"
+SNAPSHOT_TEMPLATE = "snapshot_template"
+WRITE_OUTBOUND = "write_outbound"
+
+# Signals of the OutboundMessage workflow.
+SIGNAL_SEND = "record_send"
+SIGNAL_STATUS = "status"
 
 # Search attributes are stored unencrypted: ids and statuses only, and a keyed hash of the
 # contact instead of the phone number.

@@ -7,8 +7,9 @@ from typing import Any
 
 import asyncpg
 
-from wa_archive.meta_payload import StatusEvent, WebhookEvent
-from wa_archive.models import WriteRecordsInput
+from wa_archive.meta_payload import StatusEvent, TemplateEvent, WebhookEvent
+from wa_archive.models import MediaRecord, WriteOutboundInput, WriteRecordsInput
+from wa_archive.templates import Snapshot
 
 Executor = asyncpg.Pool | asyncpg.Connection
 
@@ -93,12 +94,40 @@ async def archived_message_ids(db: Executor, message_ids: list[str]) -> set[str]
 # Messages --------------------------------------------------------------------------------------
 
 
+async def _insert_media(conn: asyncpg.Connection, message_id: str, media: list[MediaRecord],
+                        storage_url: str) -> None:
+    await conn.executemany(
+        "INSERT INTO media (message_id, position, media_id, kind, status, storage_url,"
+        " storage_key, size, sha256, provider_sha256, mime_type, filename, stored_at)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+        [(message_id, m.position, m.media_id, m.kind, m.status,
+          storage_url if m.status == "archived" else None, m.storage_key, m.size, m.sha256,
+          m.provider_sha256, m.mime_type, m.filename, m.stored_at) for m in media],
+    )
+
+
+async def _complete_failed(conn: asyncpg.Connection, message_id: str, media: list[MediaRecord],
+                           storage_url: str, archive_status: str) -> bool:
+    """A later run completes a message recorded as failed, in place: failed media rows become
+    archived and the status follows; the original row and payload stay as first written."""
+    for m in media:
+        if m.status == "archived":
+            await conn.execute(
+                "UPDATE media SET status = 'archived', storage_url = $3, storage_key = $4,"
+                " size = $5, sha256 = $6, mime_type = $7, stored_at = $8"
+                " WHERE message_id = $1 AND position = $2 AND status = 'failed'",
+                message_id, m.position, storage_url, m.storage_key, m.size, m.sha256,
+                m.mime_type, m.stored_at,
+            )
+    if archive_status == "archived":
+        await conn.execute("UPDATE messages SET archive_status = 'archived' WHERE id = $1", message_id)
+    return archive_status == "archived"
+
+
 async def write_message(pool: asyncpg.Pool, records: WriteRecordsInput, storage_url: str) -> bool:
     """Message, media rows and delivery link in one transaction; False if nothing was new.
 
-    An archived message is never changed. A message recorded as failed is completed in place by a
-    later run (a redelivery after the cause was fixed): its failed media rows become archived and
-    its status follows; the original row and payload stay as first written.
+    An archived message is never changed; one recorded as failed is completed in place.
     """
     req = records.request
     c = req.contact
@@ -110,19 +139,8 @@ async def write_message(pool: asyncpg.Pool, records: WriteRecordsInput, storage_
         if existing == "archived":
             return False
         if existing == "failed":
-            for m in records.media:
-                if m.status == "archived":
-                    await conn.execute(
-                        "UPDATE media SET status = 'archived', storage_url = $3, storage_key = $4,"
-                        " size = $5, sha256 = $6, mime_type = $7, stored_at = $8"
-                        " WHERE message_id = $1 AND position = $2 AND status = 'failed'",
-                        req.message_id, m.position, storage_url, m.storage_key, m.size, m.sha256,
-                        m.mime_type, m.stored_at,
-                    )
-            if records.archive_status == "archived":
-                await conn.execute("UPDATE messages SET archive_status = 'archived' WHERE id = $1",
-                                   req.message_id)
-            return records.archive_status == "archived"
+            return await _complete_failed(conn, req.message_id, records.media, storage_url,
+                                          records.archive_status)
         await conn.execute(
             "INSERT INTO messages (id, source, direction, type, ts, raw_timestamp, phone_number_id,"
             " display_phone_number, waba_id, contact_phone, contact_wa_id, contact_user_id,"
@@ -134,15 +152,72 @@ async def write_message(pool: asyncpg.Pool, records: WriteRecordsInput, storage_
             c.user_id, c.username, c.name, req.text, req.related_message_id, req.flags,
             records.archive_status, req.payload, req.delivery_sha256,
         )
-        await conn.executemany(
-            "INSERT INTO media (message_id, position, media_id, kind, status, storage_url,"
-            " storage_key, size, sha256, provider_sha256, mime_type, filename, stored_at)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
-            [(req.message_id, m.position, m.media_id, m.kind, m.status,
-              storage_url if m.status == "archived" else None, m.storage_key, m.size, m.sha256,
-              m.provider_sha256, m.mime_type, m.filename, m.stored_at) for m in records.media],
-        )
+        await _insert_media(conn, req.message_id, records.media, storage_url)
     return True
+
+
+async def write_outbound(pool: asyncpg.Pool, inp: WriteOutboundInput, storage_url: str) -> bool:
+    """An outbound message with its template snapshot and media, in one transaction, idempotently."""
+    c = inp.contact
+    async with pool.acquire() as conn, conn.transaction():
+        existing = await conn.fetchval(
+            "SELECT archive_status FROM messages WHERE id = $1 FOR UPDATE", inp.message_id
+        )
+        if existing == "archived":
+            return False
+        if existing == "failed":
+            return await _complete_failed(conn, inp.message_id, inp.media, storage_url, inp.archive_status)
+        template = inp.template
+        await conn.execute(
+            "INSERT INTO messages (id, source, direction, type, ts, phone_number_id, waba_id,"
+            " contact_phone, contact_wa_id, text, flags, archive_status, payload, template_sha256,"
+            " template_name, template_language)"
+            " VALUES ($1,'meta','out',$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+            inp.message_id, inp.type, inp.timestamp, inp.phone_number_id, inp.waba_id, c.phone,
+            c.wa_id, inp.text, inp.flags, inp.archive_status, inp.payload,
+            template.sha256 if template else None,
+            template.name if template else inp.template_name,
+            template.language if template else inp.template_language,
+        )
+        await _insert_media(conn, inp.message_id, inp.media, storage_url)
+    return True
+
+
+async def insert_template_snapshot(pool: asyncpg.Pool, snap: Snapshot, *, waba_id: str, name: str,
+                                   language: str) -> bool:
+    """Write a snapshot once; an identical definition fetched again shares the existing row."""
+    status = await pool.execute(
+        "INSERT INTO template_snapshots (sha256, waba_id, template_id, name, language, definition,"
+        " canonical) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (sha256) DO NOTHING",
+        snap.sha256, waba_id, str(snap.definition.get("id") or "") or None, name, language,
+        snap.definition, snap.canonical,
+    )
+    return status.endswith(" 1")
+
+
+async def record_outbound_send(
+    pool: asyncpg.Pool, *, message_id: str | None, phone_number_id: str, via: str,
+    request: dict, response: dict, http_status: int | None, accepted: bool, token_name: str,
+) -> None:
+    """Keep a send exactly as exchanged with Meta (accepted or rejected); repeats are ignored."""
+    await pool.execute(
+        "INSERT INTO outbound_sends (message_id, phone_number_id, via, request, response,"
+        " http_status, accepted, token_name) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
+        " ON CONFLICT (message_id) WHERE message_id IS NOT NULL DO NOTHING",
+        message_id, phone_number_id, via, request, response, http_status, accepted, token_name,
+    )
+
+
+async def insert_template_events(db: Executor, delivery_sha256: str, events: list[TemplateEvent]) -> None:
+    if not events:
+        return
+    await db.executemany(
+        "INSERT INTO template_events (delivery_sha256, position, field, waba_id, template_id,"
+        " template_name, language, event, payload) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+        " ON CONFLICT DO NOTHING",
+        [(delivery_sha256, e.position, e.field, e.waba_id, e.template_id, e.template_name,
+          e.language, e.event, e.payload) for e in events],
+    )
 
 
 def _message_json(row: asyncpg.Record, media: list[asyncpg.Record]) -> dict[str, Any]:
@@ -164,6 +239,7 @@ def _message_json(row: asyncpg.Record, media: list[asyncpg.Record]) -> dict[str,
         },
         "text": row["text"],
         "related_message_id": row["related_message_id"],
+        "template_name": row["template_name"],
         "flags": list(row["flags"]),
         "archive_status": row["archive_status"],
         "archived_at": row["archived_at"].isoformat(),
@@ -208,19 +284,32 @@ async def get_message(pool: asyncpg.Pool, message_id: str) -> dict[str, Any] | N
         for s in statuses
     ]
     out["payload"] = row["payload"]
+    if row["direction"] == "out":
+        out["rendered_text"] = row["text"]
+        snap = None
+        if row["template_sha256"]:
+            snap = await pool.fetchrow("SELECT definition, fetched_at FROM template_snapshots WHERE sha256 = $1",
+                                       row["template_sha256"])
+        out["template"] = None if not row["template_name"] else {
+            "name": row["template_name"], "language": row["template_language"],
+            "sha256": row["template_sha256"],
+            "definition": snap["definition"] if snap else None,
+            "fetched_at": snap["fetched_at"].isoformat() if snap else None,
+        }
     return out
 
 
 async def search_messages(
     pool: asyncpg.Pool, *, phone: str | None, since: datetime | None, until: datetime | None,
-    limit: int,
+    limit: int, template: str | None = None, direction: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Messages newest first, filtered by contact phone and message time."""
+    """Messages newest first, filtered by contact phone, message time, template and direction."""
     rows = await pool.fetch(
         "SELECT * FROM messages WHERE ($1::text IS NULL OR contact_phone = $1)"
         " AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3)"
+        " AND ($5::text IS NULL OR template_name = $5) AND ($6::text IS NULL OR direction = $6)"
         " ORDER BY ts DESC, id LIMIT $4",
-        phone, since, until, limit,
+        phone, since, until, limit, template, direction,
     )
     ids = [r["id"] for r in rows]
     media = await pool.fetch(

@@ -13,8 +13,8 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from wa_archive.keys import contact_key, delivery_workflow_id, message_workflow_id
-from wa_archive.models import ArchiveRequest, IngestDeliveryInput
+from wa_archive.keys import contact_key, delivery_workflow_id, message_workflow_id, outbound_workflow_id
+from wa_archive.models import ArchiveRequest, IngestDeliveryInput, OutboundStart
 from wa_archive.names import ARCHIVE_STATUS, CONTACT_KEY, MESSAGE_ID
 
 # A duplicate while the first run is open joins it; after a completed run it is rejected (the
@@ -51,6 +51,28 @@ async def start_archive_message(
         await client.start_workflow(
             "ArchiveMessage", req, id=message_workflow_id(req.message_id), task_queue=task_queue,
             id_reuse_policy=_REUSE, id_conflict_policy=_CONFLICT,
+            search_attributes=TypedSearchAttributes(pairs), rpc_timeout=rpc_timeout,
+        )
+    except WorkflowAlreadyStartedError:
+        return False
+    return True
+
+
+async def signal_outbound(
+    client: Client, start: OutboundStart, signal: str, arg: object, *, task_queue: str,
+    contact_secret: str, contact: str | None, rpc_timeout: timedelta | None = None,
+) -> bool:
+    """Signal an outbound message's workflow, starting it if this is the first thing heard of it.
+
+    False when the workflow already finished (the message is archived; nothing more is needed).
+    """
+    pairs = [SearchAttributePair(MESSAGE_ID, start.message_id), SearchAttributePair(ARCHIVE_STATUS, "pending")]
+    if contact:
+        pairs.append(SearchAttributePair(CONTACT_KEY, contact_key(contact_secret, contact)))
+    try:
+        await client.start_workflow(
+            "OutboundMessage", start, id=outbound_workflow_id(start.message_id), task_queue=task_queue,
+            id_reuse_policy=_REUSE, start_signal=signal, start_signal_args=[arg],
             search_attributes=TypedSearchAttributes(pairs), rpc_timeout=rpc_timeout,
         )
     except WorkflowAlreadyStartedError:

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+import aiohttp
 import asyncpg
 import structlog
 from aiohttp import web
@@ -24,6 +25,7 @@ from temporalio.client import Client
 from wa_archive import queries
 from wa_archive.config import Settings
 from wa_archive.fanout import record_delivery, start_messages
+from wa_archive.graph import GraphClient
 from wa_archive.meta_payload import EnvelopeError, check_envelope, count_updates, parse_delivery
 from wa_archive.runtime import contact_secret
 from wa_archive.signature import meta_signature_ok
@@ -43,6 +45,7 @@ class WebhookDeps:
     pool: asyncpg.Pool
     store: ObjectStore
     contact_secret: str = field(default="", repr=False)
+    graph: GraphClient | None = None  # for the send proxy; made at startup when not given
 
 
 DEPS = web.AppKey("deps", WebhookDeps)
@@ -120,7 +123,7 @@ async def _make_durable(deps: WebhookDeps, data: dict, row: dict) -> None:
                                     rpc_timeout=START_TIMEOUT)
         return
     parsed = parse_delivery(data, sha, row["received_at"])
-    if parsed.statuses or parsed.events:
+    if parsed.statuses or parsed.events or parsed.template_events:
         # One commit for the delivery with its statuses and events.
         async with deps.pool.acquire() as conn, conn.transaction():
             await queries.insert_delivery(conn, **row)
@@ -129,8 +132,8 @@ async def _make_durable(deps: WebhookDeps, data: dict, row: dict) -> None:
         skip = await queries.insert_delivery_with_messages(
             deps.pool, **row, message_ids=[m.message_id for m in parsed.messages])
     await start_messages(deps.client, parsed, skip, options=settings.archive_options(),
-                         task_queue=settings.task_queue, contact_secret=deps.contact_secret,
-                         rpc_timeout=START_TIMEOUT)
+                         outbound=settings.outbound_options(), task_queue=settings.task_queue,
+                         contact_secret=deps.contact_secret, rpc_timeout=START_TIMEOUT)
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -166,7 +169,22 @@ def create_app(deps: WebhookDeps) -> web.Application:
     app.router.add_post(META_PATH, receive_delivery)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    from webhook.outbound import add_routes
+
+    add_routes(app)
+    if deps.graph is None:
+        app.cleanup_ctx.append(_graph_client)
     return app
+
+
+async def _graph_client(app: web.Application):
+    """The Graph API client the send proxy forwards through, for the app's lifetime."""
+    deps = app[DEPS]
+    token = deps.settings.meta_access_token.get_secret_value() if deps.settings.meta_access_token else ""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        deps.graph = GraphClient(http, deps.settings.meta_graph_url, token)
+        yield
+        deps.graph = None
 
 
 def _consteq(a: str, b: str) -> bool:

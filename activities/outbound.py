@@ -1,0 +1,43 @@
+"""Outbound activities: snapshot the template in force, and record what was sent."""
+
+import asyncpg
+import structlog
+from temporalio import activity
+
+from activities.attempts import record_attempts
+from wa_archive import queries
+from wa_archive.graph import GraphClient
+from wa_archive.models import TemplateSnapshotInput, TemplateSnapshotResult, WriteOutboundInput
+from wa_archive.names import SNAPSHOT_TEMPLATE, WRITE_OUTBOUND
+from wa_archive.templates import render, snapshot
+
+log = structlog.get_logger("wa_archive.outbound")
+
+
+class OutboundActivities:
+    def __init__(self, graph: GraphClient, pool: asyncpg.Pool, storage_url: str) -> None:
+        self.graph = graph
+        self.pool = pool
+        self.storage_url = storage_url
+
+    @activity.defn(name=SNAPSHOT_TEMPLATE)
+    @record_attempts("snapshot_template", lambda inp: (inp.message_id, None))
+    async def snapshot_template(self, inp: TemplateSnapshotInput) -> TemplateSnapshotResult:
+        """Fetch the definition now in force, store it content-addressed, render the sent text."""
+        name = str(inp.send_template.get("name") or "")
+        language = str((inp.send_template.get("language") or {}).get("code") or "")
+        definition = await self.graph.template(inp.waba_id, name, language)
+        snap = snapshot(definition)
+        created = await queries.insert_template_snapshot(self.pool, snap, waba_id=inp.waba_id,
+                                                         name=name, language=language)
+        log.info("template_snapshot", message_id=inp.message_id, template=name, sha256=snap.sha256,
+                 created=created)
+        return TemplateSnapshotResult(sha256=snap.sha256, name=name, language=language,
+                                      rendered_text=render(snap.definition, inp.send_template))
+
+    @activity.defn(name=WRITE_OUTBOUND)
+    @record_attempts("write_outbound", lambda inp: (inp.message_id, None))
+    async def write_outbound(self, inp: WriteOutboundInput) -> bool:
+        created = await queries.write_outbound(self.pool, inp, self.storage_url)
+        log.info("outbound_recorded", message_id=inp.message_id, created=created, flags=inp.flags)
+        return created

@@ -1,0 +1,132 @@
+"""Outbound capture: the send proxy (`POST /graph/{phone-number-id}/messages`) and the record API
+(`POST /api/v1/outbound`). Both answer only after the send and Meta's answer are in Postgres and
+the message's OutboundMessage workflow holds them."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from wa_archive import queries
+from wa_archive.models import OutboundSend, OutboundStart
+from wa_archive.names import SIGNAL_SEND
+from wa_archive.starter import signal_outbound
+from webhook.auth import CALLER, require
+
+log = structlog.get_logger("wa_archive.outbound")
+START_TIMEOUT = timedelta(seconds=5)
+
+
+def _deps(request: web.Request):
+    from webhook.app import DEPS
+
+    return request.app[DEPS]
+
+
+def _pool(request: web.Request):
+    return _deps(request).pool
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def _wamid(response: Any) -> str | None:
+    messages = response.get("messages") if isinstance(response, dict) else None
+    if isinstance(messages, list) and messages and isinstance(messages[0], dict):
+        wamid = messages[0].get("id")
+        return wamid if isinstance(wamid, str) and wamid else None
+    return None
+
+
+async def _hand_over(request: web.Request, send: OutboundSend) -> None:
+    """Postgres first (the exact exchange), then the workflow; raises unless both are done."""
+    deps = _deps(request)
+    caller = request[CALLER]
+    await queries.record_outbound_send(
+        deps.pool, message_id=send.message_id, phone_number_id=send.phone_number_id, via=send.via,
+        request=send.request, response=send.response, http_status=200, accepted=True,
+        token_name=caller.name)
+    await signal_outbound(
+        deps.client, OutboundStart(message_id=send.message_id, options=deps.settings.outbound_options()),
+        SIGNAL_SEND, send, task_queue=deps.settings.task_queue, contact_secret=deps.contact_secret,
+        contact=str(send.request.get("to") or "") or None, rpc_timeout=START_TIMEOUT)
+
+
+@require("sender", pool_of=_pool)
+async def send_proxy(request: web.Request) -> web.Response:
+    """Forward a Cloud API send unchanged; archive it before answering with Meta's answer."""
+    deps = _deps(request)
+    pnid = request.match_info["phone_number_id"]
+    body = await request.read()
+    try:
+        send_request = json.loads(body)
+        if not isinstance(send_request, dict):
+            raise ValueError
+    except ValueError:
+        return _error(400, "body must be a JSON object: the Cloud API send request")
+    status, answer, content_type = await deps.graph.send_message(pnid, body)
+    try:
+        response = json.loads(answer)
+    except ValueError:
+        response = {"raw": answer.decode("utf-8", "replace")}
+    wamid = _wamid(response) if status == 200 else None
+    if wamid is None:
+        # Meta refused it: nothing was sent, but the attempt is part of the record.
+        await queries.record_outbound_send(
+            deps.pool, message_id=None, phone_number_id=pnid, via="proxy", request=send_request,
+            response=response if isinstance(response, dict) else {"raw": response},
+            http_status=status, accepted=False, token_name=request[CALLER].name)
+        log.warning("send_rejected", http_status=status)
+        return web.Response(status=status, body=answer, content_type=content_type.split(";")[0])
+    send = OutboundSend(message_id=wamid, phone_number_id=pnid, request=send_request,
+                        response=response, via="proxy", recorded_at=datetime.now(timezone.utc))
+    try:
+        await _hand_over(request, send)
+    except Exception as exc:  # noqa: BLE001
+        # Meta has sent the message; only the archive copy is missing. Say so plainly, so the
+        # caller records it through the record API instead of sending it again.
+        log.error("sent_but_not_archived", message_id=wamid, error=repr(exc))
+        return _error(503, "Meta accepted the message but the archive could not record it; do not "
+                      "resend: post the request and this response to /api/v1/outbound",
+                      message_id=wamid, meta_response=response)
+    log.info("send_archived", message_id=wamid)
+    return web.Response(status=status, body=answer, content_type=content_type.split(";")[0])
+
+
+@require("sender", pool_of=_pool)
+async def record_outbound(request: web.Request) -> web.Response:
+    """Applications that call Meta themselves post the request and Meta's answer here."""
+    try:
+        data = await request.json()
+    except ValueError:
+        return _error(400, "body is not valid JSON")
+    if not isinstance(data, dict):
+        return _error(400, "body must be a JSON object")
+    pnid, send_request, response = data.get("phone_number_id"), data.get("request"), data.get("response")
+    if not isinstance(pnid, str) or not pnid:
+        return _error(400, "phone_number_id is required (a string)")
+    if not isinstance(send_request, dict):
+        return _error(400, "request is required: the JSON body sent to Meta")
+    if not isinstance(response, dict):
+        return _error(400, "response is required: Meta's JSON answer")
+    wamid = _wamid(response)
+    if wamid is None:
+        return _error(400, "response.messages[0].id (the wamid Meta returned) is missing")
+    send = OutboundSend(message_id=wamid, phone_number_id=pnid, request=send_request,
+                        response=response, via="record", recorded_at=datetime.now(timezone.utc))
+    try:
+        await _hand_over(request, send)
+    except Exception as exc:  # noqa: BLE001
+        log.error("record_not_accepted", message_id=wamid, error=repr(exc))
+        return _error(503, "archive temporarily unavailable; retry later")
+    return web.json_response({"status": "accepted", "message_id": wamid})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/graph/{phone_number_id}/messages", send_proxy)
+    app.router.add_post("/api/v1/outbound", record_outbound)
