@@ -54,6 +54,10 @@ async def test_show_search_and_failures_json(stack, database_url):
     assert [f["id"] for f in window] == [old]
     limited = json.loads((await _cli(database_url, "search", "--limit", "1", "--json")).stdout)
     assert len(limited) == 1
+    inbound = json.loads((await _cli(database_url, "search", "--direction", "in", "--json")).stdout)
+    assert len(inbound) == 4
+    assert json.loads((await _cli(database_url, "search", "--direction", "out", "--json")).stdout) == []
+    assert json.loads((await _cli(database_url, "search", "--template", "nope", "--json")).stdout) == []
 
     failures = json.loads((await _cli(database_url, "failures", "--json")).stdout)
     [f] = [f for f in failures if f["message_id"] == failed]
@@ -71,3 +75,23 @@ async def test_bad_arguments_are_clear_errors(database_url):
     assert bad_phone.returncode == 2 and "not a phone number" in bad_phone.stderr
     unknown = await _cli(database_url, "show", "wamid.nope")
     assert unknown.returncode == 1 and "no archived message" in unknown.stderr
+
+
+async def test_tokens_commands(database_url, clean_db):
+    created = await _cli(database_url, "tokens", "create", "--role", "sender", "--name", "crm", "--json")
+    assert created.returncode == 0, created.stderr
+    token = json.loads(created.stdout)["token"]
+    assert token.startswith("wa_") and len(token) > 40
+    stored = await clean_db.fetchval("SELECT token_sha256 FROM api_tokens WHERE name = 'crm'")
+    assert stored != token and token not in stored  # only the hash is kept
+    again = await _cli(database_url, "tokens", "create", "--role", "sender", "--name", "crm")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    bad_role = await _cli(database_url, "tokens", "create", "--role", "root", "--name", "x")
+    assert bad_role.returncode == 2
+    listed = json.loads((await _cli(database_url, "tokens", "list", "--json")).stdout)
+    assert [(t["name"], t["role"], t["revoked_at"]) for t in listed] == [("crm", "sender", None)]
+    assert token not in json.dumps(listed)
+    assert (await _cli(database_url, "tokens", "revoke", "crm")).returncode == 0
+    listed = json.loads((await _cli(database_url, "tokens", "list", "--json")).stdout)
+    assert listed[0]["revoked_at"] is not None
+    assert (await _cli(database_url, "tokens", "revoke", "crm")).returncode == 2
