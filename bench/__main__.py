@@ -224,6 +224,59 @@ class Bench:
                 "archive_msgs_per_s": round(archive, 1), "ratio": round(archive / floor, 3),
                 "target_ratio": 0.7}
 
+    # 2b. outbound -------------------------------------------------------------------------------
+
+    async def outbound(self, inbound_per_s: float, n: int = 300, size: int = 100 * 1024) -> dict:
+        """Template messages recorded through the API, then `sent` webhooks, until each is archived
+        with its template snapshot and header image — against the inbound figure of this run."""
+        from wa_archive.sample_payloads import WABA_ID
+        from wa_archive.tokens import create_token
+
+        self.graph.set_template(WABA_ID, {
+            "id": "9001", "name": "bench_notice", "language": "en_US", "category": "UTILITY",
+            "components": [{"type": "HEADER", "format": "IMAGE"},
+                           {"type": "BODY", "text": "Hello {{1}}, statement {{2}} is attached."}]})
+        token = await create_token(self.pool, f"bench-{uuid.uuid4().hex[:6]}", "sender")
+        tq = f"bench-out-{uuid.uuid4().hex[:6]}"
+        url = await self.serve(tq)
+        self.worker(tq)
+        await asyncio.sleep(2)
+        records, statuses, ids = [], [], []
+        for i in range(n):
+            media = self.graph.add(FakeMedia(f"hdr-{uuid.uuid4().hex}", content=os.urandom(size)))
+            mid = "wamid.BENCHOUT" + uuid.uuid4().hex
+            ids.append(mid)
+            records.append(json.dumps({"phone_number_id": "109327745812336", "response": {"messages": [{"id": mid}]},
+                                       "request": {"messaging_product": "whatsapp", "to": "+447700900123",
+                                                   "type": "template", "template": {
+                                                       "name": "bench_notice", "language": {"code": "en_US"},
+                                                       "components": [
+                                                           {"type": "header", "parameters": [
+                                                               {"type": "image", "image": {"id": media.media_id}}]},
+                                                           {"type": "body", "parameters": [
+                                                               {"type": "text", "text": "Priya"},
+                                                               {"type": "text", "text": str(i)}]}]}}}).encode())
+            statuses.append(dumps(envelope(statuses=[{"id": mid, "status": "sent", "timestamp": str(int(time.time())),
+                                                     "recipient_id": "447700900123"}])))
+        gate = asyncio.Semaphore(16)
+
+        async def one(i: int) -> None:
+            async with gate:
+                async with self.http.post(url + "/api/v1/outbound", data=records[i], headers={
+                        "Authorization": f"Bearer {token}", "Content-Type": "application/json"}) as resp:
+                    if resp.status != 200:
+                        raise RuntimeError(f"record API answered {resp.status}: {await resp.text()}")
+                await self.post(url, statuses[i])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        await self.wait_archived(ids, timeout=600)
+        rate = n / (time.perf_counter() - started)
+        snapshots = await self.pool.fetchval("SELECT count(*) FROM template_snapshots WHERE name = 'bench_notice'")
+        return {"messages": n, "header_bytes": size, "outbound_msgs_per_s": round(rate, 1),
+                "inbound_msgs_per_s": round(inbound_per_s, 1), "ratio": round(rate / inbound_per_s, 3),
+                "template_snapshots": snapshots}
+
     # 3. one 1 GiB file -------------------------------------------------------------------------
 
     async def large_file(self, size: int = 1024 ** 3) -> dict:
@@ -278,29 +331,36 @@ async def main() -> None:
     results: dict = {"when": datetime.now(timezone.utc).isoformat(), "cpus": os.cpu_count()}
     try:
         await bench.start()
-        chosen = sys.argv[1:] or ["ingest", "end_to_end", "large_file"]
-        for name, fn in (("ingest", bench.ingest), ("end_to_end", bench.end_to_end), ("large_file", bench.large_file)):
+        chosen = sys.argv[1:] or ["ingest", "end_to_end", "outbound", "large_file"]
+        for name, fn in (("ingest", bench.ingest), ("end_to_end", bench.end_to_end),
+                         ("outbound", bench.outbound), ("large_file", bench.large_file)):
             if name not in chosen:
                 continue
             print(f"running {name} ...", flush=True)
-            results[name] = await fn()
+            if name == "outbound":
+                if "end_to_end" not in results:
+                    results["end_to_end"] = await bench.end_to_end()
+                results[name] = await fn(results["end_to_end"]["archive_msgs_per_s"])
+            else:
+                results[name] = await fn()
             print(json.dumps(results[name]), flush=True)
     finally:
         await bench.stop()
         shutil.rmtree(root, ignore_errors=True)
     RESULTS.mkdir(exist_ok=True)
-    if len(results) < 5:  # a partial run (python -m bench ingest) only prints what it measured
+    if len(results) < 6:  # a partial run (python -m bench ingest) only prints what it measured
         return
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for path in (RESULTS / f"{stamp}.json", RESULTS / "latest.json"):
         path.write_text(json.dumps(results, indent=2))
-    i, e, l = results["ingest"], results["end_to_end"], results["large_file"]
+    i, e, o, l = results["ingest"], results["end_to_end"], results["outbound"], results["large_file"]
     rows = [
         ("ingest vs raw start_workflow", f"{i['webhook_per_s']}/s vs {i['raw_start_per_s']}/s", i["ratio"], ">= 0.8"),
         ("ingest p50 / p99 at 100 req/s", f"{i['p50_ms_at_100rps']} / {i['p99_ms_at_100rps']} ms", "", "p99 <= 100 ms"),
         ("raw start p50 / p99 at 100/s", f"{i['raw_start_p50_ms_at_100rps']} / {i['raw_start_p99_ms_at_100rps']} ms", "", "(baseline)"),
         ("ack of a 1,000-update delivery", f"{i['ack_1000_updates_ms']} ms", "", "<= 1000 ms"),
         ("end to end vs Temporal floor", f"{e['archive_msgs_per_s']}/s vs {e['floor_msgs_per_s']}/s", e["ratio"], ">= 0.7"),
+        ("outbound templates vs inbound", f"{o['outbound_msgs_per_s']}/s vs {o['inbound_msgs_per_s']}/s", o["ratio"], "(report)"),
         ("1 GiB vs sha256sum + cp", f"{l['archive_s']} s vs {l['floor_hash_plus_copy_s']} s", l["ratio"], "<= 1.5"),
         ("1 GiB worker RSS growth", f"{l['rss_growth_mib']} MiB", "", "<= 64 MiB"),
     ]
