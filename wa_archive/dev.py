@@ -143,6 +143,8 @@ def _print_banner(state: dict[str, Any], data_dir: Path) -> None:
         "",
         "Try it:  wa-archive demo            (sends a signed image webhook, then shows the archive)",
         "         wa-archive search --json",
+        "         wa-archive tokens create --role sender --name my-app   (for the send proxy at "
+        f"{state['http_url']}/graph/<phone-number-id>/messages and POST {state['http_url']}/api/v1/outbound)",
         "",
     ]
     print("\n".join(lines), flush=True)
