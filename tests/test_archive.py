@@ -331,9 +331,11 @@ async def test_committed_golden_histories_still_replay():
 
     from workflows.archive_message import ArchiveMessage
     from workflows.ingest_delivery import IngestDelivery
+    from workflows.outbound_message import OutboundMessage
 
-    replayer = Replayer(workflows=[ArchiveMessage, IngestDelivery], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[ArchiveMessage, IngestDelivery, OutboundMessage],
+                        data_converter=pydantic_data_converter)
     files = sorted((Path(__file__).parent / "histories").glob("*.json"))
-    assert len(files) == 3
+    assert len(files) == 4
     for path in files:
         await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()))

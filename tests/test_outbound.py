@@ -236,5 +236,21 @@ async def test_duplicate_status_webhooks_give_one_timeline_entry_each(stack):
     await asyncio.gather(*(stack.post(b) for b in (sent, sent, read, sent, read)))
     msg = await _archived(stack, wamid)
     await stack.post(read)
+    await stack.post(status_body(wamid, "delivered", 1792493950))  # late, after the archive
     msg = await queries.get_message(stack.pool, wamid)
-    assert [s["status"] for s in msg["statuses"]] == ["sent", "read"]
+    assert [s["status"] for s in msg["statuses"]] == ["sent", "delivered", "read"]
+    from wa_archive.keys import outbound_workflow_id
+
+    desc = await stack.client.get_workflow_handle(outbound_workflow_id(wamid)).describe()
+    assert desc.status.name == "COMPLETED", "a late status must not start a second run"
+    # Even when the archived-check is raced, signalling a finished workflow starts nothing.
+    from wa_archive.models import OutboundStart, StatusSignal
+    from wa_archive.names import SIGNAL_STATUS
+    from wa_archive.starter import signal_outbound
+
+    started = await signal_outbound(stack.client, OutboundStart(message_id=wamid), SIGNAL_STATUS,
+                                    StatusSignal(status="read"), task_queue=stack.settings.task_queue,
+                                    contact_secret="x", contact=None)
+    assert started is False
+    desc = await stack.client.get_workflow_handle(outbound_workflow_id(wamid)).describe()
+    assert desc.status.name == "COMPLETED"

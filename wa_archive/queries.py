@@ -275,12 +275,14 @@ async def get_message(pool: asyncpg.Pool, message_id: str) -> dict[str, Any] | N
         for d in deliveries
     ]
     statuses = await pool.fetch(
-        "SELECT status, ts, recipient_id FROM status_events WHERE message_id = $1 ORDER BY ts, id",
+        "SELECT status, ts, recipient_id, payload, recorded_at FROM status_events WHERE message_id = $1"
+        " ORDER BY ts, id",
         message_id,
     )
     out["statuses"] = [
         {"status": s["status"], "timestamp": s["ts"].isoformat() if s["ts"] else None,
-         "recipient_id": s["recipient_id"]}
+         "recipient_id": s["recipient_id"], "errors": s["payload"].get("errors"),
+         "recorded_at": s["recorded_at"].isoformat(), "raw": s["payload"]}
         for s in statuses
     ]
     out["payload"] = row["payload"]
