@@ -7,7 +7,6 @@ import asyncio
 import copy
 import hashlib
 import os
-import time
 import uuid
 
 from wa_archive import queries
@@ -61,16 +60,6 @@ async def _record(stack, token: str | None, payload: dict) -> tuple[int, dict]:
         return resp.status, await resp.json(content_type=None)
 
 
-async def _archived(stack, wamid: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msg = await queries.get_message(stack.pool, wamid)
-        if msg is not None:
-            return msg
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{wamid} not archived")
-
-
 def _file(stack, content: bytes, mime: str = "image/png") -> str:
     name = f"{uuid.uuid4().hex}.png"
     stack.graph.files[name] = FakeMedia(name, mime_type=mime, content=content)
@@ -85,7 +74,7 @@ async def test_template_versions_are_snapshotted_with_their_own_text_and_header(
     assert status == 200
     first = answer["messages"][0]["id"]
     await stack.post(status_body(first, "sent", 1792493902))
-    msg1 = await _archived(stack, first)
+    msg1 = await stack.wait_for_message(first)
 
     # Marketing edits the template: new body text; the next send also uses a new header image.
     edited = copy.deepcopy(TEMPLATE_V1)
@@ -96,11 +85,11 @@ async def test_template_versions_are_snapshotted_with_their_own_text_and_header(
     _, answer = await _proxy(stack, token, template_send({"link": _file(stack, image_v2)}))
     second = answer["messages"][0]["id"]
     await stack.post(status_body(second, "sent", 1792497000))
-    msg2 = await _archived(stack, second)
+    msg2 = await stack.wait_for_message(second)
     _, answer = await _proxy(stack, token, template_send({"link": _file(stack, image_v2)}))
     third = answer["messages"][0]["id"]
     await stack.post(status_body(third, "sent", 1792498000))
-    msg3 = await _archived(stack, third)
+    msg3 = await stack.wait_for_message(third)
 
     assert msg1["direction"] == "out" and msg1["type"] == "template"
     assert msg1["rendered_text"].splitlines() == [
@@ -140,7 +129,7 @@ async def test_status_before_record_and_header_media_by_id(stack):
                 "messages": [{"id": wamid}]}
     status, answer = await _record(stack, token, {"phone_number_id": PNID, "request": request, "response": response})
     assert status == 200 and answer == {"status": "accepted", "message_id": wamid}
-    msg = await _archived(stack, wamid)
+    msg = await stack.wait_for_message(wamid)
     assert [s["status"] for s in msg["statuses"]] == ["sent", "delivered"]
     assert msg["media"][0]["sha256"] == header.declared_sha256 and msg["media"][0]["id"] == header.media_id
     assert msg["contact"]["phone"] == "447700900123"
@@ -152,7 +141,7 @@ async def test_sent_never_arrives_then_archived_and_flagged(stack_factory):
     token = await stack.token("sender")
     stack.graph.set_template(WABA_ID, copy.deepcopy(TEMPLATE_V1))
     _, answer = await _proxy(stack, token, template_send({"link": _file(stack, b"\x89PNG x")}))
-    msg = await _archived(stack, answer["messages"][0]["id"])
+    msg = await stack.wait_for_message(answer["messages"][0]["id"])
     assert "sent_status_missing" in msg["flags"] and msg["template"]["sha256"]
 
 
@@ -163,7 +152,7 @@ async def test_failed_status_is_recorded_with_metas_error(stack):
     wamid = answer["messages"][0]["id"]
     error = {"code": 131026, "title": "Message undeliverable"}
     await stack.post(status_body(wamid, "failed", 1792495120, errors=[error]))
-    msg = await _archived(stack, wamid)
+    msg = await stack.wait_for_message(wamid)
     assert msg["type"] == "text" and msg["rendered_text"] == "Your statement is ready."
     assert "send_failed" in msg["flags"]
     payload = await stack.pool.fetchval("SELECT payload FROM status_events WHERE message_id = $1", wamid)
@@ -219,7 +208,7 @@ async def test_links_to_internal_addresses_are_refused(stack_factory):
         await stack.post(status_body(wamid, "sent", 1792493902))
         failure = await stack.wait_for_failure(wamid)
         results[link] = failure
-        msg = await _archived(stack, wamid)
+        msg = await stack.wait_for_message(wamid)
         assert msg["media"][0]["status"] == "failed" and msg["rendered_text"] == "statement"
     for failure in results.values():
         assert failure["retry_state"] == "NON_RETRYABLE_FAILURE" and len(failure["attempts"]) == 1
@@ -234,7 +223,7 @@ async def test_duplicate_status_webhooks_give_one_timeline_entry_each(stack):
     wamid = answer["messages"][0]["id"]
     sent, read = status_body(wamid, "sent", 1792493902), status_body(wamid, "read", 1792493999)
     await asyncio.gather(*(stack.post(b) for b in (sent, sent, read, sent, read)))
-    msg = await _archived(stack, wamid)
+    msg = await stack.wait_for_message(wamid)
     await stack.post(read)
     await stack.post(status_body(wamid, "delivered", 1792493950))  # late, after the archive
     msg = await queries.get_message(stack.pool, wamid)

@@ -44,14 +44,12 @@ async def start_archive_message(
 ) -> bool:
     """Start ArchiveMessage for one message; False if an earlier run already archived it."""
     contact = req.contact.phone or req.contact.wa_id or req.contact.user_id or req.contact.username
-    pairs = [SearchAttributePair(MESSAGE_ID, req.message_id), SearchAttributePair(ARCHIVE_STATUS, "pending")]
-    if contact:
-        pairs.append(SearchAttributePair(CONTACT_KEY, contact_key(contact_secret, contact)))
     try:
         await client.start_workflow(
             "ArchiveMessage", req, id=message_workflow_id(req.message_id), task_queue=task_queue,
             id_reuse_policy=_REUSE, id_conflict_policy=_CONFLICT,
-            search_attributes=TypedSearchAttributes(pairs), rpc_timeout=rpc_timeout,
+            search_attributes=_search_attributes(req.message_id, contact, contact_secret),
+            rpc_timeout=rpc_timeout,
         )
     except WorkflowAlreadyStartedError:
         return False
@@ -66,15 +64,21 @@ async def signal_outbound(
 
     False when the workflow already finished (the message is archived; nothing more is needed).
     """
-    pairs = [SearchAttributePair(MESSAGE_ID, start.message_id), SearchAttributePair(ARCHIVE_STATUS, "pending")]
-    if contact:
-        pairs.append(SearchAttributePair(CONTACT_KEY, contact_key(contact_secret, contact)))
     try:
         await client.start_workflow(
             "OutboundMessage", start, id=outbound_workflow_id(start.message_id), task_queue=task_queue,
             id_reuse_policy=_REUSE, start_signal=signal, start_signal_args=[arg],
-            search_attributes=TypedSearchAttributes(pairs), rpc_timeout=rpc_timeout,
+            search_attributes=_search_attributes(start.message_id, contact, contact_secret),
+            rpc_timeout=rpc_timeout,
         )
     except WorkflowAlreadyStartedError:
         return False
     return True
+
+
+def _search_attributes(message_id: str, contact: str | None, contact_secret: str) -> TypedSearchAttributes:
+    """Message id, a pending status, and the contact only as a keyed hash (stored unencrypted)."""
+    pairs = [SearchAttributePair(MESSAGE_ID, message_id), SearchAttributePair(ARCHIVE_STATUS, "pending")]
+    if contact:
+        pairs.append(SearchAttributePair(CONTACT_KEY, contact_key(contact_secret, contact)))
+    return TypedSearchAttributes(pairs)
