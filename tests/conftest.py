@@ -231,8 +231,8 @@ async def stack_factory(client, clean_db, fake_graph, tmp_root, s3_endpoint, s3_
         else:
             store = FilesystemStore(tmp_root / f"objects-{run_id}")
             storage_url = store.url
-        settings = make_settings(meta_graph_url=fake_graph.graph_url, storage_url=storage_url,
-                                 s3_endpoint_url=s3_endpoint, **overrides)
+        overrides.setdefault("meta_graph_url", fake_graph.graph_url)
+        settings = make_settings(storage_url=storage_url, s3_endpoint_url=s3_endpoint, **overrides)
         http = aiohttp.ClientSession()
         app = create_app(WebhookDeps(settings=settings, client=client, pool=clean_db, store=store))
         runner = web.AppRunner(app)

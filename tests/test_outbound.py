@@ -243,3 +243,14 @@ async def test_duplicate_status_webhooks_give_one_timeline_entry_each(stack):
     assert started is False
     desc = await stack.client.get_workflow_handle(outbound_workflow_id(wamid)).describe()
     assert desc.status.name == "COMPLETED"
+
+
+async def test_proxy_answers_502_when_meta_is_unreachable(stack_factory):
+    from wa_archive.embedded import free_port
+
+    stack = await stack_factory(meta_graph_url=f"http://127.0.0.1:{free_port()}/v23.0")
+    token = await stack.token("sender")
+    status, answer = await _proxy(stack, token, {"messaging_product": "whatsapp", "to": "+1",
+                                                 "type": "text", "text": {"body": "x"}})
+    assert status == 502 and "nothing was sent" in answer["error"]
+    assert await stack.pool.fetchval("SELECT count(*) FROM outbound_sends") == 0

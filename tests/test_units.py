@@ -117,3 +117,61 @@ class TestConfig:
         proc = subprocess.run([sys.executable, "-m", "wa_archive.cli", "show", "wamid.x"], env=env,
                               capture_output=True, text=True, cwd=tmp_path)
         assert proc.returncode == 2 and "WA_ARCHIVE_DATABASE_URL" in proc.stderr
+
+
+class TestLinkGuard:
+    async def test_names_resolving_to_internal_addresses_are_refused(self):
+        from wa_archive.errors import LinkRefused
+        from wa_archive.linkfetch import Allowlist, LinkFetcher
+
+        fetcher = LinkFetcher(Allowlist(""), max_bytes=1000, timeout=5)
+        try:
+            for url in ("http://localhost:9/x", "http://[::1]:9/x", "http://10.1.2.3/x",
+                        "http://[::ffff:127.0.0.1]/x", "ftp://example.com/x", "http:///nohost"):
+                with pytest.raises(LinkRefused):
+                    async with fetcher.download(url):
+                        pass
+        finally:
+            await fetcher.close()
+
+    def test_allowlist_admits_named_hosts_and_networks(self):
+        import ipaddress
+
+        from wa_archive.linkfetch import Allowlist, forbidden
+
+        allow = Allowlist("media.internal, 10.0.0.0/8 ,127.0.0.1")
+        assert allow.admits_host("MEDIA.internal") and not allow.admits_host("other")
+        assert allow.admits_ip(ipaddress.ip_address("10.9.9.9"))
+        assert allow.admits_ip(ipaddress.ip_address("127.0.0.1"))
+        assert not allow.admits_ip(ipaddress.ip_address("169.254.169.254"))
+        assert forbidden(ipaddress.ip_address("169.254.169.254"))
+        assert not forbidden(ipaddress.ip_address("93.184.216.34"))
+
+
+class TestTemplates:
+    def test_snapshot_ignores_status_and_quality(self):
+        from wa_archive.templates import snapshot
+
+        base = {"name": "t", "language": "en", "components": [{"type": "BODY", "text": "Hi {{1}}"}]}
+        a = snapshot({**base, "status": "APPROVED", "quality_score": {"score": "GREEN"}})
+        b = snapshot({**base, "status": "PAUSED"})
+        c = snapshot({**base, "components": [{"type": "BODY", "text": "Hello {{1}}"}]})
+        assert a.sha256 == b.sha256 != c.sha256
+        assert a.canonical == '{"components":[{"text":"Hi {{1}}","type":"BODY"}],"language":"en","name":"t"}'
+
+    def test_render_named_parameters_currency_and_url_button(self):
+        from wa_archive.templates import render
+
+        definition = {"components": [
+            {"type": "HEADER", "format": "TEXT", "text": "Order {{order}}"},
+            {"type": "BODY", "text": "Hi {{first_name}}, you paid {{amount}}. {{unknown}}"},
+            {"type": "BUTTONS", "buttons": [{"type": "URL", "text": "Track", "url": "https://x.example/t/{{1}}"}]}]}
+        send = {"components": [
+            {"type": "header", "parameters": [{"type": "text", "parameter_name": "order", "text": "A-1"}]},
+            {"type": "body", "parameters": [
+                {"type": "currency", "parameter_name": "amount",
+                 "currency": {"fallback_value": "£12.50", "code": "GBP", "amount_1000": 12500}},
+                {"type": "text", "parameter_name": "first_name", "text": "Ann"}]},
+            {"type": "button", "sub_type": "url", "index": "0", "parameters": [{"type": "text", "text": "A-1"}]}]}
+        assert render(definition, send).splitlines() == [
+            "Order A-1", "Hi Ann, you paid £12.50. {{unknown}}", "[Track (https://x.example/t/A-1)]"]

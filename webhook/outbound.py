@@ -4,10 +4,12 @@ the message's OutboundMessage workflow holds them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 
@@ -69,7 +71,11 @@ async def send_proxy(request: web.Request) -> web.Response:
             raise ValueError
     except ValueError:
         return _error(400, "body must be a JSON object: the Cloud API send request")
-    status, answer, content_type = await deps.graph.send_message(pnid, body)
+    try:
+        status, answer, content_type = await deps.graph.send_message(pnid, body)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        log.error("meta_unreachable", error=repr(exc))
+        return _error(502, "the Graph API could not be reached; nothing was sent")
     try:
         response = json.loads(answer)
     except ValueError:
