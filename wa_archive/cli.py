@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, time, timezone
+from datetime import datetime
 from typing import Any
 
 from wa_archive.config import ConfigError, Settings, load_settings
@@ -16,15 +16,12 @@ from wa_archive.config import ConfigError, Settings, load_settings
 
 def _parse_when(value: str) -> datetime:
     """A date (YYYY-MM-DD, midnight UTC) or an ISO timestamp (UTC if no offset)."""
+    from wa_archive.search import FilterError, parse_when
+
     try:
-        if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), time(), tzinfo=timezone.utc)
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a date (YYYY-MM-DD) or ISO timestamp"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parse_when(value)
+    except FilterError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
 
 
 def _with_dev_defaults(settings: Settings) -> Settings:
@@ -96,11 +93,22 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _log_cli_access(pool, action: str, target: dict[str, Any]) -> None:
+    """CLI reads are reads of the archive too: recorded under the local user's name."""
+    import getpass
+
+    from wa_archive.queries import record_access
+
+    await record_access(pool, actor=f"cli:{getpass.getuser()}", role="cli", action=action,
+                        target=target, remote_addr="local")
+
+
 async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.queries import get_message
 
     pool = await _pool(settings)
     try:
+        await _log_cli_access(pool, "view", {"message_id": args.message_id})
         message = await get_message(pool, args.message_id)
     finally:
         await pool.close()
@@ -126,6 +134,9 @@ async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
             return 2
     pool = await _pool(settings)
     try:
+        await _log_cli_access(pool, "search", {k: str(v) for k, v in vars(args).items()
+                                               if k in ("phone", "since", "until", "template", "direction",
+                                                        "limit") and v is not None})
         found = await search_messages(pool, phone=phone, since=args.since, until=args.until,
                                       limit=args.limit, template=args.template,
                                       direction=args.direction)
@@ -193,6 +204,24 @@ async def cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_access_log(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive.queries import list_access
+
+    pool = await _pool(settings)
+    try:
+        entries = await list_access(pool, since=args.since)
+    finally:
+        await pool.close()
+    if args.json:
+        print(json.dumps(entries, indent=2, ensure_ascii=False))
+        return 0
+    for e in entries:
+        print(f"{e['at']}  {e['actor']} ({e['role']})  {e['action']:<12} {json.dumps(e['target'], ensure_ascii=False)}"
+              f"  from {e['remote_addr']}")
+    print(f"{len(entries)} access(es)")
+    return 0
+
+
 async def cmd_contact_key(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.keys import contact_key
     from wa_archive.names import CONTACT_KEY
@@ -249,6 +278,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = 
     "dev": cmd_dev, "worker": cmd_worker, "serve": cmd_serve, "migrate": cmd_migrate,
     "show": cmd_show, "search": cmd_search, "failures": cmd_failures,
     "contact-key": cmd_contact_key, "demo": cmd_demo, "tokens": cmd_tokens,
+    "access-log": cmd_access_log,
 }
 
 
@@ -275,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("contact-key", help="the keyed contact hash used in Temporal search attributes")
     ck.add_argument("contact", help="phone number or other contact id")
     sub.add_parser("demo", help="send a signed demo image webhook to a running `wa-archive dev`")
+    access = sub.add_parser("access-log", help="every read of the archive: who, what, when, from where")
+    access.add_argument("--since", type=_parse_when, help="date or ISO timestamp")
+    access.add_argument("--json", action="store_true")
     tokens = sub.add_parser("tokens", help="API tokens for the send proxy, record API and auditors")
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)
     create = tsub.add_parser("create", help="create a token; it is printed once")

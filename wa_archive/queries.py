@@ -245,7 +245,9 @@ def _message_json(row: asyncpg.Record, media: list[asyncpg.Record]) -> dict[str,
         "archived_at": row["archived_at"].isoformat(),
         "media": [
             {
-                "id": m["media_id"], "kind": m["kind"], "status": m["status"],
+                "id": m["media_id"], "archive_id": str(m["archive_id"]),
+                "download_url": f"/api/v1/media/{m['archive_id']}" if m["status"] == "archived" else None,
+                "kind": m["kind"], "status": m["status"],
                 "sha256": m["sha256"], "provider_sha256": m["provider_sha256"], "size": m["size"],
                 "mime_type": m["mime_type"], "filename": m["filename"],
                 "storage_url": m["storage_url"], "storage_key": m["storage_key"],
@@ -301,26 +303,49 @@ async def get_message(pool: asyncpg.Pool, message_id: str) -> dict[str, Any] | N
     return out
 
 
+async def with_media(pool: asyncpg.Pool, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    """Message rows as JSON, each with its media summaries (one query for the whole page)."""
+    ids = [r["id"] for r in rows]
+    media = await pool.fetch(
+        "SELECT * FROM media WHERE message_id = ANY($1::text[]) ORDER BY message_id, position", ids
+    ) if ids else []
+    by_msg: dict[str, list[asyncpg.Record]] = {}
+    for m in media:
+        by_msg.setdefault(m["message_id"], []).append(m)
+    return [_message_json(r, by_msg.get(r["id"], [])) for r in rows]
+
+
 async def search_messages(
     pool: asyncpg.Pool, *, phone: str | None, since: datetime | None, until: datetime | None,
     limit: int, template: str | None = None, direction: str | None = None,
 ) -> list[dict[str, Any]]:
     """Messages newest first, filtered by contact phone, message time, template and direction."""
+    from wa_archive.search import Filters, search
+
+    rows, _ = await search(pool, Filters(phone=phone, since=since, until=until, limit=limit,
+                                         template=template, direction=direction))
+    return await with_media(pool, rows)
+
+
+# Access log ------------------------------------------------------------------------------------
+
+
+async def record_access(pool: asyncpg.Pool, *, actor: str, role: str, action: str, target: dict,
+                        remote_addr: str | None) -> None:
+    """Append one read of the archive to the access log (rows are never changed afterwards)."""
+    await pool.execute(
+        "INSERT INTO access_log (actor, role, action, target, remote_addr) VALUES ($1,$2,$3,$4,$5)",
+        actor, role, action, target, remote_addr,
+    )
+
+
+async def list_access(pool: asyncpg.Pool, *, since: datetime | None, limit: int = 10000) -> list[dict[str, Any]]:
     rows = await pool.fetch(
-        "SELECT * FROM messages WHERE ($1::text IS NULL OR contact_phone = $1)"
-        " AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3)"
-        " AND ($5::text IS NULL OR template_name = $5) AND ($6::text IS NULL OR direction = $6)"
-        " ORDER BY ts DESC, id LIMIT $4",
-        phone, since, until, limit, template, direction,
+        "SELECT * FROM access_log WHERE ($1::timestamptz IS NULL OR at >= $1) ORDER BY id LIMIT $2",
+        since, limit,
     )
-    ids = [r["id"] for r in rows]
-    media = await pool.fetch(
-        "SELECT * FROM media WHERE message_id = ANY($1::text[]) ORDER BY message_id, position", ids
-    )
-    by_msg: dict[str, list[asyncpg.Record]] = {}
-    for m in media:
-        by_msg.setdefault(m["message_id"], []).append(m)
-    return [_message_json(r, by_msg.get(r["id"], [])) for r in rows]
+    return [{"id": r["id"], "at": r["at"].isoformat(), "actor": r["actor"], "role": r["role"],
+             "action": r["action"], "target": r["target"], "remote_addr": r["remote_addr"]} for r in rows]
 
 
 # Failures --------------------------------------------------------------------------------------

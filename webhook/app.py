@@ -169,9 +169,10 @@ def create_app(deps: WebhookDeps) -> web.Application:
     app.router.add_post(META_PATH, receive_delivery)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    from webhook.outbound import add_routes
+    from webhook import api, outbound
 
-    add_routes(app)
+    outbound.add_routes(app)
+    api.add_routes(app)
     if deps.graph is None:
         app.cleanup_ctx.append(_graph_client)
     return app

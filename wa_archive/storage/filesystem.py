@@ -117,11 +117,21 @@ class FilesystemStore:
                 hasher.update(block)
         return hasher.hexdigest()
 
-    async def read(self, key: str) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:  # type: ignore[override]
+        """The object's bytes from `start` to `end` (inclusive; None = to the end), in chunks."""
         path = self._path(key)
         fh = await asyncio.to_thread(open, path, "rb")
         try:
-            while block := await asyncio.to_thread(fh.read, READ_CHUNK):
+            if start:
+                fh.seek(start)
+            remaining = None if end is None else end - start + 1
+            while remaining is None or remaining > 0:
+                size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+                block = await asyncio.to_thread(fh.read, size)
+                if not block:
+                    break
+                if remaining is not None:
+                    remaining -= len(block)
                 yield block
         finally:
             fh.close()

@@ -209,9 +209,20 @@ class S3Store:
         return StoredObject(key=key, size=size, sha256=digest,
                             stored_at=datetime.now(timezone.utc), created=False)
 
-    async def read(self, key: str) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def presigned_url(self, key: str, expires_seconds: int = 300) -> str:
+        """A GET URL for the object, valid for at most five minutes."""
         s3 = await self._s3()
-        resp = await s3.get_object(Bucket=self.bucket, Key=self._full(key))
+        return await s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._full(key)},
+            ExpiresIn=min(expires_seconds, 300))
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:  # type: ignore[override]
+        """The object's bytes from `start` to `end` (inclusive; None = to the end), in chunks."""
+        s3 = await self._s3()
+        extra = {}
+        if start or end is not None:
+            extra["Range"] = f"bytes={start}-{'' if end is None else end}"
+        resp = await s3.get_object(Bucket=self.bucket, Key=self._full(key), **extra)
         async with resp["Body"] as body:
             while chunk := await body.read(1024 * 1024):
                 yield chunk

@@ -1,0 +1,157 @@
+"""The auditors' JSON API: search, message detail, media bytes, conversations.
+
+Reading the archive is a regulated event: each request is written to the access log before any
+archived data is sent, and a request whose access cannot be recorded is refused (503).
+Roles: auditor and admin may read; sender and operator may not (403).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from wa_archive import queries
+from wa_archive.keys import normalize_phone
+from wa_archive.search import FilterError, parse_filters, search
+from wa_archive.storage import S3Store
+from webhook.auth import CALLER, require
+
+log = structlog.get_logger("wa_archive.api")
+READERS = ("auditor",)
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def _deps(request: web.Request):
+    from webhook.app import DEPS
+
+    return request.app[DEPS]
+
+
+def _pool(request: web.Request):
+    return _deps(request).pool
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+async def _log_access(request: web.Request, action: str, target: dict[str, Any]) -> None:
+    caller = request[CALLER]
+    await queries.record_access(_pool(request), actor=caller.name, role=caller.role, action=action,
+                                target=target, remote_addr=request.remote)
+
+
+@require(*READERS, pool_of=_pool)
+async def list_messages(request: web.Request) -> web.Response:
+    """GET /api/v1/messages: filtered, newest first, cursor-paginated."""
+    try:
+        filters = parse_filters(request.query)
+    except FilterError as exc:
+        return _error(400, f"bad filter {exc}", filter=exc.name)
+    await _log_access(request, "search", dict(request.query))
+    rows, cursor = await search(_pool(request), filters)
+    items = await queries.with_media(_pool(request), rows)
+    return web.json_response({"items": items, "next_cursor": cursor})
+
+
+@require(*READERS, pool_of=_pool)
+async def get_message(request: web.Request) -> web.Response:
+    """GET /api/v1/messages/{message_id}: everything `show --json` prints."""
+    message_id = request.match_info["message_id"]
+    await _log_access(request, "view", {"message_id": message_id})
+    message = await queries.get_message(_pool(request), message_id)
+    if message is None:
+        return _error(404, f"no archived message with id {message_id!r}")
+    return web.json_response(message)
+
+
+@require(*READERS, pool_of=_pool)
+async def conversation(request: web.Request) -> web.Response:
+    """GET /api/v1/conversations/{phone}: both directions, oldest first."""
+    phone = normalize_phone(request.match_info["phone"])
+    if phone is None:
+        return _error(400, f"bad filter phone: {request.match_info['phone']!r} is not a phone number",
+                      filter="phone")
+    try:
+        filters = parse_filters(request.query, allowed=("since", "until", "limit", "cursor"))
+    except FilterError as exc:
+        return _error(400, f"bad filter {exc}", filter=exc.name)
+    filters.phone = phone
+    await _log_access(request, "conversation", {"phone": phone, **request.query})
+    rows, cursor = await search(_pool(request), filters, ascending=True)
+    items = await queries.with_media(_pool(request), rows)
+    return web.json_response({"phone": phone, "items": items, "next_cursor": cursor})
+
+
+@require(*READERS, pool_of=_pool)
+async def download_media(request: web.Request) -> web.StreamResponse:
+    """GET /api/v1/media/{id}: the archived bytes, streamed, with ETag and Range support."""
+    media_ref = request.match_info["media_id"]
+    pool = _pool(request)
+    if _UUID.match(media_ref):
+        row = await pool.fetchrow("SELECT * FROM media WHERE archive_id = $1::uuid", media_ref)
+    else:  # the provider's media id, as `show` prints it
+        row = await pool.fetchrow("SELECT * FROM media WHERE media_id = $1 AND status = 'archived'"
+                                  " ORDER BY stored_at LIMIT 1", media_ref)
+    if row is None or row["status"] != "archived":
+        await _log_access(request, "media", {"media": media_ref, "found": False})
+        return _error(404, f"no archived media with id {media_ref!r}")
+    await _log_access(request, "media", {"media": str(row["archive_id"]), "message_id": row["message_id"],
+                                         "sha256": row["sha256"], "range": request.headers.get("Range")})
+    store = _deps(request).store
+    etag = f'"{row["sha256"]}"'
+    if request.query.get("redirect") == "presigned" and isinstance(store, S3Store):
+        raise web.HTTPFound(await store.presigned_url(row["storage_key"], 300))
+    if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+        return web.Response(status=304, headers={"ETag": etag})
+    size = row["size"]
+    start, end, status = 0, size - 1, 200
+    range_header = request.headers.get("Range")
+    if range_header and size > 0:
+        match = _RANGE.match(range_header.strip())
+        if not match or (not match.group(1) and not match.group(2)):
+            return web.json_response(
+                {"error": f"unsupported Range {range_header!r}; use bytes=START-END"}, status=416,
+                headers={"Content-Range": f"bytes */{size}"})
+        if match.group(1):
+            start = int(match.group(1))
+            end = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
+        else:  # suffix: the last N bytes
+            start = max(0, size - int(match.group(2)))
+        if start > end or start >= size:
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+        status = 206
+    filename = row["filename"] or row["storage_key"].rsplit("/", 1)[-1]
+    headers = {
+        "ETag": etag, "Accept-Ranges": "bytes",
+        "Content-Type": row["mime_type"] or "application/octet-stream",
+        "Content-Disposition": f'attachment; filename="{_header_safe(filename)}"',
+        "X-Content-SHA256": row["sha256"],
+    }
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_length = end - start + 1 if size else 0
+    await resp.prepare(request)
+    if size:
+        async for chunk in store.read(row["storage_key"], start, end):
+            await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+def _header_safe(name: str) -> str:
+    return "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/messages", list_messages)
+    # Message ids are base64 and may contain '/', so the id is the whole rest of the path.
+    app.router.add_get("/api/v1/messages/{message_id:.+}", get_message)
+    app.router.add_get("/api/v1/conversations/{phone}", conversation)
+    app.router.add_get("/api/v1/media/{media_id:.+}", download_media)
+
