@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.delivery import DeliveryActivities
+from activities.exports import ExportActivities
 from activities.media import MediaActivities
 from activities.outbound import OutboundActivities
 from activities.records import RecordActivities
@@ -21,6 +22,7 @@ from wa_archive.linkfetch import Allowlist, LinkFetcher
 from wa_archive.runtime import connect_db, connect_temporal, contact_secret
 from wa_archive.storage import ObjectStore, open_store
 from workflows.archive_message import ArchiveMessage
+from workflows.export_bundle import ExportBundle
 from workflows.ingest_delivery import IngestDelivery
 from workflows.outbound_message import OutboundMessage
 
@@ -37,15 +39,16 @@ def build_worker(
     media = MediaActivities(graph, store, pool, settings.retention_days, links)
     records = RecordActivities(pool, store.url)
     outbound = OutboundActivities(graph, pool, store.url)
+    exports = ExportActivities(pool, store, settings.retention_days)
     delivery = DeliveryActivities(pool, settings.archive_options(), settings.outbound_options(),
                                   contact_secret(settings), settings.task_queue)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[ArchiveMessage, IngestDelivery, OutboundMessage],
+        workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, ExportBundle],
         activities=[media.archive_media, media.archive_link_media, records.write_records,
                     records.record_critical_failure, delivery.fan_out_delivery,
-                    outbound.snapshot_template, outbound.write_outbound],
+                    outbound.snapshot_template, outbound.write_outbound, exports.export_bundle],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )

@@ -222,6 +222,108 @@ async def cmd_access_log(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    import getpass
+    import hashlib
+    import uuid
+    from pathlib import Path
+
+    from wa_archive.export import ExportQuery, write_bundle
+    from wa_archive.keys import normalize_phone
+    from wa_archive.storage import open_store
+
+    phone = normalize_phone(args.phone) if args.phone else None
+    if args.phone and phone is None:
+        print(f"wa-archive: --phone {args.phone!r} is not a phone number", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    actor = f"cli:{getpass.getuser()}"
+    settings = _with_dev_defaults(settings)
+    store = open_store(settings)
+    if args.local:  # in this process, for machines without a worker
+        pool = await _pool(settings)
+        try:
+            await _log_cli_access(pool, "export", {"phone": phone, "since": str(args.since), "until": str(args.until)})
+            result = await write_bundle(pool, store, ExportQuery(phone=phone, since=args.since, until=args.until),
+                                        out, exported_by=f"{actor} (cli)", on_progress=_progress)
+        finally:
+            await pool.close()
+            await store.close()
+        print(f"\nwrote {out}: {result.messages} messages, {result.media} media files, {result.bytes} bytes")
+        return 0
+    from temporalio.client import WorkflowFailureError
+
+    from wa_archive.models import ExportInput, ExportOutput
+    from wa_archive.runtime import connect_temporal
+
+    client = await connect_temporal(settings)
+    export_id = uuid.uuid4().hex
+    handle = await client.start_workflow(
+        "ExportBundle", ExportInput(export_id=export_id, phone=phone, since=args.since, until=args.until,
+                                    actor=actor, role="cli"),
+        id=f"export-{export_id}", task_queue=settings.task_queue, result_type=ExportOutput)
+    print(f"export {export_id} started (workflow export-{export_id})", file=sys.stderr)
+    waiter = asyncio.ensure_future(handle.result())
+    while not waiter.done():
+        await asyncio.wait([waiter], timeout=0.5)
+        progress = await _export_progress(client, handle)
+        if progress:
+            _progress(progress["done"], progress["total"])
+    try:
+        result = waiter.result()
+    except WorkflowFailureError as exc:
+        cause = exc.cause.cause if exc.cause is not None and exc.cause.cause is not None else exc.cause
+        print(f"\nwa-archive: export failed: {cause}", file=sys.stderr)
+        await store.close()
+        return 1
+    hasher = hashlib.sha256()
+    with open(out, "wb") as fh:
+        async for chunk in store.read(result.storage_key):
+            hasher.update(chunk)
+            fh.write(chunk)
+    await store.close()
+    if hasher.hexdigest() != result.sha256:
+        print(f"wa-archive: the stored bundle does not match its SHA-256; {out} is not trustworthy",
+              file=sys.stderr)
+        return 1
+    _progress(result.messages, result.messages)
+    print(f"\nwrote {out}: {result.messages} messages, {result.media} media files, {result.size} bytes, "
+          f"sha256 {result.sha256}")
+    return 0
+
+
+async def _export_progress(client, handle) -> dict | None:
+    """The running export activity's last heartbeat: {"done": n, "total": m}."""
+    desc = await handle.describe()
+    for pending in desc.raw_description.pending_activities:
+        if pending.heartbeat_details.payloads:
+            values = await client.data_converter.decode(pending.heartbeat_details.payloads)
+            return values[0] if values and isinstance(values[0], dict) else None
+    return None
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = width if total == 0 else int(width * done / total)
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} messages", end="", file=sys.stderr,
+          flush=True)
+
+
+async def cmd_verify_export(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from wa_archive.export import verify_bundle
+
+    problems = await asyncio.to_thread(verify_bundle, Path(args.bundle))
+    if problems:
+        for problem in problems:
+            print(f"FAIL {problem}")
+        print(f"{args.bundle}: {len(problems)} problem(s); the bundle is not intact")
+        return 1
+    print(f"{args.bundle}: intact (every file matches manifest.json and the archived hashes)")
+    return 0
+
+
 async def cmd_contact_key(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.keys import contact_key
     from wa_archive.names import CONTACT_KEY
@@ -279,6 +381,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = 
     "show": cmd_show, "search": cmd_search, "failures": cmd_failures,
     "contact-key": cmd_contact_key, "demo": cmd_demo, "tokens": cmd_tokens,
     "access-log": cmd_access_log,
+    "export": cmd_export, "verify-export": cmd_verify_export,
 }
 
 
@@ -305,6 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("contact-key", help="the keyed contact hash used in Temporal search attributes")
     ck.add_argument("contact", help="phone number or other contact id")
     sub.add_parser("demo", help="send a signed demo image webhook to a running `wa-archive dev`")
+    export = sub.add_parser("export", help="eDiscovery bundle (ZIP) of the messages selected")
+    export.add_argument("--phone")
+    export.add_argument("--since", type=_parse_when)
+    export.add_argument("--until", type=_parse_when)
+    export.add_argument("--out", required=True, help="path of the ZIP to write")
+    export.add_argument("--local", action="store_true",
+                        help="build the bundle in this process instead of as a Temporal workflow")
+    verify = sub.add_parser("verify-export", help="check a bundle against its manifest and hashes")
+    verify.add_argument("bundle")
     access = sub.add_parser("access-log", help="every read of the archive: who, what, when, from where")
     access.add_argument("--since", type=_parse_when, help="date or ISO timestamp")
     access.add_argument("--json", action="store_true")

@@ -214,3 +214,23 @@ class WriteOutboundInput(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict)
     media: list[MediaRecord] = Field(default_factory=list)
     archive_status: Literal["archived", "failed"] = "archived"
+
+
+class ExportInput(BaseModel):
+    """Input of the ExportBundle workflow."""
+
+    export_id: str
+    phone: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    actor: str
+    role: str
+
+
+class ExportOutput(BaseModel):
+    export_id: str
+    storage_key: str
+    sha256: str
+    size: int
+    messages: int
+    media: int

@@ -14,6 +14,7 @@ FAN_OUT_DELIVERY = "fan_out_delivery"
 ARCHIVE_LINK_MEDIA = "archive_link_media"
 SNAPSHOT_TEMPLATE = "snapshot_template"
 WRITE_OUTBOUND = "write_outbound"
+EXPORT_BUNDLE = "export_bundle"
 
 # Signals of the OutboundMessage workflow.
 SIGNAL_SEND = "record_send"

@@ -1,0 +1,341 @@
+"""eDiscovery export bundles: a ZIP that proves itself.
+
+Contents: messages.jsonl and messages.csv; media/ (the archived bytes, re-hashed while copied and
+checked against the index); templates/ (the snapshots messages point at); transcripts/<contact>.html
+(chat pages that open offline with their media); rsmf/<contact>.rsmf (Relativity Short Message
+Format: an EML whose attachment rsmf.zip holds rsmf_manifest.json with participants, conversations
+and events); manifest.json (every file with its SHA-256 and size, the query, who exported and when).
+
+Everything streams: messages are read page by page, media chunk by chunk, so memory stays flat
+whatever the size of the export.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import html
+import io
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import asyncpg
+from pydantic import BaseModel, Field
+
+from wa_archive import queries
+from wa_archive.keys import extension_for, safe_id
+from wa_archive.search import Filters, search
+from wa_archive.storage import ObjectStore
+
+PAGE = 500
+CHUNK = 1024 * 1024
+FORMAT_VERSION = "1"
+
+
+class ExportQuery(BaseModel):
+    phone: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class ExportResult(BaseModel):
+    messages: int
+    media: int
+    files: int
+    bytes: int
+    manifest_sha256: str
+
+
+class ExportError(Exception):
+    """The export could not be made faithfully (e.g. an archived object no longer matches its hash)."""
+
+
+class _HashingWriter:
+    """Writes a ZIP entry while computing its SHA-256 and size for the manifest."""
+
+    def __init__(self, zf: zipfile.ZipFile, name: str, files: list[dict[str, Any]]) -> None:
+        self._fh: IO[bytes] = zf.open(name, "w", force_zip64=True)
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._name = name
+        self._files = files
+
+    def write(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._size += len(data)
+        self._fh.write(data)
+
+    def close(self) -> str:
+        self._fh.close()
+        digest = self._hash.hexdigest()
+        self._files.append({"path": self._name, "sha256": digest, "size": self._size})
+        return digest
+
+
+async def write_bundle(
+    pool: asyncpg.Pool, store: ObjectStore, query: ExportQuery, out: Path, *, exported_by: str,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ExportResult:
+    """Write the bundle to `out` (a ZIP), reporting (messages done, total) as it goes."""
+    filters = Filters(phone=query.phone, since=query.since, until=query.until, limit=PAGE)
+    total = await _count(pool, filters)
+    files: list[dict[str, Any]] = []
+    templates: set[str] = set()
+    conversations: dict[str, Path] = {}  # contact -> temp file of its events (JSON lines)
+    workdir = Path(tempfile.mkdtemp(prefix="wa-export-"))
+    done = media_count = 0
+    try:
+        # zipfile allows one open entry at a time, and media entries are written as messages are
+        # read, so the two tables go to temp files first and into the ZIP at the end.
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+            jsonl_path = workdir / "messages.jsonl"
+            csv_path = workdir / "messages.csv"
+            with open(csv_path, "w", newline="", encoding="utf-8") as csv_fh, \
+                    open(jsonl_path, "w", encoding="utf-8") as jsonl:
+                rows_csv = csv.writer(csv_fh)
+                rows_csv.writerow(["id", "timestamp", "direction", "contact_phone", "contact_name", "type",
+                                   "text", "template", "template_sha256", "media", "media_sha256"])
+                cursor_filters = filters.model_copy()
+                while True:
+                    rows, cursor = await search(pool, cursor_filters, ascending=True)
+                    if not rows:
+                        break
+                    page = await queries.with_media(pool, rows)
+                    statuses = await _statuses(pool, [r["id"] for r in rows])
+                    for row, item in zip(rows, page):
+                        item["payload"] = row["payload"]
+                        item["statuses"] = statuses.get(row["id"], [])
+                        item["template_sha256"] = row["template_sha256"]
+                        for media in item["media"]:
+                            if media["status"] == "archived":
+                                media["export_path"] = await _copy_media(zf, store, media, files)
+                                media_count += 1
+                        if row["template_sha256"]:
+                            templates.add(row["template_sha256"])
+                        jsonl.write(json.dumps(item, ensure_ascii=False) + "\n")
+                        rows_csv.writerow([
+                            item["id"], item["timestamp"], item["direction"], item["contact"]["phone"],
+                            item["contact"]["name"], item["type"], item["text"], item["template_name"],
+                            row["template_sha256"], ";".join(m["export_path"] for m in item["media"] if m.get("export_path")),
+                            ";".join(m["sha256"] or "" for m in item["media"])])
+                        contact = _contact_of(item)
+                        path = conversations.setdefault(contact, workdir / f"conv-{len(conversations)}.jsonl")
+                        with open(path, "a", encoding="utf-8") as conv:
+                            conv.write(json.dumps(item, ensure_ascii=False) + "\n")
+                        done += 1
+                    if on_progress:
+                        on_progress(done, total)
+                    if cursor is None:
+                        break
+                    cursor_filters.cursor = (rows[-1]["ts"], rows[-1]["id"])
+            _copy_file(zf, jsonl_path, "messages.jsonl", files)
+            _copy_file(zf, csv_path, "messages.csv", files)
+            for sha in sorted(templates):
+                snap = await pool.fetchrow("SELECT * FROM template_snapshots WHERE sha256 = $1", sha)
+                writer = _HashingWriter(zf, f"templates/{sha}.json", files)
+                writer.write(snap["canonical"].encode())
+                writer.close()
+            for contact, path in conversations.items():
+                _write_transcript(zf, contact, path, files)
+                _write_rsmf(zf, contact, path, workdir, files)
+            manifest = {
+                "format": "wa-archive-export", "version": FORMAT_VERSION,
+                "exported_at": datetime.now(timezone.utc).isoformat(), "exported_by": exported_by,
+                "query": json.loads(query.model_dump_json()), "messages": done, "media": media_count,
+                "files": files,
+            }
+            raw = json.dumps(manifest, indent=2, ensure_ascii=False).encode()
+            zf.writestr("manifest.json", raw)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return ExportResult(messages=done, media=media_count, files=len(files) + 1,
+                        bytes=out.stat().st_size, manifest_sha256=hashlib.sha256(raw).hexdigest())
+
+
+async def _count(pool: asyncpg.Pool, f: Filters) -> int:
+    return await pool.fetchval(
+        "SELECT count(*) FROM messages WHERE ($1::text IS NULL OR contact_phone = $1)"
+        " AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3)",
+        f.phone, f.since, f.until)
+
+
+async def _statuses(pool: asyncpg.Pool, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    rows = await pool.fetch("SELECT message_id, status, ts, payload FROM status_events"
+                            " WHERE message_id = ANY($1::text[]) ORDER BY ts, id", ids)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["message_id"], []).append(
+            {"status": r["status"], "timestamp": r["ts"].isoformat() if r["ts"] else None, "raw": r["payload"]})
+    return out
+
+
+async def _copy_media(zf: zipfile.ZipFile, store: ObjectStore, media: dict[str, Any],
+                      files: list[dict[str, Any]]) -> str:
+    """Copy one archived object into the bundle, re-hashing it: a mismatch stops the export."""
+    name = f"media/{media['archive_id']}.{extension_for(media['mime_type'])}"
+    writer = _HashingWriter(zf, name, files)
+    async for chunk in store.read(media["storage_key"]):
+        writer.write(chunk)
+    digest = writer.close()
+    if digest != media["sha256"]:
+        raise ExportError(f"archived object {media['storage_key']} does not match its recorded SHA-256 "
+                          f"({digest} != {media['sha256']}); export stopped")
+    return name
+
+
+def _copy_file(zf: zipfile.ZipFile, path: Path, name: str, files: list[dict[str, Any]]) -> None:
+    writer = _HashingWriter(zf, name, files)
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK):
+            writer.write(block)
+    writer.close()
+
+
+def _contact_of(item: dict[str, Any]) -> str:
+    c = item["contact"]
+    return c["phone"] or c["wa_id"] or c["user_id"] or c["username"] or "unknown"
+
+
+def _events(path: Path):
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            yield json.loads(line)
+
+
+_STYLE = """body{font:15px/1.45 system-ui,sans-serif;background:#efeae2;margin:0;padding:24px}
+main{max-width:760px;margin:auto}h1{font-size:18px}.m{max-width:75%;margin:6px 0;padding:8px 12px;
+border-radius:10px;background:#fff;box-shadow:0 1px 1px #0002}.out{margin-left:auto;background:#d9fdd3}
+.meta{color:#667;font-size:12px}img,video{max-width:100%;border-radius:6px}.h{font-family:monospace;font-size:11px;color:#889}"""
+
+
+def _write_transcript(zf: zipfile.ZipFile, contact: str, path: Path, files: list[dict[str, Any]]) -> None:
+    writer = _HashingWriter(zf, f"transcripts/{safe_id(contact)}.html", files)
+    writer.write(f"<!doctype html><meta charset=utf-8><title>Conversation with {html.escape(contact)}</title>"
+                 f"<style>{_STYLE}</style><main><h1>Conversation with {html.escape(contact)}</h1>".encode())
+    for item in _events(path):
+        parts = [f'<div class="m {"out" if item["direction"] == "out" else "in"}">',
+                 f'<div class="meta">{html.escape(item["timestamp"])} UTC · {html.escape(item["type"])}'
+                 f' · {html.escape(item["id"])}</div>']
+        for media in item["media"]:
+            if media.get("export_path"):
+                src = "../" + media["export_path"]
+                mime = media["mime_type"] or ""
+                if mime.startswith("image/"):
+                    parts.append(f'<img src="{html.escape(src)}" alt="">')
+                elif mime.startswith("video/"):
+                    parts.append(f'<video controls src="{html.escape(src)}"></video>')
+                elif mime.startswith("audio/"):
+                    parts.append(f'<audio controls src="{html.escape(src)}"></audio>')
+                else:
+                    parts.append(f'<a href="{html.escape(src)}">{html.escape(media["filename"] or src)}</a>')
+                parts.append(f'<div class="h">sha256 {media["sha256"]}</div>')
+        if item.get("text"):
+            parts.append("<div>" + html.escape(item["text"]).replace("\n", "<br>") + "</div>")
+        parts.append("</div>")
+        writer.write("".join(parts).encode())
+    writer.write(b"</main>")
+    writer.close()
+
+
+def _write_rsmf(zf: zipfile.ZipFile, contact: str, path: Path, workdir: Path, files: list[dict[str, Any]]) -> None:
+    """RSMF 2.0: an EML (RFC 5322 + MIME) whose attachment rsmf.zip holds rsmf_manifest.json."""
+    participants = {"business": {"id": "business", "display": "Business"},
+                    "contact": {"id": "contact", "display": contact, "account_id": contact}}
+    events, first, last = [], None, None
+    for item in _events(path):
+        first = first or item["timestamp"]
+        last = item["timestamp"]
+        events.append({
+            "id": item["id"], "type": "message", "conversation": "conversation",
+            "participant": "business" if item["direction"] == "out" else "contact",
+            "timestamp": item["timestamp"], "body": item.get("text") or "",
+            "direction": "outgoing" if item["direction"] == "out" else "incoming",
+            "attachments": [{"id": m["export_path"].rsplit("/", 1)[-1], "display": m["filename"] or m["kind"],
+                             "size": m["size"]} for m in item["media"] if m.get("export_path")],
+        })
+    manifest = {"version": "2.0.0", "participants": list(participants.values()),
+                "conversations": [{"id": "conversation", "display": f"WhatsApp with {contact}",
+                                   "platform": "whatsapp", "type": "direct",
+                                   "participants": ["business", "contact"]}],
+                "events": events}
+    inner = workdir / "rsmf.zip"
+    with zipfile.ZipFile(inner, "w", compression=zipfile.ZIP_DEFLATED) as rz:
+        rz.writestr("rsmf_manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+        for event in events:
+            for att in event["attachments"]:
+                with zf.open(f"media/{att['id']}") as src, rz.open(att["id"], "w") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+    writer = _HashingWriter(zf, f"rsmf/{safe_id(contact)}.rsmf", files)
+    boundary = "rsmf-" + hashlib.sha256(contact.encode()).hexdigest()[:16]
+    headers = [
+        "MIME-Version: 1.0", "X-RSMF-Version: 2.0.0", "X-RSMF-Generator: wa-archive",
+        f"X-RSMF-EventCount: {len(events)}", f"X-RSMF-BeginDate: {first}", f"X-RSMF-EndDate: {last}",
+        f"Subject: WhatsApp conversation with {contact}", "From: wa-archive",
+        f'Content-Type: multipart/mixed; boundary="{boundary}"', "", f"--{boundary}",
+        "Content-Type: text/plain; charset=utf-8", "", f"WhatsApp conversation with {contact}: {len(events)} events.",
+        f"--{boundary}", 'Content-Type: application/zip; name="rsmf.zip"',
+        'Content-Disposition: attachment; filename="rsmf.zip"', "Content-Transfer-Encoding: base64", "", ""]
+    writer.write("\r\n".join(headers).encode())
+    with open(inner, "rb") as fh:
+        while block := fh.read(57 * 1024):  # 57 bytes -> 76 base64 characters per line
+            encoded = base64.b64encode(block)
+            writer.write(b"\r\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) + b"\r\n")
+    writer.write(f"--{boundary}--\r\n".encode())
+    writer.close()
+    os.unlink(inner)
+
+
+def verify_bundle(path: Path) -> list[str]:
+    """Problems found in a bundle (empty when it is intact): every file against the manifest, every
+    media file against the hash recorded for it in messages.jsonl."""
+    problems: list[str] = []
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        return [f"not a readable ZIP file: {exc}"]
+    with zf:
+        try:
+            manifest = json.loads(zf.read("manifest.json"))
+        except (KeyError, ValueError) as exc:
+            return [f"manifest.json missing or unreadable: {exc}"]
+        listed = {f["path"]: f for f in manifest.get("files", [])}
+        present = set(zf.namelist()) - {"manifest.json"}
+        for extra in sorted(present - set(listed)):
+            problems.append(f"{extra}: not listed in the manifest")
+        for name, entry in sorted(listed.items()):
+            if name not in present:
+                problems.append(f"{name}: listed in the manifest but missing")
+                continue
+            hasher, size = hashlib.sha256(), 0
+            try:
+                with zf.open(name) as fh:
+                    while block := fh.read(CHUNK):
+                        hasher.update(block)
+                        size += len(block)
+            except (zipfile.BadZipFile, OSError) as exc:  # a CRC error means the entry was altered
+                problems.append(f"{name}: unreadable ({exc})")
+                continue
+            if hasher.hexdigest() != entry["sha256"] or size != entry["size"]:
+                problems.append(f"{name}: SHA-256 {hasher.hexdigest()} does not match the manifest")
+        if "messages.jsonl" in present:
+            with zf.open("messages.jsonl") as fh:
+                for number, line in enumerate(io.TextIOWrapper(fh, encoding="utf-8", errors="replace"), 1):
+                    try:
+                        item = json.loads(line)
+                    except ValueError:
+                        problems.append(f"messages.jsonl: line {number} is not valid JSON")
+                        continue
+                    for media in item.get("media", []):
+                        path_in = media.get("export_path")
+                        if path_in and listed.get(path_in, {}).get("sha256") != media["sha256"]:
+                            problems.append(f"{path_in}: does not match the archived SHA-256 of "
+                                            f"message {item['id']}")
+    return problems
