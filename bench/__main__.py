@@ -277,6 +277,82 @@ class Bench:
                 "inbound_msgs_per_s": round(inbound_per_s, 1), "ratio": round(rate / inbound_per_s, 3),
                 "template_snapshots": snapshots}
 
+    # 2c. search ---------------------------------------------------------------------------------
+
+    async def search(self, rows: int = 1_000_000, runs: int = 200) -> dict:
+        """1,000,000 synthetic messages loaded with COPY; phone + 30-day and full-text queries through
+        the HTTP API against the same SQL run directly with asyncpg."""
+        import random
+        from datetime import timedelta
+
+        from wa_archive.search import Filters, build_query
+        from wa_archive.tokens import create_token
+
+        rng = random.Random(5)
+        words = [f"w{i:04d}" for i in range(3000)] + ["transfer", "mandate", "statement", "invoice"]
+        phones = [f"44770{i:07d}" for i in range(10_000)]
+        start = datetime(2024, 11, 1, tzinfo=timezone.utc)
+        span = 730 * 86400
+
+        def records():
+            for i in range(rows):
+                text = " ".join(rng.choice(words) for _ in range(12))
+                yield (f"wamid.BENCH{i:09d}", "meta", "in", "text", start + timedelta(seconds=rng.randrange(span)),
+                       rng.choice(phones), text, "archived", "{}")
+
+        loaded = time.perf_counter()
+        async with self.pool.acquire() as conn:
+            await conn.copy_records_to_table(
+                "messages", records=records(),
+                columns=["id", "source", "direction", "type", "ts", "contact_phone", "text", "archive_status", "payload"])
+            await conn.execute("ANALYZE messages")
+        load_s = time.perf_counter() - loaded
+        token = await create_token(self.pool, f"bench-auditor-{uuid.uuid4().hex[:6]}", "auditor")
+        url = await self.serve(f"bench-search-{uuid.uuid4().hex[:6]}")
+
+        def cases(kind: str):
+            for _ in range(runs):
+                if kind == "phone_30d":
+                    since = start + timedelta(days=rng.randrange(700))
+                    yield {"phone": rng.choice(phones), "since": since.isoformat(),
+                           "until": (since + timedelta(days=30)).isoformat()}
+                else:
+                    yield {"q": rng.choice(words[:3000])}
+
+        async def api(params: dict) -> float:
+            t = time.perf_counter()
+            async with self.http.get(url + "/api/v1/messages", params=params,
+                                     headers={"Authorization": f"Bearer {token}"}) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"API answered {resp.status}")
+            return time.perf_counter() - t
+
+        async def direct(params: dict) -> float:
+            from wa_archive.search import parse_filters
+
+            t = time.perf_counter()
+            sql, args = build_query(parse_filters(params))
+            await self.pool.fetch(sql, *args)
+            return time.perf_counter() - t
+
+        out: dict = {"rows": rows, "load_s": round(load_s, 1), "load_rows_per_s": round(rows / load_s)}
+        for kind in ("phone_30d", "full_text"):
+            params = list(cases(kind))
+            for p in params[:10]:  # warm caches for both paths alike
+                await direct(p)
+                await api(p)
+            d = [await direct(p) for p in params]
+            a = [await api(p) for p in params]
+            out[kind] = {
+                "direct_p50_ms": round(_percentile(d, 50) * 1000, 2), "direct_p95_ms": round(_percentile(d, 95) * 1000, 2),
+                "api_p50_ms": round(_percentile(a, 50) * 1000, 2), "api_p95_ms": round(_percentile(a, 95) * 1000, 2),
+                "api_overhead_p95": round(_percentile(a, 95) / _percentile(d, 95) - 1, 3),
+                "target_p95_ms": 50 if kind == "phone_30d" else 200, "target_overhead": 0.3,
+            }
+        await self.pool.execute("DELETE FROM messages WHERE id LIKE 'wamid.BENCH%'")
+        return out
+
     # 3. one 1 GiB file -------------------------------------------------------------------------
 
     async def large_file(self, size: int = 1024 ** 3) -> dict:
@@ -331,9 +407,9 @@ async def main() -> None:
     results: dict = {"when": datetime.now(timezone.utc).isoformat(), "cpus": os.cpu_count()}
     try:
         await bench.start()
-        chosen = sys.argv[1:] or ["ingest", "end_to_end", "outbound", "large_file"]
+        chosen = sys.argv[1:] or ["ingest", "end_to_end", "outbound", "search", "large_file"]
         for name, fn in (("ingest", bench.ingest), ("end_to_end", bench.end_to_end),
-                         ("outbound", bench.outbound), ("large_file", bench.large_file)):
+                         ("outbound", bench.outbound), ("search", bench.search), ("large_file", bench.large_file)):
             if name not in chosen:
                 continue
             print(f"running {name} ...", flush=True)
@@ -348,12 +424,13 @@ async def main() -> None:
         await bench.stop()
         shutil.rmtree(root, ignore_errors=True)
     RESULTS.mkdir(exist_ok=True)
-    if len(results) < 6:  # a partial run (python -m bench ingest) only prints what it measured
+    if len(results) < 7:  # a partial run (python -m bench ingest) only prints what it measured
         return
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for path in (RESULTS / f"{stamp}.json", RESULTS / "latest.json"):
         path.write_text(json.dumps(results, indent=2))
     i, e, o, l = results["ingest"], results["end_to_end"], results["outbound"], results["large_file"]
+    sp, sf = results["search"]["phone_30d"], results["search"]["full_text"]
     rows = [
         ("ingest vs raw start_workflow", f"{i['webhook_per_s']}/s vs {i['raw_start_per_s']}/s", i["ratio"], ">= 0.8"),
         ("ingest p50 / p99 at 100 req/s", f"{i['p50_ms_at_100rps']} / {i['p99_ms_at_100rps']} ms", "", "p99 <= 100 ms"),
@@ -361,6 +438,10 @@ async def main() -> None:
         ("ack of a 1,000-update delivery", f"{i['ack_1000_updates_ms']} ms", "", "<= 1000 ms"),
         ("end to end vs Temporal floor", f"{e['archive_msgs_per_s']}/s vs {e['floor_msgs_per_s']}/s", e["ratio"], ">= 0.7"),
         ("outbound templates vs inbound", f"{o['outbound_msgs_per_s']}/s vs {o['inbound_msgs_per_s']}/s", o["ratio"], "(report)"),
+        ("search phone+30d p50/p95 API", f"{sp['api_p50_ms']} / {sp['api_p95_ms']} ms", "", "p95 <= 50 ms"),
+        ("search phone+30d p95 direct SQL", f"{sp['direct_p95_ms']} ms", sp["api_overhead_p95"], "API +<= 30%"),
+        ("full text p50/p95 API", f"{sf['api_p50_ms']} / {sf['api_p95_ms']} ms", "", "p95 <= 200 ms"),
+        ("full text p95 direct SQL", f"{sf['direct_p95_ms']} ms", sf["api_overhead_p95"], "API +<= 30%"),
         ("1 GiB vs sha256sum + cp", f"{l['archive_s']} s vs {l['floor_hash_plus_copy_s']} s", l["ratio"], "<= 1.5"),
         ("1 GiB worker RSS growth", f"{l['rss_growth_mib']} MiB", "", "<= 64 MiB"),
     ]
