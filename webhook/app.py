@@ -169,10 +169,11 @@ def create_app(deps: WebhookDeps) -> web.Application:
     app.router.add_post(META_PATH, receive_delivery)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    from webhook import api, outbound
+    from webhook import api, outbound, ui
 
     outbound.add_routes(app)
     api.add_routes(app)
+    ui.add_routes(app)
     if deps.graph is None:
         app.cleanup_ctx.append(_graph_client)
     return app
