@@ -112,6 +112,10 @@ async def test_template_versions_are_snapshotted_with_their_own_text_and_header(
     found = await queries.search_messages(stack.pool, phone=None, since=None, until=None, limit=10,
                                           template="transfer_confirmation", direction="out")
     assert {m["id"] for m in found} == {first, second, third}
+    auditor = await stack.token("auditor")
+    async with stack.http.get(f"{stack.url}/api/v1/messages", params={"template": "transfer_confirmation"},
+                              headers={"Authorization": f"Bearer {auditor}"}) as resp:
+        assert [m["id"] for m in (await resp.json())["items"]] == [third, second, first]
 
 
 async def test_status_before_record_and_header_media_by_id(stack):
