@@ -18,6 +18,7 @@ from wa_archive.keys import normalize_phone
 from wa_archive.search import FilterError, parse_filters, search
 from wa_archive.storage import S3Store
 from webhook.auth import CALLER, require
+from webhook.deps import deps_of, json_error, pool_of
 
 log = structlog.get_logger("wa_archive.api")
 READERS = ("auditor",)
@@ -25,73 +26,59 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-def _deps(request: web.Request):
-    from webhook.app import DEPS
-
-    return request.app[DEPS]
-
-
-def _pool(request: web.Request):
-    return _deps(request).pool
-
-
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
-
-
 async def _log_access(request: web.Request, action: str, target: dict[str, Any]) -> None:
     caller = request[CALLER]
-    await queries.record_access(_pool(request), actor=caller.name, role=caller.role, action=action,
+    await queries.record_access(pool_of(request), actor=caller.name, role=caller.role, action=action,
                                 target=target, remote_addr=request.remote)
 
 
-@require(*READERS, pool_of=_pool)
+@require(*READERS, pool_of=pool_of)
 async def list_messages(request: web.Request) -> web.Response:
     """GET /api/v1/messages: filtered, newest first, cursor-paginated."""
     try:
         filters = parse_filters(request.query)
     except FilterError as exc:
-        return _error(400, f"bad filter {exc}", filter=exc.name)
+        return json_error(400, f"bad filter {exc}", filter=exc.name)
     await _log_access(request, "search", dict(request.query))
-    rows, cursor = await search(_pool(request), filters)
-    items = await queries.with_media(_pool(request), rows)
+    rows, cursor = await search(pool_of(request), filters)
+    items = await queries.with_media(pool_of(request), rows)
     return web.json_response({"items": items, "next_cursor": cursor})
 
 
-@require(*READERS, pool_of=_pool)
+@require(*READERS, pool_of=pool_of)
 async def get_message(request: web.Request) -> web.Response:
     """GET /api/v1/messages/{message_id}: everything `show --json` prints."""
     message_id = request.match_info["message_id"]
     await _log_access(request, "view", {"message_id": message_id})
-    message = await queries.get_message(_pool(request), message_id)
+    message = await queries.get_message(pool_of(request), message_id)
     if message is None:
-        return _error(404, f"no archived message with id {message_id!r}")
+        return json_error(404, f"no archived message with id {message_id!r}")
     return web.json_response(message)
 
 
-@require(*READERS, pool_of=_pool)
+@require(*READERS, pool_of=pool_of)
 async def conversation(request: web.Request) -> web.Response:
     """GET /api/v1/conversations/{phone}: both directions, oldest first."""
     phone = normalize_phone(request.match_info["phone"])
     if phone is None:
-        return _error(400, f"bad filter phone: {request.match_info['phone']!r} is not a phone number",
+        return json_error(400, f"bad filter phone: {request.match_info['phone']!r} is not a phone number",
                       filter="phone")
     try:
         filters = parse_filters(request.query, allowed=("since", "until", "limit", "cursor"))
     except FilterError as exc:
-        return _error(400, f"bad filter {exc}", filter=exc.name)
+        return json_error(400, f"bad filter {exc}", filter=exc.name)
     filters.phone = phone
     await _log_access(request, "conversation", {"phone": phone, **request.query})
-    rows, cursor = await search(_pool(request), filters, ascending=True)
-    items = await queries.with_media(_pool(request), rows)
+    rows, cursor = await search(pool_of(request), filters, ascending=True)
+    items = await queries.with_media(pool_of(request), rows)
     return web.json_response({"phone": phone, "items": items, "next_cursor": cursor})
 
 
-@require(*READERS, pool_of=_pool)
+@require(*READERS, pool_of=pool_of)
 async def download_media(request: web.Request) -> web.StreamResponse:
     """GET /api/v1/media/{id}: the archived bytes, streamed, with ETag and Range support."""
     media_ref = request.match_info["media_id"]
-    pool = _pool(request)
+    pool = pool_of(request)
     if _UUID.match(media_ref):
         row = await pool.fetchrow("SELECT * FROM media WHERE archive_id = $1::uuid", media_ref)
     else:  # the provider's media id, as `show` prints it
@@ -99,10 +86,10 @@ async def download_media(request: web.Request) -> web.StreamResponse:
                                   " ORDER BY stored_at LIMIT 1", media_ref)
     if row is None or row["status"] != "archived":
         await _log_access(request, "media", {"media": media_ref, "found": False})
-        return _error(404, f"no archived media with id {media_ref!r}")
+        return json_error(404, f"no archived media with id {media_ref!r}")
     await _log_access(request, "media", {"media": str(row["archive_id"]), "message_id": row["message_id"],
                                          "sha256": row["sha256"], "range": request.headers.get("Range")})
-    store = _deps(request).store
+    store = deps_of(request).store
     etag = f'"{row["sha256"]}"'
     if request.query.get("redirect") == "presigned" and isinstance(store, S3Store):
         raise web.HTTPFound(await store.presigned_url(row["storage_key"], 300))

@@ -13,46 +13,26 @@ import asyncio
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import aiohttp
-import asyncpg
 import structlog
 from aiohttp import web
-from temporalio.client import Client
 
 from wa_archive import queries
-from wa_archive.config import Settings
 from wa_archive.fanout import record_delivery, start_messages
 from wa_archive.graph import GraphClient
 from wa_archive.meta_payload import EnvelopeError, check_envelope, count_updates, parse_delivery
 from wa_archive.runtime import contact_secret
 from wa_archive.signature import meta_signature_ok
 from wa_archive.starter import start_ingest_delivery
-from wa_archive.storage import ObjectStore
+from webhook.deps import DEPS, WebhookDeps, json_error  # noqa: F401 - WebhookDeps is part of this module's API
 
 log = structlog.get_logger("wa_archive.webhook")
 
 META_PATH = "/webhooks/meta"
 START_TIMEOUT = timedelta(seconds=5)
 
-
-@dataclass
-class WebhookDeps:
-    settings: Settings
-    client: Client
-    pool: asyncpg.Pool
-    store: ObjectStore
-    contact_secret: str = field(default="", repr=False)
-    graph: GraphClient | None = None  # for the send proxy; made at startup when not given
-
-
-DEPS = web.AppKey("deps", WebhookDeps)
-
-
-def error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
 
 
 async def verify_handshake(request: web.Request) -> web.Response:
@@ -68,7 +48,7 @@ async def verify_handshake(request: web.Request) -> web.Response:
     ):
         return web.Response(text=q.get("hub.challenge", ""), content_type="text/plain")
     log.warning("handshake_rejected", mode=q.get("hub.mode"))
-    return error(403, "verify token does not match")
+    return json_error(403, "verify token does not match")
 
 
 async def receive_delivery(request: web.Request) -> web.Response:
@@ -76,29 +56,29 @@ async def receive_delivery(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     limit = deps.settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        return error(413, f"body exceeds {limit} bytes")
+        return json_error(413, f"body exceeds {limit} bytes")
     # Read to the end: a single read() returns whatever has arrived so far, not the whole body.
     parts: list[bytes] = []
     size = 0
     async for part in request.content.iter_any():
         size += len(part)
         if size > limit:
-            return error(413, f"body exceeds {limit} bytes")
+            return json_error(413, f"body exceeds {limit} bytes")
         parts.append(part)
     body = b"".join(parts)
     signature = request.headers.get("X-Hub-Signature-256")
     secret = deps.settings.meta_app_secret.get_secret_value()  # type: ignore[union-attr]
     if not meta_signature_ok(secret, body, signature):
         log.warning("signature_rejected", present=signature is not None, remote=request.remote)
-        return error(401, "missing or invalid X-Hub-Signature-256")
+        return json_error(401, "missing or invalid X-Hub-Signature-256")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return error(400, "body is not valid JSON")
+        return json_error(400, "body is not valid JSON")
     try:
         envelope = check_envelope(data)
     except EnvelopeError as exc:
-        return error(400, str(exc))
+        return json_error(400, str(exc))
 
     sha = hashlib.sha256(body).hexdigest()
     updates = count_updates(envelope)
@@ -108,7 +88,7 @@ async def receive_delivery(request: web.Request) -> web.Response:
         await _make_durable(deps, data, row)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not durable yet": ask Meta to retry
         log.error("delivery_not_accepted", delivery=sha, error=repr(exc))
-        return error(503, "archive temporarily unavailable; retry later")
+        return json_error(503, "archive temporarily unavailable; retry later")
     log.info("delivery_accepted", delivery=sha, updates=updates)
     return web.json_response({"status": "accepted", "delivery": sha, "updates": updates})
 

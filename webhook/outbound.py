@@ -18,23 +18,10 @@ from wa_archive.models import OutboundSend, OutboundStart
 from wa_archive.names import SIGNAL_SEND
 from wa_archive.starter import signal_outbound
 from webhook.auth import CALLER, require
+from webhook.deps import deps_of, json_error, pool_of
 
 log = structlog.get_logger("wa_archive.outbound")
 START_TIMEOUT = timedelta(seconds=5)
-
-
-def _deps(request: web.Request):
-    from webhook.app import DEPS
-
-    return request.app[DEPS]
-
-
-def _pool(request: web.Request):
-    return _deps(request).pool
-
-
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
 
 
 def _wamid(response: Any) -> str | None:
@@ -47,7 +34,7 @@ def _wamid(response: Any) -> str | None:
 
 async def _hand_over(request: web.Request, send: OutboundSend) -> None:
     """Postgres first (the exact exchange), then the workflow; raises unless both are done."""
-    deps = _deps(request)
+    deps = deps_of(request)
     caller = request[CALLER]
     await queries.record_outbound_send(
         deps.pool, message_id=send.message_id, phone_number_id=send.phone_number_id, via=send.via,
@@ -59,10 +46,10 @@ async def _hand_over(request: web.Request, send: OutboundSend) -> None:
         contact=str(send.request.get("to") or "") or None, rpc_timeout=START_TIMEOUT)
 
 
-@require("sender", pool_of=_pool)
+@require("sender", pool_of=pool_of)
 async def send_proxy(request: web.Request) -> web.Response:
     """Forward a Cloud API send unchanged; archive it before answering with Meta's answer."""
-    deps = _deps(request)
+    deps = deps_of(request)
     pnid = request.match_info["phone_number_id"]
     body = await request.read()
     try:
@@ -70,12 +57,12 @@ async def send_proxy(request: web.Request) -> web.Response:
         if not isinstance(send_request, dict):
             raise ValueError
     except ValueError:
-        return _error(400, "body must be a JSON object: the Cloud API send request")
+        return json_error(400, "body must be a JSON object: the Cloud API send request")
     try:
         status, answer, content_type = await deps.graph.send_message(pnid, body)
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         log.error("meta_unreachable", error=repr(exc))
-        return _error(502, "the Graph API could not be reached; nothing was sent")
+        return json_error(502, "the Graph API could not be reached; nothing was sent")
     try:
         response = json.loads(answer)
     except ValueError:
@@ -97,39 +84,39 @@ async def send_proxy(request: web.Request) -> web.Response:
         # Meta has sent the message; only the archive copy is missing. Say so plainly, so the
         # caller records it through the record API instead of sending it again.
         log.error("sent_but_not_archived", message_id=wamid, error=repr(exc))
-        return _error(503, "Meta accepted the message but the archive could not record it; do not "
+        return json_error(503, "Meta accepted the message but the archive could not record it; do not "
                       "resend: post the request and this response to /api/v1/outbound",
                       message_id=wamid, meta_response=response)
     log.info("send_archived", message_id=wamid)
     return web.Response(status=status, body=answer, content_type=content_type.split(";")[0])
 
 
-@require("sender", pool_of=_pool)
+@require("sender", pool_of=pool_of)
 async def record_outbound(request: web.Request) -> web.Response:
     """Applications that call Meta themselves post the request and Meta's answer here."""
     try:
         data = await request.json()
     except ValueError:
-        return _error(400, "body is not valid JSON")
+        return json_error(400, "body is not valid JSON")
     if not isinstance(data, dict):
-        return _error(400, "body must be a JSON object")
+        return json_error(400, "body must be a JSON object")
     pnid, send_request, response = data.get("phone_number_id"), data.get("request"), data.get("response")
     if not isinstance(pnid, str) or not pnid:
-        return _error(400, "phone_number_id is required (a string)")
+        return json_error(400, "phone_number_id is required (a string)")
     if not isinstance(send_request, dict):
-        return _error(400, "request is required: the JSON body sent to Meta")
+        return json_error(400, "request is required: the JSON body sent to Meta")
     if not isinstance(response, dict):
-        return _error(400, "response is required: Meta's JSON answer")
+        return json_error(400, "response is required: Meta's JSON answer")
     wamid = _wamid(response)
     if wamid is None:
-        return _error(400, "response.messages[0].id (the wamid Meta returned) is missing")
+        return json_error(400, "response.messages[0].id (the wamid Meta returned) is missing")
     send = OutboundSend(message_id=wamid, phone_number_id=pnid, request=send_request,
                         response=response, via="record", recorded_at=datetime.now(timezone.utc))
     try:
         await _hand_over(request, send)
     except Exception as exc:  # noqa: BLE001
         log.error("record_not_accepted", message_id=wamid, error=repr(exc))
-        return _error(503, "archive temporarily unavailable; retry later")
+        return json_error(503, "archive temporarily unavailable; retry later")
     return web.json_response({"status": "accepted", "message_id": wamid})
 
 

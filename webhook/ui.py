@@ -16,6 +16,7 @@ from wa_archive import queries
 from wa_archive.keys import normalize_phone
 from wa_archive.search import FilterError, parse_filters, search
 from wa_archive.sessions import Session, close_session, load_session, open_session
+from webhook.deps import deps_of
 from webhook.ui_pages import (
     direction_tag, media_preview, message_link, page, raw_json, when, who,
 )
@@ -25,15 +26,9 @@ READERS = ("auditor", "admin")
 SEARCH_FIELDS = ("phone", "since", "until", "q", "template", "direction")
 
 
-def _deps(request: web.Request):
-    from webhook.app import DEPS
-
-    return request.app[DEPS]
-
-
 async def _session(request: web.Request) -> Session | None:
     session_id = request.cookies.get(COOKIE)
-    return await load_session(_deps(request).pool, session_id) if session_id else None
+    return await load_session(deps_of(request).pool, session_id) if session_id else None
 
 
 def _html(body: str, status: int = 200) -> web.Response:
@@ -59,7 +54,7 @@ async def _guard(request: web.Request, roles: tuple[str, ...]) -> Session | web.
 
 
 async def _log(request: web.Request, session: Session, action: str, target: dict[str, Any]) -> None:
-    await queries.record_access(_deps(request).pool, actor=session.caller.name, role=session.caller.role,
+    await queries.record_access(deps_of(request).pool, actor=session.caller.name, role=session.caller.role,
                                 action=action, target={**target, "via": "web"}, remote_addr=request.remote)
 
 
@@ -83,7 +78,7 @@ async def login_form(request: web.Request, error: str = "") -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     form = await request.post()
-    session_id = await open_session(_deps(request).pool, str(form.get("token", "")).strip())
+    session_id = await open_session(deps_of(request).pool, str(form.get("token", "")).strip())
     if session_id is None:
         return await login_form(request, "That token is unknown or revoked.")
     next_url = str(form.get("next", "/ui/"))
@@ -100,7 +95,7 @@ async def logout(request: web.Request) -> web.Response:
     form = await request.post()
     if session is None or not _csrf_ok(session, form):
         return _html(page("Sign out", '<div class="error">Invalid or missing CSRF token.</div>'), 403)
-    await close_session(_deps(request).pool, request.cookies[COOKIE])
+    await close_session(deps_of(request).pool, request.cookies[COOKIE])
     resp = web.HTTPFound("/ui/login")
     resp.del_cookie(COOKIE, path="/ui")
     raise resp
@@ -137,8 +132,8 @@ async def search_page(request: web.Request) -> web.Response:
     except FilterError as exc:
         return _page(request, session, "Search", body + f'<div class="error">Bad filter {escape(str(exc))}</div>', 400)
     await _log(request, session, "search", values)
-    rows, cursor = await search(_deps(request).pool, filters)
-    items = await queries.with_media(_deps(request).pool, rows)
+    rows, cursor = await search(deps_of(request).pool, filters)
+    items = await queries.with_media(deps_of(request).pool, rows)
     table = ["<div class=card><table><tr><th>Time</th><th>Contact</th><th></th><th>Type</th><th>Text</th><th>Media</th></tr>"]
     for m in items:
         text = escape((m["text"] or "")[:140])
@@ -169,7 +164,7 @@ async def message_page(request: web.Request) -> web.Response:
         return session
     message_id = request.match_info["message_id"]
     await _log(request, session, "view", {"message_id": message_id})
-    m = await queries.get_message(_deps(request).pool, message_id)
+    m = await queries.get_message(deps_of(request).pool, message_id)
     if m is None:
         return _page(request, session, "Not found", f'<div class="error">No archived message {escape(message_id)}.</div>', 404)
     text = escape(m.get("rendered_text") or m["text"] or "").replace("\n", "<br>")
@@ -217,8 +212,8 @@ async def conversation_page(request: web.Request) -> web.Response:
     filters.phone = phone
     filters.limit = 200
     await _log(request, session, "conversation", {"phone": phone, **values})
-    rows, cursor = await search(_deps(request).pool, filters, ascending=True)
-    items = await queries.with_media(_deps(request).pool, rows)
+    rows, cursor = await search(deps_of(request).pool, filters, ascending=True)
+    items = await queries.with_media(deps_of(request).pool, rows)
     bubbles = []
     for m in items:
         media = "".join(media_preview(x) for x in m["media"])
@@ -234,7 +229,7 @@ async def media_file(request: web.Request) -> web.StreamResponse:
     session = await _guard(request, READERS)
     if isinstance(session, web.Response):
         return session
-    row = await _deps(request).pool.fetchrow("SELECT * FROM media WHERE archive_id::text = $1 AND status = 'archived'",
+    row = await deps_of(request).pool.fetchrow("SELECT * FROM media WHERE archive_id::text = $1 AND status = 'archived'",
                                              request.match_info["archive_id"])
     if row is None:
         raise web.HTTPNotFound()
@@ -243,7 +238,7 @@ async def media_file(request: web.Request) -> web.StreamResponse:
                                        "ETag": f'"{row["sha256"]}"', "Cache-Control": "private, no-store"})
     resp.content_length = row["size"]
     await resp.prepare(request)
-    async for chunk in _deps(request).store.read(row["storage_key"]):
+    async for chunk in deps_of(request).store.read(row["storage_key"]):
         await resp.write(chunk)
     await resp.write_eof()
     return resp
@@ -266,7 +261,7 @@ async def start_export(request: web.Request) -> web.Response:
     except FilterError as exc:
         return _page(request, session, "Export", f'<div class="error">Bad filter {escape(str(exc))}</div>', 400)
     export_id = uuid.uuid4().hex
-    deps = _deps(request)
+    deps = deps_of(request)
     await deps.client.start_workflow(
         "ExportBundle", ExportInput(export_id=export_id, phone=f.phone, since=f.since, until=f.until,
                                     actor=session.caller.name, role=session.caller.role),
@@ -279,7 +274,7 @@ async def export_page(request: web.Request) -> web.Response:
     if isinstance(session, web.Response):
         return session
     export_id = request.match_info["export_id"]
-    handle = _deps(request).client.get_workflow_handle(f"export-{export_id}")
+    handle = deps_of(request).client.get_workflow_handle(f"export-{export_id}")
     try:
         desc = await handle.describe()
     except Exception:  # noqa: BLE001 - an unknown id
@@ -302,14 +297,14 @@ async def export_download(request: web.Request) -> web.StreamResponse:
     export_id = request.match_info["export_id"]
     from wa_archive.models import ExportOutput
 
-    handle = _deps(request).client.get_workflow_handle(f"export-{export_id}", result_type=ExportOutput)
+    handle = deps_of(request).client.get_workflow_handle(f"export-{export_id}", result_type=ExportOutput)
     result = await handle.result()
     await _log(request, session, "export_download", {"export_id": export_id, "sha256": result.sha256})
     resp = web.StreamResponse(headers={"Content-Type": "application/zip", "X-Content-SHA256": result.sha256,
                                        "Content-Disposition": f'attachment; filename="wa-archive-export-{export_id}.zip"'})
     resp.content_length = result.size
     await resp.prepare(request)
-    async for chunk in _deps(request).store.read(result.storage_key):
+    async for chunk in deps_of(request).store.read(result.storage_key):
         await resp.write(chunk)
     await resp.write_eof()
     return resp
@@ -322,7 +317,7 @@ async def failures_page(request: web.Request) -> web.Response:
     session = await _guard(request, ("operator", "admin"))
     if isinstance(session, web.Response):
         return session
-    failures = await queries.list_failures(_deps(request).pool, limit=200)
+    failures = await queries.list_failures(deps_of(request).pool, limit=200)
     rows = "".join(
         f'<tr><td>{when(f["created_at"])}</td><td class="hash">{escape(f["message_id"])}</td><td>{escape(f["stage"])}</td>'
         f'<td><span class="tag failed">{escape(f["last_error_type"] or "")}</span><div class="muted">{escape((f["last_error"] or "")[:200])}</div>'
@@ -339,7 +334,7 @@ async def access_log_page(request: web.Request) -> web.Response:
     session = await _guard(request, ("admin",))
     if isinstance(session, web.Response):
         return session
-    rows = await _deps(request).pool.fetch("SELECT * FROM access_log ORDER BY id DESC LIMIT 500")
+    rows = await deps_of(request).pool.fetch("SELECT * FROM access_log ORDER BY id DESC LIMIT 500")
     table = "".join(
         f'<tr><td>{when(r["at"].isoformat())}</td><td>{escape(r["actor"])} <span class="muted">{escape(r["role"])}</span></td>'
         f'<td>{escape(r["action"])}</td><td class="hash">{escape(str(r["target"]))}</td><td>{escape(r["remote_addr"] or "")}</td></tr>'
