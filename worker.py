@@ -16,6 +16,7 @@ from activities.exports import ExportActivities
 from activities.media import MediaActivities
 from activities.outbound import OutboundActivities
 from activities.records import RecordActivities
+from activities.retrieval import RetrievalActivities
 from wa_archive.config import Settings
 from wa_archive.graph import GraphClient
 from wa_archive.linkfetch import Allowlist, LinkFetcher
@@ -25,6 +26,7 @@ from workflows.archive_message import ArchiveMessage
 from workflows.export_bundle import ExportBundle
 from workflows.ingest_delivery import IngestDelivery
 from workflows.outbound_message import OutboundMessage
+from workflows.retrieval_test import RetrievalTest
 
 log = structlog.get_logger("wa_archive.worker")
 
@@ -40,15 +42,18 @@ def build_worker(
     records = RecordActivities(pool, store.url)
     outbound = OutboundActivities(graph, pool, store.url)
     exports = ExportActivities(pool, store, settings.retention_days)
+    retrieval = RetrievalActivities(pool, store)
     delivery = DeliveryActivities(pool, settings.archive_options(), settings.outbound_options(),
                                   contact_secret(settings), settings.task_queue)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, ExportBundle],
+        workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, ExportBundle, RetrievalTest],
         activities=[media.archive_media, media.archive_link_media, records.write_records,
                     records.record_critical_failure, delivery.fan_out_delivery,
-                    outbound.snapshot_template, outbound.write_outbound, exports.export_bundle],
+                    outbound.snapshot_template, outbound.write_outbound, exports.export_bundle,
+                    retrieval.sample_media, retrieval.check_objects, retrieval.request_restore,
+                    retrieval.save_retrieval_report],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )

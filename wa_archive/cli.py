@@ -302,10 +302,10 @@ async def _export_progress(client, handle) -> dict | None:
     return None
 
 
-def _progress(done: int, total: int) -> None:
+def _progress(done: int, total: int, unit: str = "messages") -> None:
     width = 30
     filled = width if total == 0 else int(width * done / total)
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} messages", end="", file=sys.stderr,
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {unit}", end="", file=sys.stderr,
           flush=True)
 
 
@@ -321,6 +321,71 @@ async def cmd_verify_export(settings: Settings, args: argparse.Namespace) -> int
         print(f"{args.bundle}: {len(problems)} problem(s); the bundle is not intact")
         return 1
     print(f"{args.bundle}: intact (every file matches manifest.json and the archived hashes)")
+    return 0
+
+
+async def cmd_schedules(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive.runtime import connect_temporal
+    from wa_archive.schedules import apply_schedules
+
+    client = await connect_temporal(_with_dev_defaults(settings))
+    for line in await apply_schedules(client, settings):
+        print(line)
+    return 0
+
+
+async def cmd_retrieval_tests(settings: Settings, args: argparse.Namespace) -> int:
+    pool = await _pool(settings)
+    try:
+        rows = await pool.fetch("SELECT * FROM retrieval_reports ORDER BY started_at DESC LIMIT 100")
+    finally:
+        await pool.close()
+    reports = [{"workflow_id": r["workflow_id"], "run_id": r["run_id"], "started_at": r["started_at"].isoformat(),
+                "finished_at": r["finished_at"].isoformat(), "sample_size": r["sample_size"], "passed": r["passed"],
+                "failed": r["failed"], "slowest_ms": r["slowest_ms"], "items": r["items"]} for r in rows]
+    if args.json:
+        print(json.dumps(reports, indent=2))
+        return 0
+    for r in reports:
+        verdict = "PASSED" if r["failed"] == 0 else "FAILED"
+        print(f"{r['started_at']}  {verdict}  {r['passed']}/{r['sample_size']} intact, slowest {r['slowest_ms']} ms"
+              f"  ({r['workflow_id']})")
+        for item in r["items"]:
+            if item["status"] == "failed":
+                print(f"    {item['item']['message_id']}: {item['problem']}")
+    print(f"{len(reports)} report(s)")
+    return 0
+
+
+async def cmd_retrieval_test(settings: Settings, args: argparse.Namespace) -> int:
+    import uuid
+
+    from temporalio.client import WorkflowFailureError
+
+    from wa_archive.models import RetrievalReport, RetrievalTestInput
+    from wa_archive.runtime import connect_temporal
+
+    settings = _with_dev_defaults(settings)
+    client = await connect_temporal(settings)
+    handle = await client.start_workflow(
+        "RetrievalTest", RetrievalTestInput(sample_size=args.sample or settings.retrieval_sample),
+        id=f"retrieval-test-now-{uuid.uuid4().hex[:12]}", task_queue=settings.task_queue,
+        result_type=RetrievalReport)
+    print(f"retrieval test started: {handle.id}", file=sys.stderr)
+    waiter = asyncio.ensure_future(handle.result())
+    while not waiter.done():
+        await asyncio.wait([waiter], timeout=0.5)
+        if not waiter.done():
+            progress = await handle.query("progress")
+            _progress(progress["done"], progress["total"], "objects")
+    try:
+        report = waiter.result()
+    except WorkflowFailureError as exc:
+        print(f"\nFAILED: {exc.cause}", file=sys.stderr)
+        return 1
+    _progress(report.sample_size, report.sample_size, "objects")
+    print(f"\nPASSED: {report.passed}/{report.sample_size} objects read back intact; "
+          f"slowest {report.slowest_ms} ms")
     return 0
 
 
@@ -382,6 +447,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = 
     "contact-key": cmd_contact_key, "demo": cmd_demo, "tokens": cmd_tokens,
     "access-log": cmd_access_log,
     "export": cmd_export, "verify-export": cmd_verify_export,
+    "schedules": cmd_schedules, "retrieval-tests": cmd_retrieval_tests, "retrieval-test": cmd_retrieval_test,
 }
 
 
@@ -417,6 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="build the bundle in this process instead of as a Temporal workflow")
     verify = sub.add_parser("verify-export", help="check a bundle against its manifest and hashes")
     verify.add_argument("bundle")
+    schedules = sub.add_parser("schedules", help="Temporal Schedules of the archive")
+    schedules.add_argument("action", choices=("apply",), help="create or update them (idempotent)")
+    reports = sub.add_parser("retrieval-tests", help="reports of the retrieval tests")
+    reports.add_argument("--json", action="store_true")
+    rtest = sub.add_parser("retrieval-test", help="run a retrieval test now and follow it")
+    rtest.add_argument("action", choices=("run",))
+    rtest.add_argument("--sample", type=int, help="objects to read back (default WA_ARCHIVE_RETRIEVAL_SAMPLE)")
     access = sub.add_parser("access-log", help="every read of the archive: who, what, when, from where")
     access.add_argument("--since", type=_parse_when, help="date or ISO timestamp")
     access.add_argument("--json", action="store_true")

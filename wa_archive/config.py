@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = Field(default=20, ge=1)
     inline_fanout_max: int = Field(default=20, ge=0)
     meta_waba_id: str | None = None
+    retrieval_cron: str = "0 3 1 * *"
+    retrieval_sample: int = Field(default=100, ge=1, le=100_000)
     outbound_sent_wait: float = Field(default=600.0, gt=0)
     outbound_record_wait: float = Field(default=7 * 24 * 3600.0, gt=0)
     media_fetch_allowlist: str | None = None

@@ -90,6 +90,11 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
         if applied:
             print(f"applied migrations: {', '.join(applied)}", flush=True)
         worker_task = asyncio.create_task(run_worker(settings, worker_stop))
+        from wa_archive.runtime import connect_temporal
+        from wa_archive.schedules import apply_schedules
+
+        for line in await apply_schedules(await connect_temporal(settings), settings):
+            print(f"schedule: {line}", flush=True)
         http = await start_http(settings)
         base = f"http://{settings.http_host}:{settings.http_port}"
         state = {

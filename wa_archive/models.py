@@ -234,3 +234,47 @@ class ExportOutput(BaseModel):
     size: int
     messages: int
     media: int
+
+
+# Retrieval test --------------------------------------------------------------------------------
+
+
+class RetrievalTestInput(BaseModel):
+    sample_size: int = 100
+    restore_poll_seconds: float = 900.0
+
+
+class RetrievalItem(BaseModel):
+    """One archived object picked for the test."""
+
+    archive_id: str
+    message_id: str
+    storage_key: str
+    sha256: str
+    size: int
+    stored_at: datetime | None = None
+
+
+class RetrievalCheck(BaseModel):
+    """What reading one object back showed."""
+
+    item: RetrievalItem
+    status: Literal["passed", "failed", "restore_needed"]
+    problem: str | None = None
+    read_ms: float | None = None
+
+
+class RetrievalBatch(BaseModel):
+    items: list[RetrievalItem]
+
+
+class RetrievalReport(BaseModel):
+    workflow_id: str
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    sample_size: int
+    passed: int
+    failed: int
+    slowest_ms: float | None = None
+    checks: list[RetrievalCheck] = Field(default_factory=list)

@@ -15,6 +15,11 @@ ARCHIVE_LINK_MEDIA = "archive_link_media"
 SNAPSHOT_TEMPLATE = "snapshot_template"
 WRITE_OUTBOUND = "write_outbound"
 EXPORT_BUNDLE = "export_bundle"
+SAMPLE_MEDIA = "sample_media"
+CHECK_OBJECTS = "check_objects"
+REQUEST_RESTORE = "request_restore"
+SAVE_RETRIEVAL_REPORT = "save_retrieval_report"
+RETRIEVAL_SCHEDULE_ID = "wa-archive-retrieval-test"
 
 # Signals of the OutboundMessage workflow.
 SIGNAL_SEND = "record_send"

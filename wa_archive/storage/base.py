@@ -29,6 +29,10 @@ class ObjectInfo(BaseModel):
     size: int
     sha256: str | None
     metadata: dict[str, str]
+    storage_class: str | None = None  # S3: None/STANDARD, or an archive tier such as GLACIER
+    restored: bool = False  # S3: a restored copy of an archive-tier object is readable
+    retain_until: datetime | None = None
+    lock_expected: bool = False  # the store promises a retention lock on this object
 
 
 class ObjectStore(Protocol):

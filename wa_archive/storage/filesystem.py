@@ -146,9 +146,11 @@ class FilesystemStore:
             meta = json.loads(meta_path.read_text())
         sha = meta.get("sha256") or await asyncio.to_thread(self._existing_digest, path)
         flat = {k: str(v) for k, v in (meta.get("metadata") or {}).items()}
+        retain = None
         if "retain_until" in meta:
             flat["retain-until"] = meta["retain_until"]
-        return ObjectInfo(key=key, size=path.stat().st_size, sha256=sha, metadata=flat)
+            retain = datetime.fromisoformat(meta["retain_until"])
+        return ObjectInfo(key=key, size=path.stat().st_size, sha256=sha, metadata=flat, retain_until=retain)
 
     async def ping(self) -> None:
         if not os.access(self.root, os.W_OK):

@@ -243,9 +243,24 @@ class S3Store:
                 side = await s3.get_object(Bucket=self.bucket, Key=full + SIDECAR_SUFFIX)
                 async with side["Body"] as body:
                     sha = (await body.read()).decode().strip()
-        if resp.get("ObjectLockRetainUntilDate"):
-            metadata["retain-until"] = resp["ObjectLockRetainUntilDate"].isoformat()
-        return ObjectInfo(key=key, size=resp["ContentLength"], sha256=sha, metadata=metadata)
+        retain = resp.get("ObjectLockRetainUntilDate")
+        if retain:
+            metadata["retain-until"] = retain.isoformat()
+        restore = resp.get("Restore") or ""
+        return ObjectInfo(key=key, size=resp["ContentLength"], sha256=sha, metadata=metadata,
+                          storage_class=resp.get("StorageClass"), retain_until=retain,
+                          restored='ongoing-request="false"' in restore,
+                          lock_expected=await self._bucket_has_object_lock())
+
+    async def request_restore(self, key: str, days: int = 2) -> None:
+        """Ask for a readable copy of an archive-tier object; an ongoing restore is fine."""
+        s3 = await self._s3()
+        try:
+            await s3.restore_object(Bucket=self.bucket, Key=self._full(key),
+                                    RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": "Standard"}})
+        except ClientError as exc:
+            if _code(exc) != "RestoreAlreadyInProgress":
+                raise
 
     async def ping(self) -> None:
         s3 = await self._s3()
