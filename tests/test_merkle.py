@@ -1,0 +1,60 @@
+"""RFC 9162 proofs, checked against an independent computation: the tree root by the recursive
+definition of §2.1.1, and every inclusion and consistency proof through the verification algorithms
+of §2.1.3.2 and §2.1.4.2 for all sizes up to 33."""
+
+from __future__ import annotations
+
+import hashlib
+
+from wa_archive import merkle
+
+
+def reference_mth(data: list[bytes]) -> bytes:
+    """MTH straight from RFC 9162 §2.1.1, over the raw leaf data."""
+    n = len(data)
+    if n == 0:
+        return hashlib.sha256(b"").digest()
+    if n == 1:
+        return hashlib.sha256(b"\x00" + data[0]).digest()
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return hashlib.sha256(b"\x01" + reference_mth(data[:k]) + reference_mth(data[k:])).digest()
+
+
+DATA = [f"leaf-{i}".encode() for i in range(33)]
+LEAVES = [merkle.leaf_hash(d) for d in DATA]
+
+
+def test_root_matches_the_recursive_definition():
+    for n in range(34):
+        assert merkle.root(LEAVES[:n]) == reference_mth(DATA[:n])
+
+
+def test_every_inclusion_proof_verifies_and_wrong_ones_do_not():
+    for n in range(1, 34):
+        r = reference_mth(DATA[:n])
+        for i in range(n):
+            proof = merkle.inclusion_proof(i, LEAVES[:n])
+            assert merkle.verify_inclusion(i, n, LEAVES[i], proof, r)
+            assert not merkle.verify_inclusion(i, n, merkle.leaf_hash(b"forged"), proof, r)
+            if n > 1:
+                assert not merkle.verify_inclusion((i + 1) % n, n, LEAVES[i], proof, r) or LEAVES[i] == LEAVES[(i + 1) % n]
+
+
+def test_every_consistency_proof_verifies_and_a_rewritten_history_does_not():
+    for n in range(1, 34):
+        for m in range(1, n + 1):
+            proof = merkle.consistency_proof(m, LEAVES[:n])
+            assert merkle.verify_consistency(m, n, reference_mth(DATA[:m]), reference_mth(DATA[:n]), proof)
+            rewritten = [merkle.leaf_hash(b"x")] + LEAVES[1:m]
+            if m < n:
+                assert not merkle.verify_consistency(m, n, merkle.root(rewritten), reference_mth(DATA[:n]), proof)
+
+
+def test_rfc_known_structure_for_seven_leaves():
+    # RFC 9162 §2.1.5: PATH(0, D[7]) = [b, h, l] -> three nodes; PROOF(3, D[7]) = [c, d, g, l] -> four.
+    assert len(merkle.inclusion_proof(0, LEAVES[:7])) == 3
+    assert len(merkle.consistency_proof(3, LEAVES[:7])) == 4
+    assert len(merkle.consistency_proof(4, LEAVES[:7])) == 1
+    assert len(merkle.consistency_proof(6, LEAVES[:7])) == 3

@@ -1,0 +1,122 @@
+"""Merkle tree hashing, inclusion and consistency proofs as RFC 9162 (Certificate Transparency 2.0)
+defines them. Pure functions over lists of leaf hashes; standard library only, so an auditor can
+copy this file and check receipts without the archive."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two smaller than n (n > 1)."""
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def root(leaves: list[bytes]) -> bytes:
+    """MTH(D[n]) over leaf hashes (already leaf_hash()ed)."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    level = list(leaves)
+    # Bottom-up pairing gives the same tree as RFC 9162's largest-power-of-two split.
+    while len(level) > 1:
+        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def inclusion_proof(index: int, leaves: list[bytes]) -> list[bytes]:
+    """PATH(m, D[n]) of RFC 9162 §2.1.3.1."""
+    n = len(leaves)
+    if not 0 <= index < n:
+        raise ValueError(f"leaf {index} is not in a tree of {n}")
+    if n == 1:
+        return []
+    k = _split(n)
+    if index < k:
+        return inclusion_proof(index, leaves[:k]) + [root(leaves[k:])]
+    return inclusion_proof(index - k, leaves[k:]) + [root(leaves[:k])]
+
+
+def consistency_proof(m: int, leaves: list[bytes]) -> list[bytes]:
+    """PROOF(m, D[n]) of RFC 9162 §2.1.4.1."""
+    n = len(leaves)
+    if not 0 < m <= n:
+        raise ValueError(f"no consistency proof from {m} to {n}")
+    return _subproof(m, leaves, True)
+
+
+def _subproof(m: int, leaves: list[bytes], complete: bool) -> list[bytes]:
+    n = len(leaves)
+    if m == n:
+        return [] if complete else [root(leaves)]
+    k = _split(n)
+    if m <= k:
+        return _subproof(m, leaves[:k], complete) + [root(leaves[k:])]
+    return _subproof(m - k, leaves[k:], False) + [root(leaves[:k])]
+
+
+def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], expected_root: bytes) -> bool:
+    """RFC 9162 §2.1.3.2: does `leaf` sit at `index` of the tree of `size` with this root?"""
+    if index >= size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn & 1 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == expected_root
+
+
+def verify_consistency(m: int, n: int, root_m: bytes, root_n: bytes, proof: list[bytes]) -> bool:
+    """RFC 9162 §2.1.4.2: is the tree of size n with root_n an extension of the one of size m?"""
+    if m > n or m == 0:
+        return False
+    if m == n:
+        return not proof and root_m == root_n
+    path = list(proof)
+    if m & (m - 1) == 0:  # m is a power of two: the old root is the first node
+        path.insert(0, root_m)
+    if not path:
+        return False
+    fn, sn = m - 1, n - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while fn & 1 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == root_m and sr == root_n
