@@ -8,6 +8,7 @@ import asyncpg
 import structlog
 from temporalio import activity
 
+from wa_archive import ledger
 from wa_archive.models import RetrievalBatch, RetrievalCheck, RetrievalItem, RetrievalReport, RetrievalTestInput
 from wa_archive.names import CHECK_OBJECTS, REQUEST_RESTORE, SAMPLE_MEDIA, SAVE_RETRIEVAL_REPORT
 from wa_archive.storage import ObjectStore
@@ -101,13 +102,15 @@ class RetrievalActivities:
                 report.passed, report.failed, report.slowest_ms, items)
             for check in report.checks:
                 if check.status == "failed":
-                    await conn.execute(
+                    row = await conn.fetchrow(
                         "INSERT INTO archive_failures (message_id, stage, media_id, workflow_id, run_id,"
                         " retry_state, last_error_type, last_error, attempts)"
                         " VALUES ($1, 'retrieval_test', $2, $3, $4, NULL, 'RetrievalMismatch', $5, '[]')"
-                        " ON CONFLICT DO NOTHING",
+                        " ON CONFLICT DO NOTHING RETURNING *",
                         check.item.message_id, check.item.archive_id, report.workflow_id, report.run_id,
                         check.problem)
+                    if row is not None:
+                        await ledger.append(conn, "failure", str(row["id"]), ledger.failure_digest(row))
         if report.failed:
             bad = [f"{c.item.message_id} ({c.item.storage_key}): {c.problem}" for c in report.checks
                    if c.status == "failed"]

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from wa_archive import ledger
 from wa_archive.meta_payload import StatusEvent, TemplateEvent, WebhookEvent
 from wa_archive.models import MediaRecord, WriteOutboundInput, WriteRecordsInput
 from wa_archive.templates import Snapshot
@@ -61,16 +62,16 @@ async def link_deliveries(db: Executor, delivery_sha256: str, message_ids: list[
     )
 
 
-async def insert_status_events(db: Executor, delivery_sha256: str, events: list[StatusEvent]) -> None:
-    if not events:
-        return
-    await db.executemany(
-        "INSERT INTO status_events (message_id, status, ts, raw_timestamp, recipient_id, payload,"
-        " delivery_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        " ON CONFLICT (message_id, status, raw_timestamp) DO NOTHING",
-        [(e.message_id, e.status, e.timestamp, e.raw_timestamp, e.recipient_id, e.payload,
-          delivery_sha256) for e in events],
-    )
+async def insert_status_events(conn: asyncpg.Connection, delivery_sha256: str, events: list[StatusEvent]) -> None:
+    """New status rows, each with its ledger leaf (call inside a transaction); repeats are ignored."""
+    for e in events:
+        row = await conn.fetchrow(
+            "INSERT INTO status_events (message_id, status, ts, raw_timestamp, recipient_id, payload,"
+            " delivery_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " ON CONFLICT (message_id, status, raw_timestamp) DO NOTHING RETURNING *",
+            e.message_id, e.status, e.timestamp, e.raw_timestamp, e.recipient_id, e.payload, delivery_sha256)
+        if row is not None:
+            await ledger.append(conn, "status_event", str(row["id"]), ledger.status_digest(row))
 
 
 async def insert_webhook_events(db: Executor, delivery_sha256: str, events: list[WebhookEvent]) -> None:
@@ -121,6 +122,7 @@ async def _complete_failed(conn: asyncpg.Connection, message_id: str, media: lis
             )
     if archive_status == "archived":
         await conn.execute("UPDATE messages SET archive_status = 'archived' WHERE id = $1", message_id)
+    await ledger.append_message(conn, message_id)  # the completed record is a new ledger entry
     return archive_status == "archived"
 
 
@@ -153,6 +155,7 @@ async def write_message(pool: asyncpg.Pool, records: WriteRecordsInput, storage_
             records.archive_status, req.payload, req.delivery_sha256,
         )
         await _insert_media(conn, req.message_id, records.media, storage_url)
+        await ledger.append_message(conn, req.message_id)
     return True
 
 
@@ -180,19 +183,23 @@ async def write_outbound(pool: asyncpg.Pool, inp: WriteOutboundInput, storage_ur
             template.language if template else inp.template_language,
         )
         await _insert_media(conn, inp.message_id, inp.media, storage_url)
+        await ledger.append_message(conn, inp.message_id)
     return True
 
 
 async def insert_template_snapshot(pool: asyncpg.Pool, snap: Snapshot, *, waba_id: str, name: str,
                                    language: str) -> bool:
     """Write a snapshot once; an identical definition fetched again shares the existing row."""
-    status = await pool.execute(
-        "INSERT INTO template_snapshots (sha256, waba_id, template_id, name, language, definition,"
-        " canonical) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (sha256) DO NOTHING",
-        snap.sha256, waba_id, str(snap.definition.get("id") or "") or None, name, language,
-        snap.definition, snap.canonical,
-    )
-    return status.endswith(" 1")
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "INSERT INTO template_snapshots (sha256, waba_id, template_id, name, language, definition,"
+            " canonical) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (sha256) DO NOTHING RETURNING *",
+            snap.sha256, waba_id, str(snap.definition.get("id") or "") or None, name, language,
+            snap.definition, snap.canonical,
+        )
+        if row is not None:
+            await ledger.append(conn, "template_snapshot", row["sha256"], ledger.snapshot_digest(row))
+    return row is not None
 
 
 async def record_outbound_send(
@@ -333,10 +340,12 @@ async def search_messages(
 async def record_access(pool: asyncpg.Pool, *, actor: str, role: str, action: str, target: dict,
                         remote_addr: str | None) -> None:
     """Append one read of the archive to the access log (rows are never changed afterwards)."""
-    await pool.execute(
-        "INSERT INTO access_log (actor, role, action, target, remote_addr) VALUES ($1,$2,$3,$4,$5)",
-        actor, role, action, target, remote_addr,
-    )
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "INSERT INTO access_log (actor, role, action, target, remote_addr) VALUES ($1,$2,$3,$4,$5)"
+            " RETURNING *", actor, role, action, target, remote_addr,
+        )
+        await ledger.append(conn, "access", str(row["id"]), ledger.access_digest(row))
 
 
 async def list_access(pool: asyncpg.Pool, *, since: datetime | None, limit: int = 10000) -> list[dict[str, Any]]:
@@ -378,13 +387,16 @@ async def insert_failure(
          "error": r["error"], "http_status": r["http_status"]}
         for r in rows
     ]
-    await pool.execute(
-        "INSERT INTO archive_failures (message_id, stage, media_id, workflow_id, run_id,"
-        " retry_state, last_error_type, last_error, attempts)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING",
-        message_id, stage, media_id, workflow_id, run_id, retry_state, last_error_type,
-        last_error, attempts,
-    )
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "INSERT INTO archive_failures (message_id, stage, media_id, workflow_id, run_id,"
+            " retry_state, last_error_type, last_error, attempts)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING RETURNING *",
+            message_id, stage, media_id, workflow_id, run_id, retry_state, last_error_type,
+            last_error, attempts,
+        )
+        if row is not None:
+            await ledger.append(conn, "failure", str(row["id"]), ledger.failure_digest(row))
     return attempts
 
 

@@ -1,0 +1,305 @@
+"""The tamper-evident ledger: every archived record becomes a leaf of an append-only Merkle log.
+
+A leaf is appended in the same transaction as its record, so a record without a leaf, or a leaf
+whose record no longer matches, is evidence of a change made behind the archive's back. Signed
+checkpoints (tree size, root hash, time; Ed25519) are written write-once to the object store, so
+the log cannot be rewritten without the signatures failing. Receipts prove one message's leaf is in
+a signed tree, offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+
+from wa_archive import merkle
+
+KINDS = ("message", "template_snapshot", "status_event", "failure", "access")
+
+
+def canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def leaf_bytes(kind: str, record_id: str, digest: str) -> bytes:
+    return canonical({"kind": kind, "id": record_id, "digest": digest})
+
+
+# Record digests: what of each record the ledger vouches for -----------------------------------
+
+
+def message_digest(row: asyncpg.Record | dict, media: list) -> str:
+    return sha256_hex(canonical({
+        "id": row["id"], "source": row["source"], "direction": row["direction"], "type": row["type"],
+        "ts": row["ts"].astimezone(timezone.utc).isoformat(), "contact": [row["contact_phone"], row["contact_wa_id"],
+        row["contact_user_id"], row["contact_username"], row["contact_name"]], "text": row["text"],
+        "related": row["related_message_id"], "flags": list(row["flags"]), "status": row["archive_status"],
+        "payload_sha256": sha256_hex(canonical(row["payload"])), "template_sha256": row["template_sha256"],
+        "media": [[m["position"], m["media_id"], m["status"], m["sha256"], m["storage_key"], m["size"]] for m in media],
+    }))
+
+
+def access_digest(row: asyncpg.Record | dict) -> str:
+    return sha256_hex(canonical({"id": row["id"], "at": row["at"].astimezone(timezone.utc).isoformat(),
+                                 "actor": row["actor"], "role": row["role"], "action": row["action"],
+                                 "target": row["target"], "remote": row["remote_addr"]}))
+
+
+def status_digest(row: asyncpg.Record | dict) -> str:
+    return sha256_hex(canonical({"id": row["id"], "message_id": row["message_id"], "status": row["status"],
+                                 "raw_timestamp": row["raw_timestamp"], "payload_sha256": sha256_hex(canonical(row["payload"]))}))
+
+
+def snapshot_digest(row: asyncpg.Record | dict) -> str:
+    return sha256_hex(canonical({"sha256": row["sha256"], "canonical_sha256": sha256_hex(row["canonical"].encode()),
+                                 "name": row["name"], "language": row["language"]}))
+
+
+def failure_digest(row: asyncpg.Record | dict) -> str:
+    return sha256_hex(canonical({"id": row["id"], "message_id": row["message_id"], "stage": row["stage"],
+                                 "media_id": row["media_id"], "run_id": row["run_id"],
+                                 "attempts_sha256": sha256_hex(canonical(row["attempts"]))}))
+
+
+# Appending ----------------------------------------------------------------------------------
+
+
+async def append(conn: asyncpg.Connection, kind: str, record_id: str, digest: str) -> int:
+    """Append one leaf inside the caller's transaction; returns its number (gapless)."""
+    seq = await conn.fetchval("UPDATE ledger_head SET size = size + 1 WHERE id = 1 RETURNING size - 1")
+    await conn.execute(
+        "INSERT INTO ledger_leaves (seq, kind, record_id, digest, leaf_hash) VALUES ($1,$2,$3,$4,$5)",
+        seq, kind, record_id, digest, merkle.leaf_hash(leaf_bytes(kind, record_id, digest)))
+    return seq
+
+
+async def append_message(conn: asyncpg.Connection, message_id: str) -> int:
+    row = await conn.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
+    media = await conn.fetch("SELECT * FROM media WHERE message_id = $1 ORDER BY position", message_id)
+    return await append(conn, "message", message_id, message_digest(row, media))
+
+
+async def leaf_hashes(pool: asyncpg.Pool, size: int | None = None) -> list[bytes]:
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch("SELECT leaf_hash FROM ledger_leaves WHERE ($1::bigint IS NULL OR seq < $1)"
+                                " ORDER BY seq", size)
+    return [bytes(r["leaf_hash"]) for r in rows]
+
+
+# Signing and checkpoints -----------------------------------------------------------------------
+
+
+class Signer:
+    """The archive's Ed25519 key (from the cryptography package, imported only where needed)."""
+
+    def __init__(self, seed: bytes) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+
+    @classmethod
+    def generate_seed(cls) -> bytes:
+        import os
+
+        return os.urandom(32)
+
+    def public_key(self) -> bytes:
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        return self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)
+
+
+def verify_signature(public_key: bytes, data: bytes, signature: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+async def write_checkpoint(pool: asyncpg.Pool, store, signer: Signer) -> dict | None:
+    """Sign the current tree head and keep it write-once in the store; None when nothing was added."""
+    leaves = await leaf_hashes(pool)
+    last = await pool.fetchval("SELECT max(tree_size) FROM ledger_checkpoints")
+    if not leaves or last == len(leaves):
+        return None
+    body = canonical({"tree_size": len(leaves), "root_hash": merkle.root(leaves).hex(),
+                      "timestamp": datetime.now(timezone.utc).isoformat(),
+                      "public_key": base64.b64encode(signer.public_key()).decode()})
+    signature = base64.b64encode(signer.sign(body)).decode()
+    key = f"ledger/checkpoints/{len(leaves):012d}.json"
+    document = canonical({"body": body.decode(), "signature": signature})
+
+    async def chunks():
+        yield document
+
+    from datetime import timedelta
+
+    await store.put_stream(key, chunks(), content_type="application/json", metadata={"tree-size": str(len(leaves))},
+                           expected_sha256=None, retain_until=datetime.now(timezone.utc) + timedelta(days=3650))
+    await pool.execute(
+        "INSERT INTO ledger_checkpoints (tree_size, root_hash, body, signature, storage_key) VALUES ($1,$2,$3,$4,$5)"
+        " ON CONFLICT DO NOTHING", len(leaves), merkle.root(leaves).hex(), body.decode(), signature, key)
+    return {"tree_size": len(leaves), "root_hash": merkle.root(leaves).hex(), "storage_key": key}
+
+
+# Receipts -------------------------------------------------------------------------------------
+
+
+async def receipt(pool: asyncpg.Pool, message_id: str) -> dict:
+    """The message's current digest with an inclusion proof against the latest checkpoint."""
+    row = await pool.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
+    if row is None:
+        raise LookupError(f"no archived message with id {message_id!r}")
+    media = await pool.fetch("SELECT * FROM media WHERE message_id = $1 ORDER BY position", message_id)
+    leaf = await pool.fetchrow("SELECT seq FROM ledger_leaves WHERE kind = 'message' AND record_id = $1"
+                               " ORDER BY seq DESC LIMIT 1", message_id)
+    if leaf is None:
+        raise LookupError(f"message {message_id!r} has no ledger entry")
+    checkpoint = await pool.fetchrow("SELECT * FROM ledger_checkpoints WHERE tree_size > $1"
+                                     " ORDER BY tree_size DESC LIMIT 1", leaf["seq"])
+    if checkpoint is None:
+        raise LookupError("no checkpoint covers this message yet; run `wa-archive ledger checkpoint`")
+    leaves = await leaf_hashes(pool, checkpoint["tree_size"])
+    return {
+        "format": "wa-archive-receipt/1",
+        "record": {"kind": "message", "id": message_id, "digest": message_digest(row, media)},
+        "leaf_index": leaf["seq"],
+        "inclusion_proof": [h.hex() for h in merkle.inclusion_proof(leaf["seq"], leaves)],
+        "checkpoint": {"body": checkpoint["body"], "signature": checkpoint["signature"]},
+    }
+
+
+def verify_receipt(doc: dict, trusted_public_key: bytes | None = None) -> list[str]:
+    """Problems with a receipt (empty when it proves the record is in a signed tree)."""
+    problems: list[str] = []
+    try:
+        body_bytes = doc["checkpoint"]["body"].encode()
+        body = json.loads(body_bytes)
+        signature = base64.b64decode(doc["checkpoint"]["signature"])
+        key = base64.b64decode(body["public_key"])
+        record = doc["record"]
+        proof = [bytes.fromhex(h) for h in doc["inclusion_proof"]]
+        index, size, root_hash = int(doc["leaf_index"]), int(body["tree_size"]), bytes.fromhex(body["root_hash"])
+    except (KeyError, ValueError, TypeError) as exc:
+        return [f"not a receipt: {exc!r}"]
+    if trusted_public_key is not None and key != trusted_public_key:
+        problems.append("the checkpoint is signed by a different key than the one trusted")
+    if not verify_signature(key, body_bytes, signature):
+        problems.append("the checkpoint signature is not valid")
+    leaf = merkle.leaf_hash(leaf_bytes(record["kind"], record["id"], record["digest"]))
+    if not merkle.verify_inclusion(index, size, leaf, proof, root_hash):
+        problems.append(f"record {record['id']} with digest {record['digest']} is not leaf {index} of the signed tree")
+    return problems
+
+
+# Verifying the whole archive --------------------------------------------------------------------
+
+_RECORDS = {
+    "template_snapshot": ("SELECT * FROM template_snapshots WHERE sha256 = ANY($1::text[])", "sha256", snapshot_digest),
+    "status_event": ("SELECT * FROM status_events WHERE id::text = ANY($1::text[])", "id", status_digest),
+    "failure": ("SELECT * FROM archive_failures WHERE id::text = ANY($1::text[])", "id", failure_digest),
+    "access": ("SELECT * FROM access_log WHERE id::text = ANY($1::text[])", "id", access_digest),
+}
+
+
+async def verify_log(pool: asyncpg.Pool, public_key: bytes | None) -> list[str]:
+    """Recompute every record's digest and every checkpoint; problems name the exact record."""
+    problems: list[str] = []
+    leaves = await pool.fetch("SELECT seq, kind, record_id, digest, leaf_hash FROM ledger_leaves ORDER BY seq")
+    for i, leaf in enumerate(leaves):
+        if leaf["seq"] != i:
+            problems.append(f"ledger leaf {i} is missing (next is {leaf['seq']})")
+            break
+        if bytes(leaf["leaf_hash"]) != merkle.leaf_hash(leaf_bytes(leaf["kind"], leaf["record_id"], leaf["digest"])):
+            problems.append(f"ledger leaf {leaf['seq']} ({leaf['kind']} {leaf['record_id']}) was altered")
+    latest: dict[tuple[str, str], str] = {}
+    for leaf in leaves:
+        latest[(leaf["kind"], leaf["record_id"])] = leaf["digest"]
+    # Messages: every row must have a leaf, and match the latest one.
+    rows = await pool.fetch("SELECT * FROM messages")
+    media = await pool.fetch("SELECT * FROM media ORDER BY message_id, position")
+    by_msg: dict[str, list] = {}
+    for m in media:
+        by_msg.setdefault(m["message_id"], []).append(m)
+    present = set()
+    for row in rows:
+        present.add(row["id"])
+        digest = latest.get(("message", row["id"]))
+        if digest is None:
+            problems.append(f"message {row['id']}: not in the ledger (added outside the archive)")
+        elif digest != message_digest(row, by_msg.get(row["id"], [])):
+            problems.append(f"message {row['id']}: changed since it was archived (row or its media)")
+    for (kind, record_id) in latest:
+        if kind == "message" and record_id not in present:
+            problems.append(f"message {record_id}: deleted (its ledger entry remains)")
+    for kind, (sql, key, digest_fn) in _RECORDS.items():
+        ids = [rid for (k, rid) in latest if k == kind]
+        found = {str(r[key]): r for r in await pool.fetch(sql, ids)} if ids else {}
+        for rid in ids:
+            row = found.get(rid)
+            if row is None:
+                problems.append(f"{kind} {rid}: deleted (its ledger entry remains)")
+            elif digest_fn(row) != latest[(kind, rid)]:
+                problems.append(f"{kind} {rid}: changed since it was recorded")
+    hashes = [bytes(leaf["leaf_hash"]) for leaf in leaves]
+    previous = None
+    for cp in await pool.fetch("SELECT * FROM ledger_checkpoints ORDER BY tree_size"):
+        body = json.loads(cp["body"])
+        key = base64.b64decode(body["public_key"])
+        if public_key is not None and key != public_key:
+            problems.append(f"checkpoint {cp['tree_size']}: signed by another key")
+        if not verify_signature(key, cp["body"].encode(), base64.b64decode(cp["signature"])):
+            problems.append(f"checkpoint {cp['tree_size']}: signature not valid")
+        size = body["tree_size"]
+        if size > len(hashes):
+            problems.append(f"checkpoint {size}: the log has only {len(hashes)} leaves")
+            continue
+        if merkle.root(hashes[:size]).hex() != body["root_hash"]:
+            problems.append(f"checkpoint {size}: root does not match the log")
+        if previous is not None:
+            proof = merkle.consistency_proof(previous[0], hashes[:size])
+            if not merkle.verify_consistency(previous[0], size, bytes.fromhex(previous[1]), bytes.fromhex(body["root_hash"]), proof):
+                problems.append(f"checkpoint {size} does not extend checkpoint {previous[0]}")
+        previous = (size, body["root_hash"])
+    return problems
+
+
+async def verify_objects(pool: asyncpg.Pool, store, *, sample: int | None,
+                         on_progress: Callable[[int, int, int], None] | None = None) -> list[str]:
+    """Re-hash archived objects (all, or a random sample), streaming."""
+    sql = "SELECT message_id, storage_key, sha256, size FROM media WHERE status = 'archived'"
+    rows = await pool.fetch(sql + (" ORDER BY random() LIMIT $1" if sample else " ORDER BY stored_at"),
+                            *([sample] if sample else []))
+    problems, done_bytes = [], 0
+    for n, row in enumerate(rows, 1):
+        hasher = hashlib.sha256()
+        try:
+            async for chunk in store.read(row["storage_key"]):
+                hasher.update(chunk)
+                done_bytes += len(chunk)
+        except Exception as exc:  # noqa: BLE001 - a missing object is a finding
+            problems.append(f"message {row['message_id']}: object {row['storage_key']} missing or unreadable ({exc!r})")
+            continue
+        if hasher.hexdigest() != row["sha256"]:
+            problems.append(f"message {row['message_id']}: object {row['storage_key']} was replaced "
+                            f"(SHA-256 {hasher.hexdigest()} instead of {row['sha256']})")
+        if on_progress:
+            on_progress(n, len(rows), done_bytes)
+    return problems
