@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 
 from activities.delivery import DeliveryActivities
 from activities.exports import ExportActivities
+from activities.ledger import LedgerActivities
 from activities.media import MediaActivities
 from activities.outbound import OutboundActivities
 from activities.records import RecordActivities
@@ -20,11 +21,12 @@ from activities.retrieval import RetrievalActivities
 from wa_archive.config import Settings
 from wa_archive.graph import GraphClient
 from wa_archive.linkfetch import Allowlist, LinkFetcher
-from wa_archive.runtime import connect_db, connect_temporal, contact_secret
+from wa_archive.runtime import connect_db, connect_temporal, contact_secret, ledger_signer
 from wa_archive.storage import ObjectStore, open_store
 from workflows.archive_message import ArchiveMessage
 from workflows.export_bundle import ExportBundle
 from workflows.ingest_delivery import IngestDelivery
+from workflows.ledger_checkpoint import LedgerCheckpoint
 from workflows.outbound_message import OutboundMessage
 from workflows.retrieval_test import RetrievalTest
 
@@ -43,17 +45,19 @@ def build_worker(
     outbound = OutboundActivities(graph, pool, store.url)
     exports = ExportActivities(pool, store, settings.retention_days)
     retrieval = RetrievalActivities(pool, store)
+    ledger_acts = LedgerActivities(pool, store, ledger_signer(settings))
     delivery = DeliveryActivities(pool, settings.archive_options(), settings.outbound_options(),
                                   contact_secret(settings), settings.task_queue)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, ExportBundle, RetrievalTest],
+        workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, ExportBundle, RetrievalTest,
+                   LedgerCheckpoint],
         activities=[media.archive_media, media.archive_link_media, records.write_records,
                     records.record_critical_failure, delivery.fan_out_delivery,
                     outbound.snapshot_template, outbound.write_outbound, exports.export_bundle,
                     retrieval.sample_media, retrieval.check_objects, retrieval.request_restore,
-                    retrieval.save_retrieval_report],
+                    retrieval.save_retrieval_report, ledger_acts.write_checkpoint],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )

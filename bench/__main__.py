@@ -56,6 +56,7 @@ class Bench:
             "WA_ARCHIVE_META_APP_SECRET": SECRET, "WA_ARCHIVE_META_VERIFY_TOKEN": "v",
             "WA_ARCHIVE_META_ACCESS_TOKEN": TOKEN, "WA_ARCHIVE_META_GRAPH_URL": self.graph.graph_url,
             "WA_ARCHIVE_CONTACT_KEY_SECRET": "bench", "WA_ARCHIVE_LOG_LEVEL": "WARNING",
+            "WA_ARCHIVE_LEDGER_SIGNING_KEY": "YmVuY2gtbGVkZ2VyLWtleS0tLS0tLS0tLS0tLS0tLS0=",
             "WA_ARCHIVE_STORAGE_URL": (self.root / "objects").as_uri(),
         })
         env.update(extra)

@@ -38,6 +38,7 @@ APP_SECRET = "test-app-secret"
 VERIFY_TOKEN = "test-verify-token"
 ACCESS_TOKEN = "test-access-token"
 CONTACT_SECRET = "test-contact-secret"
+LEDGER_KEY = "bGVkZ2VyLWtleS1mb3ItdGhlLXRlc3Qtc3VpdGUtMzI="  # base64 of 32 fixed bytes
 BUCKET = "wa-archive-test"
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -144,6 +145,7 @@ def make_settings(**overrides: Any) -> Settings:
     base: dict[str, Any] = dict(
         meta_app_secret=SecretStr(APP_SECRET), meta_verify_token=SecretStr(VERIFY_TOKEN),
         meta_access_token=SecretStr(ACCESS_TOKEN), contact_key_secret=SecretStr(CONTACT_SECRET),
+        ledger_signing_key=SecretStr(LEDGER_KEY),
         retry_initial_interval=0.2, retry_backoff=1.5, retry_max_interval=1.0,
         media_heartbeat_timeout=5.0, task_queue=f"tq-{uuid.uuid4()}", s3_part_size_mib=5,
         media_fetch_allowlist="127.0.0.1",  # the fake media host; the refusal tests clear it

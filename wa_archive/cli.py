@@ -389,6 +389,102 @@ async def cmd_retrieval_test(settings: Settings, args: argparse.Namespace) -> in
     return 0
 
 
+async def cmd_ledger(settings: Settings, args: argparse.Namespace) -> int:
+    import base64
+
+    from wa_archive import ledger
+    from wa_archive.runtime import ledger_signer
+    from wa_archive.storage import open_store
+
+    signer = ledger_signer(settings)
+    if args.action == "public-key":
+        print(base64.b64encode(signer.public_key()).decode())
+        return 0
+    settings = _with_dev_defaults(settings)
+    pool, store = await _pool(settings), open_store(settings)
+    try:
+        written = await ledger.write_checkpoint(pool, store, signer)
+    finally:
+        await pool.close()
+        await store.close()
+    print(f"checkpoint at tree size {written['tree_size']}, root {written['root_hash']}" if written
+          else "nothing new since the last checkpoint")
+    return 0
+
+
+async def cmd_receipt(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive import ledger
+
+    pool = await _pool(settings)
+    try:
+        await _log_cli_access(pool, "receipt", {"message_id": args.message_id})
+        doc = await ledger.receipt(pool, args.message_id)
+    except LookupError as exc:
+        print(f"wa-archive: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await pool.close()
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
+    return 0
+
+
+async def cmd_verify_receipt(settings: Settings, args: argparse.Namespace) -> int:
+    import base64
+    from pathlib import Path
+
+    from wa_archive import ledger
+
+    try:
+        doc = json.loads(Path(args.file).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"wa-archive: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    key = base64.b64decode(args.public_key) if args.public_key else None
+    problems = ledger.verify_receipt(doc, key)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    if problems:
+        return 1
+    print(f"OK: {doc['record']['kind']} {doc['record']['id']} is leaf {doc['leaf_index']} of the signed tree"
+          + ("" if key else " (signature checked against the key in the receipt; pass --public-key to pin it)"))
+    return 0
+
+
+async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    import time as _time
+
+    from wa_archive import ledger
+    from wa_archive.runtime import ledger_signer
+    from wa_archive.storage import open_store
+
+    settings = _with_dev_defaults(settings)
+    public_key = ledger_signer(settings).public_key()
+    pool, store = await _pool(settings), open_store(settings)
+    started = _time.perf_counter()
+    try:
+        problems = await ledger.verify_log(pool, public_key)
+        checked = {"bytes": 0, "objects": 0}
+
+        def progress(n: int, total: int, done_bytes: int) -> None:
+            checked.update(bytes=done_bytes, objects=n)
+            _progress(n, total, "objects")
+
+        if args.full or args.sample:
+            problems += await ledger.verify_objects(pool, store, sample=None if args.full else args.sample,
+                                                    on_progress=progress)
+    finally:
+        await pool.close()
+        await store.close()
+    elapsed = _time.perf_counter() - started
+    if checked["objects"]:
+        print(f"\nre-hashed {checked['objects']} objects, {checked['bytes']} bytes in {elapsed:.1f} s "
+              f"({checked['bytes'] / elapsed / 1e6:.1f} MB/s)", file=sys.stderr)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    print(f"{len(problems)} problem(s)" if problems else "OK: ledger, checkpoints and records agree")
+    return 1 if problems else 0
+
+
 async def cmd_contact_key(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.keys import contact_key
     from wa_archive.names import CONTACT_KEY
@@ -447,6 +543,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = 
     "contact-key": cmd_contact_key, "demo": cmd_demo, "tokens": cmd_tokens,
     "access-log": cmd_access_log,
     "export": cmd_export, "verify-export": cmd_verify_export,
+    "ledger": cmd_ledger, "receipt": cmd_receipt, "verify-receipt": cmd_verify_receipt, "verify": cmd_verify,
     "schedules": cmd_schedules, "retrieval-tests": cmd_retrieval_tests, "retrieval-test": cmd_retrieval_test,
 }
 
@@ -483,6 +580,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="build the bundle in this process instead of as a Temporal workflow")
     verify = sub.add_parser("verify-export", help="check a bundle against its manifest and hashes")
     verify.add_argument("bundle")
+    ledger_p = sub.add_parser("ledger", help="the tamper-evident ledger")
+    ledger_p.add_argument("action", choices=("public-key", "checkpoint"))
+    receipt_p = sub.add_parser("receipt", help="a message's record digest with an inclusion proof (JSON)")
+    receipt_p.add_argument("message_id", metavar="MESSAGE-ID")
+    vr = sub.add_parser("verify-receipt", help="check a receipt offline, without the database")
+    vr.add_argument("file")
+    vr.add_argument("--public-key", help="the archive's public key (base64), held apart from the archive")
+    verify_p = sub.add_parser("verify", help="recompute the ledger from Postgres, check checkpoints, re-hash objects")
+    group = verify_p.add_mutually_exclusive_group()
+    group.add_argument("--sample", type=int, help="re-hash N random objects")
+    group.add_argument("--full", action="store_true", help="re-hash every object")
     schedules = sub.add_parser("schedules", help="Temporal Schedules of the archive")
     schedules.add_argument("action", choices=("apply",), help="create or update them (idempotent)")
     reports = sub.add_parser("retrieval-tests", help="reports of the retrieval tests")

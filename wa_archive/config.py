@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     meta_access_token: SecretStr | None = None
     meta_graph_url: str = "https://graph.facebook.com/v23.0"
     contact_key_secret: SecretStr | None = None
+    ledger_signing_key: SecretStr | None = None  # base64 of a 32-byte Ed25519 seed
+    ledger_checkpoint_every: float = Field(default=3600.0, ge=1)
     retention_days: int = Field(default=2557, ge=1)
     retry_max_attempts: int = Field(default=5, ge=1, le=100)
     retry_initial_interval: float = Field(default=10.0, gt=0)

@@ -23,7 +23,7 @@ from wa_archive.config import Settings
 from wa_archive.db import migrate
 from wa_archive.embedded import EmbeddedPostgres, TemporalDevServer, ensure_database, free_port, port_is_free
 from wa_archive.fake_graph import FakeGraph
-from wa_archive.runtime import ensure_dev_contact_secret
+from wa_archive.runtime import ensure_dev_contact_secret, ensure_dev_ledger_key
 from wa_archive.sample_payloads import envelope, media_message
 from wa_archive.serve import start_http, stop_http
 from wa_archive.signature import meta_signature
@@ -54,6 +54,7 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     ensure_dev_contact_secret(data_dir)
+    ensure_dev_ledger_key(data_dir)
     dev_secrets = _dev_secrets(data_dir)
     updates: dict[str, Any] = {"data_dir": data_dir}
     temporal: TemporalDevServer | None = None

@@ -20,6 +20,8 @@ CHECK_OBJECTS = "check_objects"
 REQUEST_RESTORE = "request_restore"
 SAVE_RETRIEVAL_REPORT = "save_retrieval_report"
 RETRIEVAL_SCHEDULE_ID = "wa-archive-retrieval-test"
+WRITE_CHECKPOINT = "write_checkpoint"
+CHECKPOINT_SCHEDULE_ID = "wa-archive-ledger-checkpoint"
 
 # Signals of the OutboundMessage workflow.
 SIGNAL_SEND = "record_send"

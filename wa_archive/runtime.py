@@ -61,3 +61,34 @@ def ensure_dev_contact_secret(data_dir: Path) -> None:
     if not path.exists():
         path.write_text(secrets.token_hex(32))
         path.chmod(0o600)
+
+
+def ledger_signer(settings: Settings):
+    """The archive's Ed25519 signing key; dev mode keeps one under the data dir."""
+    import base64
+
+    from wa_archive.ledger import Signer
+
+    if settings.ledger_signing_key is not None:
+        raw = settings.ledger_signing_key.get_secret_value()
+    else:
+        path = Path(settings.data_dir) / "ledger-key.secret"
+        if not path.exists():
+            raise ConfigError("WA_ARCHIVE_LEDGER_SIGNING_KEY is required but not set")
+        raw = path.read_text().strip()
+    try:
+        seed = base64.b64decode(raw)
+        if len(seed) != 32:
+            raise ValueError
+    except ValueError:
+        raise ConfigError("WA_ARCHIVE_LEDGER_SIGNING_KEY must be base64 of 32 bytes") from None
+    return Signer(seed)
+
+
+def ensure_dev_ledger_key(data_dir: Path) -> None:
+    import base64
+
+    path = data_dir / "ledger-key.secret"
+    if not path.exists():
+        path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+        path.chmod(0o600)

@@ -15,7 +15,11 @@ from temporalio.client import (
 
 from wa_archive.config import Settings
 from wa_archive.models import RetrievalTestInput
-from wa_archive.names import RETRIEVAL_SCHEDULE_ID
+from datetime import timedelta
+
+from temporalio.client import ScheduleIntervalSpec
+
+from wa_archive.names import CHECKPOINT_SCHEDULE_ID, RETRIEVAL_SCHEDULE_ID
 
 
 def retrieval_schedule(settings: Settings) -> Schedule:
@@ -28,13 +32,25 @@ def retrieval_schedule(settings: Settings) -> Schedule:
     )
 
 
+def checkpoint_schedule(settings: Settings) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow("LedgerCheckpoint", id="ledger-checkpoint", task_queue=settings.task_queue),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.ledger_checkpoint_every))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
 async def apply_schedules(client: Client, settings: Settings) -> list[str]:
     """Create each schedule, or bring an existing one up to date; returns what was done."""
-    schedule = retrieval_schedule(settings)
-    try:
-        await client.create_schedule(RETRIEVAL_SCHEDULE_ID, schedule)
-        return [f"created {RETRIEVAL_SCHEDULE_ID} ({settings.retrieval_cron} UTC)"]
-    except ScheduleAlreadyRunningError:
-        await client.get_schedule_handle(RETRIEVAL_SCHEDULE_ID).update(
-            lambda _: ScheduleUpdate(schedule=schedule))
-        return [f"updated {RETRIEVAL_SCHEDULE_ID} ({settings.retrieval_cron} UTC)"]
+    done = []
+    for schedule_id, schedule, what in (
+        (RETRIEVAL_SCHEDULE_ID, retrieval_schedule(settings), f"{settings.retrieval_cron} UTC"),
+        (CHECKPOINT_SCHEDULE_ID, checkpoint_schedule(settings), f"every {settings.ledger_checkpoint_every:g} s"),
+    ):
+        try:
+            await client.create_schedule(schedule_id, schedule)
+            done.append(f"created {schedule_id} ({what})")
+        except ScheduleAlreadyRunningError:
+            await client.get_schedule_handle(schedule_id).update(lambda _, s=schedule: ScheduleUpdate(schedule=s))
+            done.append(f"updated {schedule_id} ({what})")
+    return done

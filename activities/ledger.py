@@ -1,0 +1,26 @@
+"""write_checkpoint: sign the ledger's current tree head and keep it write-once in the store."""
+
+import asyncpg
+import structlog
+from temporalio import activity
+
+from wa_archive import ledger
+from wa_archive.names import WRITE_CHECKPOINT
+from wa_archive.storage import ObjectStore
+
+log = structlog.get_logger("wa_archive.ledger")
+
+
+class LedgerActivities:
+    def __init__(self, pool: asyncpg.Pool, store: ObjectStore, signer: ledger.Signer) -> None:
+        self.pool = pool
+        self.store = store
+        self.signer = signer
+
+    @activity.defn(name=WRITE_CHECKPOINT)
+    async def write_checkpoint(self) -> int:
+        """The tree size now checkpointed (0 when nothing was added since the last one)."""
+        written = await ledger.write_checkpoint(self.pool, self.store, self.signer)
+        if written:
+            log.info("ledger_checkpoint", tree_size=written["tree_size"], root=written["root_hash"])
+        return written["tree_size"] if written else 0
