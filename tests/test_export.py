@@ -67,6 +67,7 @@ async def test_export_through_temporal_round_trips_and_detects_tampering(
 ):
     seeded = await _seed(stack)
     env = _env(stack, database_url, temporal_address)
+    assert (await _cli(env, "ledger", "checkpoint")).returncode == 0
     out = tmp_path / "bundle.zip"
     run = await _cli(env, "export", "--phone", PHONE, "--since", "2026-01-01", "--until", "2027-01-01",
                      "--out", str(out))
@@ -101,6 +102,13 @@ async def test_export_through_temporal_round_trips_and_detects_tampering(
         assert {p["id"] for p in rmanifest["participants"]} == {"business", "contact"}
         assert manifest["query"]["phone"] == PHONE and manifest["exported_by"].startswith("cli:")
         assert manifest["messages"] == 3 and {f["path"] for f in manifest["files"]} == names - {"manifest.json"}
+        receipts = sorted(n for n in names if n.startswith("ledger/receipts/"))
+        assert len(receipts) == 3 and any(n.startswith("ledger/checkpoints/") for n in names)
+        receipt_file = tmp_path / "receipt.json"
+        receipt_file.write_bytes(zf.read(receipts[0]))
+    offline = await _cli({k: v for k, v in env.items() if k != "WA_ARCHIVE_DATABASE_URL"},
+                         "verify-receipt", str(receipt_file))
+    assert offline.returncode == 0 and "OK" in offline.stdout
 
     # Tampering: one changed byte of a media file, or a rewritten messages.jsonl, is found.
     for victim in (image_entry["export_path"], "messages.jsonl"):

@@ -1,7 +1,8 @@
 """eDiscovery export bundles: a ZIP that proves itself.
 
 Contents: messages.jsonl and messages.csv; media/ (the archived bytes, re-hashed while copied and
-checked against the index); templates/ (the snapshots messages point at); transcripts/<contact>.html
+checked against the index); templates/ (the snapshots messages point at); ledger/ (the signed
+checkpoints and a receipt per message, verifiable offline with `wa-archive verify-receipt`); transcripts/<contact>.html
 (chat pages that open offline with their media); rsmf/<contact>.rsmf (Relativity Short Message
 Format: an EML whose attachment rsmf.zip holds rsmf_manifest.json with participants, conversations
 and events); manifest.json (every file with its SHA-256 and size, the query, who exported and when).
@@ -146,6 +147,7 @@ async def write_bundle(
             for contact, path in conversations.items():
                 _write_transcript(zf, contact, path, files)
                 _write_rsmf(zf, contact, path, workdir, files)
+            await _write_proofs(zf, pool, jsonl_path, files)
             manifest = {
                 "format": "wa-archive-export", "version": FORMAT_VERSION,
                 "exported_at": datetime.now(timezone.utc).isoformat(), "exported_by": exported_by,
@@ -158,6 +160,24 @@ async def write_bundle(
         shutil.rmtree(workdir, ignore_errors=True)
     return ExportResult(messages=done, media=media_count, files=len(files) + 1,
                         bytes=out.stat().st_size, manifest_sha256=hashlib.sha256(raw).hexdigest())
+
+
+async def _write_proofs(zf: zipfile.ZipFile, pool: asyncpg.Pool, jsonl_path: Path,
+                        files: list[dict[str, Any]]) -> None:
+    """The ledger's signed checkpoints, and a receipt for each exported message they cover."""
+    from wa_archive.ledger import bundle_proofs
+
+    with open(jsonl_path, encoding="utf-8") as fh:
+        ids = [json.loads(line)["id"] for line in fh]
+    checkpoints, receipts = await bundle_proofs(pool, ids)
+    for cp in checkpoints:
+        writer = _HashingWriter(zf, f"ledger/checkpoints/{cp['tree_size']:012d}.json", files)
+        writer.write(json.dumps({"body": cp["body"], "signature": cp["signature"]}).encode())
+        writer.close()
+    for message_id, doc in receipts.items():
+        writer = _HashingWriter(zf, f"ledger/receipts/{safe_id(message_id)}.json", files)
+        writer.write(json.dumps(doc, indent=2).encode())
+        writer.close()
 
 
 async def _count(pool: asyncpg.Pool, f: Filters) -> int:

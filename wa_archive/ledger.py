@@ -186,6 +186,34 @@ async def receipt(pool: asyncpg.Pool, message_id: str) -> dict:
     }
 
 
+async def bundle_proofs(pool: asyncpg.Pool, message_ids: list[str]) -> tuple[list[dict], dict[str, dict]]:
+    """Every checkpoint, and a receipt per message covered by the latest one (for export bundles).
+
+    The leaf hashes are read once; messages not yet covered by a checkpoint get no receipt.
+    """
+    checkpoints = [{"tree_size": r["tree_size"], "body": r["body"], "signature": r["signature"]}
+                   for r in await pool.fetch("SELECT * FROM ledger_checkpoints ORDER BY tree_size")]
+    if not checkpoints:
+        return [], {}
+    latest = checkpoints[-1]
+    leaves = await leaf_hashes(pool, latest["tree_size"])
+    rows = await pool.fetch(
+        "SELECT DISTINCT ON (record_id) record_id, seq, digest FROM ledger_leaves"
+        " WHERE kind = 'message' AND record_id = ANY($1::text[]) AND seq < $2 ORDER BY record_id, seq DESC",
+        message_ids, latest["tree_size"])
+    receipts = {
+        r["record_id"]: {
+            "format": "wa-archive-receipt/1",
+            "record": {"kind": "message", "id": r["record_id"], "digest": r["digest"]},
+            "leaf_index": r["seq"],
+            "inclusion_proof": [h.hex() for h in merkle.inclusion_proof(r["seq"], leaves)],
+            "checkpoint": {"body": latest["body"], "signature": latest["signature"]},
+        }
+        for r in rows
+    }
+    return checkpoints, receipts
+
+
 def verify_receipt(doc: dict, trusted_public_key: bytes | None = None) -> list[str]:
     """Problems with a receipt (empty when it proves the record is in a signed tree)."""
     problems: list[str] = []
