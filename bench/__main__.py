@@ -354,6 +354,47 @@ class Bench:
         await self.pool.execute("DELETE FROM messages WHERE id LIKE 'wamid.BENCH%'")
         return out
 
+    # 2d. verify --full ------------------------------------------------------------------------
+
+    async def verify_full(self, total: int = 2 * 1024 ** 3, object_size: int = 32 * 1024 ** 2) -> dict:
+        """`verify --full`'s object re-hashing over 2 GiB on the filesystem backend, against
+        `sha256sum` reading and hashing the same files in the same run."""
+        from wa_archive.ledger import verify_objects
+        from wa_archive.storage import FilesystemStore
+
+        store = FilesystemStore(self.root / "verify-objects")
+        block = os.urandom(1024 * 1024)
+        retain = datetime.now(timezone.utc)
+        paths = []
+        for i in range(total // object_size):
+            mid = f"wamid.VERIFY{i:05d}"
+
+            async def chunks(i=i):
+                for j in range(object_size // len(block)):
+                    yield bytes([i % 256, j % 256]) + block[2:]
+
+            stored = await store.put_stream(f"verify/{i:05d}.bin", chunks(), content_type="application/octet-stream",
+                                            metadata={}, expected_sha256=None, retain_until=retain)
+            await self.pool.execute(
+                "INSERT INTO messages (id, source, direction, type, ts, archive_status, payload)"
+                " VALUES ($1, 'meta', 'in', 'document', now(), 'archived', '{}')", mid)
+            await self.pool.execute(
+                "INSERT INTO media (message_id, position, media_id, kind, status, storage_key, size, sha256)"
+                " VALUES ($1, 0, $1, 'document', 'archived', $2, $3, $4)", mid, stored.key, stored.size, stored.sha256)
+            paths.append(str(store.root / stored.key))
+        started = time.perf_counter()
+        subprocess.run(["sha256sum", *paths], check=True, capture_output=True)
+        floor = time.perf_counter() - started
+        started = time.perf_counter()
+        problems = await verify_objects(self.pool, store, sample=None)
+        ours = time.perf_counter() - started
+        await self.pool.execute("DELETE FROM media WHERE message_id LIKE 'wamid.VERIFY%'")
+        await self.pool.execute("DELETE FROM messages WHERE id LIKE 'wamid.VERIFY%'")
+        mb = total / 1e6
+        return {"bytes": total, "objects": len(paths), "problems": len(problems),
+                "sha256sum_mb_per_s": round(mb / floor, 1), "verify_mb_per_s": round(mb / ours, 1),
+                "ratio": round(floor / ours, 3), "target_ratio": 0.7}
+
     # 3. one 1 GiB file -------------------------------------------------------------------------
 
     async def large_file(self, size: int = 1024 ** 3) -> dict:
@@ -408,9 +449,10 @@ async def main() -> None:
     results: dict = {"when": datetime.now(timezone.utc).isoformat(), "cpus": os.cpu_count()}
     try:
         await bench.start()
-        chosen = sys.argv[1:] or ["ingest", "end_to_end", "outbound", "search", "large_file"]
+        chosen = sys.argv[1:] or ["ingest", "end_to_end", "outbound", "search", "verify_full", "large_file"]
         for name, fn in (("ingest", bench.ingest), ("end_to_end", bench.end_to_end),
-                         ("outbound", bench.outbound), ("search", bench.search), ("large_file", bench.large_file)):
+                         ("outbound", bench.outbound), ("search", bench.search),
+                         ("verify_full", bench.verify_full), ("large_file", bench.large_file)):
             if name not in chosen:
                 continue
             print(f"running {name} ...", flush=True)
@@ -425,13 +467,14 @@ async def main() -> None:
         await bench.stop()
         shutil.rmtree(root, ignore_errors=True)
     RESULTS.mkdir(exist_ok=True)
-    if len(results) < 7:  # a partial run (python -m bench ingest) only prints what it measured
+    if len(results) < 8:  # a partial run (python -m bench ingest) only prints what it measured
         return
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for path in (RESULTS / f"{stamp}.json", RESULTS / "latest.json"):
         path.write_text(json.dumps(results, indent=2))
     i, e, o, l = results["ingest"], results["end_to_end"], results["outbound"], results["large_file"]
     sp, sf = results["search"]["phone_30d"], results["search"]["full_text"]
+    v = results["verify_full"]
     rows = [
         ("ingest vs raw start_workflow", f"{i['webhook_per_s']}/s vs {i['raw_start_per_s']}/s", i["ratio"], ">= 0.8"),
         ("ingest p50 / p99 at 100 req/s", f"{i['p50_ms_at_100rps']} / {i['p99_ms_at_100rps']} ms", "", "p99 <= 100 ms"),
@@ -443,6 +486,7 @@ async def main() -> None:
         ("search phone+30d p95 direct SQL", f"{sp['direct_p95_ms']} ms", sp["api_overhead_p95"], "API +<= 30%"),
         ("full text p50/p95 API", f"{sf['api_p50_ms']} / {sf['api_p95_ms']} ms", "", "p95 <= 200 ms"),
         ("full text p95 direct SQL", f"{sf['direct_p95_ms']} ms", sf["api_overhead_p95"], "API +<= 30%"),
+        ("verify --full 2 GiB vs sha256sum", f"{v['verify_mb_per_s']} vs {v['sha256sum_mb_per_s']} MB/s", v["ratio"], ">= 0.7"),
         ("1 GiB vs sha256sum + cp", f"{l['archive_s']} s vs {l['floor_hash_plus_copy_s']} s", l["ratio"], "<= 1.5"),
         ("1 GiB worker RSS growth", f"{l['rss_growth_mib']} MiB", "", "<= 64 MiB"),
     ]
