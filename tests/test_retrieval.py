@@ -96,3 +96,32 @@ async def test_schedule_is_applied_idempotently_and_visible_to_the_temporal_cli(
     out = await asyncio.to_thread(subprocess.run, [temporal_binary(), "schedule", "list", "--address", temporal_address],
                                   capture_output=True, text=True, timeout=60)
     assert RETRIEVAL_SCHEDULE_ID in out.stdout
+
+
+async def test_archive_tier_objects_are_restored_then_checked(stack_factory):
+    """An object moved to a Glacier class is restored first; the workflow waits on a durable timer."""
+    from aiobotocore.session import get_session
+
+    stack = await stack_factory("s3")
+    [msg] = await _archive_images(stack, 1)
+    key = f"{stack.store.prefix}/{msg['media'][0]['storage_key']}"
+    async with get_session().create_client("s3", endpoint_url=stack.settings.s3_endpoint_url,
+                                           region_name="us-east-1") as s3:
+        # The lifecycle transition, done by hand: same bytes, metadata and retention; archive class.
+        before = await s3.head_object(Bucket=stack.store.bucket, Key=key)
+        body = await (await s3.get_object(Bucket=stack.store.bucket, Key=key))["Body"].read()
+        await s3.put_object(Bucket=stack.store.bucket, Key=key, Body=body, Metadata=before["Metadata"],
+                            StorageClass="GLACIER", ChecksumAlgorithm="SHA256", ObjectLockMode="COMPLIANCE",
+                            ObjectLockRetainUntilDate=before["ObjectLockRetainUntilDate"])
+        head = await s3.head_object(Bucket=stack.store.bucket, Key=key)
+        assert head.get("StorageClass") == "GLACIER"
+    handle = await stack.client.start_workflow(
+        "RetrievalTest", RetrievalTestInput(sample_size=5, restore_poll_seconds=1), id=f"rt-{uuid.uuid4().hex[:10]}",
+        task_queue=stack.settings.task_queue, result_type=RetrievalReport)
+    report = await handle.result()
+    assert report.passed == 1 and report.failed == 0
+    history = [e async for e in handle.fetch_history_events()]
+    assert any(e.HasField("timer_started_event_attributes") for e in history), "waited on a durable timer"
+    restores = [e for e in history if e.HasField("activity_task_scheduled_event_attributes")
+                and e.activity_task_scheduled_event_attributes.activity_type.name == "request_restore"]
+    assert len(restores) == 1
