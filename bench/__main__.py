@@ -298,7 +298,7 @@ class Bench:
         def records():
             for i in range(rows):
                 text = " ".join(rng.choice(words) for _ in range(12))
-                yield (f"wamid.BENCH{i:09d}", "meta", "in", "text", start + timedelta(seconds=rng.randrange(span)),
+                yield (f"wamid.SEARCH{i:09d}", "meta", "in", "text", start + timedelta(seconds=rng.randrange(span)),
                        rng.choice(phones), text, "archived", "{}")
 
         loaded = time.perf_counter()
@@ -351,7 +351,7 @@ class Bench:
                 "api_overhead_p95": round(_percentile(a, 95) / _percentile(d, 95) - 1, 3),
                 "target_p95_ms": 50 if kind == "phone_30d" else 200, "target_overhead": 0.3,
             }
-        await self.pool.execute("DELETE FROM messages WHERE id LIKE 'wamid.BENCH%'")
+        await self.pool.execute("DELETE FROM messages WHERE id LIKE 'wamid.SEARCH%'")
         return out
 
     # 2d. verify --full ------------------------------------------------------------------------
