@@ -88,7 +88,11 @@ async def test_schedule_is_applied_idempotently_and_visible_to_the_temporal_cli(
     first = await apply_schedules(stack.client, stack.settings)
     second = await apply_schedules(stack.client, stack.settings)
     assert first[0].startswith(("created", "updated")) and second[0].startswith("updated")
-    ids = [s.id async for s in await stack.client.list_schedules()]
+    for _ in range(50):  # schedule listings are eventually consistent
+        ids = [s.id async for s in await stack.client.list_schedules()]
+        if RETRIEVAL_SCHEDULE_ID in ids:
+            break
+        await asyncio.sleep(0.2)
     assert ids.count(RETRIEVAL_SCHEDULE_ID) == 1
     desc = await stack.client.get_schedule_handle(RETRIEVAL_SCHEDULE_ID).describe()
     nxt = desc.info.next_action_times[0]
