@@ -76,11 +76,12 @@ def failure_digest(row: asyncpg.Record | dict) -> str:
 
 async def append(conn: asyncpg.Connection, kind: str, record_id: str, digest: str) -> int:
     """Append one leaf inside the caller's transaction; returns its number (gapless)."""
-    seq = await conn.fetchval("UPDATE ledger_head SET size = size + 1 WHERE id = 1 RETURNING size - 1")
-    await conn.execute(
-        "INSERT INTO ledger_leaves (seq, kind, record_id, digest, leaf_hash) VALUES ($1,$2,$3,$4,$5)",
-        seq, kind, record_id, digest, merkle.leaf_hash(leaf_bytes(kind, record_id, digest)))
-    return seq
+    # One statement: take the next number under the head row's lock and write the leaf.
+    return await conn.fetchval(
+        "WITH head AS (UPDATE ledger_head SET size = size + 1 WHERE id = 1 RETURNING size - 1 AS seq)"
+        " INSERT INTO ledger_leaves (seq, kind, record_id, digest, leaf_hash)"
+        " SELECT seq, $1, $2, $3, $4 FROM head RETURNING seq",
+        kind, record_id, digest, merkle.leaf_hash(leaf_bytes(kind, record_id, digest)))
 
 
 async def append_message(conn: asyncpg.Connection, message_id: str) -> int:
