@@ -133,9 +133,13 @@ def parse_timestamp(raw: Any) -> datetime | None:
         return None
 
 
-def parse_delivery(data: dict[str, Any], delivery_sha256: str, received_at: datetime) -> ParsedDelivery:
-    """Split a delivery into messages, statuses and raw events; positions follow delivery order."""
-    envelope = check_envelope(data)
+def parse_delivery(data: dict[str, Any], delivery_sha256: str, received_at: datetime,
+                   envelope: Envelope | None = None) -> ParsedDelivery:
+    """Split a delivery into messages, statuses and raw events; positions follow delivery order.
+
+    Pass the envelope when the caller has already checked it, so it is not validated twice.
+    """
+    envelope = envelope or check_envelope(data)
     parsed = ParsedDelivery()
     position = 0
 

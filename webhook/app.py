@@ -22,7 +22,7 @@ from aiohttp import web
 from wa_archive import queries
 from wa_archive.fanout import record_delivery, start_messages
 from wa_archive.graph import GraphClient
-from wa_archive.meta_payload import EnvelopeError, check_envelope, count_updates, parse_delivery
+from wa_archive.meta_payload import Envelope, EnvelopeError, check_envelope, count_updates, parse_delivery
 from wa_archive.runtime import contact_secret
 from wa_archive.signature import meta_signature_ok
 from wa_archive.starter import start_ingest_delivery
@@ -85,7 +85,7 @@ async def receive_delivery(request: web.Request) -> web.Response:
     row = dict(sha256=sha, source="meta", body=body, signature=signature,
                remote_addr=request.remote, updates=updates, received_at=datetime.now(timezone.utc))
     try:
-        await _make_durable(deps, data, row)
+        await _make_durable(deps, data, envelope, row)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not durable yet": ask Meta to retry
         log.error("delivery_not_accepted", delivery=sha, error=repr(exc))
         return json_error(503, "archive temporarily unavailable; retry later")
@@ -93,7 +93,7 @@ async def receive_delivery(request: web.Request) -> web.Response:
     return web.json_response({"status": "accepted", "delivery": sha, "updates": updates})
 
 
-async def _make_durable(deps: WebhookDeps, data: dict, row: dict) -> None:
+async def _make_durable(deps: WebhookDeps, data: dict, envelope: Envelope, row: dict) -> None:
     """Store the delivery in Postgres and hand it to Temporal; raises unless both are done."""
     settings = deps.settings
     sha = row["sha256"]
@@ -102,7 +102,7 @@ async def _make_durable(deps: WebhookDeps, data: dict, row: dict) -> None:
         await start_ingest_delivery(deps.client, sha, task_queue=settings.task_queue,
                                     rpc_timeout=START_TIMEOUT)
         return
-    parsed = parse_delivery(data, sha, row["received_at"])
+    parsed = parse_delivery(data, sha, row["received_at"], envelope)
     if parsed.statuses or parsed.events or parsed.template_events:
         # One commit for the delivery with its statuses and events.
         async with deps.pool.acquire() as conn, conn.transaction():
@@ -111,8 +111,8 @@ async def _make_durable(deps: WebhookDeps, data: dict, row: dict) -> None:
     else:  # messages only, the common case: a single statement
         skip = await queries.insert_delivery_with_messages(
             deps.pool, **row, message_ids=[m.message_id for m in parsed.messages])
-    await start_messages(deps.client, parsed, skip, options=settings.archive_options(),
-                         outbound=settings.outbound_options(), task_queue=settings.task_queue,
+    await start_messages(deps.client, parsed, skip, options=deps.archive_options,
+                         outbound=deps.outbound_options, task_queue=settings.task_queue,
                          contact_secret=deps.contact_secret, rpc_timeout=START_TIMEOUT)
 
 

@@ -11,6 +11,7 @@ from temporalio.client import Client
 
 from wa_archive.config import Settings
 from wa_archive.graph import GraphClient
+from wa_archive.models import ArchiveOptions, OutboundOptions
 from wa_archive.storage import ObjectStore
 
 
@@ -22,6 +23,13 @@ class WebhookDeps:
     store: ObjectStore
     contact_secret: str = field(default="", repr=False)
     graph: GraphClient | None = None  # for the send proxy; made at startup when not given
+    # Built once from the settings rather than on every request.
+    archive_options: ArchiveOptions = field(init=False)
+    outbound_options: OutboundOptions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.archive_options = self.settings.archive_options()
+        self.outbound_options = self.settings.outbound_options()
 
 
 DEPS = web.AppKey("deps", WebhookDeps)

@@ -41,7 +41,7 @@ async def _hand_over(request: web.Request, send: OutboundSend) -> None:
         request=send.request, response=send.response, http_status=200, accepted=True,
         token_name=caller.name)
     await signal_outbound(
-        deps.client, OutboundStart(message_id=send.message_id, options=deps.settings.outbound_options()),
+        deps.client, OutboundStart(message_id=send.message_id, options=deps.outbound_options),
         SIGNAL_SEND, send, task_queue=deps.settings.task_queue, contact_secret=deps.contact_secret,
         contact=str(send.request.get("to") or "") or None, rpc_timeout=START_TIMEOUT)
 
