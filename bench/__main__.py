@@ -11,7 +11,6 @@ Results go to bench/results/<time>.json (and latest.json) and a table on stdout.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import shutil
@@ -286,7 +285,7 @@ class Bench:
         import random
         from datetime import timedelta
 
-        from wa_archive.search import Filters, build_query
+        from wa_archive.search import build_query
         from wa_archive.tokens import create_token
 
         rng = random.Random(5)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import asyncpg
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from wa_archive import queries
 from wa_archive.keys import extension_for, safe_id

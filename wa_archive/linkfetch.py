@@ -119,7 +119,7 @@ class LinkFetcher:
             raise LinkRefused(f"media link redirected more than {MAX_REDIRECTS} times")
         try:
             if resp.status == 404:
-                raise MediaNotFound(f"media link answered 404", http_status=404)
+                raise MediaNotFound("media link answered 404", http_status=404)
             if resp.status != 200:
                 raise MediaSourceError(f"media link answered HTTP {resp.status}", http_status=resp.status)
             if resp.content_length is not None and resp.content_length > self.max_bytes:
