@@ -8,7 +8,7 @@ import asyncpg
 import structlog
 from temporalio import activity
 
-from wa_archive import queries
+from wa_archive import access_log
 from wa_archive.export import ExportQuery, write_bundle
 from wa_archive.models import ExportInput, ExportOutput
 from wa_archive.names import EXPORT_BUNDLE
@@ -32,7 +32,7 @@ class ExportActivities:
         """Build the bundle in a temp file (progress as heartbeats), then store it."""
         query = ExportQuery(phone=inp.phone, since=inp.since, until=inp.until)
         if activity.info().attempt == 1:  # one access-log entry per export, not per retry
-            await queries.record_access(self.pool, actor=inp.actor, role=inp.role, action="export",
+            await access_log.record_access(self.pool, actor=inp.actor, role=inp.role, action="export",
                                         target={"export_id": inp.export_id, **query.model_dump(mode="json")},
                                         remote_addr=None)
         with tempfile.TemporaryDirectory(prefix="wa-export-") as tmp:

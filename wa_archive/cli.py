@@ -8,47 +8,15 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
+from wa_archive.cli_export import cmd_export, cmd_verify_export
+from wa_archive.cli_integrity import (
+    cmd_ledger, cmd_receipt, cmd_retrieval_test, cmd_retrieval_tests, cmd_schedules, cmd_verify,
+    cmd_verify_receipt,
+)
+from wa_archive.cli_support import log_cli_access, open_pool, parse_when_arg, with_dev_defaults
 from wa_archive.config import ConfigError, Settings, load_settings
-
-
-def _parse_when(value: str) -> datetime:
-    """A date (YYYY-MM-DD, midnight UTC) or an ISO timestamp (UTC if no offset)."""
-    from wa_archive.search import FilterError, parse_when
-
-    try:
-        return parse_when(value)
-    except FilterError as exc:
-        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
-
-
-def _with_dev_defaults(settings: Settings) -> Settings:
-    """Point read commands at a running `dev` stack when no database or Temporal is configured."""
-    from wa_archive.dev import dev_state
-
-    state = dev_state(settings.data_dir.resolve())
-    if state is None:
-        return settings
-    updates = {}
-    if not settings.database_url:
-        updates["database_url"] = state["database_url"]
-    if not settings.temporal_address:
-        updates["temporal_address"] = state["temporal_address"]
-    return settings.model_copy(update=updates)
-
-
-async def _pool(settings: Settings):
-    from wa_archive.runtime import connect_db
-
-    settings = _with_dev_defaults(settings)
-    if not settings.database_url:
-        raise ConfigError(
-            "WA_ARCHIVE_DATABASE_URL is not set and no `wa-archive dev` is running under "
-            f"{settings.data_dir.resolve()}"
-        )
-    return await connect_db(settings, max_size=2)
 
 
 async def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -86,29 +54,19 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.db import migrate
 
-    settings = _with_dev_defaults(settings)
+    settings = with_dev_defaults(settings)
     settings.require("database_url")
     applied = await migrate(settings.database_url)  # type: ignore[arg-type]
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     return 0
 
 
-async def _log_cli_access(pool, action: str, target: dict[str, Any]) -> None:
-    """CLI reads are reads of the archive too: recorded under the local user's name."""
-    import getpass
-
-    from wa_archive.queries import record_access
-
-    await record_access(pool, actor=f"cli:{getpass.getuser()}", role="cli", action=action,
-                        target=target, remote_addr="local")
-
-
 async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.queries import get_message
 
-    pool = await _pool(settings)
+    pool = await open_pool(settings)
     try:
-        await _log_cli_access(pool, "view", {"message_id": args.message_id})
+        await log_cli_access(pool, "view", {"message_id": args.message_id})
         message = await get_message(pool, args.message_id)
     finally:
         await pool.close()
@@ -132,9 +90,9 @@ async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
         if phone is None:
             print(f"wa-archive: --phone {args.phone!r} is not a phone number", file=sys.stderr)
             return 2
-    pool = await _pool(settings)
+    pool = await open_pool(settings)
     try:
-        await _log_cli_access(pool, "search", {k: str(v) for k, v in vars(args).items()
+        await log_cli_access(pool, "search", {k: str(v) for k, v in vars(args).items()
                                                if k in ("phone", "since", "until", "template", "direction",
                                                         "limit") and v is not None})
         found = await search_messages(pool, phone=phone, since=args.since, until=args.until,
@@ -154,7 +112,7 @@ async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_failures(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.queries import list_failures
 
-    pool = await _pool(settings)
+    pool = await open_pool(settings)
     try:
         failures = await list_failures(pool)
     finally:
@@ -175,7 +133,7 @@ async def cmd_failures(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive import tokens
 
-    pool = await _pool(settings)
+    pool = await open_pool(settings)
     try:
         if args.tokens_command == "create":
             token = await tokens.create_token(pool, args.name, args.role)
@@ -205,9 +163,9 @@ async def cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_access_log(settings: Settings, args: argparse.Namespace) -> int:
-    from wa_archive.queries import list_access
+    from wa_archive.access_log import list_access
 
-    pool = await _pool(settings)
+    pool = await open_pool(settings)
     try:
         entries = await list_access(pool, since=args.since)
     finally:
@@ -220,269 +178,6 @@ async def cmd_access_log(settings: Settings, args: argparse.Namespace) -> int:
               f"  from {e['remote_addr']}")
     print(f"{len(entries)} access(es)")
     return 0
-
-
-async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
-    import getpass
-    import hashlib
-    import uuid
-    from pathlib import Path
-
-    from wa_archive.export import ExportQuery, write_bundle
-    from wa_archive.keys import normalize_phone
-    from wa_archive.storage import open_store
-
-    phone = normalize_phone(args.phone) if args.phone else None
-    if args.phone and phone is None:
-        print(f"wa-archive: --phone {args.phone!r} is not a phone number", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    actor = f"cli:{getpass.getuser()}"
-    settings = _with_dev_defaults(settings)
-    store = open_store(settings)
-    if args.local:  # in this process, for machines without a worker
-        pool = await _pool(settings)
-        try:
-            await _log_cli_access(pool, "export", {"phone": phone, "since": str(args.since), "until": str(args.until)})
-            result = await write_bundle(pool, store, ExportQuery(phone=phone, since=args.since, until=args.until),
-                                        out, exported_by=f"{actor} (cli)", on_progress=_progress)
-        finally:
-            await pool.close()
-            await store.close()
-        print(f"\nwrote {out}: {result.messages} messages, {result.media} media files, {result.bytes} bytes")
-        return 0
-    from temporalio.client import WorkflowFailureError
-
-    from wa_archive.models import ExportInput, ExportOutput
-    from wa_archive.runtime import connect_temporal
-
-    client = await connect_temporal(settings)
-    export_id = uuid.uuid4().hex
-    handle = await client.start_workflow(
-        "ExportBundle", ExportInput(export_id=export_id, phone=phone, since=args.since, until=args.until,
-                                    actor=actor, role="cli"),
-        id=f"export-{export_id}", task_queue=settings.task_queue, result_type=ExportOutput)
-    print(f"export {export_id} started (workflow export-{export_id})", file=sys.stderr)
-    waiter = asyncio.ensure_future(handle.result())
-    while not waiter.done():
-        await asyncio.wait([waiter], timeout=0.5)
-        progress = await _export_progress(client, handle)
-        if progress:
-            _progress(progress["done"], progress["total"])
-    try:
-        result = waiter.result()
-    except WorkflowFailureError as exc:
-        cause = exc.cause.cause if exc.cause is not None and exc.cause.cause is not None else exc.cause
-        print(f"\nwa-archive: export failed: {cause}", file=sys.stderr)
-        await store.close()
-        return 1
-    hasher = hashlib.sha256()
-    with open(out, "wb") as fh:
-        async for chunk in store.read(result.storage_key):
-            hasher.update(chunk)
-            fh.write(chunk)
-    await store.close()
-    if hasher.hexdigest() != result.sha256:
-        print(f"wa-archive: the stored bundle does not match its SHA-256; {out} is not trustworthy",
-              file=sys.stderr)
-        return 1
-    _progress(result.messages, result.messages)
-    print(f"\nwrote {out}: {result.messages} messages, {result.media} media files, {result.size} bytes, "
-          f"sha256 {result.sha256}")
-    return 0
-
-
-async def _export_progress(client, handle) -> dict | None:
-    """The running export activity's last heartbeat: {"done": n, "total": m}."""
-    desc = await handle.describe()
-    for pending in desc.raw_description.pending_activities:
-        if pending.heartbeat_details.payloads:
-            values = await client.data_converter.decode(pending.heartbeat_details.payloads)
-            return values[0] if values and isinstance(values[0], dict) else None
-    return None
-
-
-def _progress(done: int, total: int, unit: str = "messages") -> None:
-    width = 30
-    filled = width if total == 0 else int(width * done / total)
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {unit}", end="", file=sys.stderr,
-          flush=True)
-
-
-async def cmd_verify_export(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from wa_archive.export import verify_bundle
-
-    problems = await asyncio.to_thread(verify_bundle, Path(args.bundle))
-    if problems:
-        for problem in problems:
-            print(f"FAIL {problem}")
-        print(f"{args.bundle}: {len(problems)} problem(s); the bundle is not intact")
-        return 1
-    print(f"{args.bundle}: intact (every file matches manifest.json and the archived hashes)")
-    return 0
-
-
-async def cmd_schedules(settings: Settings, args: argparse.Namespace) -> int:
-    from wa_archive.runtime import connect_temporal
-    from wa_archive.schedules import apply_schedules
-
-    client = await connect_temporal(_with_dev_defaults(settings))
-    for line in await apply_schedules(client, settings):
-        print(line)
-    return 0
-
-
-async def cmd_retrieval_tests(settings: Settings, args: argparse.Namespace) -> int:
-    pool = await _pool(settings)
-    try:
-        rows = await pool.fetch("SELECT * FROM retrieval_reports ORDER BY started_at DESC LIMIT 100")
-    finally:
-        await pool.close()
-    reports = [{"workflow_id": r["workflow_id"], "run_id": r["run_id"], "started_at": r["started_at"].isoformat(),
-                "finished_at": r["finished_at"].isoformat(), "sample_size": r["sample_size"], "passed": r["passed"],
-                "failed": r["failed"], "slowest_ms": r["slowest_ms"], "items": r["items"]} for r in rows]
-    if args.json:
-        print(json.dumps(reports, indent=2))
-        return 0
-    for r in reports:
-        verdict = "PASSED" if r["failed"] == 0 else "FAILED"
-        print(f"{r['started_at']}  {verdict}  {r['passed']}/{r['sample_size']} intact, slowest {r['slowest_ms']} ms"
-              f"  ({r['workflow_id']})")
-        for item in r["items"]:
-            if item["status"] == "failed":
-                print(f"    {item['item']['message_id']}: {item['problem']}")
-    print(f"{len(reports)} report(s)")
-    return 0
-
-
-async def cmd_retrieval_test(settings: Settings, args: argparse.Namespace) -> int:
-    import uuid
-
-    from temporalio.client import WorkflowFailureError
-
-    from wa_archive.models import RetrievalReport, RetrievalTestInput
-    from wa_archive.runtime import connect_temporal
-
-    settings = _with_dev_defaults(settings)
-    client = await connect_temporal(settings)
-    handle = await client.start_workflow(
-        "RetrievalTest", RetrievalTestInput(sample_size=args.sample or settings.retrieval_sample),
-        id=f"retrieval-test-now-{uuid.uuid4().hex[:12]}", task_queue=settings.task_queue,
-        result_type=RetrievalReport)
-    print(f"retrieval test started: {handle.id}", file=sys.stderr)
-    waiter = asyncio.ensure_future(handle.result())
-    while not waiter.done():
-        await asyncio.wait([waiter], timeout=0.5)
-        if not waiter.done():
-            progress = await handle.query("progress")
-            _progress(progress["done"], progress["total"], "objects")
-    try:
-        report = waiter.result()
-    except WorkflowFailureError as exc:
-        print(f"\nFAILED: {exc.cause}", file=sys.stderr)
-        return 1
-    _progress(report.sample_size, report.sample_size, "objects")
-    print(f"\nPASSED: {report.passed}/{report.sample_size} objects read back intact; "
-          f"slowest {report.slowest_ms} ms")
-    return 0
-
-
-async def cmd_ledger(settings: Settings, args: argparse.Namespace) -> int:
-    import base64
-
-    from wa_archive import ledger
-    from wa_archive.runtime import ledger_signer
-    from wa_archive.storage import open_store
-
-    signer = ledger_signer(settings)
-    if args.action == "public-key":
-        print(base64.b64encode(signer.public_key()).decode())
-        return 0
-    settings = _with_dev_defaults(settings)
-    pool, store = await _pool(settings), open_store(settings)
-    try:
-        written = await ledger.write_checkpoint(pool, store, signer)
-    finally:
-        await pool.close()
-        await store.close()
-    print(f"checkpoint at tree size {written['tree_size']}, root {written['root_hash']}" if written
-          else "nothing new since the last checkpoint")
-    return 0
-
-
-async def cmd_receipt(settings: Settings, args: argparse.Namespace) -> int:
-    from wa_archive import ledger
-
-    pool = await _pool(settings)
-    try:
-        await _log_cli_access(pool, "receipt", {"message_id": args.message_id})
-        doc = await ledger.receipt(pool, args.message_id)
-    except LookupError as exc:
-        print(f"wa-archive: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await pool.close()
-    print(json.dumps(doc, indent=2, ensure_ascii=False))
-    return 0
-
-
-async def cmd_verify_receipt(settings: Settings, args: argparse.Namespace) -> int:
-    import base64
-    from pathlib import Path
-
-    from wa_archive import ledger
-
-    try:
-        doc = json.loads(Path(args.file).read_text())
-    except (OSError, ValueError) as exc:
-        print(f"wa-archive: cannot read {args.file}: {exc}", file=sys.stderr)
-        return 2
-    key = base64.b64decode(args.public_key) if args.public_key else None
-    problems = ledger.verify_receipt(doc, key)
-    for problem in problems:
-        print(f"FAIL {problem}")
-    if problems:
-        return 1
-    print(f"OK: {doc['record']['kind']} {doc['record']['id']} is leaf {doc['leaf_index']} of the signed tree"
-          + ("" if key else " (signature checked against the key in the receipt; pass --public-key to pin it)"))
-    return 0
-
-
-async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    import time as _time
-
-    from wa_archive import ledger
-    from wa_archive.runtime import ledger_signer
-    from wa_archive.storage import open_store
-
-    settings = _with_dev_defaults(settings)
-    public_key = ledger_signer(settings).public_key()
-    pool, store = await _pool(settings), open_store(settings)
-    started = _time.perf_counter()
-    try:
-        problems = await ledger.verify_log(pool, public_key)
-        checked = {"bytes": 0, "objects": 0}
-
-        def progress(n: int, total: int, done_bytes: int) -> None:
-            checked.update(bytes=done_bytes, objects=n)
-            _progress(n, total, "objects")
-
-        if args.full or args.sample:
-            problems += await ledger.verify_objects(pool, store, sample=None if args.full else args.sample,
-                                                    on_progress=progress)
-    finally:
-        await pool.close()
-        await store.close()
-    elapsed = _time.perf_counter() - started
-    if checked["objects"]:
-        print(f"\nre-hashed {checked['objects']} objects, {checked['bytes']} bytes in {elapsed:.1f} s "
-              f"({checked['bytes'] / elapsed / 1e6:.1f} MB/s)", file=sys.stderr)
-    for problem in problems:
-        print(f"FAIL {problem}")
-    print(f"{len(problems)} problem(s)" if problems else "OK: ledger, checkpoints and records agree")
-    return 1 if problems else 0
 
 
 async def cmd_contact_key(settings: Settings, args: argparse.Namespace) -> int:
@@ -501,7 +196,7 @@ async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.queries import get_message
 
     message_id = await run_demo(settings)
-    pool = await _pool(settings)
+    pool = await open_pool(settings)
     try:
         for _ in range(300):
             message = await get_message(pool, message_id)
@@ -560,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     search = sub.add_parser("search", help="search archived messages, newest first")
     search.add_argument("--phone")
-    search.add_argument("--since", type=_parse_when, help="date or ISO timestamp (inclusive)")
-    search.add_argument("--until", type=_parse_when, help="date or ISO timestamp (exclusive)")
+    search.add_argument("--since", type=parse_when_arg, help="date or ISO timestamp (inclusive)")
+    search.add_argument("--until", type=parse_when_arg, help="date or ISO timestamp (exclusive)")
     search.add_argument("--limit", type=int, default=100)
     search.add_argument("--template", help="template name (outbound template messages)")
     search.add_argument("--direction", choices=("in", "out"))
@@ -573,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="send a signed demo image webhook to a running `wa-archive dev`")
     export = sub.add_parser("export", help="eDiscovery bundle (ZIP) of the messages selected")
     export.add_argument("--phone")
-    export.add_argument("--since", type=_parse_when)
-    export.add_argument("--until", type=_parse_when)
+    export.add_argument("--since", type=parse_when_arg)
+    export.add_argument("--until", type=parse_when_arg)
     export.add_argument("--out", required=True, help="path of the ZIP to write")
     export.add_argument("--local", action="store_true",
                         help="build the bundle in this process instead of as a Temporal workflow")
@@ -599,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     rtest.add_argument("action", choices=("run",))
     rtest.add_argument("--sample", type=int, help="objects to read back (default WA_ARCHIVE_RETRIEVAL_SAMPLE)")
     access = sub.add_parser("access-log", help="every read of the archive: who, what, when, from where")
-    access.add_argument("--since", type=_parse_when, help="date or ISO timestamp")
+    access.add_argument("--since", type=parse_when_arg, help="date or ISO timestamp")
     access.add_argument("--json", action="store_true")
     tokens = sub.add_parser("tokens", help="API tokens for the send proxy, record API and auditors")
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from wa_archive import queries
+from wa_archive import access_log, queries
 from wa_archive.keys import normalize_phone
 from wa_archive.search import FilterError, parse_filters, search
 from wa_archive.storage import S3Store
@@ -28,7 +28,7 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 async def _log_access(request: web.Request, action: str, target: dict[str, Any]) -> None:
     caller = request[CALLER]
-    await queries.record_access(pool_of(request), actor=caller.name, role=caller.role, action=action,
+    await access_log.record_access(pool_of(request), actor=caller.name, role=caller.role, action=action,
                                 target=target, remote_addr=request.remote)
 
 

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from wa_archive import queries
+from wa_archive import access_log, queries
 from wa_archive.keys import normalize_phone
 from wa_archive.search import FilterError, parse_filters, search
 from wa_archive.sessions import Session, close_session, load_session, open_session
@@ -54,7 +54,7 @@ async def _guard(request: web.Request, roles: tuple[str, ...]) -> Session | web.
 
 
 async def _log(request: web.Request, session: Session, action: str, target: dict[str, Any]) -> None:
-    await queries.record_access(deps_of(request).pool, actor=session.caller.name, role=session.caller.role,
+    await access_log.record_access(deps_of(request).pool, actor=session.caller.name, role=session.caller.role,
                                 action=action, target={**target, "via": "web"}, remote_addr=request.remote)
 
 

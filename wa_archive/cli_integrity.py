@@ -1,0 +1,165 @@
+"""Integrity commands: schedules, retrieval tests, the ledger, receipts and `verify`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from wa_archive.cli_support import follow, log_cli_access, open_pool, show_progress, with_dev_defaults
+from wa_archive.config import Settings
+
+
+async def cmd_schedules(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive.runtime import connect_temporal
+    from wa_archive.schedules import apply_schedules
+
+    client = await connect_temporal(with_dev_defaults(settings))
+    for line in await apply_schedules(client, settings):
+        print(line)
+    return 0
+
+
+async def cmd_retrieval_tests(settings: Settings, args: argparse.Namespace) -> int:
+    pool = await open_pool(settings)
+    try:
+        rows = await pool.fetch("SELECT * FROM retrieval_reports ORDER BY started_at DESC LIMIT 100")
+    finally:
+        await pool.close()
+    reports = [{"workflow_id": r["workflow_id"], "run_id": r["run_id"], "started_at": r["started_at"].isoformat(),
+                "finished_at": r["finished_at"].isoformat(), "sample_size": r["sample_size"], "passed": r["passed"],
+                "failed": r["failed"], "slowest_ms": r["slowest_ms"], "items": r["items"]} for r in rows]
+    if args.json:
+        print(json.dumps(reports, indent=2))
+        return 0
+    for r in reports:
+        verdict = "PASSED" if r["failed"] == 0 else "FAILED"
+        print(f"{r['started_at']}  {verdict}  {r['passed']}/{r['sample_size']} intact, slowest {r['slowest_ms']} ms"
+              f"  ({r['workflow_id']})")
+        for item in r["items"]:
+            if item["status"] == "failed":
+                print(f"    {item['item']['message_id']}: {item['problem']}")
+    print(f"{len(reports)} report(s)")
+    return 0
+
+
+async def cmd_retrieval_test(settings: Settings, args: argparse.Namespace) -> int:
+    import uuid
+
+    from temporalio.client import WorkflowFailureError
+
+    from wa_archive.models import RetrievalReport, RetrievalTestInput
+    from wa_archive.runtime import connect_temporal
+
+    settings = with_dev_defaults(settings)
+    client = await connect_temporal(settings)
+    handle = await client.start_workflow(
+        "RetrievalTest", RetrievalTestInput(sample_size=args.sample or settings.retrieval_sample),
+        id=f"retrieval-test-now-{uuid.uuid4().hex[:12]}", task_queue=settings.task_queue,
+        result_type=RetrievalReport)
+    print(f"retrieval test started: {handle.id}", file=sys.stderr)
+    try:
+        report = await follow(handle.result(), lambda: handle.query("progress"), "objects")
+    except WorkflowFailureError as exc:
+        print(f"\nFAILED: {exc.cause}", file=sys.stderr)
+        return 1
+    show_progress(report.sample_size, report.sample_size, "objects")
+    print(f"\nPASSED: {report.passed}/{report.sample_size} objects read back intact; "
+          f"slowest {report.slowest_ms} ms")
+    return 0
+
+
+async def cmd_ledger(settings: Settings, args: argparse.Namespace) -> int:
+    import base64
+
+    from wa_archive import ledger
+    from wa_archive.runtime import ledger_signer
+    from wa_archive.storage import open_store
+
+    signer = ledger_signer(settings)
+    if args.action == "public-key":
+        print(base64.b64encode(signer.public_key()).decode())
+        return 0
+    settings = with_dev_defaults(settings)
+    pool, store = await open_pool(settings), open_store(settings)
+    try:
+        written = await ledger.write_checkpoint(pool, store, signer)
+    finally:
+        await pool.close()
+        await store.close()
+    print(f"checkpoint at tree size {written['tree_size']}, root {written['root_hash']}" if written
+          else "nothing new since the last checkpoint")
+    return 0
+
+
+async def cmd_receipt(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive import ledger
+
+    pool = await open_pool(settings)
+    try:
+        await log_cli_access(pool, "receipt", {"message_id": args.message_id})
+        doc = await ledger.receipt(pool, args.message_id)
+    except LookupError as exc:
+        print(f"wa-archive: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await pool.close()
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
+    return 0
+
+
+async def cmd_verify_receipt(settings: Settings, args: argparse.Namespace) -> int:
+    import base64
+    from pathlib import Path
+
+    from wa_archive import ledger
+
+    try:
+        doc = json.loads(Path(args.file).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"wa-archive: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    key = base64.b64decode(args.public_key) if args.public_key else None
+    problems = ledger.verify_receipt(doc, key)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    if problems:
+        return 1
+    print(f"OK: {doc['record']['kind']} {doc['record']['id']} is leaf {doc['leaf_index']} of the signed tree"
+          + ("" if key else " (signature checked against the key in the receipt; pass --public-key to pin it)"))
+    return 0
+
+
+async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    import time as _time
+
+    from wa_archive import ledger
+    from wa_archive.runtime import ledger_signer
+    from wa_archive.storage import open_store
+
+    settings = with_dev_defaults(settings)
+    public_key = ledger_signer(settings).public_key()
+    pool, store = await open_pool(settings), open_store(settings)
+    started = _time.perf_counter()
+    try:
+        problems = await ledger.verify_log(pool, public_key)
+        checked = {"bytes": 0, "objects": 0}
+
+        def progress(n: int, total: int, done_bytes: int) -> None:
+            checked.update(bytes=done_bytes, objects=n)
+            show_progress(n, total, "objects")
+
+        if args.full or args.sample:
+            problems += await ledger.verify_objects(pool, store, sample=None if args.full else args.sample,
+                                                    on_progress=progress)
+    finally:
+        await pool.close()
+        await store.close()
+    elapsed = _time.perf_counter() - started
+    if checked["objects"]:
+        print(f"\nre-hashed {checked['objects']} objects, {checked['bytes']} bytes in {elapsed:.1f} s "
+              f"({checked['bytes'] / elapsed / 1e6:.1f} MB/s)", file=sys.stderr)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    print(f"{len(problems)} problem(s)" if problems else "OK: ledger, checkpoints and records agree")
+    return 1 if problems else 0
