@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.delivery import DeliveryActivities
+from activities.disposition import DispositionActivities
 from activities.exports import ExportActivities
 from activities.ledger import LedgerActivities
 from activities.media import MediaActivities
@@ -19,11 +20,15 @@ from activities.outbound import OutboundActivities
 from activities.records import RecordActivities
 from activities.retrieval import RetrievalActivities
 from wa_archive.config import Settings
+from wa_archive.disposition import Disposer
 from wa_archive.graph import GraphClient
+from wa_archive.keys import contact_key
 from wa_archive.linkfetch import Allowlist, LinkFetcher
-from wa_archive.runtime import connect_db, connect_temporal, contact_secret, ledger_signer
+from wa_archive.runtime import connect_db, connect_temporal, contact_secret, ledger_signer, retention_rules
 from wa_archive.storage import ObjectStore, open_store
+from wa_archive.storage.posture import startup_check
 from workflows.archive_message import ArchiveMessage
+from workflows.disposition import Disposition
 from workflows.export_bundle import ExportBundle
 from workflows.ingest_delivery import IngestDelivery
 from workflows.ledger_checkpoint import LedgerCheckpoint
@@ -40,24 +45,28 @@ def build_worker(
     """A Worker with every workflow and activity of the archive, dependencies injected."""
     token = settings.meta_access_token.get_secret_value() if settings.meta_access_token else ""
     graph = GraphClient(http, settings.meta_graph_url, token)
-    media = MediaActivities(graph, store, pool, settings.retention_days, links)
-    records = RecordActivities(pool, store.url)
-    outbound = OutboundActivities(graph, pool, store.url)
+    rules = retention_rules(settings)
+    media = MediaActivities(graph, store, pool, rules, links)
+    records = RecordActivities(pool, store.url, rules)
+    outbound = OutboundActivities(graph, pool, store.url, rules)
     exports = ExportActivities(pool, store, settings.retention_days)
     retrieval = RetrievalActivities(pool, store)
     ledger_acts = LedgerActivities(pool, store, ledger_signer(settings))
+    secret = contact_secret(settings)
     delivery = DeliveryActivities(pool, settings.archive_options(), settings.outbound_options(),
-                                  contact_secret(settings), settings.task_queue)
+                                  secret, settings.task_queue)
+    disposition = DispositionActivities(pool, Disposer(pool, store, lambda c: contact_key(secret, c)), rules)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, ExportBundle, RetrievalTest,
-                   LedgerCheckpoint],
+                   LedgerCheckpoint, Disposition],
         activities=[media.archive_media, media.archive_link_media, records.write_records,
                     records.record_critical_failure, delivery.fan_out_delivery,
                     outbound.snapshot_template, outbound.write_outbound, exports.export_bundle,
                     retrieval.sample_media, retrieval.check_objects, retrieval.request_restore,
-                    retrieval.save_retrieval_report, ledger_acts.write_checkpoint],
+                    retrieval.save_retrieval_report, ledger_acts.write_checkpoint,
+                    disposition.prepare_disposition, disposition.dispose_batch, disposition.settle_erasures],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
@@ -75,6 +84,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     pool = await connect_db(settings, max_size=settings.max_concurrent_activities + 2)
     store = open_store(settings)
     await store.ping()
+    try:
+        await startup_check(store, settings, pool, "worker")
+    except BaseException:
+        await store.close()
+        await pool.close()
+        raise
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=60)
     links = link_fetcher(settings)
     async with aiohttp.ClientSession(timeout=timeout) as http:

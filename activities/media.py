@@ -5,7 +5,6 @@ public link through the SSRF-guarded fetcher.
 """
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
 import asyncpg
 import structlog
@@ -18,19 +17,20 @@ from wa_archive.keys import media_object_key
 from wa_archive.linkfetch import LinkFetcher
 from wa_archive.models import ArchiveMediaInput, MediaRecord
 from wa_archive.names import ARCHIVE_LINK_MEDIA, ARCHIVE_MEDIA
+from wa_archive.retention import RetentionRules
 from wa_archive.storage import ObjectStore
 
 log = structlog.get_logger("wa_archive.media")
 
 
 class MediaActivities:
-    def __init__(self, graph: GraphClient, store: ObjectStore, pool: asyncpg.Pool, retention_days: int,
+    def __init__(self, graph: GraphClient, store: ObjectStore, pool: asyncpg.Pool, rules: RetentionRules,
                  links: LinkFetcher) -> None:
         self.graph = graph
         self.store = store
         self.pool = pool
         self.links = links
-        self.retention = timedelta(days=retention_days)
+        self.rules = rules
 
     @activity.defn(name=ARCHIVE_MEDIA)
     @record_attempts("archive_media", lambda inp: (inp.message_id, inp.media.media_id))
@@ -65,10 +65,14 @@ class MediaActivities:
         def heartbeat(done: int) -> None:
             activity.heartbeat({"bytes": done})
 
+        # Retention by the business number's policy; a contact under legal hold is held from the start.
+        terms = await self.rules.terms(self.pool, scopes=inp.business_scopes, contact_phone=inp.contact_phone,
+                                       ts=inp.timestamp)
         stored = await self.store.put_stream(
             key, chunks, content_type=mime_type,
             metadata={"message-id": inp.message_id, "media-id": media.media_id[:200]},
-            expected_sha256=expected, retain_until=inp.timestamp + self.retention, on_progress=heartbeat,
+            expected_sha256=expected, retain_until=terms.retain_until, legal_hold=terms.held,
+            on_progress=heartbeat,
         )
         # The key holds the contact's phone number, so it stays out of INFO logs.
         bound.info("media_archived", sha256=stored.sha256, size=stored.size, created=stored.created)
@@ -76,5 +80,5 @@ class MediaActivities:
             media_id=media.media_id, position=inp.position, kind=media.kind, status="archived",
             storage_key=stored.key, size=stored.size, sha256=stored.sha256,
             provider_sha256=declared, mime_type=mime_type, filename=media.filename,
-            stored_at=stored.stored_at,
+            stored_at=stored.stored_at, retain_until=terms.retain_until, legal_hold=terms.held,
         )

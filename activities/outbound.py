@@ -9,16 +9,18 @@ from wa_archive import queries
 from wa_archive.graph import GraphClient
 from wa_archive.models import TemplateSnapshotInput, TemplateSnapshotResult, WriteOutboundInput
 from wa_archive.names import SNAPSHOT_TEMPLATE, WRITE_OUTBOUND
+from wa_archive.retention import RetentionRules
 from wa_archive.templates import render, snapshot
 
 log = structlog.get_logger("wa_archive.outbound")
 
 
 class OutboundActivities:
-    def __init__(self, graph: GraphClient, pool: asyncpg.Pool, storage_url: str) -> None:
+    def __init__(self, graph: GraphClient, pool: asyncpg.Pool, storage_url: str, rules: RetentionRules) -> None:
         self.graph = graph
         self.pool = pool
         self.storage_url = storage_url
+        self.rules = rules
 
     @activity.defn(name=SNAPSHOT_TEMPLATE)
     @record_attempts("snapshot_template", lambda inp: (inp.message_id, None))
@@ -38,6 +40,6 @@ class OutboundActivities:
     @activity.defn(name=WRITE_OUTBOUND)
     @record_attempts("write_outbound", lambda inp: (inp.message_id, None))
     async def write_outbound(self, inp: WriteOutboundInput) -> bool:
-        created = await queries.write_outbound(self.pool, inp, self.storage_url)
+        created = await queries.write_outbound(self.pool, inp, self.storage_url, self.rules)
         log.info("outbound_recorded", message_id=inp.message_id, created=created, flags=inp.flags)
         return created

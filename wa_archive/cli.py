@@ -15,6 +15,8 @@ from wa_archive.cli_integrity import (
     cmd_ledger, cmd_receipt, cmd_retrieval_test, cmd_retrieval_tests, cmd_schedules, cmd_verify,
     cmd_verify_receipt,
 )
+from wa_archive.cli_retention import COMMANDS as RETENTION_COMMANDS
+from wa_archive.cli_retention import add_parsers as add_retention_parsers
 from wa_archive.cli_support import log_cli_access, open_pool, parse_when_arg, with_dev_defaults
 from wa_archive.config import ConfigError, Settings, load_settings
 
@@ -240,6 +242,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = 
     "export": cmd_export, "verify-export": cmd_verify_export,
     "ledger": cmd_ledger, "receipt": cmd_receipt, "verify-receipt": cmd_verify_receipt, "verify": cmd_verify,
     "schedules": cmd_schedules, "retrieval-tests": cmd_retrieval_tests, "retrieval-test": cmd_retrieval_test,
+    **RETENTION_COMMANDS,
 }
 
 
@@ -306,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     tlist.add_argument("--json", action="store_true")
     revoke = tsub.add_parser("revoke", help="revoke a token by name")
     revoke.add_argument("name")
+    add_retention_parsers(sub)
     return parser
 
 

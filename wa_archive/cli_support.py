@@ -52,14 +52,18 @@ async def open_pool(settings: Settings):
     return await connect_db(settings, max_size=2)
 
 
-async def log_cli_access(pool, action: str, target: dict[str, Any]) -> None:
-    """CLI reads are reads of the archive too: recorded under the local user's name."""
+def cli_actor() -> str:
+    """Who is acting from the command line: the local user's name."""
     import getpass
 
+    return f"cli:{getpass.getuser()}"
+
+
+async def log_cli_access(pool, action: str, target: dict[str, Any]) -> None:
+    """CLI reads are reads of the archive too: recorded under the local user's name."""
     from wa_archive.access_log import record_access
 
-    await record_access(pool, actor=f"cli:{getpass.getuser()}", role="cli", action=action,
-                        target=target, remote_addr="local")
+    await record_access(pool, actor=cli_actor(), role="cli", action=action, target=target, remote_addr="local")
 
 
 def show_progress(done: int, total: int, unit: str = "messages") -> None:

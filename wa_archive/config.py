@@ -46,7 +46,13 @@ class Settings(BaseSettings):
     contact_key_secret: SecretStr | None = None
     ledger_signing_key: SecretStr | None = None  # base64 of a 32-byte Ed25519 seed
     ledger_checkpoint_every: float = Field(default=3600.0, ge=1)
-    retention_days: int = Field(default=2557, ge=1)
+    retention_days: int = Field(default=2557, ge=1)  # the default policy until `retention set --default`
+    min_lock_seconds: float = Field(default=86400.0, ge=1)  # floor of any object's retain-until, from its write
+    s3_lifecycle_transition_days: int = Field(default=90, ge=1)
+    s3_lifecycle_storage_class: str = "GLACIER_IR"
+    allow_unversioned_bucket: bool = False
+    disposition_cron: str = "30 4 * * *"
+    disposition_batch: int = Field(default=200, ge=1, le=10_000)
     retry_max_attempts: int = Field(default=5, ge=1, le=100)
     retry_initial_interval: float = Field(default=10.0, gt=0)
     retry_backoff: float = Field(default=2.0, ge=1.0)
@@ -76,6 +82,21 @@ class Settings(BaseSettings):
             raise ValueError("must start with file:// or s3://")
         if parsed.scheme == "s3" and not parsed.netloc:
             raise ValueError("s3:// URL needs a bucket name, e.g. s3://my-archive/prefix")
+        return value
+
+    @field_validator("s3_object_lock_mode")
+    @classmethod
+    def _lock_mode(cls, value: str) -> str:
+        value = value.upper()
+        if value not in ("COMPLIANCE", "GOVERNANCE"):
+            raise ValueError("must be COMPLIANCE or GOVERNANCE")
+        return value
+
+    @field_validator("s3_sse")
+    @classmethod
+    def _sse(cls, value: str) -> str:
+        if value not in ("AES256", "aws:kms"):
+            raise ValueError("must be AES256 (SSE-S3) or aws:kms (SSE-KMS, with WA_ARCHIVE_S3_KMS_KEY_ID)")
         return value
 
     @field_validator("meta_graph_url")

@@ -8,7 +8,8 @@
     ├── TemplateNotFound          the template is not (or no longer) in the WABA         NOT retryable
     ├── MediaHashMismatch         our SHA-256 differs from the provider's                retryable
     └── StorageError              the object store failed                                retryable
-        └── StorageConflict       different bytes already stored under the key           NOT retryable
+        ├── StorageConflict       different bytes already stored under the key           NOT retryable
+        └── RetentionActive       an object still under retention or legal hold          NOT retryable
 
 Temporal matches retry policy entries against the exception class name, so the names below are the
 single place that decides what is retried.
@@ -62,5 +63,9 @@ class StorageConflict(StorageError):
     """Different bytes are already stored under this key; objects are never overwritten."""
 
 
+class RetentionActive(StorageError):
+    """Removal refused: the object is within its retention period or on legal hold."""
+
+
 NON_RETRYABLE = [MediaAccessDenied.__name__, StorageConflict.__name__, LinkRefused.__name__,
-                 TemplateNotFound.__name__]
+                 TemplateNotFound.__name__, RetentionActive.__name__]

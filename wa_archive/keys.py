@@ -106,3 +106,9 @@ def normalize_phone(value: str | None) -> str | None:
         return None
     digits = "".join(ch for ch in stripped if ch.isdigit())
     return digits or None
+
+
+def business_scopes(phone_number_id: str | None, display_phone_number: str | None) -> list[str]:
+    """The retention-policy scopes that may apply to a business number, most specific first ('*' last)."""
+    scopes = [s for s in (phone_number_id, normalize_phone(display_phone_number)) if s]
+    return scopes + ["*"]

@@ -20,7 +20,7 @@ import asyncpg
 
 from wa_archive import merkle
 
-KINDS = ("message", "template_snapshot", "status_event", "failure", "access")
+KINDS = ("message", "template_snapshot", "status_event", "failure", "access", "disposition")
 
 
 def canonical(value: Any) -> bytes:
@@ -69,6 +69,13 @@ def failure_digest(row: asyncpg.Record | dict) -> str:
     return sha256_hex(canonical({"id": row["id"], "message_id": row["message_id"], "stage": row["stage"],
                                  "media_id": row["media_id"], "run_id": row["run_id"],
                                  "attempts_sha256": sha256_hex(canonical(row["attempts"]))}))
+
+
+def disposition_digest(row: asyncpg.Record | dict) -> str:
+    return sha256_hex(canonical({
+        "id": row["id"], "message_id": row["message_id"], "at": row["disposed_at"].astimezone(timezone.utc).isoformat(),
+        "reason": row["reason"], "policy_id": row["policy_id"], "erasure_request_id": row["erasure_request_id"],
+        "retain_until": row["retain_until"].astimezone(timezone.utc).isoformat(), "record": row["record"]}))
 
 
 # Appending ----------------------------------------------------------------------------------
@@ -245,7 +252,20 @@ _RECORDS = {
     "status_event": ("SELECT * FROM status_events WHERE id::text = ANY($1::text[])", "id", status_digest),
     "failure": ("SELECT * FROM archive_failures WHERE id::text = ANY($1::text[])", "id", failure_digest),
     "access": ("SELECT * FROM access_log WHERE id::text = ANY($1::text[])", "id", access_digest),
+    "disposition": ("SELECT * FROM dispositions WHERE id::text = ANY($1::text[])", "id", disposition_digest),
 }
+
+
+async def _disposed(pool: asyncpg.Pool) -> dict[tuple[str, str], str]:
+    """Records removed by disposition, with the digest each had: their leaves may outlive them."""
+    gone: dict[tuple[str, str], str] = {}
+    for row in await pool.fetch("SELECT message_id, record FROM dispositions"):
+        record = row["record"]
+        gone[("message", row["message_id"])] = record["message_digest"]
+        for kind, key in (("status_event", "status_events"), ("failure", "failures")):
+            for item in record.get(key, []):
+                gone[(kind, item["id"])] = item["digest"]
+    return gone
 
 
 async def verify_log(pool: asyncpg.Pool, public_key: bytes | None) -> list[str]:
@@ -275,16 +295,24 @@ async def verify_log(pool: asyncpg.Pool, public_key: bytes | None) -> list[str]:
             problems.append(f"message {row['id']}: not in the ledger (added outside the archive)")
         elif digest != message_digest(row, by_msg.get(row["id"], [])):
             problems.append(f"message {row['id']}: changed since it was archived (row or its media)")
+    disposed = await _disposed(pool)
+
+    def removed(kind: str, record_id: str) -> None:
+        if (kind, record_id) not in disposed:
+            problems.append(f"{kind} {record_id}: deleted (its ledger entry remains)")
+        elif disposed[(kind, record_id)] != latest[(kind, record_id)]:
+            problems.append(f"{kind} {record_id}: disposed, but the disposition record does not match its ledger entry")
+
     for (kind, record_id) in latest:
         if kind == "message" and record_id not in present:
-            problems.append(f"message {record_id}: deleted (its ledger entry remains)")
+            removed(kind, record_id)
     for kind, (sql, key, digest_fn) in _RECORDS.items():
         ids = [rid for (k, rid) in latest if k == kind]
         found = {str(r[key]): r for r in await pool.fetch(sql, ids)} if ids else {}
         for rid in ids:
             row = found.get(rid)
             if row is None:
-                problems.append(f"{kind} {rid}: deleted (its ledger entry remains)")
+                removed(kind, rid)
             elif digest_fn(row) != latest[(kind, rid)]:
                 problems.append(f"{kind} {rid}: changed since it was recorded")
     hashes = [bytes(leaf["leaf_hash"]) for leaf in leaves]

@@ -83,6 +83,8 @@ class ArchiveMediaInput(BaseModel):
     contact_segment: str
     position: int
     media: MediaRef
+    business_scopes: list[str] = Field(default_factory=lambda: ["*"])  # retention policy scopes
+    contact_phone: str | None = None  # legal holds are per contact phone
 
 
 class MediaRecord(BaseModel):
@@ -99,6 +101,8 @@ class MediaRecord(BaseModel):
     mime_type: str | None = None
     filename: str | None = None
     stored_at: datetime | None = None
+    retain_until: datetime | None = None  # as written on the object
+    legal_hold: bool = False  # the object was written under legal hold
 
 
 class WriteRecordsInput(BaseModel):
@@ -278,3 +282,24 @@ class RetrievalReport(BaseModel):
     failed: int
     slowest_ms: float | None = None
     checks: list[RetrievalCheck] = Field(default_factory=list)
+
+
+class DispositionInput(BaseModel):
+    """One Disposition run: how many messages per batch (activity), optionally one contact only."""
+
+    batch: int = 200
+    phone: str | None = None
+
+
+class DispositionBatch(BaseModel):
+    removed: int = 0
+    bytes: int = 0
+    deferred: list[str] = Field(default_factory=list)  # due by the rows, still refused by the store
+    more: bool = False
+
+
+class DispositionReport(BaseModel):
+    removed: int = 0
+    bytes: int = 0
+    deferred: list[str] = Field(default_factory=list)
+    erasures_completed: int = 0

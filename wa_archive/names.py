@@ -22,6 +22,10 @@ SAVE_RETRIEVAL_REPORT = "save_retrieval_report"
 RETRIEVAL_SCHEDULE_ID = "wa-archive-retrieval-test"
 WRITE_CHECKPOINT = "write_checkpoint"
 CHECKPOINT_SCHEDULE_ID = "wa-archive-ledger-checkpoint"
+PREPARE_DISPOSITION = "prepare_disposition"
+DISPOSE_BATCH = "dispose_batch"
+SETTLE_ERASURES = "settle_erasures"
+DISPOSITION_SCHEDULE_ID = "wa-archive-disposition"
 
 # Signals of the OutboundMessage workflow.
 SIGNAL_SEND = "record_send"

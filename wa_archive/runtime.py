@@ -92,3 +92,10 @@ def ensure_dev_ledger_key(data_dir: Path) -> None:
     if not path.exists():
         path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
         path.chmod(0o600)
+
+
+def retention_rules(settings: Settings):
+    """The configured default retention and minimum lock, for the activities that archive."""
+    from wa_archive.retention import RetentionRules
+
+    return RetentionRules(default_days=settings.retention_days, min_lock_seconds=settings.min_lock_seconds)

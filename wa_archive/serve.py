@@ -10,6 +10,7 @@ from aiohttp import web
 from wa_archive.config import Settings
 from wa_archive.runtime import connect_db, connect_temporal
 from wa_archive.storage import open_store
+from wa_archive.storage.posture import startup_check
 from webhook.app import WebhookDeps, create_app
 
 log = structlog.get_logger("wa_archive.serve")
@@ -21,7 +22,14 @@ async def start_http(settings: Settings) -> tuple[web.AppRunner, WebhookDeps]:
     # Lazy: the server starts (and answers 503) even while Temporal is down.
     client = await connect_temporal(settings, lazy=True)
     pool = await connect_db(settings)
-    deps = WebhookDeps(settings=settings, client=client, pool=pool, store=open_store(settings))
+    store = open_store(settings)
+    try:
+        await startup_check(store, settings, pool, "serve")
+    except BaseException:
+        await store.close()
+        await pool.close()
+        raise
+    deps = WebhookDeps(settings=settings, client=client, pool=pool, store=store)
     runner = web.AppRunner(create_app(deps), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()

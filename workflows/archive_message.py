@@ -4,6 +4,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from wa_archive.keys import business_scopes
     from wa_archive.models import ArchiveMediaInput, ArchiveRequest, ArchiveResult, WriteRecordsInput
     from wa_archive.names import ARCHIVE_STATUS, WRITE_RECORDS
     from workflows.steps import DB_RETRY, DB_TIMEOUT, archive_media_items, record_failure
@@ -15,7 +16,9 @@ class ArchiveMessage:
     async def run(self, req: ArchiveRequest) -> ArchiveResult:
         items = [
             ArchiveMediaInput(message_id=req.message_id, timestamp=req.timestamp,
-                              contact_segment=req.contact.path_segment(), position=position, media=media)
+                              contact_segment=req.contact.path_segment(), position=position, media=media,
+                              business_scopes=business_scopes(req.phone_number_id, req.display_phone_number),
+                              contact_phone=req.contact.phone)
             for position, media in enumerate(req.media)
         ]
         records, failures = await archive_media_items(items, req.options)

@@ -14,7 +14,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from wa_archive.keys import normalize_phone
+    from wa_archive.keys import business_scopes, normalize_phone
     from wa_archive.models import (
         ArchiveMediaInput,
         ArchiveResult,
@@ -113,6 +113,7 @@ class OutboundMessage:
             items.append(ArchiveMediaInput(
                 message_id=start.message_id, timestamp=timestamp,
                 contact_segment=contact.path_segment(), position=0,
+                business_scopes=business_scopes(send.phone_number_id, None), contact_phone=contact.phone,
                 media=MediaRef(media_id=media_ref.media_id or media_ref.link or "?",
                                kind=media_ref.kind, filename=media_ref.filename,
                                link=None if media_ref.media_id else media_ref.link)))

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
-from wa_archive.errors import MediaHashMismatch
+from wa_archive.errors import MediaHashMismatch, RetentionActive
 
 ProgressCallback = Callable[[int], None]
 
@@ -33,6 +33,7 @@ class ObjectInfo(BaseModel):
     restored: bool = False  # S3: a restored copy of an archive-tier object is readable
     retain_until: datetime | None = None
     lock_expected: bool = False  # the store promises a retention lock on this object
+    legal_hold: bool = False
 
 
 class ObjectStore(Protocol):
@@ -49,8 +50,18 @@ class ObjectStore(Protocol):
         metadata: dict[str, str],
         expected_sha256: bytes | None,
         retain_until: datetime,
+        legal_hold: bool = False,
         on_progress: ProgressCallback | None = None,
     ) -> StoredObject: ...
+
+    async def set_legal_hold(self, key: str, on: bool) -> None: ...
+
+    async def extend_retention(self, key: str, until: datetime) -> datetime | None:
+        """Move the object's retain-until later (never earlier); returns the date now in force."""
+
+    async def dispose(self, key: str) -> int:
+        """Remove every version of a key whose retention has lapsed and that is not on hold;
+        raises RetentionActive otherwise. Returns the number of versions removed (0: already gone)."""
 
     def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]: ...
 
@@ -59,6 +70,14 @@ class ObjectStore(Protocol):
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+def refuse_if_retained(key: str, retain_until: datetime | None, legal_hold: bool, now: datetime) -> None:
+    """Our own guard in front of every removal: stores that do not enforce locks still refuse."""
+    if legal_hold:
+        raise RetentionActive(f"{key} is on legal hold; not removed")
+    if retain_until is not None and retain_until > now:
+        raise RetentionActive(f"{key} is retained until {retain_until}; not removed")
 
 
 def check_digest(hasher: "hashlib._Hash", expected: bytes | None, key: str) -> str:

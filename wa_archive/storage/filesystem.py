@@ -2,7 +2,8 @@
 
 What it promises: no partial object is visible, no object is overwritten by this code, files are
 read-only. What it cannot promise: anyone with filesystem access can still delete or chmod them;
-retention is recorded in metadata and enforced by our code only.
+retention (the object's .meta.json) and legal hold (a .legal-hold marker file) are recorded beside
+the object and enforced by our code only. `wa-archive storage check` says so.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from pathlib import Path
 
 from wa_archive.errors import StorageConflict, StorageError
 from wa_archive.keys import safe_id
-from wa_archive.storage.base import ObjectInfo, ProgressCallback, StoredObject, check_digest
+from wa_archive.storage.base import ObjectInfo, ProgressCallback, StoredObject, check_digest, refuse_if_retained
 
 READ_CHUNK = 1024 * 1024
 META_SUFFIX = ".meta.json"
+HOLD_SUFFIX = ".legal-hold"
 
 
 class FilesystemStore:
@@ -46,6 +48,7 @@ class FilesystemStore:
         metadata: dict[str, str],
         expected_sha256: bytes | None,
         retain_until: datetime,
+        legal_hold: bool = False,
         on_progress: ProgressCallback | None = None,
     ) -> StoredObject:
         final = self._path(key)
@@ -69,6 +72,8 @@ class FilesystemStore:
                 fh.close()
             digest = check_digest(hasher, expected_sha256, key)
             stored_at = datetime.now(timezone.utc)
+            if legal_hold:  # the hold exists before the object does: never a moment without it
+                await asyncio.to_thread(self._set_hold, final, True)
             return await asyncio.to_thread(
                 self._commit, tmp, final, key, digest, size, stored_at, content_type, metadata,
                 retain_until,
@@ -150,7 +155,66 @@ class FilesystemStore:
         if "retain_until" in meta:
             flat["retain-until"] = meta["retain_until"]
             retain = datetime.fromisoformat(meta["retain_until"])
-        return ObjectInfo(key=key, size=path.stat().st_size, sha256=sha, metadata=flat, retain_until=retain)
+        return ObjectInfo(key=key, size=path.stat().st_size, sha256=sha, metadata=flat, retain_until=retain,
+                          legal_hold=self._hold_path(path).exists())
+
+    # Retention and legal hold (recorded beside the object, enforced by this code) ------------------
+
+    @staticmethod
+    def _hold_path(path: Path) -> Path:
+        return path.with_name(path.name + HOLD_SUFFIX)
+
+    def _set_hold(self, path: Path, on: bool) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        marker = self._hold_path(path)
+        if on:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+
+    async def set_legal_hold(self, key: str, on: bool) -> bool:
+        await asyncio.to_thread(self._set_hold, self._path(key), on)
+        return True
+
+    def _read_meta(self, path: Path) -> dict:
+        meta_path = path.with_name(path.name + META_SUFFIX)
+        return json.loads(meta_path.read_text()) if meta_path.exists() else {}
+
+    def _extend(self, path: Path, until: datetime) -> datetime | None:
+        meta = self._read_meta(path)
+        if not meta:
+            return None
+        current = datetime.fromisoformat(meta["retain_until"]) if "retain_until" in meta else None
+        if current is not None and current >= until:
+            return current
+        meta["retain_until"] = until.isoformat()
+        meta_path = path.with_name(path.name + META_SUFFIX)
+        tmp = self._tmp / f"{uuid.uuid4().hex}.meta"
+        tmp.write_text(json.dumps(meta, sort_keys=True))
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, meta_path)  # atomic: the old or the new date, never none
+        _fsync_dir(path.parent)
+        return until
+
+    async def extend_retention(self, key: str, until: datetime) -> datetime | None:
+        return await asyncio.to_thread(self._extend, self._path(key), until)
+
+    def _dispose(self, key: str, path: Path) -> int:
+        if not path.exists():
+            return 0
+        meta = self._read_meta(path)
+        retain = datetime.fromisoformat(meta["retain_until"]) if "retain_until" in meta else None
+        # A file without its metadata is treated as retained: nothing proves it may go.
+        refuse_if_retained(key, retain or datetime.max.replace(tzinfo=timezone.utc),
+                           self._hold_path(path).exists(), datetime.now(timezone.utc))
+        for victim in (path, path.with_name(path.name + META_SUFFIX)):
+            victim.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+        return 1
+
+    async def dispose(self, key: str) -> int:
+        return await asyncio.to_thread(self._dispose, key, self._path(key))
 
     async def ping(self) -> None:
         if not os.access(self.root, os.W_OK):

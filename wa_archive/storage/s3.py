@@ -20,8 +20,8 @@ from typing import Any
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from wa_archive.errors import StorageConflict, StorageError
-from wa_archive.storage.base import ObjectInfo, ProgressCallback, StoredObject, check_digest
+from wa_archive.errors import RetentionActive, StorageConflict, StorageError
+from wa_archive.storage.base import ObjectInfo, ProgressCallback, StoredObject, check_digest, refuse_if_retained
 
 SIDECAR_SUFFIX = ".sha256"
 
@@ -74,7 +74,8 @@ class S3Store:
                 self._object_lock = False
         return self._object_lock
 
-    async def _write_args(self, content_type: str, metadata: dict[str, str], retain_until: datetime) -> dict[str, Any]:
+    async def _write_args(self, content_type: str, metadata: dict[str, str], retain_until: datetime,
+                          legal_hold: bool = False) -> dict[str, Any]:
         args: dict[str, Any] = {"ContentType": content_type, "Metadata": metadata}
         if self._sse == "aws:kms":
             args["ServerSideEncryption"] = "aws:kms"
@@ -85,6 +86,8 @@ class S3Store:
         if await self._bucket_has_object_lock():
             args["ObjectLockMode"] = self._lock_mode
             args["ObjectLockRetainUntilDate"] = retain_until
+            if legal_hold:
+                args["ObjectLockLegalHoldStatus"] = "ON"
         return args
 
     async def put_stream(
@@ -96,6 +99,7 @@ class S3Store:
         metadata: dict[str, str],
         expected_sha256: bytes | None,
         retain_until: datetime,
+        legal_hold: bool = False,
         on_progress: ProgressCallback | None = None,
     ) -> StoredObject:
         full = self._full(key)
@@ -107,7 +111,7 @@ class S3Store:
             meta = dict(metadata)
             if expected_sha256 is not None:
                 meta["sha256"] = expected_sha256.hex()
-            args = await self._write_args(content_type, meta, retain_until)
+            args = await self._write_args(content_type, meta, retain_until, legal_hold)
             return await self._upload(key, full, chunks, args, expected_sha256, on_progress)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"S3 error for {key}: {exc}") from exc
@@ -160,7 +164,7 @@ class S3Store:
                     await s3.put_object(
                         Bucket=self.bucket, Key=full + SIDECAR_SUFFIX, Body=digest.encode(),
                         IfNoneMatch="*", ContentType="text/plain", ChecksumAlgorithm="SHA256",
-                        **{k: v for k, v in args.items() if k not in ("ContentType", "Metadata")},
+                        **{k: v for k, v in args.items() if k not in ("ContentType", "Metadata")},  # same lock and hold
                     )
             completed = True
         except ClientError as exc:
@@ -250,7 +254,79 @@ class S3Store:
         return ObjectInfo(key=key, size=resp["ContentLength"], sha256=sha, metadata=metadata,
                           storage_class=resp.get("StorageClass"), retain_until=retain,
                           restored='ongoing-request="false"' in restore,
-                          lock_expected=await self._bucket_has_object_lock())
+                          lock_expected=await self._bucket_has_object_lock(),
+                          legal_hold=resp.get("ObjectLockLegalHoldStatus") == "ON")
+
+    # Retention and legal hold ------------------------------------------------------------------
+
+    async def _versions(self, key: str) -> list[dict[str, Any]]:
+        """Every version and delete marker of the object and of its hash sidecar."""
+        s3 = await self._s3()
+        full = self._full(key)
+        wanted = (full, full + SIDECAR_SUFFIX)
+        found: list[dict[str, Any]] = []
+        paginator = s3.get_paginator("list_object_versions")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for entry in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                if entry["Key"] in wanted:
+                    found.append(entry)
+        return found
+
+    async def set_legal_hold(self, key: str, on: bool) -> bool:
+        """Legal hold on every version of the object (and its sidecar); False if the bucket has no
+        Object Lock, in which case only the rows carry the hold."""
+        if not await self._bucket_has_object_lock():
+            return False
+        s3 = await self._s3()
+        try:
+            for entry in await self._versions(key):
+                if "Size" in entry:  # a version, not a delete marker
+                    await s3.put_object_legal_hold(Bucket=self.bucket, Key=entry["Key"], VersionId=entry["VersionId"],
+                                                   LegalHold={"Status": "ON" if on else "OFF"})
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 legal hold on {key}: {exc}") from exc
+        return True
+
+    async def extend_retention(self, key: str, until: datetime) -> datetime | None:
+        if not await self._bucket_has_object_lock():
+            return None
+        s3 = await self._s3()
+        latest = None
+        try:
+            for entry in await self._versions(key):
+                if "Size" not in entry:
+                    continue
+                head = await s3.head_object(Bucket=self.bucket, Key=entry["Key"], VersionId=entry["VersionId"])
+                current = head.get("ObjectLockRetainUntilDate")
+                if current is None or current < until:
+                    await s3.put_object_retention(
+                        Bucket=self.bucket, Key=entry["Key"], VersionId=entry["VersionId"],
+                        Retention={"Mode": head.get("ObjectLockMode") or self._lock_mode, "RetainUntilDate": until})
+                    current = until
+                latest = current if latest is None else max(latest, current)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 retention on {key}: {exc}") from exc
+        return latest
+
+    async def dispose(self, key: str) -> int:
+        s3 = await self._s3()
+        now = datetime.now(timezone.utc)
+        try:
+            entries = await self._versions(key)
+            for entry in entries:  # check every version before removing any
+                if "Size" in entry:
+                    head = await s3.head_object(Bucket=self.bucket, Key=entry["Key"], VersionId=entry["VersionId"])
+                    refuse_if_retained(key, head.get("ObjectLockRetainUntilDate"),
+                                       head.get("ObjectLockLegalHoldStatus") == "ON", now)
+            for entry in entries:
+                await s3.delete_object(Bucket=self.bucket, Key=entry["Key"], VersionId=entry["VersionId"])
+        except ClientError as exc:
+            if _code(exc) == "AccessDenied":
+                raise RetentionActive(f"the store refused to remove {key}: {exc}") from exc
+            raise StorageError(f"S3 error removing {key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 error removing {key}: {exc}") from exc
+        return sum(1 for e in entries if "Size" in e)
 
     async def request_restore(self, key: str, days: int = 2) -> None:
         """Ask for a readable copy of an archive-tier object; an ongoing restore is fine."""

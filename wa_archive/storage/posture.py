@@ -1,0 +1,281 @@
+"""Storage posture: configure an S3 bucket for WORM retention (`storage init`) and check it
+(`storage check`, and at worker/serve start), including a canary that proves the lock holds.
+
+Each finding says what a setting is and what it should be. The filesystem backend has no bucket
+settings; its findings say plainly what it enforces itself and what it cannot promise.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from wa_archive.config import Settings
+from wa_archive.errors import RetentionActive, StorageConflict
+from wa_archive.storage.filesystem import FilesystemStore
+from wa_archive.storage.s3 import S3Store, _code
+
+TRANSITION_RULE = "wa-archive-transition"
+ABORT_RULE = "wa-archive-abort-incomplete-multipart"
+CANARY_PREFIX = "_canary/"
+
+
+@dataclass
+class Finding:
+    setting: str
+    actual: str
+    expected: str
+    ok: bool
+    note: str = ""  # for settings the backend cannot provide: what is promised instead
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _lifecycle_rules(store: S3Store, settings: Settings) -> list[dict[str, Any]]:
+    prefix = f"{store.prefix}/" if store.prefix else ""
+    return [
+        {"ID": TRANSITION_RULE, "Status": "Enabled", "Filter": {"Prefix": prefix},
+         "Transitions": [{"Days": settings.s3_lifecycle_transition_days,
+                          "StorageClass": settings.s3_lifecycle_storage_class}]},
+        {"ID": ABORT_RULE, "Status": "Enabled", "Filter": {"Prefix": prefix},
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+    ]
+
+
+def _encryption(settings: Settings) -> dict[str, Any]:
+    default: dict[str, Any] = {"SSEAlgorithm": settings.s3_sse}
+    if settings.s3_sse == "aws:kms" and settings.s3_kms_key_id:
+        default["KMSMasterKeyID"] = settings.s3_kms_key_id
+    return {"Rules": [{"ApplyServerSideEncryptionByDefault": default, "BucketKeyEnabled": True}]}
+
+
+async def _get(call, *args, missing: tuple[str, ...], **kwargs) -> dict | None:
+    try:
+        return await call(*args, **kwargs)
+    except ClientError as exc:
+        if _code(exc) in missing:
+            return None
+        raise
+
+
+async def init_s3(store: S3Store, settings: Settings) -> list[str]:
+    """Bring the bucket to the posture `check_s3` expects; idempotent. Returns what was done."""
+    s3 = await store._s3()
+    done = []
+    if await _get(s3.head_bucket, Bucket=store.bucket, missing=("404", "NoSuchBucket", "NotFound")) is None:
+        extra = {} if settings.s3_region == "us-east-1" else {
+            "CreateBucketConfiguration": {"LocationConstraint": settings.s3_region}}
+        await s3.create_bucket(Bucket=store.bucket, ObjectLockEnabledForBucket=True, **extra)
+        done.append(f"created bucket {store.bucket} with Object Lock")
+    await s3.put_bucket_versioning(Bucket=store.bucket, VersioningConfiguration={"Status": "Enabled"})
+    done.append("versioning: Enabled")
+    await s3.put_object_lock_configuration(Bucket=store.bucket, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": settings.s3_object_lock_mode, "Days": settings.retention_days}}})
+    done.append(f"Object Lock default retention: {settings.s3_object_lock_mode}, {settings.retention_days} days")
+    await s3.put_bucket_encryption(Bucket=store.bucket, ServerSideEncryptionConfiguration=_encryption(settings))
+    done.append(f"default encryption: {settings.s3_sse}")
+    await s3.put_public_access_block(Bucket=store.bucket, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    done.append("public access: blocked")
+    current = await _get(s3.get_bucket_lifecycle_configuration, Bucket=store.bucket,
+                         missing=("NoSuchLifecycleConfiguration",))
+    others = [r for r in (current or {}).get("Rules", []) if r.get("ID") not in (TRANSITION_RULE, ABORT_RULE)]
+    await s3.put_bucket_lifecycle_configuration(Bucket=store.bucket, LifecycleConfiguration={
+        "Rules": others + _lifecycle_rules(store, settings)})
+    done.append(f"lifecycle: {settings.s3_lifecycle_storage_class} after {settings.s3_lifecycle_transition_days} days,"
+                " incomplete multipart uploads aborted after 1 day"
+                + (f" ({len(others)} other rules kept)" if others else ""))
+    store._object_lock = None  # re-read on next write
+    return done
+
+
+async def check_s3(store: S3Store, settings: Settings, *, canary: bool = True) -> list[Finding]:
+    s3 = await store._s3()
+    findings: list[Finding] = []
+    versioning = (await s3.get_bucket_versioning(Bucket=store.bucket)).get("Status") or "never enabled"
+    findings.append(Finding("versioning", versioning, "Enabled", versioning == "Enabled"))
+
+    lock = await _get(s3.get_object_lock_configuration, Bucket=store.bucket,
+                      missing=("ObjectLockConfigurationNotFoundError",))
+    conf = (lock or {}).get("ObjectLockConfiguration", {})
+    retention = conf.get("Rule", {}).get("DefaultRetention", {})
+    days = retention.get("Days") or 365 * (retention.get("Years") or 0) or None
+    want_lock = f"Enabled, {settings.s3_object_lock_mode}, {settings.retention_days} days"
+    have_lock = (f"{conf.get('ObjectLockEnabled', 'not enabled')}, {retention.get('Mode', 'no default mode')}, "
+                 f"{days or 'no default'} days")
+    findings.append(Finding("object lock default retention", have_lock, want_lock, have_lock == want_lock))
+
+    enc = await _get(s3.get_bucket_encryption, Bucket=store.bucket,
+                     missing=("ServerSideEncryptionConfigurationNotFoundError",))
+    rule = ((enc or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules") or [{}])[0]
+    applied = rule.get("ApplyServerSideEncryptionByDefault", {})
+    have_enc = applied.get("SSEAlgorithm", "none")
+    if applied.get("KMSMasterKeyID"):
+        have_enc += f" ({applied['KMSMasterKeyID']})"
+    want_enc = settings.s3_sse + (f" ({settings.s3_kms_key_id})" if settings.s3_sse == "aws:kms" and settings.s3_kms_key_id else "")
+    findings.append(Finding("default encryption", have_enc, want_enc, have_enc == want_enc))
+
+    pab = await _get(s3.get_public_access_block, Bucket=store.bucket, missing=("NoSuchPublicAccessBlockConfiguration",))
+    flags = (pab or {}).get("PublicAccessBlockConfiguration", {})
+    names = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+    open_flags = [n for n in names if not flags.get(n)]
+    findings.append(Finding("public access block", "all blocked" if not open_flags else "off: " + ", ".join(open_flags),
+                            "all blocked", not open_flags))
+
+    findings += _check_lifecycle(await _get(s3.get_bucket_lifecycle_configuration, Bucket=store.bucket,
+                                            missing=("NoSuchLifecycleConfiguration",)), store, settings)
+    if canary:
+        findings.append(await _s3_canary(store, settings))
+    return findings
+
+
+def _check_lifecycle(conf: dict | None, store: S3Store, settings: Settings) -> list[Finding]:
+    rules = {r.get("ID"): r for r in (conf or {}).get("Rules", [])}
+    want_t, want_a = _lifecycle_rules(store, settings)
+    t = rules.get(TRANSITION_RULE, {})
+    have_t = ", ".join(f"{x.get('StorageClass')} after {x.get('Days')} days" for x in t.get("Transitions", [])) or "none"
+    want_t_s = f"{settings.s3_lifecycle_storage_class} after {settings.s3_lifecycle_transition_days} days"
+    a = rules.get(ABORT_RULE, {}).get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation")
+    findings = [
+        Finding("lifecycle transition", have_t if t.get("Status") == "Enabled" else f"{have_t} (disabled)",
+                want_t_s, t.get("Status") == "Enabled" and have_t == want_t_s),
+        Finding("lifecycle: abort incomplete multipart uploads", f"after {a} days" if a else "none",
+                "after 1 days", a == 1),
+    ]
+    early = [r.get("ID") or "(no id)" for r in rules.values() if r.get("Status") == "Enabled" and "Expiration" in r
+             and (r["Expiration"].get("Date") or (r["Expiration"].get("Days") or 10 ** 9) < settings.retention_days)]
+    findings.append(Finding("lifecycle: expiry of current versions", "expires early: " + ", ".join(early) if early else "none before retention",
+                            f"none before {settings.retention_days} days", not early))
+    return findings
+
+
+async def _s3_canary(store: S3Store, settings: Settings) -> Finding:
+    """Write a small locked object, then try to delete and to overwrite that version."""
+    s3 = await store._s3()
+    key = store._full(f"{CANARY_PREFIX}lock-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}")
+    body = os.urandom(32)
+    until = datetime.now(timezone.utc) + timedelta(days=1)  # the shortest useful lock: it stays a day
+
+    def args(data: bytes) -> dict[str, Any]:
+        return {"Bucket": store.bucket, "Key": key, "Body": data, "ChecksumAlgorithm": "SHA256",
+                "ChecksumSHA256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
+                "ObjectLockMode": settings.s3_object_lock_mode, "ObjectLockRetainUntilDate": until}
+    try:
+        version = (await s3.put_object(**args(body))).get("VersionId")
+    except ClientError as exc:
+        return Finding("lock canary", f"could not write a locked object ({_code(exc)})",
+                       "delete and overwrite refused", False)
+    if not version:
+        return Finding("lock canary", "the store returned no version id", "delete and overwrite refused", False)
+    outcome = []
+    try:
+        await s3.delete_object(Bucket=store.bucket, Key=key, VersionId=version)
+        outcome.append("delete of the locked version ACCEPTED")
+    except ClientError as exc:
+        outcome.append(f"delete refused ({_code(exc)})")
+    with contextlib.suppress(ClientError):
+        await s3.put_object(**args(os.urandom(32)))  # a new version on top; the locked one must survive
+    try:
+        resp = await s3.get_object(Bucket=store.bucket, Key=key, VersionId=version)
+        async with resp["Body"] as stream:
+            intact = await stream.read() == body
+        outcome.append("overwrite kept the locked version intact" if intact else "overwrite CHANGED the locked version")
+    except ClientError as exc:
+        intact = False
+        outcome.append(f"the locked version is GONE ({_code(exc)})")
+    ok = outcome[0].startswith("delete refused") and intact
+    return Finding("lock canary", "; ".join(outcome) + f" [{key}]", "delete and overwrite refused", ok)
+
+
+async def check_filesystem(store: FilesystemStore, settings: Settings, *, canary: bool = True) -> list[Finding]:
+    own = "enforced by this application only; anyone with write access to the directory can still delete"
+    findings = [
+        Finding("versioning", "not available", "not available on a filesystem", True, "objects are never overwritten instead"),
+        Finding("object lock", "not available", "not available on a filesystem", True,
+                f"retain-until kept in each object's .meta.json, {own}"),
+        Finding("legal hold", "marker files (.legal-hold)", "marker files", True, own),
+        Finding("encryption at rest", "not provided by the archive", "the volume's own (e.g. LUKS)", True,
+                "use an encrypted volume"),
+        Finding("writable store root", "yes" if os.access(store.root, os.W_OK) else "no", "yes",
+                os.access(store.root, os.W_OK)),
+    ]
+    if canary:
+        findings.append(await _filesystem_canary(store))
+    return findings
+
+
+async def _filesystem_canary(store: FilesystemStore) -> Finding:
+    key = f"{CANARY_PREFIX}lock-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+    async def chunks(data: bytes):
+        yield data
+    until = datetime.now(timezone.utc) + timedelta(days=1)
+    await store.put_stream(key, chunks(os.urandom(32)), content_type="application/octet-stream", metadata={},
+                           expected_sha256=None, retain_until=until)
+    outcome, ok = [], True
+    try:
+        await store.dispose(key)
+        outcome.append("removal ACCEPTED")
+        ok = False
+    except RetentionActive:
+        outcome.append("removal refused by the application")
+    try:
+        await store.put_stream(key, chunks(os.urandom(32)), content_type="application/octet-stream", metadata={},
+                               expected_sha256=None, retain_until=until)
+        outcome.append("overwrite ACCEPTED")
+        ok = False
+    except StorageConflict:
+        outcome.append("overwrite refused")
+    mode = (store.root / key).stat().st_mode & 0o777
+    outcome.append(f"file mode {mode:o}")
+    ok = ok and not mode & 0o222
+    return Finding("lock canary", "; ".join(outcome) + f" [{key}]", "removal and overwrite refused, file read-only", ok,
+                   "the file system itself does not refuse: root or the owner can still delete it")
+
+
+async def check_store(store, settings: Settings, *, canary: bool = True) -> list[Finding]:
+    if isinstance(store, S3Store):
+        return await check_s3(store, settings, canary=canary)
+    return await check_filesystem(store, settings, canary=canary)
+
+
+async def record_check(pool, store_url: str, findings: list[Finding], checked_by: str) -> int:
+    return await pool.fetchval(
+        "INSERT INTO storage_checks (store_url, ok, findings, checked_by) VALUES ($1,$2,$3,$4) RETURNING id",
+        store_url, all(f.ok for f in findings), [f.as_dict() for f in findings], checked_by)
+
+
+async def startup_check(store, settings: Settings, pool, checked_by: str) -> list[Finding]:
+    """The check `worker` and `serve` run before starting: every finding is logged and recorded;
+    a bucket without versioning stops them unless WA_ARCHIVE_ALLOW_UNVERSIONED_BUCKET is set."""
+    import structlog
+
+    from wa_archive.config import ConfigError
+
+    log = structlog.get_logger("wa_archive.storage")
+    findings = await check_store(store, settings)
+    await record_check(pool, store.url, findings, checked_by)
+    for f in findings:
+        if not f.ok:
+            log.error("storage_posture_wrong", setting=f.setting, actual=f.actual, expected=f.expected, storage=store.url)
+    versioning = next((f for f in findings if f.setting == "versioning"), None)
+    if isinstance(store, S3Store) and versioning is not None and not versioning.ok:
+        if not settings.allow_unversioned_bucket:
+            raise ConfigError(
+                f"bucket {store.bucket} has versioning {versioning.actual!r}: objects could be lost to an "
+                "overwrite or delete. Run `wa-archive storage init`, or set "
+                "WA_ARCHIVE_ALLOW_UNVERSIONED_BUCKET=true to run anyway")
+        log.critical("UNVERSIONED_BUCKET_OVERRIDE", bucket=store.bucket,
+                     warning="running on a bucket WITHOUT versioning because WA_ARCHIVE_ALLOW_UNVERSIONED_BUCKET is set;"
+                             " archived objects are not protected against overwrite or deletion")
+    return findings
