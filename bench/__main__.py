@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import aiohttp
@@ -350,8 +350,15 @@ class Bench:
                 "api_overhead_p95": round(_percentile(a, 95) / _percentile(d, 95) - 1, 3),
                 "target_p95_ms": 50 if kind == "phone_30d" else 200, "target_overhead": 0.3,
             }
-        await self.pool.execute("DELETE FROM messages WHERE id LIKE 'wamid.SEARCH%'")
+        await self._drop_synthetic("wamid.SEARCH%")
         return out
+
+    async def _drop_synthetic(self, pattern: str) -> None:
+        """Synthetic rows carry no retention; the retention guard is set aside for their removal only."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute("DELETE FROM media WHERE message_id LIKE $1", pattern)
+            await conn.execute("DELETE FROM messages WHERE id LIKE $1", pattern)
 
     # 2d. verify --full ------------------------------------------------------------------------
 
@@ -387,12 +394,68 @@ class Bench:
         started = time.perf_counter()
         problems = await verify_objects(self.pool, store, sample=None)
         ours = time.perf_counter() - started
-        await self.pool.execute("DELETE FROM media WHERE message_id LIKE 'wamid.VERIFY%'")
-        await self.pool.execute("DELETE FROM messages WHERE id LIKE 'wamid.VERIFY%'")
+        await self._drop_synthetic("wamid.VERIFY%")
         mb = total / 1e6
         return {"bytes": total, "objects": len(paths), "problems": len(problems),
                 "sha256sum_mb_per_s": round(mb / floor, 1), "verify_mb_per_s": round(mb / ours, 1),
                 "ratio": round(floor / ours, 3), "target_ratio": 0.7}
+
+    # 2e. disposition ---------------------------------------------------------------------------
+
+    async def disposition(self, n: int = 500, size: int = 64 * 1024) -> dict:
+        """Disposition of n past-retention messages (one 64 KiB object each, filesystem store): the
+        Disposer (re-check under the row lock, store refusal check, disposition record with hashes,
+        ledger leaf, rows) against plain removal of the same files and rows in the same run."""
+        from wa_archive.db import create_pool
+        from wa_archive.disposition import Disposer
+        from wa_archive.storage import FilesystemStore
+
+        store = FilesystemStore(self.root / "dispose-objects")
+        past = datetime.now(timezone.utc) - timedelta(days=1)
+        block = os.urandom(size)
+
+        async def make(prefix: str) -> list[tuple[str, str]]:
+            made = []
+            for i in range(n):
+                mid = f"wamid.{prefix}{i:05d}"
+
+                async def chunks(i=i):
+                    yield bytes([i % 256]) + block[1:]
+                stored = await store.put_stream(f"dispose/{prefix}/{i:05d}.bin", chunks(), content_type="image/jpeg",
+                                                metadata={}, expected_sha256=None, retain_until=past)
+                await self.pool.execute(
+                    "INSERT INTO messages (id, source, direction, type, ts, archive_status, payload, retain_until,"
+                    " contact_phone, text) VALUES ($1, 'meta', 'in', 'image', $2, 'archived', '{\"n\": 1}', $2,"
+                    " '447700900999', 'caption')", mid, past)
+                await self.pool.execute(
+                    "INSERT INTO media (message_id, position, media_id, kind, status, storage_key, size, sha256,"
+                    " retain_until) VALUES ($1, 0, $1, 'image', 'archived', $2, $3, $4, $5)",
+                    mid, stored.key, stored.size, stored.sha256, past)
+                made.append((mid, stored.key))
+            return made
+
+        plain = await make("DISPPLAIN")
+        started = time.perf_counter()
+        for mid, key in plain:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute("DELETE FROM media WHERE message_id = $1", mid)
+                await conn.execute("DELETE FROM messages WHERE id = $1", mid)
+            path = store.root / key
+            for victim in (path, path.with_name(path.name + ".meta.json")):
+                victim.unlink()
+        floor = time.perf_counter() - started
+
+        await make("DISPOSE")
+        pool = await create_pool(self.db_url, max_size=2)  # the archive's own pool: jsonb as Python objects
+        disposer = Disposer(pool, store, None)
+        started = time.perf_counter()
+        due = await disposer.due(limit=n)
+        removed = [await disposer.dispose_message(d["id"]) for d in due]
+        ours = time.perf_counter() - started
+        await pool.close()
+        return {"messages": n, "object_bytes": size, "removed": sum(1 for r in removed if r),
+                "plain_msgs_per_s": round(n / floor, 1), "disposition_msgs_per_s": round(n / ours, 1),
+                "ratio": round(floor / ours, 3), "target": "(report)"}
 
     # 3. one 1 GiB file -------------------------------------------------------------------------
 
@@ -448,10 +511,12 @@ async def main() -> None:
     results: dict = {"when": datetime.now(timezone.utc).isoformat(), "cpus": os.cpu_count()}
     try:
         await bench.start()
-        chosen = sys.argv[1:] or ["ingest", "end_to_end", "outbound", "search", "verify_full", "large_file"]
+        chosen = sys.argv[1:] or ["ingest", "end_to_end", "outbound", "search", "verify_full", "disposition",
+                                  "large_file"]
         for name, fn in (("ingest", bench.ingest), ("end_to_end", bench.end_to_end),
                          ("outbound", bench.outbound), ("search", bench.search),
-                         ("verify_full", bench.verify_full), ("large_file", bench.large_file)):
+                         ("verify_full", bench.verify_full), ("disposition", bench.disposition),
+                         ("large_file", bench.large_file)):
             if name not in chosen:
                 continue
             print(f"running {name} ...", flush=True)
@@ -466,14 +531,14 @@ async def main() -> None:
         await bench.stop()
         shutil.rmtree(root, ignore_errors=True)
     RESULTS.mkdir(exist_ok=True)
-    if len(results) < 8:  # a partial run (python -m bench ingest) only prints what it measured
+    if len(results) < 9:  # a partial run (python -m bench ingest) only prints what it measured
         return
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for path in (RESULTS / f"{stamp}.json", RESULTS / "latest.json"):
         path.write_text(json.dumps(results, indent=2))
     i, e, o, l = results["ingest"], results["end_to_end"], results["outbound"], results["large_file"]
     sp, sf = results["search"]["phone_30d"], results["search"]["full_text"]
-    v = results["verify_full"]
+    v, dp = results["verify_full"], results["disposition"]
     rows = [
         ("ingest vs raw start_workflow", f"{i['webhook_per_s']}/s vs {i['raw_start_per_s']}/s", i["ratio"], ">= 0.8"),
         ("ingest p50 / p99 at 100 req/s", f"{i['p50_ms_at_100rps']} / {i['p99_ms_at_100rps']} ms", "", "p99 <= 100 ms"),
@@ -486,6 +551,7 @@ async def main() -> None:
         ("full text p50/p95 API", f"{sf['api_p50_ms']} / {sf['api_p95_ms']} ms", "", "p95 <= 200 ms"),
         ("full text p95 direct SQL", f"{sf['direct_p95_ms']} ms", sf["api_overhead_p95"], "API +<= 30%"),
         ("verify --full 2 GiB vs sha256sum", f"{v['verify_mb_per_s']} vs {v['sha256sum_mb_per_s']} MB/s", v["ratio"], ">= 0.7"),
+        ("disposition vs plain delete", f"{dp['disposition_msgs_per_s']}/s vs {dp['plain_msgs_per_s']}/s", dp["ratio"], "(report)"),
         ("1 GiB vs sha256sum + cp", f"{l['archive_s']} s vs {l['floor_hash_plus_copy_s']} s", l["ratio"], "<= 1.5"),
         ("1 GiB worker RSS growth", f"{l['rss_growth_mib']} MiB", "", "<= 64 MiB"),
     ]

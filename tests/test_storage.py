@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import uuid
@@ -127,3 +128,42 @@ async def test_filesystem_rejects_keys_escaping_the_root(tmp_path):
     store = FilesystemStore(tmp_path / "objects")
     with pytest.raises(Exception, match="escapes"):
         await _put(store, "../outside.bin", b"x")
+
+
+# Retention and legal hold at the store level: the store refuses, whatever asks it. ---------------
+
+
+async def test_dispose_refuses_retained_and_held_objects_and_removes_lapsed_ones(store):
+    from wa_archive.errors import RetentionActive
+
+    now = datetime.now(timezone.utc)
+    await store.put_stream("r/retained.bin", _chunks(b"keep"), content_type="x", metadata={}, expected_sha256=None,
+                           retain_until=now + timedelta(days=1))
+    with pytest.raises(RetentionActive):
+        await store.dispose("r/retained.bin")
+    assert await _read(store, "r/retained.bin") == b"keep"
+
+    await store.put_stream("r/held.bin", _chunks(b"held"), content_type="x", metadata={}, expected_sha256=None,
+                           retain_until=now + timedelta(seconds=1), legal_hold=True)
+    assert (await store.head("r/held.bin")).legal_hold
+    await asyncio.sleep(1.2)  # its retention has lapsed; the hold has not
+    with pytest.raises(RetentionActive):
+        await store.dispose("r/held.bin")
+    assert await store.set_legal_hold("r/held.bin", False)
+    assert not (await store.head("r/held.bin")).legal_hold
+    assert await store.dispose("r/held.bin") >= 1
+    assert await store.head("r/held.bin") is None
+    assert await store.dispose("r/held.bin") == 0  # already gone: idempotent
+
+
+async def test_retention_is_extended_never_shortened(store):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    first = now + timedelta(days=10)
+    await store.put_stream("r/ext.bin", _chunks(b"x"), content_type="x", metadata={}, expected_sha256=None,
+                           retain_until=first)
+    if isinstance(store, S3Store):
+        assert (await store.head("r/ext.bin")).retain_until == first
+    later = now + timedelta(days=20)
+    assert await store.extend_retention("r/ext.bin", later) == later
+    assert await store.extend_retention("r/ext.bin", now + timedelta(days=5)) == later  # not shortened
+    assert (await store.head("r/ext.bin")).retain_until == later

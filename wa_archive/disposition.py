@@ -120,14 +120,16 @@ class Disposer:
 
     @staticmethod
     async def _delete_rows(conn: asyncpg.Connection, message_id: str, deliveries: list[str]) -> None:
-        for sql in ("DELETE FROM media WHERE message_id = $1",
-                    "DELETE FROM status_events WHERE message_id = $1",
-                    "DELETE FROM archive_failures WHERE message_id = $1",
-                    "DELETE FROM archive_attempts WHERE message_id = $1",
-                    "DELETE FROM outbound_sends WHERE message_id = $1",
-                    "DELETE FROM message_deliveries WHERE message_id = $1",
-                    "DELETE FROM messages WHERE id = $1"):
-            await conn.execute(sql, message_id)
+        # One statement (foreign keys are checked at its end); the deliveries need a second, which
+        # sees these rows gone.
+        await conn.execute(
+            "WITH a AS (DELETE FROM media WHERE message_id = $1),"
+            " b AS (DELETE FROM status_events WHERE message_id = $1),"
+            " c AS (DELETE FROM archive_failures WHERE message_id = $1),"
+            " d AS (DELETE FROM archive_attempts WHERE message_id = $1),"
+            " e AS (DELETE FROM outbound_sends WHERE message_id = $1),"
+            " f AS (DELETE FROM message_deliveries WHERE message_id = $1)"
+            " DELETE FROM messages WHERE id = $1", message_id)
         # A delivery's exact bytes go with the last record they carried; one shared with a message
         # still retained stays (and with it that message's copy of the text).
         await conn.execute(

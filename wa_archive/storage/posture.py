@@ -78,9 +78,15 @@ async def init_s3(store: S3Store, settings: Settings) -> list[str]:
         done.append(f"created bucket {store.bucket} with Object Lock")
     await s3.put_bucket_versioning(Bucket=store.bucket, VersioningConfiguration={"Status": "Enabled"})
     done.append("versioning: Enabled")
-    await s3.put_object_lock_configuration(Bucket=store.bucket, ObjectLockConfiguration={
-        "ObjectLockEnabled": "Enabled",
-        "Rule": {"DefaultRetention": {"Mode": settings.s3_object_lock_mode, "Days": settings.retention_days}}})
+    wanted = {"ObjectLockEnabled": "Enabled",
+              "Rule": {"DefaultRetention": {"Mode": settings.s3_object_lock_mode, "Days": settings.retention_days}}}
+    lock = await _get(s3.get_object_lock_configuration, Bucket=store.bucket,
+                      missing=("ObjectLockConfigurationNotFoundError",))
+    current = (lock or {}).get("ObjectLockConfiguration", {})
+    retention = current.get("Rule", {}).get("DefaultRetention", {})
+    if (current.get("ObjectLockEnabled"), retention.get("Mode"), retention.get("Days")) != (
+            "Enabled", settings.s3_object_lock_mode, settings.retention_days):
+        await s3.put_object_lock_configuration(Bucket=store.bucket, ObjectLockConfiguration=wanted)
     done.append(f"Object Lock default retention: {settings.s3_object_lock_mode}, {settings.retention_days} days")
     await s3.put_bucket_encryption(Bucket=store.bucket, ServerSideEncryptionConfiguration=_encryption(settings))
     done.append(f"default encryption: {settings.s3_sse}")
