@@ -25,8 +25,8 @@ from wa_archive.graph import GraphClient
 from wa_archive.keys import contact_key
 from wa_archive.linkfetch import Allowlist, LinkFetcher
 from wa_archive.runtime import connect_db, connect_temporal, contact_secret, ledger_signer, retention_rules
-from wa_archive.storage import ObjectStore, open_store
-from wa_archive.storage.posture import startup_check
+from wa_archive.storage import ObjectStore
+from wa_archive.storage.posture import open_checked_store
 from workflows.archive_message import ArchiveMessage
 from workflows.disposition import Disposition
 from workflows.export_bundle import ExportBundle
@@ -82,12 +82,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     settings.require("meta_access_token")
     client = await connect_temporal(settings)
     pool = await connect_db(settings, max_size=settings.max_concurrent_activities + 2)
-    store = open_store(settings)
-    await store.ping()
     try:
-        await startup_check(store, settings, pool, "worker")
+        store = await open_checked_store(settings, pool, "worker", must_reach=True)
     except BaseException:
-        await store.close()
         await pool.close()
         raise
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=60)

@@ -22,32 +22,31 @@ from wa_archive.models import DispositionInput, RetrievalTestInput
 from wa_archive.names import CHECKPOINT_SCHEDULE_ID, DISPOSITION_SCHEDULE_ID, RETRIEVAL_SCHEDULE_ID
 
 
+def _schedule(settings: Settings, workflow: str, arg: object, workflow_id: str, spec: ScheduleSpec) -> Schedule:
+    """A schedule starting one workflow, skipping a start while the previous run is still going."""
+    action = (ScheduleActionStartWorkflow(workflow, arg, id=workflow_id, task_queue=settings.task_queue)
+              if arg is not None else
+              ScheduleActionStartWorkflow(workflow, id=workflow_id, task_queue=settings.task_queue))
+    return Schedule(action=action, spec=spec, policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP))
+
+
+def _cron_utc(cron: str) -> ScheduleSpec:
+    return ScheduleSpec(cron_expressions=[cron], time_zone_name="UTC")
+
+
 def retrieval_schedule(settings: Settings) -> Schedule:
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            "RetrievalTest", RetrievalTestInput(sample_size=settings.retrieval_sample),
-            id="retrieval-test", task_queue=settings.task_queue),
-        spec=ScheduleSpec(cron_expressions=[settings.retrieval_cron], time_zone_name="UTC"),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-    )
+    return _schedule(settings, "RetrievalTest", RetrievalTestInput(sample_size=settings.retrieval_sample),
+                     "retrieval-test", _cron_utc(settings.retrieval_cron))
 
 
 def checkpoint_schedule(settings: Settings) -> Schedule:
-    return Schedule(
-        action=ScheduleActionStartWorkflow("LedgerCheckpoint", id="ledger-checkpoint", task_queue=settings.task_queue),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.ledger_checkpoint_every))]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-    )
+    return _schedule(settings, "LedgerCheckpoint", None, "ledger-checkpoint", ScheduleSpec(
+        intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.ledger_checkpoint_every))]))
 
 
 def disposition_schedule(settings: Settings) -> Schedule:
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            "Disposition", DispositionInput(batch=settings.disposition_batch),
-            id="disposition", task_queue=settings.task_queue),
-        spec=ScheduleSpec(cron_expressions=[settings.disposition_cron], time_zone_name="UTC"),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-    )
+    return _schedule(settings, "Disposition", DispositionInput(batch=settings.disposition_batch),
+                     "disposition", _cron_utc(settings.disposition_cron))
 
 
 async def apply_schedules(client: Client, settings: Settings) -> list[str]:

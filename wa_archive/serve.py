@@ -9,8 +9,7 @@ from aiohttp import web
 
 from wa_archive.config import Settings
 from wa_archive.runtime import connect_db, connect_temporal
-from wa_archive.storage import open_store
-from wa_archive.storage.posture import startup_check
+from wa_archive.storage.posture import open_checked_store
 from webhook.app import WebhookDeps, create_app
 
 log = structlog.get_logger("wa_archive.serve")
@@ -22,11 +21,9 @@ async def start_http(settings: Settings) -> tuple[web.AppRunner, WebhookDeps]:
     # Lazy: the server starts (and answers 503) even while Temporal is down.
     client = await connect_temporal(settings, lazy=True)
     pool = await connect_db(settings)
-    store = open_store(settings)
     try:
-        await startup_check(store, settings, pool, "serve")
+        store = await open_checked_store(settings, pool, "serve", must_reach=False)
     except BaseException:
-        await store.close()
         await pool.close()
         raise
     deps = WebhookDeps(settings=settings, client=client, pool=pool, store=store)

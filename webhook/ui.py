@@ -173,6 +173,8 @@ async def message_page(request: web.Request) -> web.Response:
              f'<dt>Contact</dt><dd><a href="/ui/conversations/{quote(m["contact"]["phone"] or "")}">{who(m)}</a>'
              f' {escape(m["contact"]["name"] or "")}</dd><dt>Type</dt><dd>{escape(m["type"])}</dd>'
              f'<dt>Status</dt><dd>{escape(m["archive_status"])} {" ".join(f"<span class=tag>{escape(f)}</span>" for f in m["flags"])}</dd>'
+             f'<dt>Retained until</dt><dd>{when(m["retain_until"]) if m.get("retain_until") else "—"}'
+             f'{"".join(f" <span class=tag>legal hold: {escape(c)}</span>" for c in m.get("legal_hold") or [])}</dd>'
              f'</dl></div>']
     if text:
         parts.append(f'<h2>{"Rendered template" if m.get("template") else "Text"}</h2><div class="card">{text}</div>')

@@ -285,3 +285,30 @@ async def startup_check(store, settings: Settings, pool, checked_by: str) -> lis
                      warning="running on a bucket WITHOUT versioning because WA_ARCHIVE_ALLOW_UNVERSIONED_BUCKET is set;"
                              " archived objects are not protected against overwrite or deletion")
     return findings
+
+
+async def open_checked_store(settings: Settings, pool, checked_by: str, *, must_reach: bool):
+    """The configured store, after the start-up check (closed again if the check refuses it).
+
+    A store that cannot be reached stops a worker (it has nothing to do without it) but not the
+    webhook server, which keeps capturing deliveries into Postgres and reports the store on /readyz.
+    """
+    import structlog
+
+    from wa_archive.config import ConfigError
+    from wa_archive.storage import open_store
+
+    store = open_store(settings)
+    try:
+        await store.ping()
+        await startup_check(store, settings, pool, checked_by)
+    except ConfigError:
+        await store.close()
+        raise
+    except Exception as exc:
+        if must_reach:
+            await store.close()
+            raise
+        structlog.get_logger("wa_archive.storage").error("storage_check_not_possible", storage=store.url,
+                                                          error=str(exc))
+    return store
