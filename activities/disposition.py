@@ -13,6 +13,7 @@ from wa_archive.errors import RetentionActive
 from wa_archive.models import DispositionBatch, DispositionInput
 from wa_archive.names import DISPOSE_BATCH, PREPARE_DISPOSITION, SETTLE_ERASURES
 from wa_archive.retention import DEFAULT_BASIS, RetentionRules
+from wa_archive.storage.posture import sweep_canaries
 
 log = structlog.get_logger("wa_archive.disposition")
 
@@ -27,6 +28,9 @@ class DispositionActivities:
     async def prepare_disposition(self) -> int:
         """Objects brought in line with holds first, so nothing held slips through; returns changes."""
         await self.disposer.fill_missing(self.rules.default_days)
+        swept = await sweep_canaries(self.disposer.store)
+        if swept:
+            log.info("lock_canaries_removed", count=swept)
         return await holds.reconcile(self.pool, self.disposer.store)
 
     @activity.defn(name=DISPOSE_BATCH)

@@ -9,7 +9,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-import pytest
 import pytest_asyncio
 from playwright.async_api import async_playwright
 

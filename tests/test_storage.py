@@ -167,3 +167,15 @@ async def test_retention_is_extended_never_shortened(store):
     assert await store.extend_retention("r/ext.bin", later) == later
     assert await store.extend_retention("r/ext.bin", now + timedelta(days=5)) == later  # not shortened
     assert (await store.head("r/ext.bin")).retain_until == later
+
+
+async def test_lapsed_lock_canaries_are_swept_and_live_ones_kept(store):
+    from wa_archive.storage.posture import sweep_canaries
+
+    now = datetime.now(timezone.utc)
+    for name, until in (("lock-old", now + timedelta(seconds=1)), ("lock-live", now + timedelta(days=1))):
+        await store.put_stream(f"_canary/{name}", _chunks(b"c"), content_type="x", metadata={},
+                               expected_sha256=None, retain_until=until)
+    await asyncio.sleep(1.2)
+    assert await sweep_canaries(store) == 1
+    assert await store.head("_canary/lock-old") is None and await store.head("_canary/lock-live") is not None

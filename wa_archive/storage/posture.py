@@ -249,6 +249,25 @@ async def _filesystem_canary(store: FilesystemStore) -> Finding:
                    "the file system itself does not refuse: root or the owner can still delete it")
 
 
+async def sweep_canaries(store) -> int:
+    """Remove canaries whose one-day lock has lapsed (disposition runs this); returns how many."""
+    if isinstance(store, S3Store):
+        s3 = await store._s3()
+        prefix = store._full(CANARY_PREFIX)
+        keys = []
+        async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=prefix):
+            keys += [o["Key"][len(prefix) - len(CANARY_PREFIX):] for o in page.get("Contents", [])]
+    else:
+        folder = store.root / CANARY_PREFIX
+        keys = [f"{CANARY_PREFIX}{p.name}" for p in folder.glob("lock-*")
+                if not p.name.endswith((".meta.json", ".legal-hold"))] if folder.exists() else []
+    removed = 0
+    for key in keys:
+        with contextlib.suppress(RetentionActive):
+            removed += bool(await store.dispose(key))
+    return removed
+
+
 async def check_store(store, settings: Settings, *, canary: bool = True) -> list[Finding]:
     if isinstance(store, S3Store):
         return await check_s3(store, settings, canary=canary)
