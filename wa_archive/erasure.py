@@ -70,7 +70,7 @@ async def settle(pool: asyncpg.Pool, disposer: Disposer, request: asyncpg.Record
         row = await pool.fetchrow(
             "UPDATE erasure_requests SET status = 'completed', completed_at = now(), deferred_until = NULL,"
             " messages_removed = messages_removed + $2, outcome = $3 WHERE id = $1 RETURNING *",
-            request["id"], removed, f"erased: {request['messages_removed'] + removed} messages removed")
+            request["id"], removed, f"{request['messages_removed'] + removed} messages removed")
     else:
         basis = [f"retention: {b}" for b in (left["bases"] or [default_basis])]
         basis += [f"legal hold: case {c}" for c in left["cases"]]
@@ -78,7 +78,7 @@ async def settle(pool: asyncpg.Pool, disposer: Disposer, request: asyncpg.Record
             "UPDATE erasure_requests SET deferred_until = $2, legal_basis = $3,"
             " messages_removed = messages_removed + $4, outcome = $5 WHERE id = $1 RETURNING *",
             request["id"], left["last"], "; ".join(basis), removed,
-            f"deferred: {left['n']} messages kept under retention duties")
+            f"{left['n']} messages kept under retention duties")
     return request_json(row)
 
 

@@ -109,9 +109,10 @@ _COVERED = """
 _NEW_DATE = "m.ts + make_interval(days => $2)"
 
 
-async def extend_existing(pool: asyncpg.Pool, store, *, scope: str, days: int,
+async def extend_existing(pool: asyncpg.Pool, store, *, scope: str, days: int, policy_id: int,
                           on_progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
-    """After a longer policy: extend the objects it covers, then their rows; never shortens.
+    """After a longer policy: extend the objects it covers, then their rows (which then name it as
+    the policy they are kept under); never shortens.
 
     Objects first, so that a crash half-way leaves rows that still select them on the next run.
     Returns (messages extended, objects extended).
@@ -128,8 +129,8 @@ async def extend_existing(pool: asyncpg.Pool, store, *, scope: str, days: int,
             f"UPDATE media t SET retain_until = {_NEW_DATE} FROM messages m"
             f" WHERE m.id = t.message_id AND t.retain_until < {_NEW_DATE} AND {_COVERED}", scope, days)
         status = await conn.execute(
-            f"UPDATE messages m SET retain_until = {_NEW_DATE}"
-            f" WHERE m.retain_until < {_NEW_DATE} AND {_COVERED}", scope, days)
+            f"UPDATE messages m SET retain_until = {_NEW_DATE}, retention_policy_id = $3"
+            f" WHERE m.retain_until < {_NEW_DATE} AND {_COVERED}", scope, days, policy_id)
     return int(status.split()[-1]), len(objects)
 
 
