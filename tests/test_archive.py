@@ -334,7 +334,8 @@ async def test_histories_replay_deterministically(stack_factory):
 
 async def test_committed_golden_histories_still_replay():
     """Histories recorded by an earlier version: a workflow change that breaks runs already in
-    flight fails here (re-record with care, never to silence a real non-determinism)."""
+    flight fails here (re-record with care, never to silence a real non-determinism; the
+    disposition history is written by test_retention with RECORD_HISTORY=<path>)."""
     from pathlib import Path
 
     from temporalio.client import WorkflowHistory
@@ -342,12 +343,13 @@ async def test_committed_golden_histories_still_replay():
     from temporalio.worker import Replayer
 
     from workflows.archive_message import ArchiveMessage
+    from workflows.disposition import Disposition
     from workflows.ingest_delivery import IngestDelivery
     from workflows.outbound_message import OutboundMessage
 
-    replayer = Replayer(workflows=[ArchiveMessage, IngestDelivery, OutboundMessage],
+    replayer = Replayer(workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, Disposition],
                         data_converter=pydantic_data_converter)
     files = sorted((Path(__file__).parent / "histories").glob("*.json"))
-    assert len(files) == 4
+    assert len(files) == 5
     for path in files:
         await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()))

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -55,10 +56,22 @@ async def _archive(stack, *, phone: str, ts: int, business: dict = BUSINESS, med
     return await stack.wait_for_message(mid)
 
 
-async def _dispose(stack) -> DispositionReport:
-    return await stack.client.execute_workflow(
+async def _dispose(stack, replay: bool = False) -> DispositionReport:
+    handle = await stack.client.start_workflow(
         "Disposition", DispositionInput(batch=2), id=f"disposition-{uuid.uuid4().hex[:8]}",
         task_queue=stack.settings.task_queue, result_type=DispositionReport)
+    report = await handle.result()
+    if replay:  # the run's history replays against the current workflow code
+        from temporalio.contrib.pydantic import pydantic_data_converter
+        from temporalio.worker import Replayer
+
+        from workflows.disposition import Disposition
+
+        history = await handle.fetch_history()
+        await Replayer(workflows=[Disposition], data_converter=pydantic_data_converter).replay_workflow(history)
+        if os.environ.get("RECORD_HISTORY"):
+            Path(os.environ["RECORD_HISTORY"]).write_text(history.to_json())
+    return report
 
 
 def _when(value: str) -> datetime:
@@ -243,7 +256,7 @@ async def test_disposed_outbound_message_takes_its_statuses_send_record_and_deli
         await conn.execute("UPDATE messages SET retain_until = now() - interval '1 day' WHERE id = $1", mid)
         await conn.execute("UPDATE media SET retain_until = now() - interval '1 day' WHERE message_id = $1", mid)
 
-    assert (await _dispose(stack)).removed == 1
+    assert (await _dispose(stack, replay=True)).removed == 1
     for table, column in (("messages", "id"), ("status_events", "message_id"), ("outbound_sends", "message_id"),
                           ("message_deliveries", "message_id")):
         assert await stack.pool.fetchval(f"SELECT count(*) FROM {table} WHERE {column} = $1", mid) == 0, table
