@@ -24,6 +24,7 @@ from wa_archive.disposition import Disposer
 from wa_archive.graph import GraphClient
 from wa_archive.keys import contact_key
 from wa_archive.linkfetch import Allowlist, LinkFetcher
+from wa_archive.wasender import WasenderClient
 from wa_archive.runtime import connect_db, connect_temporal, contact_secret, ledger_signer, retention_rules
 from wa_archive.storage import ObjectStore
 from wa_archive.storage.posture import open_checked_store
@@ -46,7 +47,12 @@ def build_worker(
     token = settings.meta_access_token.get_secret_value() if settings.meta_access_token else ""
     graph = GraphClient(http, settings.meta_graph_url, token)
     rules = retention_rules(settings)
-    media = MediaActivities(graph, store, pool, rules, links)
+    if settings.wasender_decrypt_via_api:
+        settings.require("wasender_api_key")
+    wasender = (WasenderClient(http, settings.wasender_api_url, settings.wasender_api_key.get_secret_value())
+                if settings.wasender_decrypt_via_api and settings.wasender_api_key else None)
+    media = MediaActivities(graph, store, pool, rules, links, media_host=settings.whatsapp_media_host,
+                            wasender=wasender)
     records = RecordActivities(pool, store.url, rules)
     outbound = OutboundActivities(graph, pool, store.url, rules)
     exports = ExportActivities(pool, store, settings.retention_days)
@@ -62,7 +68,7 @@ def build_worker(
         workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, ExportBundle, RetrievalTest,
                    LedgerCheckpoint, Disposition],
         activities=[media.archive_media, media.archive_link_media, records.write_records,
-                    records.record_critical_failure, delivery.fan_out_delivery,
+                    media.archive_encrypted_media, records.record_critical_failure, delivery.fan_out_delivery,
                     outbound.snapshot_template, outbound.write_outbound, exports.export_bundle,
                     retrieval.sample_media, retrieval.check_objects, retrieval.request_restore,
                     retrieval.save_retrieval_report, ledger_acts.write_checkpoint,

@@ -1,9 +1,11 @@
 """Media activities: stream one item into the object store, hashing as it goes.
 
 archive_media fetches through the Graph API (media id); archive_link_media fetches a sender's
-public link through the SSRF-guarded fetcher.
+public link through the SSRF-guarded fetcher; archive_encrypted_media fetches WhatsApp's encrypted
+file (WASenderApi) and decrypts it while streaming, or asks WASender to decrypt it when configured.
 """
 
+import base64
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -12,21 +14,27 @@ from temporalio import activity
 
 from activities.attempts import record_attempts
 from wa_archive.graph import GraphClient
+from wa_archive.errors import MediaHashMismatch
 from wa_archive.hashing import decode_sha256
 from wa_archive.keys import media_object_key
 from wa_archive.linkfetch import LinkFetcher
 from wa_archive.models import ArchiveMediaInput, MediaRecord
-from wa_archive.names import ARCHIVE_LINK_MEDIA, ARCHIVE_MEDIA
+from wa_archive.names import ARCHIVE_ENCRYPTED_MEDIA, ARCHIVE_LINK_MEDIA, ARCHIVE_MEDIA
 from wa_archive.retention import RetentionRules
 from wa_archive.storage import ObjectStore
+from wa_archive.wamedia import MAC_LENGTH, decrypt_stream
+from wa_archive.wasender import WasenderClient
 
 log = structlog.get_logger("wa_archive.media")
 
 
 class MediaActivities:
     def __init__(self, graph: GraphClient, store: ObjectStore, pool: asyncpg.Pool, rules: RetentionRules,
-                 links: LinkFetcher) -> None:
+                 links: LinkFetcher, *, media_host: str = "https://mmg.whatsapp.net",
+                 wasender: WasenderClient | None = None) -> None:
         self.graph = graph
+        self.media_host = media_host.rstrip("/")
+        self.wasender = wasender
         self.store = store
         self.pool = pool
         self.links = links
@@ -52,6 +60,30 @@ class MediaActivities:
         async with self.links.download(inp.media.link or "") as (chunks, content_type):
             mime_type = inp.media.mime_type or (content_type or "").split(";")[0] or "application/octet-stream"
             return await self._store(inp, chunks, mime_type, inp.media.provider_sha256)
+
+    @activity.defn(name=ARCHIVE_ENCRYPTED_MEDIA)
+    @record_attempts("archive_media", lambda inp: (inp.message_id, inp.media.media_id))
+    async def archive_encrypted_media(self, inp: ArchiveMediaInput) -> MediaRecord:
+        """Download the encrypted file (fileEncSha256 and MAC checked at its end), decrypt while
+        streaming, and store the plaintext checked against fileSha256 and fileLength; nothing is
+        committed unless all agree. With WASender's decrypt-media, the same plaintext checks apply."""
+        media, enc = inp.media, inp.media.encrypted
+        assert enc is not None
+        mime_type = media.mime_type or "application/octet-stream"
+        if self.wasender is not None:
+            url = await self.wasender.decrypted_media_url(inp.message_id, media.mime_type, media.provider_sha256,
+                                                          media.filename, enc)
+            async with self.links.download(url, max_bytes=enc.file_length) as (chunks, _):
+                return await self._store(inp, _counted(chunks, enc.file_length), mime_type, media.provider_sha256)
+        url = enc.url if enc.url and enc.url.startswith(("http://", "https://")) else (
+            f"{self.media_host}{enc.direct_path}" if enc.direct_path else "")
+        # The encrypted file is the plaintext padded to whole AES blocks plus the 10-byte MAC: when the
+        # length is declared, nothing longer is read (WhatsApp documents may exceed the link limit).
+        bound = enc.file_length + 16 + MAC_LENGTH if enc.file_length is not None else None
+        async with self.links.download(url, max_bytes=bound) as (chunks, _):
+            plain = decrypt_stream(chunks, media_key=base64.b64decode(enc.media_key), kind=media.kind,
+                                   file_enc_sha256=decode_sha256(enc.file_enc_sha256), file_length=enc.file_length)
+            return await self._store(inp, plain, mime_type, media.provider_sha256)
 
     async def _store(self, inp: ArchiveMediaInput, chunks: AsyncIterator[bytes], mime_type: str,
                      declared: str | None) -> MediaRecord:
@@ -82,3 +114,13 @@ class MediaActivities:
             provider_sha256=declared, mime_type=mime_type, filename=media.filename,
             stored_at=stored.stored_at, retain_until=terms.retain_until, legal_hold=terms.held,
         )
+
+
+async def _counted(chunks: AsyncIterator[bytes], length: int | None) -> AsyncIterator[bytes]:
+    """Pass chunks on; at the end, fail if the total differs from the declared length."""
+    total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        yield chunk
+    if length is not None and total != length:
+        raise MediaHashMismatch(f"fileLength mismatch: declared {length}, received {total} bytes")

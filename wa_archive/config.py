@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     meta_verify_token: SecretStr | None = None
     meta_access_token: SecretStr | None = None
     meta_graph_url: str = "https://graph.facebook.com/v23.0"
+    wasender_webhook_secret: SecretStr | None = None
+    wasender_api_key: SecretStr | None = None
+    wasender_api_url: str = "https://www.wasenderapi.com"
+    wasender_decrypt_via_api: bool = False  # WASender's decrypt-media endpoint instead of our own decryption
+    whatsapp_media_host: str = "https://mmg.whatsapp.net"  # base of a WhatsApp directPath
     contact_key_secret: SecretStr | None = None
     ledger_signing_key: SecretStr | None = None  # base64 of a 32-byte Ed25519 seed
     ledger_checkpoint_every: float = Field(default=3600.0, ge=1)

@@ -102,8 +102,11 @@ class LinkFetcher:
             raise LinkRefused(f"media link points at an internal address: {host}")
 
     @asynccontextmanager
-    async def download(self, url: str) -> AsyncIterator[tuple[AsyncIterator[bytes], str | None]]:
-        """Open a checked link; yields (chunks, content type). Raises LinkRefused when not allowed."""
+    async def download(self, url: str, max_bytes: int | None = None
+                       ) -> AsyncIterator[tuple[AsyncIterator[bytes], str | None]]:
+        """Open a checked link; yields (chunks, content type). Raises LinkRefused when not allowed.
+        `max_bytes` replaces the configured limit where the exact size is known in advance."""
+        limit = max_bytes if max_bytes is not None else self.max_bytes
         for _ in range(MAX_REDIRECTS + 1):
             self.check_url(url)
             try:
@@ -122,19 +125,19 @@ class LinkFetcher:
                 raise MediaNotFound("media link answered 404", http_status=404)
             if resp.status != 200:
                 raise MediaSourceError(f"media link answered HTTP {resp.status}", http_status=resp.status)
-            if resp.content_length is not None and resp.content_length > self.max_bytes:
-                raise LinkRefused(f"media link is {resp.content_length} bytes, over the {self.max_bytes} limit")
-            yield self._chunks(resp), resp.headers.get("Content-Type")
+            if resp.content_length is not None and resp.content_length > limit:
+                raise LinkRefused(f"media link is {resp.content_length} bytes, over the {limit} limit")
+            yield self._chunks(resp, limit), resp.headers.get("Content-Type")
         finally:
             resp.release()
 
-    async def _chunks(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async def _chunks(self, resp: aiohttp.ClientResponse, limit: int) -> AsyncIterator[bytes]:
         received = 0
         try:
             async for chunk in resp.content.iter_chunked(CHUNK):
                 received += len(chunk)
-                if received > self.max_bytes:
-                    raise LinkRefused(f"media link exceeds the {self.max_bytes} byte limit")
+                if received > limit:
+                    raise LinkRefused(f"media link exceeds the {limit} byte limit")
                 yield chunk
         except aiohttp.ClientError as exc:
             raise MediaSourceError(f"media link download failed: {exc!r}") from exc

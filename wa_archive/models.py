@@ -27,6 +27,17 @@ class Contact(BaseModel):
         return self.phone or self.wa_id or self.user_id or self.username or "unknown"
 
 
+class EncryptedMedia(BaseModel):
+    """WhatsApp's end-to-end encrypted media as a WhatsApp-Web source (WASenderApi) forwards it."""
+
+    message_field: str  # imageMessage, documentMessage, … (for WASender's decrypt-media endpoint)
+    url: str | None = None
+    direct_path: str | None = None
+    media_key: str  # base64; the decryption secret
+    file_enc_sha256: str | None = None  # base64, over the encrypted download (MAC included)
+    file_length: int | None = None  # of the plaintext
+
+
 class MediaRef(BaseModel):
     """A media item as the webhook declares it."""
 
@@ -40,6 +51,7 @@ class MediaRef(BaseModel):
     # A public URL chosen by the sender (outbound media by link), fetched with SSRF guards instead
     # of through the Graph API.
     link: str | None = None
+    encrypted: EncryptedMedia | None = None  # fetched encrypted and decrypted while streaming
 
 
 class ArchiveOptions(BaseModel):

@@ -26,7 +26,7 @@ from wa_archive.meta_payload import Envelope, EnvelopeError, check_envelope, cou
 from wa_archive.runtime import contact_secret
 from wa_archive.signature import meta_signature_ok
 from wa_archive.starter import start_ingest_delivery
-from webhook.deps import DEPS, WebhookDeps, json_error  # noqa: F401 - WebhookDeps is part of this module's API
+from webhook.deps import DEPS, WebhookDeps, json_error, read_body  # noqa: F401 - WebhookDeps is part of this module's API
 
 log = structlog.get_logger("wa_archive.webhook")
 
@@ -54,18 +54,9 @@ async def verify_handshake(request: web.Request) -> web.Response:
 async def receive_delivery(request: web.Request) -> web.Response:
     """POST: verify, store the exact bytes, start the delivery's workflow, then acknowledge."""
     deps = request.app[DEPS]
-    limit = deps.settings.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        return json_error(413, f"body exceeds {limit} bytes")
-    # Read to the end: a single read() returns whatever has arrived so far, not the whole body.
-    parts: list[bytes] = []
-    size = 0
-    async for part in request.content.iter_any():
-        size += len(part)
-        if size > limit:
-            return json_error(413, f"body exceeds {limit} bytes")
-        parts.append(part)
-    body = b"".join(parts)
+    body = await read_body(request, deps.settings.max_body_bytes)
+    if isinstance(body, web.Response):
+        return body
     signature = request.headers.get("X-Hub-Signature-256")
     secret = deps.settings.meta_app_secret.get_secret_value()  # type: ignore[union-attr]
     if not meta_signature_ok(secret, body, signature):
@@ -149,8 +140,9 @@ def create_app(deps: WebhookDeps) -> web.Application:
     app.router.add_post(META_PATH, receive_delivery)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    from webhook import api, outbound, ui
+    from webhook import api, outbound, ui, wasender
 
+    wasender.add_routes(app)
     outbound.add_routes(app)
     api.add_routes(app)
     ui.add_routes(app)

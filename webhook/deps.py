@@ -45,3 +45,18 @@ def pool_of(request: web.Request) -> asyncpg.Pool:
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes | web.Response:
+    """The whole body, or a 413 response once it is over `limit` (declared or actually sent)."""
+    if request.content_length is not None and request.content_length > limit:
+        return json_error(413, f"body exceeds {limit} bytes")
+    # Read to the end: a single read() returns whatever has arrived so far, not the whole body.
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.content.iter_any():
+        size += len(part)
+        if size > limit:
+            return json_error(413, f"body exceeds {limit} bytes")
+        parts.append(part)
+    return b"".join(parts)

@@ -10,7 +10,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from wa_archive.errors import NON_RETRYABLE
     from wa_archive.models import ArchiveMediaInput, ArchiveOptions, CriticalFailureInput, MediaRecord
-    from wa_archive.names import ARCHIVE_LINK_MEDIA, ARCHIVE_MEDIA, RECORD_CRITICAL_FAILURE
+    from wa_archive.names import ARCHIVE_ENCRYPTED_MEDIA, ARCHIVE_LINK_MEDIA, ARCHIVE_MEDIA, RECORD_CRITICAL_FAILURE
 
 # Postgres writes retry until Postgres is back: failing them would lose nothing but would turn a
 # short database outage into a pile of red workflows. The media step has the bounded policy.
@@ -31,13 +31,13 @@ def media_retry(opts: ArchiveOptions) -> RetryPolicy:
 async def archive_media_items(
     items: list[ArchiveMediaInput], opts: ArchiveOptions
 ) -> tuple[list[MediaRecord], list[tuple[ArchiveMediaInput, ActivityError]]]:
-    """Archive each item (Graph media id, or a link when the item has a url); failures are returned."""
+    """Archive each item by the activity its source needs; failures are returned."""
     records: list[MediaRecord] = []
     failures: list[tuple[ArchiveMediaInput, ActivityError]] = []
     for item in items:
         try:
             record = await workflow.execute_activity(
-                ARCHIVE_LINK_MEDIA if item.media.link else ARCHIVE_MEDIA,
+                _activity_for(item),
                 item, result_type=MediaRecord,
                 start_to_close_timeout=timedelta(seconds=opts.attempt_timeout),
                 heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout),
@@ -52,6 +52,13 @@ async def archive_media_items(
                                  filename=media.filename)
         records.append(record)
     return records, failures
+
+
+def _activity_for(item: ArchiveMediaInput) -> str:
+    """Graph media id, a sender's link, or WhatsApp's encrypted media (WhatsApp-Web sources)."""
+    if item.media.encrypted is not None:
+        return ARCHIVE_ENCRYPTED_MEDIA
+    return ARCHIVE_LINK_MEDIA if item.media.link else ARCHIVE_MEDIA
 
 
 async def record_failure(message_id: str, stage: str, media_id: str | None, err: ActivityError) -> None:
