@@ -11,6 +11,7 @@ Results go to bench/results/<time>.json (and latest.json) and a table on stdout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -457,6 +458,102 @@ class Bench:
                 "plain_msgs_per_s": round(n / floor, 1), "disposition_msgs_per_s": round(n / ours, 1),
                 "ratio": round(floor / ours, 3), "target": "(report)"}
 
+    # 2f. encrypted media (WASender) --------------------------------------------------------------
+
+    async def encrypted_media(self, size: int = 512 * 1024 ** 2) -> dict:
+        """One WhatsApp-encrypted file through /webhooks/wasender (download, MAC and hashes, AES-CBC
+        decryption while streaming, store), against the same plaintext size through the Graph path in
+        the same run with the same worker; and the worker's RSS growth while decrypting."""
+        import base64
+        import hashlib
+        import hmac as hmac_mod
+
+        from aiohttp import web
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        from wa_archive.wamedia import expand_media_key
+
+        media = FakeMedia(f"plain-{uuid.uuid4().hex}", mime_type="application/pdf", size=size, seed=17)
+        self.graph.add(media)
+        media_key = os.urandom(32)
+        iv, cipher_key, mac_key = expand_media_key(media_key, "document")
+        enc, mac = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).encryptor(), hmac_mod.new(mac_key, iv, hashlib.sha256)
+        plain_hash, enc_hash = hashlib.sha256(), hashlib.sha256()
+        path = self.root / "encrypted.bin"
+        with path.open("wb") as fh:
+            for block in media.blocks():
+                plain_hash.update(block)
+                out = enc.update(block)
+                mac.update(out)
+                enc_hash.update(out)
+                fh.write(out)
+            out = enc.update(bytes([16]) * 16) + enc.finalize()  # size is a multiple of 16: a whole pad block
+            tag = mac.update(out) or mac.digest()[:10]
+            enc_hash.update(out + tag)
+            fh.write(out + tag)
+
+        async def serve_file(_: web.Request) -> web.FileResponse:
+            return web.FileResponse(path)
+        app = web.Application()
+        app.router.add_get("/blob", serve_file)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+
+        tq = f"bench-enc-{uuid.uuid4().hex[:6]}"
+        extra = {"WA_ARCHIVE_WASENDER_WEBHOOK_SECRET": "bench-wasender", "WA_ARCHIVE_MEDIA_FETCH_ALLOWLIST": "127.0.0.1"}
+        port_http = free_port()
+        self.spawn([sys.executable, "-m", "wa_archive.cli", "serve"],
+                   self.env(WA_ARCHIVE_HTTP_PORT=str(port_http), WA_ARCHIVE_TASK_QUEUE=tq, **extra), "serve-enc")
+        url = f"http://127.0.0.1:{port_http}"
+        for _ in range(300):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with self.http.get(url + "/healthz") as resp:
+                    if resp.status == 200:
+                        break
+            await asyncio.sleep(0.1)
+        proc = self.worker(tq, **extra)
+        await asyncio.sleep(3)
+        try:
+            mid = wamid()
+            body = dumps(envelope([media_message("document", media.media_id, media.sha256_b64(), "application/pdf",
+                                                 mid=mid)]))
+            started = time.perf_counter()
+            await self.post(url, body)
+            await self.wait_archived([mid], timeout=900)
+            plain_s = time.perf_counter() - started
+
+            baseline_rss = peak = _rss_kib(proc.pid)
+            kid = "3EB0" + uuid.uuid4().hex[:16].upper()
+            item = {"key": {"id": kid, "fromMe": False, "remoteJid": "447700900123@s.whatsapp.net",
+                            "cleanedSenderPn": "447700900123"},
+                    "message": {"documentMessage": {
+                        "url": f"http://127.0.0.1:{port}/blob", "mimetype": "application/pdf",
+                        "fileSha256": base64.b64encode(plain_hash.digest()).decode(),
+                        "fileEncSha256": base64.b64encode(enc_hash.digest()).decode(),
+                        "fileLength": str(size), "mediaKey": base64.b64encode(media_key).decode()}},
+                    "messageTimestamp": int(time.time())}
+            payload = json.dumps({"event": "messages.upsert", "timestamp": int(time.time()),
+                                  "data": {"messages": [item]}}).encode()
+            started = time.perf_counter()
+            async with self.http.post(url + "/webhooks/wasender", data=payload, headers={
+                    "X-Webhook-Signature": "bench-wasender", "Content-Type": "application/json"}) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"wasender webhook answered {resp.status}")
+            waiter = asyncio.create_task(self.wait_archived([kid], timeout=900))
+            while not waiter.done():
+                peak = max(peak, _rss_kib(proc.pid))
+                await asyncio.sleep(0.05)
+            await waiter
+            enc_s = time.perf_counter() - started
+        finally:
+            await runner.cleanup()
+            path.unlink(missing_ok=True)
+        return {"bytes": size, "plain_graph_s": round(plain_s, 2), "encrypted_wasender_s": round(enc_s, 2),
+                "ratio": round(enc_s / plain_s, 3), "target": "(report)",
+                "rss_growth_mib": round((peak - baseline_rss) / 1024, 1), "target_rss_growth_mib": 64}
+
     # 3. one 1 GiB file -------------------------------------------------------------------------
 
     async def large_file(self, size: int = 1024 ** 3) -> dict:
@@ -512,10 +609,11 @@ async def main() -> None:
     try:
         await bench.start()
         chosen = sys.argv[1:] or ["ingest", "end_to_end", "outbound", "search", "verify_full", "disposition",
-                                  "large_file"]
+                                  "encrypted_media", "large_file"]
         for name, fn in (("ingest", bench.ingest), ("end_to_end", bench.end_to_end),
                          ("outbound", bench.outbound), ("search", bench.search),
                          ("verify_full", bench.verify_full), ("disposition", bench.disposition),
+                         ("encrypted_media", bench.encrypted_media),
                          ("large_file", bench.large_file)):
             if name not in chosen:
                 continue
@@ -531,14 +629,14 @@ async def main() -> None:
         await bench.stop()
         shutil.rmtree(root, ignore_errors=True)
     RESULTS.mkdir(exist_ok=True)
-    if len(results) < 9:  # a partial run (python -m bench ingest) only prints what it measured
+    if len(results) < 10:  # a partial run (python -m bench ingest) only prints what it measured
         return
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for path in (RESULTS / f"{stamp}.json", RESULTS / "latest.json"):
         path.write_text(json.dumps(results, indent=2))
     i, e, o, l = results["ingest"], results["end_to_end"], results["outbound"], results["large_file"]
     sp, sf = results["search"]["phone_30d"], results["search"]["full_text"]
-    v, dp = results["verify_full"], results["disposition"]
+    v, dp, em = results["verify_full"], results["disposition"], results["encrypted_media"]
     rows = [
         ("ingest vs raw start_workflow", f"{i['webhook_per_s']}/s vs {i['raw_start_per_s']}/s", i["ratio"], ">= 0.8"),
         ("ingest p50 / p99 at 100 req/s", f"{i['p50_ms_at_100rps']} / {i['p99_ms_at_100rps']} ms", "", "p99 <= 100 ms"),
@@ -552,6 +650,8 @@ async def main() -> None:
         ("full text p95 direct SQL", f"{sf['direct_p95_ms']} ms", sf["api_overhead_p95"], "API +<= 30%"),
         ("verify --full 2 GiB vs sha256sum", f"{v['verify_mb_per_s']} vs {v['sha256sum_mb_per_s']} MB/s", v["ratio"], ">= 0.7"),
         ("disposition vs plain delete", f"{dp['disposition_msgs_per_s']}/s vs {dp['plain_msgs_per_s']}/s", dp["ratio"], "(report)"),
+        ("512 MiB encrypted vs plain", f"{em['encrypted_wasender_s']} s vs {em['plain_graph_s']} s", em["ratio"], "(report)"),
+        ("  worker RSS growth decrypting", f"{em['rss_growth_mib']} MiB", "", "<= 64 MiB"),
         ("1 GiB vs sha256sum + cp", f"{l['archive_s']} s vs {l['floor_hash_plus_copy_s']} s", l["ratio"], "<= 1.5"),
         ("1 GiB worker RSS growth", f"{l['rss_growth_mib']} MiB", "", "<= 64 MiB"),
     ]
