@@ -318,3 +318,36 @@ async def test_wasender_decrypt_media_endpoint_with_the_same_checks(stack_factor
     assert await stack.read_object(msg["media"][0]["storage_key"]) == good
     failure = await stack.wait_for_failure(forged["key"]["id"])
     assert all("SHA-256 mismatch" in a["error"] for a in failure["attempts"])
+
+
+async def test_temporal_down_answers_503_and_the_redelivery_is_archived(stack_factory, clean_db, host):
+    """The durability rule of the Meta webhook holds here too: no 200 unless Temporal has it."""
+    import tempfile
+    from pathlib import Path
+
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from tests.conftest import make_settings
+    from wa_archive.storage import FilesystemStore
+    from webhook.app import WebhookDeps, create_app
+
+    dead = await Client.connect(f"127.0.0.1:{free_port()}", data_converter=pydantic_data_converter, lazy=True)
+    app = create_app(WebhookDeps(settings=make_settings(wasender_webhook_secret=SECRET), client=dead,
+                                 pool=clean_db, store=FilesystemStore(Path(tempfile.mkdtemp()))))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    item = {"key": {"id": key_id(), "fromMe": False, "remoteJid": "447700900123@s.whatsapp.net",
+                    "cleanedSenderPn": "447700900123"}, "message": {"conversation": "kept"}}
+    body = json.dumps(upsert(item)).encode()
+    stack = await stack_factory(wasender_webhook_secret=SECRET)
+    try:
+        async with stack.http.post(f"http://127.0.0.1:{port}/webhooks/wasender", data=body, headers={
+                "X-Webhook-Signature": SECRET, "Content-Type": "application/json"}) as resp:
+            assert resp.status == 503 and "retry" in (await resp.json())["error"]
+    finally:
+        await runner.cleanup()
+    assert (await post(stack, body))[0] == 200  # the sender's retry, to a webhook whose Temporal is up
+    assert (await stack.wait_for_message(item["key"]["id"]))["text"] == "kept"
