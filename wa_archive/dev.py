@@ -40,11 +40,12 @@ def dev_state(data_dir: Path) -> dict[str, Any] | None:
 
 def _dev_secrets(data_dir: Path) -> dict[str, str]:
     path = data_dir / SECRETS_FILE
-    if path.exists():
-        return json.loads(path.read_text())
-    values = {name: secrets.token_urlsafe(24) for name in ("app_secret", "verify_token", "access_token")}
-    path.write_text(json.dumps(values))
-    path.chmod(0o600)
+    values = json.loads(path.read_text()) if path.exists() else {}
+    missing = [n for n in ("app_secret", "verify_token", "access_token", "wasender_secret") if n not in values]
+    if missing:  # a data dir from an earlier version gains the secrets added since
+        values.update({name: secrets.token_urlsafe(24) for name in missing})
+        path.write_text(json.dumps(values))
+        path.chmod(0o600)
     return values
 
 
@@ -86,6 +87,8 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
             updates["meta_app_secret"] = SecretStr(dev_secrets["app_secret"])
         if settings.meta_verify_token is None:
             updates["meta_verify_token"] = SecretStr(dev_secrets["verify_token"])
+        if settings.wasender_webhook_secret is None:
+            updates["wasender_webhook_secret"] = SecretStr(dev_secrets["wasender_secret"])
         settings = settings.model_copy(update=updates)
         applied = await migrate(settings.database_url)  # type: ignore[arg-type]
         if applied:
@@ -102,6 +105,7 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
             "pid": os.getpid(),
             "http_url": base,
             "webhook_url": f"{base}/webhooks/meta",
+            "wasender_url": f"{base}/webhooks/wasender",
             "temporal_address": settings.temporal_address,
             "temporal_ui_url": f"http://127.0.0.1:{temporal.ui_port}" if temporal and temporal.ui_port else None,
             "database_url": settings.database_url,
@@ -138,6 +142,8 @@ def _print_banner(state: dict[str, Any], data_dir: Path) -> None:
         "",
         "WhatsApp compliance archive is running (Ctrl-C to stop)",
         f"  webhook URL      {state['webhook_url']}",
+        f"  WASender URL     {state['wasender_url']}   (X-Webhook-Signature: wasender_secret in "
+        f"{data_dir / SECRETS_FILE}, unless WA_ARCHIVE_WASENDER_WEBHOOK_SECRET is set)",
         f"  Temporal UI      {state['temporal_ui_url'] or '(external Temporal: ' + str(state['temporal_address']) + ')'}",
         f"  readiness        {state['http_url']}/readyz",
         f"  storage          {state['storage_url']}",
