@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 from datetime import datetime, timedelta, timezone
 
 import aiohttp
@@ -22,11 +21,11 @@ from aiohttp import web
 from wa_archive import queries
 from wa_archive.fanout import record_delivery, start_messages
 from wa_archive.graph import GraphClient
-from wa_archive.meta_payload import Envelope, EnvelopeError, check_envelope, count_updates, parse_delivery
+from wa_archive.meta_payload import Envelope, check_envelope, count_updates, parse_delivery
 from wa_archive.runtime import contact_secret
 from wa_archive.signature import meta_signature_ok
 from wa_archive.starter import start_ingest_delivery
-from webhook.deps import DEPS, WebhookDeps, json_error, read_body  # noqa: F401 - WebhookDeps is part of this module's API
+from webhook.deps import DEPS, WebhookDeps, decode_checked, json_error, read_body  # noqa: F401 - WebhookDeps is part of this module's API
 
 log = structlog.get_logger("wa_archive.webhook")
 
@@ -62,14 +61,10 @@ async def receive_delivery(request: web.Request) -> web.Response:
     if not meta_signature_ok(secret, body, signature):
         log.warning("signature_rejected", present=signature is not None, remote=request.remote)
         return json_error(401, "missing or invalid X-Hub-Signature-256")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return json_error(400, "body is not valid JSON")
-    try:
-        envelope = check_envelope(data)
-    except EnvelopeError as exc:
-        return json_error(400, str(exc))
+    decoded = decode_checked(body, check_envelope)
+    if isinstance(decoded, web.Response):
+        return decoded
+    data, envelope = decoded
 
     sha = hashlib.sha256(body).hexdigest()
     updates = count_updates(envelope)

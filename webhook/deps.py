@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiohttp import web
@@ -33,6 +35,7 @@ class WebhookDeps:
 
 
 DEPS = web.AppKey("deps", WebhookDeps)
+T = TypeVar("T")
 
 
 def deps_of(request: web.Request) -> WebhookDeps:
@@ -60,3 +63,17 @@ async def read_body(request: web.Request, limit: int) -> bytes | web.Response:
             return json_error(413, f"body exceeds {limit} bytes")
         parts.append(part)
     return b"".join(parts)
+
+
+def decode_checked(body: bytes, check: Callable[[Any], T]) -> tuple[Any, T] | web.Response:
+    """(JSON document, what `check` made of it), or a 400 naming what is wrong."""
+    from wa_archive.meta_payload import EnvelopeError
+
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return json_error(400, "body is not valid JSON")
+    try:
+        return data, check(data)
+    except EnvelopeError as exc:
+        return json_error(400, str(exc))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from datetime import datetime, timedelta, timezone
 
 import structlog
@@ -18,9 +17,8 @@ from aiohttp import web
 
 from wa_archive import queries
 from wa_archive.fanout import record_delivery, start_messages
-from wa_archive.meta_payload import EnvelopeError
 from wa_archive.wasender_payload import check_wasender, parse_wasender
-from webhook.deps import DEPS, json_error, read_body
+from webhook.deps import DEPS, decode_checked, json_error, read_body
 
 log = structlog.get_logger("wa_archive.webhook")
 
@@ -43,14 +41,10 @@ async def receive_wasender(request: web.Request) -> web.Response:
     if given is None or not hmac.compare_digest(given.encode(), secret.encode()):
         log.warning("wasender_rejected", present=given is not None, remote=request.remote)
         return json_error(401, f"missing or invalid {SIGNATURE_HEADER}")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return json_error(400, "body is not valid JSON")
-    try:
-        event = check_wasender(data)
-    except EnvelopeError as exc:
-        return json_error(400, str(exc))
+    decoded = decode_checked(body, check_wasender)
+    if isinstance(decoded, web.Response):
+        return decoded
+    data, event = decoded
 
     sha = hashlib.sha256(body).hexdigest()
     received_at = datetime.now(timezone.utc)
