@@ -227,7 +227,8 @@ def _print_message(m: dict[str, Any], *, full: bool) -> None:
         if m["flags"]:
             print(f"    flags: {', '.join(m['flags'])}")
         for d in m.get("deliveries", []):
-            print(f"    delivery {d['sha256']} received {d['received_at']} signature {d['signature']}")
+            signed = d["signature"] or "none (a shared-secret source: the secret is not kept)"
+            print(f"    delivery {d['sha256']} received {d['received_at']} signature {signed}")
         for s in m.get("statuses", []):
             print(f"    status {s['status']} at {s['timestamp']}")
 
