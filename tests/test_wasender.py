@@ -384,3 +384,18 @@ def test_parser_edits_reactions_wrappers_and_odd_shapes():
     assert all(m.direction == "out" and m.source == "wasender" for m in parsed.messages)
     assert all(m.timestamp == normalise_timestamp(1792496120) for m in parsed.messages)  # ms → s
     assert [(e.kind, e.payload) for e in parsed.events] == [("unparseable", {"not": "a message"})]
+
+
+async def test_a_sticker_whose_declared_hash_differs_is_kept_with_both_hashes(stack_factory, host):
+    stack = await stack_factory(wasender_webhook_secret=SECRET)
+    plain = os.urandom(4000)
+    media_key, blob = encrypt(plain)  # stickers use the image keys
+    item = media_message(key_id(), host.put(blob), plain, media_key, blob,
+                         fileSha256=b64(hashlib.sha256(b"re-encoded").digest()))
+    item["message"] = {"stickerMessage": dict(item["message"]["imageMessage"], mimetype="image/webp")}
+    assert (await post(stack, upsert(item)))[0] == 200
+    msg = await stack.wait_for_message(item["key"]["id"])
+    media = msg["media"][0]
+    assert msg["type"] == "sticker" and media["status"] == "archived"
+    assert media["sha256"] == hashlib.sha256(plain).hexdigest() != base64.b64decode(media["provider_sha256"]).hex()
+    assert await stack.read_object(media["storage_key"]) == plain
