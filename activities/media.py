@@ -83,8 +83,8 @@ class MediaActivities:
         async with self.links.download(url, max_bytes=bound) as (chunks, _):
             plain = decrypt_stream(chunks, media_key=base64.b64decode(enc.media_key), kind=media.kind,
                                    file_enc_sha256=decode_sha256(enc.file_enc_sha256), file_length=enc.file_length)
-            # Stickers' declared fileSha256 is known not to match their bytes (they are re-encoded);
-            # the MAC has proved the download, so the difference is kept for auditors, not refused.
+            # Stickers' declared fileSha256 is reported not to match their bytes (the reason is not
+            # known); the MAC has proved the download, so a difference is kept for auditors, not refused.
             return await self._store(inp, plain, mime_type, media.provider_sha256,
                                      enforce_declared=media.kind != "sticker")
 
