@@ -271,3 +271,24 @@ async def test_disposed_outbound_message_takes_its_statuses_send_record_and_deli
     problems = await ledger.verify_log(stack.pool, None)
     assert f"message {mid}: disposed, but the disposition record does not match its ledger entry" in problems
     assert any(p.startswith("disposition ") and "changed since it was recorded" in p for p in problems)
+
+
+async def test_rows_archived_before_retention_get_the_policy_in_force(pool, clean_db):
+    """Rows from before retention was recorded are dated at the next run, by their number's policy."""
+    policy = (await retention.set_policy(clean_db, scope="109327745812336", days=400, legal_basis="x",
+                                         set_by="test"))["policy"]
+    for mid, pnid in (("OLD-A", "109327745812336"), ("OLD-B", "other")):
+        await clean_db.execute(
+            "INSERT INTO messages (id, source, direction, type, ts, archive_status, payload, phone_number_id)"
+            " VALUES ($1, 'meta', 'in', 'image', '2020-01-01T00:00:00Z', 'archived', '{}', $2)", mid, pnid)
+        await clean_db.execute(
+            "INSERT INTO media (message_id, position, media_id, kind, status) VALUES ($1, 0, 'x', 'image', 'failed')",
+            mid)
+    await Disposer(clean_db, None, None).fill_missing(default_days=3650)
+    rows = {r["id"]: r for r in await clean_db.fetch(
+        "SELECT m.id, m.retain_until, m.retention_policy_id, d.retain_until AS media_until"
+        " FROM messages m JOIN media d ON d.message_id = m.id")}
+    start = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    assert rows["OLD-A"]["retain_until"] == start + timedelta(days=400) == rows["OLD-A"]["media_until"]
+    assert rows["OLD-A"]["retention_policy_id"] == policy["id"]
+    assert rows["OLD-B"]["retain_until"] == start + timedelta(days=3650) and rows["OLD-B"]["retention_policy_id"] is None

@@ -36,11 +36,11 @@ LIMIT $2
 FILL_SQL = """
 WITH f AS (
   UPDATE messages m SET retain_until = m.ts + make_interval(days => coalesce(p.days, $1)), retention_policy_id = p.id
-  FROM messages m2 LEFT JOIN LATERAL (
+  FROM messages u LEFT JOIN LATERAL (
     SELECT id, days FROM retention_policies WHERE scope IN
-      (m2.phone_number_id, regexp_replace(coalesce(m2.display_phone_number, ''), '[^0-9]', '', 'g'), '*')
+      (u.phone_number_id, regexp_replace(coalesce(u.display_phone_number, ''), '[^0-9]', '', 'g'), '*')
     ORDER BY scope = '*', id DESC LIMIT 1) p ON true
-  WHERE m.id = m2.id AND m.retain_until IS NULL RETURNING m.id, m.retain_until)
+  WHERE u.retain_until IS NULL AND m.id = u.id AND m.retain_until IS NULL RETURNING m.id, m.retain_until)
 UPDATE media d SET retain_until = f.retain_until FROM f WHERE d.message_id = f.id AND d.retain_until IS NULL
 """
 

@@ -32,6 +32,11 @@ ALTER TABLE messages ADD COLUMN hold_cases text[] NOT NULL DEFAULT '{}';
 ALTER TABLE media ADD COLUMN retain_until timestamptz;
 ALTER TABLE media ADD COLUMN legal_hold boolean NOT NULL DEFAULT false;  -- as set on the object
 CREATE INDEX messages_retain_until ON messages (retain_until) WHERE cardinality(hold_cases) = 0;
+-- Small partial indexes for the daily run: held rows and objects (hold reconciliation), and rows
+-- archived before retention was recorded (filled from the policy in force).
+CREATE INDEX messages_held ON messages (id) WHERE cardinality(hold_cases) > 0;
+CREATE INDEX media_held ON media (message_id) WHERE legal_hold;
+CREATE INDEX messages_retention_unset ON messages (id) WHERE retain_until IS NULL;
 
 -- Nothing within retention or on hold can be deleted, and retention once granted never shrinks,
 -- whatever role or code path asks.
