@@ -5,7 +5,7 @@ import structlog
 from temporalio import activity
 
 from activities.attempts import record_attempts
-from wa_archive import queries
+from wa_archive import queries, writes
 from wa_archive.graph import GraphClient
 from wa_archive.models import TemplateSnapshotInput, TemplateSnapshotResult, WriteOutboundInput
 from wa_archive.names import SNAPSHOT_TEMPLATE, WRITE_OUTBOUND
@@ -40,6 +40,6 @@ class OutboundActivities:
     @activity.defn(name=WRITE_OUTBOUND)
     @record_attempts("write_outbound", lambda inp: (inp.message_id, None))
     async def write_outbound(self, inp: WriteOutboundInput) -> bool:
-        created = await queries.write_outbound(self.pool, inp, self.storage_url, self.rules)
+        created = await writes.write_outbound(self.pool, inp, self.storage_url, self.rules)
         log.info("outbound_recorded", message_id=inp.message_id, created=created, flags=inp.flags)
         return created

@@ -5,7 +5,7 @@ import structlog
 from temporalio import activity
 
 from activities.attempts import record_attempts
-from wa_archive import queries
+from wa_archive import queries, writes
 from wa_archive.models import CriticalFailureInput, WriteRecordsInput
 from wa_archive.names import RECORD_CRITICAL_FAILURE, WRITE_RECORDS
 from wa_archive.retention import RetentionRules
@@ -23,7 +23,7 @@ class RecordActivities:
     @record_attempts("write_records", lambda inp: (inp.request.message_id, None))
     async def write_records(self, inp: WriteRecordsInput) -> bool:
         """Message, media rows and delivery link in one idempotent transaction."""
-        created = await queries.write_message(self.pool, inp, self.storage_url, self.rules)
+        created = await writes.write_message(self.pool, inp, self.storage_url, self.rules)
         log.info("message_recorded", message_id=inp.request.message_id, created=created,
                  archive_status=inp.archive_status, media=len(inp.media))
         return created

@@ -8,10 +8,7 @@ from typing import Any
 import asyncpg
 
 from wa_archive import ledger
-from wa_archive.keys import business_scopes
 from wa_archive.meta_payload import StatusEvent, TemplateEvent, WebhookEvent
-from wa_archive.models import MediaRecord, WriteOutboundInput, WriteRecordsInput
-from wa_archive.retention import RetentionRules, Terms
 from wa_archive.templates import Snapshot
 
 Executor = asyncpg.Pool | asyncpg.Connection
@@ -92,122 +89,6 @@ async def archived_message_ids(db: Executor, message_ids: list[str]) -> set[str]
         message_ids,
     )
     return {r["id"] for r in rows}
-
-
-# Messages --------------------------------------------------------------------------------------
-
-
-async def _insert_media(conn: asyncpg.Connection, message_id: str, media: list[MediaRecord],
-                        storage_url: str, terms: Terms) -> None:
-    """Media rows carry their object's retain-until (a failed item: the message's)."""
-    await conn.executemany(
-        "INSERT INTO media (message_id, position, media_id, kind, status, storage_url,"
-        " storage_key, size, sha256, provider_sha256, mime_type, filename, stored_at, retain_until, legal_hold)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
-        [(message_id, m.position, m.media_id, m.kind, m.status,
-          storage_url if m.status == "archived" else None, m.storage_key, m.size, m.sha256,
-          m.provider_sha256, m.mime_type, m.filename, m.stored_at, m.retain_until or terms.retain_until,
-          m.legal_hold) for m in media],
-    )
-
-
-async def _terms(conn: asyncpg.Connection, rules: RetentionRules, *, scopes: list[str], contact_phone: str | None,
-                 ts: datetime, media: list[MediaRecord]) -> Terms:
-    """The row's terms: the policy now in force, and never less than what its objects already carry."""
-    terms = await rules.terms(conn, scopes=scopes, contact_phone=contact_phone, ts=ts)
-    terms.retain_until = max([terms.retain_until] + [m.retain_until for m in media if m.retain_until])
-    return terms
-
-
-async def _complete_failed(conn: asyncpg.Connection, message_id: str, media: list[MediaRecord],
-                           storage_url: str, archive_status: str) -> bool:
-    """A later run completes a message recorded as failed, in place: failed media rows become
-    archived and the status follows; the original row and payload stay as first written."""
-    for m in media:
-        if m.status == "archived":
-            await conn.execute(
-                "UPDATE media SET status = 'archived', storage_url = $3, storage_key = $4,"
-                " size = $5, sha256 = $6, mime_type = $7, stored_at = $8,"
-                " retain_until = greatest(retain_until, $9), legal_hold = $10"
-                " WHERE message_id = $1 AND position = $2 AND status = 'failed'",
-                message_id, m.position, storage_url, m.storage_key, m.size, m.sha256,
-                m.mime_type, m.stored_at, m.retain_until, m.legal_hold,
-            )
-            await conn.execute("UPDATE messages SET retain_until = greatest(retain_until, $2) WHERE id = $1",
-                               message_id, m.retain_until)
-    if archive_status == "archived":
-        await conn.execute("UPDATE messages SET archive_status = 'archived' WHERE id = $1", message_id)
-    await ledger.append_message(conn, message_id)  # the completed record is a new ledger entry
-    return archive_status == "archived"
-
-
-async def write_message(pool: asyncpg.Pool, records: WriteRecordsInput, storage_url: str,
-                        rules: RetentionRules) -> bool:
-    """Message, media rows and delivery link in one transaction; False if nothing was new.
-
-    An archived message is never changed; one recorded as failed is completed in place.
-    """
-    req = records.request
-    c = req.contact
-    async with pool.acquire() as conn, conn.transaction():
-        existing = await conn.fetchval(
-            "SELECT archive_status FROM messages WHERE id = $1 FOR UPDATE", req.message_id
-        )
-        await link_deliveries(conn, req.delivery_sha256, [req.message_id])
-        if existing == "archived":
-            return False
-        if existing == "failed":
-            return await _complete_failed(conn, req.message_id, records.media, storage_url,
-                                          records.archive_status)
-        terms = await _terms(conn, rules, scopes=business_scopes(req.phone_number_id, req.display_phone_number),
-                             contact_phone=c.phone, ts=req.timestamp, media=records.media)
-        await conn.execute(
-            "INSERT INTO messages (id, source, direction, type, ts, raw_timestamp, phone_number_id,"
-            " display_phone_number, waba_id, contact_phone, contact_wa_id, contact_user_id,"
-            " contact_username, contact_name, text, related_message_id, flags, archive_status,"
-            " payload, first_delivery_sha256, retain_until, retention_policy_id, hold_cases)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23)",
-            req.message_id, req.source, req.direction, req.type, req.timestamp, req.raw_timestamp,
-            req.phone_number_id, req.display_phone_number, req.waba_id, c.phone, c.wa_id,
-            c.user_id, c.username, c.name, req.text, req.related_message_id, req.flags,
-            records.archive_status, req.payload, req.delivery_sha256, terms.retain_until, terms.policy_id,
-            terms.hold_cases,
-        )
-        await _insert_media(conn, req.message_id, records.media, storage_url, terms)
-        await ledger.append_message(conn, req.message_id)
-    return True
-
-
-async def write_outbound(pool: asyncpg.Pool, inp: WriteOutboundInput, storage_url: str,
-                         rules: RetentionRules) -> bool:
-    """An outbound message with its template snapshot and media, in one transaction, idempotently."""
-    c = inp.contact
-    async with pool.acquire() as conn, conn.transaction():
-        existing = await conn.fetchval(
-            "SELECT archive_status FROM messages WHERE id = $1 FOR UPDATE", inp.message_id
-        )
-        if existing == "archived":
-            return False
-        if existing == "failed":
-            return await _complete_failed(conn, inp.message_id, inp.media, storage_url, inp.archive_status)
-        template = inp.template
-        terms = await _terms(conn, rules, scopes=business_scopes(inp.phone_number_id, None),
-                             contact_phone=c.phone, ts=inp.timestamp, media=inp.media)
-        await conn.execute(
-            "INSERT INTO messages (id, source, direction, type, ts, phone_number_id, waba_id,"
-            " contact_phone, contact_wa_id, text, flags, archive_status, payload, template_sha256,"
-            " template_name, template_language, retain_until, retention_policy_id, hold_cases)"
-            " VALUES ($1,'meta','out',$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)",
-            inp.message_id, inp.type, inp.timestamp, inp.phone_number_id, inp.waba_id, c.phone,
-            c.wa_id, inp.text, inp.flags, inp.archive_status, inp.payload,
-            template.sha256 if template else None,
-            template.name if template else inp.template_name,
-            template.language if template else inp.template_language,
-            terms.retain_until, terms.policy_id, terms.hold_cases,
-        )
-        await _insert_media(conn, inp.message_id, inp.media, storage_url, terms)
-        await ledger.append_message(conn, inp.message_id)
-    return True
 
 
 async def insert_template_snapshot(pool: asyncpg.Pool, snap: Snapshot, *, waba_id: str, name: str,
