@@ -7,7 +7,7 @@ import asyncpg
 import structlog
 from temporalio import activity
 
-from wa_archive import erasure, holds
+from wa_archive import erasure, holds, retention
 from wa_archive.disposition import Disposer
 from wa_archive.errors import RetentionActive
 from wa_archive.models import DispositionBatch, DispositionInput
@@ -27,7 +27,7 @@ class DispositionActivities:
     @activity.defn(name=PREPARE_DISPOSITION)
     async def prepare_disposition(self) -> int:
         """Objects brought in line with holds first, so nothing held slips through; returns changes."""
-        await self.disposer.fill_missing(self.rules.default_days)
+        await retention.fill_missing(self.pool, self.rules.default_days)
         swept = await sweep_canaries(self.disposer.store)
         if swept:
             log.info("lock_canaries_removed", count=swept)

@@ -284,7 +284,7 @@ async def test_rows_archived_before_retention_get_the_policy_in_force(pool, clea
         await clean_db.execute(
             "INSERT INTO media (message_id, position, media_id, kind, status) VALUES ($1, 0, 'x', 'image', 'failed')",
             mid)
-    await Disposer(clean_db, None, None).fill_missing(default_days=3650)
+    await retention.fill_missing(clean_db, default_days=3650)
     rows = {r["id"]: r for r in await clean_db.fetch(
         "SELECT m.id, m.retain_until, m.retention_policy_id, d.retain_until AS media_until"
         " FROM messages m JOIN media d ON d.message_id = m.id")}

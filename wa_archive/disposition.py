@@ -32,27 +32,11 @@ ORDER BY m.retain_until, m.id
 LIMIT $2
 """
 
-# Rows written before retention existed get the policy in force now (the longest it could claim).
-FILL_SQL = """
-WITH f AS (
-  UPDATE messages m SET retain_until = m.ts + make_interval(days => coalesce(p.days, $1)), retention_policy_id = p.id
-  FROM messages u LEFT JOIN LATERAL (
-    SELECT id, days FROM retention_policies WHERE scope IN
-      (u.phone_number_id, regexp_replace(coalesce(u.display_phone_number, ''), '[^0-9]', '', 'g'), '*')
-    ORDER BY scope = '*', id DESC LIMIT 1) p ON true
-  WHERE u.retain_until IS NULL AND m.id = u.id AND m.retain_until IS NULL RETURNING m.id, m.retain_until)
-UPDATE media d SET retain_until = f.retain_until FROM f WHERE d.message_id = f.id AND d.retain_until IS NULL
-"""
-
-
 class Disposer:
     def __init__(self, pool: asyncpg.Pool, store, contact_key: Callable[[str], str] | None) -> None:
         self.pool = pool
         self.store = store
         self.contact_key = contact_key
-
-    async def fill_missing(self, default_days: int) -> None:
-        await self.pool.execute(FILL_SQL, default_days)
 
     async def due(self, *, phone: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(DUE_SQL, phone, limit)

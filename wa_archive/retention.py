@@ -101,10 +101,9 @@ async def list_policies(pool: asyncpg.Pool, default_days: int) -> list[dict[str,
 # The records a policy scope covers: its own number, or for the default every number without a
 # policy of its own.
 _COVERED = """
-  (($1::text = '*' AND NOT EXISTS (SELECT 1 FROM retention_policies p WHERE p.scope <> '*'
-      AND p.scope IN (m.phone_number_id, regexp_replace(coalesce(m.display_phone_number, ''), '[^0-9]', '', 'g'))))
-   OR m.phone_number_id = $1
-   OR regexp_replace(coalesce(m.display_phone_number, ''), '[^0-9]', '', 'g') = $1)
+  (($1::text = '*' AND NOT EXISTS (SELECT 1 FROM retention_policies p
+      WHERE p.scope = ANY(business_scopes(m.phone_number_id, m.display_phone_number))))
+   OR $1 = ANY(business_scopes(m.phone_number_id, m.display_phone_number)))
 """
 _NEW_DATE = "m.ts + make_interval(days => $2)"
 
@@ -132,6 +131,24 @@ async def extend_existing(pool: asyncpg.Pool, store, *, scope: str, days: int, p
             f"UPDATE messages m SET retain_until = {_NEW_DATE}, retention_policy_id = $3"
             f" WHERE m.retain_until < {_NEW_DATE} AND {_COVERED}", scope, days, policy_id)
     return int(status.split()[-1]), len(objects)
+
+
+# Rows written before retention existed get the policy in force now for their number.
+_FILL_SQL = """
+WITH f AS (
+  UPDATE messages m SET retain_until = m.ts + make_interval(days => coalesce(p.days, $1)), retention_policy_id = p.id
+  FROM messages u LEFT JOIN LATERAL (
+    SELECT id, days FROM retention_policies
+    WHERE scope = ANY(business_scopes(u.phone_number_id, u.display_phone_number) || '{*}')
+    ORDER BY scope = '*', id DESC LIMIT 1) p ON true
+  WHERE u.retain_until IS NULL AND m.id = u.id AND m.retain_until IS NULL RETURNING m.id, m.retain_until)
+UPDATE media d SET retain_until = f.retain_until FROM f WHERE d.message_id = f.id AND d.retain_until IS NULL
+"""
+
+
+async def fill_missing(pool: asyncpg.Pool, default_days: int) -> None:
+    """Date the rows archived before retention was recorded (disposition runs this first)."""
+    await pool.execute(_FILL_SQL, default_days)
 
 
 def _policy_json(row: asyncpg.Record) -> dict[str, Any]:

@@ -12,6 +12,14 @@ CREATE TABLE retention_policies (
 );
 CREATE INDEX retention_policies_scope ON retention_policies (scope, id DESC);
 
+-- The specific scopes a message's business number can have a policy under (keys.business_scopes
+-- without the '*'): its phone-number id and the digits of its display number.
+CREATE FUNCTION business_scopes(phone_number_id text, display_phone_number text) RETURNS text[]
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT array_remove(array_remove(ARRAY[phone_number_id,
+        regexp_replace(coalesce(display_phone_number, ''), '[^0-9]', '', 'g')], ''), NULL)
+$$;
+
 CREATE TABLE legal_holds (
     case_id      text PRIMARY KEY,
     phone        text NOT NULL,               -- the contact's phone, as stored in messages.contact_phone
