@@ -53,9 +53,8 @@ async def settle(pool: asyncpg.Pool, disposer: Disposer, request: asyncpg.Record
     """Remove what the request covers and no duty keeps, then record where the request stands."""
     removed = 0
     while True:
-        due = [d for d in await disposer.due(phone=request["phone"], limit=500)]
         progressed = False
-        for item in due:
+        for item in await disposer.due(phone=request["phone"], limit=500):
             try:
                 if await disposer.dispose_message(item["id"], reason="erasure_request",
                                                   erasure_request_id=request["id"], run_id=run_id):

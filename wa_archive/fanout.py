@@ -54,9 +54,11 @@ async def start_messages(
     contact_secret: str,
     rpc_timeout: timedelta | None = None,
     on_started: Callable[[int], None] | None = None,
+    signal_statuses: bool = True,
 ) -> None:
     """Start (or join) one ArchiveMessage workflow per message, and signal each status to its
-    outbound message's workflow, except for messages in `skip` (already archived)."""
+    outbound message's workflow, except for messages in `skip` (already archived). Sources whose
+    outgoing messages arrive whole (WASender) have no outbound workflow to signal."""
     gate = asyncio.Semaphore(START_CONCURRENCY)
     started = 0
 
@@ -84,7 +86,7 @@ async def start_messages(
                 on_started(started)
 
     await asyncio.gather(*(start(m) for m in parsed.messages if m.message_id not in skip),
-                         *(signal(st) for st in parsed.statuses if st.message_id not in skip))
+                         *(signal(st) for st in parsed.statuses if signal_statuses and st.message_id not in skip))
 
 
 def summary(parsed: ParsedDelivery, skipped: set[str]) -> FanOutResult:

@@ -56,12 +56,10 @@ async def receive_wasender(request: web.Request) -> web.Response:
             await queries.insert_delivery(conn, sha256=sha, source="wasender", body=body, signature=None,
                                           remote_addr=request.remote, updates=updates, received_at=received_at)
             skip = await record_delivery(conn, sha, parsed)
-        # Statuses are rows only: WASender's outbound messages arrive whole (fromMe), so there is
-        # no send record to wait for.
-        await start_messages(deps.client, parsed.model_copy(update={"statuses": []}), skip,
-                             options=deps.archive_options, outbound=deps.outbound_options,
-                             task_queue=settings.task_queue, contact_secret=deps.contact_secret,
-                             rpc_timeout=START_TIMEOUT)
+        await start_messages(deps.client, parsed, skip, options=deps.archive_options,
+                             outbound=deps.outbound_options, task_queue=settings.task_queue,
+                             contact_secret=deps.contact_secret, rpc_timeout=START_TIMEOUT,
+                             signal_statuses=False)
     except Exception as exc:  # noqa: BLE001 - not durable yet: answer 503 so the sender retries
         log.error("delivery_not_accepted", delivery=sha, source="wasender", error=repr(exc))
         return json_error(503, "archive temporarily unavailable; retry later")
