@@ -1,9 +1,7 @@
-"""`make bench`: three measurements, each against a baseline taken in the same run.
-
-1. ingest: webhook deliveries/s vs raw start_workflow/s on the same Temporal server; p50/p99 at a
-   fixed 100 req/s; time to acknowledge one 1,000-update delivery.
-2. end to end: 500 inbound 100 KiB images archived vs the Temporal floor (no-op activities).
-3. one 1 GiB media file: wall time vs `sha256sum` + `cp` of the same bytes; worker peak RSS growth.
+"""`make bench`: eight measurements, each against a baseline taken in the same run (the README's
+Benchmarks section describes each): ingest, end to end, outbound, search, and one 1 GiB file here;
+`verify --full`, disposition and encrypted media in bench/stored.py. `python -m bench NAME …` runs
+some of them and only prints.
 
 Results go to bench/results/<time>.json (and latest.json) and a table on stdout.
 """
@@ -11,7 +9,6 @@ Results go to bench/results/<time>.json (and latest.json) and a table on stdout.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -20,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp
@@ -28,7 +25,10 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from bench import search as search_bench
+from bench import stored
 from bench.floor import FloorWorkflow
+from bench.measure import percentile, rss_kib
 from wa_archive.db import migrate
 from wa_archive.embedded import EmbeddedPostgres, TemporalDevServer, ensure_database, free_port
 from wa_archive.fake_graph import FakeGraph, FakeMedia
@@ -37,11 +37,6 @@ from wa_archive.sample_payloads import dumps, envelope, media_message, message, 
 
 SECRET, TOKEN = "bench-secret", "bench-token"
 RESULTS = Path(__file__).parent / "results"
-
-
-def _percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 class Bench:
@@ -94,10 +89,10 @@ class Bench:
         if hasattr(self, "temporal"):
             self.temporal.stop()
 
-    async def serve(self, task_queue: str) -> str:
+    async def serve(self, task_queue: str, name: str = "serve", **extra: str) -> str:
         port = free_port()
         self.spawn([sys.executable, "-m", "wa_archive.cli", "serve"],
-                   self.env(WA_ARCHIVE_HTTP_PORT=str(port), WA_ARCHIVE_TASK_QUEUE=task_queue), "serve")
+                   self.env(WA_ARCHIVE_HTTP_PORT=str(port), WA_ARCHIVE_TASK_QUEUE=task_queue, **extra), name)
         url = f"http://127.0.0.1:{port}"
         for _ in range(300):
             try:
@@ -132,6 +127,16 @@ class Bench:
             await asyncio.sleep(0.05)
         raise RuntimeError(f"only {n} of {len(ids)} archived within {timeout}s")
 
+    async def peak_rss_until_archived(self, proc: subprocess.Popen, ids: list[str]) -> int:
+        """The worker's peak resident memory (KiB) while it archives `ids`."""
+        peak = rss_kib(proc.pid)
+        waiter = asyncio.create_task(self.wait_archived(ids, timeout=900))
+        while not waiter.done():
+            peak = max(peak, rss_kib(proc.pid))
+            await asyncio.sleep(0.05)
+        await waiter
+        return peak
+
     # 1. ingest ---------------------------------------------------------------------------------
 
     async def ingest(self, n: int = 1000, concurrency: int = 16) -> dict:
@@ -157,7 +162,7 @@ class Bench:
                 task_queue=tq), n))
             bodies = [dumps(envelope([message("text", {"body": f"m{i}"})])) for i in range(n)]
             hooks.append(await run(lambda i: self.post(url, bodies[i]), n))
-        raw, hook = _percentile(raws, 50), _percentile(hooks, 50)
+        raw, hook = percentile(raws, 50), percentile(hooks, 50)
         # Fixed rate: 100 requests/s for 10 s, latency per request, for raw starts and the webhook.
         async def timed_start(i: int) -> float:
             started = time.perf_counter()
@@ -182,10 +187,10 @@ class Bench:
             "raw_start_per_s": round(raw, 1), "webhook_per_s": round(hook, 1),
             "raw_rounds": [round(r, 1) for r in raws], "webhook_rounds": [round(h, 1) for h in hooks],
             "ratio": round(hook / raw, 3), "target_ratio": 0.8,
-            "p50_ms_at_100rps": round(_percentile(latencies, 50) * 1000, 1),
-            "p99_ms_at_100rps": round(_percentile(latencies, 99) * 1000, 1), "target_p99_ms": 100,
-            "raw_start_p50_ms_at_100rps": round(_percentile(raw_latencies, 50) * 1000, 1),
-            "raw_start_p99_ms_at_100rps": round(_percentile(raw_latencies, 99) * 1000, 1),
+            "p50_ms_at_100rps": round(percentile(latencies, 50) * 1000, 1),
+            "p99_ms_at_100rps": round(percentile(latencies, 99) * 1000, 1), "target_p99_ms": 100,
+            "raw_start_p50_ms_at_100rps": round(percentile(raw_latencies, 50) * 1000, 1),
+            "raw_start_p99_ms_at_100rps": round(percentile(raw_latencies, 99) * 1000, 1),
             "ack_1000_updates_ms": round(ack * 1000, 1), "target_ack_ms": 1000,
         }
 
@@ -278,281 +283,12 @@ class Bench:
                 "inbound_msgs_per_s": round(inbound_per_s, 1), "ratio": round(rate / inbound_per_s, 3),
                 "template_snapshots": snapshots}
 
-    # 2c. search ---------------------------------------------------------------------------------
-
-    async def search(self, rows: int = 1_000_000, runs: int = 200) -> dict:
-        """1,000,000 synthetic messages loaded with COPY; phone + 30-day and full-text queries through
-        the HTTP API against the same SQL run directly with asyncpg."""
-        import random
-        from datetime import timedelta
-
-        from wa_archive.search import build_query
-        from wa_archive.tokens import create_token
-
-        rng = random.Random(5)
-        words = [f"w{i:04d}" for i in range(3000)] + ["transfer", "mandate", "statement", "invoice"]
-        phones = [f"44770{i:07d}" for i in range(10_000)]
-        start = datetime(2024, 11, 1, tzinfo=timezone.utc)
-        span = 730 * 86400
-
-        def records():
-            for i in range(rows):
-                text = " ".join(rng.choice(words) for _ in range(12))
-                yield (f"wamid.SEARCH{i:09d}", "meta", "in", "text", start + timedelta(seconds=rng.randrange(span)),
-                       rng.choice(phones), text, "archived", "{}")
-
-        loaded = time.perf_counter()
-        async with self.pool.acquire() as conn:
-            await conn.copy_records_to_table(
-                "messages", records=records(),
-                columns=["id", "source", "direction", "type", "ts", "contact_phone", "text", "archive_status", "payload"])
-            await conn.execute("ANALYZE messages")
-        load_s = time.perf_counter() - loaded
-        token = await create_token(self.pool, f"bench-auditor-{uuid.uuid4().hex[:6]}", "auditor")
-        url = await self.serve(f"bench-search-{uuid.uuid4().hex[:6]}")
-
-        def cases(kind: str):
-            for _ in range(runs):
-                if kind == "phone_30d":
-                    since = start + timedelta(days=rng.randrange(700))
-                    yield {"phone": rng.choice(phones), "since": since.isoformat(),
-                           "until": (since + timedelta(days=30)).isoformat()}
-                else:
-                    yield {"q": rng.choice(words[:3000])}
-
-        async def api(params: dict) -> float:
-            t = time.perf_counter()
-            async with self.http.get(url + "/api/v1/messages", params=params,
-                                     headers={"Authorization": f"Bearer {token}"}) as resp:
-                await resp.read()
-                if resp.status != 200:
-                    raise RuntimeError(f"API answered {resp.status}")
-            return time.perf_counter() - t
-
-        async def direct(params: dict) -> float:
-            from wa_archive.search import parse_filters
-
-            t = time.perf_counter()
-            sql, args = build_query(parse_filters(params))
-            await self.pool.fetch(sql, *args)
-            return time.perf_counter() - t
-
-        out: dict = {"rows": rows, "load_s": round(load_s, 1), "load_rows_per_s": round(rows / load_s)}
-        for kind in ("phone_30d", "full_text"):
-            params = list(cases(kind))
-            for p in params[:10]:  # warm caches for both paths alike
-                await direct(p)
-                await api(p)
-            d = [await direct(p) for p in params]
-            a = [await api(p) for p in params]
-            out[kind] = {
-                "direct_p50_ms": round(_percentile(d, 50) * 1000, 2), "direct_p95_ms": round(_percentile(d, 95) * 1000, 2),
-                "api_p50_ms": round(_percentile(a, 50) * 1000, 2), "api_p95_ms": round(_percentile(a, 95) * 1000, 2),
-                "api_overhead_p95": round(_percentile(a, 95) / _percentile(d, 95) - 1, 3),
-                "target_p95_ms": 50 if kind == "phone_30d" else 200, "target_overhead": 0.3,
-            }
-        await self._drop_synthetic("wamid.SEARCH%")
-        return out
-
     async def _drop_synthetic(self, pattern: str) -> None:
         """Synthetic rows carry no retention; the retention guard is set aside for their removal only."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SET LOCAL session_replication_role = replica")
             await conn.execute("DELETE FROM media WHERE message_id LIKE $1", pattern)
             await conn.execute("DELETE FROM messages WHERE id LIKE $1", pattern)
-
-    # 2d. verify --full ------------------------------------------------------------------------
-
-    async def verify_full(self, total: int = 2 * 1024 ** 3, object_size: int = 32 * 1024 ** 2) -> dict:
-        """`verify --full`'s object re-hashing over 2 GiB on the filesystem backend, against
-        `sha256sum` reading and hashing the same files in the same run."""
-        from wa_archive.ledger import verify_objects
-        from wa_archive.storage import FilesystemStore
-
-        store = FilesystemStore(self.root / "verify-objects")
-        block = os.urandom(1024 * 1024)
-        retain = datetime.now(timezone.utc)
-        paths = []
-        for i in range(total // object_size):
-            mid = f"wamid.VERIFY{i:05d}"
-
-            async def chunks(i=i):
-                for j in range(object_size // len(block)):
-                    yield bytes([i % 256, j % 256]) + block[2:]
-
-            stored = await store.put_stream(f"verify/{i:05d}.bin", chunks(), content_type="application/octet-stream",
-                                            metadata={}, expected_sha256=None, retain_until=retain)
-            await self.pool.execute(
-                "INSERT INTO messages (id, source, direction, type, ts, archive_status, payload)"
-                " VALUES ($1, 'meta', 'in', 'document', now(), 'archived', '{}')", mid)
-            await self.pool.execute(
-                "INSERT INTO media (message_id, position, media_id, kind, status, storage_key, size, sha256)"
-                " VALUES ($1, 0, $1, 'document', 'archived', $2, $3, $4)", mid, stored.key, stored.size, stored.sha256)
-            paths.append(str(store.root / stored.key))
-        started = time.perf_counter()
-        subprocess.run(["sha256sum", *paths], check=True, capture_output=True)
-        floor = time.perf_counter() - started
-        started = time.perf_counter()
-        problems = await verify_objects(self.pool, store, sample=None)
-        ours = time.perf_counter() - started
-        await self._drop_synthetic("wamid.VERIFY%")
-        mb = total / 1e6
-        return {"bytes": total, "objects": len(paths), "problems": len(problems),
-                "sha256sum_mb_per_s": round(mb / floor, 1), "verify_mb_per_s": round(mb / ours, 1),
-                "ratio": round(floor / ours, 3), "target_ratio": 0.7}
-
-    # 2e. disposition ---------------------------------------------------------------------------
-
-    async def disposition(self, n: int = 500, size: int = 64 * 1024) -> dict:
-        """Disposition of n past-retention messages (one 64 KiB object each, filesystem store): the
-        Disposer (re-check under the row lock, store refusal check, disposition record with hashes,
-        ledger leaf, rows) against plain removal of the same files and rows in the same run."""
-        from wa_archive.db import create_pool
-        from wa_archive.disposition import Disposer
-        from wa_archive.storage import FilesystemStore
-
-        store = FilesystemStore(self.root / "dispose-objects")
-        past = datetime.now(timezone.utc) - timedelta(days=1)
-        block = os.urandom(size)
-
-        async def make(prefix: str) -> list[tuple[str, str]]:
-            made = []
-            for i in range(n):
-                mid = f"wamid.{prefix}{i:05d}"
-
-                async def chunks(i=i):
-                    yield bytes([i % 256]) + block[1:]
-                stored = await store.put_stream(f"dispose/{prefix}/{i:05d}.bin", chunks(), content_type="image/jpeg",
-                                                metadata={}, expected_sha256=None, retain_until=past)
-                await self.pool.execute(
-                    "INSERT INTO messages (id, source, direction, type, ts, archive_status, payload, retain_until,"
-                    " contact_phone, text) VALUES ($1, 'meta', 'in', 'image', $2, 'archived', '{\"n\": 1}', $2,"
-                    " '447700900999', 'caption')", mid, past)
-                await self.pool.execute(
-                    "INSERT INTO media (message_id, position, media_id, kind, status, storage_key, size, sha256,"
-                    " retain_until) VALUES ($1, 0, $1, 'image', 'archived', $2, $3, $4, $5)",
-                    mid, stored.key, stored.size, stored.sha256, past)
-                made.append((mid, stored.key))
-            return made
-
-        plain = await make("DISPPLAIN")
-        started = time.perf_counter()
-        for mid, key in plain:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute("DELETE FROM media WHERE message_id = $1", mid)
-                await conn.execute("DELETE FROM messages WHERE id = $1", mid)
-            path = store.root / key
-            for victim in (path, path.with_name(path.name + ".meta.json")):
-                victim.unlink()
-        floor = time.perf_counter() - started
-
-        await make("DISPOSE")
-        pool = await create_pool(self.db_url, max_size=2)  # the archive's own pool: jsonb as Python objects
-        disposer = Disposer(pool, store, None)
-        started = time.perf_counter()
-        due = await disposer.due(limit=n)
-        removed = [await disposer.dispose_message(d["id"]) for d in due]
-        ours = time.perf_counter() - started
-        await pool.close()
-        return {"messages": n, "object_bytes": size, "removed": sum(1 for r in removed if r),
-                "plain_msgs_per_s": round(n / floor, 1), "disposition_msgs_per_s": round(n / ours, 1),
-                "ratio": round(floor / ours, 3), "target": "(report)"}
-
-    # 2f. encrypted media (WASender) --------------------------------------------------------------
-
-    async def encrypted_media(self, size: int = 512 * 1024 ** 2) -> dict:
-        """One WhatsApp-encrypted file through /webhooks/wasender (download, MAC and hashes, AES-CBC
-        decryption while streaming, store), against the same plaintext size through the Graph path in
-        the same run with the same worker; and the worker's RSS growth while decrypting."""
-        import base64
-        import hashlib
-        import hmac as hmac_mod
-
-        from aiohttp import web
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-        from wa_archive.wamedia import expand_media_key
-
-        media = FakeMedia(f"plain-{uuid.uuid4().hex}", mime_type="application/pdf", size=size, seed=17)
-        self.graph.add(media)
-        media_key = os.urandom(32)
-        iv, cipher_key, mac_key = expand_media_key(media_key, "document")
-        enc, mac = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).encryptor(), hmac_mod.new(mac_key, iv, hashlib.sha256)
-        plain_hash, enc_hash = hashlib.sha256(), hashlib.sha256()
-        path = self.root / "encrypted.bin"
-        with path.open("wb") as fh:
-            for block in media.blocks():
-                plain_hash.update(block)
-                out = enc.update(block)
-                mac.update(out)
-                enc_hash.update(out)
-                fh.write(out)
-            out = enc.update(bytes([16]) * 16) + enc.finalize()  # size is a multiple of 16: a whole pad block
-            tag = mac.update(out) or mac.digest()[:10]
-            enc_hash.update(out + tag)
-            fh.write(out + tag)
-
-        async def serve_file(_: web.Request) -> web.FileResponse:
-            return web.FileResponse(path)
-        app = web.Application()
-        app.router.add_get("/blob", serve_file)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-
-        tq = f"bench-enc-{uuid.uuid4().hex[:6]}"
-        extra = {"WA_ARCHIVE_WASENDER_WEBHOOK_SECRET": "bench-wasender", "WA_ARCHIVE_MEDIA_FETCH_ALLOWLIST": "127.0.0.1"}
-        port_http = free_port()
-        self.spawn([sys.executable, "-m", "wa_archive.cli", "serve"],
-                   self.env(WA_ARCHIVE_HTTP_PORT=str(port_http), WA_ARCHIVE_TASK_QUEUE=tq, **extra), "serve-enc")
-        url = f"http://127.0.0.1:{port_http}"
-        for _ in range(300):
-            with contextlib.suppress(aiohttp.ClientError):
-                async with self.http.get(url + "/healthz") as resp:
-                    if resp.status == 200:
-                        break
-            await asyncio.sleep(0.1)
-        proc = self.worker(tq, **extra)
-        await asyncio.sleep(3)
-        try:
-            mid = wamid()
-            body = dumps(envelope([media_message("document", media.media_id, media.sha256_b64(), "application/pdf",
-                                                 mid=mid)]))
-            started = time.perf_counter()
-            await self.post(url, body)
-            await self.wait_archived([mid], timeout=900)
-            plain_s = time.perf_counter() - started
-
-            baseline_rss = peak = _rss_kib(proc.pid)
-            kid = "3EB0" + uuid.uuid4().hex[:16].upper()
-            item = {"key": {"id": kid, "fromMe": False, "remoteJid": "447700900123@s.whatsapp.net",
-                            "cleanedSenderPn": "447700900123"},
-                    "message": {"documentMessage": {
-                        "url": f"http://127.0.0.1:{port}/blob", "mimetype": "application/pdf",
-                        "fileSha256": base64.b64encode(plain_hash.digest()).decode(),
-                        "fileEncSha256": base64.b64encode(enc_hash.digest()).decode(),
-                        "fileLength": str(size), "mediaKey": base64.b64encode(media_key).decode()}},
-                    "messageTimestamp": int(time.time())}
-            payload = json.dumps({"event": "messages.upsert", "timestamp": int(time.time()),
-                                  "data": {"messages": [item]}}).encode()
-            started = time.perf_counter()
-            async with self.http.post(url + "/webhooks/wasender", data=payload, headers={
-                    "X-Webhook-Signature": "bench-wasender", "Content-Type": "application/json"}) as resp:
-                if resp.status != 200:
-                    raise RuntimeError(f"wasender webhook answered {resp.status}")
-            waiter = asyncio.create_task(self.wait_archived([kid], timeout=900))
-            while not waiter.done():
-                peak = max(peak, _rss_kib(proc.pid))
-                await asyncio.sleep(0.05)
-            await waiter
-            enc_s = time.perf_counter() - started
-        finally:
-            await runner.cleanup()
-            path.unlink(missing_ok=True)
-        return {"bytes": size, "plain_graph_s": round(plain_s, 2), "encrypted_wasender_s": round(enc_s, 2),
-                "ratio": round(enc_s / plain_s, 3), "target": "(report)",
-                "rss_growth_mib": round((peak - baseline_rss) / 1024, 1), "target_rss_growth_mib": 64}
 
     # 3. one 1 GiB file -------------------------------------------------------------------------
 
@@ -577,29 +313,17 @@ class Bench:
         url = await self.serve(tq)
         proc = self.worker(tq)
         await asyncio.sleep(3)
-        baseline = _rss_kib(proc.pid)
-        peak = baseline
+        baseline = rss_kib(proc.pid)
         mid = wamid()
         body = dumps(envelope([media_message("video", media.media_id, media.sha256_b64(), "video/mp4", mid=mid)]))
         started = time.perf_counter()
         await self.post(url, body)
-        waiter = asyncio.create_task(self.wait_archived([mid], timeout=900))
-        while not waiter.done():
-            peak = max(peak, _rss_kib(proc.pid))
-            await asyncio.sleep(0.05)
-        await waiter
+        peak = await self.peak_rss_until_archived(proc, [mid])
         wall = time.perf_counter() - started
         return {"bytes": size, "floor_hash_plus_copy_s": round(floor, 2), "floor_sha256sum_s": round(hash_s, 2),
                 "floor_copy_and_sync_s": round(copy_s, 2), "archive_s": round(wall, 2),
                 "ratio": round(wall / floor, 3), "target_ratio_max": 1.5,
                 "rss_growth_mib": round((peak - baseline) / 1024, 1), "target_rss_growth_mib": 64}
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 async def main() -> None:
@@ -611,9 +335,10 @@ async def main() -> None:
         chosen = sys.argv[1:] or ["ingest", "end_to_end", "outbound", "search", "verify_full", "disposition",
                                   "encrypted_media", "large_file"]
         for name, fn in (("ingest", bench.ingest), ("end_to_end", bench.end_to_end),
-                         ("outbound", bench.outbound), ("search", bench.search),
-                         ("verify_full", bench.verify_full), ("disposition", bench.disposition),
-                         ("encrypted_media", bench.encrypted_media),
+                         ("outbound", bench.outbound), ("search", lambda: search_bench.search(bench)),
+                         ("verify_full", lambda: stored.verify_full(bench)),
+                         ("disposition", lambda: stored.disposition(bench)),
+                         ("encrypted_media", lambda: stored.encrypted_media(bench)),
                          ("large_file", bench.large_file)):
             if name not in chosen:
                 continue
