@@ -18,6 +18,7 @@ from wa_archive.errors import MediaHashMismatch
 from wa_archive.hashing import decode_sha256
 from wa_archive.keys import media_object_key
 from wa_archive.linkfetch import LinkFetcher
+from wa_archive.media_types import normalize_mime
 from wa_archive.models import ArchiveMediaInput, MediaRecord
 from wa_archive.names import ARCHIVE_ENCRYPTED_MEDIA, ARCHIVE_LINK_MEDIA, ARCHIVE_MEDIA
 from wa_archive.retention import RetentionRules
@@ -49,17 +50,16 @@ class MediaActivities:
         streaming and checked against the provider's before the object becomes visible.
         """
         info = await self.graph.media_info(inp.media.media_id)
-        mime_type = inp.media.mime_type or info.mime_type or "application/octet-stream"
         async with self.graph.download(info.url) as chunks:
-            return await self._store(inp, chunks, mime_type, inp.media.provider_sha256 or info.sha256)
+            return await self._store(inp, chunks, inp.media.mime_type or info.mime_type,
+                                     inp.media.provider_sha256 or info.sha256)
 
     @activity.defn(name=ARCHIVE_LINK_MEDIA)
     @record_attempts("archive_media", lambda inp: (inp.message_id, inp.media.media_id))
     async def archive_link_media(self, inp: ArchiveMediaInput) -> MediaRecord:
         """Fetch a sender's public media link (checked against internal addresses) into the store."""
         async with self.links.download(inp.media.link or "") as (chunks, content_type):
-            mime_type = inp.media.mime_type or (content_type or "").split(";")[0] or "application/octet-stream"
-            return await self._store(inp, chunks, mime_type, inp.media.provider_sha256)
+            return await self._store(inp, chunks, inp.media.mime_type or content_type, inp.media.provider_sha256)
 
     @activity.defn(name=ARCHIVE_ENCRYPTED_MEDIA)
     @record_attempts("archive_media", lambda inp: (inp.message_id, inp.media.media_id))
@@ -69,12 +69,12 @@ class MediaActivities:
         committed unless all agree. With WASender's decrypt-media, the same plaintext checks apply."""
         media, enc = inp.media, inp.media.encrypted
         assert enc is not None
-        mime_type = media.mime_type or "application/octet-stream"
         if self.wasender is not None:
             url = await self.wasender.decrypted_media_url(inp.message_id, media.mime_type, media.provider_sha256,
                                                           media.filename, enc)
             async with self.links.download(url, max_bytes=enc.file_length) as (chunks, _):
-                return await self._store(inp, _counted(chunks, enc.file_length), mime_type, media.provider_sha256)
+                return await self._store(inp, _counted(chunks, enc.file_length), media.mime_type,
+                                         media.provider_sha256)
         url = enc.url if enc.url and enc.url.startswith(("http://", "https://")) else (
             f"{self.media_host}{enc.direct_path}" if enc.direct_path else "")
         # The encrypted file is the plaintext padded to whole AES blocks plus the 10-byte MAC: when the
@@ -85,16 +85,19 @@ class MediaActivities:
                                    file_enc_sha256=decode_sha256(enc.file_enc_sha256), file_length=enc.file_length)
             # Stickers' declared fileSha256 is reported not to match their bytes (the reason is not
             # known); the MAC has proved the download, so a difference is kept for auditors, not refused.
-            return await self._store(inp, plain, mime_type, media.provider_sha256,
+            return await self._store(inp, plain, media.mime_type, media.provider_sha256,
                                      enforce_declared=media.kind != "sticker")
 
-    async def _store(self, inp: ArchiveMediaInput, chunks: AsyncIterator[bytes], mime_type: str,
-                     declared: str | None, *, enforce_declared: bool = True) -> MediaRecord:
+    async def _store(self, inp: ArchiveMediaInput, chunks: AsyncIterator[bytes], declared_mime: str | None,
+                     declared_sha256: str | None, *, enforce_declared: bool = True) -> MediaRecord:
         media = inp.media
+        # The declared type is the sender's word: parsed once here into the type the object is
+        # written and served with (and its key's extension); the declaration is kept as evidence.
+        mime_type = normalize_mime(declared_mime)
         bound = log.bind(message_id=inp.message_id, media_id=media.media_id)
-        expected = decode_sha256(declared)
-        if declared and expected is None:
-            bound.warning("provider_sha256_unreadable", provider_sha256=declared)
+        expected = decode_sha256(declared_sha256)
+        if declared_sha256 and expected is None:
+            bound.warning("provider_sha256_unreadable", provider_sha256=declared_sha256)
         key = media_object_key(inp.message_id, inp.timestamp, inp.contact_segment, mime_type, inp.position)
 
         def heartbeat(done: int) -> None:
@@ -116,7 +119,8 @@ class MediaActivities:
         return MediaRecord(
             media_id=media.media_id, position=inp.position, kind=media.kind, status="archived",
             storage_key=stored.key, size=stored.size, sha256=stored.sha256,
-            provider_sha256=declared, mime_type=mime_type, filename=media.filename,
+            provider_sha256=declared_sha256, mime_type=mime_type, declared_mime_type=declared_mime,
+            filename=media.filename,
             stored_at=stored.stored_at, retain_until=terms.retain_until, legal_hold=terms.held,
         )
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-import html
 import io
 import json
 import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +32,8 @@ from pydantic import BaseModel
 
 from wa_archive import queries
 from wa_archive.keys import extension_for, safe_id
+from wa_archive.media_types import is_inline, normalize_mime
+from wa_archive.rendering import environment
 from wa_archive.search import Filters, search
 from wa_archive.storage import ObjectStore
 
@@ -57,6 +58,18 @@ class ExportResult(BaseModel):
 
 class ExportError(Exception):
     """The export could not be made faithfully (e.g. an archived object no longer matches its hash)."""
+
+
+# A spreadsheet opening messages.csv evaluates a cell that starts with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell that no spreadsheet runs as a formula: text starting with = + - @ tab or CR gets a
+    leading single quote (OWASP's advice). messages.jsonl keeps every value exact."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 class _HashingWriter:
@@ -122,7 +135,7 @@ async def write_bundle(
                         if row["template_sha256"]:
                             templates.add(row["template_sha256"])
                         jsonl.write(json.dumps(item, ensure_ascii=False) + "\n")
-                        rows_csv.writerow([
+                        rows_csv.writerow(csv_cell(value) for value in [
                             item["id"], item["timestamp"], item["direction"], item["contact"]["phone"],
                             item["contact"]["name"], item["type"], item["text"], item["template_name"],
                             row["template_sha256"], ";".join(m["export_path"] for m in item["media"] if m.get("export_path")),
@@ -230,38 +243,43 @@ def _events(path: Path):
             yield json.loads(line)
 
 
-_STYLE = """body{font:15px/1.45 system-ui,sans-serif;background:#efeae2;margin:0;padding:24px}
-main{max-width:760px;margin:auto}h1{font-size:18px}.m{max-width:75%;margin:6px 0;padding:8px 12px;
-border-radius:10px;background:#fff;box-shadow:0 1px 1px #0002}.out{margin-left:auto;background:#d9fdd3}
-.meta{color:#667;font-size:12px}img,video{max-width:100%;border-radius:6px}.h{font-family:monospace;font-size:11px;color:#889}"""
+# The transcript is a page an auditor opens from disk: every value in it is the sender's, so it
+# comes from an autoescaped template, and its CSP allows no script at all, the one stylesheet by
+# hash, and media only from the bundle itself: 'self' when the bundle is served, file: when it is
+# opened from disk (a file page's origin is opaque, so 'self' does not match its neighbours), and
+# nothing from any network host.
+_TEMPLATES = environment("wa_archive", "export_templates")
+_TRANSCRIPT = _TEMPLATES.get_template("transcript.html")
+_STYLE_HASH = base64.b64encode(hashlib.sha256(
+    _TEMPLATES.get_template("transcript.css").render().encode()).digest()).decode()
+TRANSCRIPT_CSP = (f"default-src 'none'; img-src 'self' file:; media-src 'self' file:; "
+                  f"style-src 'sha256-{_STYLE_HASH}'; base-uri 'none'; form-action 'none'")
+# Shown in a media element only when the normalised type is on the inline allow-list.
+_MEDIA_ELEMENTS = ("image", "video", "audio")
+
+
+def _transcript_media(media: dict[str, Any]) -> dict[str, str]:
+    """What the transcript shows of one exported media item: an element for an inline type, a
+    download link (named by the bundle's safe file name, not the sender's) for anything else."""
+    src = "../" + media["export_path"]
+    mime = normalize_mime(media["mime_type"])
+    major = mime.split("/", 1)[0]
+    show = major if is_inline(mime) and major in _MEDIA_ELEMENTS else "link"
+    return {"show": show, "src": src, "label": media["filename"] or media["export_path"],
+            "sha256": media["sha256"] or ""}
+
+
+def _transcript_items(path: Path) -> Iterator[dict[str, Any]]:
+    for item in _events(path):
+        yield {"direction": item["direction"], "timestamp": item["timestamp"], "type": item["type"], "id": item["id"],
+               "media": [_transcript_media(m) for m in item["media"] if m.get("export_path")],
+               "lines": (item.get("text") or "").split("\n") if item.get("text") else []}
 
 
 def _write_transcript(zf: zipfile.ZipFile, contact: str, path: Path, files: list[dict[str, Any]]) -> None:
     writer = _HashingWriter(zf, f"transcripts/{safe_id(contact)}.html", files)
-    writer.write(f"<!doctype html><meta charset=utf-8><title>Conversation with {html.escape(contact)}</title>"
-                 f"<style>{_STYLE}</style><main><h1>Conversation with {html.escape(contact)}</h1>".encode())
-    for item in _events(path):
-        parts = [f'<div class="m {"out" if item["direction"] == "out" else "in"}">',
-                 f'<div class="meta">{html.escape(item["timestamp"])} UTC · {html.escape(item["type"])}'
-                 f' · {html.escape(item["id"])}</div>']
-        for media in item["media"]:
-            if media.get("export_path"):
-                src = "../" + media["export_path"]
-                mime = media["mime_type"] or ""
-                if mime.startswith("image/"):
-                    parts.append(f'<img src="{html.escape(src)}" alt="">')
-                elif mime.startswith("video/"):
-                    parts.append(f'<video controls src="{html.escape(src)}"></video>')
-                elif mime.startswith("audio/"):
-                    parts.append(f'<audio controls src="{html.escape(src)}"></audio>')
-                else:
-                    parts.append(f'<a href="{html.escape(src)}">{html.escape(media["filename"] or src)}</a>')
-                parts.append(f'<div class="h">sha256 {media["sha256"]}</div>')
-        if item.get("text"):
-            parts.append("<div>" + html.escape(item["text"]).replace("\n", "<br>") + "</div>")
-        parts.append("</div>")
-        writer.write("".join(parts).encode())
-    writer.write(b"</main>")
+    for chunk in _TRANSCRIPT.generate(contact=contact, csp=TRANSCRIPT_CSP, items=_transcript_items(path)):
+        writer.write(chunk.encode())
     writer.close()
 
 

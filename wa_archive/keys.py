@@ -7,28 +7,46 @@ import hmac
 import string
 from datetime import datetime, timezone
 
+from wa_archive.media_types import normalize_mime
+
 _SAFE = frozenset(string.ascii_letters + string.digits + ".-_")
 
-# Common WhatsApp mime types first; anything else falls back to its subtype or "bin".
+# Extensions by allow-list of normalised types: a name is what a desktop or a browser opening an
+# exported file trusts, so a type not listed here (HTML, SVG, XML, script, anything unknown) is .bin
+# and can never be opened as markup or run.
 _EXTENSIONS = {
     "image/jpeg": "jpg",
     "image/png": "png",
+    "image/gif": "gif",
     "image/webp": "webp",
+    "image/bmp": "bmp",
+    "image/avif": "avif",
+    "image/heic": "heic",
     "video/mp4": "mp4",
     "video/3gpp": "3gp",
+    "video/webm": "webm",
+    "video/quicktime": "mov",
     "audio/ogg": "ogg",
+    "audio/opus": "opus",
     "audio/mpeg": "mp3",
     "audio/mp4": "m4a",
     "audio/aac": "aac",
     "audio/amr": "amr",
+    "audio/wav": "wav",
+    "audio/webm": "weba",
     "application/pdf": "pdf",
     "text/plain": "txt",
+    "text/csv": "csv",
+    "application/zip": "zip",
     "application/msword": "doc",
     "application/vnd.ms-excel": "xls",
     "application/vnd.ms-powerpoint": "ppt",
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
     "application/vnd.openxmlformats-officedocument.presentationml.presentation": "pptx",
+    "application/vnd.oasis.opendocument.text": "odt",
+    "application/vnd.oasis.opendocument.spreadsheet": "ods",
+    "application/vnd.oasis.opendocument.presentation": "odp",
 }
 
 
@@ -48,15 +66,8 @@ def safe_id(value: str) -> str:
 
 
 def extension_for(mime_type: str | None) -> str:
-    """File extension for a mime type, ignoring parameters such as '; codecs=opus'."""
-    if not mime_type:
-        return "bin"
-    base = mime_type.split(";", 1)[0].strip().lower()
-    if base in _EXTENSIONS:
-        return _EXTENSIONS[base]
-    subtype = base.rsplit("/", 1)[-1]
-    cleaned = "".join(ch for ch in subtype if ch.isalnum())
-    return cleaned[:10] or "bin"
+    """File extension of a media type, after normalisation; "bin" for any type not on the allow-list."""
+    return _EXTENSIONS.get(normalize_mime(mime_type), "bin")
 
 
 def media_object_key(

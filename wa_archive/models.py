@@ -110,7 +110,8 @@ class MediaRecord(BaseModel):
     size: int | None = None
     sha256: str | None = None
     provider_sha256: str | None = None
-    mime_type: str | None = None
+    mime_type: str | None = None  # normalised (media_types.normalize_mime): what is served
+    declared_mime_type: str | None = None  # as the provider or sender declared it, verbatim
     filename: str | None = None
     stored_at: datetime | None = None
     retain_until: datetime | None = None  # as written on the object

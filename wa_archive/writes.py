@@ -12,6 +12,7 @@ import asyncpg
 
 from wa_archive import ledger
 from wa_archive.keys import business_scopes
+from wa_archive.media_types import normalize_mime
 from wa_archive.models import MediaRecord, WriteOutboundInput, WriteRecordsInput
 from wa_archive.queries import link_deliveries
 from wa_archive.retention import RetentionRules
@@ -75,15 +76,16 @@ async def _write_once(
         await conn.execute(
             f"INSERT INTO messages ({', '.join(row)}) VALUES ({', '.join(f'${i}' for i in range(1, len(row) + 1))})",
             *row.values())
-        # Media rows carry their object's retain-until (a failed item: the message's).
+        # Media rows carry their object's retain-until (a failed item: the message's). The type is
+        # normalised again here, the one place media rows are written, whatever built the record.
         await conn.executemany(
             "INSERT INTO media (message_id, position, media_id, kind, status, storage_url, storage_key, size,"
-            " sha256, provider_sha256, mime_type, filename, stored_at, retain_until, legal_hold)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
+            " sha256, provider_sha256, mime_type, declared_mime_type, filename, stored_at, retain_until, legal_hold)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
             [(message_id, m.position, m.media_id, m.kind, m.status,
               storage_url if m.status == "archived" else None, m.storage_key, m.size, m.sha256,
-              m.provider_sha256, m.mime_type, m.filename, m.stored_at, m.retain_until or terms.retain_until,
-              m.legal_hold) for m in media])
+              m.provider_sha256, normalize_mime(m.mime_type), m.declared_mime_type, m.filename, m.stored_at,
+              m.retain_until or terms.retain_until, m.legal_hold) for m in media])
         await ledger.append_message(conn, message_id)
     return True
 
@@ -91,16 +93,18 @@ async def _write_once(
 async def _complete_failed(conn: asyncpg.Connection, message_id: str, media: list[MediaRecord],
                            storage_url: str, archive_status: str) -> bool:
     """A later run completes a message recorded as failed, in place: failed media rows become
-    archived and the status follows; the original row and payload stay as first written."""
+    archived and the status follows; the original row and payload stay as first written (a
+    declaration already recorded is kept)."""
     archived = [m for m in media if m.status == "archived"]
     for m in archived:
         await conn.execute(
             "UPDATE media SET status = 'archived', storage_url = $3, storage_key = $4,"
             " size = $5, sha256 = $6, mime_type = $7, stored_at = $8,"
-            " retain_until = greatest(retain_until, $9), legal_hold = $10"
+            " retain_until = greatest(retain_until, $9), legal_hold = $10,"
+            " declared_mime_type = coalesce(declared_mime_type, $11)"
             " WHERE message_id = $1 AND position = $2 AND status = 'failed'",
             message_id, m.position, storage_url, m.storage_key, m.size, m.sha256,
-            m.mime_type, m.stored_at, m.retain_until, m.legal_hold,
+            normalize_mime(m.mime_type), m.stored_at, m.retain_until, m.legal_hold, m.declared_mime_type,
         )
     latest = max((m.retain_until for m in archived if m.retain_until), default=None)
     await conn.execute(

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from wa_archive import access_log, queries
 from wa_archive.keys import normalize_phone
+from wa_archive.media_types import media_headers
 from wa_archive.search import FilterError, parse_filters, search
 from wa_archive.storage import S3Store
 from webhook.auth import CALLER, require
@@ -91,10 +92,15 @@ async def download_media(request: web.Request) -> web.StreamResponse:
                                          "sha256": row["sha256"], "range": request.headers.get("Range")})
     store = deps_of(request).store
     etag = f'"{row["sha256"]}"'
+    filename = row["filename"] or row["storage_key"].rsplit("/", 1)[-1]
     if request.query.get("redirect") == "presigned" and isinstance(store, S3Store):
-        raise web.HTTPFound(await store.presigned_url(row["storage_key"], 300))
+        raise web.HTTPFound(await store.presigned_url(row["storage_key"], 300, content_type=row["mime_type"],
+                                                      filename=filename))
+    # Archived bytes are the sender's: every answer that can carry or stand for them (a 304 is cached
+    # with the headers it revalidates) says what they are, that they are not to be sniffed or run.
+    served = {"ETag": etag, **media_headers(row["mime_type"], filename)}
     if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
-        return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(status=304, headers=served)
     size = row["size"]
     start, end, status = 0, size - 1, 200
     range_header = request.headers.get("Range")
@@ -112,13 +118,7 @@ async def download_media(request: web.Request) -> web.StreamResponse:
         if start > end or start >= size:
             return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
         status = 206
-    filename = row["filename"] or row["storage_key"].rsplit("/", 1)[-1]
-    headers = {
-        "ETag": etag, "Accept-Ranges": "bytes",
-        "Content-Type": row["mime_type"] or "application/octet-stream",
-        "Content-Disposition": f'attachment; filename="{_header_safe(filename)}"',
-        "X-Content-SHA256": row["sha256"],
-    }
+    headers = {**served, "Accept-Ranges": "bytes", "X-Content-SHA256": row["sha256"]}
     if status == 206:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     resp = web.StreamResponse(status=status, headers=headers)
@@ -129,10 +129,6 @@ async def download_media(request: web.Request) -> web.StreamResponse:
             await resp.write(chunk)
     await resp.write_eof()
     return resp
-
-
-def _header_safe(name: str) -> str:
-    return "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
 
 
 def add_routes(app: web.Application) -> None:

@@ -9,6 +9,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from wa_archive.errors import NON_RETRYABLE
+    from wa_archive.media_types import normalize_mime
     from wa_archive.models import ArchiveMediaInput, ArchiveOptions, CriticalFailureInput, MediaRecord
     from wa_archive.names import ARCHIVE_ENCRYPTED_MEDIA, ARCHIVE_LINK_MEDIA, ARCHIVE_MEDIA, RECORD_CRITICAL_FAILURE
 
@@ -48,8 +49,8 @@ async def archive_media_items(
             media = item.media
             record = MediaRecord(media_id=media.media_id, position=item.position,
                                  kind=media.kind, status="failed",
-                                 provider_sha256=media.provider_sha256, mime_type=media.mime_type,
-                                 filename=media.filename)
+                                 provider_sha256=media.provider_sha256, mime_type=normalize_mime(media.mime_type),
+                                 declared_mime_type=media.mime_type, filename=media.filename)
         records.append(record)
     return records, failures
 

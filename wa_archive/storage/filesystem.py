@@ -19,6 +19,7 @@ from pathlib import Path
 
 from wa_archive.errors import StorageConflict, StorageError
 from wa_archive.keys import safe_id
+from wa_archive.media_types import normalize_mime
 from wa_archive.storage.base import ObjectInfo, ProgressCallback, StoredObject, check_digest, refuse_if_retained
 
 READ_CHUNK = 1024 * 1024
@@ -98,7 +99,7 @@ class FilesystemStore:
             return StoredObject(key=key, size=final.stat().st_size, sha256=digest,
                                 stored_at=stored_at, created=False)
         meta = {
-            "sha256": digest, "size": size, "content_type": content_type,
+            "sha256": digest, "size": size, "content_type": normalize_mime(content_type),
             "stored_at": stored_at.isoformat(), "retain_until": retain_until.isoformat(),
             "metadata": metadata,
         }

@@ -21,6 +21,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from wa_archive.errors import RetentionActive, StorageConflict, StorageError
+from wa_archive.media_types import header_safe_filename, normalize_mime
 from wa_archive.storage.base import ObjectInfo, ProgressCallback, StoredObject, check_digest, refuse_if_retained
 
 SIDECAR_SUFFIX = ".sha256"
@@ -76,7 +77,9 @@ class S3Store:
 
     async def _write_args(self, content_type: str, metadata: dict[str, str], retain_until: datetime,
                           legal_hold: bool = False) -> dict[str, Any]:
-        args: dict[str, Any] = {"ContentType": content_type, "Metadata": metadata}
+        # Whatever the caller passes, the object carries only a normalised type: S3 answers a GET
+        # with it, and a declared "text/html" must never come back from the bucket as HTML.
+        args: dict[str, Any] = {"ContentType": normalize_mime(content_type), "Metadata": metadata}
         if self._sse == "aws:kms":
             args["ServerSideEncryption"] = "aws:kms"
             if self._kms_key_id:
@@ -213,11 +216,18 @@ class S3Store:
         return StoredObject(key=key, size=size, sha256=digest,
                             stored_at=datetime.now(timezone.utc), created=False)
 
-    async def presigned_url(self, key: str, expires_seconds: int = 300) -> str:
-        """A GET URL for the object, valid for at most five minutes."""
+    async def presigned_url(self, key: str, expires_seconds: int = 300, *, content_type: str | None,
+                            filename: str) -> str:
+        """A GET URL for the object, valid for at most five minutes, that S3 answers with the
+        normalised type and as an attachment whatever the type: S3 cannot add nosniff or a CSP, so
+        a download is what keeps a browser from rendering the bytes on the bucket's origin."""
         s3 = await self._s3()
         return await s3.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self._full(key)},
+            "get_object", Params={
+                "Bucket": self.bucket, "Key": self._full(key),
+                "ResponseContentType": normalize_mime(content_type),
+                "ResponseContentDisposition": f'attachment; filename="{header_safe_filename(filename)}"',
+            },
             ExpiresIn=min(expires_seconds, 300))
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:  # type: ignore[override]
