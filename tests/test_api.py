@@ -144,7 +144,7 @@ async def test_media_download_etag_and_ranges(stack_factory, storage_backend):
     status, headers, data = await _get(stack, url, token)
     assert status == 200 and data == image
     assert headers["ETag"] == f'"{hashlib.sha256(image).hexdigest()}"'
-    assert headers["Content-Type"] == "image/jpeg" and "attachment; filename=" in headers["Content-Disposition"]
+    assert headers["Content-Type"] == "image/jpeg" and "inline; filename=" in headers["Content-Disposition"]
     assert headers["Accept-Ranges"] == "bytes"
     status, _, data = await _get(stack, f"/api/v1/media/{media['id']}", token)  # by provider media id
     assert status == 200 and data == image
