@@ -261,3 +261,28 @@ async def test_export_transcript_runs_nothing_and_csv_cells_are_not_formulas(sta
     assert lines[ids["text/html"]]["contact"]["name"] == "@SUM(1+1)"
     assert lines[ids["text/html"]]["text"].startswith("=HYPERLINK(")
     assert html_doc["declared_mime_type"] == "text/html" and html_doc["filename"] == hostile_name
+
+
+async def test_an_outbound_links_content_type_is_normalised_and_kept_as_declared(stack_factory, storage_backend):
+    import copy
+
+    from tests.test_outbound import PNID, TEMPLATE_V1, status_body, template_send
+    from wa_archive.sample_payloads import WABA_ID
+
+    stack = await stack_factory(storage_backend)
+    stack.graph.set_template(WABA_ID, copy.deepcopy(TEMPLATE_V1))
+    name = f"{uuid.uuid4().hex}.png"  # the link looks like an image; the sender's server says HTML
+    stack.graph.files[name] = FakeMedia(name, mime_type="Text/HTML; charset=utf-8", content=SCRIPT)
+    token = await stack.token("sender")
+    async with stack.http.post(f"{stack.url}/graph/{PNID}/messages", headers={"Authorization": f"Bearer {token}"},
+                               json=template_send({"link": f"{stack.graph.base_url}/files/{name}"})) as resp:
+        assert resp.status == 200
+        sent = (await resp.json())["messages"][0]["id"]
+    await stack.post(status_body(sent, "sent", 1792493902))
+    [item] = (await stack.wait_for_message(sent))["media"]
+    assert item["status"] == "archived"
+    assert item["mime_type"] == "text/html" and item["declared_mime_type"] == "Text/HTML; charset=utf-8"
+    assert item["storage_key"].endswith(".bin") and await _stored_content_type(stack, item["storage_key"]) == "text/html"
+    status, headers, _ = await _get(stack, item["download_url"], await stack.token("auditor"))
+    assert status == 200
+    _assert_never_rendered(headers, "text/html")
