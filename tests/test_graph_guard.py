@@ -263,3 +263,13 @@ async def test_media_link_to_a_numeric_alias_of_loopback_is_refused(stack_factor
     failure = await stack.wait_for_failure(wamid_)
     assert failure["attempts"][0]["error_type"] == "LinkRefused" and "2130706433" in failure["last_error"]
     assert stack.graph.files[name].downloads == 0
+
+
+def test_a_direct_path_cannot_name_another_host():
+    from activities.media import direct_path_url
+
+    base = "https://mmg.whatsapp.net"
+    assert direct_path_url(base, "/v/t62.7118-24/f2/m231/AQN4?ccb=9-4") == base + "/v/t62.7118-24/f2/m231/AQN4?ccb=9-4"
+    for bad in ("@evil.example/x", "//evil.example/x", ".evil.example/x", ":8080@evil.example/x"):
+        with pytest.raises(LinkRefused, match="directPath"):
+            direct_path_url(base, bad)
