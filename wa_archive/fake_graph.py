@@ -13,11 +13,13 @@ import asyncio
 import base64
 import hashlib
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 BLOCK = 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -175,7 +177,7 @@ class FakeGraph:
 
     def app(self) -> web.Application:
         @web.middleware
-        async def record(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
             self.requests.append((request.method, request.raw_path))
             return await handler(request)
 
