@@ -45,7 +45,7 @@ def build_worker(
 ) -> Worker:
     """A Worker with every workflow and activity of the archive, dependencies injected."""
     token = settings.meta_access_token.get_secret_value() if settings.meta_access_token else ""
-    graph = GraphClient(http, settings.meta_graph_url, token)
+    graph = GraphClient(http, settings.meta_graph_url, token, media_hosts=settings.meta_media_hosts)
     rules = retention_rules(settings)
     if settings.wasender_decrypt_via_api:
         settings.require("wasender_api_key")

@@ -14,7 +14,7 @@ from temporalio import activity
 
 from activities.attempts import record_attempts
 from wa_archive.graph import GraphClient
-from wa_archive.errors import MediaHashMismatch
+from wa_archive.errors import LinkRefused, MediaHashMismatch
 from wa_archive.hashing import decode_sha256
 from wa_archive.keys import media_object_key
 from wa_archive.linkfetch import LinkFetcher
@@ -76,7 +76,7 @@ class MediaActivities:
                 return await self._store(inp, _counted(chunks, enc.file_length), media.mime_type,
                                          media.provider_sha256)
         url = enc.url if enc.url and enc.url.startswith(("http://", "https://")) else (
-            f"{self.media_host}{enc.direct_path}" if enc.direct_path else "")
+            direct_path_url(self.media_host, enc.direct_path) if enc.direct_path else "")
         # The encrypted file is the plaintext padded to whole AES blocks plus the 10-byte MAC: when the
         # length is declared, nothing longer is read (WhatsApp documents may exceed the link limit).
         bound = enc.file_length + 16 + MAC_LENGTH if enc.file_length is not None else None
@@ -123,6 +123,14 @@ class MediaActivities:
             filename=media.filename,
             stored_at=stored.stored_at, retain_until=terms.retain_until, legal_hold=terms.held,
         )
+
+
+def direct_path_url(media_host: str, direct_path: str) -> str:
+    """The media host's URL for a WhatsApp directPath. The path comes from the sender's message, so
+    it must stay a path: '@evil.example/x' or '//evil.example/x' would otherwise name another host."""
+    if not direct_path.startswith("/") or direct_path.startswith("//"):
+        raise LinkRefused(f"directPath must be an absolute path on {media_host}, got {direct_path[:100]!r}")
+    return f"{media_host}{direct_path}"
 
 
 async def _counted(chunks: AsyncIterator[bytes], length: int | None) -> AsyncIterator[bytes]:

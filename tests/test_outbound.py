@@ -121,7 +121,7 @@ async def test_template_versions_are_snapshotted_with_their_own_text_and_header(
 async def test_status_before_record_and_header_media_by_id(stack):
     token = await stack.token("sender")
     stack.graph.set_template(WABA_ID, copy.deepcopy(TEMPLATE_V1))
-    header = stack.graph.add(FakeMedia(f"up{uuid.uuid4().hex[:8]}", mime_type="image/png", content=os.urandom(2000)))
+    header = stack.graph.add(FakeMedia(str(uuid.uuid4().int % 10**15), mime_type="image/png", content=os.urandom(2000)))
     wamid = "wamid.OUT" + uuid.uuid4().hex
     # Meta's status webhooks arrive before the application posts its record.
     for status, ts in (("sent", 1792493902), ("delivered", 1792493910)):

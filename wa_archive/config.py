@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     media_fetch_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     media_fetch_timeout: float = Field(default=60.0, gt=0)
     log_level: str = "INFO"
+    # Graph calls only where meant: besides the Graph base URL's own origin, the bearer token goes
+    # only to these media download hosts (exact names, any scheme; `*.suffix` patterns, https only).
+    meta_media_hosts: str = "*.fbsbx.com,*.whatsapp.net"
 
     @field_validator("storage_url")
     @classmethod

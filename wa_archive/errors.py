@@ -6,6 +6,8 @@
     │   └── MediaAccessDenied     401/403: our token is rejected                         NOT retryable
     │   └── LinkRefused           a media link is not an allowed public http(s) URL      NOT retryable
     ├── TemplateNotFound          the template is not (or no longer) in the WABA         NOT retryable
+    ├── GraphRequestRefused       a Graph id is not digits, or a download host is not    NOT retryable
+    │                             Meta's: refused before anything (or the token) is sent
     ├── MediaHashMismatch         our SHA-256 differs from the provider's                retryable
     └── StorageError              the object store failed                                retryable
         ├── StorageConflict       different bytes already stored under the key           NOT retryable
@@ -51,6 +53,11 @@ class TemplateNotFound(ArchiveError):
     """The Graph API has no template with this name and language in the WABA."""
 
 
+class GraphRequestRefused(ArchiveError):
+    """A Graph call was refused before it was made: an id that is not 1-20 digits, or a download URL
+    on a host the bearer token must not reach. Retrying cannot change either."""
+
+
 class MediaHashMismatch(ArchiveError):
     """The bytes we downloaded do not match the provider's declared SHA-256."""
 
@@ -68,4 +75,4 @@ class RetentionActive(StorageError):
 
 
 NON_RETRYABLE = [MediaAccessDenied.__name__, StorageConflict.__name__, LinkRefused.__name__,
-                 TemplateNotFound.__name__, RetentionActive.__name__]
+                 TemplateNotFound.__name__, RetentionActive.__name__, GraphRequestRefused.__name__]

@@ -1,8 +1,10 @@
 """A local stand-in for the Graph API media endpoints, for tests, the demo and benchmarks.
 
 It serves GET /{version}/{media-id} (metadata) and GET /download/{media-id} (bytes) with a bearer
-check, and can be told to fail N times, answer a fixed status, serve wrong bytes, or stream
-slowly. Large bodies are generated block by block, so a 1 GiB file costs no memory.
+check, and can be told to fail N times, answer a fixed status, serve wrong bytes, stream slowly, or
+name another download URL. Large bodies are generated block by block, so a 1 GiB file costs no
+memory. Every request it receives is recorded (method and raw path), so tests can prove that
+nothing reached it.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import asyncio
 import base64
 import hashlib
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 BLOCK = 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -31,6 +35,7 @@ class FakeMedia:
     wrong_bytes: bool = False
     declared_sha256: str | None = None
     bytes_per_second: int | None = None
+    download_url: str | None = None  # named in the metadata instead of this fake's own /download
     metadata_calls: int = 0
     downloads: int = 0
     _block: bytes = field(default=b"", repr=False)
@@ -71,6 +76,7 @@ class FakeGraph:
         self.sends: list[dict] = []
         self.send_error: tuple[int, dict] | None = None  # answer every send with this, when set
         self.files: dict[str, FakeMedia] = {}  # served at /files/{name}, for media by link
+        self.requests: list[tuple[str, str]] = []  # (method, raw path) of every request received
 
     def set_template(self, waba_id: str, definition: dict) -> None:
         self.templates[(waba_id, definition["name"], definition["language"])] = definition
@@ -131,7 +137,7 @@ class FakeGraph:
             return _graph_error(media.fail_status, 1, "transient failure")
         return web.json_response({
             "messaging_product": "whatsapp",
-            "url": f"{self.base_url}/download/{media.media_id}",
+            "url": media.download_url or f"{self.base_url}/download/{media.media_id}",
             "mime_type": media.mime_type,
             "sha256": media.declared_sha256,
             "file_size": media.size,
@@ -170,7 +176,12 @@ class FakeGraph:
                                   "sha256_b64": media.sha256_b64(), "size": media.size})
 
     def app(self) -> web.Application:
-        app = web.Application()
+        @web.middleware
+        async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self.requests.append((request.method, request.raw_path))
+            return await handler(request)
+
+        app = web.Application(middlewares=[record])
         app.router.add_post("/_fake/media", self.register)
         app.router.add_get("/download/{media_id}", self.download)
         app.router.add_get("/files/{name}", self.file)

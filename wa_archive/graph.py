@@ -1,16 +1,86 @@
-"""WhatsApp Cloud API (Graph) media client. HTTP answers become typed errors here, and only here."""
+"""WhatsApp Cloud API (Graph) client. HTTP answers become typed errors here, and only here.
+
+Every Graph URL is built from validated, quoted path segments, never by pasting a string into a
+URL; and the bearer token goes only to the Graph base URL's origin and to the media download hosts
+the operator allows (WA_ARCHIVE_META_MEDIA_HOSTS).
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import quote
 
 import aiohttp
 from pydantic import BaseModel, ValidationError
+from yarl import URL
 
-from wa_archive.errors import MediaAccessDenied, MediaNotFound, MediaSourceError, TemplateNotFound
+from wa_archive.errors import (
+    GraphRequestRefused, MediaAccessDenied, MediaNotFound, MediaSourceError, TemplateNotFound,
+)
 
 CHUNK = 1024 * 1024
+_GRAPH_ID = re.compile(r"[0-9]{1,20}")
+# Meta's media ids are digits; the fake Graph API used by tests and the demo names media with
+# letters, '-' and '_' too. Nothing here can leave its path segment: no '/', '?', '#', '%' or dot.
+_MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def graph_id(value: object, field: str) -> str:
+    """`value` when it is a Graph id (1 to 20 ASCII digits); GraphRequestRefused naming `field` if not."""
+    if isinstance(value, str) and _GRAPH_ID.fullmatch(value):
+        return value
+    raise GraphRequestRefused(f"{field} must be a Graph id of 1 to 20 digits, got {_shown(value)}")
+
+
+def _media_id(value: object) -> str:
+    if isinstance(value, str) and _MEDIA_ID.fullmatch(value):
+        return value
+    raise GraphRequestRefused(f"media id must be 1 to 128 letters, digits, '-' or '_', got {_shown(value)}")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class MediaHosts:
+    """Where a media download may carry the bearer token: the Graph base URL's origin, host names
+    listed exactly (any scheme), and `*.suffix` patterns (https only)."""
+
+    def __init__(self, spec: str, graph_url: str) -> None:
+        self.names: set[str] = set()
+        self.suffixes: list[str] = []
+        for item in spec.split(","):
+            item = item.strip().lower().rstrip(".")
+            if item.startswith("*."):
+                self.suffixes.append(item[1:])
+            elif item:
+                self.names.add(item)
+        self.graph_origin = URL(graph_url).origin()
+
+    def check(self, url: str) -> URL:
+        """The download URL, when the token may go there; GraphRequestRefused naming the host if not."""
+        try:
+            parsed = URL(url)
+            origin = parsed.origin()
+            if parsed.scheme not in ("http", "https"):
+                raise ValueError(parsed.scheme)
+        except (ValueError, TypeError):
+            raise GraphRequestRefused(f"media download URL is not an absolute http(s) URL: {_shown(url)}; "
+                                      "the access token was not sent") from None
+        host = (parsed.host or "").lower().rstrip(".")
+        if origin == self.graph_origin or host in self.names:
+            return parsed
+        shown = f"{host}:{parsed.explicit_port}" if parsed.explicit_port else host
+        if any(host.endswith(suffix) for suffix in self.suffixes):
+            if parsed.scheme == "https":
+                return parsed
+            raise GraphRequestRefused(f"media download URL on {shown} is not https; the access token "
+                                      "was not sent")
+        raise GraphRequestRefused(f"media download URL is on host {shown or '?'}, which is not a Meta media "
+                                  "host (WA_ARCHIVE_META_MEDIA_HOSTS); the access token was not sent")
 
 
 class MediaInfo(BaseModel):
@@ -24,13 +94,21 @@ class MediaInfo(BaseModel):
 
 
 class GraphClient:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, access_token: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, access_token: str, *,
+                 media_hosts: str = "") -> None:
         self._session = session
         self._base = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {access_token}"}
+        # Without a list, downloads may go only to the Graph origin itself: fail closed.
+        self.media_hosts = MediaHosts(media_hosts, self._base)
+
+    def _url(self, *segments: str) -> URL:
+        """The Graph base URL with each (already validated) segment quoted as exactly one segment."""
+        path = "/".join(quote(segment, safe="") for segment in segments)
+        return URL(f"{self._base}/{path}", encoded=True)
 
     async def media_info(self, media_id: str) -> MediaInfo:
-        url = f"{self._base}/{media_id}"
+        url = self._url(_media_id(media_id))
         try:
             async with self._session.get(url, headers=self._headers) as resp:
                 if resp.status != 200:
@@ -45,14 +123,15 @@ class GraphClient:
 
     async def send_message(self, phone_number_id: str, body: bytes) -> tuple[int, bytes, str]:
         """Forward a send request unchanged; returns Meta's status, body and content type."""
-        url = f"{self._base}/{phone_number_id}/messages"
+        url = self._url(graph_id(phone_number_id, "phone_number_id"), "messages")
         headers = {**self._headers, "Content-Type": "application/json"}
         async with self._session.post(url, data=body, headers=headers) as resp:
             return resp.status, await resp.read(), resp.headers.get("Content-Type", "application/json")
 
     async def template(self, waba_id: str, name: str, language: str) -> dict:
         """The current definition of a template, by name and language, from the WABA."""
-        url = f"{self._base}/{waba_id}/message_templates"
+        url = self._url(graph_id(waba_id, "WABA id (WA_ARCHIVE_META_WABA_ID or the webhook's entry id)"),
+                        "message_templates")
         params = {"name": name, "language": language, "limit": "100"}
         try:
             async with self._session.get(url, headers=self._headers, params=params) as resp:
@@ -68,9 +147,11 @@ class GraphClient:
 
     @asynccontextmanager
     async def download(self, url: str) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Open the media URL with the bearer token; yields an iterator over body chunks."""
+        """Open the media URL with the bearer token, if its host may see the token; yields an
+        iterator over body chunks. Redirects to another origin are followed without the token."""
+        target = self.media_hosts.check(url)
         try:
-            async with self._session.get(url, headers=self._headers) as resp:
+            async with self._session.get(target, headers=self._headers) as resp:
                 if resp.status != 200:
                     await _raise_for(resp, "media download")
                 yield _chunks(resp)

@@ -1,14 +1,18 @@
 """Fetching media from a `link` a sender chose: an arbitrary URL, so guarded against SSRF.
 
-Only http(s); the host is resolved and every address checked (no private, loopback, link-local,
-multicast or reserved ranges), and the connection goes to the addresses that were checked (the
-check runs inside the connector's resolver); redirects are followed by hand so each hop is checked
-too; size and time are bounded. WA_ARCHIVE_MEDIA_FETCH_ALLOWLIST admits named internal hosts or CIDRs.
+Only http(s); the host is resolved and every address checked, and the connection goes to the
+addresses that were checked (the check runs inside the connector's resolver). The rule is by allow,
+not by deny: only globally routable unicast addresses pass, judged again on the IPv4 address that an
+IPv4-mapped, NAT64, 6to4 or Teredo address carries. Numeric hosts other than a canonical dotted quad
+(`127.1`, `2130706433`, `0x7f.0.0.1`) are refused before any lookup: the socket layer would read
+them as addresses, not names. Redirects are followed by hand so each hop is checked too; size and
+time are bounded. WA_ARCHIVE_MEDIA_FETCH_ALLOWLIST admits named internal hosts or CIDRs.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,12 +50,37 @@ class Allowlist:
         return any(ip in net for net in self.networks)
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: the last 32 bits are IPv4
+_NUMERIC_LABEL = re.compile(r"0[xX][0-9a-fA-F]*|[0-9]+")
+
+
 def forbidden(ip: ipaddress._BaseAddress) -> bool:
-    """Addresses a public media link must never reach."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-            or ip.is_reserved or ip.is_unspecified)
+    """Everything but a globally routable unicast address, including the IPv4 address inside
+    IPv4-mapped, NAT64, 6to4 and Teredo forms. The local-use NAT64 prefix 64:ff9b:1::/48 and
+    IPv4-compatible ::a.b.c.d sit in reserved space and are refused as such."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return not ip.is_global or ip.is_multicast
+    assert isinstance(ip, ipaddress.IPv6Address)
+    if ip.ipv4_mapped is not None:
+        return forbidden(ip.ipv4_mapped)
+    if ip in _NAT64:
+        return forbidden(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_site_local:
+        return True
+    embedded = [ip.sixtofour, ip.teredo[1] if ip.teredo else None]
+    return any(v4 is not None and forbidden(v4) for v4 in embedded)
+
+
+def noncanonical_ipv4(host: str) -> bool:
+    """A host the socket layer reads as an IPv4 address although it is not a canonical dotted quad:
+    `127.1`, `2130706433`, `0x7f.0.0.1`, `0177.0.0.1`, `127.000.000.001`."""
+    labels = host.rstrip(".").split(".")
+    if not 1 <= len(labels) <= 4 or not all(_NUMERIC_LABEL.fullmatch(label) for label in labels):
+        return False
+    try:
+        return str(ipaddress.IPv4Address(host)) != host
+    except ValueError:
+        return True
 
 
 class GuardedResolver(AbstractResolver):
@@ -62,6 +91,8 @@ class GuardedResolver(AbstractResolver):
         self._allow = allowlist
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[dict[str, Any]]:
+        if noncanonical_ipv4(host):
+            raise LinkRefused(f"media link host {host} is a non-canonical IPv4 literal")
         infos = await self._inner.resolve(host, port, family)
         if self._allow.admits_host(host):
             return infos
@@ -94,9 +125,13 @@ class LinkFetcher:
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise LinkRefused(f"media link must be an http(s) URL with a host: {url[:200]!r}")
         host = parsed.hostname
+        if noncanonical_ipv4(host):
+            raise LinkRefused(f"media link host {host} is a non-canonical IPv4 literal")
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
+            if ":" in host:
+                raise LinkRefused(f"media link host {host} is not a valid IPv6 literal") from None
             return  # a name: checked by the resolver at connect time
         if forbidden(ip) and not (self.allowlist.admits_ip(ip) or self.allowlist.admits_host(host)):
             raise LinkRefused(f"media link points at an internal address: {host}")

@@ -128,3 +128,33 @@ def message_media(request: dict[str, Any]) -> HeaderMedia | None:
         return HeaderMedia(kind=kind, media_id=obj.get("id"), link=obj.get("link"),
                            filename=obj.get("filename"))
     return None
+
+
+MEDIA_KINDS = ("image", "video", "audio", "document", "sticker")
+
+
+def carried_media_ids(request: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(field, value) of every media id a send request carries: its own media object, the media of
+    template parameters, and an interactive message's header. Values are as sent, unchecked."""
+    found: list[tuple[str, Any]] = []
+
+    def collect(obj: Any, field: str) -> None:
+        if isinstance(obj, dict) and "id" in obj:
+            found.append((f"{field}.id", obj["id"]))
+
+    for kind in MEDIA_KINDS:
+        collect(request.get(kind), kind)
+    template = request.get("template")
+    components = template.get("components") if isinstance(template, dict) else None
+    for i, comp in enumerate(components if isinstance(components, list) else []):
+        params = comp.get("parameters") if isinstance(comp, dict) else None
+        for j, param in enumerate(params if isinstance(params, list) else []):
+            ptype = param.get("type") if isinstance(param, dict) else None
+            if ptype in MEDIA_KINDS:
+                collect(param.get(ptype), f"template.components[{i}].parameters[{j}].{ptype}")
+    interactive = request.get("interactive")
+    header = interactive.get("header") if isinstance(interactive, dict) else None
+    if isinstance(header, dict):
+        for kind in MEDIA_KINDS:
+            collect(header.get(kind), f"interactive.header.{kind}")
+    return found

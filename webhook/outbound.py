@@ -14,9 +14,12 @@ import structlog
 from aiohttp import web
 
 from wa_archive import queries
+from wa_archive.errors import GraphRequestRefused
+from wa_archive.graph import graph_id
 from wa_archive.models import OutboundSend, OutboundStart
 from wa_archive.names import SIGNAL_SEND
 from wa_archive.starter import signal_outbound
+from wa_archive.templates import carried_media_ids
 from webhook.auth import CALLER, require
 from webhook.deps import deps_of, json_error, pool_of
 
@@ -29,6 +32,18 @@ def _wamid(response: Any) -> str | None:
     if isinstance(messages, list) and messages and isinstance(messages[0], dict):
         wamid = messages[0].get("id")
         return wamid if isinstance(wamid, str) and wamid else None
+    return None
+
+
+def _refusal(phone_number_id: object, send_request: dict[str, Any] | None) -> str | None:
+    """Why the ids of a send may not reach the Graph API (the field is named), or None. The archive
+    later calls Graph with these ids and its own token, so they must be plain ids: 1-20 digits."""
+    try:
+        graph_id(phone_number_id, "phone_number_id")
+        for field, value in carried_media_ids(send_request or {}):
+            graph_id(value, field)
+    except GraphRequestRefused as exc:
+        return str(exc)
     return None
 
 
@@ -50,7 +65,10 @@ async def _hand_over(request: web.Request, send: OutboundSend) -> None:
 async def send_proxy(request: web.Request) -> web.Response:
     """Forward a Cloud API send unchanged; archive it before answering with Meta's answer."""
     deps = deps_of(request)
+    # aiohttp has already decoded %2F and friends here: the decoded value is what would reach Meta.
     pnid = request.match_info["phone_number_id"]
+    if (refused := _refusal(pnid, None)) is not None:
+        return json_error(400, f"{refused}; nothing was sent")
     body = await request.read()
     try:
         send_request = json.loads(body)
@@ -58,6 +76,8 @@ async def send_proxy(request: web.Request) -> web.Response:
             raise ValueError
     except ValueError:
         return json_error(400, "body must be a JSON object: the Cloud API send request")
+    if (refused := _refusal(pnid, send_request)) is not None:
+        return json_error(400, f"{refused}; nothing was sent")
     try:
         status, answer, content_type = await deps.graph.send_message(pnid, body)
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -105,6 +125,8 @@ async def record_outbound(request: web.Request) -> web.Response:
         return json_error(400, "phone_number_id is required (a string)")
     if not isinstance(send_request, dict):
         return json_error(400, "request is required: the JSON body sent to Meta")
+    if (refused := _refusal(pnid, send_request)) is not None:
+        return json_error(400, refused)
     if not isinstance(response, dict):
         return json_error(400, "response is required: Meta's JSON answer")
     wamid = _wamid(response)
