@@ -90,7 +90,7 @@ async def forwarded_middleware(request: web.Request, handler: Handler) -> web.St
     return await handler(request.clone(remote=remote, scheme=scheme))
 
 
-def _served_over_tls(request: web.BaseRequest, trusted: tuple[IPNetwork, ...]) -> bool:
+def _served_over_tls(request: web.Request, trusted: tuple[IPNetwork, ...]) -> bool:
     if request.secure:
         return True
     if trusted and is_trusted(request.remote, trusted):
@@ -98,7 +98,7 @@ def _served_over_tls(request: web.BaseRequest, trusted: tuple[IPNetwork, ...]) -
     return False
 
 
-async def _security_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Headers on every answer, set just before it is sent (so streamed and error answers get them)."""
     headers = response.headers
     headers.setdefault("X-Content-Type-Options", "nosniff")
