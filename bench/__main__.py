@@ -249,7 +249,7 @@ class Bench:
         await asyncio.sleep(2)
         records, statuses, ids = [], [], []
         for i in range(n):
-            media = self.graph.add(FakeMedia(f"hdr-{uuid.uuid4().hex}", content=os.urandom(size)))
+            media = self.graph.add(FakeMedia(str(uuid.uuid4().int % 10**15), content=os.urandom(size)))
             mid = "wamid.BENCHOUT" + uuid.uuid4().hex
             ids.append(mid)
             records.append(json.dumps({"phone_number_id": "109327745812336", "response": {"messages": [{"id": mid}]},

@@ -1,5 +1,6 @@
 """The auditors' pages in a real headless Chromium: sign in, search, see an image, read a
-conversation, export and download a bundle that verifies. Screenshots go to test-artifacts/."""
+conversation, download documents (never framed), export and download a bundle that verifies, all
+under the pages' nonce-only CSP without a violation. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest_asyncio
 from playwright.async_api import async_playwright
 
 from tests.test_outbound import PNID, TEMPLATE_V1, status_body, template_send
+from tests.test_ui_security import HTML_BODY, sign_in
 from wa_archive.dev import _demo_image
 from wa_archive.export import verify_bundle
 from wa_archive.fake_graph import FakeMedia
@@ -21,6 +24,8 @@ from wa_archive.sample_payloads import WABA_ID, dumps, envelope, media_message, 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 PHONE = "447700900123"
+DOCUMENTS_PHONE = "447700900456"
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
         "--disable-background-networking", "--disable-component-update"]
 
@@ -44,16 +49,39 @@ async def _seed(stack) -> dict:
         media_message("image", media.media_id, media.sha256_b64(), "image/png", mid=ids["image"], ts=1770000000),
     ])))
     stack.graph.set_template(WABA_ID, copy.deepcopy(TEMPLATE_V1))
-    header = stack.graph.add(FakeMedia(f"h{uuid.uuid4().hex[:10]}", mime_type="image/png", content=image))
+    header = stack.graph.add(FakeMedia(str(uuid.uuid4().int % 10**15), mime_type="image/png", content=image))
     token = await stack.token("sender")
     async with stack.http.post(f"{stack.url}/api/v1/outbound", headers={"Authorization": f"Bearer {token}"}, json={
             "phone_number_id": PNID, "request": template_send({"id": header.media_id}),
             "response": {"messages": [{"id": "wamid.UI" + uuid.uuid4().hex}]}}) as resp:
         ids["out"] = (await resp.json())["message_id"]
     await stack.post(status_body(ids["out"], "sent", 1771000000))
+    documents = []
+    for key, mime, content in (("pdf", "application/pdf", PDF), ("html", "text/html", HTML_BODY)):
+        doc = stack.graph.add(FakeMedia(f"d{uuid.uuid4().hex[:10]}", mime_type=mime, content=content))
+        ids[key] = wamid()
+        documents.append(media_message("document", doc.media_id, doc.sha256_b64(), mime, mid=ids[key],
+                                       phone=DOCUMENTS_PHONE, ts=1772000000))
+    await stack.post(dumps(envelope(documents, phone=DOCUMENTS_PHONE)))
     for mid in ids.values():
         await stack.wait_for_message(mid)
     return ids
+
+
+async def _download_from_message_page(page, stack, message_id: str, tmp_path: Path) -> bytes:
+    """Open a message page, check its document is a download link and not a frame, download it."""
+    await page.goto(f"{stack.url}/ui/messages/{quote(message_id, safe='')}")
+    assert await page.locator("iframe, embed, object").count() == 0
+    link = page.locator(".preview a.download")
+    assert await link.count() == 1
+    url = page.url
+    async with page.expect_download() as info:
+        await link.click()
+    download = await info.value
+    target = tmp_path / f"{uuid.uuid4().hex}.bin"
+    await download.save_as(target)
+    assert page.url == url  # a download, not a navigation to the archived bytes
+    return target.read_bytes()
 
 
 async def test_auditor_signs_in_searches_views_and_exports(stack, browser, tmp_path):
@@ -62,6 +90,8 @@ async def test_auditor_signs_in_searches_views_and_exports(stack, browser, tmp_p
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     context = await browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
     page = await context.new_page()
+    csp_violations: list[str] = []
+    page.on("console", lambda msg: csp_violations.append(msg.text) if "Content Security Policy" in msg.text else None)
 
     await page.goto(f"{stack.url}/ui/")
     assert "/ui/login" in page.url
@@ -102,6 +132,10 @@ async def test_auditor_signs_in_searches_views_and_exports(stack, browser, tmp_p
     assert "Template snapshot" in await page.inner_text("main")
     await page.screenshot(path=str(ARTIFACTS / "message-template.png"), full_page=True)
 
+    assert await _download_from_message_page(page, stack, ids["pdf"], tmp_path) == PDF
+    await page.screenshot(path=str(ARTIFACTS / "message-pdf.png"), full_page=True)
+    assert await _download_from_message_page(page, stack, ids["html"], tmp_path) == HTML_BODY
+
     await page.goto(f"{stack.url}/ui/?phone={PHONE}")
     await page.click("text=Export these messages")
     link = page.locator("#download")
@@ -115,6 +149,7 @@ async def test_auditor_signs_in_searches_views_and_exports(stack, browser, tmp_p
     await page.screenshot(path=str(ARTIFACTS / "export.png"), full_page=True)
 
     assert "Your role (auditor) may not" in await (await page.goto(f"{stack.url}/ui/failures")).text()
+    assert csp_violations == []
     await context.close()
     actions = [r["action"] for r in await stack.pool.fetch(
         "SELECT action FROM access_log WHERE actor LIKE 'auditor-%' AND target->>'via' = 'web' ORDER BY id")]
@@ -124,8 +159,8 @@ async def test_auditor_signs_in_searches_views_and_exports(stack, browser, tmp_p
 async def test_forms_need_the_csrf_token_and_roles_are_enforced(stack, browser):
     token = await stack.token("operator")
     async with stack.http.post(f"{stack.url}/ui/login", data={"token": token}, allow_redirects=False) as resp:
-        assert resp.status == 302
-        cookie = resp.cookies["wa_archive_session"].value
+        assert resp.status == 403  # no login CSRF token
+    cookie = (await sign_in(stack, token)).value
     headers = {"Cookie": f"wa_archive_session={cookie}"}
     async with stack.http.get(f"{stack.url}/ui/failures", headers=headers) as resp:
         assert resp.status == 200 and "Archive failures" in await resp.text()
@@ -134,8 +169,7 @@ async def test_forms_need_the_csrf_token_and_roles_are_enforced(stack, browser):
     async with stack.http.post(f"{stack.url}/ui/logout", data={}, headers=headers, allow_redirects=False) as resp:
         assert resp.status == 403  # no CSRF token
     admin = await stack.token("admin")
-    async with stack.http.post(f"{stack.url}/ui/login", data={"token": admin}, allow_redirects=False) as resp:
-        admin_cookie = resp.cookies["wa_archive_session"].value
+    admin_cookie = (await sign_in(stack, admin)).value
     async with stack.http.post(f"{stack.url}/ui/exports", data={"phone": PHONE},
                                headers={"Cookie": f"wa_archive_session={admin_cookie}"}, allow_redirects=False) as resp:
         assert resp.status == 403

@@ -50,7 +50,7 @@ async def _seed(stack) -> dict:
         message("text", {"body": "not in the export"}, mid=ids["other"], phone="15550001111", ts=1770000001),
     ])))
     stack.graph.set_template(WABA_ID, copy.deepcopy(TEMPLATE_V1))
-    header = stack.graph.add(FakeMedia(f"h{uuid.uuid4().hex[:10]}", mime_type="image/png", content=b"\x89PNG hdr"))
+    header = stack.graph.add(FakeMedia(str(uuid.uuid4().int % 10**15), mime_type="image/png", content=b"\x89PNG hdr"))
     token = await stack.token("sender")
     async with stack.http.post(f"{stack.url}/api/v1/outbound", headers={"Authorization": f"Bearer {token}"}, json={
             "phone_number_id": PNID, "request": template_send({"id": header.media_id}),

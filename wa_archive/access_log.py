@@ -28,3 +28,10 @@ async def list_access(pool: asyncpg.Pool, *, since: datetime | None, limit: int 
     )
     return [{"id": r["id"], "at": r["at"].isoformat(), "actor": r["actor"], "role": r["role"],
              "action": r["action"], "target": r["target"], "remote_addr": r["remote_addr"]} for r in rows]
+
+
+async def latest_access(pool: asyncpg.Pool, limit: int = 500) -> list[dict[str, Any]]:
+    """The newest `limit` rows of the access log, newest first."""
+    rows = await pool.fetch("SELECT * FROM access_log ORDER BY id DESC LIMIT $1", limit)
+    return [{"id": r["id"], "at": r["at"].isoformat(), "actor": r["actor"], "role": r["role"],
+             "action": r["action"], "target": r["target"], "remote_addr": r["remote_addr"]} for r in rows]

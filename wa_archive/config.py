@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -11,6 +12,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from wa_archive.models import ArchiveOptions, OutboundOptions
 
 ENV_PREFIX = "WA_ARCHIVE_"
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated addresses or CIDRs as networks; ValueError naming the first bad entry."""
+    networks = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR (e.g. 10.0.0.0/8, ::1)") from None
+    return tuple(networks)
 
 
 class ConfigError(Exception):
@@ -79,6 +96,21 @@ class Settings(BaseSettings):
     # Graph calls only where meant: besides the Graph base URL's own origin, the bearer token goes
     # only to these media download hosts (exact names, any scheme; `*.suffix` patterns, https only).
     meta_media_hosts: str = "*.fbsbx.com,*.whatsapp.net"
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated CIDRs);
+    # from any other peer those headers are ignored, so a client cannot forge its address or TLS.
+    trusted_proxies: str | None = None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_networks(value)
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        """The trusted proxies as networks; empty when none is configured."""
+        return parse_networks(self.trusted_proxies or "")
 
     @field_validator("storage_url")
     @classmethod
