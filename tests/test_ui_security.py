@@ -134,7 +134,7 @@ async def _seed_hostile(stack) -> dict:
     template = copy.deepcopy(TEMPLATE_V1)
     template["components"][2]["text"] = f"Footer {HOSTILE}"
     stack.graph.set_template(WABA_ID, template)
-    header = stack.graph.add(FakeMedia(f"h{uuid.uuid4().hex[:10]}", mime_type="image/png", content=b"\x89PNG"))
+    header = stack.graph.add(FakeMedia(str(uuid.uuid4().int % 10**15), mime_type="image/png", content=b"\x89PNG"))
     request = template_send({"id": header.media_id})
     request["template"]["components"][1]["parameters"][0]["text"] = HOSTILE
     token = await stack.token("sender")
