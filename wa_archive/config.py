@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     media_fetch_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     media_fetch_timeout: float = Field(default=60.0, gt=0)
     log_level: str = "INFO"
+    # Verifiers' trust anchor: the ledger's public key (base64 or hex), held apart from the archive.
+    # verify-receipt and verify-export refuse to run without it (or --public-key).
+    ledger_public_key: str | None = None
 
     @field_validator("storage_url")
     @classmethod
