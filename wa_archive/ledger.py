@@ -287,7 +287,7 @@ async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str]) -> tuple[li
         "SELECT DISTINCT ON (record_id) record_id, seq, digest FROM ledger_leaves"
         " WHERE kind = 'message' AND record_id = ANY($1::text[]) AND digest = ($2::jsonb ->> record_id)"
         " AND seq < $3 ORDER BY record_id, seq DESC",
-        list(digests), json.dumps(digests), latest["tree_size"])
+        list(digests), digests, latest["tree_size"])
     receipts = {
         r["record_id"]: {
             "format": "wa-archive-receipt/1",
