@@ -15,6 +15,8 @@ import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import LEDGER_KEY
 from wa_archive import ledger, merkle
 from wa_archive.fake_graph import FakeMedia
@@ -91,10 +93,11 @@ async def test_a_receipt_resigned_with_a_fresh_key_needs_and_fails_the_trusted_k
     sneaky = {**genuine, "checkpoint": {"body": genuine["checkpoint"]["body"],
                                         "signature": forged["checkpoint"]["signature"]}}
     forged_file.write_text(json.dumps(sneaky))
-    from_env = await _cli({**_offline(), "WA_ARCHIVE_LEDGER_PUBLIC_KEY": PUBLIC_KEY}, "verify-receipt", str(forged_file))
+    trusting = {**_offline(), "WA_ARCHIVE_LEDGER_PUBLIC_KEY": PUBLIC_KEY}
+    from_env = await _cli(trusting, "verify-receipt", str(forged_file))
     assert from_env.returncode == 1 and "signature not valid for the trusted key" in from_env.stdout
 
-    ok = await _cli({**_offline(), "WA_ARCHIVE_LEDGER_PUBLIC_KEY": PUBLIC_KEY}, "verify-receipt", str(genuine_file))
+    ok = await _cli(trusting, "verify-receipt", str(genuine_file))
     assert ok.returncode == 0 and "OK" in ok.stdout
     as_hex = await _cli(_offline(), "verify-receipt", str(genuine_file), "--public-key", REAL.public_key().hex())
     assert as_hex.returncode == 0, as_hex.stdout + as_hex.stderr
@@ -176,6 +179,8 @@ async def test_a_fabricated_bundle_fails_and_names_what_is_wrong(stack, database
         "checkpoint re-signed": ({checkpoints[-1]: json.dumps(_resign(checkpoint_doc, other)).encode()}, REAL,
                                  [f"{checkpoints[-1]}: signature not valid for the trusted key"]),
         "receipt missing": ({}, REAL, [f"message {ids['text']}: no receipt in the bundle proves it"]),
+        "message removed": ({"messages.jsonl": "".join(json.dumps(m) + "\n" for m in lines[1:]).encode()}, REAL,
+                            ["messages.jsonl: 3 messages, but the signed manifest says 4"]),
     }
     for label, (changes, signer, expected) in cases.items():
         fake = tmp_path / f"{label.replace(' ', '-')}.zip"
@@ -186,6 +191,13 @@ async def test_a_fabricated_bundle_fails_and_names_what_is_wrong(stack, database
         assert bad.returncode == 1 and "not intact" in bad.stdout, (label, bad.stdout, bad.stderr)
         for phrase in expected:
             assert phrase in bad.stdout, (label, phrase, bad.stdout)
+    # A second entry of the same name: a viewer may show the one the verifier did not read.
+    doubled = tmp_path / "doubled.zip"
+    doubled.write_bytes(bundle.read_bytes())
+    with zipfile.ZipFile(doubled, "a") as zf, pytest.warns(UserWarning, match="Duplicate name"):
+        zf.writestr("messages.jsonl", edited_jsonl)
+    bad = await _cli(_offline(), "verify-export", str(doubled), "--public-key", PUBLIC_KEY)
+    assert bad.returncode == 1 and "messages.jsonl: appears more than once in the ZIP" in bad.stdout
 
 
 def _drop(path: Path, name: str, signer: ledger.Signer) -> None:
@@ -273,6 +285,21 @@ async def test_a_checkpoint_missing_from_the_store_is_named(stack, database_url)
     assert f"checkpoint {size}: missing from the store (ledger/checkpoints/{size:012d}.json)" in report.stdout
 
 
+async def test_checkpoint_copies_are_listed_from_an_s3_store(stack_factory, database_url):
+    stack = await stack_factory("s3")
+    await _archive(stack)
+    env = {**_env(stack, database_url), "WA_ARCHIVE_S3_ENDPOINT_URL": stack.settings.s3_endpoint_url}
+    assert (await _cli(env, "ledger", "checkpoint")).returncode == 0
+    clean = await _cli(env, "verify")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    size = await stack.pool.fetchval("SELECT max(tree_size) FROM ledger_checkpoints")
+    async with stack.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute("DELETE FROM ledger_checkpoints")
+    shrunk = await _cli(env, "verify")
+    assert shrunk.returncode == 1 and f"checkpoint {size}: in the store but not in the database" in shrunk.stdout
+
+
 # CLI reads are access-logged --------------------------------------------------------------------
 
 
@@ -291,5 +318,6 @@ async def test_cli_failures_and_access_log_leave_their_own_access_log_rows(stack
     assert rows["access-log"]["target"] == {"since": "2026-01-01T00:00:00+00:00"}
     # The reading of the log is in the log it printed, and both reads are in the ledger.
     assert "access-log" in [e["action"] for e in json.loads(listed.stdout)]
-    leaves = {r["record_id"] for r in await stack.pool.fetch("SELECT record_id FROM ledger_leaves WHERE kind = 'access'")}
+    leaves = {r["record_id"] for r in await stack.pool.fetch(
+        "SELECT record_id FROM ledger_leaves WHERE kind = 'access'")}
     assert {str(r["id"]) for r in rows.values()} <= leaves

@@ -188,7 +188,8 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         try:
             found = (ledger_signer(settings).public_key(), "the key derived from the configured signing key")
         except ConfigError as exc:
-            raise ConfigError(f"{exc}; or give the trusted key with --public-key / WA_ARCHIVE_LEDGER_PUBLIC_KEY") from None
+            raise ConfigError(f"{exc}; or give the trusted key with --public-key or "
+                              "WA_ARCHIVE_LEDGER_PUBLIC_KEY") from None
     public_key, source = found
     print(f"checkpoint signatures checked against {source}", file=sys.stderr)
     pool, store = await open_pool(settings), open_store(settings)

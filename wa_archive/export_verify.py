@@ -40,7 +40,7 @@ def verify_bundle(path, public_key: bytes) -> list[str]:
         problems += _files_against_manifest(zf, listed)
         checkpoints, found = _checkpoints(zf, listed, public_key)
         problems += found
-        problems += _messages_against_receipts(zf, listed, checkpoints, public_key)
+        problems += _messages_against_receipts(zf, listed, checkpoints, public_key, manifest.get("messages"))
     return problems
 
 
@@ -72,7 +72,11 @@ def _signed_manifest(zf: zipfile.ZipFile, public_key: bytes) -> tuple[dict | Non
 
 def _files_against_manifest(zf: zipfile.ZipFile, listed: dict[str, dict]) -> list[str]:
     problems = []
-    present = set(zf.namelist()) - _UNLISTED
+    names = zf.namelist()
+    # With two entries of one name, tools disagree on which they show: never verify one and show the other.
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"{name}: appears more than once in the ZIP")
+    present = set(names) - _UNLISTED
     for extra in sorted(present - set(listed)):
         problems.append(f"{extra}: not listed in the manifest")
     for name, entry in sorted(listed.items()):
@@ -132,11 +136,12 @@ def _checkpoints(zf: zipfile.ZipFile, listed: dict[str, dict],
 
 
 def _messages_against_receipts(zf: zipfile.ZipFile, listed: dict[str, dict], checkpoints: dict[str, dict],
-                               public_key: bytes) -> list[str]:
+                               public_key: bytes, expected_count: object) -> list[str]:
     """Each message's digest, recomputed from messages.jsonl, proven by its receipt."""
-    if "messages.jsonl" not in listed:
+    if "messages.jsonl" not in listed or "messages.jsonl" not in zf.namelist():
         return ["messages.jsonl: missing"]
     problems = []
+    count = 0
     with zf.open("messages.jsonl") as fh:
         for number, line in enumerate(io.TextIOWrapper(fh, encoding="utf-8", errors="replace"), 1):
             try:
@@ -147,11 +152,14 @@ def _messages_against_receipts(zf: zipfile.ZipFile, listed: dict[str, dict], che
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 problems.append(f"messages.jsonl: line {number} is not a complete message record ({exc!r})")
                 continue
+            count += 1
             for m in media:
                 path_in = m.get("export_path")
                 if path_in and listed.get(path_in, {}).get("sha256") != m.get("sha256"):
                     problems.append(f"{path_in}: does not match the archived SHA-256 of message {message_id}")
             problems += _receipt_problems(zf, listed, message_id, digest, checkpoints, public_key)
+    if count != expected_count:
+        problems.append(f"messages.jsonl: {count} messages, but the signed manifest says {expected_count}")
     return problems
 
 
