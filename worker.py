@@ -55,9 +55,10 @@ def build_worker(
                             wasender=wasender)
     records = RecordActivities(pool, store.url, rules)
     outbound = OutboundActivities(graph, pool, store.url, rules)
-    exports = ExportActivities(pool, store, settings.retention_days)
+    signer = ledger_signer(settings)
+    exports = ExportActivities(pool, store, settings.retention_days, signer)
     retrieval = RetrievalActivities(pool, store)
-    ledger_acts = LedgerActivities(pool, store, ledger_signer(settings))
+    ledger_acts = LedgerActivities(pool, store, signer)
     secret = contact_secret(settings)
     delivery = DeliveryActivities(pool, settings.archive_options(), settings.outbound_options(),
                                   secret, settings.task_queue)

@@ -10,6 +10,7 @@ from temporalio import activity
 
 from wa_archive import access_log
 from wa_archive.export import ExportQuery, write_bundle
+from wa_archive.ledger import Signer
 from wa_archive.models import ExportInput, ExportOutput
 from wa_archive.names import EXPORT_BUNDLE
 from wa_archive.storage import ObjectStore
@@ -22,9 +23,10 @@ def export_key(export_id: str) -> str:
 
 
 class ExportActivities:
-    def __init__(self, pool: asyncpg.Pool, store: ObjectStore, retention_days: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, store: ObjectStore, retention_days: int, signer: Signer) -> None:
         self.pool = pool
         self.store = store
+        self.signer = signer  # the worker's ledger key signs each bundle's manifest
         self.retention = timedelta(days=retention_days)
 
     @activity.defn(name=EXPORT_BUNDLE)
@@ -38,7 +40,7 @@ class ExportActivities:
         with tempfile.TemporaryDirectory(prefix="wa-export-") as tmp:
             out = Path(tmp) / "bundle.zip"
             result = await write_bundle(
-                self.pool, self.store, query, out, exported_by=f"{inp.actor} ({inp.role})",
+                self.pool, self.store, query, out, exported_by=f"{inp.actor} ({inp.role})", signer=self.signer,
                 on_progress=lambda done, total: activity.heartbeat({"done": done, "total": total}))
 
             async def chunks():

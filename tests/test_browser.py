@@ -4,6 +4,7 @@ under the pages' nonce-only CSP without a violation. Screenshots go to test-arti
 
 from __future__ import annotations
 
+import base64
 import copy
 import os
 import shutil
@@ -14,11 +15,13 @@ from urllib.parse import quote
 import pytest_asyncio
 from playwright.async_api import async_playwright
 
+from tests.conftest import LEDGER_KEY
 from tests.test_outbound import PNID, TEMPLATE_V1, status_body, template_send
 from tests.test_ui_security import HTML_BODY, sign_in
 from wa_archive.dev import _demo_image
 from wa_archive.export import verify_bundle
 from wa_archive.fake_graph import FakeMedia
+from wa_archive.ledger import Signer
 from wa_archive.sample_payloads import WABA_ID, dumps, envelope, media_message, message, wamid
 
 CHROMIUM = "/usr/bin/chromium"
@@ -145,7 +148,7 @@ async def test_auditor_signs_in_searches_views_and_exports(stack, browser, tmp_p
     download = await info.value
     bundle = tmp_path / "bundle.zip"
     await download.save_as(bundle)
-    assert verify_bundle(bundle) == []
+    assert verify_bundle(bundle, Signer(base64.b64decode(LEDGER_KEY)).public_key()) == []
     await page.screenshot(path=str(ARTIFACTS / "export.png"), full_page=True)
 
     assert "Your role (auditor) may not" in await (await page.goto(f"{stack.url}/ui/failures")).text()

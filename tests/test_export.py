@@ -4,6 +4,7 @@ when tampered with."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import email
 import hashlib
@@ -17,11 +18,13 @@ import zipfile
 from pathlib import Path
 
 from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY
+from wa_archive.ledger import Signer
 from tests.test_outbound import PNID, TEMPLATE_V1, status_body, template_send
 from wa_archive.fake_graph import FakeMedia
 from wa_archive.sample_payloads import WABA_ID, dumps, envelope, media_message, message, wamid
 
 PHONE = "447700900123"
+PUBLIC_KEY = base64.b64encode(Signer(base64.b64decode(LEDGER_KEY)).public_key()).decode()
 
 
 def _env(stack, database_url: str, temporal_address: str) -> dict[str, str]:
@@ -73,7 +76,7 @@ async def test_export_through_temporal_round_trips_and_detects_tampering(
                      "--out", str(out))
     assert run.returncode == 0, run.stderr
     assert "3/3 messages" in run.stderr and "wrote" in run.stdout  # the progress bar reached the end
-    verified = await _cli(env, "verify-export", str(out))
+    verified = await _cli(env, "verify-export", str(out), "--public-key", PUBLIC_KEY)
     assert verified.returncode == 0 and "intact" in verified.stdout
 
     with zipfile.ZipFile(out) as zf:
@@ -101,13 +104,13 @@ async def test_export_through_temporal_round_trips_and_detects_tampering(
             assert rz.read(att) == seeded["image"]
         assert {p["id"] for p in rmanifest["participants"]} == {"business", "contact"}
         assert manifest["query"]["phone"] == PHONE and manifest["exported_by"].startswith("cli:")
-        assert manifest["messages"] == 3 and {f["path"] for f in manifest["files"]} == names - {"manifest.json"}
+        assert manifest["messages"] == 3 and {f["path"] for f in manifest["files"]} == names - {"manifest.json", "manifest.sig"}
         receipts = sorted(n for n in names if n.startswith("ledger/receipts/"))
         assert len(receipts) == 3 and any(n.startswith("ledger/checkpoints/") for n in names)
         receipt_file = tmp_path / "receipt.json"
         receipt_file.write_bytes(zf.read(receipts[0]))
     offline = await _cli({k: v for k, v in env.items() if k != "WA_ARCHIVE_DATABASE_URL"},
-                         "verify-receipt", str(receipt_file))
+                         "verify-receipt", str(receipt_file), "--public-key", PUBLIC_KEY)
     assert offline.returncode == 0 and "OK" in offline.stdout
 
     # Tampering: one changed byte of a media file, or a rewritten messages.jsonl, is found.
@@ -119,7 +122,7 @@ async def test_export_through_temporal_round_trips_and_detects_tampering(
                 if item.filename == victim:
                     data = data[:-1] + bytes([data[-1] ^ 1])
                 dst.writestr(item, data)
-        bad = await _cli(env, "verify-export", str(tampered))
+        bad = await _cli(env, "verify-export", str(tampered), "--public-key", PUBLIC_KEY)
         assert bad.returncode == 1 and victim in bad.stdout and "not intact" in bad.stdout
     entries = await stack.pool.fetch("SELECT * FROM access_log WHERE action = 'export' ORDER BY id DESC LIMIT 1")
     assert entries and entries[0]["target"]["phone"] == PHONE and entries[0]["actor"].startswith("cli:")
@@ -131,8 +134,9 @@ async def test_local_export_and_a_damaged_archive_object_stops_the_export(stack,
     out = tmp_path / "local.zip"
     run = await _cli(env, "export", "--phone", PHONE, "--out", str(out), "--local")
     assert run.returncode == 0, run.stderr
-    assert (await _cli(env, "verify-export", str(out))).returncode == 0
-    assert (await _cli(env, "verify-export", str(tmp_path / "missing.zip"))).returncode == 1
+    assert (await _cli(env, "verify-export", str(out), "--public-key", PUBLIC_KEY)).returncode == 0
+    missing = await _cli(env, "verify-export", str(tmp_path / "missing.zip"), "--public-key", PUBLIC_KEY)
+    assert missing.returncode == 1
 
     # Someone alters an archived file on disk: the export refuses to carry it as genuine.
     msg = await stack.wait_for_message(seeded["ids"]["image"])

@@ -58,3 +58,33 @@ def test_rfc_known_structure_for_seven_leaves():
     assert len(merkle.consistency_proof(3, LEAVES[:7])) == 4
     assert len(merkle.consistency_proof(4, LEAVES[:7])) == 1
     assert len(merkle.consistency_proof(6, LEAVES[:7])) == 3
+
+
+def test_negative_and_out_of_range_indices_and_sizes_are_refused():
+    for n in (1, 2, 5, 8):
+        r = merkle.root(LEAVES[:n])
+        for i in range(n):
+            proof = merkle.inclusion_proof(i, LEAVES[:n])
+            for bad in (i - n, -1, -n - 1, -64):  # never read from the end
+                assert not merkle.verify_inclusion(bad, n, LEAVES[i], proof, r)
+            assert not merkle.verify_inclusion(i, -n, LEAVES[i], proof, r)
+            assert not merkle.verify_inclusion(n + i, n, LEAVES[i], proof, r)
+            assert not merkle.verify_inclusion(True, n, LEAVES[i], proof, r)
+    for bad in (-1, -33, 34):
+        try:
+            merkle.inclusion_proof(bad, LEAVES)
+        except ValueError as exc:
+            assert "is not in a tree" in str(exc)
+        else:
+            raise AssertionError(f"inclusion_proof accepted index {bad}")
+    proof = merkle.consistency_proof(3, LEAVES[:7])
+    r3, r7 = merkle.root(LEAVES[:3]), merkle.root(LEAVES[:7])
+    assert merkle.verify_consistency(3, 7, r3, r7, proof)
+    for m, n in ((-3, 7), (3, -7), (-1, -1), (0, 7), (7, 3)):
+        assert not merkle.verify_consistency(m, n, r3, r7, proof)
+    for m in (-1, 0, 8):
+        try:
+            merkle.consistency_proof(m, LEAVES[:7])
+        except ValueError:
+            continue
+        raise AssertionError(f"consistency_proof accepted size {m}")

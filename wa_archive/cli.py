@@ -116,6 +116,7 @@ async def cmd_failures(settings: Settings, args: argparse.Namespace) -> int:
 
     pool = await open_pool(settings)
     try:
+        await log_cli_access(pool, "failures", {})
         failures = await list_failures(pool)
     finally:
         await pool.close()
@@ -169,6 +170,8 @@ async def cmd_access_log(settings: Settings, args: argparse.Namespace) -> int:
 
     pool = await open_pool(settings)
     try:
+        # Reading who read the archive is itself a read: the entry is written first and is listed too.
+        await log_cli_access(pool, "access-log", {"since": args.since.isoformat() if args.since else None})
         entries = await list_access(pool, since=args.since)
     finally:
         await pool.close()
@@ -247,6 +250,10 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = 
 }
 
 
+PUBLIC_KEY_HELP = ("the ledger's public key (base64 as `ledger public-key` prints it, or hex), held apart "
+                   "from the archive; or WA_ARCHIVE_LEDGER_PUBLIC_KEY")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wa-archive", description="WhatsApp compliance archive")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -277,16 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="path of the ZIP to write")
     export.add_argument("--local", action="store_true",
                         help="build the bundle in this process instead of as a Temporal workflow")
-    verify = sub.add_parser("verify-export", help="check a bundle against its manifest and hashes")
+    verify = sub.add_parser("verify-export", help="check a bundle's signed manifest, hashes, receipts and checkpoints")
     verify.add_argument("bundle")
+    verify.add_argument("--public-key", help=PUBLIC_KEY_HELP)
     ledger_p = sub.add_parser("ledger", help="the tamper-evident ledger")
     ledger_p.add_argument("action", choices=("public-key", "checkpoint"))
     receipt_p = sub.add_parser("receipt", help="a message's record digest with an inclusion proof (JSON)")
     receipt_p.add_argument("message_id", metavar="MESSAGE-ID")
     vr = sub.add_parser("verify-receipt", help="check a receipt offline, without the database")
     vr.add_argument("file")
-    vr.add_argument("--public-key", help="the archive's public key (base64), held apart from the archive")
-    verify_p = sub.add_parser("verify", help="recompute the ledger from Postgres, check checkpoints, re-hash objects")
+    vr.add_argument("--public-key", help=PUBLIC_KEY_HELP)
+    verify_p = sub.add_parser("verify", help="recompute the ledger from Postgres, check checkpoints against "
+                                             "their store copies, re-hash objects")
+    verify_p.add_argument("--public-key", help=PUBLIC_KEY_HELP + "; default: derived from the signing key")
     group = verify_p.add_mutually_exclusive_group()
     group.add_argument("--sample", type=int, help="re-hash N random objects")
     group.add_argument("--full", action="store_true", help="re-hash every object")

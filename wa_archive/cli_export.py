@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import sys
 
-from wa_archive.cli_support import follow, log_cli_access, open_pool, show_progress, with_dev_defaults
+from wa_archive.cli_integrity import require_public_key
+from wa_archive.cli_support import cli_actor, follow, log_cli_access, open_pool, show_progress, with_dev_defaults
 from wa_archive.config import Settings
 
 
 async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
-    import getpass
     import hashlib
     import uuid
     from pathlib import Path
@@ -25,15 +25,19 @@ async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         print(f"wa-archive: --phone {args.phone!r} is not a phone number", file=sys.stderr)
         return 2
     out = Path(args.out)
-    actor = f"cli:{getpass.getuser()}"
+    actor = cli_actor()
     settings = with_dev_defaults(settings)
-    store = open_store(settings)
-    if args.local:  # in this process, for machines without a worker
+    if args.local:  # in this process, for machines without a worker; signed with this machine's ledger key
+        from wa_archive.runtime import ledger_signer
+
+        signer = ledger_signer(settings)
+        store = open_store(settings)
         pool = await open_pool(settings)
         try:
             await log_cli_access(pool, "export", {"phone": phone, "since": str(args.since), "until": str(args.until)})
             result = await write_bundle(pool, store, ExportQuery(phone=phone, since=args.since, until=args.until),
-                                        out, exported_by=f"{actor} (cli)", on_progress=show_progress)
+                                        out, exported_by=f"{actor} (cli)", signer=signer,
+                                        on_progress=show_progress)
         finally:
             await pool.close()
             await store.close()
@@ -44,6 +48,7 @@ async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.models import ExportInput, ExportOutput
     from wa_archive.runtime import connect_temporal
 
+    store = open_store(settings)
     client = await connect_temporal(settings)
     export_id = uuid.uuid4().hex
     handle = await client.start_workflow(
@@ -87,13 +92,17 @@ async def _export_progress(client, handle) -> dict | None:
 async def cmd_verify_export(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from wa_archive.export import verify_bundle
+    from wa_archive.export_verify import verify_bundle
 
-    problems = await asyncio.to_thread(verify_bundle, Path(args.bundle))
+    key = require_public_key(settings, args.public_key)
+    if key is None:
+        return 2
+    problems = await asyncio.to_thread(verify_bundle, Path(args.bundle), key)
     if problems:
         for problem in problems:
             print(f"FAIL {problem}")
         print(f"{args.bundle}: {len(problems)} problem(s); the bundle is not intact")
         return 1
-    print(f"{args.bundle}: intact (every file matches manifest.json and the archived hashes)")
+    print(f"{args.bundle}: intact (manifest signed by the trusted key; every file, media hash and message digest "
+          "matches, each proven by a receipt in a signed checkpoint)")
     return 0

@@ -7,7 +7,7 @@ import json
 import sys
 
 from wa_archive.cli_support import follow, log_cli_access, open_pool, show_progress, with_dev_defaults
-from wa_archive.config import Settings
+from wa_archive.config import ConfigError, Settings
 
 
 async def cmd_schedules(settings: Settings, args: argparse.Namespace) -> int:
@@ -108,25 +108,66 @@ async def cmd_receipt(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+class NoTrustAnchor(Exception):
+    """No ledger public key was given from outside what is being verified."""
+
+
+NO_KEY_MESSAGE = ("no trusted ledger public key: pass --public-key KEY or set WA_ARCHIVE_LEDGER_PUBLIC_KEY "
+                  "(the output of `wa-archive ledger public-key`, kept apart from the archive); "
+                  "a key written inside the file being checked is never trusted")
+
+
+def trusted_public_key(settings: Settings, option: str | None) -> tuple[bytes, str] | None:
+    """The key proofs are checked against, and where it came from; None when none was given.
+
+    Raises ValueError (naming the source) for a key that is not 32 bytes of base64 or hex.
+    """
+    from wa_archive import ledger
+
+    for text, source in ((option, "--public-key"), (settings.ledger_public_key, "WA_ARCHIVE_LEDGER_PUBLIC_KEY")):
+        if text:
+            try:
+                return ledger.parse_public_key(text), source
+            except ValueError as exc:
+                raise ValueError(f"{source}: {exc}") from None
+    return None
+
+
+def require_public_key(settings: Settings, option: str | None) -> bytes | None:
+    """The trusted key, or None after printing why the command cannot go on (exit status 2)."""
+    try:
+        found = trusted_public_key(settings, option)
+    except ValueError as exc:
+        print(f"wa-archive: {exc}", file=sys.stderr)
+        return None
+    if found is None:
+        print(f"wa-archive: {NO_KEY_MESSAGE}", file=sys.stderr)
+        return None
+    return found[0]
+
+
 async def cmd_verify_receipt(settings: Settings, args: argparse.Namespace) -> int:
-    import base64
     from pathlib import Path
 
     from wa_archive import ledger
 
+    key = require_public_key(settings, args.public_key)
+    if key is None:
+        return 2
     try:
         doc = json.loads(Path(args.file).read_text())
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
         print(f"wa-archive: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
-    key = base64.b64decode(args.public_key) if args.public_key else None
     problems = ledger.verify_receipt(doc, key)
     for problem in problems:
         print(f"FAIL {problem}")
     if problems:
         return 1
-    print(f"OK: {doc['record']['kind']} {doc['record']['id']} is leaf {doc['leaf_index']} of the signed tree"
-          + ("" if key else " (signature checked against the key in the receipt; pass --public-key to pin it)"))
+    print(f"OK: {doc['record']['kind']} {doc['record']['id']} is leaf {doc['leaf_index']} of a tree signed "
+          "by the trusted key")
     return 0
 
 
@@ -138,11 +179,24 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.storage import open_store
 
     settings = with_dev_defaults(settings)
-    public_key = ledger_signer(settings).public_key()
+    try:
+        found = trusted_public_key(settings, args.public_key)
+    except ValueError as exc:
+        print(f"wa-archive: {exc}", file=sys.stderr)
+        return 2
+    if found is None:
+        try:
+            found = (ledger_signer(settings).public_key(), "the key derived from the configured signing key")
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; or give the trusted key with --public-key or "
+                              "WA_ARCHIVE_LEDGER_PUBLIC_KEY") from None
+    public_key, source = found
+    print(f"checkpoint signatures checked against {source}", file=sys.stderr)
     pool, store = await open_pool(settings), open_store(settings)
     started = _time.perf_counter()
     try:
         problems = await ledger.verify_log(pool, public_key)
+        problems += await ledger.verify_checkpoint_copies(pool, store, public_key)
         checked = {"bytes": 0, "objects": 0}
 
         def progress(n: int, total: int, done_bytes: int) -> None:
@@ -161,5 +215,6 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
               f"({checked['bytes'] / elapsed / 1e6:.1f} MB/s)", file=sys.stderr)
     for problem in problems:
         print(f"FAIL {problem}")
-    print(f"{len(problems)} problem(s)" if problems else "OK: ledger, checkpoints and records agree")
+    print(f"{len(problems)} problem(s)" if problems
+          else "OK: ledger, checkpoints (database and store copies) and records agree")
     return 1 if problems else 0

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
         """The trusted proxies as networks; empty when none is configured."""
         return parse_networks(self.trusted_proxies or "")
+    # Verifiers' trust anchor: the ledger's public key (base64 or hex), held apart from the archive.
+    # verify-receipt and verify-export refuse to run without it (or --public-key).
+    ledger_public_key: str | None = None
 
     @field_validator("storage_url")
     @classmethod

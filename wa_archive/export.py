@@ -2,10 +2,15 @@
 
 Contents: messages.jsonl and messages.csv; media/ (the archived bytes, re-hashed while copied and
 checked against the index); templates/ (the snapshots messages point at); ledger/ (the signed
-checkpoints and a receipt per message, verifiable offline with `wa-archive verify-receipt`); transcripts/<contact>.html
+checkpoints, each with a consistency proof from the one before, and a receipt per message, verifiable
+offline with `wa-archive verify-receipt`); transcripts/<contact>.html
 (chat pages that open offline with their media); rsmf/<contact>.rsmf (Relativity Short Message
 Format: an EML whose attachment rsmf.zip holds rsmf_manifest.json with participants, conversations
-and events); manifest.json (every file with its SHA-256 and size, the query, who exported and when).
+and events); manifest.json (every file with its SHA-256 and size, the query, who exported and when);
+manifest.sig (the ledger key's Ed25519 signature over the exact bytes of manifest.json).
+
+messages.jsonl carries every field of a message's ledger record digest, so `wa-archive verify-export`
+recomputes each digest from the bundle alone and follows it through the receipt to a signed checkpoint.
 
 Everything streams: messages are read page by page, media chunk by chunk, so memory stays flat
 whatever the size of the export.
@@ -16,7 +21,6 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -31,9 +35,12 @@ import asyncpg
 from pydantic import BaseModel
 
 from wa_archive import queries
+from wa_archive.export_verify import MANIFEST_SIGNATURE
+from wa_archive.export_verify import verify_bundle as verify_bundle  # verification lives apart; importable here too
 from wa_archive.keys import extension_for, safe_id
 from wa_archive.media_types import is_inline, normalize_mime
 from wa_archive.rendering import environment
+from wa_archive.ledger import Signer
 from wa_archive.search import Filters, search
 from wa_archive.storage import ObjectStore
 
@@ -95,10 +102,11 @@ class _HashingWriter:
 
 
 async def write_bundle(
-    pool: asyncpg.Pool, store: ObjectStore, query: ExportQuery, out: Path, *, exported_by: str,
+    pool: asyncpg.Pool, store: ObjectStore, query: ExportQuery, out: Path, *, exported_by: str, signer: Signer,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ExportResult:
-    """Write the bundle to `out` (a ZIP), reporting (messages done, total) as it goes."""
+    """Write the bundle to `out` (a ZIP) with its manifest signed by the ledger key, reporting
+    (messages done, total) as it goes."""
     filters = Filters(phone=query.phone, since=query.since, until=query.until, limit=PAGE)
     total = await _count(pool, filters)
     files: list[dict[str, Any]] = []
@@ -124,7 +132,10 @@ async def write_bundle(
                         break
                     page = await queries.with_media(pool, rows)
                     statuses = await _statuses(pool, [r["id"] for r in rows])
+                    positions = await _media_positions(pool, [r["id"] for r in rows])
                     for row, item in zip(rows, page):
+                        for media in item["media"]:  # the ledger digest orders media by position
+                            media["position"] = positions[media["archive_id"]]
                         item["payload"] = row["payload"]
                         item["statuses"] = statuses.get(row["id"], [])
                         item["template_sha256"] = row["template_sha256"]
@@ -160,7 +171,7 @@ async def write_bundle(
             for contact, path in conversations.items():
                 _write_transcript(zf, contact, path, files)
                 _write_rsmf(zf, contact, path, workdir, files)
-            await _write_proofs(zf, pool, jsonl_path, files)
+            await _write_proofs(zf, pool, store, signer, jsonl_path, files)
             manifest = {
                 "format": "wa-archive-export", "version": FORMAT_VERSION,
                 "exported_at": datetime.now(timezone.utc).isoformat(), "exported_by": exported_by,
@@ -169,28 +180,56 @@ async def write_bundle(
             }
             raw = json.dumps(manifest, indent=2, ensure_ascii=False).encode()
             zf.writestr("manifest.json", raw)
+            zf.writestr(MANIFEST_SIGNATURE, json.dumps(_manifest_signature(raw, signer), indent=2))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return ExportResult(messages=done, media=media_count, files=len(files) + 1,
+    return ExportResult(messages=done, media=media_count, files=len(files) + 2,
                         bytes=out.stat().st_size, manifest_sha256=hashlib.sha256(raw).hexdigest())
 
 
-async def _write_proofs(zf: zipfile.ZipFile, pool: asyncpg.Pool, jsonl_path: Path,
-                        files: list[dict[str, Any]]) -> None:
-    """The ledger's signed checkpoints, and a receipt for each exported message they cover."""
-    from wa_archive.ledger import bundle_proofs
+MANIFEST_SIGNATURE_FORMAT = "wa-archive-manifest-signature/1"
+
+
+def _manifest_signature(raw: bytes, signer: Signer) -> dict[str, str]:
+    """The ledger key's signature over the exact manifest bytes; the key is named for reference only
+    (a verifier checks against the key it trusts, never this one)."""
+    return {"format": MANIFEST_SIGNATURE_FORMAT, "algorithm": "Ed25519", "signed": "manifest.json",
+            "public_key": base64.b64encode(signer.public_key()).decode(),
+            "signature": base64.b64encode(signer.sign(raw)).decode()}
+
+
+async def _write_proofs(zf: zipfile.ZipFile, pool: asyncpg.Pool, store: ObjectStore, signer: Signer,
+                        jsonl_path: Path, files: list[dict[str, Any]]) -> None:
+    """The ledger's signed checkpoints with consistency proofs, and a receipt for each exported message."""
+    from wa_archive import ledger
+    from wa_archive.errors import StorageConflict
 
     with open(jsonl_path, encoding="utf-8") as fh:
-        ids = [json.loads(line)["id"] for line in fh]
-    checkpoints, receipts = await bundle_proofs(pool, ids)
+        digests = {item["id"]: ledger.export_item_digest(item) for item in map(json.loads, fh)}
+    try:  # a fresh checkpoint, so that every message exported has a receipt
+        await ledger.write_checkpoint(pool, store, signer)
+    except StorageConflict:
+        pass  # another writer signed this same tree size a moment earlier: its checkpoint serves
+    checkpoints, receipts = await ledger.bundle_proofs(pool, digests)
     for cp in checkpoints:
         writer = _HashingWriter(zf, f"ledger/checkpoints/{cp['tree_size']:012d}.json", files)
         writer.write(json.dumps({"body": cp["body"], "signature": cp["signature"]}).encode())
         writer.close()
+        if "consistency" in cp:
+            writer = _HashingWriter(zf, f"ledger/consistency/{cp['consistency']['from_tree_size']:012d}-"
+                                        f"{cp['tree_size']:012d}.json", files)
+            writer.write(json.dumps({"from_tree_size": cp["consistency"]["from_tree_size"],
+                                     "to_tree_size": cp["tree_size"], "proof": cp["consistency"]["proof"]}).encode())
+            writer.close()
     for message_id, doc in receipts.items():
         writer = _HashingWriter(zf, f"ledger/receipts/{safe_id(message_id)}.json", files)
         writer.write(json.dumps(doc, indent=2).encode())
         writer.close()
+
+
+async def _media_positions(pool: asyncpg.Pool, ids: list[str]) -> dict[str, int]:
+    rows = await pool.fetch("SELECT archive_id, position FROM media WHERE message_id = ANY($1::text[])", ids)
+    return {str(r["archive_id"]): r["position"] for r in rows}
 
 
 async def _count(pool: asyncpg.Pool, f: Filters) -> int:
@@ -330,50 +369,3 @@ def _write_rsmf(zf: zipfile.ZipFile, contact: str, path: Path, workdir: Path, fi
     writer.close()
     os.unlink(inner)
 
-
-def verify_bundle(path: Path) -> list[str]:
-    """Problems found in a bundle (empty when it is intact): every file against the manifest, every
-    media file against the hash recorded for it in messages.jsonl."""
-    problems: list[str] = []
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        return [f"not a readable ZIP file: {exc}"]
-    with zf:
-        try:
-            manifest = json.loads(zf.read("manifest.json"))
-        except (KeyError, ValueError) as exc:
-            return [f"manifest.json missing or unreadable: {exc}"]
-        listed = {f["path"]: f for f in manifest.get("files", [])}
-        present = set(zf.namelist()) - {"manifest.json"}
-        for extra in sorted(present - set(listed)):
-            problems.append(f"{extra}: not listed in the manifest")
-        for name, entry in sorted(listed.items()):
-            if name not in present:
-                problems.append(f"{name}: listed in the manifest but missing")
-                continue
-            hasher, size = hashlib.sha256(), 0
-            try:
-                with zf.open(name) as fh:
-                    while block := fh.read(CHUNK):
-                        hasher.update(block)
-                        size += len(block)
-            except (zipfile.BadZipFile, OSError) as exc:  # a CRC error means the entry was altered
-                problems.append(f"{name}: unreadable ({exc})")
-                continue
-            if hasher.hexdigest() != entry["sha256"] or size != entry["size"]:
-                problems.append(f"{name}: SHA-256 {hasher.hexdigest()} does not match the manifest")
-        if "messages.jsonl" in present:
-            with zf.open("messages.jsonl") as fh:
-                for number, line in enumerate(io.TextIOWrapper(fh, encoding="utf-8", errors="replace"), 1):
-                    try:
-                        item = json.loads(line)
-                    except ValueError:
-                        problems.append(f"messages.jsonl: line {number} is not valid JSON")
-                        continue
-                    for media in item.get("media", []):
-                        path_in = media.get("export_path")
-                        if path_in and listed.get(path_in, {}).get("sha256") != media["sha256"]:
-                            problems.append(f"{path_in}: does not match the archived SHA-256 of "
-                                            f"message {item['id']}")
-    return problems

@@ -49,6 +49,25 @@ def message_digest(row: asyncpg.Record | dict, media: list) -> str:
     }))
 
 
+def export_item_digest(item: dict) -> str:
+    """The record digest of a message as an export bundle's messages.jsonl carries it.
+
+    Built only from the fields a reader sees, so a changed text, time or media hash changes it.
+    """
+    row = {
+        "id": item["id"], "source": item["source"], "direction": item["direction"], "type": item["type"],
+        "ts": datetime.fromisoformat(item["timestamp"]), "contact_phone": item["contact"]["phone"],
+        "contact_wa_id": item["contact"]["wa_id"], "contact_user_id": item["contact"]["user_id"],
+        "contact_username": item["contact"]["username"], "contact_name": item["contact"]["name"],
+        "text": item["text"], "related_message_id": item["related_message_id"], "flags": item["flags"],
+        "archive_status": item["archive_status"], "payload": item["payload"],
+        "template_sha256": item["template_sha256"],
+    }
+    media = [{"position": m["position"], "media_id": m["id"], "status": m["status"], "sha256": m["sha256"],
+              "storage_key": m["storage_key"], "size": m["size"]} for m in item["media"]]
+    return message_digest(row, media)
+
+
 def access_digest(row: asyncpg.Record | dict) -> str:
     return sha256_hex(canonical({"id": row["id"], "at": row["at"].astimezone(timezone.utc).isoformat(),
                                  "actor": row["actor"], "role": row["role"], "action": row["action"],
@@ -130,6 +149,21 @@ class Signer:
         return self._key.sign(data)
 
 
+def parse_public_key(text: str) -> bytes:
+    """A trusted Ed25519 public key as `wa-archive ledger public-key` prints it (base64), or as hex."""
+    import binascii
+
+    value = text.strip()
+    try:
+        raw = bytes.fromhex(value) if len(value) == 64 else base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError("a ledger public key is 32 bytes, as base64 (44 characters, what "
+                         "`wa-archive ledger public-key` prints) or hex (64 characters)")
+    return raw
+
+
 def verify_signature(public_key: bytes, data: bytes, signature: bytes) -> bool:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -139,6 +173,43 @@ def verify_signature(public_key: bytes, data: bytes, signature: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+CHECKPOINT_PREFIX = "ledger/checkpoints/"
+
+
+def checkpoint_key(tree_size: int) -> str:
+    """Where the write-once copy of the checkpoint of this tree size lives in the store."""
+    return f"{CHECKPOINT_PREFIX}{tree_size:012d}.json"
+
+
+def checkpoint_document(body: str, signature: str) -> bytes:
+    """The exact bytes kept in the store for a checkpoint (the database row must reproduce them)."""
+    return canonical({"body": body, "signature": signature})
+
+
+def check_checkpoint(body: str, signature: str, public_key: bytes | None) -> tuple[dict | None, list[str]]:
+    """A checkpoint's parsed body and its problems, its signature checked against the trusted key.
+
+    The key written inside the body is never what decides: with no trusted key it is only
+    checked for self-consistency (callers that verify for an auditor always pass one).
+    """
+    try:
+        parsed = json.loads(body)
+        size, root_hex = parsed["tree_size"], parsed["root_hash"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"tree size {size!r}")
+        bytes.fromhex(root_hex)
+        raw_signature = base64.b64decode(signature, validate=True)
+        own_key = base64.b64decode(parsed.get("public_key", ""))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return None, [f"not a checkpoint ({exc})"]
+    problems = []
+    if public_key is not None and own_key != public_key:
+        problems.append("signed by a different key than the one trusted")
+    if not verify_signature(public_key if public_key is not None else own_key, body.encode(), raw_signature):
+        problems.append("signature not valid" + (" for the trusted key" if public_key is not None else ""))
+    return parsed, problems
 
 
 async def write_checkpoint(pool: asyncpg.Pool, store, signer: Signer) -> dict | None:
@@ -151,8 +222,8 @@ async def write_checkpoint(pool: asyncpg.Pool, store, signer: Signer) -> dict | 
                       "timestamp": datetime.now(timezone.utc).isoformat(),
                       "public_key": base64.b64encode(signer.public_key()).decode()})
     signature = base64.b64encode(signer.sign(body)).decode()
-    key = f"ledger/checkpoints/{len(leaves):012d}.json"
-    document = canonical({"body": body.decode(), "signature": signature})
+    key = checkpoint_key(len(leaves))
+    document = checkpoint_document(body.decode(), signature)
 
     async def chunks():
         yield document
@@ -194,10 +265,11 @@ async def receipt(pool: asyncpg.Pool, message_id: str) -> dict:
     }
 
 
-async def bundle_proofs(pool: asyncpg.Pool, message_ids: list[str]) -> tuple[list[dict], dict[str, dict]]:
-    """Every checkpoint, and a receipt per message covered by the latest one (for export bundles).
+async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str]) -> tuple[list[dict], dict[str, dict]]:
+    """Every checkpoint (each with a consistency proof from the one before), and a receipt per
+    exported message (id -> the digest of the state exported) whose leaf the latest one covers.
 
-    The leaf hashes are read once; messages not yet covered by a checkpoint get no receipt.
+    The leaf hashes are read once; a message whose exported state has no covered leaf gets none.
     """
     checkpoints = [{"tree_size": r["tree_size"], "body": r["body"], "signature": r["signature"]}
                    for r in await pool.fetch("SELECT * FROM ledger_checkpoints ORDER BY tree_size")]
@@ -205,10 +277,17 @@ async def bundle_proofs(pool: asyncpg.Pool, message_ids: list[str]) -> tuple[lis
         return [], {}
     latest = checkpoints[-1]
     leaves = await leaf_hashes(pool, latest["tree_size"])
+    for previous, current in zip(checkpoints, checkpoints[1:]):
+        current["consistency"] = {
+            "from_tree_size": previous["tree_size"],
+            "proof": [h.hex() for h in merkle.consistency_proof(previous["tree_size"],
+                                                                 leaves[:current["tree_size"]])]}
+    # The leaf of the exact state exported: a message updated since has a later leaf too.
     rows = await pool.fetch(
         "SELECT DISTINCT ON (record_id) record_id, seq, digest FROM ledger_leaves"
-        " WHERE kind = 'message' AND record_id = ANY($1::text[]) AND seq < $2 ORDER BY record_id, seq DESC",
-        message_ids, latest["tree_size"])
+        " WHERE kind = 'message' AND record_id = ANY($1::text[]) AND digest = ($2::jsonb ->> record_id)"
+        " AND seq < $3 ORDER BY record_id, seq DESC",
+        list(digests), digests, latest["tree_size"])
     receipts = {
         r["record_id"]: {
             "format": "wa-archive-receipt/1",
@@ -222,26 +301,29 @@ async def bundle_proofs(pool: asyncpg.Pool, message_ids: list[str]) -> tuple[lis
     return checkpoints, receipts
 
 
-def verify_receipt(doc: dict, trusted_public_key: bytes | None = None) -> list[str]:
-    """Problems with a receipt (empty when it proves the record is in a signed tree)."""
-    problems: list[str] = []
+def verify_receipt(doc: dict, trusted_public_key: bytes) -> list[str]:
+    """Problems with a receipt (empty when it proves the record is in a tree signed by the trusted key).
+
+    The key written inside the receipt is never trusted: a receipt re-signed with any other key fails.
+    """
     try:
-        body_bytes = doc["checkpoint"]["body"].encode()
-        body = json.loads(body_bytes)
-        signature = base64.b64decode(doc["checkpoint"]["signature"])
-        key = base64.b64decode(body["public_key"])
+        body = doc["checkpoint"]["body"]
+        signature = doc["checkpoint"]["signature"]
         record = doc["record"]
+        kind, record_id, digest = str(record["kind"]), str(record["id"]), str(record["digest"])
         proof = [bytes.fromhex(h) for h in doc["inclusion_proof"]]
-        index, size, root_hash = int(doc["leaf_index"]), int(body["tree_size"]), bytes.fromhex(body["root_hash"])
+        index = doc["leaf_index"]
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise ValueError(f"leaf_index {index!r} is not an integer")
     except (KeyError, ValueError, TypeError) as exc:
         return [f"not a receipt: {exc!r}"]
-    if trusted_public_key is not None and key != trusted_public_key:
-        problems.append("the checkpoint is signed by a different key than the one trusted")
-    if not verify_signature(key, body_bytes, signature):
-        problems.append("the checkpoint signature is not valid")
-    leaf = merkle.leaf_hash(leaf_bytes(record["kind"], record["id"], record["digest"]))
-    if not merkle.verify_inclusion(index, size, leaf, proof, root_hash):
-        problems.append(f"record {record['id']} with digest {record['digest']} is not leaf {index} of the signed tree")
+    parsed, found = check_checkpoint(body, signature, trusted_public_key)
+    if parsed is None:
+        return [f"the receipt's checkpoint: {found[0]}"]
+    problems = [f"the receipt's checkpoint: {p}" for p in found]
+    leaf = merkle.leaf_hash(leaf_bytes(kind, record_id, digest))
+    if not merkle.verify_inclusion(index, parsed["tree_size"], leaf, proof, bytes.fromhex(parsed["root_hash"])):
+        problems.append(f"record {record_id} with digest {digest} is not leaf {index} of the signed tree")
     return problems
 
 
@@ -316,25 +398,67 @@ async def verify_log(pool: asyncpg.Pool, public_key: bytes | None) -> list[str]:
             elif digest_fn(row) != latest[(kind, rid)]:
                 problems.append(f"{kind} {rid}: changed since it was recorded")
     hashes = [bytes(leaf["leaf_hash"]) for leaf in leaves]
+    checkpoints = [(cp["tree_size"], cp["body"], cp["signature"])
+                   for cp in await pool.fetch("SELECT * FROM ledger_checkpoints ORDER BY tree_size")]
+    problems += check_checkpoints_against_log(checkpoints, hashes, public_key, where="")
+    return problems
+
+
+def check_checkpoints_against_log(checkpoints: list[tuple[int, str, str]], hashes: list[bytes],
+                                  public_key: bytes | None, *, where: str) -> list[str]:
+    """Each checkpoint's signature, its root against the log's leaves, and each one extending the last."""
+    problems: list[str] = []
     previous = None
-    for cp in await pool.fetch("SELECT * FROM ledger_checkpoints ORDER BY tree_size"):
-        body = json.loads(cp["body"])
-        key = base64.b64decode(body["public_key"])
-        if public_key is not None and key != public_key:
-            problems.append(f"checkpoint {cp['tree_size']}: signed by another key")
-        if not verify_signature(key, cp["body"].encode(), base64.b64decode(cp["signature"])):
-            problems.append(f"checkpoint {cp['tree_size']}: signature not valid")
-        size = body["tree_size"]
+    for size, body_text, signature in checkpoints:
+        body, found = check_checkpoint(body_text, signature, public_key)
+        problems += [f"checkpoint {size}{where}: {p}" for p in found]
+        if body is None:
+            continue
+        if body["tree_size"] != size:
+            problems.append(f"checkpoint {size}{where}: its signed body says tree size {body['tree_size']}")
+            continue
         if size > len(hashes):
-            problems.append(f"checkpoint {size}: the log has only {len(hashes)} leaves")
+            problems.append(f"checkpoint {size}{where}: the log has only {len(hashes)} leaves")
             continue
         if merkle.root(hashes[:size]).hex() != body["root_hash"]:
-            problems.append(f"checkpoint {size}: root does not match the log")
+            problems.append(f"checkpoint {size}{where}: root does not match the log")
         if previous is not None:
             proof = merkle.consistency_proof(previous[0], hashes[:size])
-            if not merkle.verify_consistency(previous[0], size, bytes.fromhex(previous[1]), bytes.fromhex(body["root_hash"]), proof):
-                problems.append(f"checkpoint {size} does not extend checkpoint {previous[0]}")
+            if not merkle.verify_consistency(previous[0], size, bytes.fromhex(previous[1]),
+                                             bytes.fromhex(body["root_hash"]), proof):
+                problems.append(f"checkpoint {size}{where} does not extend checkpoint {previous[0]}")
         previous = (size, body["root_hash"])
+    return problems
+
+
+async def verify_checkpoint_copies(pool: asyncpg.Pool, store, public_key: bytes | None) -> list[str]:
+    """The database's checkpoints against their write-once copies in the store, and the store's
+    copies against the log: a rewrite done with database access alone no longer matches them."""
+    problems: list[str] = []
+    rows = {r["tree_size"]: checkpoint_document(r["body"], r["signature"])
+            for r in await pool.fetch("SELECT tree_size, body, signature FROM ledger_checkpoints")}
+    stored: dict[int, bytes] = {}
+    for key in await store.list_keys(CHECKPOINT_PREFIX):
+        name = key[len(CHECKPOINT_PREFIX):]
+        if not (name.endswith(".json") and name[:-5].isdigit()):
+            continue
+        stored[int(name[:-5])] = b"".join([chunk async for chunk in store.read(key)])
+    for size in sorted(rows):
+        if size not in stored:
+            problems.append(f"checkpoint {size}: missing from the store ({checkpoint_key(size)})")
+        elif stored[size] != rows[size]:
+            problems.append(f"checkpoint {size}: differs from its write-once copy in the store")
+    for size in sorted(set(stored) - set(rows)):
+        problems.append(f"checkpoint {size}: in the store but not in the database (the database's list shrank)")
+    copies: list[tuple[int, str, str]] = []
+    for size in sorted(stored):
+        try:
+            doc = json.loads(stored[size])
+            copies.append((size, str(doc["body"]), str(doc["signature"])))
+        except (ValueError, KeyError, TypeError):
+            problems.append(f"checkpoint {size} in the store: not a checkpoint document")
+    hashes = await leaf_hashes(pool)
+    problems += check_checkpoints_against_log(copies, hashes, public_key, where=" in the store")
     return problems
 
 

@@ -37,10 +37,15 @@ def root(leaves: list[bytes]) -> bytes:
     return level[0]
 
 
+def _is_count(value: object) -> bool:
+    """A non-negative int (bool is an int in Python but never a tree index)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def inclusion_proof(index: int, leaves: list[bytes]) -> list[bytes]:
-    """PATH(m, D[n]) of RFC 9162 §2.1.3.1."""
+    """PATH(m, D[n]) of RFC 9162 §2.1.3.1; a negative or out-of-range index raises ValueError."""
     n = len(leaves)
-    if not 0 <= index < n:
+    if not _is_count(index) or not index < n:
         raise ValueError(f"leaf {index} is not in a tree of {n}")
     if n == 1:
         return []
@@ -51,9 +56,9 @@ def inclusion_proof(index: int, leaves: list[bytes]) -> list[bytes]:
 
 
 def consistency_proof(m: int, leaves: list[bytes]) -> list[bytes]:
-    """PROOF(m, D[n]) of RFC 9162 §2.1.4.1."""
+    """PROOF(m, D[n]) of RFC 9162 §2.1.4.1; sizes outside 0 < m <= n raise ValueError."""
     n = len(leaves)
-    if not 0 < m <= n:
+    if not _is_count(m) or not 0 < m <= n:
         raise ValueError(f"no consistency proof from {m} to {n}")
     return _subproof(m, leaves, True)
 
@@ -69,8 +74,11 @@ def _subproof(m: int, leaves: list[bytes], complete: bool) -> list[bytes]:
 
 
 def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], expected_root: bytes) -> bool:
-    """RFC 9162 §2.1.3.2: does `leaf` sit at `index` of the tree of `size` with this root?"""
-    if index >= size:
+    """RFC 9162 §2.1.3.2: does `leaf` sit at `index` of the tree of `size` with this root?
+
+    A negative or out-of-range index or size is refused (False), never read from the end.
+    """
+    if not _is_count(index) or not _is_count(size) or not index < size:
         return False
     fn, sn, r = index, size - 1, leaf
     for p in proof:
@@ -90,8 +98,11 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], exp
 
 
 def verify_consistency(m: int, n: int, root_m: bytes, root_n: bytes, proof: list[bytes]) -> bool:
-    """RFC 9162 §2.1.4.2: is the tree of size n with root_n an extension of the one of size m?"""
-    if m > n or m == 0:
+    """RFC 9162 §2.1.4.2: is the tree of size n with root_n an extension of the one of size m?
+
+    Sizes must satisfy 0 < m <= n; anything else (negative, zero, reversed) is refused (False).
+    """
+    if not _is_count(m) or not _is_count(n) or not 0 < m <= n:
         return False
     if m == n:
         return not proof and root_m == root_n

@@ -67,6 +67,9 @@ class ObjectStore(Protocol):
 
     async def head(self, key: str) -> ObjectInfo | None: ...
 
+    async def list_keys(self, prefix: str) -> list[str]:
+        """Every object key under `prefix`, sorted (never the store's own bookkeeping files)."""
+
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -217,6 +217,20 @@ class FilesystemStore:
     async def dispose(self, key: str) -> int:
         return await asyncio.to_thread(self._dispose, key, self._path(key))
 
+    def _list_keys(self, prefix: str) -> list[str]:
+        # Walk only the prefix's directory: the store holds every media object besides.
+        top = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else self.root
+        keys = []
+        for path in top.rglob("*") if top.is_dir() else []:
+            key = path.relative_to(self.root).as_posix()
+            if (path.is_file() and key.startswith(prefix) and ".tmp" not in path.relative_to(self.root).parts
+                    and not key.endswith((META_SUFFIX, HOLD_SUFFIX))):
+                keys.append(key)
+        return sorted(keys)
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        return await asyncio.to_thread(self._list_keys, prefix)
+
     async def ping(self) -> None:
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"store root {self.root} is not writable")

@@ -348,6 +348,16 @@ class S3Store:
             if _code(exc) != "RestoreAlreadyInProgress":
                 raise
 
+    async def list_keys(self, prefix: str) -> list[str]:
+        """Current keys under `prefix` (a key whose latest version is a delete marker is not listed)."""
+        s3 = await self._s3()
+        base = self._full("")
+        keys = []
+        async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix):
+            keys += [entry["Key"][len(base):] for entry in page.get("Contents", [])
+                     if not entry["Key"].endswith(SIDECAR_SUFFIX)]
+        return sorted(keys)
+
     async def ping(self) -> None:
         s3 = await self._s3()
         try:
