@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     media_fetch_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     media_fetch_timeout: float = Field(default=60.0, gt=0)
     log_level: str = "INFO"
+    # Database roles: `migrate` connects as the schema owner; everything else as the application
+    # role, which owns nothing and holds only the grants `migrate` gives it.
+    migrate_database_url: str | None = None  # the owner's URL; `migrate` falls back to database_url
+    database_app_role: str = "wa_archive_app"  # the role `migrate` grants to (the one in database_url)
 
     @field_validator("storage_url")
     @classmethod
