@@ -213,3 +213,60 @@ def test_dev_secret_files_are_owner_only_from_the_first_byte(tmp_path: Path, ope
     # Never written through a file someone else placed there first.
     with pytest.raises(FileExistsError):
         create_secret_file(tmp_path / "contact-key.secret", "x")
+
+
+async def test_dev_upgrades_a_one_role_data_dir_and_runs_as_the_application_role(tmp_path: Path):
+    """A data dir whose schema the superuser created (before the roles were split): `dev` hands it to
+    the owner, migrates as the owner and serves, archives and reads as the application role."""
+    import asyncio
+
+    from tests.test_dev import _cli, _env, _start_dev, _stop
+    from wa_archive.db import migration_files
+    from wa_archive.embedded import DATABASE, EmbeddedPostgres, ensure_database
+
+    data_dir = tmp_path / "data"
+    pg = EmbeddedPostgres(data_dir / "postgres")
+    admin = await asyncio.to_thread(pg.start)
+    try:
+        conn = await asyncpg.connect(await ensure_database(admin))
+        try:
+            await conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                               " applied_at timestamptz NOT NULL DEFAULT now())")
+            for version, name, sql in migration_files():
+                if version < 8:
+                    await conn.execute(sql)
+                    await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+        finally:
+            await conn.close()
+    finally:
+        await asyncio.to_thread(pg.stop)
+
+    env = _env(data_dir)
+    log = tmp_path / "dev.log"
+    proc = await asyncio.to_thread(_start_dev, env, tmp_path, log)
+    try:
+        state_path = data_dir / "dev.json"
+        state = json.loads(state_path.read_text())
+        assert state["database_url"].startswith(f"postgresql://{APP_ROLE}:")
+        assert _mode(state_path) == 0o600 and _mode(data_dir / "dev-secrets.json") == 0o600
+        assert "009_roles.sql" in log.read_text()
+        demo = await asyncio.to_thread(_cli, "demo", env=env, cwd=tmp_path)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        found = await asyncio.to_thread(_cli, "search", "--json", env=env, cwd=tmp_path)
+        assert found.returncode == 0 and len(json.loads(found.stdout)) == 1, found.stderr
+        conn = await asyncpg.connect(state["database_url"])
+        try:
+            assert await conn.fetchval("SELECT current_user") == APP_ROLE
+            with pytest.raises(REFUSED):
+                await conn.execute("TRUNCATE messages")
+            owners = {r["o"] for r in await conn.fetch(
+                "SELECT pg_get_userbyid(c.relowner) AS o FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'S')"
+                " UNION SELECT pg_get_userbyid(p.proowner) FROM pg_proc p JOIN pg_namespace n"
+                " ON n.oid = p.pronamespace WHERE n.nspname = 'public'"
+                " UNION SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1", DATABASE)}
+            assert owners == {OWNER_ROLE}
+        finally:
+            await conn.close()
+    finally:
+        assert await asyncio.to_thread(_stop, proc) == 0, log.read_text()[-3000:]
