@@ -128,7 +128,21 @@ async def test_disposal_goes_through_the_owners_function_which_rechecks_the_rule
     await admin_pool.execute("UPDATE messages SET hold_cases = '{case-1}' WHERE id = $1", due)
     with pytest.raises(asyncpg.RaiseError, match="legal hold"):
         await pool.execute("SELECT dispose_message_rows($1)", due)
+    # A hold's copy on the message cleared by the application: the hold itself still stops disposal.
+    await admin_pool.execute("UPDATE messages SET contact_phone = '447700900123' WHERE id = $1", due)
+    await admin_pool.execute("INSERT INTO legal_holds (case_id, phone, reason, set_by)"
+                             " VALUES ('case-1', '447700900123', 'inquiry', 'test')")
+    await admin_pool.execute("INSERT INTO dispositions (message_id, reason, retain_until, record)"
+                             " VALUES ($1, 'retention_expired', now(), '{}')", due)
+    await pool.execute("UPDATE messages SET hold_cases = '{}' WHERE id = $1", due)
+    with pytest.raises(asyncpg.RaiseError, match="active legal hold"):
+        await pool.execute("SELECT dispose_message_rows($1)", due)
     assert await admin_pool.fetchval("SELECT count(*) FROM messages") == 2
+    # Released, the message goes, with its rows.
+    await pool.execute("UPDATE legal_holds SET released_at = now(), released_by = 'test'")
+    assert await pool.fetchval("SELECT dispose_message_rows($1)", due) is True
+    assert await admin_pool.fetchval("SELECT count(*) FROM media WHERE message_id = $1", due) == 0
+    assert await admin_pool.fetchval("SELECT count(*) FROM messages") == 1
     # The function is the application's only way; no one else was granted it.
     assert not await admin_pool.fetchval("SELECT has_function_privilege('public', 'dispose_message_rows(text)',"
                                          " 'EXECUTE')")

@@ -58,6 +58,11 @@ BEGIN
     IF cardinality(m.hold_cases) > 0 THEN
         RAISE EXCEPTION 'message % is on legal hold (%): disposal refused', m.id, m.hold_cases;
     END IF;
+    -- The application can edit a message's copy of its holds; the holds themselves decide.
+    IF EXISTS (SELECT 1 FROM legal_holds h WHERE h.released_at IS NULL AND h.phone = m.contact_phone
+               AND (h.since IS NULL OR m.ts >= h.since) AND (h.until IS NULL OR m.ts < h.until)) THEN
+        RAISE EXCEPTION 'message % is under an active legal hold: disposal refused', m.id;
+    END IF;
     IF m.retain_until IS NULL OR m.retain_until > now() THEN
         RAISE EXCEPTION 'message % is retained until %: disposal refused', m.id, m.retain_until;
     END IF;
