@@ -269,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("dev", help="run the embedded stack (Temporal, PostgreSQL, worker, webhook)")
     sub.add_parser("worker", help="run a worker against the configured Temporal, Postgres and store")
     sub.add_parser("serve", help="run the webhook and health HTTP server")
-    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("migrate", help="apply database migrations as the schema owner (WA_ARCHIVE_MIGRATE_DATABASE_URL)"
+                   " and grant the application role what it uses")
     show = sub.add_parser("show", help="show one archived message")
     show.add_argument("message_id", metavar="WAMID")
     show.add_argument("--json", action="store_true")
