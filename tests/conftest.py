@@ -26,7 +26,15 @@ from temporalio.testing import WorkflowEnvironment
 from wa_archive import queries
 from wa_archive.config import Settings
 from wa_archive.db import create_pool, migrate
-from wa_archive.embedded import SQLITE_PRAGMAS, EmbeddedPostgres, ensure_database, free_port, temporal_binary
+from wa_archive.embedded import (
+    APP_ROLE,
+    SQLITE_PRAGMAS,
+    EmbeddedPostgres,
+    ensure_database,
+    ensure_roles,
+    free_port,
+    temporal_binary,
+)
 from wa_archive.fake_graph import FakeGraph
 from wa_archive.names import SEARCH_ATTRIBUTES
 from wa_archive.signature import meta_signature
@@ -78,37 +86,74 @@ def client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client
 
 
+@dataclass(frozen=True)
+class DatabaseUrls:
+    """The test database as each of its three users: the superuser, the schema owner, the application."""
+
+    admin: str
+    owner: str
+    app: str
+
+
 @pytest.fixture(scope="session")
-def database_url(tmp_root: Path) -> str:
+def database_urls(tmp_root: Path) -> DatabaseUrls:
     pg = EmbeddedPostgres(tmp_root / "pg")
     admin = pg.start()
-    url = asyncio.run(_prepare_db(admin))
-    yield url
+    urls = asyncio.run(_prepare_db(admin))
+    yield urls
     pg.stop()
 
 
-async def _prepare_db(admin: str) -> str:
-    url = await ensure_database(admin, "wa_test")
-    await migrate(url)
-    return url
+async def _prepare_db(admin: str) -> DatabaseUrls:
+    await ensure_database(admin, "wa_test")
+    owner, app = await ensure_roles(admin, "wa_test", owner_password="owner-pw", app_password="app-pw")
+    await migrate(owner, app_role=APP_ROLE)
+    return DatabaseUrls(admin=admin.replace("/postgres?", "/wa_test?", 1), owner=owner, app=app)
+
+
+@pytest.fixture(scope="session")
+def database_url(database_urls: DatabaseUrls) -> str:
+    """The application role's URL: what the worker, the webhook server and the CLI connect with."""
+    return database_urls.app
 
 
 @pytest_asyncio.fixture(scope="session")
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """The application role's pool, so the whole suite proves its grants suffice."""
     p = await create_pool(database_url, max_size=20)
     yield p
     await p.close()
 
 
+@pytest_asyncio.fixture(scope="session")
+async def owner_pool(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.Pool]:
+    """The schema owner: an insider with the migration credentials (triggers still apply)."""
+    p = await create_pool(database_urls.owner, max_size=2)
+    yield p
+    await p.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def admin_pool(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.Pool]:
+    """The database superuser: resets state between tests and plays the insider who switches triggers off."""
+    p = await create_pool(database_urls.admin, max_size=2)
+    yield p
+    await p.close()
+
+
 @pytest_asyncio.fixture
-async def clean_db(pool: asyncpg.Pool) -> asyncpg.Pool:
-    await pool.execute(
-        "TRUNCATE media, messages, message_deliveries, status_events, webhook_events,"
-        " archive_attempts, archive_failures, deliveries, template_events, template_snapshots,"
-        " outbound_sends, api_tokens, ledger_leaves, ledger_checkpoints, retrieval_reports, dispositions,"
-        " erasure_requests, legal_holds, retention_policies, storage_checks CASCADE"
-    )
-    await pool.execute("UPDATE ledger_head SET size = 0")
+async def clean_db(pool: asyncpg.Pool, admin_pool: asyncpg.Pool) -> asyncpg.Pool:
+    # Evidence tables refuse TRUNCATE by trigger, even to their owner; a superuser in replica mode
+    # (which fires no ordinary triggers) is the only way to empty them, as it should be.
+    async with admin_pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(
+            "TRUNCATE media, messages, message_deliveries, status_events, webhook_events,"
+            " archive_attempts, archive_failures, deliveries, template_events, template_snapshots,"
+            " outbound_sends, api_tokens, ledger_leaves, ledger_checkpoints, retrieval_reports, dispositions,"
+            " erasure_requests, legal_holds, retention_policies, storage_checks CASCADE"
+        )
+        await conn.execute("UPDATE ledger_head SET size = 0")
     return pool
 
 
@@ -166,6 +211,8 @@ class Stack:
     url: str
     http: aiohttp.ClientSession
     graph: FakeGraph
+    owner_pool: asyncpg.Pool  # the schema owner, for tests that play an insider
+    admin_pool: asyncpg.Pool  # the superuser, for insiders who switch triggers off
 
     async def post(self, body: bytes, *, signature: str | None = "valid", headers: dict | None = None):
         hdrs = {"Content-Type": "application/json", **(headers or {})}
@@ -222,7 +269,7 @@ def storage_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest_asyncio.fixture
-async def stack_factory(client, clean_db, fake_graph, tmp_root, s3_endpoint, s3_bucket):
+async def stack_factory(client, clean_db, owner_pool, admin_pool, fake_graph, tmp_root, s3_endpoint, s3_bucket):
     """Build stacks (worker + webhook) with chosen settings; everything is torn down after the test."""
     cleanups = []
 
@@ -259,7 +306,8 @@ async def stack_factory(client, clean_db, fake_graph, tmp_root, s3_endpoint, s3_
 
         cleanups.append(cleanup)
         return Stack(settings=settings, client=client, pool=clean_db, store=store,
-                     url=f"http://127.0.0.1:{port}", http=http, graph=fake_graph)
+                     url=f"http://127.0.0.1:{port}", http=http, graph=fake_graph, owner_pool=owner_pool,
+                     admin_pool=admin_pool)
 
     yield build
     for cleanup in reversed(cleanups):

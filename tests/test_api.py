@@ -187,9 +187,9 @@ async def test_every_read_is_in_the_append_only_access_log(stack, database_url):
     assert rows[0]["target"] == {"phone": PHONE, "q": "transfer"} and rows[0]["role"] == "auditor"
     assert rows[3]["target"]["range"] == "bytes=0-9" and rows[3]["remote_addr"] == "127.0.0.1"
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
-        await stack.pool.execute("UPDATE access_log SET actor = 'x' WHERE id = $1", rows[0]["id"])
+        await stack.owner_pool.execute("UPDATE access_log SET actor = 'x' WHERE id = $1", rows[0]["id"])
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
-        await stack.pool.execute("DELETE FROM access_log WHERE id = $1", rows[0]["id"])
+        await stack.owner_pool.execute("DELETE FROM access_log WHERE id = $1", rows[0]["id"])
 
     import asyncio
     import json

@@ -61,23 +61,23 @@ async def test_untouched_archive_verifies_and_each_tampering_is_named(stack, dat
     assert wrong_key.returncode == 1 and "different key" in wrong_key.stdout
 
     # 1. A message's text changed with plain SQL.
-    await stack.pool.execute("UPDATE messages SET text = 'statement 9' WHERE id = $1", ids["text0"])
+    await stack.owner_pool.execute("UPDATE messages SET text = 'statement 9' WHERE id = $1", ids["text0"])
     # 2. A media row deleted (by someone who switched off the retention guard first).
-    await _behind_the_guards(stack.pool, "DELETE FROM media WHERE message_id = $1", ids["image"])
+    await _behind_the_guards(stack.admin_pool, "DELETE FROM media WHERE message_id = $1", ids["image"])
     # 3. A stored file overwritten behind the store's back (another message's image is kept intact).
     msg = await stack.wait_for_message(more["image"])
     stored = stack.store.root / msg["media"][0]["storage_key"]
     stored.chmod(0o644)
     stored.write_bytes(b"replaced")
     # 4. A checkpoint edited by someone who switched the guard off first.
-    await stack.pool.execute("ALTER TABLE ledger_checkpoints DISABLE TRIGGER ledger_checkpoints_append_only")
+    await stack.owner_pool.execute("ALTER TABLE ledger_checkpoints DISABLE TRIGGER ledger_checkpoints_append_only")
     size = await stack.pool.fetchval("SELECT min(tree_size) FROM ledger_checkpoints")
-    await stack.pool.execute("UPDATE ledger_checkpoints SET body = replace(body, '\"tree_size\"', '\"tree_size\" ')"
+    await stack.owner_pool.execute("UPDATE ledger_checkpoints SET body = replace(body, '\"tree_size\"', '\"tree_size\" ')"
                              " WHERE tree_size = $1", size)
-    await stack.pool.execute("ALTER TABLE ledger_checkpoints ENABLE TRIGGER ledger_checkpoints_append_only")
+    await stack.owner_pool.execute("ALTER TABLE ledger_checkpoints ENABLE TRIGGER ledger_checkpoints_append_only")
     # 5. A whole message deleted, past the retention guard.
-    await _behind_the_guards(stack.pool, "DELETE FROM media WHERE message_id = $1", ids["text1"])
-    await _behind_the_guards(stack.pool, "DELETE FROM messages WHERE id = $1", ids["text1"])
+    await _behind_the_guards(stack.admin_pool, "DELETE FROM media WHERE message_id = $1", ids["text1"])
+    await _behind_the_guards(stack.admin_pool, "DELETE FROM messages WHERE id = $1", ids["text1"])
 
     report = await _cli(env, "verify", "--full")
     assert report.returncode == 1
@@ -126,9 +126,9 @@ async def test_ledger_rows_cannot_be_changed_through_the_database(stack):
 
     await _archive(stack, 1)
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
-        await stack.pool.execute("UPDATE ledger_leaves SET digest = 'x' WHERE seq = 0")
+        await stack.owner_pool.execute("UPDATE ledger_leaves SET digest = 'x' WHERE seq = 0")
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
-        await stack.pool.execute("DELETE FROM ledger_leaves WHERE seq = 0")
+        await stack.owner_pool.execute("DELETE FROM ledger_leaves WHERE seq = 0")
     doc = json.loads((await _cli({**os.environ, "WA_ARCHIVE_LEDGER_SIGNING_KEY": LEDGER_KEY},
                                  "ledger", "public-key")).stdout.strip().join(['"', '"']))
     assert len(doc) == 44

@@ -131,9 +131,9 @@ async def test_retention_hold_and_disposition(stack_factory, storage_backend, da
     with pytest.raises(RetentionActive):
         await stack.store.dispose(recent["media"][0]["storage_key"])
     with pytest.raises(asyncpg.RaiseError, match="within retention"):
-        await stack.pool.execute("DELETE FROM messages WHERE id = $1", recent["id"])
+        await stack.owner_pool.execute("DELETE FROM messages WHERE id = $1", recent["id"])
     with pytest.raises(asyncpg.RaiseError, match="legal hold"):
-        await stack.pool.execute("DELETE FROM messages WHERE id = $1", held["id"])
+        await stack.owner_pool.execute("DELETE FROM messages WHERE id = $1", held["id"])
 
     report = await _dispose(stack)
     assert report.removed == 1 and report.bytes == 3000 and not report.deferred
@@ -189,7 +189,7 @@ async def test_policy_change_never_shortens_existing_retention(stack_factory, st
         assert (await stack.store.head(record["media"][0]["storage_key"])).retain_until == extended
         assert await stack.pool.fetchval("SELECT retain_until FROM messages WHERE id = $1", record["id"]) == extended
     with pytest.raises(asyncpg.RaiseError, match="cannot be shortened"):
-        await stack.pool.execute("UPDATE messages SET retain_until = now() WHERE id = $1", first["id"])
+        await stack.owner_pool.execute("UPDATE messages SET retain_until = now() WHERE id = $1", first["id"])
     policies = json.loads((await _cli(env, "retention", "list", "--json")).stdout)
     assert [(p["scope"], p["days"]) for p in policies] == [("*", 4000)]
 
@@ -251,7 +251,7 @@ async def test_disposed_outbound_message_takes_its_statuses_send_record_and_deli
     assert await stack.pool.fetchval("SELECT count(*) FROM status_events WHERE message_id = $1", mid) == 1
     delivery = await stack.pool.fetchval("SELECT delivery_sha256 FROM status_events WHERE message_id = $1", mid)
     # Time passes: the retention ends (set back as the clock would, past the guard that forbids it).
-    async with stack.pool.acquire() as conn, conn.transaction():
+    async with stack.admin_pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
         await conn.execute("UPDATE messages SET retain_until = now() - interval '1 day' WHERE id = $1", mid)
         await conn.execute("UPDATE media SET retain_until = now() - interval '1 day' WHERE message_id = $1", mid)
@@ -265,7 +265,7 @@ async def test_disposed_outbound_message_takes_its_statuses_send_record_and_deli
     assert record["text_sha256"] == ledger.sha256_hex(msg["text"].encode()) and len(record["status_events"]) == 1
     assert await ledger.verify_log(stack.pool, None) == []
     # A disposition record that does not match the ledger is named.
-    async with stack.pool.acquire() as conn, conn.transaction():
+    async with stack.admin_pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
         await conn.execute("UPDATE dispositions SET record = jsonb_set(record, '{message_digest}', '\"0\"')")
     problems = await ledger.verify_log(stack.pool, None)

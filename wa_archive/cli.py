@@ -54,13 +54,29 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    import structlog
+
     from wa_archive.db import migrate
 
-    settings = with_dev_defaults(settings)
-    settings.require("database_url")
-    applied = await migrate(settings.database_url)  # type: ignore[arg-type]
+    dsn = settings.migrate_database_url or _dev_owner_url(settings)
+    if not dsn:
+        settings = with_dev_defaults(settings)
+        settings.require("database_url")
+        dsn = settings.database_url
+        structlog.get_logger().warning(
+            "migrate.no_owner_url", detail="WA_ARCHIVE_MIGRATE_DATABASE_URL is not set:"
+            " migrating with WA_ARCHIVE_DATABASE_URL, which must then be the schema owner's")
+    applied = await migrate(dsn, app_role=settings.database_app_role)  # type: ignore[arg-type]
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     return 0
+
+
+def _dev_owner_url(settings: Settings) -> str | None:
+    """The owner's URL of a running `wa-archive dev`, when no database is configured."""
+    from wa_archive.dev import dev_state
+
+    state = dev_state(settings.data_dir.resolve()) if not settings.database_url else None
+    return state.get("migrate_database_url") if state else None
 
 
 async def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
@@ -260,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("dev", help="run the embedded stack (Temporal, PostgreSQL, worker, webhook)")
     sub.add_parser("worker", help="run a worker against the configured Temporal, Postgres and store")
     sub.add_parser("serve", help="run the webhook and health HTTP server")
-    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("migrate", help="apply database migrations as the schema owner (WA_ARCHIVE_MIGRATE_DATABASE_URL)"
+                   " and grant the application role what it uses")
     show = sub.add_parser("show", help="show one archived message")
     show.add_argument("message_id", metavar="WAMID")
     show.add_argument("--json", action="store_true")

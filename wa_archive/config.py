@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated CIDRs);
     # from any other peer those headers are ignored, so a client cannot forge its address or TLS.
     trusted_proxies: str | None = None
+    # Verifiers' trust anchor: the ledger's public key (base64 or hex), held apart from the archive.
+    # verify-receipt and verify-export refuse to run without it (or --public-key).
+    ledger_public_key: str | None = None
+    # Database roles: `migrate` connects as the schema owner; everything else as the application
+    # role, which owns nothing and holds only the grants `migrate` gives it.
+    migrate_database_url: str | None = None  # the owner's URL; `migrate` falls back to database_url
+    database_app_role: str = "wa_archive_app"  # the role `migrate` grants to (the one in database_url)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -111,9 +118,6 @@ class Settings(BaseSettings):
     def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
         """The trusted proxies as networks; empty when none is configured."""
         return parse_networks(self.trusted_proxies or "")
-    # Verifiers' trust anchor: the ledger's public key (base64 or hex), held apart from the archive.
-    # verify-receipt and verify-export refuse to run without it (or --public-key).
-    ledger_public_key: str | None = None
 
     @field_validator("storage_url")
     @classmethod

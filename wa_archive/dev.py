@@ -21,15 +21,26 @@ from pydantic import SecretStr
 
 from wa_archive.config import Settings
 from wa_archive.db import migrate
-from wa_archive.embedded import EmbeddedPostgres, TemporalDevServer, ensure_database, free_port, port_is_free
+from wa_archive.embedded import (
+    APP_ROLE,
+    DATABASE,
+    EmbeddedPostgres,
+    TemporalDevServer,
+    ensure_database,
+    ensure_roles,
+    free_port,
+    port_is_free,
+)
 from wa_archive.fake_graph import FakeGraph
-from wa_archive.runtime import ensure_dev_contact_secret, ensure_dev_ledger_key
+from wa_archive.runtime import ensure_dev_contact_secret, ensure_dev_ledger_key, replace_secret_file
 from wa_archive.sample_payloads import envelope, media_message
 from wa_archive.serve import start_http, stop_http
 from wa_archive.signature import meta_signature
 
 STATE_FILE = "dev.json"
 SECRETS_FILE = "dev-secrets.json"
+DEV_SECRETS = ("app_secret", "verify_token", "access_token", "wasender_secret", "db_owner_password",
+               "db_app_password")
 
 
 def dev_state(data_dir: Path) -> dict[str, Any] | None:
@@ -41,11 +52,10 @@ def dev_state(data_dir: Path) -> dict[str, Any] | None:
 def _dev_secrets(data_dir: Path) -> dict[str, str]:
     path = data_dir / SECRETS_FILE
     values = json.loads(path.read_text()) if path.exists() else {}
-    missing = [n for n in ("app_secret", "verify_token", "access_token", "wasender_secret") if n not in values]
+    missing = [n for n in DEV_SECRETS if n not in values]
     if missing:  # a data dir from an earlier version gains the secrets added since
         values.update({name: secrets.token_urlsafe(24) for name in missing})
-        path.write_text(json.dumps(values))
-        path.chmod(0o600)
+        replace_secret_file(path, json.dumps(values))
     return values
 
 
@@ -76,7 +86,13 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
             postgres = EmbeddedPostgres(data_dir / "postgres")
             print("starting embedded PostgreSQL ...", flush=True)
             admin_uri = await asyncio.to_thread(postgres.start)
-            updates["database_url"] = await ensure_database(admin_uri)
+            await ensure_database(admin_uri)
+            # Migrations as the owner, everything else as the application role (which owns nothing).
+            owner_url, updates["database_url"] = await ensure_roles(
+                admin_uri, DATABASE, owner_password=dev_secrets["db_owner_password"],
+                app_password=dev_secrets["db_app_password"])
+            updates["migrate_database_url"] = owner_url
+            updates["database_app_role"] = APP_ROLE
         if settings.meta_access_token is None:
             # No real Meta account configured: serve media from the local fake Graph API.
             fake = FakeGraph(dev_secrets["access_token"])
@@ -90,7 +106,8 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
         if settings.wasender_webhook_secret is None:
             updates["wasender_webhook_secret"] = SecretStr(dev_secrets["wasender_secret"])
         settings = settings.model_copy(update=updates)
-        applied = await migrate(settings.database_url)  # type: ignore[arg-type]
+        applied = await migrate(settings.migrate_database_url or settings.database_url,  # type: ignore[arg-type]
+                                app_role=settings.database_app_role)
         if applied:
             print(f"applied migrations: {', '.join(applied)}", flush=True)
         worker_task = asyncio.create_task(run_worker(settings, worker_stop))
@@ -108,12 +125,13 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
             "wasender_url": f"{base}/webhooks/wasender",
             "temporal_address": settings.temporal_address,
             "temporal_ui_url": f"http://127.0.0.1:{temporal.ui_port}" if temporal and temporal.ui_port else None,
-            "database_url": settings.database_url,
+            "database_url": settings.database_url,  # the application role's: what read commands use
+            "migrate_database_url": settings.migrate_database_url,
             "meta_graph_url": settings.meta_graph_url,
             "fake_graph": fake_runner is not None,
             "storage_url": settings.resolved_storage_url,
         }
-        (data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+        replace_secret_file(data_dir / STATE_FILE, json.dumps(state, indent=2))  # it holds database passwords
         _print_banner(state, data_dir)
         done, _ = await asyncio.wait(
             [asyncio.create_task(stop.wait()), worker_task], return_when=asyncio.FIRST_COMPLETED

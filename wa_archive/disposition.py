@@ -76,7 +76,9 @@ class Disposer:
                 " run_id) VALUES ($1,$2,$3,$4,$5,$6,$7) RETURNING *", message_id, reason,
                 row["retention_policy_id"], row["retain_until"], erasure_request_id, record, run_id)
             await ledger.append(conn, "disposition", str(disp["id"]), ledger.disposition_digest(disp))
-            await self._delete_rows(conn, message_id, record["deliveries"])
+            # The application may not delete evidence itself: an owner's function re-checks the
+            # rule (past retention, nothing held, this record written) and removes the rows.
+            await conn.execute("SELECT dispose_message_rows($1)", message_id)
         return {"message_id": message_id, "disposition_id": disp["id"], "objects": sum(1 for r in removed if r["versions_removed"]),
                 "bytes": sum(r["size"] or 0 for r in removed if r["status"] == "archived")}
 
@@ -101,28 +103,6 @@ class Disposer:
             "failures": [{"id": str(f["id"]), "digest": ledger.failure_digest(f)} for f in failures],
             "deliveries": sorted(d["delivery_sha256"] for d in deliveries),
         }
-
-    @staticmethod
-    async def _delete_rows(conn: asyncpg.Connection, message_id: str, deliveries: list[str]) -> None:
-        # One statement (foreign keys are checked at its end); the deliveries need a second, which
-        # sees these rows gone.
-        await conn.execute(
-            "WITH a AS (DELETE FROM media WHERE message_id = $1),"
-            " b AS (DELETE FROM status_events WHERE message_id = $1),"
-            " c AS (DELETE FROM archive_failures WHERE message_id = $1),"
-            " d AS (DELETE FROM archive_attempts WHERE message_id = $1),"
-            " e AS (DELETE FROM outbound_sends WHERE message_id = $1),"
-            " f AS (DELETE FROM message_deliveries WHERE message_id = $1)"
-            " DELETE FROM messages WHERE id = $1", message_id)
-        # A delivery's exact bytes go with the last record they carried; one shared with a message
-        # still retained stays (and with it that message's copy of the text).
-        await conn.execute(
-            "DELETE FROM deliveries d WHERE d.sha256 = ANY($1::text[])"
-            " AND NOT EXISTS (SELECT 1 FROM message_deliveries x WHERE x.delivery_sha256 = d.sha256)"
-            " AND NOT EXISTS (SELECT 1 FROM status_events x WHERE x.delivery_sha256 = d.sha256)"
-            " AND NOT EXISTS (SELECT 1 FROM webhook_events x WHERE x.delivery_sha256 = d.sha256)"
-            " AND NOT EXISTS (SELECT 1 FROM template_events x WHERE x.delivery_sha256 = d.sha256)"
-            " AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.first_delivery_sha256 = d.sha256)", deliveries)
 
 
 async def list_dispositions(pool: asyncpg.Pool, *, since: datetime | None = None, limit: int = 10000) -> list[dict]:

@@ -11,12 +11,15 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
 from wa_archive.names import SEARCH_ATTRIBUTES
 
 DATABASE = "wa_archive"
+OWNER_ROLE = "wa_archive_owner"  # owns the schema, runs migrations
+APP_ROLE = "wa_archive_app"  # the worker, the webhook server and the CLI: owns nothing
 
 # Measured on 2-core machines: WAL + synchronous=normal more than doubles the dev server's
 # workflow throughput over its SQLite defaults.
@@ -137,3 +140,55 @@ async def ensure_database(admin_uri: str, name: str = DATABASE) -> str:
     finally:
         await conn.close()
     return admin_uri.replace("/postgres?", f"/{name}?", 1)
+
+
+def role_uri(admin_uri: str, database: str, role: str, password: str) -> str:
+    """The admin URI's server, as `role` with `password`, on `database`."""
+    parts = urlsplit(admin_uri)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{quote(role, safe='')}:{quote(password, safe='')}@{host}",
+                                     path=f"/{database}"))
+
+
+async def ensure_roles(admin_uri: str, database: str, *, owner_password: str, app_password: str) -> tuple[str, str]:
+    """Create the owner and application roles (or set their passwords) and hand the database and
+    every object in its schema to the owner, so a database first migrated by the superuser (before
+    the roles were split) upgrades in place. Returns (owner URI, application URI)."""
+    conn = await asyncpg.connect(admin_uri)
+    try:
+        for role, password in ((OWNER_ROLE, owner_password), (APP_ROLE, app_password)):
+            verb = "ALTER" if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role) else "CREATE"
+            await conn.execute(await conn.fetchval(
+                f"SELECT format('{verb} ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD %L',"
+                " $1::text, $2::text)", role, password))
+        await conn.execute(await conn.fetchval("SELECT format('ALTER DATABASE %I OWNER TO %I', $1::text, $2::text)",
+                                               database, OWNER_ROLE))
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(admin_uri.replace("/postgres?", f"/{database}?", 1))
+    try:
+        async with conn.transaction():
+            # Tables first: their identity and serial sequences follow them.
+            for (statement,) in await conn.fetch(
+                "SELECT format('ALTER %s %I OWNER TO %I', CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm'"
+                " THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, c.relname, $1::text)"
+                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm')"
+                " AND pg_get_userbyid(c.relowner) <> $1", OWNER_ROLE):
+                await conn.execute(statement)
+            for (statement,) in await conn.fetch(
+                "SELECT format('ALTER SEQUENCE %I OWNER TO %I', c.relname, $1::text)"
+                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public' AND c.relkind = 'S' AND pg_get_userbyid(c.relowner) <> $1"
+                " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))",
+                OWNER_ROLE):
+                await conn.execute(statement)
+            for (statement,) in await conn.fetch(
+                "SELECT format('ALTER FUNCTION %s OWNER TO %I', p.oid::regprocedure, $1::text)"
+                " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+                " WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> $1", OWNER_ROLE):
+                await conn.execute(statement)
+    finally:
+        await conn.close()
+    return (role_uri(admin_uri, database, OWNER_ROLE, owner_password),
+            role_uri(admin_uri, database, APP_ROLE, app_password))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -56,11 +57,25 @@ def contact_secret(settings: Settings) -> str:
     raise ConfigError("WA_ARCHIVE_CONTACT_KEY_SECRET is required but not set")
 
 
+def create_secret_file(path: Path, text: str) -> None:
+    """Create `path` readable by its owner only from the first byte (never written, then chmod-ed);
+    fails if it exists."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def replace_secret_file(path: Path, text: str) -> None:
+    """Write `path` anew, owner-only: a fresh 0600 file renamed over the old one."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    create_secret_file(tmp, text)
+    os.replace(tmp, path)
+
+
 def ensure_dev_contact_secret(data_dir: Path) -> None:
     path = data_dir / "contact-key.secret"
     if not path.exists():
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
+        create_secret_file(path, secrets.token_hex(32))
 
 
 def ledger_signer(settings: Settings):
@@ -90,8 +105,7 @@ def ensure_dev_ledger_key(data_dir: Path) -> None:
 
     path = data_dir / "ledger-key.secret"
     if not path.exists():
-        path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
-        path.chmod(0o600)
+        create_secret_file(path, base64.b64encode(secrets.token_bytes(32)).decode())
 
 
 def retention_rules(settings: Settings):

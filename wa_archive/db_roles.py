@@ -1,0 +1,87 @@
+"""The application role's grants and the TRUNCATE guard on evidence, applied by `migrate`.
+
+Re-applied after every migration run rather than frozen in one migration, so a table or column
+added later gets the same treatment: the application role may read and append to everything,
+update only the columns listed here, delete only where listed, and never truncate, alter or drop.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger()
+
+# Columns the application updates in place (retention growing, holds, a failed item completed,
+# tokens revoked and used, erasure requests settled, the ledger head's size). Everything else the
+# application may only read and append to.
+UPDATABLE: dict[str, tuple[str, ...]] = {
+    "messages": ("retain_until", "retention_policy_id", "hold_cases", "archive_status"),
+    "media": ("status", "storage_url", "storage_key", "size", "sha256", "mime_type", "declared_mime_type",
+              "stored_at", "retain_until", "legal_hold"),
+    "api_tokens": ("revoked_at", "last_used_at"),
+    "legal_holds": ("released_at", "released_by"),
+    "erasure_requests": ("status", "completed_at", "deferred_until", "legal_basis", "messages_removed",
+                         "outcome"),
+    "ledger_head": ("size",),
+}
+# Rows the application deletes itself: a logged-out session is not evidence.
+DELETABLE = frozenset({"ui_sessions"})
+# Tables the application neither reads nor writes.
+HIDDEN = frozenset({"schema_migrations"})
+# The only tables that may be emptied wholesale; every other table holds evidence.
+TRUNCATABLE = frozenset({"schema_migrations", "ui_sessions"})
+# Functions that remove evidence after re-checking the rule themselves.
+EXECUTABLE = ("dispose_message_rows(text)",)
+# Only written by the append-only path, never inserted by the application.
+NOT_INSERTABLE = frozenset({"ledger_head"})
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def apply_roles(conn: asyncpg.Connection, app_role: str) -> None:
+    """Guard every evidence table against TRUNCATE and give `app_role` exactly its grants."""
+    tables = [r["relname"] for r in await conn.fetch(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY c.relname")]
+    for table in tables:
+        if table not in TRUNCATABLE:
+            await conn.execute(
+                f"CREATE OR REPLACE TRIGGER {_ident(table + '_no_truncate')} BEFORE TRUNCATE ON {_ident(table)}"
+                " FOR EACH STATEMENT EXECUTE FUNCTION refuse_truncate()")
+    role = await conn.fetchrow("SELECT rolname, rolsuper FROM pg_roles WHERE rolname = $1", app_role)
+    if role is None:
+        log.warning("database.app_role_missing", role=app_role,
+                    detail="no grants applied; create the role and run migrate again")
+        return
+    if app_role == await conn.fetchval("SELECT current_user"):
+        log.warning("database.app_role_is_owner", role=app_role,
+                    detail="the application connects as the schema owner: no least privilege")
+        return
+    if role["rolsuper"]:
+        log.warning("database.app_role_is_superuser", role=app_role, detail="grants cannot restrict a superuser")
+    app = _ident(app_role)
+    await conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {app}")
+    await conn.execute(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {app}")
+    await conn.execute(f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA public FROM {app}")
+    await conn.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC, {app}")
+    await conn.execute(f"GRANT USAGE ON SCHEMA public TO {app}")
+    for table in tables:
+        if table in HIDDEN:
+            continue
+        privileges = ["SELECT"] if table in NOT_INSERTABLE else ["SELECT", "INSERT"]
+        if table in DELETABLE:
+            privileges.append("DELETE")
+        await conn.execute(f"GRANT {', '.join(privileges)} ON {_ident(table)} TO {app}")
+        existing = {r["attname"] for r in await conn.fetch(
+            "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
+            _ident(table))}
+        columns = [c for c in UPDATABLE.get(table, ()) if c in existing]
+        if columns:
+            await conn.execute(f"GRANT UPDATE ({', '.join(map(_ident, columns))}) ON {_ident(table)} TO {app}")
+    await conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {app}")
+    for function in EXECUTABLE:
+        await conn.execute(f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC")
+        await conn.execute(f"GRANT EXECUTE ON FUNCTION {function} TO {app}")
