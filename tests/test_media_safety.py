@@ -189,7 +189,7 @@ async def test_rows_written_before_normalisation_are_served_safely_and_still_ver
     """An old row keeps its declared text/html as mime_type and no declaration: serving normalises again."""
     ids = await _send_documents(stack, ["application/pdf"])
     mid = ids["application/pdf"]
-    await stack.pool.execute("UPDATE media SET mime_type = 'TEXT/HTML; charset=x', declared_mime_type = NULL"
+    await stack.admin_pool.execute("UPDATE media SET mime_type = 'TEXT/HTML; charset=x', declared_mime_type = NULL"
                              " WHERE message_id = $1", mid)
     [item] = (await stack.wait_for_message(mid))["media"]
     status, headers, _ = await _get(stack, item["download_url"], await stack.token("auditor"))

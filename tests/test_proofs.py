@@ -218,7 +218,7 @@ def _drop(path: Path, name: str, signer: ledger.Signer) -> None:
 
 
 async def _rewrite_message(pool, message_id: str, text: str) -> None:
-    """What an owner-level database login can do alone: change a row, recompute its leaf and the head."""
+    """What a database login alone can do (the superuser, triggers off): change a row, recompute its leaf and the head."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")  # triggers off
         await conn.execute("UPDATE messages SET text = $2 WHERE id = $1", message_id, text)
@@ -243,8 +243,8 @@ async def test_a_ledger_rewritten_with_database_access_alone_is_named(stack, dat
     assert derived.returncode == 0 and "derived from the configured signing key" in derived.stderr
 
     # 1. Row, leaf and head rewritten, and the checkpoints that would betray it dropped from the table.
-    await _rewrite_message(stack.pool, ids["text"], "Transfer 9,000 EUR to account 66")
-    async with stack.pool.acquire() as conn, conn.transaction():
+    await _rewrite_message(stack.admin_pool, ids["text"], "Transfer 9,000 EUR to account 66")
+    async with stack.admin_pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
         await conn.execute("DELETE FROM ledger_checkpoints")
     shrunk = await _cli(env, "verify", "--public-key", PUBLIC_KEY)
@@ -293,7 +293,7 @@ async def test_checkpoint_copies_are_listed_from_an_s3_store(stack_factory, data
     clean = await _cli(env, "verify")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     size = await stack.pool.fetchval("SELECT max(tree_size) FROM ledger_checkpoints")
-    async with stack.pool.acquire() as conn, conn.transaction():
+    async with stack.admin_pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
         await conn.execute("DELETE FROM ledger_checkpoints")
     shrunk = await _cli(env, "verify")
