@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
+from wa_archive.json_input import storable_text
 from wa_archive.keys import normalize_phone
 
 MAX_LIMIT = 500
@@ -92,17 +93,6 @@ def _decode_cursor(value: str) -> tuple[datetime, str]:
         return when.astimezone(timezone.utc), message_id
     except OverflowError:
         raise bad from None
-
-
-def storable_text(value: str) -> bool:
-    """False for text PostgreSQL cannot hold (NUL) or UTF-8 cannot encode (lone surrogates)."""
-    if "\x00" in value:
-        return False
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_filters(query: Mapping[str, str], *, allowed: tuple[str, ...] = FILTERS) -> Filters:
