@@ -62,7 +62,7 @@ deep = st.integers(200, 200_000).map(lambda n: ("[" * n + "]" * n).encode())
 # Deep enough to exhaust the JSON parser's recursion limit, short enough for a request line (8 KiB).
 deep_in_url = st.integers(200, 2500).map(lambda n: ("[" * n + "]" * n).encode())
 nasty_strings = st.sampled_from(["\x00", "\ud800", "é", "%00", "../..", "'; DROP TABLE messages; --",
-                                 "<script>alert(1)</script>", "9" * 5000, "", " ", "\u202e", "\uffff"])
+                                 "<script>alert(1)</script>", "9" * 2000, "", " ", "\u202e", "\uffff"])
 
 
 def _paths(doc: Any, here: tuple = ()) -> list[tuple]:

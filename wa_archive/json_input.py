@@ -25,6 +25,15 @@ def storable_text(value: str) -> bool:
     return True
 
 
+def as_storable(value: str) -> str:
+    """`value` with what PostgreSQL cannot hold spelled out: NUL as \\x00, undecodable bytes as \\xNN."""
+    try:
+        raw = value.encode("utf-8", "surrogateescape")  # header bytes as they arrived
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+
+
 def load_json(body: bytes, *, storable: bool = False) -> Any:
     """The document in `body`. With `storable`, every key and string must also pass storable_text."""
     try:

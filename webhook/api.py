@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from wa_archive import access_log, queries
+from wa_archive.json_input import as_storable
 from wa_archive.keys import normalize_phone
 from wa_archive.ranges import RangeNotSatisfiable, parse_range
 from wa_archive.search import FilterError, parse_filters, search
@@ -88,7 +89,7 @@ async def download_media(request: web.Request) -> web.StreamResponse:
         await _log_access(request, "media", {"media": media_ref, "found": False})
         return json_error(404, f"no archived media with id {media_ref!r}")
     await _log_access(request, "media", {"media": str(row["archive_id"]), "message_id": row["message_id"],
-                                         "sha256": row["sha256"], "range": request.headers.get("Range")})
+                                         "sha256": row["sha256"], "range": as_storable(request.headers.get("Range", "")) or None})
     store = deps_of(request).store
     etag = f'"{row["sha256"]}"'
     if request.query.get("redirect") == "presigned" and isinstance(store, S3Store):

@@ -25,7 +25,7 @@ from wa_archive.meta_payload import Envelope, check_envelope, count_updates, par
 from wa_archive.runtime import contact_secret
 from wa_archive.signature import meta_signature_ok
 from wa_archive.starter import start_ingest_delivery
-from webhook.deps import DEPS, WebhookDeps, decode_checked, json_error, read_body  # noqa: F401 - WebhookDeps is part of this module's API
+from webhook.deps import DEPS, WebhookDeps, decode_checked, json_error, read_body, refuse_unstorable_urls  # noqa: F401 - WebhookDeps is part of this module's API
 
 log = structlog.get_logger("wa_archive.webhook")
 
@@ -136,7 +136,7 @@ def create_app(deps: WebhookDeps) -> web.Application:
     if not deps.contact_secret:
         deps.contact_secret = contact_secret(deps.settings)
     # aiohttp's own limit is set above ours so that we answer 413 with our message.
-    app = web.Application(client_max_size=deps.settings.max_body_bytes + 1024)
+    app = web.Application(client_max_size=deps.settings.max_body_bytes + 1024, middlewares=[refuse_unstorable_urls])
     app[DEPS] = deps
     app.router.add_get(META_PATH, verify_handshake)
     app.router.add_post(META_PATH, receive_delivery)

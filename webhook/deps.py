@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from wa_archive.config import Settings
 from wa_archive.graph import GraphClient
-from wa_archive.json_input import JsonRefused, load_json
+from wa_archive.json_input import JsonRefused, load_json, storable_text
 from wa_archive.models import ArchiveOptions, OutboundOptions
 from wa_archive.storage import ObjectStore
 
@@ -93,3 +93,16 @@ async def read_json(request: web.Request) -> Any:
         return load_json(body, storable=True)
     except JsonRefused as exc:
         return json_error(400, str(exc))
+
+
+@web.middleware
+async def refuse_unstorable_urls(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """400 for a path or query holding text PostgreSQL cannot hold (NUL, lone surrogates).
+
+    Path and query values reach SQL parameters and the access log; refusing them here keeps every
+    handler, present and future, from answering them with a 500.
+    """
+    values = [request.path, *request.query.keys(), *request.query.values()]
+    if not all(storable_text(value) for value in values):
+        return json_error(400, "the URL contains a NUL character or text that is not Unicode")
+    return await handler(request)
