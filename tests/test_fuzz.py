@@ -550,7 +550,7 @@ async def test_pages_never_crash(stack_factory):
                       json_errors=False, where=f"login raw {raw[:100]!r}")
 
     form_keys = st.sampled_from(["token", "next", "csrf"]) | header_text
-    form_values = header_text | nasty_strings | st.sampled_from([token, "/ui/\r\nSet-Cookie: x=1", "//evil.example",
+    form_values = header_text | nasty_strings.filter(lambda s: "\ud800" not in s) | st.sampled_from([token, "/ui/\r\nSet-Cookie: x=1", "//evil.example",
                                                                  "/ui/%0d%0aX: y", "/ui/" + "a" * 5000])
     await explore(login, st.dictionaries(form_keys, form_values, max_size=3),
                   st.binary(max_size=200) | raw_queries.map(str.encode), cookies)

@@ -106,3 +106,11 @@ async def refuse_unstorable_urls(request: web.Request, handler: Callable[[web.Re
     if not all(storable_text(value) for value in values):
         return json_error(400, "the URL contains a NUL character or text that is not Unicode")
     return await handler(request)
+
+
+async def read_form(request: web.Request) -> Any:
+    """The posted form, or None when it cannot be decoded (bytes that are not UTF-8, a broken multipart body)."""
+    try:
+        return await request.post()
+    except (UnicodeDecodeError, ValueError):
+        return None

@@ -13,10 +13,11 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from wa_archive import access_log, queries
+from wa_archive.json_input import storable_text
 from wa_archive.keys import normalize_phone
 from wa_archive.search import FilterError, parse_filters, search
 from wa_archive.sessions import Session, close_session, load_session, open_session
-from webhook.deps import deps_of
+from webhook.deps import deps_of, read_form
 from webhook.ui_pages import (
     direction_tag, media_preview, message_link, page, raw_json, when, who,
 )
@@ -24,11 +25,13 @@ from webhook.ui_pages import (
 COOKIE = "wa_archive_session"
 READERS = ("auditor", "admin")
 SEARCH_FIELDS = ("phone", "since", "until", "q", "template", "direction")
+UNREADABLE_FORM = "The form could not be read: send it as UTF-8 form data."
 
 
 async def _session(request: web.Request) -> Session | None:
     session_id = request.cookies.get(COOKIE)
-    return await load_session(deps_of(request).pool, session_id) if session_id else None
+    # A cookie of bytes that are not UTF-8 cannot be one we issued (and cannot be hashed): no session.
+    return await load_session(deps_of(request).pool, session_id) if session_id and storable_text(session_id) else None
 
 
 def _html(body: str, status: int = 200) -> web.Response:
@@ -77,7 +80,9 @@ async def login_form(request: web.Request, error: str = "") -> web.Response:
 
 
 async def login(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await read_form(request)
+    if form is None:
+        return _html(page("Sign in", f'<div class="error">{escape(UNREADABLE_FORM)}</div>'), 400)
     session_id = await open_session(deps_of(request).pool, str(form.get("token", "")).strip())
     if session_id is None:
         return await login_form(request, "That token is unknown or revoked.")
@@ -92,8 +97,8 @@ async def login(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     session = await _session(request)
-    form = await request.post()
-    if session is None or not _csrf_ok(session, form):
+    form = await read_form(request)
+    if session is None or form is None or not _csrf_ok(session, form):
         return _html(page("Sign out", '<div class="error">Invalid or missing CSRF token.</div>'), 403)
     await close_session(deps_of(request).pool, request.cookies[COOKIE])
     resp = web.HTTPFound("/ui/login")
@@ -253,7 +258,9 @@ async def start_export(request: web.Request) -> web.Response:
     session = await _guard(request, READERS)
     if isinstance(session, web.Response):
         return session
-    form = await request.post()
+    form = await read_form(request)
+    if form is None:
+        return _page(request, session, "Export", f'<div class="error">{escape(UNREADABLE_FORM)}</div>', 400)
     if not _csrf_ok(session, form):
         return _page(request, session, "Export", '<div class="error">Invalid or missing CSRF token.</div>', 403)
     from wa_archive.models import ExportInput
