@@ -376,7 +376,7 @@ async def test_meta_handshake_never_crashes(stack_factory):
         if right:
             assert body.decode() == query.get("hub.challenge", "")
         status, _, _ = await request(stack, "GET", URL(f"{stack.url}/webhooks/meta?{raw}", encoded=True), where=raw)
-        assert status in (200, 403)
+        assert status in (200, 400, 403)  # 400: a query with NUL or text that is not Unicode
 
     await explore(handshake, st.dictionaries(keys, values, max_size=4), raw_queries)
 
