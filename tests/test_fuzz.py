@@ -641,3 +641,11 @@ def test_a_cursor_round_trips():
     ts = datetime(2026, 3, 1, 12, 30, tzinfo=timezone.utc)
     mid = wamid()
     assert parse_filters({"cursor": encode_cursor(ts, mid)}).cursor == (ts, mid)
+
+
+def test_leading_zeros_do_not_make_a_position_huge():
+    from wa_archive.ranges import parse_range
+
+    assert parse_range("bytes=" + "0" * 5000 + "5-", 100) == (5, 99)
+    assert parse_range("bytes=-" + "0" * 5000 + "7", 100) == (93, 99)
+    assert parse_range("bytes=0-" + "0" * 5000 + "9", 100) == (0, 9)

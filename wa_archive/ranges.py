@@ -16,7 +16,8 @@ class RangeNotSatisfiable(ValueError):
 
 
 def _position(digits: str, beyond: int) -> int:
-    return int(digits) if len(digits) <= MAX_DIGITS else beyond
+    significant = digits.lstrip("0") or "0"  # leading zeros are allowed and say nothing about size
+    return int(significant) if len(significant) <= MAX_DIGITS else beyond
 
 
 def parse_range(header: str, size: int) -> tuple[int, int]:
