@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
@@ -318,7 +318,6 @@ async def test_meta_webhook_never_crashes_and_stores_nothing_unsigned(stack_fact
     url = f"{stack.url}/webhooks/meta"
 
     async def unsigned(body: bytes, signature: str | None) -> None:
-        assume(signature is None or signature.lower() != meta_signature(APP_SECRET, body))
         before = await deliveries(stack)
         headers = {"Content-Type": "application/json"}
         if signature is not None:
@@ -327,7 +326,12 @@ async def test_meta_webhook_never_crashes_and_stores_nothing_unsigned(stack_fact
         assert status == 401
         assert await deliveries(stack) == before
 
-    await explore(unsigned, bodies, signatures)
+    def forged(pair: tuple[bytes, str | None]) -> bool:
+        body, signature = pair
+        return signature is None or signature.lower() != meta_signature(APP_SECRET, body)
+
+    pairs = st.tuples(bodies, signatures).filter(forged)
+    await explore(lambda pair: unsigned(*pair), pairs)
 
     async def raw_signature(body: bytes, raw: bytes) -> None:
         status, _ = await raw_request(stack, "POST", "/webhooks/meta", {"X-Hub-Signature-256": b"sha256=" + raw},
