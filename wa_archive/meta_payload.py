@@ -120,7 +120,7 @@ def count_updates(envelope: Envelope) -> int:
     for entry in envelope.entry:
         for change in entry.changes:
             value = change.value
-            n = len(value.get("messages") or []) + len(value.get("statuses") or [])
+            n = len(_items(value, "messages")) + len(_items(value, "statuses"))
             total += n or 1
     return total
 
@@ -151,24 +151,38 @@ def parse_delivery(data: dict[str, Any], delivery_sha256: str, received_at: date
         for change in entry.changes:
             value = change.value
             if change.field in TEMPLATE_FIELDS:
-                parsed.template_events.append(_template_event(position, change.field, entry.id, value))
+                try:
+                    parsed.template_events.append(_template_event(position, change.field, entry.id, value))
+                except (TypeError, AttributeError, ValueError):
+                    keep_raw(change.field, "invalid_template_event", entry.id, value)
                 position += 1
                 continue
             if change.field != "messages":
                 keep_raw(change.field, "unhandled_field", entry.id, value)
                 position += 1
                 continue
+            if any(k in value and not isinstance(value[k], list) for k in ("messages", "statuses", "contacts")) \
+                    or ("metadata" in value and not isinstance(value["metadata"], dict)):
+                keep_raw(change.field, "invalid_change", entry.id, value)
+                position += 1
+                continue
             metadata = value.get("metadata") or {}
-            contacts = [c for c in value.get("contacts") or [] if isinstance(c, dict)]
-            for item in value.get("messages") or []:
-                msg = _parse_message(item, metadata, contacts, entry.id, delivery_sha256, received_at)
+            contacts = [c for c in _items(value, "contacts") if isinstance(c, dict)]
+            for item in _items(value, "messages"):
+                try:
+                    msg = _parse_message(item, metadata, contacts, entry.id, delivery_sha256, received_at)
+                except (TypeError, AttributeError, ValueError):  # a malformed item is kept raw, never lost
+                    msg = None
                 if msg is None:
                     keep_raw(change.field, "invalid_message", entry.id, {"item": item})
                 else:
                     parsed.messages.append(msg)
                 position += 1
-            for item in value.get("statuses") or []:
-                status = _parse_status(item, entry.id)
+            for item in _items(value, "statuses"):
+                try:
+                    status = _parse_status(item, entry.id)
+                except (TypeError, AttributeError, ValueError):
+                    status = None
                 if status is None:
                     keep_raw(change.field, "invalid_status", entry.id, {"item": item})
                 else:
@@ -181,6 +195,12 @@ def parse_delivery(data: dict[str, Any], delivery_sha256: str, received_at: date
                 keep_raw(change.field, "empty_change", entry.id, value)
                 position += 1
     return parsed
+
+
+def _items(value: dict[str, Any], key: str) -> list[Any]:
+    """value[key] when it is a list; a change whose lists are not lists is kept raw instead."""
+    items = value.get(key)
+    return items if isinstance(items, list) else []
 
 
 def _contact_for(item: dict[str, Any], contacts: list[dict[str, Any]]) -> Contact:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping
 from datetime import date, datetime, time, timezone
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
+from wa_archive.json_input import storable_text
 from wa_archive.keys import normalize_phone
 
 MAX_LIMIT = 500
@@ -48,8 +50,12 @@ def parse_when(value: str, name: str = "date") -> datetime:
             return datetime.combine(date.fromisoformat(value), time(), tzinfo=timezone.utc)
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise FilterError(name, f"{value!r} is not a date (YYYY-MM-DD) or ISO timestamp") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        raise FilterError(name, f"{value[:40]!r} is not a date (YYYY-MM-DD) or ISO timestamp") from None
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    try:  # the database compares in UTC: 0001-01-01T00:00+14:00 has no UTC instant in Python's range
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise FilterError(name, f"{value[:40]!r} is out of range") from None
 
 
 def encode_cursor(ts: datetime, message_id: str) -> str:
@@ -57,19 +63,46 @@ def encode_cursor(ts: datetime, message_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# A cursor is base64url of a small JSON pair; anything longer was not made by encode_cursor, and the
+# limit keeps the JSON parser's nesting far below the interpreter's recursion limit.
+MAX_CURSOR_CHARS = 1024
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
+
+
 def _decode_cursor(value: str) -> tuple[datetime, str]:
+    """(timestamp, message id) from a cursor made by encode_cursor; FilterError naming `cursor` otherwise."""
+    bad = FilterError("cursor", "not a cursor returned by this API")
+    if len(value) > MAX_CURSOR_CHARS or not _BASE64URL.fullmatch(value):
+        raise bad
     try:
-        ts, mid = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-        return datetime.fromisoformat(ts), str(mid)
-    except (ValueError, TypeError):
-        raise FilterError("cursor", "not a cursor returned by this API") from None
+        pair = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+    except (ValueError, RecursionError):
+        raise bad from None
+    if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+        raise bad
+    ts, message_id = pair
+    if not message_id or not storable_text(message_id):
+        raise bad
+    try:
+        when = datetime.fromisoformat(ts)
+    except ValueError:
+        raise bad from None
+    if when.tzinfo is None:
+        raise bad
+    try:
+        return when.astimezone(timezone.utc), message_id
+    except OverflowError:
+        raise bad from None
 
 
 def parse_filters(query: Mapping[str, str], *, allowed: tuple[str, ...] = FILTERS) -> Filters:
     """Filters from query parameters; any unknown or malformed one is refused by name."""
     unknown = sorted(set(query) - set(allowed))
     if unknown:
-        raise FilterError(unknown[0], f"unknown filter; use {', '.join(allowed)}")
+        raise FilterError(unknown[0][:40], f"unknown filter; use {', '.join(allowed)}")
+    for name, value in query.items():
+        if not storable_text(value):
+            raise FilterError(name, "contains a NUL character or text that is not Unicode")
     f = Filters()
     if "phone" in query:
         f.phone = normalize_phone(query["phone"])

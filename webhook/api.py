@@ -14,8 +14,10 @@ import structlog
 from aiohttp import web
 
 from wa_archive import access_log, queries
+from wa_archive.json_input import as_storable
 from wa_archive.keys import normalize_phone
 from wa_archive.media_types import media_headers
+from wa_archive.ranges import RangeNotSatisfiable, parse_range
 from wa_archive.search import FilterError, parse_filters, search
 from wa_archive.storage import S3Store
 from webhook.auth import CALLER, require
@@ -23,7 +25,6 @@ from webhook.deps import deps_of, json_error, pool_of
 
 log = structlog.get_logger("wa_archive.api")
 READERS = ("auditor",)
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -89,7 +90,7 @@ async def download_media(request: web.Request) -> web.StreamResponse:
         await _log_access(request, "media", {"media": media_ref, "found": False})
         return json_error(404, f"no archived media with id {media_ref!r}")
     await _log_access(request, "media", {"media": str(row["archive_id"]), "message_id": row["message_id"],
-                                         "sha256": row["sha256"], "range": request.headers.get("Range")})
+                                         "sha256": row["sha256"], "range": as_storable(request.headers.get("Range", "")) or None})
     store = deps_of(request).store
     etag = f'"{row["sha256"]}"'
     filename = row["filename"] or row["storage_key"].rsplit("/", 1)[-1]
@@ -105,18 +106,10 @@ async def download_media(request: web.Request) -> web.StreamResponse:
     start, end, status = 0, size - 1, 200
     range_header = request.headers.get("Range")
     if range_header and size > 0:
-        match = _RANGE.match(range_header.strip())
-        if not match or (not match.group(1) and not match.group(2)):
-            return web.json_response(
-                {"error": f"unsupported Range {range_header!r}; use bytes=START-END"}, status=416,
-                headers={"Content-Range": f"bytes */{size}"})
-        if match.group(1):
-            start = int(match.group(1))
-            end = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
-        else:  # suffix: the last N bytes
-            start = max(0, size - int(match.group(2)))
-        if start > end or start >= size:
-            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+        try:
+            start, end = parse_range(range_header, size)
+        except RangeNotSatisfiable as exc:
+            return web.json_response({"error": str(exc)}, status=416, headers={"Content-Range": f"bytes */{size}"})
         status = 206
     headers = {**served, "Accept-Ranges": "bytes", "X-Content-SHA256": row["sha256"]}
     if status == 206:

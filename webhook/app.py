@@ -26,7 +26,7 @@ from wa_archive.runtime import contact_secret
 from wa_archive.signature import meta_signature_ok
 from wa_archive.starter import start_ingest_delivery
 from webhook import edge
-from webhook.deps import DEPS, WebhookDeps, decode_checked, json_error, read_body  # noqa: F401 - WebhookDeps is part of this module's API
+from webhook.deps import DEPS, WebhookDeps, decode_checked, json_error, read_body, refuse_unstorable_urls  # noqa: F401 - WebhookDeps is part of this module's API
 
 log = structlog.get_logger("wa_archive.webhook")
 
@@ -108,7 +108,11 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Temporal, Postgres and the object store reachable; 503 naming what is not."""
+    """Temporal, Postgres and the object store reachable; 503 naming what is not.
+
+    Anyone may ask, so the answer is only "ok" or "down" per dependency: the reason (hosts,
+    addresses, exception text) goes to the server log.
+    """
     deps = request.app[DEPS]
     checks = {
         "temporal": deps.client.service_client.check_health(timeout=timedelta(seconds=3)),
@@ -117,8 +121,11 @@ async def readyz(request: web.Request) -> web.Response:
     }
     results = await asyncio.gather(*(asyncio.wait_for(c, 5) for c in checks.values()),
                                    return_exceptions=True)
-    report = {name: ("ok" if not isinstance(r, BaseException) else f"error: {r!r}"[:200])
-              for name, r in zip(checks, results)}
+    report = {}
+    for name, result in zip(checks, results):
+        report[name] = "down" if isinstance(result, BaseException) else "ok"
+        if isinstance(result, BaseException):
+            log.warning("dependency_down", dependency=name, error=repr(result))
     ok = all(v == "ok" for v in report.values())
     return web.json_response({"status": "ready" if ok else "not ready", "checks": report},
                              status=200 if ok else 503)
@@ -130,7 +137,7 @@ def create_app(deps: WebhookDeps) -> web.Application:
     if not deps.contact_secret:
         deps.contact_secret = contact_secret(deps.settings)
     # aiohttp's own limit is set above ours so that we answer 413 with our message.
-    app = web.Application(client_max_size=deps.settings.max_body_bytes + 1024)
+    app = web.Application(client_max_size=deps.settings.max_body_bytes + 1024, middlewares=[refuse_unstorable_urls])
     app[DEPS] = deps
     edge.install(app, deps.settings.trusted_proxy_networks)
     app.router.add_get(META_PATH, verify_handshake)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -13,6 +12,7 @@ from temporalio.client import Client
 
 from wa_archive.config import Settings
 from wa_archive.graph import GraphClient
+from wa_archive.json_input import JsonRefused, load_json, storable_text
 from wa_archive.models import ArchiveOptions, OutboundOptions
 from wa_archive.storage import ObjectStore
 
@@ -66,14 +66,51 @@ async def read_body(request: web.Request, limit: int) -> bytes | web.Response:
 
 
 def decode_checked(body: bytes, check: Callable[[Any], T]) -> tuple[Any, T] | web.Response:
-    """(JSON document, what `check` made of it), or a 400 naming what is wrong."""
+    """(JSON document, what `check` made of it), or a 400 naming what is wrong.
+
+    Text PostgreSQL cannot hold (NUL, lone surrogates) is refused here: accepted, it would fail
+    every write after the signature check and turn into a 503 that the sender retries forever.
+    """
     from wa_archive.meta_payload import EnvelopeError
 
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return json_error(400, "body is not valid JSON")
+        data = load_json(body, storable=True)
+    except JsonRefused as exc:
+        return json_error(400, str(exc))
     try:
         return data, check(data)
     except EnvelopeError as exc:
         return json_error(400, str(exc))
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request's JSON document, to be stored as it is; a 400 response naming what is wrong otherwise
+    (not JSON, too deep, or text PostgreSQL cannot hold)."""
+    body = await read_body(request, request.app[DEPS].settings.max_body_bytes)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        return load_json(body, storable=True)
+    except JsonRefused as exc:
+        return json_error(400, str(exc))
+
+
+@web.middleware
+async def refuse_unstorable_urls(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """400 for a path or query holding text PostgreSQL cannot hold (NUL, lone surrogates).
+
+    Path and query values reach SQL parameters and the access log; refusing them here keeps every
+    handler, present and future, from answering them with a 500.
+    """
+    values = [request.path, *request.query.keys(), *request.query.values()]
+    if not all(storable_text(value) for value in values):
+        return json_error(400, "the URL contains a NUL character or text that is not Unicode")
+    return await handler(request)
+
+
+async def read_form(request: web.Request) -> Any:
+    """The posted form, or None when it cannot be decoded (bytes that are not UTF-8, a broken multipart body)."""
+    try:
+        return await request.post()
+    except (UnicodeDecodeError, ValueError):
+        return None

@@ -16,12 +16,13 @@ from aiohttp import web
 from wa_archive import queries
 from wa_archive.errors import GraphRequestRefused
 from wa_archive.graph import graph_id
+from wa_archive.json_input import JsonRefused, load_json
 from wa_archive.models import OutboundSend, OutboundStart
 from wa_archive.names import SIGNAL_SEND
 from wa_archive.starter import signal_outbound
 from wa_archive.templates import carried_media_ids
 from webhook.auth import CALLER, require
-from webhook.deps import deps_of, json_error, pool_of
+from webhook.deps import deps_of, json_error, pool_of, read_body, read_json
 
 log = structlog.get_logger("wa_archive.outbound")
 START_TIMEOUT = timedelta(seconds=5)
@@ -69,12 +70,14 @@ async def send_proxy(request: web.Request) -> web.Response:
     pnid = request.match_info["phone_number_id"]
     if (refused := _refusal(pnid, None)) is not None:
         return json_error(400, f"{refused}; nothing was sent")
-    body = await request.read()
+    body = await read_body(request, deps.settings.max_body_bytes)
+    if isinstance(body, web.Response):
+        return body
     try:
-        send_request = json.loads(body)
-        if not isinstance(send_request, dict):
-            raise ValueError
-    except ValueError:
+        send_request = load_json(body, storable=True)
+    except JsonRefused as exc:
+        return json_error(400, f"{exc}: the Cloud API send request")
+    if not isinstance(send_request, dict):
         return json_error(400, "body must be a JSON object: the Cloud API send request")
     if (refused := _refusal(pnid, send_request)) is not None:
         return json_error(400, f"{refused}; nothing was sent")
@@ -114,10 +117,9 @@ async def send_proxy(request: web.Request) -> web.Response:
 @require("sender", pool_of=pool_of)
 async def record_outbound(request: web.Request) -> web.Response:
     """Applications that call Meta themselves post the request and Meta's answer here."""
-    try:
-        data = await request.json()
-    except ValueError:
-        return json_error(400, "body is not valid JSON")
+    data = await read_json(request)
+    if isinstance(data, web.Response):
+        return data
     if not isinstance(data, dict):
         return json_error(400, "body must be a JSON object")
     pnid, send_request, response = data.get("phone_number_id"), data.get("request"), data.get("response")

@@ -14,11 +14,12 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from wa_archive import access_log, queries
+from wa_archive.json_input import storable_text
 from wa_archive.keys import normalize_phone
 from wa_archive.media_types import media_headers
 from wa_archive.search import FilterError, parse_filters, search
 from wa_archive.sessions import Session, close_session, load_session, open_session
-from webhook.deps import deps_of
+from webhook.deps import deps_of, read_form
 from webhook.ui_pages import render
 
 COOKIE = "wa_archive_session"
@@ -31,11 +32,13 @@ SEARCH_FIELDS = ("phone", "since", "until", "q", "template", "direction")
 # Where a login may send the reader on: a path on these pages, printable ASCII, no backslash.
 _NEXT = re.compile(r"^/ui/[\x21-\x5b\x5d-\x7e]*$")
 _EXPORT_ID = re.compile(r"^[0-9a-f]{32}$")
+UNREADABLE_FORM = "The form could not be read: send it as UTF-8 form data."
 
 
 async def _session(request: web.Request) -> Session | None:
     session_id = request.cookies.get(COOKIE)
-    return await load_session(deps_of(request).pool, session_id) if session_id else None
+    # A cookie of bytes that are not UTF-8 cannot be one we issued (and cannot be hashed): no session.
+    return await load_session(deps_of(request).pool, session_id) if session_id and storable_text(session_id) else None
 
 
 def _page(session: Session, template: str, status: int = 200, **context: Any) -> web.Response:
@@ -84,7 +87,9 @@ async def login_form(request: web.Request, error: str = "", status: int | None =
 
 
 async def login(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await read_form(request)
+    if form is None:
+        return _notice(None, "Sign in", UNREADABLE_FORM, 400)
     if not _csrf_ok(request.cookies.get(LOGIN_CSRF_COOKIE), form):
         return await login_form(request, "This sign-in form expired or did not come from this site; "
                                 "please sign in again.", 403)
@@ -103,8 +108,8 @@ async def login(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     session = await _session(request)
-    form = await request.post()
-    if session is None or not _csrf_ok(session.csrf, form):
+    form = await read_form(request)
+    if session is None or form is None or not _csrf_ok(session.csrf, form):
         return _notice(None, "Sign out", "Invalid or missing CSRF token.", 403)
     await close_session(deps_of(request).pool, request.cookies[COOKIE])
     resp = web.HTTPFound("/ui/login")
@@ -204,7 +209,9 @@ async def start_export(request: web.Request) -> web.Response:
     session = await _guard(request, READERS)
     if isinstance(session, web.Response):
         return session
-    form = await request.post()
+    form = await read_form(request)
+    if form is None:
+        return _notice(session, "Export", UNREADABLE_FORM, 400)
     if not _csrf_ok(session.csrf, form):
         return _notice(session, "Export", "Invalid or missing CSRF token.", 403)
     from wa_archive.models import ExportInput

@@ -9,7 +9,6 @@ ArchiveMessage workflow started, and only then 200; 503 if any of that failed.
 from __future__ import annotations
 
 import hashlib
-import hmac
 from datetime import datetime, timedelta, timezone
 
 import structlog
@@ -17,6 +16,7 @@ from aiohttp import web
 
 from wa_archive import queries
 from wa_archive.fanout import record_delivery, start_messages
+from wa_archive.signature import shared_secret_ok
 from wa_archive.wasender_payload import check_wasender, parse_wasender
 from webhook.deps import DEPS, decode_checked, json_error, read_body
 
@@ -38,7 +38,7 @@ async def receive_wasender(request: web.Request) -> web.Response:
     if secret is None:
         log.warning("wasender_rejected", reason="WA_ARCHIVE_WASENDER_WEBHOOK_SECRET is not set")
         return json_error(401, "WASender webhooks are not enabled: WA_ARCHIVE_WASENDER_WEBHOOK_SECRET is not set")
-    if given is None or not hmac.compare_digest(given.encode(), secret.encode()):
+    if not shared_secret_ok(secret, given):
         log.warning("wasender_rejected", present=given is not None, remote=request.remote)
         return json_error(401, f"missing or invalid {SIGNATURE_HEADER}")
     decoded = decode_checked(body, check_wasender)
