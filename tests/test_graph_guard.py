@@ -163,6 +163,7 @@ async def test_a_waba_id_that_is_not_digits_fails_the_template_snapshot_without_
     stack = await stack_factory(outbound_sent_wait=1.0, meta_waba_id="114873209948201/subscribed_apps")
     token = await stack.token("sender")
     stack.graph.set_template("114873209948201", copy.deepcopy(TEMPLATE_V1))
+    stack.graph.requests.clear()  # the fake Graph API is shared by the session: count only this test's calls
     _, answer = await _proxy(stack, token, template_send({"link": _file(stack, b"\x89PNG header")}))
     wamid_ = answer["messages"][0]["id"]
     failure = await stack.wait_for_failure(wamid_)
