@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from tests.conftest import APP_SECRET, VERIFY_TOKEN
+from tests.test_ui_security import sign_in
 from wa_archive.fake_graph import FakeMedia
 from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
 from wa_archive.signature import meta_signature
@@ -511,10 +512,7 @@ async def test_pages_never_crash(stack_factory):
     stack = await fuzz_stack(stack_factory)
     seeded = await seed(stack)
     token = await stack.token("auditor")
-    async with stack.http.post(f"{stack.url}/ui/login", data={"token": token, "next": "/ui/"},
-                               allow_redirects=False) as resp:
-        assert resp.status == 302
-        session = resp.cookies["wa_archive_session"].value
+    session = (await sign_in(stack, token)).value
     cookies = st.sampled_from([None, session]) | header_text.map(lambda t: t.replace(";", "").replace(",", ""))
 
     def cookie_header(value: str | None) -> dict[str, str]:

@@ -18,10 +18,12 @@ from urllib.parse import parse_qs, quote, urlparse
 import pytest
 from aiobotocore.session import get_session
 
+from tests.conftest import LEDGER_KEY
 from wa_archive import export, ledger
 from wa_archive.export import ExportQuery, write_bundle
 from wa_archive.fake_graph import FakeMedia
 from wa_archive.keys import extension_for
+from wa_archive.ledger import Signer
 from wa_archive.media_types import is_inline, media_headers, normalize_mime
 from wa_archive.sample_payloads import dumps, envelope, message, wamid
 from wa_archive.storage import S3Store
@@ -189,8 +191,12 @@ async def test_rows_written_before_normalisation_are_served_safely_and_still_ver
     """An old row keeps its declared text/html as mime_type and no declaration: serving normalises again."""
     ids = await _send_documents(stack, ["application/pdf"])
     mid = ids["application/pdf"]
-    await stack.admin_pool.execute("UPDATE media SET mime_type = 'TEXT/HTML; charset=x', declared_mime_type = NULL"
-                             " WHERE message_id = $1", mid)
+    async with stack.admin_pool.acquire() as conn, conn.transaction():
+        # Archived media rows are write-once to every role; only a superuser with triggers off can
+        # make a row look as it would have before normalisation.
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute("UPDATE media SET mime_type = 'TEXT/HTML; charset=x', declared_mime_type = NULL"
+                           " WHERE message_id = $1", mid)
     [item] = (await stack.wait_for_message(mid))["media"]
     status, headers, _ = await _get(stack, item["download_url"], await stack.token("auditor"))
     assert status == 200
@@ -220,7 +226,8 @@ async def test_export_transcript_runs_nothing_and_csv_cells_are_not_formulas(sta
     for mid in ids.values():
         await stack.wait_for_message(mid)
     out = tmp_path / "bundle.zip"
-    await write_bundle(stack.pool, stack.store, ExportQuery(phone=PHONE), out, exported_by="test")
+    await write_bundle(stack.pool, stack.store, ExportQuery(phone=PHONE), out, exported_by="test",
+                       signer=Signer(base64.b64decode(LEDGER_KEY)))
 
     with zipfile.ZipFile(out) as zf:
         lines = {m["id"]: m for m in map(json.loads, zf.read("messages.jsonl").decode().splitlines())}
