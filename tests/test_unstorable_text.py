@@ -212,3 +212,15 @@ async def test_a_wasender_message_body_with_nul_and_a_lone_surrogate_is_archived
     kept = await _delivery_body(stack, answer["delivery"])
     assert kept == body and hashlib.sha256(kept).hexdigest() == answer["delivery"]
     await _verifies(stack, database_url)
+
+
+async def test_a_signed_wasender_message_with_a_text_that_is_not_a_string_is_kept_not_a_500(stack_factory):
+    stack = await stack_factory(wasender_webhook_secret=WASENDER_SECRET)
+    item = {"key": {"id": "3EB0" + uuid.uuid4().hex[:16].upper(), "fromMe": False,
+                    "remoteJid": "447700900123@s.whatsapp.net"}, "message": {"conversation": True}}
+    body = json.dumps({"event": "messages.upsert", "timestamp": 1792496120, "data": {"messages": [item]}}).encode()
+    status, answer = await _post_wasender(stack, body)
+    assert status == 200 and answer["flagged"] == 1, answer
+    kinds = await stack.pool.fetch("SELECT kind FROM webhook_events WHERE delivery_sha256 = $1", answer["delivery"])
+    assert [r["kind"] for r in kinds] == ["unparseable"]
+    assert await _delivery_body(stack, answer["delivery"]) == body

@@ -90,13 +90,19 @@ def parse_wasender(data: dict[str, Any], delivery_sha256: str, received_at: date
 
     for position, item in enumerate(_items(data["data"])):
         if event in MESSAGE_EVENTS:
-            request = _message(item, delivery_sha256, sent_at or received_at)
+            try:
+                request = _message(item, delivery_sha256, sent_at or received_at)
+            except (TypeError, AttributeError, ValueError):  # a malformed item is kept raw, never lost
+                request = None
             if request is None:
                 keep_raw(position, "unparseable", item)
             else:
                 parsed.messages.append(request)
         elif event in STATUS_EVENTS or event in RECEIPT_EVENTS:
-            status = _status(item, event, data.get("timestamp"), sent_at)
+            try:
+                status = _status(item, event, data.get("timestamp"), sent_at)
+            except (TypeError, AttributeError, ValueError):
+                status = None
             if status is None:
                 keep_raw(position, "unparseable", item)
             else:
