@@ -1,13 +1,12 @@
 """fan_out_delivery: turn one stored webhook delivery into per-message workflows and status rows."""
 
-import json
-
 import asyncpg
 import structlog
 from temporalio import activity
 
 from wa_archive import queries
 from wa_archive.fanout import fan_out
+from wa_archive.json_input import load_json
 from wa_archive.models import ArchiveOptions, FanOutResult, IngestDeliveryInput, OutboundOptions
 from wa_archive.names import FAN_OUT_DELIVERY
 
@@ -29,8 +28,9 @@ class DeliveryActivities:
         row = await queries.get_delivery(self.pool, inp.delivery_sha256)
         if row is None:
             raise LookupError(f"delivery {inp.delivery_sha256} is not stored")
+        # Decoded as the webhook decoded it, so text PostgreSQL cannot hold is replaced the same way.
         result = await fan_out(
-            self.pool, activity.client(), inp.delivery_sha256, json.loads(row["body"]),
+            self.pool, activity.client(), inp.delivery_sha256, load_json(row["body"], substitute=True),
             row["received_at"], options=self.options, outbound=self.outbound, task_queue=self.task_queue,
             contact_secret=self.contact_secret, on_started=activity.heartbeat,
         )

@@ -25,6 +25,7 @@ from yarl import URL
 from tests.conftest import APP_SECRET, VERIFY_TOKEN
 from tests.test_ui_security import sign_in
 from wa_archive.fake_graph import FakeMedia
+from wa_archive.json_input import storable_text, substitute_text
 from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
 from wa_archive.signature import meta_signature
 
@@ -350,7 +351,7 @@ async def test_meta_webhook_never_crashes_and_stores_nothing_unsigned(stack_fact
 
     await explore(signed_but_mutated, mutated(_meta_doc()).map(_body) | deep)
 
-    accepted: list[str] = []
+    accepted: list[tuple[str, str, str]] = []
 
     async def signed_valid(text: str, name: str) -> None:
         mid = wamid()
@@ -360,13 +361,23 @@ async def test_meta_webhook_never_crashes_and_stores_nothing_unsigned(stack_fact
         status, _, answer = await request(stack, "POST", url, data=body,
                                           headers={"X-Hub-Signature-256": meta_signature(APP_SECRET, body)},
                                           where="signed valid")
-        assert status == 200 and json.loads(answer)["status"] == "accepted"
-        accepted.append(mid)
+        # Signed text PostgreSQL cannot hold (NUL, lone surrogates) is archived too, substituted and flagged.
+        assert status == 200 and json.loads(answer)["status"] == "accepted", answer
+        accepted.append((mid, text, name))
 
-    storable = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=300)
-    await explore(signed_valid, storable, storable, examples=max(10, EXAMPLES // 3))
-    for mid in accepted[-3:]:
-        await stack.wait_for_message(mid)
+    any_text = st.text(max_size=300) | nasty_strings | st.text("a\x00\ud800\udfff\ufffd", max_size=8)
+    await explore(signed_valid, any_text, any_text, examples=max(10, EXAMPLES // 3))
+
+    def as_sent(value: str) -> str:
+        return json.loads(json.dumps(value))  # an escaped surrogate pair arrives as one character
+
+    substituted = [a for a in accepted if not storable_text(as_sent(a[1]) + as_sent(a[2]))]
+    for mid, text, name in accepted[-3:] + substituted[-3:]:
+        archived = await stack.wait_for_message(mid)
+        for got, sent in ((archived["text"], text), (archived["contact"]["name"], name)):
+            if sent:
+                assert got == substitute_text(as_sent(sent))
+        assert ("text_substituted" in archived["flags"]) == (not storable_text(as_sent(text) + as_sent(name)))
 
 
 async def test_meta_handshake_never_crashes(stack_factory):

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from wa_archive.json_input import substituted
 from wa_archive.keys import normalize_phone
 from wa_archive.models import ArchiveRequest, Contact, MediaRef
 
@@ -203,12 +204,18 @@ def _items(value: dict[str, Any], key: str) -> list[Any]:
     return items if isinstance(items, list) else []
 
 
-def _contact_for(item: dict[str, Any], contacts: list[dict[str, Any]]) -> Contact:
+def _contact_entry(item: dict[str, Any], contacts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `contacts` entry describing the message's sender ({} when none does)."""
     sender = item.get("from")
     match = next((c for c in contacts if sender and c.get("wa_id") == sender), None)
     if match is None and len(contacts) == 1:
         match = contacts[0]
-    match = match or {}
+    return match or {}
+
+
+def _contact_for(item: dict[str, Any], contacts: list[dict[str, Any]]) -> Contact:
+    sender = item.get("from")
+    match = _contact_entry(item, contacts)
     profile = match.get("profile") or {}
     phone = normalize_phone(sender) or normalize_phone(match.get("wa_id"))
     user_id = match.get("user_id")
@@ -302,6 +309,8 @@ def _parse_message(
     if timestamp is None:
         flags.append("timestamp_missing")
         timestamp = received_at
+    if substituted([item, metadata, _contact_entry(item, contacts)]):
+        flags.append("text_substituted")  # what the record holds differs from the signed bytes
     return ArchiveRequest(
         message_id=item["id"],
         delivery_sha256=delivery_sha256,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from wa_archive.json_input import substituted
 from wa_archive.keys import normalize_phone
 from wa_archive.meta_payload import EnvelopeError, ParsedDelivery, StatusEvent, WebhookEvent
 from wa_archive.models import ArchiveRequest, Contact, EncryptedMedia, MediaRef
@@ -89,13 +90,19 @@ def parse_wasender(data: dict[str, Any], delivery_sha256: str, received_at: date
 
     for position, item in enumerate(_items(data["data"])):
         if event in MESSAGE_EVENTS:
-            request = _message(item, delivery_sha256, sent_at or received_at)
+            try:
+                request = _message(item, delivery_sha256, sent_at or received_at)
+            except (TypeError, AttributeError, ValueError):  # a malformed item is kept raw, never lost
+                request = None
             if request is None:
                 keep_raw(position, "unparseable", item)
             else:
                 parsed.messages.append(request)
         elif event in STATUS_EVENTS or event in RECEIPT_EVENTS:
-            status = _status(item, event, data.get("timestamp"), sent_at)
+            try:
+                status = _status(item, event, data.get("timestamp"), sent_at)
+            except (TypeError, AttributeError, ValueError):
+                status = None
             if status is None:
                 keep_raw(position, "unparseable", item)
             else:
@@ -177,6 +184,8 @@ def _message(item: Any, delivery_sha256: str, fallback_ts: datetime) -> ArchiveR
     text = item.get("messageBody") or message.get("conversation") or body.get("text") or body.get("caption") \
         or _edited_text(body)
     timestamp = normalise_timestamp(item.get("messageTimestamp")) or fallback_ts
+    if substituted(item):
+        flags.append("text_substituted")  # what the record holds differs from the signed bytes
     return ArchiveRequest(
         message_id=key["id"], delivery_sha256=delivery_sha256, source="wasender",
         direction="out" if key.get("fromMe") else "in", type=mtype, timestamp=timestamp,

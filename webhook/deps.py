@@ -66,15 +66,16 @@ async def read_body(request: web.Request, limit: int) -> bytes | web.Response:
 
 
 def decode_checked(body: bytes, check: Callable[[Any], T]) -> tuple[Any, T] | web.Response:
-    """(JSON document, what `check` made of it), or a 400 naming what is wrong.
+    """(JSON document, what `check` made of it) for a signed webhook body, or a 400 naming what is wrong.
 
-    Text PostgreSQL cannot hold (NUL, lone surrogates) is refused here: accepted, it would fail
-    every write after the signature check and turn into a 503 that the sender retries forever.
+    Text PostgreSQL cannot hold (NUL, lone surrogates) is replaced by U+FFFD, never refused: a
+    refused delivery is retried by the sender and then dropped, so refusing would let anyone who
+    can type such a character keep a message out of the archive. The exact bytes are stored apart.
     """
     from wa_archive.meta_payload import EnvelopeError
 
     try:
-        data = load_json(body, storable=True)
+        data = load_json(body, substitute=True)
     except JsonRefused as exc:
         return json_error(400, str(exc))
     try:
@@ -85,7 +86,11 @@ def decode_checked(body: bytes, check: Callable[[Any], T]) -> tuple[Any, T] | we
 
 async def read_json(request: web.Request) -> Any:
     """The request's JSON document, to be stored as it is; a 400 response naming what is wrong otherwise
-    (not JSON, too deep, or text PostgreSQL cannot hold)."""
+    (not JSON, too deep, or text PostgreSQL cannot hold).
+
+    Unlike a webhook delivery, this body is not kept byte for byte, so a substitution would leave
+    no evidence of what was sent: the caller, our own application, is told instead.
+    """
     body = await read_body(request, request.app[DEPS].settings.max_body_bytes)
     if isinstance(body, web.Response):
         return body
