@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
+from html import escape
 import uuid
 from http.cookies import Morsel
 from urllib.parse import quote
@@ -101,6 +102,9 @@ async def test_a_hostile_document_is_an_attachment_and_never_framed(stack, mime)
     src = f"/ui/media/{media['archive_id']}"
     assert f'<img src="{src}"' not in html
     assert re.search(rf'<a class="download" href="{re.escape(src)}" download="[^"]*">', html)
+    # The sender's declaration is shown as evidence, as text, beside the type the archive serves.
+    declared = f"<dt>Declared type</dt><dd class=\"hash\">{escape(mime)}</dd>"
+    assert (declared in html) == (mime != normalize_mime(mime))
     assert_inert(html)
     assert_strict_csp(headers, html)
 
