@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,9 @@ from bench import stored
 from bench.floor import FloorWorkflow
 from bench.measure import percentile, rss_kib
 from wa_archive.db import migrate
-from wa_archive.embedded import EmbeddedPostgres, TemporalDevServer, ensure_database, free_port
+from wa_archive.embedded import (
+    APP_ROLE, DATABASE, EmbeddedPostgres, TemporalDevServer, ensure_database, ensure_roles, free_port,
+)
 from wa_archive.fake_graph import FakeGraph, FakeMedia
 from wa_archive.signature import meta_signature
 from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
@@ -67,9 +70,13 @@ class Bench:
         self.temporal = TemporalDevServer(self.root / "temporal", port=free_port(), ui_port=None)
         await self.temporal.start()
         self.pg = EmbeddedPostgres(self.root / "pg")
-        self.db_url = await ensure_database(await asyncio.to_thread(self.pg.start))
-        await migrate(self.db_url)
-        self.pool = await asyncpg.create_pool(self.db_url, min_size=1, max_size=4)
+        admin_url = await ensure_database(await asyncio.to_thread(self.pg.start))
+        # As in production: migrations as the schema owner, the archive's processes as the application
+        # role; the bench's own loading and baselines use the superuser's pool.
+        owner_url, self.db_url = await ensure_roles(admin_url, DATABASE, owner_password=secrets.token_urlsafe(16),
+                                                    app_password=secrets.token_urlsafe(16))
+        await migrate(owner_url, app_role=APP_ROLE)
+        self.pool = await asyncpg.create_pool(admin_url, min_size=1, max_size=4)
         self.graph = FakeGraph(TOKEN)
         self.graph_runner = await self.graph.start()
         self.client = await Client.connect(self.temporal.address, data_converter=pydantic_data_converter)
