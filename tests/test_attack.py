@@ -233,3 +233,25 @@ async def test_a_contact_id_cannot_inject_headers_into_the_rsmf_email(stack, tmp
     assert rsmf.get_content_type() == "multipart/mixed", (
         f"the contact id rewrote the RSMF e-mail into {rsmf.get_content_type()}:\n{raw[:400]!r}")
     assert "<script>" not in rsmf.get("Subject", "") and b"\r\nContent-Type: text/html" not in raw
+
+
+# --- Access logging --------------------------------------------------------------------------------
+
+async def test_cli_retrieval_tests_is_an_access_logged_read(clean_db, database_url):
+    """`wa-archive retrieval-tests` prints the sampled items (message ids, and object keys, which hold
+    the contact's phone number) with no access-log entry of its own."""
+    pool = clean_db
+    phone = "447700900123"
+    key = f"archive/2026/02/02/{phone}/wamid.SAMPLED.jpg"
+    await pool.execute(
+        "INSERT INTO retrieval_reports (workflow_id, run_id, started_at, finished_at, sample_size, passed, failed,"
+        " slowest_ms, items) VALUES ('retrieval-test', $1, now(), now(), 1, 0, 1, 1.0, $2)",
+        uuid.uuid4().hex, [{"item": {"archive_id": str(uuid.uuid4()), "message_id": "wamid.SAMPLED",
+                                      "storage_key": key}, "status": "failed", "problem": "missing"}])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WA_ARCHIVE_")}
+    env["WA_ARCHIVE_DATABASE_URL"] = database_url
+    run = await _cli(env, "retrieval-tests", "--json")
+    assert run.returncode == 0, run.stderr
+    assert phone in run.stdout  # archive data was printed
+    logged = await pool.fetchval("SELECT count(*) FROM access_log WHERE role = 'cli'")
+    assert logged >= 1, "retrieval-tests printed archive data without an access-log entry"
