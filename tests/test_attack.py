@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import email
-import json
 import os
 import subprocess
 import sys
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -21,13 +19,12 @@ import pytest_asyncio
 from aiohttp import web
 
 from tests.conftest import LEDGER_KEY
-from tests.test_outbound import _file, _proxy, _record
+from tests.test_outbound import _proxy, _record
 from wa_archive import ledger
 from wa_archive.embedded import free_port
 from wa_archive.errors import LinkRefused
-from wa_archive.fake_graph import FakeMedia
 from wa_archive.linkfetch import Allowlist, LinkFetcher
-from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
+from wa_archive.sample_payloads import dumps, envelope, message, wamid
 
 SIGNER = ledger.Signer(base64.b64decode(LEDGER_KEY))
 PUBLIC_KEY = base64.b64encode(SIGNER.public_key()).decode()
