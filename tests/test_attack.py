@@ -253,3 +253,31 @@ async def test_cli_retrieval_tests_is_an_access_logged_read(clean_db, database_u
     assert phone in run.stdout  # archive data was printed
     logged = await pool.fetchval("SELECT count(*) FROM access_log WHERE role = 'cli'")
     assert logged >= 1, "retrieval-tests printed archive data without an access-log entry"
+
+
+# --- Small parsers: non-ASCII digits, a trailing newline --------------------------------------------
+
+@pytest.mark.parametrize("value", ["１２", "²", "+44 ７７００ 900123", "٤٤٧٧٠٠٩٠٠١٢٣", "44\u00a07700"])
+def test_a_phone_number_is_ascii_digits_only(value):
+    """str.isdigit admits full-width, superscript and Arabic-Indic digits; a phone number that is
+    searched, held or erased must be the same string as the one archived, so they are not phones."""
+    from wa_archive.keys import normalize_phone
+
+    assert normalize_phone(value) is None
+    assert normalize_phone("+44 7700-900123") == "447700900123"
+
+
+async def test_the_login_redirect_refuses_a_trailing_newline(stack):
+    """`$` matches before a final newline, so `/ui/x\\n` passed the pattern and was handed to the
+    redirect, which left it to yarl to clean up. A target outside the pattern falls back to /ui/."""
+    from tests.test_ui_security import LOGIN_CSRF, SESSION
+
+    token = await stack.token("auditor")
+    async with stack.http.get(f"{stack.url}/ui/login") as resp:
+        login_cookie = resp.cookies[LOGIN_CSRF]
+    async with stack.http.post(f"{stack.url}/ui/login",
+                               data={"token": token, "csrf": login_cookie.value, "next": "/ui/x\n"},
+                               headers={"Cookie": f"{LOGIN_CSRF}={login_cookie.value}"},
+                               allow_redirects=False) as resp:
+        assert resp.status == 302, await resp.text()
+        assert resp.headers["Location"] == "/ui/" and SESSION in resp.cookies
