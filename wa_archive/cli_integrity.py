@@ -23,6 +23,8 @@ async def cmd_schedules(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_retrieval_tests(settings: Settings, args: argparse.Namespace) -> int:
     pool = await open_pool(settings)
     try:
+        # The reports name sampled message ids and object keys (which hold contacts' phone numbers).
+        await log_cli_access(pool, "retrieval-tests", {})
         rows = await pool.fetch("SELECT * FROM retrieval_reports ORDER BY started_at DESC LIMIT 100")
     finally:
         await pool.close()

@@ -23,11 +23,13 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
+from email.header import Header
 from pathlib import Path
 from typing import IO, Any
 
@@ -322,6 +324,25 @@ def _write_transcript(zf: zipfile.ZipFile, contact: str, path: Path, files: list
     writer.close()
 
 
+# Header values that need no encoding: what a phone number, a name or an ISO timestamp holds.
+_PLAIN_HEADER = re.compile(r"[A-Za-z0-9 +.,:_@()-]{0,900}")
+
+
+def _printable(value: str) -> str:
+    """`value` with every character that could end a line or hide text (controls, format
+    characters, line and paragraph separators) shown as a \\uXXXX escape."""
+    return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in value)
+
+
+def _header(name: str, value: str) -> str:
+    """One RFC 5322 header line. A value from outside cannot end the header (control characters
+    are escaped) and is RFC 2047-encoded unless it is plain, so it carries no markup either."""
+    text = _printable(value)
+    if _PLAIN_HEADER.fullmatch(text):
+        return f"{name}: {text}"
+    return f"{name}: {Header(text, 'utf-8', header_name=name).encode(linesep=chr(13) + chr(10))}"
+
+
 def _write_rsmf(zf: zipfile.ZipFile, contact: str, path: Path, workdir: Path, files: list[dict[str, Any]]) -> None:
     """RSMF 2.0: an EML (RFC 5322 + MIME) whose attachment rsmf.zip holds rsmf_manifest.json."""
     participants = {"business": {"id": "business", "display": "Business"},
@@ -352,12 +373,14 @@ def _write_rsmf(zf: zipfile.ZipFile, contact: str, path: Path, workdir: Path, fi
                     shutil.copyfileobj(src, dst, CHUNK)
     writer = _HashingWriter(zf, f"rsmf/{safe_id(contact)}.rsmf", files)
     boundary = "rsmf-" + hashlib.sha256(contact.encode()).hexdigest()[:16]
+    shown = _printable(contact)
     headers = [
         "MIME-Version: 1.0", "X-RSMF-Version: 2.0.0", "X-RSMF-Generator: wa-archive",
-        f"X-RSMF-EventCount: {len(events)}", f"X-RSMF-BeginDate: {first}", f"X-RSMF-EndDate: {last}",
-        f"Subject: WhatsApp conversation with {contact}", "From: wa-archive",
+        f"X-RSMF-EventCount: {len(events)}", _header("X-RSMF-BeginDate", str(first)),
+        _header("X-RSMF-EndDate", str(last)), _header("Subject", f"WhatsApp conversation with {contact}"),
+        "From: wa-archive",
         f'Content-Type: multipart/mixed; boundary="{boundary}"', "", f"--{boundary}",
-        "Content-Type: text/plain; charset=utf-8", "", f"WhatsApp conversation with {contact}: {len(events)} events.",
+        "Content-Type: text/plain; charset=utf-8", "", f"WhatsApp conversation with {shown}: {len(events)} events.",
         f"--{boundary}", 'Content-Type: application/zip; name="rsmf.zip"',
         'Content-Disposition: attachment; filename="rsmf.zip"', "Content-Transfer-Encoding: base64", "", ""]
     writer.write("\r\n".join(headers).encode())

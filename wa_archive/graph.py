@@ -47,7 +47,10 @@ def _shown(value: object) -> str:
 
 class MediaHosts:
     """Where a media download may carry the bearer token: the Graph base URL's origin, host names
-    listed exactly (any scheme), and `*.suffix` patterns (https only)."""
+    listed exactly (any scheme), and `*.suffix` patterns (https only).
+
+    Hosts are compared in the IDNA/ASCII form yarl gives (`raw_host`), which is the host aiohttp
+    connects to; configured names are folded the same way."""
 
     def __init__(self, spec: str, graph_url: str) -> None:
         self.names: set[str] = set()
@@ -55,9 +58,9 @@ class MediaHosts:
         for item in spec.split(","):
             item = item.strip().lower().rstrip(".")
             if item.startswith("*."):
-                self.suffixes.append(item[1:])
+                self.suffixes.append("." + _ascii_host(item[2:]))
             elif item:
-                self.names.add(item)
+                self.names.add(_ascii_host(item))
         self.graph_origin = URL(graph_url).origin()
 
     def check(self, url: str) -> URL:
@@ -70,7 +73,7 @@ class MediaHosts:
         except (ValueError, TypeError):
             raise GraphRequestRefused(f"media download URL is not an absolute http(s) URL: {_shown(url)}; "
                                       "the access token was not sent") from None
-        host = (parsed.host or "").lower().rstrip(".")
+        host = (parsed.raw_host or "").lower().rstrip(".")
         if origin == self.graph_origin or host in self.names:
             return parsed
         shown = f"{host}:{parsed.explicit_port}" if parsed.explicit_port else host
@@ -81,6 +84,14 @@ class MediaHosts:
                                       "was not sent")
         raise GraphRequestRefused(f"media download URL is on host {shown or '?'}, which is not a Meta media "
                                   "host (WA_ARCHIVE_META_MEDIA_HOSTS); the access token was not sent")
+
+
+def _ascii_host(name: str) -> str:
+    """A configured host name in the form yarl connects to (IDNA/ASCII), or as given if unparseable."""
+    try:
+        return (URL.build(scheme="https", host=name).raw_host or name).lower().rstrip(".")
+    except (ValueError, TypeError, UnicodeError):
+        return name
 
 
 class MediaInfo(BaseModel):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import string
 from datetime import datetime, timezone
 
 from wa_archive.media_types import normalize_mime
 
 _SAFE = frozenset(string.ascii_letters + string.digits + ".-_")
+_ASCII_DIGITS = frozenset(string.digits)
+_PHONE = re.compile(r"\+*[0-9 -]+")
 
 # Extensions by allow-list of normalised types: a name is what a desktop or a browser opening an
 # exported file trusts, so a type not listed here (HTML, SVG, XML, script, anything unknown) is .bin
@@ -113,9 +116,10 @@ def normalize_phone(value: str | None) -> str | None:
     if not value:
         return None
     stripped = value.strip()
-    if not stripped.lstrip("+").replace(" ", "").replace("-", "").isdigit():
+    # ASCII digits only: str.isdigit also takes '１２' and '²', which are no phone number's digits.
+    if not _PHONE.fullmatch(stripped):
         return None
-    digits = "".join(ch for ch in stripped if ch.isdigit())
+    digits = "".join(ch for ch in stripped if ch in _ASCII_DIGITS)
     return digits or None
 
 

@@ -7,6 +7,12 @@ IPv4-mapped, NAT64, 6to4 or Teredo address carries. Numeric hosts other than a c
 (`127.1`, `2130706433`, `0x7f.0.0.1`) are refused before any lookup: the socket layer would read
 them as addresses, not names. Redirects are followed by hand so each hop is checked too; size and
 time are bounded. WA_ARCHIVE_MEDIA_FETCH_ALLOWLIST admits named internal hosts or CIDRs.
+
+A link is parsed once, with yarl (the parser aiohttp uses), and the same URL object is what the
+session is given: the host judged is the host connected to. yarl folds a Unicode host to its
+IDNA/ASCII form (`１２７．０．０．１` becomes the literal `127.0.0.1`, which aiohttp connects to
+without asking any resolver), so the judgement is on that ASCII form, and an IP address not
+written in plain ASCII is refused outright.
 """
 
 from __future__ import annotations
@@ -17,10 +23,10 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urljoin, urlparse
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
+from yarl import URL
 
 from wa_archive.errors import LinkRefused, MediaNotFound, MediaSourceError
 
@@ -52,6 +58,9 @@ class Allowlist:
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: the last 32 bits are IPv4
 _NUMERIC_LABEL = re.compile(r"0[xX][0-9a-fA-F]*|[0-9]+")
+# What a resolvable ASCII host name may hold once IDNA-folded: anything else (%, spaces, ...) is
+# not a name a resolver should be asked about.
+_HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?")
 
 
 def forbidden(ip: ipaddress._BaseAddress) -> bool:
@@ -81,6 +90,24 @@ def noncanonical_ipv4(host: str) -> bool:
         return str(ipaddress.IPv4Address(host)) != host
     except ValueError:
         return True
+
+
+def _shown(value: object) -> str:
+    text = repr(str(value))
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def parse_link(url: str | URL, written: str | None = None) -> tuple[URL, str | None]:
+    """The link as aiohttp will use it, and its host as written (before IDNA folding), if any.
+    LinkRefused when yarl cannot parse it."""
+    try:
+        target = url if isinstance(url, URL) else URL(url)
+        text = written if written is not None else (None if isinstance(url, URL) else url)
+        # The same parser, without its host folding: the host exactly as the sender wrote it.
+        written_host = URL(text, encoded=True).raw_host if text is not None else None
+    except (ValueError, TypeError, UnicodeError):
+        raise LinkRefused(f"media link is not a valid URL: {_shown(url)}") from None
+    return target, written_host
 
 
 class GuardedResolver(AbstractResolver):
@@ -119,22 +146,30 @@ class LinkFetcher:
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 
-    def check_url(self, url: str) -> None:
-        """Refuse what can be refused without a lookup: scheme, and internal IP literals."""
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise LinkRefused(f"media link must be an http(s) URL with a host: {url[:200]!r}")
-        host = parsed.hostname
+    def check_url(self, url: str | URL, *, written: str | None = None) -> URL:
+        """The URL the session is to be given, after refusing what can be refused without a lookup:
+        scheme, hosts that are not plain names, and internal IP literals. `written` is the text the
+        link was given in, when `url` is already parsed (a redirect's Location)."""
+        target, written_host = parse_link(url, written)
+        if target.scheme not in ("http", "https") or not target.raw_host:
+            raise LinkRefused(f"media link must be an http(s) URL with a host: {_shown(url)}")
+        host = target.raw_host
         if noncanonical_ipv4(host):
             raise LinkRefused(f"media link host {host} is a non-canonical IPv4 literal")
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
-            if ":" in host:
-                raise LinkRefused(f"media link host {host} is not a valid IPv6 literal") from None
-            return  # a name: checked by the resolver at connect time
+            if ":" in host or not _HOST_NAME.fullmatch(host):
+                raise LinkRefused(f"media link host {_shown(host)} is neither a host name nor an IP literal"
+                                  ) from None
+            return target  # a name: checked by the resolver at connect time
+        if written_host is not None and not written_host.isascii():
+            # Only a spoofed spelling writes an address this way; the allow-list names addresses.
+            raise LinkRefused(f"media link host {_shown(written_host)} spells the IP address {host} in "
+                              "non-ASCII characters")
         if forbidden(ip) and not (self.allowlist.admits_ip(ip) or self.allowlist.admits_host(host)):
             raise LinkRefused(f"media link points at an internal address: {host}")
+        return target
 
     @asynccontextmanager
     async def download(self, url: str, max_bytes: int | None = None
@@ -142,15 +177,21 @@ class LinkFetcher:
         """Open a checked link; yields (chunks, content type). Raises LinkRefused when not allowed.
         `max_bytes` replaces the configured limit where the exact size is known in advance."""
         limit = max_bytes if max_bytes is not None else self.max_bytes
+        target = self.check_url(url)
         for _ in range(MAX_REDIRECTS + 1):
-            self.check_url(url)
             try:
-                resp = await self._http().get(url, allow_redirects=False)
+                # The checked URL object itself: aiohttp connects to exactly the host judged above.
+                resp = await self._http().get(target, allow_redirects=False)
             except aiohttp.ClientError as exc:
                 raise MediaSourceError(f"media link could not be fetched: {exc!r}") from exc
             if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-                url = urljoin(url, resp.headers["Location"])
+                location = resp.headers["Location"]
                 resp.release()
+                try:
+                    hop = target.join(URL(location))
+                except (ValueError, TypeError):
+                    raise LinkRefused(f"media link redirected to an unparseable URL: {_shown(location)}") from None
+                target = self.check_url(hop, written=location)
                 continue
             break
         else:

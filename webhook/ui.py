@@ -30,7 +30,7 @@ LOGIN_CSRF_COOKIE = "wa_archive_login_csrf"
 READERS = ("auditor", "admin")
 SEARCH_FIELDS = ("phone", "since", "until", "q", "template", "direction")
 # Where a login may send the reader on: a path on these pages, printable ASCII, no backslash.
-_NEXT = re.compile(r"^/ui/[\x21-\x5b\x5d-\x7e]*$")
+_NEXT = re.compile(r"/ui/[\x21-\x5b\x5d-\x7e]*")  # fullmatch: `$` would admit a trailing newline
 _EXPORT_ID = re.compile(r"^[0-9a-f]{32}$")
 UNREADABLE_FORM = "The form could not be read: send it as UTF-8 form data."
 
@@ -97,7 +97,7 @@ async def login(request: web.Request) -> web.Response:
     if session_id is None:
         return await login_form(request, "That token is unknown or revoked.")
     next_url = str(form.get("next", "/ui/"))
-    if not _NEXT.match(next_url):
+    if not _NEXT.fullmatch(next_url):
         next_url = "/ui/"  # never redirect off the site
     resp = web.HTTPFound(next_url)
     resp.set_cookie(COOKIE, session_id, httponly=True, samesite="Strict", path="/ui",
