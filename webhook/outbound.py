@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -25,6 +26,7 @@ from webhook.auth import CALLER, require
 from webhook.deps import deps_of, json_error, pool_of, read_body, read_json
 
 log = structlog.get_logger("wa_archive.outbound")
+_WA_ID = re.compile(r"[0-9]{1,20}")
 START_TIMEOUT = timedelta(seconds=5)
 
 
@@ -114,6 +116,19 @@ async def send_proxy(request: web.Request) -> web.Response:
     return web.Response(status=status, body=answer, content_type=content_type.split(";")[0])
 
 
+def _contacts_refusal(response: dict) -> str | None:
+    """Meta answers with the recipient's WhatsApp id, which is digits; here the caller supplies that
+    answer, so an id of anything else is refused rather than archived as the contact."""
+    contacts = response.get("contacts", [])
+    if not isinstance(contacts, list):
+        return "response.contacts must be a list"
+    for i, contact in enumerate(contacts):
+        wa_id = contact.get("wa_id") if isinstance(contact, dict) else None
+        if wa_id is not None and not (isinstance(wa_id, str) and _WA_ID.fullmatch(wa_id)):
+            return f"response.contacts[{i}].wa_id must be a WhatsApp id of 1 to 20 digits"
+    return None
+
+
 @require("sender", pool_of=pool_of)
 async def record_outbound(request: web.Request) -> web.Response:
     """Applications that call Meta themselves post the request and Meta's answer here."""
@@ -134,6 +149,8 @@ async def record_outbound(request: web.Request) -> web.Response:
     wamid = _wamid(response)
     if wamid is None:
         return json_error(400, "response.messages[0].id (the wamid Meta returned) is missing")
+    if (refused := _contacts_refusal(response)) is not None:
+        return json_error(400, refused)
     send = OutboundSend(message_id=wamid, phone_number_id=pnid, request=send_request,
                         response=response, via="record", recorded_at=datetime.now(timezone.utc))
     try:
