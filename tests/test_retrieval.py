@@ -78,6 +78,8 @@ async def test_clean_archive_passes_and_a_corrupt_object_turns_the_run_red(stack
     listed = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "wa_archive.cli", "retrieval-tests"],
                                      env=env, capture_output=True, text=True, timeout=60)
     assert "PASSED" in listed.stdout and "FAILED" in listed.stdout and victim["id"] in listed.stdout
+    logged = [r["action"] for r in await stack.pool.fetch("SELECT action FROM access_log WHERE role = 'cli'")]
+    assert "retrieval-test" in logged and "retrieval-tests" in logged  # both reads recorded
 
 
 async def test_schedule_is_applied_idempotently_and_visible_to_the_temporal_cli(stack, temporal_address):

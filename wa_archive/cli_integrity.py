@@ -54,6 +54,11 @@ async def cmd_retrieval_test(settings: Settings, args: argparse.Namespace) -> in
     from wa_archive.runtime import connect_temporal
 
     settings = with_dev_defaults(settings)
+    pool = await open_pool(settings)
+    try:  # its report names sampled messages and object keys: a read like any other
+        await log_cli_access(pool, "retrieval-test", {"sample": args.sample})
+    finally:
+        await pool.close()
     client = await connect_temporal(settings)
     handle = await client.start_workflow(
         "RetrievalTest", RetrievalTestInput(sample_size=args.sample or settings.retrieval_sample),
