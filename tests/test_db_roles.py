@@ -101,7 +101,7 @@ async def test_the_application_role_owns_nothing_and_holds_no_power(clean_db, ad
     # through ledger_append(), so SELECT alone.
     for table, expected in (("ledger_checkpoints", {"SELECT", "INSERT"}), ("access_log", {"SELECT", "INSERT"}),
                             ("deliveries", {"SELECT", "INSERT"}), ("status_events", {"SELECT", "INSERT"}),
-                            ("dispositions", {"SELECT", "INSERT"}), ("archive_failures", {"SELECT", "INSERT"}),
+                            ("dispositions", {"SELECT"}), ("archive_failures", {"SELECT", "INSERT"}),
                             ("archive_attempts", {"SELECT", "INSERT"}), ("ledger_leaves", {"SELECT"}),
                             ("ledger_head", {"SELECT"})):
         granted = {p for p in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
@@ -204,6 +204,34 @@ async def test_disposal_goes_through_the_owners_function_which_rechecks_the_rule
     # The function is the application's only way; no one else was granted it.
     assert not await admin_pool.fetchval("SELECT has_function_privilege('public', 'dispose_message_rows(text)',"
                                          " 'EXECUTE')")
+
+
+async def test_a_disposition_record_is_written_only_for_a_message_that_is_due(clean_db, admin_pool):
+    """A dispositions row the application wrote for a retained message would hold its place in the
+    unique index (its disposal could never be recorded) and make a removal look lawful."""
+    pool = clean_db
+    retained = await _seed(admin_pool)
+    with pytest.raises(REFUSED):
+        await pool.execute("INSERT INTO dispositions (message_id, reason, retain_until, record)"
+                           " VALUES ($1, 'retention_expired', now() - interval '1 day', '{}')", retained)
+    with pytest.raises(asyncpg.RaiseError, match="retained until"):
+        await pool.execute("SELECT * FROM record_disposition($1, 'retention_expired', NULL, '{}', NULL)", retained)
+    with pytest.raises(asyncpg.RaiseError, match="not archived"):
+        await pool.execute("SELECT * FROM record_disposition('wamid.none', 'retention_expired', NULL, '{}', NULL)")
+    due = await _seed(admin_pool, retained=False)
+    await admin_pool.execute("INSERT INTO legal_holds (case_id, phone, reason, set_by)"
+                             " VALUES ('case-2', '447700900124', 'inquiry', 'test')")
+    await admin_pool.execute("UPDATE messages SET contact_phone = '447700900124' WHERE id = $1", due)
+    with pytest.raises(asyncpg.RaiseError, match="legal hold"):
+        await pool.execute("SELECT * FROM record_disposition($1, 'retention_expired', NULL, '{}', NULL)", due)
+    await admin_pool.execute("UPDATE legal_holds SET released_at = now(), released_by = 'test'")
+    # The retention recorded is the message's own, whatever the caller would claim.
+    row = await pool.fetchrow("SELECT * FROM record_disposition($1, 'retention_expired', NULL, '{}', 'run')", due)
+    assert row["message_id"] == due and row["retain_until"] == await admin_pool.fetchval(
+        "SELECT retain_until FROM messages WHERE id = $1", due)
+    assert await admin_pool.fetchval("SELECT count(*) FROM dispositions") == 1
+    assert not await admin_pool.fetchval(
+        "SELECT has_function_privilege('public', 'record_disposition(text, text, bigint, jsonb, text)', 'EXECUTE')")
 
 
 async def test_migrate_refuses_the_application_role_and_grants_new_tables(database_urls: DatabaseUrls, clean_db,

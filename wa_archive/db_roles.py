@@ -30,12 +30,15 @@ DELETABLE = frozenset({"ui_sessions"})
 HIDDEN = frozenset({"schema_migrations"})
 # The only tables that may be emptied wholesale; every other table holds evidence.
 TRUNCATABLE = frozenset({"schema_migrations", "ui_sessions"})
-# The owner's functions that do for the application what it may not do itself: remove evidence
-# after re-checking the rule, and append a ledger leaf at the number the head gives out.
-EXECUTABLE = ("dispose_message_rows(text)", "ledger_append(text, text, text)")
-# Written only through ledger_append(): a leaf at a number of the caller's choosing, or a head
-# moved without its leaf, would jam or break the log.
-NOT_INSERTABLE = frozenset({"ledger_head", "ledger_leaves"})
+# The owner's functions that do for the application what it may not do itself, re-checking the
+# rule instead of trusting the caller: record and carry out a disposal, and append a ledger leaf at
+# the number the head gives out.
+EXECUTABLE = ("dispose_message_rows(text)", "record_disposition(text, text, bigint, jsonb, text)",
+              "ledger_append(text, text, text)")
+# Written only through those functions: a leaf at a number of the caller's choosing or a head moved
+# without its leaf would jam or break the log, and a dispositions row for a retained message would
+# block its disposal for good or make a removal look lawful.
+NOT_INSERTABLE = frozenset({"ledger_head", "ledger_leaves", "dispositions"})
 
 
 def _ident(name: str) -> str:

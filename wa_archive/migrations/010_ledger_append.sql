@@ -33,3 +33,37 @@ BEGIN
     RETURN appended;
 END $$;
 REVOKE ALL ON FUNCTION ledger_append(text, text, text) FROM PUBLIC;
+
+-- A dispositions row is written only here, for a message that is due right now: one written for a
+-- retained message would take its place in the unique index and stop its disposal for good, and
+-- one with invented retention would make a removal look lawful. The retention and policy recorded
+-- are the message's own, never the caller's; the caller appends the row's ledger leaf and then
+-- removes the rows with dispose_message_rows(), in the same transaction.
+CREATE FUNCTION record_disposition(p_message_id text, p_reason text, p_erasure_request_id bigint, p_record jsonb,
+                                   p_run_id text) RETURNS SETOF dispositions
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+DECLARE
+    m messages%ROWTYPE;
+BEGIN
+    SELECT * INTO m FROM messages WHERE id = p_message_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'message % is not archived: no disposition to record', p_message_id;
+    END IF;
+    IF cardinality(m.hold_cases) > 0 OR EXISTS (
+            SELECT 1 FROM legal_holds h WHERE h.released_at IS NULL AND h.phone = m.contact_phone
+            AND (h.since IS NULL OR m.ts >= h.since) AND (h.until IS NULL OR m.ts < h.until)) THEN
+        RAISE EXCEPTION 'message % is on legal hold: disposition refused', m.id;
+    END IF;
+    IF m.retain_until IS NULL OR m.retain_until > now() THEN
+        RAISE EXCEPTION 'message % is retained until %: disposition refused', m.id, m.retain_until;
+    END IF;
+    IF EXISTS (SELECT 1 FROM media d WHERE d.message_id = m.id
+               AND (d.legal_hold OR d.retain_until IS NULL OR d.retain_until > now())) THEN
+        RAISE EXCEPTION 'media of message % is held or retained: disposition refused', m.id;
+    END IF;
+    RETURN QUERY INSERT INTO dispositions (message_id, reason, policy_id, retain_until, erasure_request_id, record,
+                                           run_id)
+        VALUES (m.id, p_reason, m.retention_policy_id, m.retain_until, p_erasure_request_id, p_record, p_run_id)
+        RETURNING *;
+END $$;
+REVOKE ALL ON FUNCTION record_disposition(text, text, bigint, jsonb, text) FROM PUBLIC;
