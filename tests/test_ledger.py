@@ -174,5 +174,5 @@ async def test_a_removal_is_accepted_only_from_a_disposition_record_with_its_own
     assert f"disposition {covers['bare']} of message {ids['bare']}: not in the ledger" in out
     assert f"message {ids['bare']}: deleted" in out
     assert f"disposition {covers['mismatched']}: changed since it was recorded" in out
-    assert f"message {ids['mismatched']}: deleted" in out
+    assert f"message {ids['mismatched']}: disposed, but the disposition record does not match" in out
     assert ids["kept"] not in out

@@ -336,14 +336,15 @@ _RECORDS = {
 
 
 async def _disposed(pool: asyncpg.Pool, latest: dict[tuple[str, str], str]
-                    ) -> tuple[dict[tuple[str, str], str], list[str]]:
+                    ) -> tuple[dict[tuple[str, str], str | None], list[str]]:
     """Records removed by disposition, with the digest each had (their leaves may outlive them),
     and the dispositions rows that cannot vouch for a removal.
 
-    A dispositions row counts only when its own ledger leaf carries its digest: disposal always
-    appends one, so a row without it was written outside the disposal path.
+    A dispositions row vouches only when its own ledger leaf carries its digest: disposal always
+    appends one, so a row without it was written outside the disposal path and is named, and the
+    records of a row that no longer matches its leaf map to None (claimed, not proven).
     """
-    gone: dict[tuple[str, str], str] = {}
+    gone: dict[tuple[str, str], str | None] = {}
     problems: list[str] = []
     for row in await pool.fetch("SELECT * FROM dispositions ORDER BY id"):
         recorded = latest.get(("disposition", str(row["id"])))
@@ -351,14 +352,13 @@ async def _disposed(pool: asyncpg.Pool, latest: dict[tuple[str, str], str]
             problems.append(f"disposition {row['id']} of message {row['message_id']}: not in the ledger"
                             " (written outside the disposal path); the removal it claims is not accepted")
             continue
-        if recorded != disposition_digest(row):
-            continue  # named by the check of disposition records against their leaves
+        vouched = recorded == disposition_digest(row)  # a mismatch is named with the disposition records
         record = row["record"]
         try:
-            gone[("message", row["message_id"])] = str(record["message_digest"])
+            gone[("message", row["message_id"])] = str(record["message_digest"]) if vouched else None
             for kind, key in (("status_event", "status_events"), ("failure", "failures")):
                 for item in record.get(key, []):
-                    gone[(kind, str(item["id"]))] = str(item["digest"])
+                    gone[(kind, str(item["id"]))] = str(item["digest"]) if vouched else None
         except (KeyError, TypeError, AttributeError):
             problems.append(f"disposition {row['id']} of message {row['message_id']}: its record does not say"
                             " what was removed")
