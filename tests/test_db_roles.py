@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import DatabaseUrls
+from wa_archive import ledger, merkle
 from wa_archive.db import MigrateAsAppRole, migrate
 from wa_archive.embedded import APP_ROLE, OWNER_ROLE
 
@@ -96,13 +97,70 @@ async def test_the_application_role_owns_nothing_and_holds_no_power(clean_db, ad
         "SELECT bool_or(has_table_privilege($1, c.oid, 'TRUNCATE') OR has_table_privilege($1, c.oid, 'TRIGGER')"
         " OR has_table_privilege($1, c.oid, 'REFERENCES')) FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'", APP_ROLE)
-    # The append-only tables: INSERT and SELECT, nothing else.
-    for table in ("ledger_leaves", "ledger_checkpoints", "access_log", "deliveries", "status_events", "dispositions",
-                  "archive_failures", "archive_attempts"):
+    # The append-only tables: INSERT and SELECT, nothing else; the ledger's leaves and head only
+    # through ledger_append(), so SELECT alone.
+    for table, expected in (("ledger_checkpoints", {"SELECT", "INSERT"}), ("access_log", {"SELECT", "INSERT"}),
+                            ("deliveries", {"SELECT", "INSERT"}), ("status_events", {"SELECT", "INSERT"}),
+                            ("dispositions", {"SELECT"}), ("archive_failures", {"SELECT", "INSERT"}),
+                            ("archive_attempts", {"SELECT", "INSERT"}), ("ledger_leaves", {"SELECT"}),
+                            ("ledger_head", {"SELECT"})):
         granted = {p for p in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
                    if await admin_pool.fetchval("SELECT has_table_privilege($1, $2, $3)", APP_ROLE, table, p)}
-        assert granted == {"SELECT", "INSERT"}, table
+        assert granted == expected, table
         assert not await admin_pool.fetchval("SELECT has_any_column_privilege($1, $2, 'UPDATE')", APP_ROLE, table)
+        assert not await admin_pool.fetchval("SELECT has_any_column_privilege($1, $2, 'INSERT')", APP_ROLE,
+                                             table) or "INSERT" in expected, table
+
+
+async def test_the_application_role_appends_to_the_ledger_only_through_the_owners_function(clean_db, admin_pool):
+    """A leaf at a number the head did not give out jams every later append; a head moved without
+    its leaf leaves a gap. The application writes neither table: ledger_append() does both at once."""
+    pool = clean_db
+    for sql in ("INSERT INTO ledger_leaves (seq, kind, record_id, digest, leaf_hash)"
+                " VALUES ((SELECT size FROM ledger_head), 'message', 'wamid.squat', 'd', '\\x00')",
+                "INSERT INTO ledger_leaves (seq, kind, record_id, digest, leaf_hash)"
+                " VALUES (1000000, 'message', 'wamid.squat', 'd', '\\x00')",
+                "UPDATE ledger_head SET size = size + 1",
+                "INSERT INTO ledger_head VALUES (2, 0)"):
+        with pytest.raises(REFUSED):
+            await pool.execute(sql)
+    async with pool.acquire() as conn, conn.transaction():
+        assert await ledger.append(conn, "access", "1", "a" * 64) == 0
+        assert await ledger.append(conn, "message", "wamid.é", "b" * 64) == 1
+    with pytest.raises(asyncpg.RaiseError, match="not a kind"):
+        await pool.execute("SELECT ledger_append('forged', 'x', 'd')")
+    with pytest.raises(asyncpg.RaiseError, match="required"):
+        await pool.execute("SELECT ledger_append('access', NULL, 'd')")
+    assert await admin_pool.fetchval("SELECT size FROM ledger_head") == 2
+    leaves = await admin_pool.fetch("SELECT * FROM ledger_leaves ORDER BY seq")
+    assert [(r["seq"], r["kind"], r["record_id"]) for r in leaves] == [(0, "access", "1"), (1, "message", "wamid.é")]
+    for r in leaves:
+        assert bytes(r["leaf_hash"]) == merkle.leaf_hash(ledger.leaf_bytes(r["kind"], r["record_id"], r["digest"]))
+    function = await admin_pool.fetchrow(
+        "SELECT pg_get_userbyid(proowner) AS owner, prosecdef, proconfig FROM pg_proc"
+        " WHERE oid = 'ledger_append(text, text, text)'::regprocedure")
+    assert function["owner"] == OWNER_ROLE and function["prosecdef"]
+    assert any(c.startswith("search_path=") for c in function["proconfig"])
+    assert not await admin_pool.fetchval("SELECT has_function_privilege('public', 'ledger_append(text, text, text)',"
+                                         " 'EXECUTE')")
+
+
+LEAF_INPUTS = [
+    ("message", "wamid.HBgLNDQ3NzAwOTAwMTIzFQIAEhgUM0E", "0" * 64),
+    ("access", "42", "f" * 64),
+    ("message", "wamid.Zoë-Ünïcødé-日本語-😀", "ab" * 32),
+    ("status_event", 'quote " backslash \\ slash / tab \t newline \n cr \r', "cd" * 32),
+    ("failure", "ctrl \x01\x08\x0c\x1f del \x7f", "ef" * 32),
+    ("template_snapshot", "line sep \u2028 para sep \u2029 bom \ufeff nbsp \u00a0", ""),
+    ("disposition", "", "é"),
+]
+
+
+@pytest.mark.parametrize("kind, record_id, digest", LEAF_INPUTS)
+async def test_the_databases_leaf_hash_is_byte_identical_to_the_archives(clean_db, kind, record_id, digest):
+    """Existing ledgers must still verify: the SQL leaf hash equals merkle.leaf_hash(leaf_bytes(...))."""
+    computed = await clean_db.fetchval("SELECT ledger_leaf_hash($1, $2, $3)", kind, record_id, digest)
+    assert bytes(computed) == merkle.leaf_hash(ledger.leaf_bytes(kind, record_id, digest))
 
 
 async def test_truncate_of_evidence_is_refused_to_the_owner_too(clean_db, owner_pool):
@@ -146,6 +204,34 @@ async def test_disposal_goes_through_the_owners_function_which_rechecks_the_rule
     # The function is the application's only way; no one else was granted it.
     assert not await admin_pool.fetchval("SELECT has_function_privilege('public', 'dispose_message_rows(text)',"
                                          " 'EXECUTE')")
+
+
+async def test_a_disposition_record_is_written_only_for_a_message_that_is_due(clean_db, admin_pool):
+    """A dispositions row the application wrote for a retained message would hold its place in the
+    unique index (its disposal could never be recorded) and make a removal look lawful."""
+    pool = clean_db
+    retained = await _seed(admin_pool)
+    with pytest.raises(REFUSED):
+        await pool.execute("INSERT INTO dispositions (message_id, reason, retain_until, record)"
+                           " VALUES ($1, 'retention_expired', now() - interval '1 day', '{}')", retained)
+    with pytest.raises(asyncpg.RaiseError, match="retained until"):
+        await pool.execute("SELECT * FROM record_disposition($1, 'retention_expired', NULL, '{}', NULL)", retained)
+    with pytest.raises(asyncpg.RaiseError, match="not archived"):
+        await pool.execute("SELECT * FROM record_disposition('wamid.none', 'retention_expired', NULL, '{}', NULL)")
+    due = await _seed(admin_pool, retained=False)
+    await admin_pool.execute("INSERT INTO legal_holds (case_id, phone, reason, set_by)"
+                             " VALUES ('case-2', '447700900124', 'inquiry', 'test')")
+    await admin_pool.execute("UPDATE messages SET contact_phone = '447700900124' WHERE id = $1", due)
+    with pytest.raises(asyncpg.RaiseError, match="legal hold"):
+        await pool.execute("SELECT * FROM record_disposition($1, 'retention_expired', NULL, '{}', NULL)", due)
+    await admin_pool.execute("UPDATE legal_holds SET released_at = now(), released_by = 'test'")
+    # The retention recorded is the message's own, whatever the caller would claim.
+    row = await pool.fetchrow("SELECT * FROM record_disposition($1, 'retention_expired', NULL, '{}', 'run')", due)
+    assert row["message_id"] == due and row["retain_until"] == await admin_pool.fetchval(
+        "SELECT retain_until FROM messages WHERE id = $1", due)
+    assert await admin_pool.fetchval("SELECT count(*) FROM dispositions") == 1
+    assert not await admin_pool.fetchval(
+        "SELECT has_function_privilege('public', 'record_disposition(text, text, bigint, jsonb, text)', 'EXECUTE')")
 
 
 async def test_migrate_refuses_the_application_role_and_grants_new_tables(database_urls: DatabaseUrls, clean_db,

@@ -10,6 +10,7 @@ import sys
 import uuid
 
 from tests.conftest import LEDGER_KEY
+from wa_archive import ledger
 from wa_archive.fake_graph import FakeMedia
 from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
 
@@ -139,3 +140,39 @@ async def _behind_the_guards(pool, sql: str, *args) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
         await conn.execute(sql, *args)
+
+
+async def test_a_removal_is_accepted_only_from_a_disposition_record_with_its_own_leaf(stack, database_url):
+    """An insider deletes a retained message and covers it with a dispositions row carrying its
+    digest: without the row's own ledger leaf (disposal always appends one), `verify` names it; with
+    a leaf that does not match the row, the row is named too and the removal is not accepted."""
+    ids = {"bare": wamid(), "mismatched": wamid(), "kept": wamid()}
+    await stack.post(dumps(envelope([message("text", {"body": f"statement {k}"}, mid=mid) for k, mid in ids.items()])))
+    for mid in ids.values():
+        await stack.wait_for_message(mid)
+    env = _env(stack, database_url)
+    assert (await _cli(env, "ledger", "checkpoint")).returncode == 0
+    assert (await _cli(env, "verify")).returncode == 0
+
+    covers = {}
+    for name in ("bare", "mismatched"):
+        victim = ids[name]
+        digest = await stack.pool.fetchval("SELECT digest FROM ledger_leaves WHERE kind = 'message'"
+                                           " AND record_id = $1 ORDER BY seq DESC LIMIT 1", victim)
+        await _behind_the_guards(stack.admin_pool, "DELETE FROM message_deliveries WHERE message_id = $1", victim)
+        await _behind_the_guards(stack.admin_pool, "DELETE FROM messages WHERE id = $1", victim)
+        covers[name] = await stack.admin_pool.fetchval(
+            "INSERT INTO dispositions (message_id, reason, retain_until, record)"
+            " VALUES ($1, 'retention_expired', now() - interval '1 day', $2) RETURNING id",
+            victim, {"message_digest": digest, "media": [], "status_events": [], "failures": []})
+    async with stack.pool.acquire() as conn, conn.transaction():
+        await ledger.append(conn, "disposition", str(covers["mismatched"]), "0" * 64)
+
+    report = await _cli(env, "verify")
+    assert report.returncode == 1
+    out = report.stdout
+    assert f"disposition {covers['bare']} of message {ids['bare']}: not in the ledger" in out
+    assert f"message {ids['bare']}: deleted" in out
+    assert f"disposition {covers['mismatched']}: changed since it was recorded" in out
+    assert f"message {ids['mismatched']}: disposed, but the disposition record does not match" in out
+    assert ids["kept"] not in out

@@ -13,8 +13,8 @@ import structlog
 log = structlog.get_logger()
 
 # Columns the application updates in place (retention growing, holds, a failed item completed,
-# tokens revoked and used, erasure requests settled, the ledger head's size). Everything else the
-# application may only read and append to.
+# tokens revoked and used, erasure requests settled). Everything else the application may only
+# read and append to.
 UPDATABLE: dict[str, tuple[str, ...]] = {
     "messages": ("retain_until", "retention_policy_id", "hold_cases", "archive_status"),
     "media": ("status", "storage_url", "storage_key", "size", "sha256", "mime_type", "declared_mime_type",
@@ -23,7 +23,6 @@ UPDATABLE: dict[str, tuple[str, ...]] = {
     "legal_holds": ("released_at", "released_by"),
     "erasure_requests": ("status", "completed_at", "deferred_until", "legal_basis", "messages_removed",
                          "outcome"),
-    "ledger_head": ("size",),
 }
 # Rows the application deletes itself: a logged-out session is not evidence.
 DELETABLE = frozenset({"ui_sessions"})
@@ -31,10 +30,15 @@ DELETABLE = frozenset({"ui_sessions"})
 HIDDEN = frozenset({"schema_migrations"})
 # The only tables that may be emptied wholesale; every other table holds evidence.
 TRUNCATABLE = frozenset({"schema_migrations", "ui_sessions"})
-# Functions that remove evidence after re-checking the rule themselves.
-EXECUTABLE = ("dispose_message_rows(text)",)
-# Only written by the append-only path, never inserted by the application.
-NOT_INSERTABLE = frozenset({"ledger_head"})
+# The owner's functions that do for the application what it may not do itself, re-checking the
+# rule instead of trusting the caller: record and carry out a disposal, and append a ledger leaf at
+# the number the head gives out.
+EXECUTABLE = ("dispose_message_rows(text)", "record_disposition(text, text, bigint, jsonb, text)",
+              "ledger_append(text, text, text)")
+# Written only through those functions: a leaf at a number of the caller's choosing or a head moved
+# without its leaf would jam or break the log, and a dispositions row for a retained message would
+# block its disposal for good or make a removal look lawful.
+NOT_INSERTABLE = frozenset({"ledger_head", "ledger_leaves", "dispositions"})
 
 
 def _ident(name: str) -> str:

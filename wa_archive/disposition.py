@@ -71,13 +71,12 @@ class Disposer:
                                 "storage_key_sha256": ledger.sha256_hex((m["storage_key"] or "").encode()),
                                 "versions_removed": versions})
             record = await self._record(conn, row, media, removed)
-            disp = await conn.fetchrow(
-                "INSERT INTO dispositions (message_id, reason, policy_id, retain_until, erasure_request_id, record,"
-                " run_id) VALUES ($1,$2,$3,$4,$5,$6,$7) RETURNING *", message_id, reason,
-                row["retention_policy_id"], row["retain_until"], erasure_request_id, record, run_id)
+            # The application may neither write a disposition record nor delete evidence itself: the
+            # owner's functions re-check the rule (past retention, nothing held, the record
+            # written) and write the record with the message's own retention, then remove the rows.
+            disp = await conn.fetchrow("SELECT * FROM record_disposition($1, $2, $3, $4, $5)", message_id, reason,
+                                       erasure_request_id, record, run_id)
             await ledger.append(conn, "disposition", str(disp["id"]), ledger.disposition_digest(disp))
-            # The application may not delete evidence itself: an owner's function re-checks the
-            # rule (past retention, nothing held, this record written) and removes the rows.
             await conn.execute("SELECT dispose_message_rows($1)", message_id)
         return {"message_id": message_id, "disposition_id": disp["id"], "objects": sum(1 for r in removed if r["versions_removed"]),
                 "bytes": sum(r["size"] or 0 for r in removed if r["status"] == "archived")}

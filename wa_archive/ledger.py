@@ -102,12 +102,9 @@ def disposition_digest(row: asyncpg.Record | dict) -> str:
 
 async def append(conn: asyncpg.Connection, kind: str, record_id: str, digest: str) -> int:
     """Append one leaf inside the caller's transaction; returns its number (gapless)."""
-    # One statement: take the next number under the head row's lock and write the leaf.
-    return await conn.fetchval(
-        "WITH head AS (UPDATE ledger_head SET size = size + 1 WHERE id = 1 RETURNING size - 1 AS seq)"
-        " INSERT INTO ledger_leaves (seq, kind, record_id, digest, leaf_hash)"
-        " SELECT seq, $1, $2, $3, $4 FROM head RETURNING seq",
-        kind, record_id, digest, merkle.leaf_hash(leaf_bytes(kind, record_id, digest)))
+    # The owner's ledger_append() numbers the leaf under the head row's lock and computes its hash
+    # (as leaf_bytes() and merkle.leaf_hash() do): the application may not write either table itself.
+    return await conn.fetchval("SELECT ledger_append($1, $2, $3)", kind, record_id, digest)
 
 
 async def append_message(conn: asyncpg.Connection, message_id: str) -> int:
@@ -338,16 +335,34 @@ _RECORDS = {
 }
 
 
-async def _disposed(pool: asyncpg.Pool) -> dict[tuple[str, str], str]:
-    """Records removed by disposition, with the digest each had: their leaves may outlive them."""
-    gone: dict[tuple[str, str], str] = {}
-    for row in await pool.fetch("SELECT message_id, record FROM dispositions"):
+async def _disposed(pool: asyncpg.Pool, latest: dict[tuple[str, str], str]
+                    ) -> tuple[dict[tuple[str, str], str | None], list[str]]:
+    """Records removed by disposition, with the digest each had (their leaves may outlive them),
+    and the dispositions rows that cannot vouch for a removal.
+
+    A dispositions row vouches only when its own ledger leaf carries its digest: disposal always
+    appends one, so a row without it was written outside the disposal path and is named, and the
+    records of a row that no longer matches its leaf map to None (claimed, not proven).
+    """
+    gone: dict[tuple[str, str], str | None] = {}
+    problems: list[str] = []
+    for row in await pool.fetch("SELECT * FROM dispositions ORDER BY id"):
+        recorded = latest.get(("disposition", str(row["id"])))
+        if recorded is None:
+            problems.append(f"disposition {row['id']} of message {row['message_id']}: not in the ledger"
+                            " (written outside the disposal path); the removal it claims is not accepted")
+            continue
+        vouched = recorded == disposition_digest(row)  # a mismatch is named with the disposition records
         record = row["record"]
-        gone[("message", row["message_id"])] = record["message_digest"]
-        for kind, key in (("status_event", "status_events"), ("failure", "failures")):
-            for item in record.get(key, []):
-                gone[(kind, item["id"])] = item["digest"]
-    return gone
+        try:
+            gone[("message", row["message_id"])] = str(record["message_digest"]) if vouched else None
+            for kind, key in (("status_event", "status_events"), ("failure", "failures")):
+                for item in record.get(key, []):
+                    gone[(kind, str(item["id"]))] = str(item["digest"]) if vouched else None
+        except (KeyError, TypeError, AttributeError):
+            problems.append(f"disposition {row['id']} of message {row['message_id']}: its record does not say"
+                            " what was removed")
+    return gone, problems
 
 
 async def verify_log(pool: asyncpg.Pool, public_key: bytes | None) -> list[str]:
@@ -377,7 +392,8 @@ async def verify_log(pool: asyncpg.Pool, public_key: bytes | None) -> list[str]:
             problems.append(f"message {row['id']}: not in the ledger (added outside the archive)")
         elif digest != message_digest(row, by_msg.get(row["id"], [])):
             problems.append(f"message {row['id']}: changed since it was archived (row or its media)")
-    disposed = await _disposed(pool)
+    disposed, unvouched = await _disposed(pool, latest)
+    problems += unvouched
 
     def removed(kind: str, record_id: str) -> None:
         if (kind, record_id) not in disposed:
