@@ -191,8 +191,9 @@ async def test_a_deleted_message_covered_by_a_disposition_row_without_a_ledger_l
         await conn.execute("SET LOCAL session_replication_role = replica")
         await conn.execute("DELETE FROM message_deliveries WHERE message_id = $1", victim)
         await conn.execute("DELETE FROM messages WHERE id = $1", victim)
-    # The application role may insert dispositions rows: no leaf is appended for this one.
-    await stack.pool.execute(
+    # The insider adds a dispositions row covering it, without a ledger leaf (the application role
+    # may no longer insert one at all: only record_disposition() writes them).
+    await stack.admin_pool.execute(
         "INSERT INTO dispositions (message_id, reason, retain_until, record)"
         " VALUES ($1, 'retention_expired', now() - interval '1 day', $2)",
         victim, {"message_digest": digest, "media": [], "status_events": [], "failures": []})
