@@ -1,0 +1,74 @@
+"""Second round of attacks, on the fixes of the first: each test reproduces one hole still open, so
+each fails until the hole is closed at its root."""
+
+from __future__ import annotations
+
+import random
+
+import asyncpg
+
+from wa_archive import ledger, merkle
+
+# --- The ledger's leaf hash: PostgreSQL's to_json against Python's canonical JSON ---------------------
+
+
+def _tricky_texts() -> list[str]:
+    """Text the two encoders could disagree on: every escape class, DEL, line separators, astral
+    characters, backslash sequences that look like escapes, and seeded random Unicode."""
+    fixed = ["", "\x01\x08\x09\x0a\x0b\x0c\x0d\x1f", "\x7f\x80\x9f", "\u2028\u2029", "\ufeff\ufffd\uffff",
+             '"\\/', "\\u0000", "</script>", "\U0001f600\U0010ffff", "e\u0301", "\u00e9", "a" * 5000]
+    rng = random.Random(11)
+    planes = [(0x01, 0x7F), (0x80, 0x7FF), (0x800, 0xD7FF), (0xE000, 0xFFFF), (0x10000, 0x10FFFF)]
+    for _ in range(300):
+        lo, hi = rng.choice(planes)
+        fixed.append("".join(chr(rng.randint(lo, hi)) for _ in range(rng.randint(1, 12))))
+    return fixed
+
+
+async def test_the_database_leaf_hash_agrees_with_python_for_any_text(owner_pool):
+    """ledger_append() hashes in SQL, verify in Python: one disagreement marks an honest leaf as altered."""
+    texts = _tricky_texts()
+    rows = await owner_pool.fetch(
+        "SELECT t, ledger_leaf_hash('message', t, t) AS h FROM unnest($1::text[]) AS t", texts)
+    differ = [r["t"] for r in rows
+              if bytes(r["h"]) != merkle.leaf_hash(ledger.leaf_bytes("message", r["t"], r["t"]))]
+    assert differ == []
+
+
+async def test_a_session_setting_of_the_application_role_cannot_stop_ledger_appends(clean_db, database_url):
+    """The caller's session settings reach the owner's ledger_leaf_hash(): with
+    standard_conforming_strings off, its SQL body's '\\x00' literal is read as an escape for the
+    zero byte, and every ledger_append() fails ("invalid byte sequence ... 0x00"). The application
+    role may turn it off for itself for good (ALTER ROLE CURRENT_USER SET ..., which needs no
+    privilege), and then no process connecting as it can archive or log a read any more."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            # Shown and rolled back: the role can make the setting its default for every connection.
+            await conn.execute("ALTER ROLE CURRENT_USER SET standard_conforming_strings = off")
+            await conn.execute("ALTER ROLE CURRENT_USER RESET standard_conforming_strings")
+        await conn.execute("SET standard_conforming_strings = off")
+        async with conn.transaction():
+            seq = await conn.fetchval("SELECT ledger_append('access', 'probe', 'digest')")
+            stored = bytes(await conn.fetchval("SELECT leaf_hash FROM ledger_leaves WHERE seq = $1", seq))
+    finally:
+        await conn.close()
+    assert stored == merkle.leaf_hash(ledger.leaf_bytes("access", "probe", "digest"))
+    assert await ledger.verify_log(clean_db, None) == []
+
+
+# --- verify blinded by a row the application role may insert ----------------------------------------
+
+
+async def test_verify_names_a_deeply_nested_inserted_message_instead_of_crashing(clean_db):
+    """The application role may INSERT messages (and access-log targets, dispositions' records through
+    record_disposition). jsonb nested a few thousand deep is stored by PostgreSQL, but asyncpg's
+    json.loads codec raises RecursionError on reading it, so `verify` dies on its first
+    `SELECT * FROM messages` and names none of the tampering it was run to find."""
+    pool = clean_db
+    await pool.execute(
+        "INSERT INTO messages (id, source, direction, type, ts, archive_status, payload)"
+        " VALUES ('wamid.deep', 'meta', 'in', 'text', now(), 'archived',"
+        " (repeat('[', 5000) || repeat(']', 5000))::jsonb)")
+    problems = await ledger.verify_log(pool, None)
+    assert any("wamid.deep" in p for p in problems)
