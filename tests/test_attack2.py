@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import asyncpg
+import pytest
 
 from wa_archive import ledger, merkle
 
@@ -54,21 +55,40 @@ async def test_a_session_setting_of_the_application_role_cannot_stop_ledger_appe
     finally:
         await conn.close()
     assert stored == merkle.leaf_hash(ledger.leaf_bytes("access", "probe", "digest"))
-    assert await ledger.verify_log(clean_db, None) == []
+    # The chain is whole; the probe leaf names no record, which verify says.
+    assert await ledger.verify_log(clean_db, None) == ["access probe: deleted (its ledger entry remains)"]
 
 
 # --- verify blinded by a row the application role may insert ----------------------------------------
 
 
-async def test_verify_names_a_deeply_nested_inserted_message_instead_of_crashing(clean_db):
+async def test_the_database_refuses_json_nested_deeper_than_any_reader_can_decode(clean_db):
     """The application role may INSERT messages (and access-log targets, dispositions' records through
-    record_disposition). jsonb nested a few thousand deep is stored by PostgreSQL, but asyncpg's
-    json.loads codec raises RecursionError on reading it, so `verify` dies on its first
-    `SELECT * FROM messages` and names none of the tampering it was run to find."""
+    record_disposition). jsonb nested a few thousand deep would be stored by PostgreSQL, but asyncpg's
+    json.loads codec raises RecursionError on reading it, so `verify` would die on its first
+    `SELECT * FROM messages` and name none of the tampering it was run to find. The database refuses
+    such rows in every jsonb column."""
     pool = clean_db
+    deep = "(repeat('[', 5000) || repeat(']', 5000))::jsonb"
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pool.execute(
+            "INSERT INTO messages (id, source, direction, type, ts, archive_status, payload)"
+            f" VALUES ('wamid.deep', 'meta', 'in', 'text', now(), 'archived', {deep})")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pool.execute(f"INSERT INTO access_log (actor, role, action, target) VALUES ('x', 'cli', 'view', {deep})")
+    # At the limit the archive's own input can reach (64 levels, json_input.MAX_DEPTH) rows are taken.
     await pool.execute(
-        "INSERT INTO messages (id, source, direction, type, ts, archive_status, payload)"
-        " VALUES ('wamid.deep', 'meta', 'in', 'text', now(), 'archived',"
-        " (repeat('[', 5000) || repeat(']', 5000))::jsonb)")
-    problems = await ledger.verify_log(pool, None)
-    assert any("wamid.deep" in p for p in problems)
+        "INSERT INTO access_log (actor, role, action, target)"
+        " VALUES ('x', 'cli', 'view', (repeat('[', 64) || repeat(']', 64))::jsonb)")
+    target = await pool.fetchval("SELECT target FROM access_log WHERE actor = 'x'")  # decodes
+    for _ in range(63):
+        target = target[0]
+    assert target == []
+    unguarded = await pool.fetch(
+        "SELECT c.table_name, c.column_name FROM information_schema.columns c"
+        " JOIN information_schema.tables t USING (table_schema, table_name)"
+        " WHERE c.table_schema = 'public' AND c.data_type = 'jsonb' AND t.table_type = 'BASE TABLE'"
+        " AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = format('%I', c.table_name)::regclass"
+        "                 AND k.contype = 'c' AND pg_get_constraintdef(k.oid) LIKE '%jsonb_depth_within%'"
+        "                 AND pg_get_constraintdef(k.oid) LIKE '%' || c.column_name || '%')")
+    assert [tuple(r) for r in unguarded] == []

@@ -46,7 +46,8 @@ def _ident(name: str) -> str:
 
 
 async def apply_roles(conn: asyncpg.Connection, app_role: str) -> None:
-    """Guard every evidence table against TRUNCATE and give `app_role` exactly its grants."""
+    """Guard every evidence table against TRUNCATE and every jsonb column against runaway nesting,
+    and give `app_role` exactly its grants."""
     tables = [r["relname"] for r in await conn.fetch(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY c.relname")]
@@ -55,6 +56,8 @@ async def apply_roles(conn: asyncpg.Connection, app_role: str) -> None:
             await conn.execute(
                 f"CREATE OR REPLACE TRIGGER {_ident(table + '_no_truncate')} BEFORE TRUNCATE ON {_ident(table)}"
                 " FOR EACH STATEMENT EXECUTE FUNCTION refuse_truncate()")
+    if await conn.fetchval("SELECT to_regprocedure('guard_jsonb_columns()') IS NOT NULL"):
+        await conn.execute("SELECT guard_jsonb_columns()")  # jsonb columns added since get the depth check
     role = await conn.fetchrow("SELECT rolname, rolsuper FROM pg_roles WHERE rolname = $1", app_role)
     if role is None:
         log.warning("database.app_role_missing", role=app_role,
