@@ -1,5 +1,6 @@
-"""Second round of attacks, on the fixes of the first: each test reproduces one hole still open, so
-each fails until the hole is closed at its root."""
+"""The owner's ledger functions under a hostile caller: the leaf hash computed in SQL equals Python's
+for any text, no session setting of the application role stops appends, and no jsonb row it writes is
+nested deeper than a reader can decode."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Attacks on the closed security issue: each test reproduces one hole that is still open, so each
-fails until the hole is closed at its root."""
+"""Ways around the guards: Unicode spellings of internal addresses, leaves and disposition rows written
+behind the ledger's back, header injection into RSMF e-mails, unlogged CLI reads, non-ASCII phone
+digits, login redirects. Each test reproduces one way in and proves it closed."""
 
 from __future__ import annotations
 
