@@ -115,8 +115,8 @@ async def test_a_redirect_to_a_unicode_spelling_of_loopback_is_not_followed(inte
 
 
 async def test_a_sender_token_cannot_make_the_worker_archive_an_internal_service(stack_factory, internal):
-    """End to end: a `sender` token's outbound media link in full-width digits is fetched from loopback
-    and the internal answer is archived as the message's media."""
+    """End to end: a `sender` token's outbound media link in full-width digits would be fetched from
+    loopback and the internal answer archived as the message's media; it is refused instead."""
     stack = await stack_factory(media_fetch_allowlist="")
     token = await stack.token("sender")
     link = f"http://１２７．０．０．１:{internal.port}/latest/meta-data/iam"
@@ -141,8 +141,8 @@ async def test_a_sender_token_cannot_make_the_worker_archive_an_internal_service
 
 async def test_the_application_role_cannot_write_a_ledger_leaf_the_head_did_not_number(clean_db):
     """Leaves are numbered by the head row; a leaf written at the next number without moving the head
-    makes every later append collide with it, so nothing can be archived or read (reads are
-    refused when their access-log leaf cannot be written) until a superuser removes it."""
+    would make every later append collide with it, so nothing could be archived or read (reads are
+    refused when their access-log leaf cannot be written): the application role may not write one."""
     pool = clean_db
     size = await pool.fetchval("SELECT size FROM ledger_head")
     leaf = ledger.leaf_bytes("message", "wamid.squatter", "0" * 64)
@@ -176,9 +176,9 @@ async def _archive_two(stack) -> dict[str, str]:
 
 async def test_a_deleted_message_covered_by_a_disposition_row_without_a_ledger_leaf_is_named(
         stack, database_url):
-    """Disposition always appends a leaf for its record. `verify` believes any dispositions row, leaf
-    or not: an insider deletes a retained message (superuser, triggers off) and the application role
-    adds a dispositions row carrying the message's digest, and `verify` says OK."""
+    """Disposition always appends a leaf for its record. An insider deletes a retained message
+    (superuser, triggers off) and adds a dispositions row carrying the message's digest but no leaf:
+    `verify` must not accept it as a lawful removal."""
     ids = await _archive_two(stack)
     env = _env(stack, database_url)
     assert (await _cli(env, "ledger", "checkpoint")).returncode == 0
@@ -254,7 +254,7 @@ async def test_the_record_api_takes_only_a_digits_contact_id(stack):
 
 async def test_cli_retrieval_tests_is_an_access_logged_read(clean_db, database_url):
     """`wa-archive retrieval-tests` prints the sampled items (message ids, and object keys, which hold
-    the contact's phone number) with no access-log entry of its own."""
+    the contact's phone number): a read that must leave its own access-log entry."""
     pool = clean_db
     phone = "447700900123"
     key = f"archive/2026/02/02/{phone}/wamid.SAMPLED.jpg"
