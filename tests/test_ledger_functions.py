@@ -38,11 +38,10 @@ async def test_the_database_leaf_hash_agrees_with_python_for_any_text(owner_pool
 
 
 async def test_a_session_setting_of_the_application_role_cannot_stop_ledger_appends(clean_db, database_url):
-    """The caller's session settings reach the owner's ledger_leaf_hash(): with
-    standard_conforming_strings off, its SQL body's '\\x00' literal is read as an escape for the
-    zero byte, and every ledger_append() fails ("invalid byte sequence ... 0x00"). The application
-    role may turn it off for itself for good (ALTER ROLE CURRENT_USER SET ..., which needs no
-    privilege), and then no process connecting as it can archive or log a read any more."""
+    """The application role may switch standard_conforming_strings off for itself, even as its default
+    for every connection (ALTER ROLE CURRENT_USER SET ..., which needs no privilege). Had the owner's
+    functions read a literal under the caller's setting, every ledger_append() would then fail and no
+    process connecting as that role could archive or log a read."""
     conn = await asyncpg.connect(database_url)
     try:
         async with conn.transaction():
