@@ -91,7 +91,7 @@ async def test_temporal_outage_answers_503_then_the_redelivery_is_archived(clean
     import aiohttp
     from aiohttp import web
     from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
+    from tests.conftest import DATA_CONVERTER
 
     from tests.conftest import APP_SECRET, make_settings
     from wa_archive import queries
@@ -110,7 +110,7 @@ async def test_temporal_outage_answers_503_then_the_redelivery_is_archived(clean
     runner = None
     try:
         await server.start()
-        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        client = await Client.connect(server.address, data_converter=DATA_CONVERTER)
         runner = web.AppRunner(create_app(WebhookDeps(settings=settings, client=client, pool=clean_db, store=store)))
         await runner.setup()
         port = free_port()

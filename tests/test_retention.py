@@ -62,13 +62,13 @@ async def _dispose(stack, replay: bool = False) -> DispositionReport:
         task_queue=stack.settings.task_queue, result_type=DispositionReport)
     report = await handle.result()
     if replay:  # the run's history replays against the current workflow code
-        from temporalio.contrib.pydantic import pydantic_data_converter
+        from tests.conftest import DATA_CONVERTER
         from temporalio.worker import Replayer
 
         from workflows.disposition import Disposition
 
         history = await handle.fetch_history()
-        await Replayer(workflows=[Disposition], data_converter=pydantic_data_converter).replay_workflow(history)
+        await Replayer(workflows=[Disposition], data_converter=DATA_CONVERTER).replay_workflow(history)
         if os.environ.get("RECORD_HISTORY"):
             Path(os.environ["RECORD_HISTORY"]).write_text(history.to_json())
     return report
