@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -28,7 +27,7 @@ from tests.test_wasender import media_message as wasender_media
 from wa_archive.config import ConfigError
 from wa_archive.fake_graph import FakeMedia
 from wa_archive.payload_codec import (
-    AesGcmPayloadCodec, UnknownPayloadKey, encrypted_data_converter, generate_key_line, parse_payload_keys,
+    AesGcmPayloadCodec, UnknownPayloadKey, generate_key_line, parse_payload_keys,
 )
 from wa_archive.runtime import payload_keys
 from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
