@@ -33,7 +33,8 @@ def _cli_env(stack) -> dict[str, str]:
     env.update(WA_ARCHIVE_DATABASE_URL=stack.database_url, WA_ARCHIVE_STORAGE_URL=s.resolved_storage_url,
                WA_ARCHIVE_S3_ENDPOINT_URL=s.s3_endpoint_url or "",
                WA_ARCHIVE_CONTACT_KEY_SECRET=s.contact_key_secret.get_secret_value(),
-               WA_ARCHIVE_TEMPORAL_ADDRESS=stack.temporal_address, WA_ARCHIVE_TASK_QUEUE=s.task_queue)
+               WA_ARCHIVE_TEMPORAL_ADDRESS=stack.temporal_address, WA_ARCHIVE_TASK_QUEUE=s.task_queue,
+               WA_ARCHIVE_PAYLOAD_KEYS=s.payload_keys.get_secret_value())
     return env
 
 
