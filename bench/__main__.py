@@ -24,7 +24,6 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench import search as search_bench
 from bench import stored
@@ -35,6 +34,7 @@ from wa_archive.embedded import (
     APP_ROLE, DATABASE, EmbeddedPostgres, TemporalDevServer, ensure_database, ensure_roles, free_port,
 )
 from wa_archive.fake_graph import FakeGraph, FakeMedia
+from wa_archive.payload_codec import encrypted_data_converter, generate_key_line, parse_payload_keys
 from wa_archive.signature import meta_signature
 from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
 
@@ -46,6 +46,7 @@ class Bench:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.procs: list[subprocess.Popen] = []
+        self.payload_keys = generate_key_line()  # every process of the run encrypts Temporal payloads, as deployed
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WA_ARCHIVE_")}
@@ -56,6 +57,7 @@ class Bench:
             "WA_ARCHIVE_CONTACT_KEY_SECRET": "bench", "WA_ARCHIVE_LOG_LEVEL": "WARNING",
             "WA_ARCHIVE_LEDGER_SIGNING_KEY": "YmVuY2gtbGVkZ2VyLWtleS0tLS0tLS0tLS0tLS0tLS0=",
             "WA_ARCHIVE_STORAGE_URL": (self.root / "objects").as_uri(),
+            "WA_ARCHIVE_PAYLOAD_KEYS": self.payload_keys,
         })
         env.update(extra)
         return env
@@ -79,7 +81,8 @@ class Bench:
         self.pool = await asyncpg.create_pool(admin_url, min_size=1, max_size=4)
         self.graph = FakeGraph(TOKEN)
         self.graph_runner = await self.graph.start()
-        self.client = await Client.connect(self.temporal.address, data_converter=pydantic_data_converter)
+        self.client = await Client.connect(self.temporal.address, data_converter=encrypted_data_converter(
+            parse_payload_keys(self.payload_keys, "bench")))
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
 
     async def stop(self) -> None:
@@ -205,7 +208,8 @@ class Bench:
 
     async def end_to_end(self, n: int = 500, size: int = 100 * 1024) -> dict:
         floor_tq = f"bench-floor-{uuid.uuid4().hex[:6]}"
-        self.spawn([sys.executable, "-m", "bench.floor", self.temporal.address, floor_tq], dict(os.environ), "floor")
+        self.spawn([sys.executable, "-m", "bench.floor", self.temporal.address, floor_tq],
+                   self.env(), "floor")
         await asyncio.sleep(2)
         started = time.perf_counter()
         handles = await asyncio.gather(*(self.client.start_workflow(

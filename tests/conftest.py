@@ -20,7 +20,6 @@ import pytest_asyncio
 from aiohttp import web
 from pydantic import SecretStr
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from wa_archive import queries
@@ -37,6 +36,7 @@ from wa_archive.embedded import (
 )
 from wa_archive.fake_graph import FakeGraph
 from wa_archive.names import SEARCH_ATTRIBUTES
+from wa_archive.runtime import data_converter
 from wa_archive.signature import meta_signature
 from wa_archive.storage import FilesystemStore, ObjectStore, S3Store
 from webhook.app import WebhookDeps, create_app
@@ -48,6 +48,8 @@ ACCESS_TOKEN = "test-access-token"
 CONTACT_SECRET = "test-contact-secret"
 LEDGER_KEY = "bGVkZ2VyLWtleS1mb3ItdGhlLXRlc3Qtc3VpdGUtMzI="  # base64 of 32 fixed bytes
 BUCKET = "wa-archive-test"
+# The payload codec's key for the whole suite: 32 fixed bytes, so a history recorded in one run decodes in the next.
+PAYLOAD_KEYS = "ktest:cGF5bG9hZC1rZXktZm9yLXRoZS10ZXN0LXN1aXRlLTA="
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -68,7 +70,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         extra += ["--sqlite-pragma", pragma]
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_extra_args=extra,
         dev_server_log_level="never",
@@ -191,13 +193,17 @@ def make_settings(**overrides: Any) -> Settings:
     base: dict[str, Any] = dict(
         meta_app_secret=SecretStr(APP_SECRET), meta_verify_token=SecretStr(VERIFY_TOKEN),
         meta_access_token=SecretStr(ACCESS_TOKEN), contact_key_secret=SecretStr(CONTACT_SECRET),
-        ledger_signing_key=SecretStr(LEDGER_KEY),
+        ledger_signing_key=SecretStr(LEDGER_KEY), payload_keys=SecretStr(PAYLOAD_KEYS),
         retry_initial_interval=0.2, retry_backoff=1.5, retry_max_interval=1.0,
         media_heartbeat_timeout=5.0, task_queue=f"tq-{uuid.uuid4()}", s3_part_size_mib=5,
         media_fetch_allowlist="127.0.0.1",  # the fake media host; the refusal tests clear it
     )
     base.update(overrides)
     return Settings(_env_file=None, **base)
+
+
+# The suite's converter, built where the archive builds its own: encrypting, with the fixed test key.
+DATA_CONVERTER = data_converter(make_settings())
 
 
 @dataclass

@@ -307,7 +307,7 @@ async def test_operators_find_workflows_by_message_id_status_and_contact_key(sta
 
 async def test_histories_replay_deterministically(stack_factory):
     stack = await stack_factory(inline_fanout_max=0)  # also exercise the IngestDelivery path
-    from temporalio.contrib.pydantic import pydantic_data_converter
+    from tests.conftest import DATA_CONVERTER
     from temporalio.worker import Replayer
 
     from workflows.archive_message import ArchiveMessage
@@ -321,7 +321,7 @@ async def test_histories_replay_deterministically(stack_factory):
         media_message("image", bad.media_id, bad.sha256_b64(), "image/jpeg", mid=bad_id)])))
     await stack.wait_for_message(ok_id)
     await stack.wait_for_failure(bad_id)
-    replayer = Replayer(workflows=[ArchiveMessage, IngestDelivery], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[ArchiveMessage, IngestDelivery], data_converter=DATA_CONVERTER)
     for wf_id in (f"wa-msg-{safe_id(ok_id)}", f"wa-msg-{safe_id(bad_id)}", f"wa-delivery-{answer['delivery']}"):
         handle = stack.client.get_workflow_handle(wf_id)
         for _ in range(100):
@@ -339,7 +339,7 @@ async def test_committed_golden_histories_still_replay():
     from pathlib import Path
 
     from temporalio.client import WorkflowHistory
-    from temporalio.contrib.pydantic import pydantic_data_converter
+    from tests.conftest import DATA_CONVERTER
     from temporalio.worker import Replayer
 
     from workflows.archive_message import ArchiveMessage
@@ -348,7 +348,7 @@ async def test_committed_golden_histories_still_replay():
     from workflows.outbound_message import OutboundMessage
 
     replayer = Replayer(workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, Disposition],
-                        data_converter=pydantic_data_converter)
+                        data_converter=DATA_CONVERTER)
     files = sorted((Path(__file__).parent / "histories").glob("*.json"))
     assert len(files) == 5
     for path in files:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -51,6 +52,17 @@ def _stop(proc: subprocess.Popen) -> int:
     return proc.wait(60)
 
 
+async def _started_payload(state: dict, message_id: str):
+    """The archive workflow's input as Temporal stores it, read without the codec."""
+    from temporalio.client import Client
+
+    from wa_archive.keys import message_workflow_id
+
+    client = await Client.connect(state["temporal_address"])
+    history = await client.get_workflow_handle(message_workflow_id(message_id)).fetch_history()
+    return history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
+
+
 def test_dev_archives_a_signed_image_and_keeps_it_across_restarts(tmp_path):
     data_dir = tmp_path / "data"
     env = _env(data_dir)
@@ -70,6 +82,11 @@ def test_dev_archives_a_signed_image_and_keeps_it_across_restarts(tmp_path):
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == media["sha256"]
         assert not os.access(stored, os.W_OK) or os.geteuid() == 0
         assert stored.stat().st_mode & 0o222 == 0, "stored objects are read-only"
+        key_file = data_dir / "payload-keys.secret"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        key_line = key_file.read_text()
+        started = asyncio.run(_started_payload(json.loads((data_dir / "dev.json").read_text()), message_id))
+        assert started.metadata["encryption-key-id"] == key_line.split(":", 1)[0].encode()
     finally:
         assert _stop(proc) == 0, log.read_text()[-3000:]
     assert not (data_dir / "dev.json").exists()
@@ -78,6 +95,7 @@ def test_dev_archives_a_signed_image_and_keeps_it_across_restarts(tmp_path):
     try:
         found = json.loads(_cli("search", "--json", env=env, cwd=tmp_path).stdout)
         assert [m["id"] for m in found] == [message_id]
+        assert (data_dir / "payload-keys.secret").read_text() == key_line  # kept, not replaced
         again = json.loads(_cli("show", message_id, "--json", env=env, cwd=tmp_path).stdout)
         assert again["media"][0]["sha256"] == media["sha256"]
         assert again["deliveries"] and again["deliveries"][0]["signature"].startswith("sha256=")

@@ -17,7 +17,7 @@ import uuid
 import zipfile
 from pathlib import Path
 
-from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY
+from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS
 from wa_archive.ledger import Signer
 from tests.test_outbound import PNID, TEMPLATE_V1, status_body, template_send
 from wa_archive.fake_graph import FakeMedia
@@ -33,7 +33,7 @@ def _env(stack, database_url: str, temporal_address: str) -> dict[str, str]:
         "WA_ARCHIVE_DATABASE_URL": database_url, "WA_ARCHIVE_TEMPORAL_ADDRESS": temporal_address,
         "WA_ARCHIVE_STORAGE_URL": stack.store.url, "WA_ARCHIVE_TASK_QUEUE": stack.settings.task_queue,
         "WA_ARCHIVE_META_ACCESS_TOKEN": ACCESS_TOKEN, "WA_ARCHIVE_CONTACT_KEY_SECRET": CONTACT_SECRET,
-        "WA_ARCHIVE_LEDGER_SIGNING_KEY": LEDGER_KEY,
+        "WA_ARCHIVE_LEDGER_SIGNING_KEY": LEDGER_KEY, "WA_ARCHIVE_PAYLOAD_KEYS": PAYLOAD_KEYS,
     })
     return env
 

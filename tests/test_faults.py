@@ -12,7 +12,7 @@ import uuid
 
 from aiobotocore.session import get_session
 
-from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY
+from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS
 from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
 from wa_archive.fake_graph import FakeMedia
 
@@ -29,6 +29,7 @@ def _start_worker(stack, temporal_address: str, database_url: str, log_path) -> 
         "WA_ARCHIVE_META_GRAPH_URL": s.meta_graph_url,
         "WA_ARCHIVE_CONTACT_KEY_SECRET": CONTACT_SECRET,
         "WA_ARCHIVE_LEDGER_SIGNING_KEY": LEDGER_KEY,
+        "WA_ARCHIVE_PAYLOAD_KEYS": PAYLOAD_KEYS,
         "WA_ARCHIVE_TASK_QUEUE": s.task_queue,
         "WA_ARCHIVE_RETRY_INITIAL_INTERVAL": "0.2",
         "WA_ARCHIVE_MEDIA_HEARTBEAT_TIMEOUT": "2",
@@ -91,7 +92,7 @@ async def test_temporal_outage_answers_503_then_the_redelivery_is_archived(clean
     import aiohttp
     from aiohttp import web
     from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
+    from tests.conftest import DATA_CONVERTER
 
     from tests.conftest import APP_SECRET, make_settings
     from wa_archive import queries
@@ -110,7 +111,7 @@ async def test_temporal_outage_answers_503_then_the_redelivery_is_archived(clean
     runner = None
     try:
         await server.start()
-        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        client = await Client.connect(server.address, data_converter=DATA_CONVERTER)
         runner = web.AppRunner(create_app(WebhookDeps(settings=settings, client=client, pool=clean_db, store=store)))
         await runner.setup()
         port = free_port()

@@ -100,12 +100,12 @@ async def test_untouched_archive_verifies_and_each_tampering_is_named(stack, dat
 
 async def test_two_workers_archiving_at_once_leave_one_gapless_chain(stack_factory, database_url, temporal_address):
     from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
+    from tests.conftest import DATA_CONVERTER
 
     from worker import build_worker, link_fetcher
 
     stack = await stack_factory()
-    other = await Client.connect(temporal_address, data_converter=pydantic_data_converter)  # a second worker identity
+    other = await Client.connect(temporal_address, data_converter=DATA_CONVERTER)  # a second worker identity
     second = build_worker(other, stack.settings, stack.pool, stack.store, stack.http, link_fetcher(stack.settings))
     async with second:
         ids = [wamid() for _ in range(40)]

@@ -33,7 +33,8 @@ def _cli_env(stack) -> dict[str, str]:
     env.update(WA_ARCHIVE_DATABASE_URL=stack.database_url, WA_ARCHIVE_STORAGE_URL=s.resolved_storage_url,
                WA_ARCHIVE_S3_ENDPOINT_URL=s.s3_endpoint_url or "",
                WA_ARCHIVE_CONTACT_KEY_SECRET=s.contact_key_secret.get_secret_value(),
-               WA_ARCHIVE_TEMPORAL_ADDRESS=stack.temporal_address, WA_ARCHIVE_TASK_QUEUE=s.task_queue)
+               WA_ARCHIVE_TEMPORAL_ADDRESS=stack.temporal_address, WA_ARCHIVE_TASK_QUEUE=s.task_queue,
+               WA_ARCHIVE_PAYLOAD_KEYS=s.payload_keys.get_secret_value())
     return env
 
 
@@ -62,13 +63,13 @@ async def _dispose(stack, replay: bool = False) -> DispositionReport:
         task_queue=stack.settings.task_queue, result_type=DispositionReport)
     report = await handle.result()
     if replay:  # the run's history replays against the current workflow code
-        from temporalio.contrib.pydantic import pydantic_data_converter
+        from tests.conftest import DATA_CONVERTER
         from temporalio.worker import Replayer
 
         from workflows.disposition import Disposition
 
         history = await handle.fetch_history()
-        await Replayer(workflows=[Disposition], data_converter=pydantic_data_converter).replay_workflow(history)
+        await Replayer(workflows=[Disposition], data_converter=DATA_CONVERTER).replay_workflow(history)
         if os.environ.get("RECORD_HISTORY"):
             Path(os.environ["RECORD_HISTORY"]).write_text(history.to_json())
     return report

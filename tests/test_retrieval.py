@@ -12,7 +12,7 @@ import uuid
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET
+from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, PAYLOAD_KEYS
 from wa_archive.fake_graph import FakeMedia
 from wa_archive.models import RetrievalReport, RetrievalTestInput
 from wa_archive.sample_payloads import dumps, envelope, media_message, wamid
@@ -71,7 +71,7 @@ async def test_clean_archive_passes_and_a_corrupt_object_turns_the_run_red(stack
     env = {k: v for k, v in os.environ.items() if not k.startswith("WA_ARCHIVE_")}
     env.update(WA_ARCHIVE_DATABASE_URL=database_url, WA_ARCHIVE_TEMPORAL_ADDRESS=temporal_address,
                WA_ARCHIVE_TASK_QUEUE=stack.settings.task_queue, WA_ARCHIVE_META_ACCESS_TOKEN=ACCESS_TOKEN,
-               WA_ARCHIVE_CONTACT_KEY_SECRET=CONTACT_SECRET)
+               WA_ARCHIVE_CONTACT_KEY_SECRET=CONTACT_SECRET, WA_ARCHIVE_PAYLOAD_KEYS=PAYLOAD_KEYS)
     run = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "wa_archive.cli", "retrieval-test", "run"],
                                   env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and "FAILED" in run.stderr and victim["id"] in run.stderr

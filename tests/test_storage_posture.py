@@ -13,7 +13,7 @@ import uuid
 
 from aiobotocore.session import get_session
 
-from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY
+from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS
 
 
 def _env(s3_endpoint: str, storage_url: str, **extra: str) -> dict[str, str]:
@@ -47,7 +47,7 @@ async def test_unversioned_bucket_is_reported_refused_then_initialised(s3_endpoi
 
     worker_env = dict(env, WA_ARCHIVE_TEMPORAL_ADDRESS=temporal_address, WA_ARCHIVE_META_ACCESS_TOKEN=ACCESS_TOKEN,
                       WA_ARCHIVE_CONTACT_KEY_SECRET=CONTACT_SECRET, WA_ARCHIVE_LEDGER_SIGNING_KEY=LEDGER_KEY,
-                      WA_ARCHIVE_TASK_QUEUE=f"tq-{uuid.uuid4()}")
+                      WA_ARCHIVE_PAYLOAD_KEYS=PAYLOAD_KEYS, WA_ARCHIVE_TASK_QUEUE=f"tq-{uuid.uuid4()}")
     refused = await _cli(worker_env, "worker")
     assert refused.returncode == 2 and "versioning" in refused.stderr and "storage init" in refused.stderr
     # Overridden, the worker runs, and says loudly what it is running on.

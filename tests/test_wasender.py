@@ -326,13 +326,13 @@ async def test_temporal_down_answers_503_and_the_redelivery_is_archived(stack_fa
     from pathlib import Path
 
     from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
+    from tests.conftest import DATA_CONVERTER
 
     from tests.conftest import make_settings
     from wa_archive.storage import FilesystemStore
     from webhook.app import WebhookDeps, create_app
 
-    dead = await Client.connect(f"127.0.0.1:{free_port()}", data_converter=pydantic_data_converter, lazy=True)
+    dead = await Client.connect(f"127.0.0.1:{free_port()}", data_converter=DATA_CONVERTER, lazy=True)
     app = create_app(WebhookDeps(settings=make_settings(wasender_webhook_secret=SECRET), client=dead,
                                  pool=clean_db, store=FilesystemStore(Path(tempfile.mkdtemp()))))
     runner = web.AppRunner(app)

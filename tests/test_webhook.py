@@ -8,9 +8,8 @@ import time
 import aiohttp
 from aiohttp import web
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
-from tests.conftest import VERIFY_TOKEN, make_settings
+from tests.conftest import DATA_CONVERTER, VERIFY_TOKEN, make_settings
 from wa_archive.sample_payloads import dumps, envelope, message, wamid
 from wa_archive.embedded import free_port
 from webhook.app import WebhookDeps, create_app
@@ -85,7 +84,7 @@ async def test_a_1000_update_batch_is_acknowledged_and_every_message_archived(st
 
 async def test_temporal_unreachable_answers_503_and_meta_will_retry(pool, clean_db):
     dead = free_port()
-    client = await Client.connect(f"127.0.0.1:{dead}", data_converter=pydantic_data_converter, lazy=True)
+    client = await Client.connect(f"127.0.0.1:{dead}", data_converter=DATA_CONVERTER, lazy=True)
     settings = make_settings()
     from wa_archive.storage import FilesystemStore
     import tempfile

@@ -212,6 +212,15 @@ async def cmd_contact_key(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive.payload_codec import generate_key_line
+
+    print(generate_key_line())
+    print("put it in front of WA_ARCHIVE_PAYLOAD_KEYS (comma-separated) to encrypt with it; keep the old keys"
+          " there while any history still uses them", file=sys.stderr)
+    return 0
+
+
 async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.dev import run_demo
     from wa_archive.queries import get_message
@@ -258,7 +267,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = 
     "dev": cmd_dev, "worker": cmd_worker, "serve": cmd_serve, "migrate": cmd_migrate,
     "show": cmd_show, "search": cmd_search, "failures": cmd_failures,
     "contact-key": cmd_contact_key, "demo": cmd_demo, "tokens": cmd_tokens,
-    "access-log": cmd_access_log,
+    "access-log": cmd_access_log, "keys": cmd_keys,
     "export": cmd_export, "verify-export": cmd_verify_export,
     "ledger": cmd_ledger, "receipt": cmd_receipt, "verify-receipt": cmd_verify_receipt, "verify": cmd_verify,
     "schedules": cmd_schedules, "retrieval-tests": cmd_retrieval_tests, "retrieval-test": cmd_retrieval_test,
@@ -337,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     tlist.add_argument("--json", action="store_true")
     revoke = tsub.add_parser("revoke", help="revoke a token by name")
     revoke.add_argument("name")
+    keys = sub.add_parser("keys", help="keys of the Temporal payload codec")
+    keys.add_argument("action", choices=("generate",), help="print a new `id:base64key` line")
     add_retention_parsers(sub)
     return parser
 

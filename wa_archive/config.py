@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     whatsapp_media_host: str = "https://mmg.whatsapp.net"  # base of a WhatsApp directPath
     contact_key_secret: SecretStr | None = None
     ledger_signing_key: SecretStr | None = None  # base64 of a 32-byte Ed25519 seed
+    # Keys of the Temporal payload codec: `id:base64key`, comma-separated; the first encrypts, all decrypt.
+    payload_keys: SecretStr | None = None
+    payload_keys_file: Path | None = None  # the same entries, one per line or comma-separated
     ledger_checkpoint_every: float = Field(default=3600.0, ge=1)
     retention_days: int = Field(default=2557, ge=1)  # the default policy until `retention set --default`
     min_lock_seconds: float = Field(default=86400.0, ge=1)  # floor of any object's retain-until, from its write

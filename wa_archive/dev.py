@@ -32,7 +32,12 @@ from wa_archive.embedded import (
     port_is_free,
 )
 from wa_archive.fake_graph import FakeGraph
-from wa_archive.runtime import ensure_dev_contact_secret, ensure_dev_ledger_key, replace_secret_file
+from wa_archive.runtime import (
+    ensure_dev_contact_secret,
+    ensure_dev_ledger_key,
+    ensure_dev_payload_key,
+    replace_secret_file,
+)
 from wa_archive.sample_payloads import envelope, media_message
 from wa_archive.serve import start_http, stop_http
 from wa_archive.signature import meta_signature
@@ -66,6 +71,8 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     ensure_dev_contact_secret(data_dir)
     ensure_dev_ledger_key(data_dir)
+    if settings.payload_keys is None and settings.payload_keys_file is None:
+        ensure_dev_payload_key(data_dir)  # Temporal's history is encrypted in dev too
     dev_secrets = _dev_secrets(data_dir)
     updates: dict[str, Any] = {"data_dir": data_dir}
     temporal: TemporalDevServer | None = None

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import structlog
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 
 from wa_archive.config import ConfigError, Settings
 from wa_archive.db import create_pool
+from wa_archive.payload_codec import PayloadKeys, encrypted_data_converter, generate_key_line, parse_payload_keys
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -34,12 +35,44 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 async def connect_temporal(settings: Settings, *, lazy: bool = False) -> Client:
-    """A client with the pydantic converter, the same in the webhook, worker, CLI and tests."""
+    """A client with the encrypting converter, the same in the webhook, worker, CLI and tests."""
     settings.require("temporal_address")
+    converter = data_converter(settings)
     return await Client.connect(
         settings.temporal_address, namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter, lazy=lazy,
+        data_converter=converter, lazy=lazy,
     )
+
+
+PAYLOAD_KEYS_DEV_FILE = "payload-keys.secret"
+
+
+def payload_keys(settings: Settings) -> PayloadKeys:
+    """The payload codec's keys: from the variable, else its file, else the one `dev` keeps in the data dir."""
+    if settings.payload_keys is not None:
+        return parse_payload_keys(settings.payload_keys.get_secret_value(), "WA_ARCHIVE_PAYLOAD_KEYS")
+    if settings.payload_keys_file is not None:
+        try:
+            text = settings.payload_keys_file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"WA_ARCHIVE_PAYLOAD_KEYS_FILE: cannot read it ({exc.strerror})") from None
+        return parse_payload_keys(text, "WA_ARCHIVE_PAYLOAD_KEYS_FILE")
+    path = Path(settings.data_dir) / PAYLOAD_KEYS_DEV_FILE
+    if path.exists():
+        return parse_payload_keys(path.read_text(), str(path))
+    raise ConfigError("WA_ARCHIVE_PAYLOAD_KEYS or WA_ARCHIVE_PAYLOAD_KEYS_FILE is required but not set"
+                      " (`wa-archive keys generate` prints a key)")
+
+
+def data_converter(settings: Settings) -> DataConverter:
+    """The one converter of every Temporal client, worker and replayer: pydantic, encrypted."""
+    return encrypted_data_converter(payload_keys(settings))
+
+
+def ensure_dev_payload_key(data_dir: Path) -> None:
+    path = data_dir / PAYLOAD_KEYS_DEV_FILE
+    if not path.exists():
+        create_secret_file(path, generate_key_line() + "\n")
 
 
 async def connect_db(settings: Settings, *, max_size: int = 10):

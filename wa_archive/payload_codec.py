@@ -1,0 +1,125 @@
+"""Encryption of everything the archive hands to Temporal: an AES-256-GCM payload codec, its keys, and
+the one data converter every client, worker and replayer uses.
+
+Temporal's history is otherwise a second, unlogged copy of the archive; with this codec it holds only
+ciphertext, and reading it takes a key the archive keeps.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from temporalio.api.common.v1 import Payload
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
+
+from wa_archive.config import ConfigError
+
+ENCODING = b"binary/encrypted"
+KEY_ID_METADATA = "encryption-key-id"
+NONCE_BYTES = 12
+KEY_BYTES = 32
+
+
+class UnknownPayloadKey(Exception):
+    """A payload was encrypted with a key id this process does not hold."""
+
+
+@dataclass(frozen=True)
+class PayloadKeys:
+    """Key ids with their 32-byte AES keys, in order: the first encrypts, every one decrypts."""
+
+    keys: tuple[tuple[str, bytes], ...]
+
+    @property
+    def current_id(self) -> str:
+        return self.keys[0][0]
+
+    def by_id(self) -> dict[str, bytes]:
+        return dict(self.keys)
+
+
+def parse_payload_keys(text: str, variable: str) -> PayloadKeys:
+    """`id:base64key` entries separated by commas or newlines; ConfigError naming `variable` if bad."""
+    keys: list[tuple[str, bytes]] = []
+    for entry in (part.strip() for part in text.replace("\n", ",").split(",")):
+        if not entry:
+            continue
+        key_id, sep, encoded = entry.partition(":")
+        key_id = key_id.strip()
+        if not sep or not key_id:
+            raise ConfigError(f"{variable}: entries must be id:base64key (as `wa-archive keys generate` prints)")
+        try:
+            raw = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"{variable}: key {key_id!r} is not valid base64") from None
+        if len(raw) != KEY_BYTES:
+            raise ConfigError(f"{variable}: key {key_id!r} must be {KEY_BYTES} bytes, not {len(raw)}")
+        if any(existing == key_id for existing, _ in keys):
+            raise ConfigError(f"{variable}: key id {key_id!r} appears twice")
+        keys.append((key_id, raw))
+    if not keys:
+        raise ConfigError(f"{variable}: no key given")
+    return PayloadKeys(tuple(keys))
+
+
+def generate_key_line() -> str:
+    """A new `id:base64key` line; the id carries the date so rotations read in order."""
+    key_id = f"k{datetime.now(timezone.utc):%Y%m%d}{secrets.token_hex(3)}"
+    return f"{key_id}:{base64.b64encode(os.urandom(KEY_BYTES)).decode()}"
+
+
+class AesGcmPayloadCodec(PayloadCodec):
+    """Each payload, metadata included, serialized and sealed with AES-256-GCM under a fresh nonce."""
+
+    def __init__(self, keys: PayloadKeys) -> None:
+        self._current_id = keys.current_id
+        self._ciphers = {key_id: AESGCM(raw) for key_id, raw in keys.keys}
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        cipher = self._ciphers[self._current_id]
+        encoded = []
+        for payload in payloads:
+            nonce = os.urandom(NONCE_BYTES)
+            # The key id is bound as associated data, so ciphertext cannot be relabelled to another key.
+            sealed = cipher.encrypt(nonce, payload.SerializeToString(), self._current_id.encode())
+            encoded.append(Payload(
+                metadata={"encoding": ENCODING, KEY_ID_METADATA: self._current_id.encode()},
+                data=nonce + sealed,
+            ))
+        return encoded
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        decoded = []
+        for payload in payloads:
+            if payload.metadata.get("encoding") != ENCODING:
+                decoded.append(payload)  # written before the codec (or by Temporal itself): as it is
+                continue
+            key_id = payload.metadata.get(KEY_ID_METADATA, b"").decode()
+            cipher = self._ciphers.get(key_id)
+            if cipher is None:
+                raise UnknownPayloadKey(
+                    f"payload encrypted with key id {key_id!r}, which is not among the configured payload keys "
+                    "(WA_ARCHIVE_PAYLOAD_KEYS / WA_ARCHIVE_PAYLOAD_KEYS_FILE)")
+            nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+            original = Payload()
+            original.ParseFromString(cipher.decrypt(nonce, sealed, key_id.encode()))
+            decoded.append(original)
+        return decoded
+
+
+def encrypted_data_converter(keys: PayloadKeys) -> DataConverter:
+    """The pydantic converter with the codec, and failures whose messages and traces are encoded too."""
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=AesGcmPayloadCodec(keys),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
