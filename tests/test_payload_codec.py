@@ -18,6 +18,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import WorkflowSerializationContext
 from temporalio.exceptions import ApplicationError
 
 from tests.conftest import DATA_CONVERTER, make_settings
@@ -27,7 +28,7 @@ from tests.test_wasender import media_message as wasender_media
 from wa_archive.config import ConfigError
 from wa_archive.fake_graph import FakeMedia
 from wa_archive.payload_codec import (
-    AesGcmPayloadCodec, UnknownPayloadKey, generate_key_line, parse_payload_keys,
+    AesGcmPayloadCodec, UnknownPayloadKey, generate_key_line, parse_payload_keys, workflow_of,
 )
 from wa_archive.runtime import payload_keys
 from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
@@ -63,6 +64,21 @@ async def test_round_trip_seals_data_and_metadata_under_a_fresh_nonce():
     relabelled = Payload(metadata={"encoding": b"binary/encrypted", "encryption-key-id": b"kb"}, data=sealed[0].data)
     with pytest.raises(InvalidTag):  # the key id is authenticated: a payload cannot be moved to another key
         await codec(f"{KEY_A},{KEY_B}").decode([relabelled])
+
+
+async def test_payloads_are_labelled_with_their_workflow_and_the_label_cannot_be_changed():
+    context = WorkflowSerializationContext(namespace="default", workflow_id="wa-msg-one")
+    sealed = await codec(KEY_A).with_context(context).encode([plain("labelled")])
+    assert sealed[0].metadata["wa-archive-workflow-id"] == b"wa-msg-one" and workflow_of(sealed[0]) == "wa-msg-one"
+    assert await codec(KEY_A).decode(sealed) == [plain("labelled")]  # decoding needs no context: the label says
+    for forged in (b"wa-msg-other", None):  # moved to another workflow, or the label stripped
+        metadata = {k: v for k, v in sealed[0].metadata.items() if k != "wa-archive-workflow-id"}
+        if forged is not None:
+            metadata["wa-archive-workflow-id"] = forged
+        with pytest.raises(InvalidTag):
+            await codec(KEY_A).decode([Payload(metadata=metadata, data=sealed[0].data)])
+    with pytest.raises(ConfigError, match="key id 'bad id' must be"):
+        parse_payload_keys("bad id:" + KEY_A.split(":")[1], "V")
 
 
 async def test_payloads_from_before_the_codec_pass_through_unchanged():

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     # role, which owns nothing and holds only the grants `migrate` gives it.
     migrate_database_url: str | None = None  # the owner's URL; `migrate` falls back to database_url
     database_app_role: str = "wa_archive_app"  # the role `migrate` grants to (the one in database_url)
+    # The Temporal UI's origin(s), comma-separated (e.g. https://temporal.example.com): the only pages
+    # that may call the codec server from a browser. `dev` allows the UI it starts.
+    temporal_ui_origin: str | None = None
+    # How long Temporal keeps a closed workflow's history: working state, never the record.
+    temporal_retention_days: int = Field(default=30, ge=1, le=3650)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -121,6 +126,22 @@ class Settings(BaseSettings):
     def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
         """The trusted proxies as networks; empty when none is configured."""
         return parse_networks(self.trusted_proxies or "")
+
+    @field_validator("temporal_ui_origin")
+    @classmethod
+    def _ui_origins(cls, value: str | None) -> str | None:
+        for origin in (value or "").split(","):
+            origin = origin.strip()
+            parsed = urlparse(origin)
+            if origin and (parsed.scheme not in ("http", "https") or not parsed.netloc
+                           or parsed.path not in ("", "/") or parsed.query or parsed.fragment or "@" in parsed.netloc):
+                raise ValueError(f"{origin!r} is not an origin such as https://temporal.example.com")
+        return value
+
+    @property
+    def temporal_ui_origins(self) -> frozenset[str]:
+        """The configured UI origins, exactly as a browser sends them in Origin."""
+        return frozenset(o.strip().rstrip("/") for o in (self.temporal_ui_origin or "").split(",") if o.strip())
 
     @field_validator("storage_url")
     @classmethod

@@ -11,6 +11,7 @@ import base64
 import binascii
 import dataclasses
 import os
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,12 +20,19 @@ from datetime import datetime, timezone
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
+from temporalio.converter import (
+    DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec, SerializationContext,
+    WithSerializationContext,
+)
 
 from wa_archive.config import ConfigError
 
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
+# The workflow a payload belongs to, in clear and authenticated: the codec server logs whose payloads an
+# operator decoded from it, and a payload cannot be relabelled as another workflow's.
+WORKFLOW_ID_METADATA = "wa-archive-workflow-id"
+_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 NONCE_BYTES = 12
 KEY_BYTES = 32
 
@@ -57,6 +65,8 @@ def parse_payload_keys(text: str, variable: str) -> PayloadKeys:
         key_id = key_id.strip()
         if not sep or not key_id:
             raise ConfigError(f"{variable}: entries must be id:base64key (as `wa-archive keys generate` prints)")
+        if not _KEY_ID.fullmatch(key_id):
+            raise ConfigError(f"{variable}: key id {key_id!r} must be 1-64 of A-Z a-z 0-9 . _ -")
         try:
             raw = base64.b64decode(encoded.strip(), validate=True)
         except (binascii.Error, ValueError):
@@ -77,24 +87,33 @@ def generate_key_line() -> str:
     return f"{key_id}:{base64.b64encode(os.urandom(KEY_BYTES)).decode()}"
 
 
-class AesGcmPayloadCodec(PayloadCodec):
+class AesGcmPayloadCodec(PayloadCodec, WithSerializationContext):
     """Each payload, metadata included, serialized and sealed with AES-256-GCM under a fresh nonce."""
 
-    def __init__(self, keys: PayloadKeys) -> None:
+    def __init__(self, keys: PayloadKeys, *, workflow_id: str | None = None) -> None:
+        self._keys = keys
         self._current_id = keys.current_id
         self._ciphers = {key_id: AESGCM(raw) for key_id, raw in keys.keys}
+        self._workflow_id = workflow_id
+
+    def with_context(self, context: SerializationContext) -> AesGcmPayloadCodec:
+        """The same keys, labelling what they seal with the workflow the SDK says it belongs to."""
+        workflow_id = getattr(context, "workflow_id", None)
+        if workflow_id == self._workflow_id:
+            return self
+        return AesGcmPayloadCodec(self._keys, workflow_id=workflow_id)
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         cipher = self._ciphers[self._current_id]
+        metadata = {"encoding": ENCODING, KEY_ID_METADATA: self._current_id.encode()}
+        if self._workflow_id:
+            metadata[WORKFLOW_ID_METADATA] = self._workflow_id.encode()
+        associated = _associated_data(self._current_id, self._workflow_id)
         encoded = []
         for payload in payloads:
             nonce = os.urandom(NONCE_BYTES)
-            # The key id is bound as associated data, so ciphertext cannot be relabelled to another key.
-            sealed = cipher.encrypt(nonce, payload.SerializeToString(), self._current_id.encode())
-            encoded.append(Payload(
-                metadata={"encoding": ENCODING, KEY_ID_METADATA: self._current_id.encode()},
-                data=nonce + sealed,
-            ))
+            sealed = cipher.encrypt(nonce, payload.SerializeToString(), associated)
+            encoded.append(Payload(metadata=metadata, data=nonce + sealed))
         return encoded
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
@@ -111,9 +130,24 @@ class AesGcmPayloadCodec(PayloadCodec):
                     "(WA_ARCHIVE_PAYLOAD_KEYS / WA_ARCHIVE_PAYLOAD_KEYS_FILE)")
             nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
             original = Payload()
-            original.ParseFromString(cipher.decrypt(nonce, sealed, key_id.encode()))
+            original.ParseFromString(cipher.decrypt(nonce, sealed, _associated_data(key_id, workflow_of(payload))))
             decoded.append(original)
         return decoded
+
+
+def workflow_of(payload: Payload) -> str | None:
+    """The workflow id a sealed payload is labelled with (authenticated on decode), if any."""
+    raw = payload.metadata.get(WORKFLOW_ID_METADATA)
+    return raw.decode(errors="replace") if raw else None
+
+
+def _associated_data(key_id: str, workflow_id: str | None) -> bytes:
+    """What is authenticated beside the ciphertext: the key id, so that a payload cannot be moved to
+    another key, and the workflow label when there is one. Without a label this is the key id alone,
+    as for payloads sealed before labels existed."""
+    if workflow_id is None:
+        return key_id.encode()
+    return key_id.encode() + b"\x00" + workflow_id.encode()
 
 
 def encrypted_data_converter(keys: PayloadKeys) -> DataConverter:

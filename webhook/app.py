@@ -144,12 +144,13 @@ def create_app(deps: WebhookDeps) -> web.Application:
     app.router.add_post(META_PATH, receive_delivery)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    from webhook import api, outbound, ui, wasender
+    from webhook import api, codec, outbound, ui, wasender
 
     wasender.add_routes(app)
     outbound.add_routes(app)
     api.add_routes(app)
     ui.add_routes(app)
+    codec.add_routes(app)
     if deps.graph is None:
         app.cleanup_ctx.append(_graph_client)
     return app

@@ -35,7 +35,7 @@ _EXPORT_ID = re.compile(r"^[0-9a-f]{32}$")
 UNREADABLE_FORM = "The form could not be read: send it as UTF-8 form data."
 
 
-async def _session(request: web.Request) -> Session | None:
+async def signed_in(request: web.Request) -> Session | None:
     session_id = request.cookies.get(COOKIE)
     # A cookie of bytes that are not UTF-8 cannot be one we issued (and cannot be hashed): no session.
     return await load_session(deps_of(request).pool, session_id) if session_id and storable_text(session_id) else None
@@ -52,7 +52,7 @@ def _notice(session: Session | None, title: str, message: str, status: int) -> w
 
 
 async def _guard(request: web.Request, roles: tuple[str, ...]) -> Session | web.Response:
-    session = await _session(request)
+    session = await signed_in(request)
     if session is None:
         raise web.HTTPFound("/ui/login?next=" + quote(request.path_qs, safe=""))
     if session.caller.role not in roles:
@@ -107,7 +107,7 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    session = await _session(request)
+    session = await signed_in(request)
     form = await read_form(request)
     if session is None or form is None or not _csrf_ok(session.csrf, form):
         return _notice(None, "Sign out", "Invalid or missing CSRF token.", 403)
