@@ -63,6 +63,25 @@ async def _started_payload(state: dict, message_id: str):
     return history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
 
 
+async def _retention(state: dict):
+    from temporalio.client import Client
+
+    from wa_archive.temporal_namespace import retention
+
+    return await retention(await Client.connect(state["temporal_address"]))
+
+
+def _check_ui_decodes_through_the_codec_server(state: dict) -> None:
+    """The UI that dev starts is pointed at the codec server, which lets that UI's origin call it."""
+    with urllib.request.urlopen(state["temporal_ui_url"] + "/api/v1/settings", timeout=10) as resp:
+        ui_settings = json.loads(resp.read())
+    assert ui_settings["Codec"]["Endpoint"] == state["http_url"] + "/ui/codec", ui_settings["Codec"]
+    preflight = urllib.request.Request(state["http_url"] + "/ui/codec/decode", method="OPTIONS", headers={
+        "Origin": state["temporal_ui_url"], "Access-Control-Request-Method": "POST"})
+    with urllib.request.urlopen(preflight, timeout=10) as resp:
+        assert resp.status == 204 and resp.headers["Access-Control-Allow-Origin"] == state["temporal_ui_url"]
+
+
 def test_dev_archives_a_signed_image_and_keeps_it_across_restarts(tmp_path):
     data_dir = tmp_path / "data"
     env = _env(data_dir)
@@ -85,8 +104,11 @@ def test_dev_archives_a_signed_image_and_keeps_it_across_restarts(tmp_path):
         key_file = data_dir / "payload-keys.secret"
         assert key_file.stat().st_mode & 0o777 == 0o600
         key_line = key_file.read_text()
-        started = asyncio.run(_started_payload(json.loads((data_dir / "dev.json").read_text()), message_id))
+        state = json.loads((data_dir / "dev.json").read_text())
+        started = asyncio.run(_started_payload(state, message_id))
         assert started.metadata["encryption-key-id"] == key_line.split(":", 1)[0].encode()
+        _check_ui_decodes_through_the_codec_server(state)
+        assert asyncio.run(_retention(state)).days == 30
     finally:
         assert _stop(proc) == 0, log.read_text()[-3000:]
     assert not (data_dir / "dev.json").exists()

@@ -41,6 +41,7 @@ from wa_archive.runtime import (
 from wa_archive.sample_payloads import envelope, media_message
 from wa_archive.serve import start_http, stop_http
 from wa_archive.signature import meta_signature
+from wa_archive.temporal_namespace import set_retention
 
 STATE_FILE = "dev.json"
 SECRETS_FILE = "dev-secrets.json"
@@ -85,7 +86,11 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
         if not settings.temporal_address:
             port = 7233 if port_is_free(7233) else free_port()
             ui_port = settings.temporal_ui_port if port_is_free(settings.temporal_ui_port) else free_port()
-            temporal = TemporalDevServer(data_dir / "temporal", port=port, ui_port=ui_port)
+            temporal = TemporalDevServer(data_dir / "temporal", port=port, ui_port=ui_port,
+                                         ui_codec_endpoint=codec_endpoint(settings))
+            if settings.temporal_ui_origin is None:
+                # The UI started here may call the codec server (with the pages' session).
+                updates["temporal_ui_origin"] = f"http://127.0.0.1:{ui_port},http://localhost:{ui_port}"
             print(f"starting Temporal dev server on {temporal.address} ...", flush=True)
             await temporal.start()
             updates["temporal_address"] = temporal.address
@@ -121,7 +126,11 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
         from wa_archive.runtime import connect_temporal
         from wa_archive.schedules import apply_schedules
 
-        for line in await apply_schedules(await connect_temporal(settings), settings):
+        client = await connect_temporal(settings)
+        if temporal is not None:
+            kept = await set_retention(client, settings.temporal_retention_days)
+            print(f"Temporal keeps closed workflows {kept.days} days (WA_ARCHIVE_TEMPORAL_RETENTION_DAYS)", flush=True)
+        for line in await apply_schedules(client, settings):
             print(f"schedule: {line}", flush=True)
         http = await start_http(settings)
         base = f"http://{settings.http_host}:{settings.http_port}"
@@ -162,6 +171,14 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
         print("stopped; archived data is kept under", data_dir, flush=True)
 
 
+def codec_endpoint(settings: Settings) -> str | None:
+    """The codec server's URL as the UI's browser reaches it: under /ui, where the session cookie goes."""
+    if not settings.http_port:
+        return None
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
+    return f"http://{host}:{settings.http_port}/ui/codec"
+
+
 def _print_banner(state: dict[str, Any], data_dir: Path) -> None:
     lines = [
         "",
@@ -170,6 +187,8 @@ def _print_banner(state: dict[str, Any], data_dir: Path) -> None:
         f"  WASender URL     {state['wasender_url']}   (X-Webhook-Signature: wasender_secret in "
         f"{data_dir / SECRETS_FILE}, unless WA_ARCHIVE_WASENDER_WEBHOOK_SECRET is set)",
         f"  Temporal UI      {state['temporal_ui_url'] or '(external Temporal: ' + str(state['temporal_address']) + ')'}",
+        f"  codec server     {state['http_url']}/codec   (payloads are encrypted; operators decode them: README,"
+        " \"Reading a workflow in the Temporal UI\")",
         f"  readiness        {state['http_url']}/readyz",
         f"  storage          {state['storage_url']}",
         f"  data dir         {data_dir}",

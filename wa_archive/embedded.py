@@ -53,10 +53,12 @@ def temporal_binary() -> str:
 class TemporalDevServer:
     """`temporal server start-dev` with state in a SQLite file and our search attributes."""
 
-    def __init__(self, data_dir: Path, *, port: int, ui_port: int | None, log_path: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, *, port: int, ui_port: int | None, log_path: Path | None = None,
+                 ui_codec_endpoint: str | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
         self.ui_port = ui_port
+        self.ui_codec_endpoint = ui_codec_endpoint  # the archive's codec server, for the UI to decode with
         self.log_path = log_path or data_dir / "temporal.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -77,6 +79,8 @@ class TemporalDevServer:
             cmd.append("--headless")
         else:
             cmd += ["--ui-port", str(self.ui_port)]
+            if self.ui_codec_endpoint:
+                cmd += ["--ui-codec-endpoint", self.ui_codec_endpoint]
         return cmd
 
     async def start(self, timeout: float = 60) -> None:
