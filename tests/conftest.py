@@ -54,6 +54,11 @@ PAYLOAD_KEYS = "ktest:cGF5bG9hZC1rZXktZm9yLXRoZS10ZXN0LXN1aXRlLTA="
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+# The suite reaches only its own Temporal: client settings of the machine running it are dropped.
+for _name in [n for n in os.environ if n.startswith(("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY",
+                                                     "TEMPORAL_TLS", "TEMPORAL_PROFILE", "TEMPORAL_CONFIG_FILE",
+                                                     "TEMPORAL_GRPC_META_", "TEMPORAL_CODEC_"))]:
+    del os.environ[_name]
 
 
 @pytest.fixture(scope="session")

@@ -35,9 +35,20 @@ def with_dev_defaults(settings: Settings) -> Settings:
     updates = {}
     if not settings.database_url:
         updates["database_url"] = state["database_url"]
-    if not settings.temporal_address:
+    if not _temporal_configured(settings):
         updates["temporal_address"] = state["temporal_address"]
     return settings.model_copy(update=updates)
+
+
+def _temporal_configured(settings: Settings) -> bool:
+    """Whether the settings or a Temporal profile name a Temporal; a broken profile counts as named,
+    so that connecting reports it (and commands that only read the database are not stopped by it)."""
+    from wa_archive.temporal_connection import configured_address
+
+    try:
+        return configured_address(settings) is not None
+    except ConfigError:
+        return True
 
 
 async def open_pool(settings: Settings):

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     database_url: str | None = None
     temporal_address: str | None = None
-    temporal_namespace: str = "default"
+    temporal_namespace: str | None = None  # unset: the Temporal profile's (TEMPORAL_NAMESPACE), else `default`
     temporal_ui_port: int = Field(default=8233, ge=0, le=65535)
     task_queue: str = "wa-archive"
     storage_url: str | None = None
@@ -114,6 +114,16 @@ class Settings(BaseSettings):
     temporal_ui_origin: str | None = None
     # How long Temporal keeps a closed workflow's history: working state, never the record.
     temporal_retention_days: int = Field(default=30, ge=1, le=3650)
+    # Reaching a real Temporal cluster or Temporal Cloud. Each overrides the same field of the Temporal
+    # client profile (temporal.toml, TEMPORAL_* variables); see wa_archive/temporal_connection.py.
+    temporal_api_key: SecretStr | None = None  # sent as `authorization: Bearer`; implies TLS
+    temporal_tls: bool | None = None  # unset: TLS when any TLS setting or an API key is given
+    temporal_tls_server_ca_cert_path: Path | None = None  # unset: the system's roots
+    temporal_tls_server_name: str | None = None  # SNI and the name checked in the server's certificate
+    temporal_tls_client_cert_path: Path | None = None  # mTLS: PEM certificate (chain)
+    temporal_tls_client_key_path: Path | None = None  # mTLS: its PEM private key
+    temporal_profile: str | None = None  # profile in the Temporal config file (TEMPORAL_PROFILE)
+    temporal_config_file: Path | None = None  # Temporal's TOML config file (TEMPORAL_CONFIG_FILE)
 
     @field_validator("trusted_proxies")
     @classmethod

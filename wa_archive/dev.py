@@ -41,6 +41,7 @@ from wa_archive.runtime import (
 from wa_archive.sample_payloads import envelope, media_message
 from wa_archive.serve import start_http, stop_http
 from wa_archive.signature import meta_signature
+from wa_archive.temporal_connection import configured_address
 from wa_archive.temporal_namespace import set_retention
 
 STATE_FILE = "dev.json"
@@ -82,8 +83,10 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
     http = None
     worker_task: asyncio.Task | None = None
     worker_stop = asyncio.Event()
+    # A Temporal named anywhere (WA_ARCHIVE_TEMPORAL_ADDRESS, TEMPORAL_ADDRESS, a profile) is used as is.
+    temporal_address = configured_address(settings)
     try:
-        if not settings.temporal_address:
+        if temporal_address is None:
             port = 7233 if port_is_free(7233) else free_port()
             ui_port = settings.temporal_ui_port if port_is_free(settings.temporal_ui_port) else free_port()
             temporal = TemporalDevServer(data_dir / "temporal", port=port, ui_port=ui_port,
@@ -93,7 +96,7 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
                 updates["temporal_ui_origin"] = f"http://127.0.0.1:{ui_port},http://localhost:{ui_port}"
             print(f"starting Temporal dev server on {temporal.address} ...", flush=True)
             await temporal.start()
-            updates["temporal_address"] = temporal.address
+            updates["temporal_address"] = temporal_address = temporal.address
         if not settings.database_url:
             postgres = EmbeddedPostgres(data_dir / "postgres")
             print("starting embedded PostgreSQL ...", flush=True)
@@ -139,7 +142,7 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
             "http_url": base,
             "webhook_url": f"{base}/webhooks/meta",
             "wasender_url": f"{base}/webhooks/wasender",
-            "temporal_address": settings.temporal_address,
+            "temporal_address": temporal_address,
             "temporal_ui_url": f"http://127.0.0.1:{temporal.ui_port}" if temporal and temporal.ui_port else None,
             "database_url": settings.database_url,  # the application role's: what read commands use
             "migrate_database_url": settings.migrate_database_url,

@@ -15,6 +15,7 @@ from temporalio.converter import DataConverter
 from wa_archive.config import ConfigError, Settings
 from wa_archive.db import create_pool
 from wa_archive.payload_codec import PayloadKeys, encrypted_data_converter, generate_key_line, parse_payload_keys
+from wa_archive.temporal_connection import TemporalConnectError, resolve_connection
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -35,13 +36,18 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 async def connect_temporal(settings: Settings, *, lazy: bool = False) -> Client:
-    """A client with the encrypting converter, the same in the webhook, worker, CLI and tests."""
-    settings.require("temporal_address")
+    """A client with the encrypting converter, the same in the webhook, worker, CLI and `dev`.
+
+    Address, namespace, TLS and API key as `temporal_connection` resolves them; a refused or failed
+    connection raises TemporalConnectError saying where and how it tried (never the secrets).
+    """
+    connection = resolve_connection(settings)
     converter = data_converter(settings)
-    return await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace,
-        data_converter=converter, lazy=lazy,
-    )
+    structlog.get_logger("wa_archive.temporal").info("temporal_connect", lazy=lazy, **connection.describe())
+    try:
+        return await Client.connect(**connection.connect_kwargs(), data_converter=converter, lazy=lazy)
+    except RuntimeError as exc:
+        raise TemporalConnectError(connection, exc) from None
 
 
 PAYLOAD_KEYS_DEV_FILE = "payload-keys.secret"
