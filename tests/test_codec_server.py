@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import subprocess
 import uuid
 
@@ -196,3 +197,71 @@ def _payload_texts(history: dict) -> str:
 
     walk(history)
     return "\n".join(found)
+
+
+# Attacks on the codec server -----------------------------------------------------------------------
+
+
+def _forged(label: str) -> Payload:
+    """A payload claiming to be sealed for `label`: any bytes, so it cannot authenticate."""
+    return Payload(metadata={"encoding": b"binary/encrypted", "encryption-key-id": b"ktest",
+                             "wa-archive-workflow-id": label.encode()}, data=os.urandom(40))
+
+
+async def test_only_labels_that_authenticate_are_logged_so_decoys_cannot_hide_a_read(archived):
+    stack, marker, workflow_id, sealed = archived
+    token = {"Authorization": f"Bearer {await stack.token('operator', name='ops-mallory')}"}
+    decoys = [_forged(f"0-decoy-{i:03}") for i in range(100)] + [_forged("wa-msg-" + "X" * (1024 * 1024))]
+    status, _, text = await call(stack, "/codec/decode", body(decoys + sealed), token)
+    assert status == 200, text
+    decoded = json_format.Parse(text, Payloads()).payloads
+    assert decoded[:101] == decoys  # forged payloads come back as they were sent
+    assert marker in _decoded_text(json_format.MessageToJson(Payloads(payloads=decoded[101:])))
+    [entry] = await codec_log(stack)
+    assert entry["target"]["workflows"] == [workflow_id]  # the read is named; no invented label is
+    assert entry["target"]["undecodable"] == 101 and entry["target"]["payloads"] == 101 + len(sealed)
+
+
+async def test_a_request_of_too_many_payloads_is_refused_before_anything_is_logged(archived):
+    stack, _, _, _ = archived
+    token = {"Authorization": f"Bearer {await stack.token('operator')}"}
+    status, _, text = await call(stack, "/codec/decode", '{"payloads":[' + ",".join(["{}"] * 300_000) + "]}", token)
+    assert status == 400 and "at most 1000 payloads per request, not 300000" in json.loads(text)["error"]
+    status, _, text = await call(stack, "/codec/decode", '{"payloads":[' + "[" * 100_000 + "]}", token)
+    assert status == 400 and "not a Payloads JSON document" in json.loads(text)["error"]
+    assert await codec_log(stack) == []
+
+
+async def test_only_an_admin_may_seal_payloads(archived):
+    """Sealing is how a Temporal client makes input the worker will open: not an operator's task."""
+    stack, _, _, _ = archived
+    plain = pydantic_data_converter.payload_converter.to_payloads(["x"])
+    status, _, text = await call(stack, "/codec/encode", body(plain),
+                                 {"Authorization": f"Bearer {await stack.token('operator')}"})
+    assert status == 403 and "needs admin" in json.loads(text)["error"]
+    assert await codec_log(stack) == []
+
+
+async def test_origin_and_content_type_tricks_with_an_operator_cookie_are_refused(archived):
+    stack, marker, _, sealed = archived
+    name = f"ops-held-{uuid.uuid4().hex[:6]}"
+    token = await stack.token("operator", name=name)
+    cookie = {"Cookie": f"{SESSION}={(await sign_in(stack, token)).value}"}
+    for origin in ("null", UI_ORIGIN + ".evil.example", UI_ORIGIN[:-1], UI_ORIGIN.upper(),
+                   UI_ORIGIN.replace("http:", "https:"), stack.url.replace("127.0.0.1", "localhost")):
+        status, headers, text = await call(stack, "/ui/codec/decode", body(sealed), {**cookie, "Origin": origin})
+        assert status == 403 and marker not in text and "Access-Control-Allow-Origin" not in headers, origin
+        async with stack.http.options(f"{stack.url}/ui/codec/decode", headers={
+                "Origin": origin, "Access-Control-Request-Method": "POST"}) as resp:
+            assert resp.status == 403, origin
+    # Content-Type values a browser sends without a preflight, even when they mention application/json.
+    for content_type in ("text/plain; a=1, application/json", "text/plain;application/json",
+                         "application/x-www-form-urlencoded;x=application/json", "multipart/form-data; boundary=x"):
+        async with stack.http.post(f"{stack.url}/ui/codec/decode", data=json.dumps(body(sealed)), headers={
+                **cookie, "Origin": UI_ORIGIN, "Content-Type": content_type}) as resp:
+            assert resp.status == 415 and marker not in await resp.text(), content_type
+    # The token behind the session revoked: the session is dead too.
+    await stack.pool.execute("UPDATE api_tokens SET revoked_at = now() WHERE name = $1", name)
+    status, _, text = await call(stack, "/ui/codec/decode", body(sealed), {**cookie, "Origin": UI_ORIGIN})
+    assert status == 401 and marker not in text
+    assert await codec_log(stack) == []

@@ -104,6 +104,13 @@ class AesGcmPayloadCodec(PayloadCodec, WithSerializationContext):
         return AesGcmPayloadCodec(self._keys, workflow_id=workflow_id)
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return self.seal(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [self.open(payload) for payload in payloads]
+
+    def seal(self, payloads: Sequence[Payload]) -> list[Payload]:
+        """The payloads encrypted under the current key, labelled with this codec's workflow."""
         cipher = self._ciphers[self._current_id]
         metadata = {"encoding": ENCODING, KEY_ID_METADATA: self._current_id.encode()}
         if self._workflow_id:
@@ -116,23 +123,21 @@ class AesGcmPayloadCodec(PayloadCodec, WithSerializationContext):
             encoded.append(Payload(metadata=metadata, data=nonce + sealed))
         return encoded
 
-    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        decoded = []
-        for payload in payloads:
-            if payload.metadata.get("encoding") != ENCODING:
-                decoded.append(payload)  # written before the codec (or by Temporal itself): as it is
-                continue
-            key_id = payload.metadata.get(KEY_ID_METADATA, b"").decode()
-            cipher = self._ciphers.get(key_id)
-            if cipher is None:
-                raise UnknownPayloadKey(
-                    f"payload encrypted with key id {key_id!r}, which is not among the configured payload keys "
-                    "(WA_ARCHIVE_PAYLOAD_KEYS / WA_ARCHIVE_PAYLOAD_KEYS_FILE)")
-            nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
-            original = Payload()
-            original.ParseFromString(cipher.decrypt(nonce, sealed, _associated_data(key_id, workflow_of(payload))))
-            decoded.append(original)
-        return decoded
+    def open(self, payload: Payload) -> Payload:
+        """One payload as it was before `seal`; one not sealed by this codec is returned as it is.
+        Raises UnknownPayloadKey, or cryptography's InvalidTag when it was altered or relabelled."""
+        if payload.metadata.get("encoding") != ENCODING:
+            return payload  # written before the codec (or by Temporal itself): as it is
+        key_id = payload.metadata.get(KEY_ID_METADATA, b"").decode(errors="replace")
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise UnknownPayloadKey(
+                f"payload encrypted with key id {key_id!r}, which is not among the configured payload keys "
+                "(WA_ARCHIVE_PAYLOAD_KEYS / WA_ARCHIVE_PAYLOAD_KEYS_FILE)")
+        nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+        original = Payload()
+        original.ParseFromString(cipher.decrypt(nonce, sealed, _associated_data(key_id, workflow_of(payload))))
+        return original
 
 
 def workflow_of(payload: Payload) -> str | None:

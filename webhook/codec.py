@@ -15,16 +15,19 @@ the configured Temporal UI origins (WA_ARCHIVE_TEMPORAL_UI_ORIGIN).
 
 from __future__ import annotations
 
+import asyncio
+import json
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiohttp import web
 from google.protobuf import json_format
-from temporalio.api.common.v1 import Payloads
+from temporalio.api.common.v1 import Payload, Payloads
 
 from wa_archive import access_log
 from wa_archive.json_input import storable_text
-from wa_archive.payload_codec import AesGcmPayloadCodec, ENCODING, workflow_of
+from wa_archive.payload_codec import AesGcmPayloadCodec, workflow_of
 from wa_archive.runtime import payload_keys
 from wa_archive.tokens import Caller, authenticate
 from webhook.deps import DEPS, deps_of, json_error, pool_of, read_body
@@ -32,13 +35,14 @@ from webhook.deps import DEPS, deps_of, json_error, pool_of, read_body
 log = structlog.get_logger("wa_archive.codec")
 
 ROLES = ("operator", "admin")
+ENCODERS = ("admin",)
 PATHS = ("/codec", "/ui/codec")
-# A page of history can carry many large payloads; the caller is authenticated before this is read.
-MAX_BODY_BYTES = 32 * 1024 * 1024
+# The UI and the CLI send one event's payloads at a time; the caller is authenticated before the
+# body is read, and the limits keep one request from holding the server.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_PAYLOADS = 1000
 CODEC = web.AppKey("payload_codec", AesGcmPayloadCodec)
 ALLOWED_HEADERS = "Content-Type, X-Namespace, Authorization, Authorization-Extras"
-# The access log names at most this many workflows per request, then counts the rest.
-LOGGED_WORKFLOWS = 100
 
 
 def allowed_origins(request: web.Request) -> frozenset[str]:
@@ -71,8 +75,8 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=headers)
 
 
-async def _caller(request: web.Request) -> Caller | web.Response:
-    """The operator or admin calling, by Bearer token or by the pages' signed-in session."""
+async def _caller(request: web.Request, roles: tuple[str, ...]) -> Caller | web.Response:
+    """The caller, by Bearer token or by the pages' signed-in session, if their role is in `roles`."""
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
@@ -92,8 +96,8 @@ async def _caller(request: web.Request) -> Caller | web.Response:
         if origin is not None and origin not in allowed_origins(request) and origin != _own_origin(request):
             return _refuse(request, 403, "this origin may not call the codec server (WA_ARCHIVE_TEMPORAL_UI_ORIGIN)")
         caller = session.caller
-    if caller.role not in ROLES:
-        return _refuse(request, 403, f"role {caller.role!r} may not decode workflow payloads; needs operator or admin")
+    if caller.role not in roles:
+        return _refuse(request, 403, f"role {caller.role!r} may not do this; needs {' or '.join(roles)}")
     return caller
 
 
@@ -110,29 +114,76 @@ def _refuse(request: web.Request, status: int, message: str) -> web.Response:
     return response
 
 
-async def _payloads(request: web.Request) -> Payloads | web.Response:
+async def _body(request: web.Request) -> bytes | web.Response:
     if request.content_type != "application/json":
         return _refuse(request, 415, "the body must be application/json: {\"payloads\": [...]}")
-    body = await read_body(request, MAX_BODY_BYTES)
-    if isinstance(body, web.Response):
-        return body
+    return await read_body(request, MAX_BODY_BYTES)
+
+
+class BadPayloads(ValueError):
+    """The body is not a Payloads document the codec server will work on; the message says why."""
+
+
+def _parse(body: bytes) -> Payloads:
     try:
-        return json_format.Parse(body, Payloads(), ignore_unknown_fields=True)
-    except (json_format.ParseError, UnicodeDecodeError, ValueError) as exc:
-        return _refuse(request, 400, f"not a Payloads JSON document ({str(exc)[:200]})")
+        payloads = json_format.Parse(body, Payloads(), ignore_unknown_fields=True)
+    except (json_format.ParseError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadPayloads(f"not a Payloads JSON document ({str(exc)[:200]})") from None
+    if len(payloads.payloads) > MAX_PAYLOADS:
+        raise BadPayloads(f"at most {MAX_PAYLOADS} payloads per request, not {len(payloads.payloads)}")
+    return payloads
+
+
+@dataclass
+class Decoded:
+    """A decode's answer, and what the access log says about it."""
+
+    document: bytes
+    payloads: int
+    workflows: list[str]
+    unlabelled: int
+    undecodable: int
+
+
+def _decode(codec: AesGcmPayloadCodec, body: bytes) -> Decoded:
+    """Parse, decode and serialise (CPU work, run off the event loop). Only a label that authenticated
+    with its ciphertext names a workflow: an invented label decodes nothing and is not believed."""
+    payloads = _parse(body)
+    out: list[Payload] = []
+    workflows: set[str] = set()
+    unlabelled = undecodable = 0
+    for payload in payloads.payloads:
+        # One at a time: a payload sealed with a retired key (or damaged) stays as it is, and the
+        # rest of the page still decodes.
+        try:
+            opened = codec.open(payload)
+        except Exception:  # noqa: BLE001 - unknown key id or failed authentication
+            undecodable += 1
+            out.append(payload)
+            continue
+        if opened is not payload:
+            label = workflow_of(payload)
+            if label is None:
+                unlabelled += 1
+            else:
+                workflows.add(label)
+        out.append(opened)
+    return Decoded(_document(out), len(out), sorted(workflows), unlabelled, undecodable)
+
+
+def _encode(codec: AesGcmPayloadCodec, body: bytes) -> tuple[bytes, int]:
+    payloads = _parse(body)
+    return _document(codec.seal(payloads.payloads)), len(payloads.payloads)
+
+
+def _document(payloads: list[Payload]) -> bytes:
+    document = json_format.MessageToDict(Payloads(payloads=payloads))
+    return json.dumps({"payloads": document.get("payloads", [])}).encode()
 
 
 def _namespace(request: web.Request) -> str | None:
     value = request.headers.get("X-Namespace")
     return value[:256] if value is not None and storable_text(value) else None
-
-
-def _workflows(payloads: Payloads) -> dict[str, Any]:
-    """Which workflows' payloads these are, from the authenticated labels the codec put on them."""
-    labelled = [workflow_of(p) for p in payloads.payloads if p.metadata.get("encoding") == ENCODING]
-    names = sorted({w for w in labelled if w is not None})
-    return {"workflows": names[:LOGGED_WORKFLOWS], "more_workflows": max(0, len(names) - LOGGED_WORKFLOWS),
-            "unlabelled": sum(1 for w in labelled if w is None)}
 
 
 async def _record(request: web.Request, caller: Caller, action: str, target: dict[str, Any]) -> web.Response | None:
@@ -146,51 +197,49 @@ async def _record(request: web.Request, caller: Caller, action: str, target: dic
 
 
 async def decode(request: web.Request) -> web.Response:
-    """POST .../decode: the original payloads, for an operator, logged first."""
-    caller = await _caller(request)
+    """POST .../decode: the original payloads, for an operator; logged before they are sent."""
+    caller = await _caller(request, ROLES)
     if isinstance(caller, web.Response):
         return caller
-    payloads = await _payloads(request)
-    if isinstance(payloads, web.Response):
-        return payloads
-    target = {"namespace": _namespace(request), "payloads": len(payloads.payloads), **_workflows(payloads)}
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        decoded = await asyncio.to_thread(_decode, request.app[CODEC], body)
+    except BadPayloads as exc:
+        return _refuse(request, 400, str(exc))
+    target = {"namespace": _namespace(request), "payloads": decoded.payloads,
+              "workflows": decoded.workflows, "unlabelled": decoded.unlabelled,
+              "undecodable": decoded.undecodable}
     refused = await _record(request, caller, "codec_decode", target)
     if refused is not None:
         return refused
-    codec = request.app[CODEC]
-    out = []
-    undecodable = 0
-    for payload in payloads.payloads:
-        # One at a time: a payload sealed with a retired key (or damaged) stays as it is, and the
-        # rest of the page still decodes.
-        try:
-            out.extend(await codec.decode([payload]))
-        except Exception:  # noqa: BLE001 - unknown key id or failed authentication
-            undecodable += 1
-            out.append(payload)
-    if undecodable:
-        log.warning("codec_undecodable", count=undecodable, actor=caller.name)
-    return _answer(request, out)
+    if decoded.undecodable:
+        log.warning("codec_undecodable", count=decoded.undecodable, actor=caller.name)
+    return _answer(request, decoded.document)
 
 
 async def encode(request: web.Request) -> web.Response:
-    """POST .../encode: payloads sealed as the archive seals them (for the UI's write actions), logged."""
-    caller = await _caller(request)
+    """POST .../encode: payloads sealed as the archive seals them, for the UI's write actions; admins
+    only, as sealing is how a Temporal client makes input the worker will open."""
+    caller = await _caller(request, ENCODERS)
     if isinstance(caller, web.Response):
         return caller
-    payloads = await _payloads(request)
-    if isinstance(payloads, web.Response):
-        return payloads
-    refused = await _record(request, caller, "codec_encode",
-                            {"namespace": _namespace(request), "payloads": len(payloads.payloads)})
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        document, count = await asyncio.to_thread(_encode, request.app[CODEC], body)
+    except BadPayloads as exc:
+        return _refuse(request, 400, str(exc))
+    refused = await _record(request, caller, "codec_encode", {"namespace": _namespace(request), "payloads": count})
     if refused is not None:
         return refused
-    return _answer(request, await request.app[CODEC].encode(payloads.payloads))
+    return _answer(request, document)
 
 
-def _answer(request: web.Request, payloads: list) -> web.Response:
-    document = json_format.MessageToDict(Payloads(payloads=payloads))
-    response = web.json_response({"payloads": document.get("payloads", [])})
+def _answer(request: web.Request, document: bytes) -> web.Response:
+    response = web.Response(body=document, content_type="application/json")
     response.headers.update(_cors_headers(request))
     response.headers["Cache-Control"] = "no-store"  # decoded messages must not stay in any cache
     return response
