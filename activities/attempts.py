@@ -11,7 +11,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from wa_archive import queries
+from wa_archive.db import queries
 from wa_archive.errors import NON_RETRYABLE, ArchiveError
 
 log = structlog.get_logger("wa_archive.activities")

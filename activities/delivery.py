@@ -4,8 +4,8 @@ import asyncpg
 import structlog
 from temporalio import activity
 
-from wa_archive import queries
-from wa_archive.fanout import fan_out
+from wa_archive.db import queries
+from wa_archive.archive.fanout import fan_out
 from wa_archive.json_input import load_json
 from wa_archive.models import ArchiveOptions, FanOutResult, IngestDeliveryInput, OutboundOptions
 from wa_archive.names import FAN_OUT_DELIVERY

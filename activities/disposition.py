@@ -7,12 +7,12 @@ import asyncpg
 import structlog
 from temporalio import activity
 
-from wa_archive import erasure, holds, retention
-from wa_archive.disposition import Disposer
+from wa_archive.retention import erasure, holds, policies as retention
+from wa_archive.retention.disposition import Disposer
 from wa_archive.errors import RetentionActive
 from wa_archive.models import DispositionBatch, DispositionInput
 from wa_archive.names import DISPOSE_BATCH, PREPARE_DISPOSITION, SETTLE_ERASURES
-from wa_archive.retention import DEFAULT_BASIS, RetentionRules
+from wa_archive.retention.policies import DEFAULT_BASIS, RetentionRules
 from wa_archive.storage.posture import sweep_canaries
 
 log = structlog.get_logger("wa_archive.disposition")

@@ -8,9 +8,9 @@ import asyncpg
 import structlog
 from temporalio import activity
 
-from wa_archive import access_log
-from wa_archive.export import ExportQuery, write_bundle
-from wa_archive.ledger import Signer
+from wa_archive.access import access_log
+from wa_archive.discovery.export import ExportQuery, write_bundle
+from wa_archive.integrity.ledger import Signer
 from wa_archive.models import ExportInput, ExportOutput
 from wa_archive.names import EXPORT_BUNDLE
 from wa_archive.storage import ObjectStore

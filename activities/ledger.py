@@ -4,7 +4,7 @@ import asyncpg
 import structlog
 from temporalio import activity
 
-from wa_archive import ledger
+from wa_archive.integrity import ledger
 from wa_archive.names import WRITE_CHECKPOINT
 from wa_archive.storage import ObjectStore
 

@@ -13,18 +13,18 @@ import structlog
 from temporalio import activity
 
 from activities.attempts import record_attempts
-from wa_archive.graph import GraphClient
+from wa_archive.sources.meta.graph import GraphClient
 from wa_archive.errors import LinkRefused, MediaHashMismatch
-from wa_archive.hashing import decode_sha256
-from wa_archive.keys import media_object_key
-from wa_archive.linkfetch import LinkFetcher
-from wa_archive.media_types import normalize_mime
+from wa_archive.archive.hashing import decode_sha256
+from wa_archive.archive.keys import media_object_key
+from wa_archive.sources.links import LinkFetcher
+from wa_archive.archive.media_types import normalize_mime
 from wa_archive.models import ArchiveMediaInput, MediaRecord
 from wa_archive.names import ARCHIVE_ENCRYPTED_MEDIA, ARCHIVE_LINK_MEDIA, ARCHIVE_MEDIA
-from wa_archive.retention import RetentionRules
+from wa_archive.retention.policies import RetentionRules
 from wa_archive.storage import ObjectStore
-from wa_archive.wamedia import MAC_LENGTH, decrypt_stream
-from wa_archive.wasender import WasenderClient
+from wa_archive.sources.wasender.media import MAC_LENGTH, decrypt_stream
+from wa_archive.sources.wasender.decrypt_api import WasenderClient
 
 log = structlog.get_logger("wa_archive.media")
 

@@ -5,12 +5,13 @@ import structlog
 from temporalio import activity
 
 from activities.attempts import record_attempts
-from wa_archive import queries, writes
-from wa_archive.graph import GraphClient
+from wa_archive.db import queries
+from wa_archive.archive import writes
+from wa_archive.sources.meta.graph import GraphClient
 from wa_archive.models import TemplateSnapshotInput, TemplateSnapshotResult, WriteOutboundInput
 from wa_archive.names import SNAPSHOT_TEMPLATE, WRITE_OUTBOUND
-from wa_archive.retention import RetentionRules
-from wa_archive.templates import render, snapshot
+from wa_archive.retention.policies import RetentionRules
+from wa_archive.sources.meta.templates import render, snapshot
 
 log = structlog.get_logger("wa_archive.outbound")
 

@@ -8,7 +8,7 @@ import asyncpg
 import structlog
 from temporalio import activity
 
-from wa_archive import ledger
+from wa_archive.integrity import ledger
 from wa_archive.models import RetrievalBatch, RetrievalCheck, RetrievalItem, RetrievalReport, RetrievalTestInput
 from wa_archive.names import CHECK_OBJECTS, REQUEST_RESTORE, SAMPLE_MEDIA, SAVE_RETRIEVAL_REPORT
 from wa_archive.storage import ObjectStore

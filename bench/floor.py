@@ -35,7 +35,7 @@ class FloorWorkflow:
 async def main(address: str, task_queue: str) -> None:
     # Imported here, not at the top: the sandbox re-imports this module and must not load the codec's crypto.
     from wa_archive.config import load_settings
-    from wa_archive.runtime import data_converter
+    from wa_archive.temporal.client import data_converter
 
     # The bench's own converter (WA_ARCHIVE_PAYLOAD_KEYS in the environment): the floor pays the codec too.
     client = await Client.connect(address, data_converter=data_converter(load_settings()))

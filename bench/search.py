@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 async def search(b: Bench, rows: int = 1_000_000, runs: int = 200) -> dict:
     """1,000,000 synthetic messages loaded with COPY; phone + 30-day and full-text queries through
     the HTTP API against the same SQL run directly with asyncpg."""
-    from wa_archive.search import build_query
-    from wa_archive.tokens import create_token
+    from wa_archive.discovery.search import build_query
+    from wa_archive.access.tokens import create_token
 
     rng = random.Random(5)
     words = [f"w{i:04d}" for i in range(3000)] + ["transfer", "mandate", "statement", "invoice"]
@@ -62,7 +62,7 @@ async def search(b: Bench, rows: int = 1_000_000, runs: int = 200) -> dict:
         return time.perf_counter() - t
 
     async def direct(params: dict) -> float:
-        from wa_archive.search import parse_filters
+        from wa_archive.discovery.search import parse_filters
 
         t = time.perf_counter()
         sql, args = build_query(parse_filters(params))

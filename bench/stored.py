@@ -13,9 +13,9 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from bench.measure import rss_kib
-from wa_archive.embedded import free_port
-from wa_archive.fake_graph import FakeMedia
-from wa_archive.sample_payloads import dumps, envelope, media_message, wamid
+from wa_archive.devstack.embedded import free_port
+from wa_archive.sources.meta.fake_graph import FakeMedia
+from wa_archive.sources.meta.samples import dumps, envelope, media_message, wamid
 
 if TYPE_CHECKING:
     from bench.__main__ import Bench
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 async def verify_full(b: Bench, total: int = 2 * 1024 ** 3, object_size: int = 32 * 1024 ** 2) -> dict:
     """`verify --full`'s object re-hashing over 2 GiB on the filesystem backend, against
     `sha256sum` reading and hashing the same files in the same run."""
-    from wa_archive.ledger import verify_objects
+    from wa_archive.integrity.ledger import verify_objects
     from wa_archive.storage import FilesystemStore
 
     store = FilesystemStore(b.root / "verify-objects")
@@ -68,7 +68,7 @@ async def disposition(b: Bench, n: int = 500, size: int = 64 * 1024) -> dict:
     Disposer (re-check under the row lock, store refusal check, disposition record with hashes,
     ledger leaf, rows) against plain removal of the same files and rows in the same run."""
     from wa_archive.db import create_pool
-    from wa_archive.disposition import Disposer
+    from wa_archive.retention.disposition import Disposer
     from wa_archive.storage import FilesystemStore
 
     store = FilesystemStore(b.root / "dispose-objects")
@@ -131,7 +131,7 @@ async def encrypted_media(b: Bench, size: int = 512 * 1024 ** 2) -> dict:
     from aiohttp import web
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-    from wa_archive.wamedia import expand_media_key
+    from wa_archive.sources.wasender.media import expand_media_key
 
     media = FakeMedia(f"plain-{uuid.uuid4().hex}", mime_type="application/pdf", size=size, seed=17)
     b.graph.add(media)

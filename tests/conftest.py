@@ -22,22 +22,16 @@ from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from wa_archive import queries
+from wa_archive.db import queries
 from wa_archive.config import Settings
 from wa_archive.db import create_pool, migrate
-from wa_archive.embedded import (
-    APP_ROLE,
-    SQLITE_PRAGMAS,
-    EmbeddedPostgres,
-    ensure_database,
-    ensure_roles,
-    free_port,
-    temporal_binary,
+from wa_archive.devstack.embedded import (
+    APP_ROLE, SQLITE_PRAGMAS, EmbeddedPostgres, ensure_database, ensure_roles, free_port, temporal_binary,
 )
-from wa_archive.fake_graph import FakeGraph
+from wa_archive.sources.meta.fake_graph import FakeGraph
 from wa_archive.names import SEARCH_ATTRIBUTES
-from wa_archive.runtime import data_converter
-from wa_archive.signature import meta_signature
+from wa_archive.temporal.client import data_converter
+from wa_archive.sources.signature import meta_signature
 from wa_archive.storage import FilesystemStore, ObjectStore, S3Store
 from webhook.app import WebhookDeps, create_app
 from worker import build_worker, link_fetcher
@@ -253,7 +247,7 @@ class Stack:
         raise AssertionError(f"no critical failure for {message_id} within {timeout}s")
 
     async def token(self, role: str = "sender", name: str | None = None) -> str:
-        from wa_archive.tokens import create_token
+        from wa_archive.access.tokens import create_token
 
         return await create_token(self.pool, name or f"{role}-{uuid.uuid4().hex[:6]}", role)
 

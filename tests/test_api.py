@@ -10,8 +10,8 @@ from urllib.parse import quote
 import asyncpg
 import pytest
 
-from wa_archive.fake_graph import FakeMedia
-from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
+from wa_archive.sources.meta.fake_graph import FakeMedia
+from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
 
 PHONE = "447700900123"
 
@@ -58,7 +58,7 @@ async def test_tokens_and_roles(stack):
         assert status == 403 and "auditor" in body["error"]
     name = f"gone-{uuid.uuid4().hex[:6]}"
     revoked = await stack.token("auditor", name=name)
-    from wa_archive.tokens import revoke_token
+    from wa_archive.access.tokens import revoke_token
 
     await revoke_token(stack.pool, name)
     assert (await _json(stack, "/api/v1/messages", revoked))[0] == 401

@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
-from wa_archive.fake_graph import FakeMedia
-from wa_archive.keys import safe_id
+from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
+from wa_archive.sources.meta.fake_graph import FakeMedia
+from wa_archive.archive.keys import safe_id
 
 
 def _media_id() -> str:
@@ -249,7 +249,7 @@ async def test_provider_hash_mismatch_is_never_recorded_as_good(stack_factory, s
     # Nothing may be visible in the store under the key this message's image would have had.
     from datetime import datetime
 
-    from wa_archive.keys import media_object_key
+    from wa_archive.archive.keys import media_object_key
     expected_key = media_object_key(mid, datetime.fromisoformat(msg["timestamp"]), "447700900123", "image/jpeg")
     assert expected_key.startswith("archive/") and await stack.store.head(expected_key) is None
 
@@ -265,7 +265,7 @@ async def test_a_failed_message_is_completed_by_a_later_delivery(stack):
     # still running (and rightly start nothing), so the redelivery comes after it has closed.
     from temporalio.client import WorkflowExecutionStatus
 
-    from wa_archive.keys import message_workflow_id
+    from wa_archive.archive.keys import message_workflow_id
 
     handle = stack.client.get_workflow_handle(message_workflow_id(mid))
     for _ in range(100):
@@ -287,7 +287,7 @@ async def test_a_failed_message_is_completed_by_a_later_delivery(stack):
 
 async def test_operators_find_workflows_by_message_id_status_and_contact_key(stack):
     from tests.conftest import CONTACT_SECRET
-    from wa_archive.keys import contact_key
+    from wa_archive.archive.keys import contact_key
     from wa_archive.names import ARCHIVE_STATUS, CONTACT_KEY
 
     mid = wamid()

@@ -18,11 +18,11 @@ from playwright.async_api import async_playwright
 from tests.conftest import LEDGER_KEY
 from tests.test_outbound import PNID, TEMPLATE_V1, status_body, template_send
 from tests.test_ui_security import HTML_BODY, sign_in
-from wa_archive.dev import _demo_image
-from wa_archive.export import verify_bundle
-from wa_archive.fake_graph import FakeMedia
-from wa_archive.ledger import Signer
-from wa_archive.sample_payloads import WABA_ID, dumps, envelope, media_message, message, wamid
+from wa_archive.devstack.dev import _demo_image
+from wa_archive.discovery.export import verify_bundle
+from wa_archive.sources.meta.fake_graph import FakeMedia
+from wa_archive.integrity.ledger import Signer
+from wa_archive.sources.meta.samples import WABA_ID, dumps, envelope, media_message, message, wamid
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"

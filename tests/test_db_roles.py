@@ -13,9 +13,9 @@ import asyncpg
 import pytest
 
 from tests.conftest import DatabaseUrls
-from wa_archive import ledger, merkle
+from wa_archive.integrity import ledger, merkle
 from wa_archive.db import MigrateAsAppRole, migrate
-from wa_archive.embedded import APP_ROLE, OWNER_ROLE
+from wa_archive.devstack.embedded import APP_ROLE, OWNER_ROLE
 
 REFUSED = (asyncpg.InsufficientPrivilegeError, asyncpg.RaiseError)
 
@@ -292,8 +292,8 @@ def _mode(path: Path) -> int:
 
 
 def test_dev_secret_files_are_owner_only_from_the_first_byte(tmp_path: Path, open_umask_no_chmod):
-    from wa_archive import dev
-    from wa_archive.runtime import create_secret_file, ensure_dev_contact_secret, ensure_dev_ledger_key
+    from wa_archive.devstack import dev
+    from wa_archive.credentials import create_secret_file, ensure_dev_contact_secret, ensure_dev_ledger_key
 
     ensure_dev_contact_secret(tmp_path)
     ensure_dev_ledger_key(tmp_path)
@@ -322,7 +322,7 @@ async def test_dev_upgrades_a_one_role_data_dir_and_runs_as_the_application_role
 
     from tests.test_dev import _cli, _env, _start_dev, _stop
     from wa_archive.db import migration_files
-    from wa_archive.embedded import DATABASE, EmbeddedPostgres, ensure_database
+    from wa_archive.devstack.embedded import DATABASE, EmbeddedPostgres, ensure_database
 
     data_dir = tmp_path / "data"
     pg = EmbeddedPostgres(data_dir / "postgres")

@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from wa_archive.embedded import free_port
+from wa_archive.devstack.embedded import free_port
 
 
 def _env(data_dir: Path) -> dict[str, str]:
@@ -56,7 +56,7 @@ async def _started_payload(state: dict, message_id: str):
     """The archive workflow's input as Temporal stores it, read without the codec."""
     from temporalio.client import Client
 
-    from wa_archive.keys import message_workflow_id
+    from wa_archive.archive.keys import message_workflow_id
 
     client = await Client.connect(state["temporal_address"])
     history = await client.get_workflow_handle(message_workflow_id(message_id)).fetch_history()
@@ -66,7 +66,7 @@ async def _started_payload(state: dict, message_id: str):
 async def _retention(state: dict):
     from temporalio.client import Client
 
-    from wa_archive.temporal_namespace import retention
+    from wa_archive.temporal.namespace import retention
 
     return await retention(await Client.connect(state["temporal_address"]))
 

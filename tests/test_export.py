@@ -18,10 +18,10 @@ import zipfile
 from pathlib import Path
 
 from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS
-from wa_archive.ledger import Signer
+from wa_archive.integrity.ledger import Signer
 from tests.test_outbound import PNID, TEMPLATE_V1, status_body, template_send
-from wa_archive.fake_graph import FakeMedia
-from wa_archive.sample_payloads import WABA_ID, dumps, envelope, media_message, message, wamid
+from wa_archive.sources.meta.fake_graph import FakeMedia
+from wa_archive.sources.meta.samples import WABA_ID, dumps, envelope, media_message, message, wamid
 
 PHONE = "447700900123"
 PUBLIC_KEY = base64.b64encode(Signer(base64.b64decode(LEDGER_KEY)).public_key()).decode()

@@ -13,8 +13,8 @@ import uuid
 from aiobotocore.session import get_session
 
 from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS
-from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
-from wa_archive.fake_graph import FakeMedia
+from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
+from wa_archive.sources.meta.fake_graph import FakeMedia
 
 
 def _start_worker(stack, temporal_address: str, database_url: str, log_path) -> subprocess.Popen:
@@ -95,9 +95,9 @@ async def test_temporal_outage_answers_503_then_the_redelivery_is_archived(clean
     from tests.conftest import DATA_CONVERTER
 
     from tests.conftest import APP_SECRET, make_settings
-    from wa_archive import queries
-    from wa_archive.embedded import TemporalDevServer, free_port
-    from wa_archive.signature import meta_signature
+    from wa_archive.db import queries
+    from wa_archive.devstack.embedded import TemporalDevServer, free_port
+    from wa_archive.sources.signature import meta_signature
     from wa_archive.storage import FilesystemStore
     from webhook.app import WebhookDeps, create_app
     from worker import build_worker, link_fetcher
@@ -144,8 +144,8 @@ async def test_postgres_outage_answers_503_and_readiness_names_it(client, tmp_pa
 
     from tests.conftest import APP_SECRET, make_settings
     from wa_archive.db import create_pool, migrate
-    from wa_archive.embedded import EmbeddedPostgres, ensure_database, free_port
-    from wa_archive.signature import meta_signature
+    from wa_archive.devstack.embedded import EmbeddedPostgres, ensure_database, free_port
+    from wa_archive.sources.signature import meta_signature
     from wa_archive.storage import FilesystemStore
     from webhook.app import WebhookDeps, create_app
 

@@ -24,10 +24,10 @@ from yarl import URL
 
 from tests.conftest import APP_SECRET, VERIFY_TOKEN
 from tests.test_ui_security import sign_in
-from wa_archive.fake_graph import FakeMedia
+from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.json_input import storable_text, substitute_text
-from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
-from wa_archive.signature import meta_signature
+from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
+from wa_archive.sources.signature import meta_signature
 
 WASENDER_SECRET = "fuzz-wasender-secret"
 PHONE = "447700900123"
@@ -286,7 +286,7 @@ async def test_readyz_names_only_the_dependency_that_is_down(stack_factory, clie
 
     from tests.conftest import make_settings
     from wa_archive.db import create_pool
-    from wa_archive.embedded import free_port
+    from wa_archive.devstack.embedded import free_port
     from wa_archive.storage import FilesystemStore
     from webhook.app import WebhookDeps, create_app
 
@@ -576,7 +576,7 @@ async def test_pages_never_crash(stack_factory):
 @pytest.mark.parametrize("header", ["sha256=é", "sha256=" + "g" * 64, "sha256=" + "0" * 63, "sha256= " + "0" * 64,
                                     "SHA256=" + "0" * 64, "sha256=" + "٠" * 64, "sha256=\udce9", ""])
 def test_unparseable_signature_headers_are_refused_without_error(header):
-    from wa_archive.signature import meta_signature_ok
+    from wa_archive.sources.signature import meta_signature_ok
 
     assert meta_signature_ok(APP_SECRET, b"{}", header) is False
 
@@ -584,7 +584,7 @@ def test_unparseable_signature_headers_are_refused_without_error(header):
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=64), st.text(max_size=80))
 def test_only_the_exact_signature_verifies(body, header):
-    from wa_archive.signature import meta_signature_ok, shared_secret_ok
+    from wa_archive.sources.signature import meta_signature_ok, shared_secret_ok
 
     good = meta_signature(APP_SECRET, body)
     assert meta_signature_ok(APP_SECRET, body, good)
@@ -597,7 +597,7 @@ def test_only_the_exact_signature_verifies(body, header):
 @given(st.integers(0, 10_000), st.one_of(st.none(), st.integers(0, 20_000), digits),
        st.one_of(st.none(), st.integers(0, 20_000), digits), st.booleans())
 def test_range_parsing_agrees_with_rfc_9110(size, first, last, suffix):
-    from wa_archive.ranges import RangeNotSatisfiable, parse_range
+    from webhook.ranges import RangeNotSatisfiable, parse_range
 
     if suffix:
         header = f"bytes=-{last if last is not None else ''}"
@@ -624,7 +624,7 @@ def test_range_parsing_agrees_with_rfc_9110(size, first, last, suffix):
 @pytest.mark.parametrize("header", ["lines=1-2", "bytes=0-1,3-4", "bytes=١-٢", "bytes=-", "bytes=0x10-", "bytes=5",
                                     "bytes=a-b", "", "bytes=" + "1" * 10_000 + "-" + "2" * 10_000 + "x"])
 def test_unsupported_ranges_are_refused_with_a_reason(header):
-    from wa_archive.ranges import RangeNotSatisfiable, parse_range
+    from webhook.ranges import RangeNotSatisfiable, parse_range
 
     with pytest.raises(RangeNotSatisfiable) as refused:
         parse_range(header, 100)
@@ -636,7 +636,7 @@ def test_unsupported_ranges_are_refused_with_a_reason(header):
 def test_any_cursor_decodes_or_is_refused_by_name(value):
     from datetime import datetime
 
-    from wa_archive.search import FilterError, parse_filters
+    from wa_archive.discovery.search import FilterError, parse_filters
 
     try:
         filters = parse_filters({"cursor": value})
@@ -651,7 +651,7 @@ def test_any_cursor_decodes_or_is_refused_by_name(value):
 def test_a_cursor_round_trips():
     from datetime import datetime, timezone
 
-    from wa_archive.search import encode_cursor, parse_filters
+    from wa_archive.discovery.search import encode_cursor, parse_filters
 
     ts = datetime(2026, 3, 1, 12, 30, tzinfo=timezone.utc)
     mid = wamid()
@@ -659,7 +659,7 @@ def test_a_cursor_round_trips():
 
 
 def test_leading_zeros_do_not_make_a_position_huge():
-    from wa_archive.ranges import parse_range
+    from webhook.ranges import parse_range
 
     assert parse_range("bytes=" + "0" * 5000 + "5-", 100) == (5, 99)
     assert parse_range("bytes=-" + "0" * 5000 + "7", 100) == (93, 99)

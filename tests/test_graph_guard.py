@@ -16,12 +16,12 @@ from aiohttp import web
 
 from tests.conftest import ACCESS_TOKEN
 from tests.test_outbound import PNID, TEMPLATE_V1, _file, _proxy, _record, template_send
-from wa_archive.embedded import free_port
+from wa_archive.devstack.embedded import free_port
 from wa_archive.errors import GraphRequestRefused, LinkRefused
-from wa_archive.fake_graph import FakeMedia
-from wa_archive.graph import MediaHosts, graph_id
-from wa_archive.linkfetch import Allowlist, LinkFetcher, forbidden, noncanonical_ipv4
-from wa_archive.sample_payloads import dumps, envelope, media_message, wamid
+from wa_archive.sources.meta.fake_graph import FakeMedia
+from wa_archive.sources.meta.graph import MediaHosts, graph_id
+from wa_archive.sources.links import Allowlist, LinkFetcher, forbidden, noncanonical_ipv4
+from wa_archive.sources.meta.samples import dumps, envelope, media_message, wamid
 
 TEXT = {"messaging_product": "whatsapp", "to": "+447700900123", "type": "text", "text": {"body": "x"}}
 
@@ -237,7 +237,7 @@ def test_check_url_admits_public_addresses_and_names(url):
 
 
 async def test_resolver_refuses_numeric_aliases_and_internal_answers():
-    from wa_archive.linkfetch import GuardedResolver
+    from wa_archive.sources.links import GuardedResolver
 
     resolver = GuardedResolver(Allowlist(""))
     try:

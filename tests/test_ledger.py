@@ -10,9 +10,9 @@ import sys
 import uuid
 
 from tests.conftest import LEDGER_KEY
-from wa_archive import ledger
-from wa_archive.fake_graph import FakeMedia
-from wa_archive.sample_payloads import dumps, envelope, media_message, message, wamid
+from wa_archive.integrity import ledger
+from wa_archive.sources.meta.fake_graph import FakeMedia
+from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
 
 
 def _env(stack, database_url: str) -> dict[str, str]:

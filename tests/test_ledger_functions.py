@@ -9,7 +9,7 @@ import random
 import asyncpg
 import pytest
 
-from wa_archive import ledger, merkle
+from wa_archive.integrity import ledger, merkle
 
 # --- The ledger's leaf hash: PostgreSQL's to_json against Python's canonical JSON ---------------------
 

@@ -19,13 +19,14 @@ import pytest
 from aiobotocore.session import get_session
 
 from tests.conftest import LEDGER_KEY
-from wa_archive import export, ledger
-from wa_archive.export import ExportQuery, write_bundle
-from wa_archive.fake_graph import FakeMedia
-from wa_archive.keys import extension_for
-from wa_archive.ledger import Signer
-from wa_archive.media_types import is_inline, media_headers, normalize_mime
-from wa_archive.sample_payloads import dumps, envelope, message, wamid
+from wa_archive.discovery import export
+from wa_archive.integrity import ledger
+from wa_archive.discovery.export import ExportQuery, write_bundle
+from wa_archive.sources.meta.fake_graph import FakeMedia
+from wa_archive.archive.keys import extension_for
+from wa_archive.integrity.ledger import Signer
+from wa_archive.archive.media_types import is_inline, media_headers, normalize_mime
+from wa_archive.sources.meta.samples import dumps, envelope, message, wamid
 from wa_archive.storage import S3Store
 
 PHONE = "447700900123"
@@ -274,7 +275,7 @@ async def test_an_outbound_links_content_type_is_normalised_and_kept_as_declared
     import copy
 
     from tests.test_outbound import PNID, TEMPLATE_V1, status_body, template_send
-    from wa_archive.sample_payloads import WABA_ID
+    from wa_archive.sources.meta.samples import WABA_ID
 
     stack = await stack_factory(storage_backend)
     stack.graph.set_template(WABA_ID, copy.deepcopy(TEMPLATE_V1))

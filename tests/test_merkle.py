@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 
-from wa_archive import merkle
+from wa_archive.integrity import merkle
 
 
 def reference_mth(data: list[bytes]) -> bytes:

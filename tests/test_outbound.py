@@ -9,9 +9,9 @@ import hashlib
 import os
 import uuid
 
-from wa_archive import queries
-from wa_archive.fake_graph import FakeMedia
-from wa_archive.sample_payloads import WABA_ID, dumps, envelope
+from wa_archive.db import queries
+from wa_archive.sources.meta.fake_graph import FakeMedia
+from wa_archive.sources.meta.samples import WABA_ID, dumps, envelope
 
 PNID = "109327745812336"
 
@@ -178,7 +178,7 @@ async def test_meta_rejecting_a_send_is_returned_unchanged_and_recorded(stack):
 
 
 async def test_tokens_and_roles_guard_the_proxy_and_record_api(stack):
-    from wa_archive.tokens import revoke_token
+    from wa_archive.access.tokens import revoke_token
 
     body = {"messaging_product": "whatsapp", "to": "+1", "type": "text", "text": {"body": "x"}}
     record = {"phone_number_id": PNID, "request": body, "response": {"messages": [{"id": "wamid.x"}]}}
@@ -232,14 +232,14 @@ async def test_duplicate_status_webhooks_give_one_timeline_entry_each(stack):
     await stack.post(status_body(wamid, "delivered", 1792493950))  # late, after the archive
     msg = await queries.get_message(stack.pool, wamid)
     assert [s["status"] for s in msg["statuses"]] == ["sent", "delivered", "read"]
-    from wa_archive.keys import outbound_workflow_id
+    from wa_archive.archive.keys import outbound_workflow_id
 
     desc = await stack.client.get_workflow_handle(outbound_workflow_id(wamid)).describe()
     assert desc.status.name == "COMPLETED", "a late status must not start a second run"
     # Even when the archived-check is raced, signalling a finished workflow starts nothing.
     from wa_archive.models import OutboundStart, StatusSignal
     from wa_archive.names import SIGNAL_STATUS
-    from wa_archive.starter import signal_outbound
+    from wa_archive.archive.starter import signal_outbound
 
     started = await signal_outbound(stack.client, OutboundStart(message_id=wamid), SIGNAL_STATUS,
                                     StatusSignal(status="read"), task_queue=stack.settings.task_queue,
@@ -250,7 +250,7 @@ async def test_duplicate_status_webhooks_give_one_timeline_entry_each(stack):
 
 
 async def test_proxy_answers_502_when_meta_is_unreachable(stack_factory):
-    from wa_archive.embedded import free_port
+    from wa_archive.devstack.embedded import free_port
 
     stack = await stack_factory(meta_graph_url=f"http://127.0.0.1:{free_port()}/v23.0")
     token = await stack.token("sender")

@@ -16,12 +16,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from wa_archive import ledger, retention
-from wa_archive.disposition import Disposer
+from wa_archive.integrity import ledger
+from wa_archive.retention import policies as retention
+from wa_archive.retention.disposition import Disposer
 from wa_archive.errors import RetentionActive
-from wa_archive.fake_graph import FakeMedia
+from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.models import DispositionInput, DispositionReport
-from wa_archive.sample_payloads import BUSINESS, dumps, envelope, media_message, message, wamid
+from wa_archive.sources.meta.samples import BUSINESS, dumps, envelope, media_message, message, wamid
 
 DAY = 86400
 OTHER_BUSINESS = {"display_phone_number": "15550009999", "phone_number_id": "200000000000001"}

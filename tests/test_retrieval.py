@@ -13,9 +13,9 @@ import pytest
 from temporalio.client import WorkflowFailureError
 
 from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, PAYLOAD_KEYS
-from wa_archive.fake_graph import FakeMedia
+from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.models import RetrievalReport, RetrievalTestInput
-from wa_archive.sample_payloads import dumps, envelope, media_message, wamid
+from wa_archive.sources.meta.samples import dumps, envelope, media_message, wamid
 
 
 async def _archive_images(stack, n: int) -> list[dict]:
@@ -83,9 +83,9 @@ async def test_clean_archive_passes_and_a_corrupt_object_turns_the_run_red(stack
 
 
 async def test_schedule_is_applied_idempotently_and_visible_to_the_temporal_cli(stack, temporal_address):
-    from wa_archive.embedded import temporal_binary
+    from wa_archive.devstack.embedded import temporal_binary
     from wa_archive.names import RETRIEVAL_SCHEDULE_ID
-    from wa_archive.schedules import apply_schedules
+    from wa_archive.temporal.schedules import apply_schedules
 
     first = await apply_schedules(stack.client, stack.settings)
     second = await apply_schedules(stack.client, stack.settings)

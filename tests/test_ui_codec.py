@@ -11,7 +11,7 @@ from playwright.async_api import async_playwright
 
 from tests.test_browser import ARGS, ARTIFACTS, CHROMIUM
 from tests.test_dev import _cli, _env, _start_dev, _stop
-from wa_archive.keys import message_workflow_id
+from wa_archive.archive.keys import message_workflow_id
 
 CAPTION = "Signed mandate (demo)"  # in the demo message's workflow input, nowhere else the UI can read
 

@@ -14,9 +14,9 @@ from urllib.parse import quote
 import pytest
 
 from tests.test_outbound import PNID, TEMPLATE_V1, status_body, template_send
-from wa_archive.fake_graph import FakeMedia
-from wa_archive.media_types import normalize_mime
-from wa_archive.sample_payloads import WABA_ID, dumps, envelope, media_message, message, wamid
+from wa_archive.sources.meta.fake_graph import FakeMedia
+from wa_archive.archive.media_types import normalize_mime
+from wa_archive.sources.meta.samples import WABA_ID, dumps, envelope, media_message, message, wamid
 
 PHONE = "447700900123"
 SESSION = "wa_archive_session"

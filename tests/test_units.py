@@ -11,12 +11,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from wa_archive.sample_payloads import envelope, message
+from wa_archive.sources.meta.samples import envelope, message
 from wa_archive.config import ConfigError, load_settings
-from wa_archive.hashing import decode_sha256
-from wa_archive.keys import contact_key, extension_for, media_object_key, normalize_phone, safe_id
-from wa_archive.meta_payload import EnvelopeError, check_envelope, count_updates, parse_delivery
-from wa_archive.signature import meta_signature, meta_signature_ok
+from wa_archive.archive.hashing import decode_sha256
+from wa_archive.archive.keys import contact_key, extension_for, media_object_key, normalize_phone, safe_id
+from wa_archive.sources.meta.payload import EnvelopeError, check_envelope, count_updates, parse_delivery
+from wa_archive.sources.signature import meta_signature, meta_signature_ok
 
 
 class TestKeys:
@@ -122,7 +122,7 @@ class TestConfig:
 class TestLinkGuard:
     async def test_names_resolving_to_internal_addresses_are_refused(self):
         from wa_archive.errors import LinkRefused
-        from wa_archive.linkfetch import Allowlist, LinkFetcher
+        from wa_archive.sources.links import Allowlist, LinkFetcher
 
         fetcher = LinkFetcher(Allowlist(""), max_bytes=1000, timeout=5)
         try:
@@ -137,7 +137,7 @@ class TestLinkGuard:
     def test_allowlist_admits_named_hosts_and_networks(self):
         import ipaddress
 
-        from wa_archive.linkfetch import Allowlist, forbidden
+        from wa_archive.sources.links import Allowlist, forbidden
 
         allow = Allowlist("media.internal, 10.0.0.0/8 ,127.0.0.1")
         assert allow.admits_host("MEDIA.internal") and not allow.admits_host("other")
@@ -150,7 +150,7 @@ class TestLinkGuard:
 
 class TestTemplates:
     def test_snapshot_ignores_status_and_quality(self):
-        from wa_archive.templates import snapshot
+        from wa_archive.sources.meta.templates import snapshot
 
         base = {"name": "t", "language": "en", "components": [{"type": "BODY", "text": "Hi {{1}}"}]}
         a = snapshot({**base, "status": "APPROVED", "quality_score": {"score": "GREEN"}})
@@ -160,7 +160,7 @@ class TestTemplates:
         assert a.canonical == '{"components":[{"text":"Hi {{1}}","type":"BODY"}],"language":"en","name":"t"}'
 
     def test_render_named_parameters_currency_and_url_button(self):
-        from wa_archive.templates import render
+        from wa_archive.sources.meta.templates import render
 
         definition = {"components": [
             {"type": "HEADER", "format": "TEXT", "text": "Order {{order}}"},
@@ -183,7 +183,7 @@ class TestTemplates:
 def test_parser_edits_reactions_wrappers_and_odd_shapes():
     from datetime import datetime, timezone
 
-    from wa_archive.wasender_payload import normalise_timestamp, parse_wasender
+    from wa_archive.sources.wasender.payload import normalise_timestamp, parse_wasender
 
     now = datetime.now(timezone.utc)
     key = {"id": "E1", "fromMe": True, "remoteJid": "447700900123@s.whatsapp.net"}

@@ -20,11 +20,11 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import LEDGER_KEY
-from wa_archive import ledger
+from wa_archive.integrity import ledger
 from wa_archive import json_input
 from wa_archive.json_input import MAX_DEPTH, JsonRefused, load_json
-from wa_archive.sample_payloads import envelope, message, wamid
-from wa_archive.signature import meta_signature
+from wa_archive.sources.meta.samples import envelope, message, wamid
+from wa_archive.sources.signature import meta_signature
 
 WASENDER_SECRET = "unstorable-wasender-secret"
 HOSTILE = "before\u0000after\ud800end"

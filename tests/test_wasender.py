@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tests.conftest import free_port
 from wa_archive.errors import MediaHashMismatch
-from wa_archive.wamedia import decrypt_stream, expand_media_key
+from wa_archive.sources.wasender.media import decrypt_stream, expand_media_key
 
 SECRET = "wasender-test-secret"
 INFO = {"image": b"WhatsApp Image Keys", "video": b"WhatsApp Video Keys", "document": b"WhatsApp Document Keys"}

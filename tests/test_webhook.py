@@ -10,8 +10,8 @@ from aiohttp import web
 from temporalio.client import Client
 
 from tests.conftest import DATA_CONVERTER, VERIFY_TOKEN, make_settings
-from wa_archive.sample_payloads import dumps, envelope, message, wamid
-from wa_archive.embedded import free_port
+from wa_archive.sources.meta.samples import dumps, envelope, message, wamid
+from wa_archive.devstack.embedded import free_port
 from webhook.app import WebhookDeps, create_app
 
 
@@ -41,7 +41,7 @@ async def test_bad_or_missing_signature_is_401_and_starts_nothing(stack):
 
 async def _signed(body: bytes) -> str:
     from tests.conftest import APP_SECRET
-    from wa_archive.signature import meta_signature
+    from wa_archive.sources.signature import meta_signature
 
     return meta_signature(APP_SECRET, body)
 

@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     # How long Temporal keeps a closed workflow's history: working state, never the record.
     temporal_retention_days: int = Field(default=30, ge=1, le=3650)
     # Reaching a real Temporal cluster or Temporal Cloud. Each overrides the same field of the Temporal
-    # client profile (temporal.toml, TEMPORAL_* variables); see wa_archive/temporal_connection.py.
+    # client profile (temporal.toml, TEMPORAL_* variables); see wa_archive/temporal/connection.py.
     temporal_api_key: SecretStr | None = None  # sent as `authorization: Bearer`; implies TLS
     temporal_tls: bool | None = None  # unset: TLS when any TLS setting or an API key is given
     temporal_tls_server_ca_cert_path: Path | None = None  # unset: the system's roots

@@ -18,13 +18,13 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from wa_archive import queries
-from wa_archive.fanout import record_delivery, start_messages
-from wa_archive.graph import GraphClient
-from wa_archive.meta_payload import Envelope, check_envelope, count_updates, parse_delivery
-from wa_archive.runtime import contact_secret
-from wa_archive.signature import meta_signature_ok
-from wa_archive.starter import start_ingest_delivery
+from wa_archive.db import queries
+from wa_archive.archive.fanout import record_delivery, start_messages
+from wa_archive.sources.meta.graph import GraphClient
+from wa_archive.sources.meta.payload import Envelope, check_envelope, count_updates, parse_delivery
+from wa_archive.credentials import contact_secret
+from wa_archive.sources.signature import meta_signature_ok
+from wa_archive.archive.starter import start_ingest_delivery
 from webhook import edge
 from webhook.deps import DEPS, WebhookDeps, decode_checked, json_error, read_body, refuse_unstorable_urls  # noqa: F401 - WebhookDeps is part of this module's API
 

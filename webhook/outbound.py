@@ -14,14 +14,14 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from wa_archive import queries
+from wa_archive.db import queries
 from wa_archive.errors import GraphRequestRefused
-from wa_archive.graph import graph_id
+from wa_archive.sources.meta.graph import graph_id
 from wa_archive.json_input import JsonRefused, load_json
 from wa_archive.models import OutboundSend, OutboundStart
 from wa_archive.names import SIGNAL_SEND
-from wa_archive.starter import signal_outbound
-from wa_archive.templates import carried_media_ids
+from wa_archive.archive.starter import signal_outbound
+from wa_archive.sources.meta.templates import carried_media_ids
 from webhook.auth import CALLER, require
 from webhook.deps import deps_of, json_error, pool_of, read_body, read_json
 

@@ -13,12 +13,13 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from wa_archive import access_log, queries
+from wa_archive.access import access_log
+from wa_archive.db import queries
 from wa_archive.json_input import storable_text
-from wa_archive.keys import normalize_phone
-from wa_archive.media_types import media_headers
-from wa_archive.search import FilterError, parse_filters, search
-from wa_archive.sessions import Session, close_session, load_session, open_session
+from wa_archive.archive.keys import normalize_phone
+from wa_archive.archive.media_types import media_headers
+from wa_archive.discovery.search import FilterError, parse_filters, search
+from wa_archive.access.sessions import Session, close_session, load_session, open_session
 from webhook.deps import deps_of, read_form
 from webhook.ui_pages import render
 

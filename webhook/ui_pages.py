@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from wa_archive.media_types import is_inline, normalize_mime
+from wa_archive.archive.media_types import is_inline, normalize_mime
 from wa_archive.rendering import environment
 from webhook.edge import page_csp
 

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta, timezone
 import structlog
 from aiohttp import web
 
-from wa_archive import queries
-from wa_archive.fanout import record_delivery, start_messages
-from wa_archive.signature import shared_secret_ok
-from wa_archive.wasender_payload import check_wasender, parse_wasender
+from wa_archive.db import queries
+from wa_archive.archive.fanout import record_delivery, start_messages
+from wa_archive.sources.signature import shared_secret_ok
+from wa_archive.sources.wasender.payload import check_wasender, parse_wasender
 from webhook.deps import DEPS, decode_checked, json_error, read_body
 
 log = structlog.get_logger("wa_archive.webhook")

@@ -4,7 +4,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from wa_archive.keys import business_scopes
+    from wa_archive.archive.keys import business_scopes
     from wa_archive.models import ArchiveMediaInput, ArchiveRequest, ArchiveResult, WriteRecordsInput
     from wa_archive.names import ARCHIVE_STATUS, WRITE_RECORDS
     from workflows.steps import DB_RETRY, DB_TIMEOUT, archive_media_items, record_failure

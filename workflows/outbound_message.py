@@ -14,7 +14,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from wa_archive.keys import business_scopes, normalize_phone
+    from wa_archive.archive.keys import business_scopes, normalize_phone
     from wa_archive.models import (
         ArchiveMediaInput,
         ArchiveResult,
@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         WriteOutboundInput,
     )
     from wa_archive.names import ARCHIVE_STATUS, SIGNAL_SEND, SIGNAL_STATUS, SNAPSHOT_TEMPLATE, WRITE_OUTBOUND
-    from wa_archive.templates import header_media, message_media
+    from wa_archive.sources.meta.templates import header_media, message_media
     from workflows.steps import DB_RETRY, DB_TIMEOUT, archive_media_items, media_retry, record_failure
 
 # Any of these means the message left Meta: `read` can arrive without `delivered`, and a late `sent`

@@ -9,7 +9,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from wa_archive.errors import NON_RETRYABLE
-    from wa_archive.media_types import normalize_mime
+    from wa_archive.archive.media_types import normalize_mime
     from wa_archive.models import ArchiveMediaInput, ArchiveOptions, CriticalFailureInput, MediaRecord
     from wa_archive.names import ARCHIVE_ENCRYPTED_MEDIA, ARCHIVE_LINK_MEDIA, ARCHIVE_MEDIA, RECORD_CRITICAL_FAILURE
 

@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from wa_archive.errors import StorageConflict, StorageError
-from wa_archive.keys import safe_id
-from wa_archive.media_types import normalize_mime
+from wa_archive.archive.keys import safe_id
+from wa_archive.archive.media_types import normalize_mime
 from wa_archive.storage.base import ObjectInfo, ProgressCallback, StoredObject, check_digest, refuse_if_retained
 
 READ_CHUNK = 1024 * 1024

@@ -1,0 +1,1 @@
+"""Who may read: API tokens, page sessions, and the access log of every read."""

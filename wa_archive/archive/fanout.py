@@ -1,0 +1,116 @@
+"""Fan a stored delivery out: statuses and raw events into Postgres, one workflow per message.
+
+Used by the IngestDelivery activity for large deliveries and inline by the webhook for small ones.
+Everything here is idempotent, so repeating it after a crash or a redelivery changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from temporalio.client import Client
+
+from wa_archive.db import queries
+from wa_archive.sources.meta.payload import ParsedDelivery, StatusEvent, parse_delivery
+from wa_archive.models import (
+    ArchiveOptions,
+    ArchiveRequest,
+    FanOutResult,
+    OutboundOptions,
+    OutboundStart,
+    StatusSignal,
+)
+from wa_archive.names import SIGNAL_STATUS
+from wa_archive.archive.starter import signal_outbound, start_archive_message
+
+# Concurrent workflow starts per delivery: enough to fan out 1,000 updates quickly without
+# flooding a small Temporal frontend.
+START_CONCURRENCY = 32
+
+
+async def record_delivery(conn: asyncpg.Connection, delivery_sha256: str, parsed: ParsedDelivery) -> set[str]:
+    """Statuses, raw events and message links; returns the ids already archived (nothing to start)."""
+    ids = [m.message_id for m in parsed.messages]
+    await queries.insert_status_events(conn, delivery_sha256, parsed.statuses)
+    await queries.insert_webhook_events(conn, delivery_sha256, parsed.events)
+    await queries.insert_template_events(conn, delivery_sha256, parsed.template_events)
+    await queries.link_deliveries(conn, delivery_sha256, ids)
+    known = ids + [s.message_id for s in parsed.statuses]
+    return await queries.archived_message_ids(conn, known) if known else set()
+
+
+async def start_messages(
+    client: Client,
+    parsed: ParsedDelivery,
+    skip: set[str],
+    *,
+    options: ArchiveOptions,
+    outbound: OutboundOptions,
+    task_queue: str,
+    contact_secret: str,
+    rpc_timeout: timedelta | None = None,
+    on_started: Callable[[int], None] | None = None,
+    signal_statuses: bool = True,
+) -> None:
+    """Start (or join) one ArchiveMessage workflow per message, and signal each status to its
+    outbound message's workflow, except for messages in `skip` (already archived). Sources whose
+    outgoing messages arrive whole (WASender) have no outbound workflow to signal."""
+    gate = asyncio.Semaphore(START_CONCURRENCY)
+    started = 0
+
+    async def signal(status: StatusEvent) -> None:
+        nonlocal started
+        async with gate:
+            await signal_outbound(
+                client, OutboundStart(message_id=status.message_id, options=outbound), SIGNAL_STATUS,
+                StatusSignal(status=status.status, timestamp=status.timestamp, waba_id=status.waba_id,
+                             errors=status.errors),
+                task_queue=task_queue, contact_secret=contact_secret, contact=status.recipient_id,
+                rpc_timeout=rpc_timeout)
+            started += 1
+            if on_started:
+                on_started(started)
+
+    async def start(req: ArchiveRequest) -> None:
+        nonlocal started
+        async with gate:
+            await start_archive_message(client, req.model_copy(update={"options": options}),
+                                        task_queue=task_queue, contact_secret=contact_secret,
+                                        rpc_timeout=rpc_timeout)
+            started += 1
+            if on_started:
+                on_started(started)
+
+    await asyncio.gather(*(start(m) for m in parsed.messages if m.message_id not in skip),
+                         *(signal(st) for st in parsed.statuses if signal_statuses and st.message_id not in skip))
+
+
+def summary(parsed: ParsedDelivery, skipped: set[str]) -> FanOutResult:
+    return FanOutResult(messages=len(parsed.messages), statuses=len(parsed.statuses),
+                        events=len(parsed.events), already_archived=len(skipped))
+
+
+async def fan_out(
+    pool: asyncpg.Pool,
+    client: Client,
+    delivery_sha256: str,
+    data: dict[str, Any],
+    received_at: datetime,
+    *,
+    options: ArchiveOptions,
+    outbound: OutboundOptions,
+    task_queue: str,
+    contact_secret: str,
+    on_started: Callable[[int], None] | None = None,
+) -> FanOutResult:
+    """The whole fan-out of a delivery already stored in Postgres."""
+    parsed = parse_delivery(data, delivery_sha256, received_at)
+    async with pool.acquire() as conn, conn.transaction():
+        done = await record_delivery(conn, delivery_sha256, parsed)
+    await start_messages(client, parsed, done, options=options, outbound=outbound,
+                         task_queue=task_queue, contact_secret=contact_secret, on_started=on_started)
+    return summary(parsed, done)

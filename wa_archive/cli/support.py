@@ -1,0 +1,98 @@
+"""What the `wa-archive` commands share: settings that find a running `dev`, the database pool,
+strict dates, access logging of CLI reads, and following a workflow with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from wa_archive.config import ConfigError, Settings
+
+T = TypeVar("T")
+
+
+def parse_when_arg(value: str) -> datetime:
+    """A date (YYYY-MM-DD, midnight UTC) or an ISO timestamp (UTC if no offset)."""
+    from wa_archive.discovery.search import FilterError, parse_when
+
+    try:
+        return parse_when(value)
+    except FilterError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+
+
+def with_dev_defaults(settings: Settings) -> Settings:
+    """Point read commands at a running `dev` stack when no database or Temporal is configured."""
+    from wa_archive.devstack.dev import dev_state
+
+    state = dev_state(settings.data_dir.resolve())
+    if state is None:
+        return settings
+    updates = {}
+    if not settings.database_url:
+        updates["database_url"] = state["database_url"]
+    if not _temporal_configured(settings):
+        updates["temporal_address"] = state["temporal_address"]
+    return settings.model_copy(update=updates)
+
+
+def _temporal_configured(settings: Settings) -> bool:
+    """Whether the settings or a Temporal profile name a Temporal; a broken profile counts as named,
+    so that connecting reports it (and commands that only read the database are not stopped by it)."""
+    from wa_archive.temporal.connection import configured_address
+
+    try:
+        return configured_address(settings) is not None
+    except ConfigError:
+        return True
+
+
+async def open_pool(settings: Settings):
+    from wa_archive.devstack.runtime import connect_db
+
+    settings = with_dev_defaults(settings)
+    if not settings.database_url:
+        raise ConfigError(
+            "WA_ARCHIVE_DATABASE_URL is not set and no `wa-archive dev` is running under "
+            f"{settings.data_dir.resolve()}"
+        )
+    return await connect_db(settings, max_size=2)
+
+
+def cli_actor() -> str:
+    """Who is acting from the command line: the local user's name."""
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+async def log_cli_access(pool, action: str, target: dict[str, Any]) -> None:
+    """CLI reads are reads of the archive too: recorded under the local user's name."""
+    from wa_archive.access.access_log import record_access
+
+    await record_access(pool, actor=cli_actor(), role="cli", action=action, target=target, remote_addr="local")
+
+
+def show_progress(done: int, total: int, unit: str = "messages") -> None:
+    width = 30
+    filled = width if total == 0 else int(width * done / total)
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {unit}", end="", file=sys.stderr,
+          flush=True)
+
+
+async def follow(result: Awaitable[T], progress: Callable[[], Awaitable[dict | None]], unit: str) -> T:
+    """Await a workflow's result, redrawing a progress bar from `progress()` ({done, total}) meanwhile."""
+    waiter = asyncio.ensure_future(result)
+    while not waiter.done():
+        await asyncio.wait([waiter], timeout=0.5)
+        if not waiter.done():
+            current = await progress()
+            if current:
+                show_progress(current["done"], current["total"], unit)
+    return waiter.result()
+
+

@@ -1,0 +1,297 @@
+"""Small query functions over the archive index. Writes are idempotent: a retry changes nothing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from wa_archive.integrity import ledger
+from wa_archive.sources.meta.payload import StatusEvent, TemplateEvent, WebhookEvent
+from wa_archive.sources.meta.templates import Snapshot
+
+Executor = asyncpg.Pool | asyncpg.Connection
+
+
+# Deliveries ------------------------------------------------------------------------------------
+
+
+async def insert_delivery(
+    db: Executor, *, sha256: str, source: str, body: bytes, signature: str | None,
+    remote_addr: str | None, updates: int, received_at: datetime,
+) -> bool:
+    """Store a delivery's exact bytes; False if the same body was stored before."""
+    status = await db.execute(
+        "INSERT INTO deliveries (sha256, source, body, signature, remote_addr, updates, received_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (sha256) DO NOTHING",
+        sha256, source, body, signature, remote_addr, updates, received_at,
+    )
+    return status.endswith(" 1")
+
+
+async def insert_delivery_with_messages(
+    db: Executor, *, sha256: str, source: str, body: bytes, signature: str | None,
+    remote_addr: str | None, updates: int, received_at: datetime, message_ids: list[str],
+) -> set[str]:
+    """Store a delivery and link its messages in one statement (one commit on the webhook's hot
+    path); returns the ids among them that are already archived."""
+    rows = await db.fetch(
+        "WITH d AS (INSERT INTO deliveries (sha256, source, body, signature, remote_addr, updates,"
+        "  received_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (sha256) DO NOTHING),"
+        " l AS (INSERT INTO message_deliveries (message_id, delivery_sha256)"
+        "  SELECT unnest($8::text[]), $1 ON CONFLICT DO NOTHING)"
+        " SELECT id FROM messages WHERE id = ANY($8::text[]) AND archive_status = 'archived'",
+        sha256, source, body, signature, remote_addr, updates, received_at, message_ids,
+    )
+    return {r["id"] for r in rows}
+
+
+async def get_delivery(db: Executor, sha256: str) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT * FROM deliveries WHERE sha256 = $1", sha256)
+
+
+async def link_deliveries(db: Executor, delivery_sha256: str, message_ids: list[str]) -> None:
+    if not message_ids:
+        return
+    await db.executemany(
+        "INSERT INTO message_deliveries (message_id, delivery_sha256) VALUES ($1, $2)"
+        " ON CONFLICT DO NOTHING",
+        [(mid, delivery_sha256) for mid in message_ids],
+    )
+
+
+async def insert_status_events(conn: asyncpg.Connection, delivery_sha256: str, events: list[StatusEvent]) -> None:
+    """New status rows, each with its ledger leaf (call inside a transaction); repeats are ignored."""
+    for e in events:
+        row = await conn.fetchrow(
+            "INSERT INTO status_events (message_id, status, ts, raw_timestamp, recipient_id, payload,"
+            " delivery_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " ON CONFLICT (message_id, status, raw_timestamp) DO NOTHING RETURNING *",
+            e.message_id, e.status, e.timestamp, e.raw_timestamp, e.recipient_id, e.payload, delivery_sha256)
+        if row is not None:
+            await ledger.append(conn, "status_event", str(row["id"]), ledger.status_digest(row))
+
+
+async def insert_webhook_events(db: Executor, delivery_sha256: str, events: list[WebhookEvent]) -> None:
+    if not events:
+        return
+    await db.executemany(
+        "INSERT INTO webhook_events (delivery_sha256, position, field, kind, waba_id, payload)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        [(delivery_sha256, e.position, e.field, e.kind, e.waba_id, e.payload) for e in events],
+    )
+
+
+async def archived_message_ids(db: Executor, message_ids: list[str]) -> set[str]:
+    rows = await db.fetch(
+        "SELECT id FROM messages WHERE id = ANY($1::text[]) AND archive_status = 'archived'",
+        message_ids,
+    )
+    return {r["id"] for r in rows}
+
+
+async def insert_template_snapshot(pool: asyncpg.Pool, snap: Snapshot, *, waba_id: str, name: str,
+                                   language: str) -> bool:
+    """Write a snapshot once; an identical definition fetched again shares the existing row."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "INSERT INTO template_snapshots (sha256, waba_id, template_id, name, language, definition,"
+            " canonical) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (sha256) DO NOTHING RETURNING *",
+            snap.sha256, waba_id, str(snap.definition.get("id") or "") or None, name, language,
+            snap.definition, snap.canonical,
+        )
+        if row is not None:
+            await ledger.append(conn, "template_snapshot", row["sha256"], ledger.snapshot_digest(row))
+    return row is not None
+
+
+async def record_outbound_send(
+    pool: asyncpg.Pool, *, message_id: str | None, phone_number_id: str, via: str,
+    request: dict, response: dict, http_status: int | None, accepted: bool, token_name: str,
+) -> None:
+    """Keep a send exactly as exchanged with Meta (accepted or rejected); repeats are ignored."""
+    await pool.execute(
+        "INSERT INTO outbound_sends (message_id, phone_number_id, via, request, response,"
+        " http_status, accepted, token_name) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
+        " ON CONFLICT (message_id) WHERE message_id IS NOT NULL DO NOTHING",
+        message_id, phone_number_id, via, request, response, http_status, accepted, token_name,
+    )
+
+
+async def insert_template_events(db: Executor, delivery_sha256: str, events: list[TemplateEvent]) -> None:
+    if not events:
+        return
+    await db.executemany(
+        "INSERT INTO template_events (delivery_sha256, position, field, waba_id, template_id,"
+        " template_name, language, event, payload) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+        " ON CONFLICT DO NOTHING",
+        [(delivery_sha256, e.position, e.field, e.waba_id, e.template_id, e.template_name,
+          e.language, e.event, e.payload) for e in events],
+    )
+
+
+def _message_json(row: asyncpg.Record, media: list[asyncpg.Record]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "source": row["source"],
+        "direction": row["direction"],
+        "type": row["type"],
+        "timestamp": row["ts"].isoformat(),
+        "raw_timestamp": row["raw_timestamp"],
+        "contact": {
+            "phone": row["contact_phone"], "wa_id": row["contact_wa_id"],
+            "user_id": row["contact_user_id"], "username": row["contact_username"],
+            "name": row["contact_name"],
+        },
+        "business": {
+            "phone_number_id": row["phone_number_id"],
+            "display_phone_number": row["display_phone_number"], "waba_id": row["waba_id"],
+        },
+        "text": row["text"],
+        "related_message_id": row["related_message_id"],
+        "template_name": row["template_name"],
+        "flags": list(row["flags"]),
+        "archive_status": row["archive_status"],
+        "archived_at": row["archived_at"].isoformat(),
+        "retain_until": row["retain_until"].isoformat() if row["retain_until"] else None,
+        "legal_hold": list(row["hold_cases"]),
+        "media": [
+            {
+                "id": m["media_id"], "archive_id": str(m["archive_id"]),
+                "download_url": f"/api/v1/media/{m['archive_id']}" if m["status"] == "archived" else None,
+                "kind": m["kind"], "status": m["status"],
+                "sha256": m["sha256"], "provider_sha256": m["provider_sha256"], "size": m["size"],
+                "mime_type": m["mime_type"], "declared_mime_type": m["declared_mime_type"],
+                "filename": m["filename"],
+                "storage_url": m["storage_url"], "storage_key": m["storage_key"],
+                "stored_at": m["stored_at"].isoformat() if m["stored_at"] else None,
+                "retain_until": m["retain_until"].isoformat() if m["retain_until"] else None,
+                "legal_hold": m["legal_hold"],
+            }
+            for m in media
+        ],
+    }
+
+
+async def get_message(pool: asyncpg.Pool, message_id: str) -> dict[str, Any] | None:
+    """Everything `show` prints: the message, its media, the deliveries that carried it, statuses."""
+    row = await pool.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
+    if row is None:
+        return None
+    media = await pool.fetch("SELECT * FROM media WHERE message_id = $1 ORDER BY position", message_id)
+    out = _message_json(row, media)
+    deliveries = await pool.fetch(
+        "SELECT d.sha256, d.signature, d.received_at, d.source FROM message_deliveries md"
+        " JOIN deliveries d ON d.sha256 = md.delivery_sha256 WHERE md.message_id = $1"
+        " ORDER BY d.received_at",
+        message_id,
+    )
+    out["deliveries"] = [
+        {"sha256": d["sha256"], "signature": d["signature"], "source": d["source"],
+         "received_at": d["received_at"].isoformat()}
+        for d in deliveries
+    ]
+    statuses = await pool.fetch(
+        "SELECT status, ts, recipient_id, payload, recorded_at FROM status_events WHERE message_id = $1"
+        " ORDER BY ts, id",
+        message_id,
+    )
+    out["statuses"] = [
+        {"status": s["status"], "timestamp": s["ts"].isoformat() if s["ts"] else None,
+         "recipient_id": s["recipient_id"], "errors": s["payload"].get("errors"),
+         "recorded_at": s["recorded_at"].isoformat(), "raw": s["payload"]}
+        for s in statuses
+    ]
+    out["payload"] = row["payload"]
+    if row["direction"] == "out":
+        out["rendered_text"] = row["text"]
+        snap = None
+        if row["template_sha256"]:
+            snap = await pool.fetchrow("SELECT definition, fetched_at FROM template_snapshots WHERE sha256 = $1",
+                                       row["template_sha256"])
+        out["template"] = None if not row["template_name"] else {
+            "name": row["template_name"], "language": row["template_language"],
+            "sha256": row["template_sha256"],
+            "definition": snap["definition"] if snap else None,
+            "fetched_at": snap["fetched_at"].isoformat() if snap else None,
+        }
+    return out
+
+
+async def with_media(pool: asyncpg.Pool, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    """Message rows as JSON, each with its media summaries (one query for the whole page)."""
+    ids = [r["id"] for r in rows]
+    media = await pool.fetch(
+        "SELECT * FROM media WHERE message_id = ANY($1::text[]) ORDER BY message_id, position", ids
+    ) if ids else []
+    by_msg: dict[str, list[asyncpg.Record]] = {}
+    for m in media:
+        by_msg.setdefault(m["message_id"], []).append(m)
+    return [_message_json(r, by_msg.get(r["id"], [])) for r in rows]
+
+
+async def search_messages(
+    pool: asyncpg.Pool, *, phone: str | None, since: datetime | None, until: datetime | None,
+    limit: int, template: str | None = None, direction: str | None = None,
+) -> list[dict[str, Any]]:
+    """Messages newest first, filtered by contact phone, message time, template and direction."""
+    from wa_archive.discovery.search import Filters, search
+
+    rows, _ = await search(pool, Filters(phone=phone, since=since, until=until, limit=limit,
+                                         template=template, direction=direction))
+    return await with_media(pool, rows)
+
+
+# Failures --------------------------------------------------------------------------------------
+
+
+async def record_attempt(
+    pool: asyncpg.Pool, *, message_id: str, stage: str, media_id: str | None, attempt: int,
+    error_type: str, error: str, http_status: int | None, workflow_id: str, run_id: str,
+) -> None:
+    await pool.execute(
+        "INSERT INTO archive_attempts (message_id, stage, media_id, attempt, error_type, error,"
+        " http_status, workflow_id, run_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+        message_id, stage, media_id, attempt, error_type, error, http_status, workflow_id, run_id,
+    )
+
+
+async def insert_failure(
+    pool: asyncpg.Pool, *, message_id: str, stage: str, media_id: str | None, workflow_id: str,
+    run_id: str, retry_state: str | None, last_error_type: str | None, last_error: str | None,
+) -> list[dict[str, Any]]:
+    """Write the critical failure row with this run's full attempt history; returns the history."""
+    rows = await pool.fetch(
+        "SELECT attempt, at, error_type, error, http_status FROM archive_attempts"
+        " WHERE message_id = $1 AND stage = $2 AND run_id = $3"
+        " AND media_id IS NOT DISTINCT FROM $4 ORDER BY attempt, id",
+        message_id, stage, run_id, media_id,
+    )
+    attempts = [
+        {"attempt": r["attempt"], "at": r["at"].isoformat(), "error_type": r["error_type"],
+         "error": r["error"], "http_status": r["http_status"]}
+        for r in rows
+    ]
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "INSERT INTO archive_failures (message_id, stage, media_id, workflow_id, run_id,"
+            " retry_state, last_error_type, last_error, attempts)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING RETURNING *",
+            message_id, stage, media_id, workflow_id, run_id, retry_state, last_error_type,
+            last_error, attempts,
+        )
+        if row is not None:
+            await ledger.append(conn, "failure", str(row["id"]), ledger.failure_digest(row))
+    return attempts
+
+
+async def list_failures(pool: asyncpg.Pool, limit: int = 1000) -> list[dict[str, Any]]:
+    rows = await pool.fetch("SELECT * FROM archive_failures ORDER BY created_at DESC LIMIT $1", limit)
+    return [
+        {"message_id": r["message_id"], "stage": r["stage"], "media_id": r["media_id"],
+         "workflow_id": r["workflow_id"], "run_id": r["run_id"], "retry_state": r["retry_state"],
+         "last_error_type": r["last_error_type"], "last_error": r["last_error"],
+         "created_at": r["created_at"].isoformat(), "attempts": r["attempts"]}
+        for r in rows
+    ]

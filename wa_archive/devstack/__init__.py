@@ -1,0 +1,1 @@
+"""Running it: the embedded dev stack, the HTTP server process, and process setup."""

@@ -1,0 +1,1 @@
+"""Finding and handing over: search, export bundles and their offline verification."""

@@ -1,0 +1,394 @@
+"""eDiscovery export bundles: a ZIP that proves itself.
+
+Contents: messages.jsonl and messages.csv; media/ (the archived bytes, re-hashed while copied and
+checked against the index); templates/ (the snapshots messages point at); ledger/ (the signed
+checkpoints, each with a consistency proof from the one before, and a receipt per message, verifiable
+offline with `wa-archive verify-receipt`); transcripts/<contact>.html
+(chat pages that open offline with their media); rsmf/<contact>.rsmf (Relativity Short Message
+Format: an EML whose attachment rsmf.zip holds rsmf_manifest.json with participants, conversations
+and events); manifest.json (every file with its SHA-256 and size, the query, who exported and when);
+manifest.sig (the ledger key's Ed25519 signature over the exact bytes of manifest.json).
+
+messages.jsonl carries every field of a message's ledger record digest, so `wa-archive verify-export`
+recomputes each digest from the bundle alone and follows it through the receipt to a signed checkpoint.
+
+Everything streams: messages are read page by page, media chunk by chunk, so memory stays flat
+whatever the size of the export.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from email.header import Header
+from pathlib import Path
+from typing import IO, Any
+
+import asyncpg
+from pydantic import BaseModel
+
+from wa_archive.db import queries
+from wa_archive.discovery.export_verify import MANIFEST_SIGNATURE
+from wa_archive.discovery.export_verify import verify_bundle as verify_bundle  # verification lives apart; importable here too
+from wa_archive.archive.keys import extension_for, safe_id
+from wa_archive.archive.media_types import is_inline, normalize_mime
+from wa_archive.rendering import environment
+from wa_archive.integrity.ledger import Signer
+from wa_archive.discovery.search import Filters, search
+from wa_archive.storage import ObjectStore
+
+PAGE = 500
+CHUNK = 1024 * 1024
+FORMAT_VERSION = "1"
+
+
+class ExportQuery(BaseModel):
+    phone: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class ExportResult(BaseModel):
+    messages: int
+    media: int
+    files: int
+    bytes: int
+    manifest_sha256: str
+
+
+class ExportError(Exception):
+    """The export could not be made faithfully (e.g. an archived object no longer matches its hash)."""
+
+
+# A spreadsheet opening messages.csv evaluates a cell that starts with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell that no spreadsheet runs as a formula: text starting with = + - @ tab or CR gets a
+    leading single quote (OWASP's advice). messages.jsonl keeps every value exact."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+class _HashingWriter:
+    """Writes a ZIP entry while computing its SHA-256 and size for the manifest."""
+
+    def __init__(self, zf: zipfile.ZipFile, name: str, files: list[dict[str, Any]]) -> None:
+        self._fh: IO[bytes] = zf.open(name, "w", force_zip64=True)
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._name = name
+        self._files = files
+
+    def write(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._size += len(data)
+        self._fh.write(data)
+
+    def close(self) -> str:
+        self._fh.close()
+        digest = self._hash.hexdigest()
+        self._files.append({"path": self._name, "sha256": digest, "size": self._size})
+        return digest
+
+
+async def write_bundle(
+    pool: asyncpg.Pool, store: ObjectStore, query: ExportQuery, out: Path, *, exported_by: str, signer: Signer,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ExportResult:
+    """Write the bundle to `out` (a ZIP) with its manifest signed by the ledger key, reporting
+    (messages done, total) as it goes."""
+    filters = Filters(phone=query.phone, since=query.since, until=query.until, limit=PAGE)
+    total = await _count(pool, filters)
+    files: list[dict[str, Any]] = []
+    templates: set[str] = set()
+    conversations: dict[str, Path] = {}  # contact -> temp file of its events (JSON lines)
+    workdir = Path(tempfile.mkdtemp(prefix="wa-export-"))
+    done = media_count = 0
+    try:
+        # zipfile allows one open entry at a time, and media entries are written as messages are
+        # read, so the two tables go to temp files first and into the ZIP at the end.
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+            jsonl_path = workdir / "messages.jsonl"
+            csv_path = workdir / "messages.csv"
+            with open(csv_path, "w", newline="", encoding="utf-8") as csv_fh, \
+                    open(jsonl_path, "w", encoding="utf-8") as jsonl:
+                rows_csv = csv.writer(csv_fh)
+                rows_csv.writerow(["id", "timestamp", "direction", "contact_phone", "contact_name", "type",
+                                   "text", "template", "template_sha256", "media", "media_sha256"])
+                cursor_filters = filters.model_copy()
+                while True:
+                    rows, cursor = await search(pool, cursor_filters, ascending=True)
+                    if not rows:
+                        break
+                    page = await queries.with_media(pool, rows)
+                    statuses = await _statuses(pool, [r["id"] for r in rows])
+                    positions = await _media_positions(pool, [r["id"] for r in rows])
+                    for row, item in zip(rows, page):
+                        for media in item["media"]:  # the ledger digest orders media by position
+                            media["position"] = positions[media["archive_id"]]
+                        item["payload"] = row["payload"]
+                        item["statuses"] = statuses.get(row["id"], [])
+                        item["template_sha256"] = row["template_sha256"]
+                        for media in item["media"]:
+                            if media["status"] == "archived":
+                                media["export_path"] = await _copy_media(zf, store, media, files)
+                                media_count += 1
+                        if row["template_sha256"]:
+                            templates.add(row["template_sha256"])
+                        jsonl.write(json.dumps(item, ensure_ascii=False) + "\n")
+                        rows_csv.writerow(csv_cell(value) for value in [
+                            item["id"], item["timestamp"], item["direction"], item["contact"]["phone"],
+                            item["contact"]["name"], item["type"], item["text"], item["template_name"],
+                            row["template_sha256"], ";".join(m["export_path"] for m in item["media"] if m.get("export_path")),
+                            ";".join(m["sha256"] or "" for m in item["media"])])
+                        contact = _contact_of(item)
+                        path = conversations.setdefault(contact, workdir / f"conv-{len(conversations)}.jsonl")
+                        with open(path, "a", encoding="utf-8") as conv:
+                            conv.write(json.dumps(item, ensure_ascii=False) + "\n")
+                        done += 1
+                    if on_progress:
+                        on_progress(done, total)
+                    if cursor is None:
+                        break
+                    cursor_filters.cursor = (rows[-1]["ts"], rows[-1]["id"])
+            _copy_file(zf, jsonl_path, "messages.jsonl", files)
+            _copy_file(zf, csv_path, "messages.csv", files)
+            for sha in sorted(templates):
+                snap = await pool.fetchrow("SELECT * FROM template_snapshots WHERE sha256 = $1", sha)
+                writer = _HashingWriter(zf, f"templates/{sha}.json", files)
+                writer.write(snap["canonical"].encode())
+                writer.close()
+            for contact, path in conversations.items():
+                _write_transcript(zf, contact, path, files)
+                _write_rsmf(zf, contact, path, workdir, files)
+            await _write_proofs(zf, pool, store, signer, jsonl_path, files)
+            manifest = {
+                "format": "wa-archive-export", "version": FORMAT_VERSION,
+                "exported_at": datetime.now(timezone.utc).isoformat(), "exported_by": exported_by,
+                "query": json.loads(query.model_dump_json()), "messages": done, "media": media_count,
+                "files": files,
+            }
+            raw = json.dumps(manifest, indent=2, ensure_ascii=False).encode()
+            zf.writestr("manifest.json", raw)
+            zf.writestr(MANIFEST_SIGNATURE, json.dumps(_manifest_signature(raw, signer), indent=2))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return ExportResult(messages=done, media=media_count, files=len(files) + 2,
+                        bytes=out.stat().st_size, manifest_sha256=hashlib.sha256(raw).hexdigest())
+
+
+MANIFEST_SIGNATURE_FORMAT = "wa-archive-manifest-signature/1"
+
+
+def _manifest_signature(raw: bytes, signer: Signer) -> dict[str, str]:
+    """The ledger key's signature over the exact manifest bytes; the key is named for reference only
+    (a verifier checks against the key it trusts, never this one)."""
+    return {"format": MANIFEST_SIGNATURE_FORMAT, "algorithm": "Ed25519", "signed": "manifest.json",
+            "public_key": base64.b64encode(signer.public_key()).decode(),
+            "signature": base64.b64encode(signer.sign(raw)).decode()}
+
+
+async def _write_proofs(zf: zipfile.ZipFile, pool: asyncpg.Pool, store: ObjectStore, signer: Signer,
+                        jsonl_path: Path, files: list[dict[str, Any]]) -> None:
+    """The ledger's signed checkpoints with consistency proofs, and a receipt for each exported message."""
+    from wa_archive.integrity import ledger
+    from wa_archive.errors import StorageConflict
+
+    with open(jsonl_path, encoding="utf-8") as fh:
+        digests = {item["id"]: ledger.export_item_digest(item) for item in map(json.loads, fh)}
+    try:  # a fresh checkpoint, so that every message exported has a receipt
+        await ledger.write_checkpoint(pool, store, signer)
+    except StorageConflict:
+        pass  # another writer signed this same tree size a moment earlier: its checkpoint serves
+    checkpoints, receipts = await ledger.bundle_proofs(pool, digests)
+    for cp in checkpoints:
+        writer = _HashingWriter(zf, f"ledger/checkpoints/{cp['tree_size']:012d}.json", files)
+        writer.write(json.dumps({"body": cp["body"], "signature": cp["signature"]}).encode())
+        writer.close()
+        if "consistency" in cp:
+            writer = _HashingWriter(zf, f"ledger/consistency/{cp['consistency']['from_tree_size']:012d}-"
+                                        f"{cp['tree_size']:012d}.json", files)
+            writer.write(json.dumps({"from_tree_size": cp["consistency"]["from_tree_size"],
+                                     "to_tree_size": cp["tree_size"], "proof": cp["consistency"]["proof"]}).encode())
+            writer.close()
+    for message_id, doc in receipts.items():
+        writer = _HashingWriter(zf, f"ledger/receipts/{safe_id(message_id)}.json", files)
+        writer.write(json.dumps(doc, indent=2).encode())
+        writer.close()
+
+
+async def _media_positions(pool: asyncpg.Pool, ids: list[str]) -> dict[str, int]:
+    rows = await pool.fetch("SELECT archive_id, position FROM media WHERE message_id = ANY($1::text[])", ids)
+    return {str(r["archive_id"]): r["position"] for r in rows}
+
+
+async def _count(pool: asyncpg.Pool, f: Filters) -> int:
+    return await pool.fetchval(
+        "SELECT count(*) FROM messages WHERE ($1::text IS NULL OR contact_phone = $1)"
+        " AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3)",
+        f.phone, f.since, f.until)
+
+
+async def _statuses(pool: asyncpg.Pool, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    rows = await pool.fetch("SELECT message_id, status, ts, payload FROM status_events"
+                            " WHERE message_id = ANY($1::text[]) ORDER BY ts, id", ids)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["message_id"], []).append(
+            {"status": r["status"], "timestamp": r["ts"].isoformat() if r["ts"] else None, "raw": r["payload"]})
+    return out
+
+
+async def _copy_media(zf: zipfile.ZipFile, store: ObjectStore, media: dict[str, Any],
+                      files: list[dict[str, Any]]) -> str:
+    """Copy one archived object into the bundle, re-hashing it: a mismatch stops the export."""
+    name = f"media/{media['archive_id']}.{extension_for(media['mime_type'])}"
+    writer = _HashingWriter(zf, name, files)
+    async for chunk in store.read(media["storage_key"]):
+        writer.write(chunk)
+    digest = writer.close()
+    if digest != media["sha256"]:
+        raise ExportError(f"archived object {media['storage_key']} does not match its recorded SHA-256 "
+                          f"({digest} != {media['sha256']}); export stopped")
+    return name
+
+
+def _copy_file(zf: zipfile.ZipFile, path: Path, name: str, files: list[dict[str, Any]]) -> None:
+    writer = _HashingWriter(zf, name, files)
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK):
+            writer.write(block)
+    writer.close()
+
+
+def _contact_of(item: dict[str, Any]) -> str:
+    c = item["contact"]
+    return c["phone"] or c["wa_id"] or c["user_id"] or c["username"] or "unknown"
+
+
+def _events(path: Path):
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            yield json.loads(line)
+
+
+# The transcript is a page an auditor opens from disk: every value in it is the sender's, so it
+# comes from an autoescaped template, and its CSP allows no script at all, the one stylesheet by
+# hash, and media only from the bundle itself: 'self' when the bundle is served, file: when it is
+# opened from disk (a file page's origin is opaque, so 'self' does not match its neighbours), and
+# nothing from any network host.
+_TEMPLATES = environment("wa_archive.discovery", "export_templates")
+_TRANSCRIPT = _TEMPLATES.get_template("transcript.html")
+_STYLE_HASH = base64.b64encode(hashlib.sha256(
+    _TEMPLATES.get_template("transcript.css").render().encode()).digest()).decode()
+TRANSCRIPT_CSP = (f"default-src 'none'; img-src 'self' file:; media-src 'self' file:; "
+                  f"style-src 'sha256-{_STYLE_HASH}'; base-uri 'none'; form-action 'none'")
+# Shown in a media element only when the normalised type is on the inline allow-list.
+_MEDIA_ELEMENTS = ("image", "video", "audio")
+
+
+def _transcript_media(media: dict[str, Any]) -> dict[str, str]:
+    """What the transcript shows of one exported media item: an element for an inline type, a
+    download link (named by the bundle's safe file name, not the sender's) for anything else."""
+    src = "../" + media["export_path"]
+    mime = normalize_mime(media["mime_type"])
+    major = mime.split("/", 1)[0]
+    show = major if is_inline(mime) and major in _MEDIA_ELEMENTS else "link"
+    return {"show": show, "src": src, "label": media["filename"] or media["export_path"],
+            "sha256": media["sha256"] or ""}
+
+
+def _transcript_items(path: Path) -> Iterator[dict[str, Any]]:
+    for item in _events(path):
+        yield {"direction": item["direction"], "timestamp": item["timestamp"], "type": item["type"], "id": item["id"],
+               "media": [_transcript_media(m) for m in item["media"] if m.get("export_path")],
+               "lines": (item.get("text") or "").split("\n") if item.get("text") else []}
+
+
+def _write_transcript(zf: zipfile.ZipFile, contact: str, path: Path, files: list[dict[str, Any]]) -> None:
+    writer = _HashingWriter(zf, f"transcripts/{safe_id(contact)}.html", files)
+    for chunk in _TRANSCRIPT.generate(contact=contact, csp=TRANSCRIPT_CSP, items=_transcript_items(path)):
+        writer.write(chunk.encode())
+    writer.close()
+
+
+# Header values that need no encoding: what a phone number, a name or an ISO timestamp holds.
+_PLAIN_HEADER = re.compile(r"[A-Za-z0-9 +.,:_@()-]{0,900}")
+
+
+def _printable(value: str) -> str:
+    """`value` with every character that could end a line or hide text (controls, format
+    characters, line and paragraph separators) shown as a \\uXXXX escape."""
+    return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in value)
+
+
+def _header(name: str, value: str) -> str:
+    """One RFC 5322 header line. A value from outside cannot end the header (control characters
+    are escaped) and is RFC 2047-encoded unless it is plain, so it carries no markup either."""
+    text = _printable(value)
+    if _PLAIN_HEADER.fullmatch(text):
+        return f"{name}: {text}"
+    return f"{name}: {Header(text, 'utf-8', header_name=name).encode(linesep=chr(13) + chr(10))}"
+
+
+def _write_rsmf(zf: zipfile.ZipFile, contact: str, path: Path, workdir: Path, files: list[dict[str, Any]]) -> None:
+    """RSMF 2.0: an EML (RFC 5322 + MIME) whose attachment rsmf.zip holds rsmf_manifest.json."""
+    participants = {"business": {"id": "business", "display": "Business"},
+                    "contact": {"id": "contact", "display": contact, "account_id": contact}}
+    events, first, last = [], None, None
+    for item in _events(path):
+        first = first or item["timestamp"]
+        last = item["timestamp"]
+        events.append({
+            "id": item["id"], "type": "message", "conversation": "conversation",
+            "participant": "business" if item["direction"] == "out" else "contact",
+            "timestamp": item["timestamp"], "body": item.get("text") or "",
+            "direction": "outgoing" if item["direction"] == "out" else "incoming",
+            "attachments": [{"id": m["export_path"].rsplit("/", 1)[-1], "display": m["filename"] or m["kind"],
+                             "size": m["size"]} for m in item["media"] if m.get("export_path")],
+        })
+    manifest = {"version": "2.0.0", "participants": list(participants.values()),
+                "conversations": [{"id": "conversation", "display": f"WhatsApp with {contact}",
+                                   "platform": "whatsapp", "type": "direct",
+                                   "participants": ["business", "contact"]}],
+                "events": events}
+    inner = workdir / "rsmf.zip"
+    with zipfile.ZipFile(inner, "w", compression=zipfile.ZIP_DEFLATED) as rz:
+        rz.writestr("rsmf_manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+        for event in events:
+            for att in event["attachments"]:
+                with zf.open(f"media/{att['id']}") as src, rz.open(att["id"], "w") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+    writer = _HashingWriter(zf, f"rsmf/{safe_id(contact)}.rsmf", files)
+    boundary = "rsmf-" + hashlib.sha256(contact.encode()).hexdigest()[:16]
+    shown = _printable(contact)
+    headers = [
+        "MIME-Version: 1.0", "X-RSMF-Version: 2.0.0", "X-RSMF-Generator: wa-archive",
+        f"X-RSMF-EventCount: {len(events)}", _header("X-RSMF-BeginDate", str(first)),
+        _header("X-RSMF-EndDate", str(last)), _header("Subject", f"WhatsApp conversation with {contact}"),
+        "From: wa-archive",
+        f'Content-Type: multipart/mixed; boundary="{boundary}"', "", f"--{boundary}",
+        "Content-Type: text/plain; charset=utf-8", "", f"WhatsApp conversation with {shown}: {len(events)} events.",
+        f"--{boundary}", 'Content-Type: application/zip; name="rsmf.zip"',
+        'Content-Disposition: attachment; filename="rsmf.zip"', "Content-Transfer-Encoding: base64", "", ""]
+    writer.write("\r\n".join(headers).encode())
+    with open(inner, "rb") as fh:
+        while block := fh.read(57 * 1024):  # 57 bytes -> 76 base64 characters per line
+            encoded = base64.b64encode(block)
+            writer.write(b"\r\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) + b"\r\n")
+    writer.write(f"--{boundary}--\r\n".encode())
+    writer.close()
+    os.unlink(inner)
+

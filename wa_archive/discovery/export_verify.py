@@ -1,0 +1,186 @@
+"""Verifying an export bundle against a trusted ledger key, offline.
+
+Nothing in the bundle is believed before the manifest's signature checks out with the key the
+verifier brings. Then: every file against the manifest; every media file against its message's
+recorded SHA-256; every message's record digest, recomputed from messages.jsonl, against its
+receipt; every receipt's inclusion proof against a checkpoint of the bundle; every checkpoint's
+signature against the trusted key, and each checkpoint extending the one before.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import zipfile
+from typing import Any
+
+from wa_archive.integrity import ledger, merkle
+from wa_archive.archive.keys import safe_id
+
+CHUNK = 1024 * 1024
+MANIFEST = "manifest.json"
+MANIFEST_SIGNATURE = "manifest.sig"
+_UNLISTED = {MANIFEST, MANIFEST_SIGNATURE}
+
+
+def verify_bundle(path, public_key: bytes) -> list[str]:
+    """Problems found in a bundle (empty when it is intact and proven by the trusted key)."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        return [f"not a readable ZIP file: {exc}"]
+    with zf:
+        manifest, problems = _signed_manifest(zf, public_key)
+        if manifest is None:
+            return problems
+        listed = {f["path"]: f for f in manifest.get("files", []) if isinstance(f, dict) and "path" in f}
+        problems += _files_against_manifest(zf, listed)
+        checkpoints, found = _checkpoints(zf, listed, public_key)
+        problems += found
+        problems += _messages_against_receipts(zf, listed, checkpoints, public_key, manifest.get("messages"))
+    return problems
+
+
+def _signed_manifest(zf: zipfile.ZipFile, public_key: bytes) -> tuple[dict | None, list[str]]:
+    """The manifest, only if its signature is the trusted key's over its exact bytes."""
+    try:
+        raw = zf.read(MANIFEST)
+    except KeyError:
+        return None, [f"{MANIFEST}: missing"]
+    try:
+        signature_doc = json.loads(zf.read(MANIFEST_SIGNATURE))
+        signature = base64.b64decode(signature_doc["signature"], validate=True)
+    except KeyError:
+        return None, [f"{MANIFEST_SIGNATURE}: missing; the manifest is unsigned and nothing in the bundle can be "
+                      "trusted"]
+    except (ValueError, TypeError, binascii.Error) as exc:
+        return None, [f"{MANIFEST_SIGNATURE}: unreadable ({exc})"]
+    if not ledger.verify_signature(public_key, raw, signature):
+        return None, [f"{MANIFEST}: its signature is not the trusted key's (the manifest was rebuilt or signed "
+                      "by another key); nothing in the bundle can be trusted"]
+    try:
+        manifest = json.loads(raw)
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        return None, [f"{MANIFEST}: unreadable ({exc})"]
+    return manifest, []
+
+
+def _files_against_manifest(zf: zipfile.ZipFile, listed: dict[str, dict]) -> list[str]:
+    problems = []
+    names = zf.namelist()
+    # With two entries of one name, tools disagree on which they show: never verify one and show the other.
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"{name}: appears more than once in the ZIP")
+    present = set(names) - _UNLISTED
+    for extra in sorted(present - set(listed)):
+        problems.append(f"{extra}: not listed in the manifest")
+    for name, entry in sorted(listed.items()):
+        if name not in present:
+            problems.append(f"{name}: listed in the manifest but missing")
+            continue
+        hasher, size = hashlib.sha256(), 0
+        try:
+            with zf.open(name) as fh:
+                while block := fh.read(CHUNK):
+                    hasher.update(block)
+                    size += len(block)
+        except (zipfile.BadZipFile, OSError) as exc:  # a CRC error means the entry was altered
+            problems.append(f"{name}: unreadable ({exc})")
+            continue
+        if hasher.hexdigest() != entry.get("sha256") or size != entry.get("size"):
+            problems.append(f"{name}: SHA-256 {hasher.hexdigest()} does not match the manifest")
+    return problems
+
+
+def _read_json(zf: zipfile.ZipFile, name: str) -> Any:
+    return json.loads(zf.read(name))
+
+
+def _checkpoints(zf: zipfile.ZipFile, listed: dict[str, dict],
+                 public_key: bytes) -> tuple[dict[str, dict], list[str]]:
+    """The bundle's checkpoints that the trusted key signed (by exact body), and what is wrong."""
+    problems: list[str] = []
+    valid: dict[str, dict] = {}
+    for name in sorted(n for n in listed if n.startswith("ledger/checkpoints/")):
+        try:
+            doc = _read_json(zf, name)
+            body_text, signature = str(doc["body"]), str(doc["signature"])
+        except (KeyError, ValueError, TypeError) as exc:
+            problems.append(f"{name}: not a checkpoint ({exc})")
+            continue
+        body, found = ledger.check_checkpoint(body_text, signature, public_key)
+        problems += [f"{name}: {p}" for p in found]
+        if body is not None and not found:
+            valid[body_text] = body
+    by_size = {b["tree_size"]: b for b in valid.values()}
+    sizes = sorted(by_size)
+    for old, new in zip(sizes, sizes[1:]):
+        name = f"ledger/consistency/{old:012d}-{new:012d}.json"
+        try:
+            proof = [bytes.fromhex(h) for h in _read_json(zf, name)["proof"]]
+        except KeyError:
+            problems.append(f"{name}: missing; checkpoint {new} is not shown to extend checkpoint {old}")
+            continue
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{name}: unreadable ({exc})")
+            continue
+        if not merkle.verify_consistency(old, new, bytes.fromhex(by_size[old]["root_hash"]),
+                                         bytes.fromhex(by_size[new]["root_hash"]), proof):
+            problems.append(f"checkpoint {new} does not extend checkpoint {old} (the log was rewritten between them)")
+    return valid, problems
+
+
+def _messages_against_receipts(zf: zipfile.ZipFile, listed: dict[str, dict], checkpoints: dict[str, dict],
+                               public_key: bytes, expected_count: object) -> list[str]:
+    """Each message's digest, recomputed from messages.jsonl, proven by its receipt."""
+    if "messages.jsonl" not in listed or "messages.jsonl" not in zf.namelist():
+        return ["messages.jsonl: missing"]
+    problems = []
+    count = 0
+    with zf.open("messages.jsonl") as fh:
+        for number, line in enumerate(io.TextIOWrapper(fh, encoding="utf-8", errors="replace"), 1):
+            try:
+                item = json.loads(line)
+                message_id = str(item["id"])
+                digest = ledger.export_item_digest(item)
+                media = list(item["media"])
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                problems.append(f"messages.jsonl: line {number} is not a complete message record ({exc!r})")
+                continue
+            count += 1
+            for m in media:
+                path_in = m.get("export_path")
+                if path_in and listed.get(path_in, {}).get("sha256") != m.get("sha256"):
+                    problems.append(f"{path_in}: does not match the archived SHA-256 of message {message_id}")
+            problems += _receipt_problems(zf, listed, message_id, digest, checkpoints, public_key)
+    if count != expected_count:
+        problems.append(f"messages.jsonl: {count} messages, but the signed manifest says {expected_count}")
+    return problems
+
+
+def _receipt_problems(zf: zipfile.ZipFile, listed: dict[str, dict], message_id: str, digest: str,
+                      checkpoints: dict[str, dict], public_key: bytes) -> list[str]:
+    name = f"ledger/receipts/{safe_id(message_id)}.json"
+    if name not in listed:
+        return [f"message {message_id}: no receipt in the bundle proves it"]
+    try:
+        receipt = _read_json(zf, name)
+        record = receipt["record"]
+        body = receipt["checkpoint"]["body"]
+    except (KeyError, ValueError, TypeError) as exc:
+        return [f"{name}: not a receipt ({exc!r})"]
+    problems = []
+    if record.get("kind") != "message" or record.get("id") != message_id:
+        problems.append(f"{name}: proves {record.get('kind')} {record.get('id')}, not message {message_id}")
+    if record.get("digest") != digest:
+        problems.append(f"message {message_id}: its data in messages.jsonl does not match the digest its receipt "
+                        "proves (the message was edited)")
+    if body not in checkpoints:
+        problems.append(f"{name}: its checkpoint is not one of the bundle's checkpoints signed by the trusted key")
+    problems += [f"{name}: {p}" for p in ledger.verify_receipt(receipt, public_key)]
+    return problems

@@ -1,0 +1,1 @@
+"""Proof: the tamper-evident ledger and its Merkle proofs."""

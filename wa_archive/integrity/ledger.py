@@ -1,0 +1,502 @@
+"""The tamper-evident ledger: every archived record becomes a leaf of an append-only Merkle log.
+
+A leaf is appended in the same transaction as its record, so a record without a leaf, or a leaf
+whose record no longer matches, is evidence of a change made behind the archive's back. Signed
+checkpoints (tree size, root hash, time; Ed25519) are written write-once to the object store, so
+the log cannot be rewritten without the signatures failing. Receipts prove one message's leaf is in
+a signed tree, offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+
+from wa_archive.integrity import merkle
+
+KINDS = ("message", "template_snapshot", "status_event", "failure", "access", "disposition")
+
+
+def canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def leaf_bytes(kind: str, record_id: str, digest: str) -> bytes:
+    return canonical({"kind": kind, "id": record_id, "digest": digest})
+
+
+# Record digests: what of each record the ledger vouches for -----------------------------------
+
+
+def message_digest(row: asyncpg.Record | dict, media: list) -> str:
+    return sha256_hex(canonical({
+        "id": row["id"], "source": row["source"], "direction": row["direction"], "type": row["type"],
+        "ts": row["ts"].astimezone(timezone.utc).isoformat(), "contact": [row["contact_phone"], row["contact_wa_id"],
+        row["contact_user_id"], row["contact_username"], row["contact_name"]], "text": row["text"],
+        "related": row["related_message_id"], "flags": list(row["flags"]), "status": row["archive_status"],
+        "payload_sha256": sha256_hex(canonical(row["payload"])), "template_sha256": row["template_sha256"],
+        "media": [[m["position"], m["media_id"], m["status"], m["sha256"], m["storage_key"], m["size"]] for m in media],
+    }))
+
+
+def export_item_digest(item: dict) -> str:
+    """The record digest of a message as an export bundle's messages.jsonl carries it.
+
+    Built only from the fields a reader sees, so a changed text, time or media hash changes it.
+    """
+    row = {
+        "id": item["id"], "source": item["source"], "direction": item["direction"], "type": item["type"],
+        "ts": datetime.fromisoformat(item["timestamp"]), "contact_phone": item["contact"]["phone"],
+        "contact_wa_id": item["contact"]["wa_id"], "contact_user_id": item["contact"]["user_id"],
+        "contact_username": item["contact"]["username"], "contact_name": item["contact"]["name"],
+        "text": item["text"], "related_message_id": item["related_message_id"], "flags": item["flags"],
+        "archive_status": item["archive_status"], "payload": item["payload"],
+        "template_sha256": item["template_sha256"],
+    }
+    media = [{"position": m["position"], "media_id": m["id"], "status": m["status"], "sha256": m["sha256"],
+              "storage_key": m["storage_key"], "size": m["size"]} for m in item["media"]]
+    return message_digest(row, media)
+
+
+def access_digest(row: asyncpg.Record | dict) -> str:
+    return sha256_hex(canonical({"id": row["id"], "at": row["at"].astimezone(timezone.utc).isoformat(),
+                                 "actor": row["actor"], "role": row["role"], "action": row["action"],
+                                 "target": row["target"], "remote": row["remote_addr"]}))
+
+
+def status_digest(row: asyncpg.Record | dict) -> str:
+    return sha256_hex(canonical({"id": row["id"], "message_id": row["message_id"], "status": row["status"],
+                                 "raw_timestamp": row["raw_timestamp"], "payload_sha256": sha256_hex(canonical(row["payload"]))}))
+
+
+def snapshot_digest(row: asyncpg.Record | dict) -> str:
+    return sha256_hex(canonical({"sha256": row["sha256"], "canonical_sha256": sha256_hex(row["canonical"].encode()),
+                                 "name": row["name"], "language": row["language"]}))
+
+
+def failure_digest(row: asyncpg.Record | dict) -> str:
+    return sha256_hex(canonical({"id": row["id"], "message_id": row["message_id"], "stage": row["stage"],
+                                 "media_id": row["media_id"], "run_id": row["run_id"],
+                                 "attempts_sha256": sha256_hex(canonical(row["attempts"]))}))
+
+
+def disposition_digest(row: asyncpg.Record | dict) -> str:
+    return sha256_hex(canonical({
+        "id": row["id"], "message_id": row["message_id"], "at": row["disposed_at"].astimezone(timezone.utc).isoformat(),
+        "reason": row["reason"], "policy_id": row["policy_id"], "erasure_request_id": row["erasure_request_id"],
+        "retain_until": row["retain_until"].astimezone(timezone.utc).isoformat(), "record": row["record"]}))
+
+
+# Appending ----------------------------------------------------------------------------------
+
+
+async def append(conn: asyncpg.Connection, kind: str, record_id: str, digest: str) -> int:
+    """Append one leaf inside the caller's transaction; returns its number (gapless)."""
+    # The owner's ledger_append() numbers the leaf under the head row's lock and computes its hash
+    # (as leaf_bytes() and merkle.leaf_hash() do): the application may not write either table itself.
+    return await conn.fetchval("SELECT ledger_append($1, $2, $3)", kind, record_id, digest)
+
+
+async def append_message(conn: asyncpg.Connection, message_id: str) -> int:
+    row = await conn.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
+    media = await conn.fetch("SELECT * FROM media WHERE message_id = $1 ORDER BY position", message_id)
+    return await append(conn, "message", message_id, message_digest(row, media))
+
+
+async def leaf_hashes(pool: asyncpg.Pool, size: int | None = None) -> list[bytes]:
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch("SELECT leaf_hash FROM ledger_leaves WHERE ($1::bigint IS NULL OR seq < $1)"
+                                " ORDER BY seq", size)
+    return [bytes(r["leaf_hash"]) for r in rows]
+
+
+# Signing and checkpoints -----------------------------------------------------------------------
+
+
+class Signer:
+    """The archive's Ed25519 key (from the cryptography package, imported only where needed)."""
+
+    def __init__(self, seed: bytes) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+
+    @classmethod
+    def generate_seed(cls) -> bytes:
+        import os
+
+        return os.urandom(32)
+
+    def public_key(self) -> bytes:
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        return self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)
+
+
+def parse_public_key(text: str) -> bytes:
+    """A trusted Ed25519 public key as `wa-archive ledger public-key` prints it (base64), or as hex."""
+    import binascii
+
+    value = text.strip()
+    try:
+        raw = bytes.fromhex(value) if len(value) == 64 else base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError("a ledger public key is 32 bytes, as base64 (44 characters, what "
+                         "`wa-archive ledger public-key` prints) or hex (64 characters)")
+    return raw
+
+
+def verify_signature(public_key: bytes, data: bytes, signature: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+CHECKPOINT_PREFIX = "ledger/checkpoints/"
+
+
+def checkpoint_key(tree_size: int) -> str:
+    """Where the write-once copy of the checkpoint of this tree size lives in the store."""
+    return f"{CHECKPOINT_PREFIX}{tree_size:012d}.json"
+
+
+def checkpoint_document(body: str, signature: str) -> bytes:
+    """The exact bytes kept in the store for a checkpoint (the database row must reproduce them)."""
+    return canonical({"body": body, "signature": signature})
+
+
+def check_checkpoint(body: str, signature: str, public_key: bytes | None) -> tuple[dict | None, list[str]]:
+    """A checkpoint's parsed body and its problems, its signature checked against the trusted key.
+
+    The key written inside the body is never what decides: with no trusted key it is only
+    checked for self-consistency (callers that verify for an auditor always pass one).
+    """
+    try:
+        parsed = json.loads(body)
+        size, root_hex = parsed["tree_size"], parsed["root_hash"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"tree size {size!r}")
+        bytes.fromhex(root_hex)
+        raw_signature = base64.b64decode(signature, validate=True)
+        own_key = base64.b64decode(parsed.get("public_key", ""))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return None, [f"not a checkpoint ({exc})"]
+    problems = []
+    if public_key is not None and own_key != public_key:
+        problems.append("signed by a different key than the one trusted")
+    if not verify_signature(public_key if public_key is not None else own_key, body.encode(), raw_signature):
+        problems.append("signature not valid" + (" for the trusted key" if public_key is not None else ""))
+    return parsed, problems
+
+
+async def write_checkpoint(pool: asyncpg.Pool, store, signer: Signer) -> dict | None:
+    """Sign the current tree head and keep it write-once in the store; None when nothing was added."""
+    leaves = await leaf_hashes(pool)
+    last = await pool.fetchval("SELECT max(tree_size) FROM ledger_checkpoints")
+    if not leaves or last == len(leaves):
+        return None
+    body = canonical({"tree_size": len(leaves), "root_hash": merkle.root(leaves).hex(),
+                      "timestamp": datetime.now(timezone.utc).isoformat(),
+                      "public_key": base64.b64encode(signer.public_key()).decode()})
+    signature = base64.b64encode(signer.sign(body)).decode()
+    key = checkpoint_key(len(leaves))
+    document = checkpoint_document(body.decode(), signature)
+
+    async def chunks():
+        yield document
+
+    from datetime import timedelta
+
+    await store.put_stream(key, chunks(), content_type="application/json", metadata={"tree-size": str(len(leaves))},
+                           expected_sha256=None, retain_until=datetime.now(timezone.utc) + timedelta(days=3650))
+    await pool.execute(
+        "INSERT INTO ledger_checkpoints (tree_size, root_hash, body, signature, storage_key) VALUES ($1,$2,$3,$4,$5)"
+        " ON CONFLICT DO NOTHING", len(leaves), merkle.root(leaves).hex(), body.decode(), signature, key)
+    return {"tree_size": len(leaves), "root_hash": merkle.root(leaves).hex(), "storage_key": key}
+
+
+# Receipts -------------------------------------------------------------------------------------
+
+
+async def receipt(pool: asyncpg.Pool, message_id: str) -> dict:
+    """The message's current digest with an inclusion proof against the latest checkpoint."""
+    row = await pool.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
+    if row is None:
+        raise LookupError(f"no archived message with id {message_id!r}")
+    media = await pool.fetch("SELECT * FROM media WHERE message_id = $1 ORDER BY position", message_id)
+    leaf = await pool.fetchrow("SELECT seq FROM ledger_leaves WHERE kind = 'message' AND record_id = $1"
+                               " ORDER BY seq DESC LIMIT 1", message_id)
+    if leaf is None:
+        raise LookupError(f"message {message_id!r} has no ledger entry")
+    checkpoint = await pool.fetchrow("SELECT * FROM ledger_checkpoints WHERE tree_size > $1"
+                                     " ORDER BY tree_size DESC LIMIT 1", leaf["seq"])
+    if checkpoint is None:
+        raise LookupError("no checkpoint covers this message yet; run `wa-archive ledger checkpoint`")
+    leaves = await leaf_hashes(pool, checkpoint["tree_size"])
+    return {
+        "format": "wa-archive-receipt/1",
+        "record": {"kind": "message", "id": message_id, "digest": message_digest(row, media)},
+        "leaf_index": leaf["seq"],
+        "inclusion_proof": [h.hex() for h in merkle.inclusion_proof(leaf["seq"], leaves)],
+        "checkpoint": {"body": checkpoint["body"], "signature": checkpoint["signature"]},
+    }
+
+
+async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str]) -> tuple[list[dict], dict[str, dict]]:
+    """Every checkpoint (each with a consistency proof from the one before), and a receipt per
+    exported message (id -> the digest of the state exported) whose leaf the latest one covers.
+
+    The leaf hashes are read once; a message whose exported state has no covered leaf gets none.
+    """
+    checkpoints = [{"tree_size": r["tree_size"], "body": r["body"], "signature": r["signature"]}
+                   for r in await pool.fetch("SELECT * FROM ledger_checkpoints ORDER BY tree_size")]
+    if not checkpoints:
+        return [], {}
+    latest = checkpoints[-1]
+    leaves = await leaf_hashes(pool, latest["tree_size"])
+    for previous, current in zip(checkpoints, checkpoints[1:]):
+        current["consistency"] = {
+            "from_tree_size": previous["tree_size"],
+            "proof": [h.hex() for h in merkle.consistency_proof(previous["tree_size"],
+                                                                 leaves[:current["tree_size"]])]}
+    # The leaf of the exact state exported: a message updated since has a later leaf too.
+    rows = await pool.fetch(
+        "SELECT DISTINCT ON (record_id) record_id, seq, digest FROM ledger_leaves"
+        " WHERE kind = 'message' AND record_id = ANY($1::text[]) AND digest = ($2::jsonb ->> record_id)"
+        " AND seq < $3 ORDER BY record_id, seq DESC",
+        list(digests), digests, latest["tree_size"])
+    receipts = {
+        r["record_id"]: {
+            "format": "wa-archive-receipt/1",
+            "record": {"kind": "message", "id": r["record_id"], "digest": r["digest"]},
+            "leaf_index": r["seq"],
+            "inclusion_proof": [h.hex() for h in merkle.inclusion_proof(r["seq"], leaves)],
+            "checkpoint": {"body": latest["body"], "signature": latest["signature"]},
+        }
+        for r in rows
+    }
+    return checkpoints, receipts
+
+
+def verify_receipt(doc: dict, trusted_public_key: bytes) -> list[str]:
+    """Problems with a receipt (empty when it proves the record is in a tree signed by the trusted key).
+
+    The key written inside the receipt is never trusted: a receipt re-signed with any other key fails.
+    """
+    try:
+        body = doc["checkpoint"]["body"]
+        signature = doc["checkpoint"]["signature"]
+        record = doc["record"]
+        kind, record_id, digest = str(record["kind"]), str(record["id"]), str(record["digest"])
+        proof = [bytes.fromhex(h) for h in doc["inclusion_proof"]]
+        index = doc["leaf_index"]
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise ValueError(f"leaf_index {index!r} is not an integer")
+    except (KeyError, ValueError, TypeError) as exc:
+        return [f"not a receipt: {exc!r}"]
+    parsed, found = check_checkpoint(body, signature, trusted_public_key)
+    if parsed is None:
+        return [f"the receipt's checkpoint: {found[0]}"]
+    problems = [f"the receipt's checkpoint: {p}" for p in found]
+    leaf = merkle.leaf_hash(leaf_bytes(kind, record_id, digest))
+    if not merkle.verify_inclusion(index, parsed["tree_size"], leaf, proof, bytes.fromhex(parsed["root_hash"])):
+        problems.append(f"record {record_id} with digest {digest} is not leaf {index} of the signed tree")
+    return problems
+
+
+# Verifying the whole archive --------------------------------------------------------------------
+
+_RECORDS = {
+    "template_snapshot": ("SELECT * FROM template_snapshots WHERE sha256 = ANY($1::text[])", "sha256", snapshot_digest),
+    "status_event": ("SELECT * FROM status_events WHERE id::text = ANY($1::text[])", "id", status_digest),
+    "failure": ("SELECT * FROM archive_failures WHERE id::text = ANY($1::text[])", "id", failure_digest),
+    "access": ("SELECT * FROM access_log WHERE id::text = ANY($1::text[])", "id", access_digest),
+    "disposition": ("SELECT * FROM dispositions WHERE id::text = ANY($1::text[])", "id", disposition_digest),
+}
+
+
+async def _disposed(pool: asyncpg.Pool, latest: dict[tuple[str, str], str]
+                    ) -> tuple[dict[tuple[str, str], str | None], list[str]]:
+    """Records removed by disposition, with the digest each had (their leaves may outlive them),
+    and the dispositions rows that cannot vouch for a removal.
+
+    A dispositions row vouches only when its own ledger leaf carries its digest: disposal always
+    appends one, so a row without it was written outside the disposal path and is named, and the
+    records of a row that no longer matches its leaf map to None (claimed, not proven).
+    """
+    gone: dict[tuple[str, str], str | None] = {}
+    problems: list[str] = []
+    for row in await pool.fetch("SELECT * FROM dispositions ORDER BY id"):
+        recorded = latest.get(("disposition", str(row["id"])))
+        if recorded is None:
+            problems.append(f"disposition {row['id']} of message {row['message_id']}: not in the ledger"
+                            " (written outside the disposal path); the removal it claims is not accepted")
+            continue
+        vouched = recorded == disposition_digest(row)  # a mismatch is named with the disposition records
+        record = row["record"]
+        try:
+            gone[("message", row["message_id"])] = str(record["message_digest"]) if vouched else None
+            for kind, key in (("status_event", "status_events"), ("failure", "failures")):
+                for item in record.get(key, []):
+                    gone[(kind, str(item["id"]))] = str(item["digest"]) if vouched else None
+        except (KeyError, TypeError, AttributeError):
+            problems.append(f"disposition {row['id']} of message {row['message_id']}: its record does not say"
+                            " what was removed")
+    return gone, problems
+
+
+async def verify_log(pool: asyncpg.Pool, public_key: bytes | None) -> list[str]:
+    """Recompute every record's digest and every checkpoint; problems name the exact record."""
+    problems: list[str] = []
+    leaves = await pool.fetch("SELECT seq, kind, record_id, digest, leaf_hash FROM ledger_leaves ORDER BY seq")
+    for i, leaf in enumerate(leaves):
+        if leaf["seq"] != i:
+            problems.append(f"ledger leaf {i} is missing (next is {leaf['seq']})")
+            break
+        if bytes(leaf["leaf_hash"]) != merkle.leaf_hash(leaf_bytes(leaf["kind"], leaf["record_id"], leaf["digest"])):
+            problems.append(f"ledger leaf {leaf['seq']} ({leaf['kind']} {leaf['record_id']}) was altered")
+    latest: dict[tuple[str, str], str] = {}
+    for leaf in leaves:
+        latest[(leaf["kind"], leaf["record_id"])] = leaf["digest"]
+    # Messages: every row must have a leaf, and match the latest one.
+    rows = await pool.fetch("SELECT * FROM messages")
+    media = await pool.fetch("SELECT * FROM media ORDER BY message_id, position")
+    by_msg: dict[str, list] = {}
+    for m in media:
+        by_msg.setdefault(m["message_id"], []).append(m)
+    present = set()
+    for row in rows:
+        present.add(row["id"])
+        digest = latest.get(("message", row["id"]))
+        if digest is None:
+            problems.append(f"message {row['id']}: not in the ledger (added outside the archive)")
+        elif digest != message_digest(row, by_msg.get(row["id"], [])):
+            problems.append(f"message {row['id']}: changed since it was archived (row or its media)")
+    disposed, unvouched = await _disposed(pool, latest)
+    problems += unvouched
+
+    def removed(kind: str, record_id: str) -> None:
+        if (kind, record_id) not in disposed:
+            problems.append(f"{kind} {record_id}: deleted (its ledger entry remains)")
+        elif disposed[(kind, record_id)] != latest[(kind, record_id)]:
+            problems.append(f"{kind} {record_id}: disposed, but the disposition record does not match its ledger entry")
+
+    for (kind, record_id) in latest:
+        if kind == "message" and record_id not in present:
+            removed(kind, record_id)
+    for kind, (sql, key, digest_fn) in _RECORDS.items():
+        ids = [rid for (k, rid) in latest if k == kind]
+        found = {str(r[key]): r for r in await pool.fetch(sql, ids)} if ids else {}
+        for rid in ids:
+            row = found.get(rid)
+            if row is None:
+                removed(kind, rid)
+            elif digest_fn(row) != latest[(kind, rid)]:
+                problems.append(f"{kind} {rid}: changed since it was recorded")
+    hashes = [bytes(leaf["leaf_hash"]) for leaf in leaves]
+    checkpoints = [(cp["tree_size"], cp["body"], cp["signature"])
+                   for cp in await pool.fetch("SELECT * FROM ledger_checkpoints ORDER BY tree_size")]
+    problems += check_checkpoints_against_log(checkpoints, hashes, public_key, where="")
+    return problems
+
+
+def check_checkpoints_against_log(checkpoints: list[tuple[int, str, str]], hashes: list[bytes],
+                                  public_key: bytes | None, *, where: str) -> list[str]:
+    """Each checkpoint's signature, its root against the log's leaves, and each one extending the last."""
+    problems: list[str] = []
+    previous = None
+    for size, body_text, signature in checkpoints:
+        body, found = check_checkpoint(body_text, signature, public_key)
+        problems += [f"checkpoint {size}{where}: {p}" for p in found]
+        if body is None:
+            continue
+        if body["tree_size"] != size:
+            problems.append(f"checkpoint {size}{where}: its signed body says tree size {body['tree_size']}")
+            continue
+        if size > len(hashes):
+            problems.append(f"checkpoint {size}{where}: the log has only {len(hashes)} leaves")
+            continue
+        if merkle.root(hashes[:size]).hex() != body["root_hash"]:
+            problems.append(f"checkpoint {size}{where}: root does not match the log")
+        if previous is not None:
+            proof = merkle.consistency_proof(previous[0], hashes[:size])
+            if not merkle.verify_consistency(previous[0], size, bytes.fromhex(previous[1]),
+                                             bytes.fromhex(body["root_hash"]), proof):
+                problems.append(f"checkpoint {size}{where} does not extend checkpoint {previous[0]}")
+        previous = (size, body["root_hash"])
+    return problems
+
+
+async def verify_checkpoint_copies(pool: asyncpg.Pool, store, public_key: bytes | None) -> list[str]:
+    """The database's checkpoints against their write-once copies in the store, and the store's
+    copies against the log: a rewrite done with database access alone no longer matches them."""
+    problems: list[str] = []
+    rows = {r["tree_size"]: checkpoint_document(r["body"], r["signature"])
+            for r in await pool.fetch("SELECT tree_size, body, signature FROM ledger_checkpoints")}
+    stored: dict[int, bytes] = {}
+    for key in await store.list_keys(CHECKPOINT_PREFIX):
+        name = key[len(CHECKPOINT_PREFIX):]
+        if not (name.endswith(".json") and name[:-5].isdigit()):
+            continue
+        stored[int(name[:-5])] = b"".join([chunk async for chunk in store.read(key)])
+    for size in sorted(rows):
+        if size not in stored:
+            problems.append(f"checkpoint {size}: missing from the store ({checkpoint_key(size)})")
+        elif stored[size] != rows[size]:
+            problems.append(f"checkpoint {size}: differs from its write-once copy in the store")
+    for size in sorted(set(stored) - set(rows)):
+        problems.append(f"checkpoint {size}: in the store but not in the database (the database's list shrank)")
+    copies: list[tuple[int, str, str]] = []
+    for size in sorted(stored):
+        try:
+            doc = json.loads(stored[size])
+            copies.append((size, str(doc["body"]), str(doc["signature"])))
+        except (ValueError, KeyError, TypeError):
+            problems.append(f"checkpoint {size} in the store: not a checkpoint document")
+    hashes = await leaf_hashes(pool)
+    problems += check_checkpoints_against_log(copies, hashes, public_key, where=" in the store")
+    return problems
+
+
+async def verify_objects(pool: asyncpg.Pool, store, *, sample: int | None,
+                         on_progress: Callable[[int, int, int], None] | None = None) -> list[str]:
+    """Re-hash archived objects (all, or a random sample), streaming."""
+    sql = "SELECT message_id, storage_key, sha256, size FROM media WHERE status = 'archived'"
+    rows = await pool.fetch(sql + (" ORDER BY random() LIMIT $1" if sample else " ORDER BY stored_at"),
+                            *([sample] if sample else []))
+    problems, done_bytes = [], 0
+    for n, row in enumerate(rows, 1):
+        hasher = hashlib.sha256()
+        try:
+            async for chunk in store.read(row["storage_key"]):
+                hasher.update(chunk)
+                done_bytes += len(chunk)
+        except Exception as exc:  # noqa: BLE001 - a missing object is a finding
+            problems.append(f"message {row['message_id']}: object {row['storage_key']} missing or unreadable ({exc!r})")
+            continue
+        if hasher.hexdigest() != row["sha256"]:
+            problems.append(f"message {row['message_id']}: object {row['storage_key']} was replaced "
+                            f"(SHA-256 {hasher.hexdigest()} instead of {row['sha256']})")
+        if on_progress:
+            on_progress(n, len(rows), done_bytes)
+    return problems

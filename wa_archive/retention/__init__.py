@@ -1,0 +1,1 @@
+"""Keeping and removing: retention policies, legal holds, disposition and erasure."""

@@ -1,0 +1,1 @@
+"""WhatsApp Cloud API (Meta): webhook payloads, the Graph client, templates, and a local fake Graph."""

@@ -1,0 +1,1 @@
+"""WASenderApi: WhatsApp-Web message objects, WhatsApp's encrypted media, the decrypt-media client."""
