@@ -4,10 +4,13 @@ import asyncpg
 import structlog
 from temporalio import activity
 
-from wa_archive.db import queries
-from wa_archive.archive.fanout import fan_out
-from wa_archive.json_input import load_json
-from wa_archive.models import ArchiveOptions, FanOutResult, IngestDeliveryInput, OutboundOptions
+from wa_archive.archive.fanout import fan_out_stored
+from wa_archive.models import (
+    ArchiveOptions,
+    FanOutResult,
+    IngestDeliveryInput,
+    OutboundOptions,
+)
 from wa_archive.names import FAN_OUT_DELIVERY
 
 log = structlog.get_logger("wa_archive.delivery")
@@ -25,14 +28,8 @@ class DeliveryActivities:
     @activity.defn(name=FAN_OUT_DELIVERY)
     async def fan_out_delivery(self, inp: IngestDeliveryInput) -> FanOutResult:
         """Record statuses and raw events, then start one ArchiveMessage workflow per message."""
-        row = await queries.get_delivery(self.pool, inp.delivery_sha256)
-        if row is None:
-            raise LookupError(f"delivery {inp.delivery_sha256} is not stored")
-        # Decoded as the webhook decoded it, so text PostgreSQL cannot hold is replaced the same way.
-        result = await fan_out(
-            self.pool, activity.client(), inp.delivery_sha256, load_json(row["body"], substitute=True),
-            row["received_at"], options=self.options, outbound=self.outbound, task_queue=self.task_queue,
-            contact_secret=self.contact_secret, on_started=activity.heartbeat,
-        )
+        result = await fan_out_stored(
+            self.pool, activity.client(), inp.delivery_sha256, options=self.options, outbound=self.outbound,
+            task_queue=self.task_queue, contact_secret=self.contact_secret, on_started=activity.heartbeat)
         log.info("delivery_fanned_out", delivery=inp.delivery_sha256, **result.model_dump())
         return result

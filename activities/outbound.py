@@ -5,13 +5,16 @@ import structlog
 from temporalio import activity
 
 from activities.attempts import record_attempts
-from wa_archive.db import queries
 from wa_archive.archive import writes
-from wa_archive.sources.meta.graph import GraphClient
-from wa_archive.models import TemplateSnapshotInput, TemplateSnapshotResult, WriteOutboundInput
+from wa_archive.archive.templates import snapshot_sent_template
+from wa_archive.models import (
+    TemplateSnapshotInput,
+    TemplateSnapshotResult,
+    WriteOutboundInput,
+)
 from wa_archive.names import SNAPSHOT_TEMPLATE, WRITE_OUTBOUND
 from wa_archive.retention.policies import RetentionRules
-from wa_archive.sources.meta.templates import render, snapshot
+from wa_archive.sources.meta.graph import GraphClient
 
 log = structlog.get_logger("wa_archive.outbound")
 
@@ -27,16 +30,8 @@ class OutboundActivities:
     @record_attempts("snapshot_template", lambda inp: (inp.message_id, None))
     async def snapshot_template(self, inp: TemplateSnapshotInput) -> TemplateSnapshotResult:
         """Fetch the definition now in force, store it content-addressed, render the sent text."""
-        name = str(inp.send_template.get("name") or "")
-        language = str((inp.send_template.get("language") or {}).get("code") or "")
-        definition = await self.graph.template(inp.waba_id, name, language)
-        snap = snapshot(definition)
-        created = await queries.insert_template_snapshot(self.pool, snap, waba_id=inp.waba_id,
-                                                         name=name, language=language)
-        log.info("template_snapshot", message_id=inp.message_id, template=name, sha256=snap.sha256,
-                 created=created)
-        return TemplateSnapshotResult(sha256=snap.sha256, name=name, language=language,
-                                      rendered_text=render(snap.definition, inp.send_template))
+        return await snapshot_sent_template(self.pool, self.graph, message_id=inp.message_id, waba_id=inp.waba_id,
+                                            send_template=inp.send_template)
 
     @activity.defn(name=WRITE_OUTBOUND)
     @record_attempts("write_outbound", lambda inp: (inp.message_id, None))

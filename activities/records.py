@@ -5,8 +5,8 @@ import structlog
 from temporalio import activity
 
 from activities.attempts import record_attempts
-from wa_archive.db import queries
 from wa_archive.archive import writes
+from wa_archive.db import queries
 from wa_archive.models import CriticalFailureInput, WriteRecordsInput
 from wa_archive.names import RECORD_CRITICAL_FAILURE, WRITE_RECORDS
 from wa_archive.retention.policies import RetentionRules

@@ -267,7 +267,7 @@ async def test_media_link_to_a_numeric_alias_of_loopback_is_refused(stack_factor
 
 
 def test_a_direct_path_cannot_name_another_host():
-    from activities.media import direct_path_url
+    from wa_archive.sources.wasender.media import direct_path_url
 
     base = "https://mmg.whatsapp.net"
     assert direct_path_url(base, "/v/t62.7118-24/f2/m231/AQN4?ccb=9-4") == base + "/v/t62.7118-24/f2/m231/AQN4?ccb=9-4"

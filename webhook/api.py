@@ -20,7 +20,6 @@ from wa_archive.archive.keys import normalize_phone
 from wa_archive.archive.media_types import media_headers
 from webhook.ranges import RangeNotSatisfiable, parse_range
 from wa_archive.discovery.search import FilterError, parse_filters, search
-from wa_archive.storage import S3Store
 from webhook.auth import CALLER, require
 from webhook.deps import deps_of, json_error, pool_of
 
@@ -95,9 +94,9 @@ async def download_media(request: web.Request) -> web.StreamResponse:
     store = deps_of(request).store
     etag = f'"{row["sha256"]}"'
     filename = row["filename"] or row["storage_key"].rsplit("/", 1)[-1]
-    if request.query.get("redirect") == "presigned" and isinstance(store, S3Store):
-        raise web.HTTPFound(await store.presigned_url(row["storage_key"], 300, content_type=row["mime_type"],
-                                                      filename=filename))
+    if request.query.get("redirect") == "presigned" and (url := await store.presigned_url(
+            row["storage_key"], 300, content_type=row["mime_type"], filename=filename)):
+        raise web.HTTPFound(url)
     # Archived bytes are the sender's: every answer that can carry or stand for them (a 304 is cached
     # with the headers it revalidates) says what they are, that they are not to be sniffed or run.
     served = {"ETag": etag, **media_headers(row["mime_type"], filename)}

@@ -15,6 +15,7 @@ import asyncpg
 from temporalio.client import Client
 
 from wa_archive.db import queries
+from wa_archive.json_input import load_json
 from wa_archive.sources.meta.payload import ParsedDelivery, StatusEvent, parse_delivery
 from wa_archive.models import (
     ArchiveOptions,
@@ -114,3 +115,24 @@ async def fan_out(
     await start_messages(client, parsed, done, options=options, outbound=outbound,
                          task_queue=task_queue, contact_secret=contact_secret, on_started=on_started)
     return summary(parsed, done)
+
+
+async def fan_out_stored(
+    pool: asyncpg.Pool,
+    client: Client,
+    delivery_sha256: str,
+    *,
+    options: ArchiveOptions,
+    outbound: OutboundOptions,
+    task_queue: str,
+    contact_secret: str,
+    on_started: Callable[[int], None] | None = None,
+) -> FanOutResult:
+    """The fan-out of a delivery the webhook stored but left to a workflow (a large batch)."""
+    row = await queries.get_delivery(pool, delivery_sha256)
+    if row is None:
+        raise LookupError(f"delivery {delivery_sha256} is not stored")
+    # Decoded as the webhook decoded it, so text PostgreSQL cannot hold is replaced the same way.
+    return await fan_out(pool, client, delivery_sha256, load_json(row["body"], substitute=True), row["received_at"],
+                         options=options, outbound=outbound, task_queue=task_queue,
+                         contact_secret=contact_secret, on_started=on_started)

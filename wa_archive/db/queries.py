@@ -248,7 +248,7 @@ async def search_messages(
 
 async def record_attempt(
     pool: asyncpg.Pool, *, message_id: str, stage: str, media_id: str | None, attempt: int,
-    error_type: str, error: str, http_status: int | None, workflow_id: str, run_id: str,
+    error_type: str, error: str, http_status: int | None, workflow_id: str | None, run_id: str | None,
 ) -> None:
     await pool.execute(
         "INSERT INTO archive_attempts (message_id, stage, media_id, attempt, error_type, error,"
@@ -274,16 +274,30 @@ async def insert_failure(
         for r in rows
     ]
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "INSERT INTO archive_failures (message_id, stage, media_id, workflow_id, run_id,"
-            " retry_state, last_error_type, last_error, attempts)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING RETURNING *",
-            message_id, stage, media_id, workflow_id, run_id, retry_state, last_error_type,
-            last_error, attempts,
+        await insert_failure_row(
+            conn, message_id=message_id, stage=stage, media_id=media_id, workflow_id=workflow_id,
+            run_id=run_id, retry_state=retry_state, last_error_type=last_error_type,
+            last_error=last_error, attempts=attempts,
         )
-        if row is not None:
-            await ledger.append(conn, "failure", str(row["id"]), ledger.failure_digest(row))
     return attempts
+
+
+async def insert_failure_row(
+    conn: asyncpg.Connection, *, message_id: str, stage: str, media_id: str | None, workflow_id: str,
+    run_id: str, retry_state: str | None, last_error_type: str | None, last_error: str | None,
+    attempts: list[dict[str, Any]],
+) -> asyncpg.Record | None:
+    """A critical failure row and its ledger leaf (call inside a transaction); None if recorded before."""
+    row = await conn.fetchrow(
+        "INSERT INTO archive_failures (message_id, stage, media_id, workflow_id, run_id,"
+        " retry_state, last_error_type, last_error, attempts)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING RETURNING *",
+        message_id, stage, media_id, workflow_id, run_id, retry_state, last_error_type,
+        last_error, attempts,
+    )
+    if row is not None:
+        await ledger.append(conn, "failure", str(row["id"]), ledger.failure_digest(row))
+    return row
 
 
 async def list_failures(pool: asyncpg.Pool, limit: int = 1000) -> list[dict[str, Any]]:

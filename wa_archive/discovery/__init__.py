@@ -1,1 +1,1 @@
-"""Finding and handing over: search, export bundles and their offline verification."""
+"""Finding and handing over: search, export bundles (kept in the store) and their offline verification."""

@@ -1,1 +1,1 @@
-"""Proof: the tamper-evident ledger and its Merkle proofs."""
+"""Proof: the tamper-evident ledger and its Merkle proofs, and the retrieval test that reads the archive back."""

@@ -16,9 +16,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
+import structlog
 
 from wa_archive.integrity import ledger
 from wa_archive.errors import RetentionActive
+from wa_archive.models import DispositionBatch
+from wa_archive.retention import holds, policies
+from wa_archive.storage import ObjectStore
+from wa_archive.storage.posture import sweep_canaries
+
+log = structlog.get_logger("wa_archive.disposition")
 
 DUE_SQL = """
 SELECT m.id, m.ts, m.direction, m.contact_phone, m.retain_until, m.retention_policy_id,
@@ -33,10 +40,49 @@ LIMIT $2
 """
 
 class Disposer:
-    def __init__(self, pool: asyncpg.Pool, store, contact_key: Callable[[str], str] | None) -> None:
+    def __init__(self, pool: asyncpg.Pool, store: ObjectStore, contact_key: Callable[[str], str] | None) -> None:
         self.pool = pool
         self.store = store
         self.contact_key = contact_key
+
+    async def prepare(self, default_days: int) -> int:
+        """Before a run: rows without retention get the default, lapsed lock canaries go, and objects
+        are brought in line with holds, so nothing held slips through; returns the hold changes."""
+        await policies.fill_missing(self.pool, default_days)
+        swept = await sweep_canaries(self.store)
+        if swept:
+            log.info("lock_canaries_removed", count=swept)
+        return await holds.reconcile(self.pool, self.store)
+
+    async def dispose_due(self, *, phone: str | None, limit: int, run_id: str | None,
+                          on_progress: Callable[[int, int], None] | None = None) -> DispositionBatch:
+        """Remove up to `limit` due messages, each under its contact's deferred erasure request if
+        there is one; what the store still refuses is deferred. `on_progress(done, total)` as it goes."""
+        due = await self.due(phone=phone, limit=limit)
+        out = DispositionBatch()
+        for n, item in enumerate(due, 1):
+            request = await self._deferred_erasure(item["contact"]) if item["contact"] else None
+            try:
+                done = await self.dispose_message(
+                    item["id"], reason="erasure_request" if request else "retention_expired",
+                    erasure_request_id=request, run_id=run_id)
+            except RetentionActive as exc:
+                log.warning("disposition_deferred", message_id=item["id"], reason=str(exc))
+                out.deferred.append(item["id"])
+                continue
+            if done:
+                out.removed += 1
+                out.bytes += done["bytes"]
+            if on_progress:
+                on_progress(n, len(due))
+        out.more = len(due) == limit and out.removed > 0
+        log.info("disposition_batch", removed=out.removed, bytes=out.bytes, deferred=len(out.deferred))
+        return out
+
+    async def _deferred_erasure(self, phone: str) -> int | None:
+        """The contact's oldest erasure request waiting for retention to lapse: its removals carry it out."""
+        return await self.pool.fetchval(
+            "SELECT id FROM erasure_requests WHERE status = 'deferred' AND phone = $1 ORDER BY id LIMIT 1", phone)
 
     async def due(self, *, phone: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(DUE_SQL, phone, limit)

@@ -19,6 +19,7 @@ from wa_archive.access.access_log import record_access
 from wa_archive.retention.disposition import Disposer
 from wa_archive.errors import RetentionActive
 from wa_archive.archive.keys import normalize_phone
+from wa_archive.retention.policies import DEFAULT_BASIS
 
 _REMAINING_SQL = """
 SELECT count(*) AS n, max(m.retain_until) AS last,
@@ -86,6 +87,12 @@ async def settle_open(pool: asyncpg.Pool, disposer: Disposer, *, default_basis: 
     rows = await pool.fetch("SELECT * FROM erasure_requests WHERE status = 'deferred'"
                             " AND (deferred_until IS NULL OR deferred_until <= now()) ORDER BY id")
     return [await settle(pool, disposer, r, default_basis=default_basis, run_id=run_id) for r in rows]
+
+
+async def settle_due_requests(pool: asyncpg.Pool, disposer: Disposer, *, run_id: str | None) -> int:
+    """`settle_open` under the default legal basis; returns how many requests it completed."""
+    settled = await settle_open(pool, disposer, default_basis=DEFAULT_BASIS, run_id=run_id)
+    return sum(1 for r in settled if r["status"] == "completed")
 
 
 async def list_requests(pool: asyncpg.Pool) -> list[dict[str, Any]]:

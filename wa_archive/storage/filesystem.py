@@ -159,6 +159,14 @@ class FilesystemStore:
         return ObjectInfo(key=key, size=path.stat().st_size, sha256=sha, metadata=flat, retain_until=retain,
                           legal_hold=self._hold_path(path).exists())
 
+    async def request_restore(self, key: str, days: int = 2) -> None:
+        """Nothing to restore: a file has no archive tier and is always readable."""
+
+    async def presigned_url(self, key: str, expires_seconds: int = 300, *, content_type: str | None,
+                            filename: str) -> str | None:
+        """None: files have no URL of their own; the caller serves the bytes."""
+        return None
+
     # Retention and legal hold (recorded beside the object, enforced by this code) ------------------
 
     @staticmethod

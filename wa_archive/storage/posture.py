@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from wa_archive.config import Settings
 from wa_archive.errors import RetentionActive, StorageConflict
+from wa_archive.storage.base import ObjectStore
 from wa_archive.storage.filesystem import FilesystemStore
 from wa_archive.storage.s3 import S3Store, _code
 
@@ -249,20 +250,10 @@ async def _filesystem_canary(store: FilesystemStore) -> Finding:
                    "the file system itself does not refuse: root or the owner can still delete it")
 
 
-async def sweep_canaries(store) -> int:
+async def sweep_canaries(store: ObjectStore) -> int:
     """Remove canaries whose one-day lock has lapsed (disposition runs this); returns how many."""
-    if isinstance(store, S3Store):
-        s3 = await store._s3()
-        prefix = store._full(CANARY_PREFIX)
-        keys = []
-        async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=prefix):
-            keys += [o["Key"][len(prefix) - len(CANARY_PREFIX):] for o in page.get("Contents", [])]
-    else:
-        folder = store.root / CANARY_PREFIX
-        keys = [f"{CANARY_PREFIX}{p.name}" for p in folder.glob("lock-*")
-                if not p.name.endswith((".meta.json", ".legal-hold"))] if folder.exists() else []
     removed = 0
-    for key in keys:
+    for key in await store.list_keys(CANARY_PREFIX):
         with contextlib.suppress(RetentionActive):
             removed += bool(await store.dispose(key))
     return removed

@@ -42,6 +42,13 @@ def snapshot(definition: dict[str, Any]) -> Snapshot:
                     definition=content)
 
 
+def template_ref(send_template: dict[str, Any]) -> tuple[str, str]:
+    """(name, language code) of the template a send request names; empty strings where it names none."""
+    name = str(send_template.get("name") or "")
+    language = str((send_template.get("language") or {}).get("code") or "")
+    return name, language
+
+
 def _param_value(param: dict[str, Any]) -> str:
     ptype = param.get("type")
     if ptype == "text":

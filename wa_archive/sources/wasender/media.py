@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from wa_archive.errors import MediaHashMismatch
+from wa_archive.errors import LinkRefused, MediaHashMismatch
+from wa_archive.models import EncryptedMedia
 
 MAC_LENGTH = 10
 THREAD_MIN = 64 * 1024  # smaller pieces are cheaper to decrypt than to hand to a thread
@@ -30,6 +31,38 @@ INFO = {
     "audio": b"WhatsApp Audio Keys", "ptt": b"WhatsApp Audio Keys",
     "document": b"WhatsApp Document Keys",
 }
+
+
+def encrypted_media_url(enc: EncryptedMedia, media_host: str) -> str:
+    """Where the encrypted file is: the message's own http(s) URL, else its directPath on the media host."""
+    if enc.url and enc.url.startswith(("http://", "https://")):
+        return enc.url
+    return direct_path_url(media_host.rstrip("/"), enc.direct_path) if enc.direct_path else ""
+
+
+def direct_path_url(media_host: str, direct_path: str) -> str:
+    """The media host's URL for a WhatsApp directPath. The path comes from the sender's message, so
+    it must stay a path: '@evil.example/x' or '//evil.example/x' would otherwise name another host."""
+    if not direct_path.startswith("/") or direct_path.startswith("//"):
+        raise LinkRefused(f"directPath must be an absolute path on {media_host}, got {direct_path[:100]!r}")
+    return f"{media_host}{direct_path}"
+
+
+def encrypted_size_bound(file_length: int | None) -> int | None:
+    """The most an encrypted download may hold: the plaintext padded to whole AES blocks plus the
+    MAC. When the length is declared, nothing longer is read (WhatsApp documents may exceed the
+    link limit); None when it is not."""
+    return file_length + 16 + MAC_LENGTH if file_length is not None else None
+
+
+async def checked_length(chunks: AsyncIterator[bytes], length: int | None) -> AsyncIterator[bytes]:
+    """Pass chunks on; at the end, fail if the total differs from the declared length."""
+    total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        yield chunk
+    if length is not None and total != length:
+        raise MediaHashMismatch(f"fileLength mismatch: declared {length}, received {total} bytes")
 
 
 def expand_media_key(media_key: bytes, kind: str) -> tuple[bytes, bytes, bytes]:
