@@ -7,25 +7,22 @@ Roles: auditor and admin may read; sender and operator may not (403).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from wa_archive.access import access_log
-from wa_archive.db import queries
-from wa_archive.json_input import as_storable
 from wa_archive.archive.keys import normalize_phone
-from wa_archive.archive.media_types import media_headers
-from webhook.ranges import RangeNotSatisfiable, parse_range
+from wa_archive.db import queries
 from wa_archive.discovery.search import FilterError, parse_filters, search
+from wa_archive.json_input import as_storable
 from webhook.auth import CALLER, require
 from webhook.deps import deps_of, json_error, pool_of
+from webhook.media import media_filename, send_media
 
 log = structlog.get_logger("wa_archive.api")
 READERS = ("auditor",)
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 async def _log_access(request: web.Request, action: str, target: dict[str, Any]) -> None:
@@ -80,48 +77,18 @@ async def conversation(request: web.Request) -> web.Response:
 async def download_media(request: web.Request) -> web.StreamResponse:
     """GET /api/v1/media/{id}: the archived bytes, streamed, with ETag and Range support."""
     media_ref = request.match_info["media_id"]
-    pool = pool_of(request)
-    if _UUID.match(media_ref):
-        row = await pool.fetchrow("SELECT * FROM media WHERE archive_id = $1::uuid", media_ref)
-    else:  # the provider's media id, as `show` prints it
-        row = await pool.fetchrow("SELECT * FROM media WHERE media_id = $1 AND status = 'archived'"
-                                  " ORDER BY stored_at LIMIT 1", media_ref)
-    if row is None or row["status"] != "archived":
+    row = await queries.find_archived_media(pool_of(request), media_ref)
+    if row is None:
         await _log_access(request, "media", {"media": media_ref, "found": False})
         return json_error(404, f"no archived media with id {media_ref!r}")
     await _log_access(request, "media", {"media": str(row["archive_id"]), "message_id": row["message_id"],
-                                         "sha256": row["sha256"], "range": as_storable(request.headers.get("Range", "")) or None})
+                                         "sha256": row["sha256"],
+                                         "range": as_storable(request.headers.get("Range", "")) or None})
     store = deps_of(request).store
-    etag = f'"{row["sha256"]}"'
-    filename = row["filename"] or row["storage_key"].rsplit("/", 1)[-1]
     if request.query.get("redirect") == "presigned" and (url := await store.presigned_url(
-            row["storage_key"], 300, content_type=row["mime_type"], filename=filename)):
-        raise web.HTTPFound(url)
-    # Archived bytes are the sender's: every answer that can carry or stand for them (a 304 is cached
-    # with the headers it revalidates) says what they are, that they are not to be sniffed or run.
-    served = {"ETag": etag, **media_headers(row["mime_type"], filename)}
-    if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
-        return web.Response(status=304, headers=served)
-    size = row["size"]
-    start, end, status = 0, size - 1, 200
-    range_header = request.headers.get("Range")
-    if range_header and size > 0:
-        try:
-            start, end = parse_range(range_header, size)
-        except RangeNotSatisfiable as exc:
-            return web.json_response({"error": str(exc)}, status=416, headers={"Content-Range": f"bytes */{size}"})
-        status = 206
-    headers = {**served, "Accept-Ranges": "bytes", "X-Content-SHA256": row["sha256"]}
-    if status == 206:
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    resp = web.StreamResponse(status=status, headers=headers)
-    resp.content_length = end - start + 1 if size else 0
-    await resp.prepare(request)
-    if size:
-        async for chunk in store.read(row["storage_key"], start, end):
-            await resp.write(chunk)
-    await resp.write_eof()
-    return resp
+            row["storage_key"], 300, content_type=row["mime_type"], filename=media_filename(row))):
+        raise web.HTTPFound(url)  # a backend without links (the filesystem) streams the bytes below
+    return await send_media(request, store, row, partial=True, headers={"X-Content-SHA256": row["sha256"]})
 
 
 def add_routes(app: web.Application) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -11,9 +12,9 @@ from aiohttp import web
 from temporalio.client import Client
 
 from wa_archive.config import Settings
-from wa_archive.sources.meta.graph import GraphClient
 from wa_archive.json_input import JsonRefused, load_json, storable_text
 from wa_archive.models import ArchiveOptions, OutboundOptions
+from wa_archive.sources.meta.graph import GraphClient
 from wa_archive.storage import ObjectStore
 
 
@@ -36,6 +37,8 @@ class WebhookDeps:
 
 DEPS = web.AppKey("deps", WebhookDeps)
 T = TypeVar("T")
+# How long a request waits for Temporal to accept a start or signal before it answers 503.
+START_TIMEOUT = timedelta(seconds=5)
 
 
 def deps_of(request: web.Request) -> WebhookDeps:

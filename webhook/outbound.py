@@ -5,63 +5,29 @@ the message's OutboundMessage workflow holds them."""
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import datetime, timezone
 
 import aiohttp
 import structlog
 from aiohttp import web
 
+from wa_archive.archive.handover import hand_over_send
 from wa_archive.db import queries
-from wa_archive.errors import GraphRequestRefused
-from wa_archive.sources.meta.graph import graph_id
 from wa_archive.json_input import JsonRefused, load_json
-from wa_archive.models import OutboundSend, OutboundStart
-from wa_archive.names import SIGNAL_SEND
-from wa_archive.archive.starter import signal_outbound
-from wa_archive.sources.meta.templates import carried_media_ids
+from wa_archive.models import OutboundSend
+from wa_archive.sources.meta.sends import answer_document, contacts_refusal, send_refusal, sent_message_id
 from webhook.auth import CALLER, require
-from webhook.deps import deps_of, json_error, pool_of, read_body, read_json
+from webhook.deps import START_TIMEOUT, deps_of, json_error, pool_of, read_body, read_json
 
 log = structlog.get_logger("wa_archive.outbound")
-_WA_ID = re.compile(r"[0-9]{1,20}")
-START_TIMEOUT = timedelta(seconds=5)
-
-
-def _wamid(response: Any) -> str | None:
-    messages = response.get("messages") if isinstance(response, dict) else None
-    if isinstance(messages, list) and messages and isinstance(messages[0], dict):
-        wamid = messages[0].get("id")
-        return wamid if isinstance(wamid, str) and wamid else None
-    return None
-
-
-def _refusal(phone_number_id: object, send_request: dict[str, Any] | None) -> str | None:
-    """Why the ids of a send may not reach the Graph API (the field is named), or None. The archive
-    later calls Graph with these ids and its own token, so they must be plain ids: 1-20 digits."""
-    try:
-        graph_id(phone_number_id, "phone_number_id")
-        for field, value in carried_media_ids(send_request or {}):
-            graph_id(value, field)
-    except GraphRequestRefused as exc:
-        return str(exc)
-    return None
 
 
 async def _hand_over(request: web.Request, send: OutboundSend) -> None:
     """Postgres first (the exact exchange), then the workflow; raises unless both are done."""
     deps = deps_of(request)
-    caller = request[CALLER]
-    await queries.record_outbound_send(
-        deps.pool, message_id=send.message_id, phone_number_id=send.phone_number_id, via=send.via,
-        request=send.request, response=send.response, http_status=200, accepted=True,
-        token_name=caller.name)
-    await signal_outbound(
-        deps.client, OutboundStart(message_id=send.message_id, options=deps.outbound_options),
-        SIGNAL_SEND, send, task_queue=deps.settings.task_queue, contact_secret=deps.contact_secret,
-        contact=str(send.request.get("to") or "") or None, rpc_timeout=START_TIMEOUT)
+    await hand_over_send(deps.pool, deps.client, send, token_name=request[CALLER].name,
+                         options=deps.outbound_options, task_queue=deps.settings.task_queue,
+                         contact_secret=deps.contact_secret, rpc_timeout=START_TIMEOUT)
 
 
 @require("sender", pool_of=pool_of)
@@ -70,7 +36,7 @@ async def send_proxy(request: web.Request) -> web.Response:
     deps = deps_of(request)
     # aiohttp has already decoded %2F and friends here: the decoded value is what would reach Meta.
     pnid = request.match_info["phone_number_id"]
-    if (refused := _refusal(pnid, None)) is not None:
+    if (refused := send_refusal(pnid, None)) is not None:
         return json_error(400, f"{refused}; nothing was sent")
     body = await read_body(request, deps.settings.max_body_bytes)
     if isinstance(body, web.Response):
@@ -81,23 +47,20 @@ async def send_proxy(request: web.Request) -> web.Response:
         return json_error(400, f"{exc}: the Cloud API send request")
     if not isinstance(send_request, dict):
         return json_error(400, "body must be a JSON object: the Cloud API send request")
-    if (refused := _refusal(pnid, send_request)) is not None:
+    if (refused := send_refusal(pnid, send_request)) is not None:
         return json_error(400, f"{refused}; nothing was sent")
     try:
         status, answer, content_type = await deps.graph.send_message(pnid, body)
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         log.error("meta_unreachable", error=repr(exc))
         return json_error(502, "the Graph API could not be reached; nothing was sent")
-    try:
-        response = json.loads(answer)
-    except ValueError:
-        response = {"raw": answer.decode("utf-8", "replace")}
-    wamid = _wamid(response) if status == 200 else None
+    response = answer_document(answer)
+    wamid = sent_message_id(response) if status == 200 else None
     if wamid is None:
         # Meta refused it: nothing was sent, but the attempt is part of the record.
         await queries.record_outbound_send(
             deps.pool, message_id=None, phone_number_id=pnid, via="proxy", request=send_request,
-            response=response if isinstance(response, dict) else {"raw": response},
+            response=response,
             http_status=status, accepted=False, token_name=request[CALLER].name)
         log.warning("send_rejected", http_status=status)
         return web.Response(status=status, body=answer, content_type=content_type.split(";")[0])
@@ -116,19 +79,6 @@ async def send_proxy(request: web.Request) -> web.Response:
     return web.Response(status=status, body=answer, content_type=content_type.split(";")[0])
 
 
-def _contacts_refusal(response: dict) -> str | None:
-    """Meta answers with the recipient's WhatsApp id, which is digits; here the caller supplies that
-    answer, so an id of anything else is refused rather than archived as the contact."""
-    contacts = response.get("contacts", [])
-    if not isinstance(contacts, list):
-        return "response.contacts must be a list"
-    for i, contact in enumerate(contacts):
-        wa_id = contact.get("wa_id") if isinstance(contact, dict) else None
-        if wa_id is not None and not (isinstance(wa_id, str) and _WA_ID.fullmatch(wa_id)):
-            return f"response.contacts[{i}].wa_id must be a WhatsApp id of 1 to 20 digits"
-    return None
-
-
 @require("sender", pool_of=pool_of)
 async def record_outbound(request: web.Request) -> web.Response:
     """Applications that call Meta themselves post the request and Meta's answer here."""
@@ -142,14 +92,14 @@ async def record_outbound(request: web.Request) -> web.Response:
         return json_error(400, "phone_number_id is required (a string)")
     if not isinstance(send_request, dict):
         return json_error(400, "request is required: the JSON body sent to Meta")
-    if (refused := _refusal(pnid, send_request)) is not None:
+    if (refused := send_refusal(pnid, send_request)) is not None:
         return json_error(400, refused)
     if not isinstance(response, dict):
         return json_error(400, "response is required: Meta's JSON answer")
-    wamid = _wamid(response)
+    wamid = sent_message_id(response)
     if wamid is None:
         return json_error(400, "response.messages[0].id (the wamid Meta returned) is missing")
-    if (refused := _contacts_refusal(response)) is not None:
+    if (refused := contacts_refusal(response)) is not None:
         return json_error(400, refused)
     send = OutboundSend(message_id=wamid, phone_number_id=pnid, request=send_request,
                         response=response, via="record", recorded_at=datetime.now(timezone.utc))

@@ -7,20 +7,21 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-import uuid
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
 from wa_archive.access import access_log
-from wa_archive.db import queries
-from wa_archive.json_input import storable_text
-from wa_archive.archive.keys import normalize_phone
-from wa_archive.archive.media_types import media_headers
-from wa_archive.discovery.search import FilterError, parse_filters, search
 from wa_archive.access.sessions import Session, close_session, load_session, open_session
+from wa_archive.archive.keys import normalize_phone
+from wa_archive.db import queries
+from wa_archive.discovery import export_jobs
+from wa_archive.discovery.search import FilterError, parse_filters, search
+from wa_archive.json_input import storable_text
+from wa_archive.models import ExportInput
 from webhook.deps import deps_of, read_form
+from webhook.media import send_media, stream_object
 from webhook.ui_pages import render
 
 COOKIE = "wa_archive_session"
@@ -187,20 +188,12 @@ async def media_file(request: web.Request) -> web.StreamResponse:
     session = await _guard(request, READERS)
     if isinstance(session, web.Response):
         return session
-    row = await deps_of(request).pool.fetchrow("SELECT * FROM media WHERE archive_id::text = $1 AND status = 'archived'",
-                                             request.match_info["archive_id"])
+    row = await queries.archived_media(deps_of(request).pool, request.match_info["archive_id"])
     if row is None:
         raise web.HTTPNotFound()
     await _log(request, session, "media", {"media": str(row["archive_id"]), "message_id": row["message_id"]})
-    filename = row["filename"] or row["storage_key"].rsplit("/", 1)[-1]
-    resp = web.StreamResponse(headers={**media_headers(row["mime_type"], filename),
-                                       "ETag": f'"{row["sha256"]}"', "Cache-Control": "private, no-store"})
-    resp.content_length = row["size"]
-    await resp.prepare(request)
-    async for chunk in deps_of(request).store.read(row["storage_key"]):
-        await resp.write(chunk)
-    await resp.write_eof()
-    return resp
+    return await send_media(request, deps_of(request).store, row, partial=False,
+                            headers={"Cache-Control": "private, no-store"})
 
 
 # Exports ---------------------------------------------------------------------------------------
@@ -215,18 +208,16 @@ async def start_export(request: web.Request) -> web.Response:
         return _notice(session, "Export", UNREADABLE_FORM, 400)
     if not _csrf_ok(session.csrf, form):
         return _notice(session, "Export", "Invalid or missing CSRF token.", 403)
-    from wa_archive.models import ExportInput
-
     try:
         f = parse_filters({k: str(form[k]) for k in ("phone", "since", "until") if form.get(k)})
     except FilterError as exc:
         return _notice(session, "Export", f"Bad filter {exc}", 400)
-    export_id = uuid.uuid4().hex
+    export_id = export_jobs.new_export_id()
     deps = deps_of(request)
-    await deps.client.start_workflow(
-        "ExportBundle", ExportInput(export_id=export_id, phone=f.phone, since=f.since, until=f.until,
-                                    actor=session.caller.name, role=session.caller.role),
-        id=f"export-{export_id}", task_queue=deps.settings.task_queue)
+    await export_jobs.start_export(
+        deps.client, ExportInput(export_id=export_id, phone=f.phone, since=f.since, until=f.until,
+                                 actor=session.caller.name, role=session.caller.role),
+        task_queue=deps.settings.task_queue)
     raise web.HTTPSeeOther(f"/ui/exports/{export_id}")
 
 
@@ -237,12 +228,10 @@ async def export_page(request: web.Request) -> web.Response:
     export_id = request.match_info["export_id"]
     if not _EXPORT_ID.match(export_id):
         raise web.HTTPNotFound()
-    handle = deps_of(request).client.get_workflow_handle(f"export-{export_id}")
     try:
-        desc = await handle.describe()
+        status = await export_jobs.export_status(deps_of(request).client, export_id)
     except Exception:  # noqa: BLE001 - an unknown id
         raise web.HTTPNotFound() from None
-    status = desc.status.name if desc.status else "RUNNING"
     if status not in ("COMPLETED", "RUNNING"):
         return _notice(session, "Export", f"The export ended as {status}.", 500)
     return _page(session, "export.html", title="Export", export_id=export_id, running=status == "RUNNING")
@@ -255,19 +244,12 @@ async def export_download(request: web.Request) -> web.StreamResponse:
     export_id = request.match_info["export_id"]
     if not _EXPORT_ID.match(export_id):
         raise web.HTTPNotFound()
-    from wa_archive.models import ExportOutput
-
-    handle = deps_of(request).client.get_workflow_handle(f"export-{export_id}", result_type=ExportOutput)
-    result = await handle.result()
+    result = await export_jobs.export_result(deps_of(request).client, export_id)
     await _log(request, session, "export_download", {"export_id": export_id, "sha256": result.sha256})
-    resp = web.StreamResponse(headers={"Content-Type": "application/zip", "X-Content-SHA256": result.sha256,
-                                       "Content-Disposition": f'attachment; filename="wa-archive-export-{export_id}.zip"'})
-    resp.content_length = result.size
-    await resp.prepare(request)
-    async for chunk in deps_of(request).store.read(result.storage_key):
-        await resp.write(chunk)
-    await resp.write_eof()
-    return resp
+    return await stream_object(
+        request, deps_of(request).store, result.storage_key, size=result.size,
+        headers={"Content-Type": "application/zip", "X-Content-SHA256": result.sha256,
+                 "Content-Disposition": f'attachment; filename="wa-archive-export-{export_id}.zip"'})
 
 
 # Operators and admins --------------------------------------------------------------------------

@@ -1,74 +1,51 @@
-"""POST /webhooks/wasender: WASenderApi's webhooks, with the Meta webhook's durability rule.
+"""POST /webhooks/wasender: WASenderApi's webhooks, through the same intake as Meta's.
 
 WASender authenticates by putting the configured webhook secret itself in X-Webhook-Signature
 (no HMAC over the body): compared in constant time, and anything else is 401 with nothing stored
-or started. Then the exact bytes are stored, statuses and other events written, each message's
-ArchiveMessage workflow started, and only then 200; 503 if any of that failed.
+or started. Being the secret, the header is never stored.
 """
 
 from __future__ import annotations
 
-import hashlib
-from datetime import datetime, timedelta, timezone
+from typing import Any
 
-import structlog
 from aiohttp import web
 
-from wa_archive.db import queries
-from wa_archive.archive.fanout import record_delivery, start_messages
+from wa_archive.archive.handover import Delivery
+from wa_archive.config import Settings
 from wa_archive.sources.signature import shared_secret_ok
 from wa_archive.sources.wasender.payload import check_wasender, parse_wasender
-from webhook.deps import DEPS, decode_checked, json_error, read_body
-
-log = structlog.get_logger("wa_archive.webhook")
+from webhook.intake import Parsed, Rejection, Source, receiver
 
 WASENDER_PATH = "/webhooks/wasender"
 SIGNATURE_HEADER = "X-Webhook-Signature"
-START_TIMEOUT = timedelta(seconds=5)
+# Event kinds a person should look at: events we do not know, and items we could not read.
+FLAGGED_KINDS = ("unknown_event", "unparseable")
 
 
-async def receive_wasender(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    settings = deps.settings
-    body = await read_body(request, settings.max_body_bytes)
-    if isinstance(body, web.Response):
-        return body
+def _authenticate(request: web.Request, _: bytes, settings: Settings) -> Rejection | None:
     secret = settings.wasender_webhook_secret.get_secret_value() if settings.wasender_webhook_secret else None
     given = request.headers.get(SIGNATURE_HEADER)
     if secret is None:
-        log.warning("wasender_rejected", reason="WA_ARCHIVE_WASENDER_WEBHOOK_SECRET is not set")
-        return json_error(401, "WASender webhooks are not enabled: WA_ARCHIVE_WASENDER_WEBHOOK_SECRET is not set")
+        return Rejection("WASender webhooks are not enabled: WA_ARCHIVE_WASENDER_WEBHOOK_SECRET is not set",
+                         {"reason": "WA_ARCHIVE_WASENDER_WEBHOOK_SECRET is not set"})
     if not shared_secret_ok(secret, given):
-        log.warning("wasender_rejected", present=given is not None, remote=request.remote)
-        return json_error(401, f"missing or invalid {SIGNATURE_HEADER}")
-    decoded = decode_checked(body, check_wasender)
-    if isinstance(decoded, web.Response):
-        return decoded
-    data, event = decoded
+        return Rejection(f"missing or invalid {SIGNATURE_HEADER}", {"present": given is not None,
+                                                                     "remote": request.remote})
+    return None
 
-    sha = hashlib.sha256(body).hexdigest()
-    received_at = datetime.now(timezone.utc)
-    parsed = parse_wasender(data, sha, received_at)
+
+def _parse(data: Any, event: str, delivery: Delivery, _: Settings) -> Parsed:
+    parsed = parse_wasender(data, delivery.sha256, delivery.received_at)
     updates = len(parsed.messages) + len(parsed.statuses) + len(parsed.events)
-    try:
-        async with deps.pool.acquire() as conn, conn.transaction():
-            # The header is the shared secret itself, so it is not kept (unlike Meta's signature).
-            await queries.insert_delivery(conn, sha256=sha, source="wasender", body=body, signature=None,
-                                          remote_addr=request.remote, updates=updates, received_at=received_at)
-            skip = await record_delivery(conn, sha, parsed)
-        await start_messages(deps.client, parsed, skip, options=deps.archive_options,
-                             outbound=deps.outbound_options, task_queue=settings.task_queue,
-                             contact_secret=deps.contact_secret, rpc_timeout=START_TIMEOUT,
-                             signal_statuses=False)
-    except Exception as exc:  # noqa: BLE001 - not durable yet: answer 503 so the sender retries
-        log.error("delivery_not_accepted", delivery=sha, source="wasender", error=repr(exc))
-        return json_error(503, "archive temporarily unavailable; retry later")
-    flagged = sum(1 for e in parsed.events if e.kind in ("unknown_event", "unparseable"))
-    log.info("delivery_accepted", delivery=sha, source="wasender", wasender_event=event, updates=updates,
-             flagged=flagged)
-    return web.json_response({"status": "accepted", "delivery": sha, "event": event, "updates": updates,
-                              "flagged": flagged})
+    flagged = sum(1 for e in parsed.events if e.kind in FLAGGED_KINDS)
+    return Parsed(updates, parsed, answer={"event": event, "updates": updates, "flagged": flagged},
+                  log={"wasender_event": event, "updates": updates, "flagged": flagged})
+
+
+WASENDER = Source(name="wasender", authenticate=_authenticate, rejected_event="wasender_rejected",
+                  check=check_wasender, parse=_parse, signal_statuses=False)
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post(WASENDER_PATH, receive_wasender)
+    app.router.add_post(WASENDER_PATH, receiver(WASENDER))

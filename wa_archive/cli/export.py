@@ -13,7 +13,6 @@ from wa_archive.config import Settings
 
 async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     import hashlib
-    import uuid
     from pathlib import Path
 
     from wa_archive.discovery.export import ExportQuery, write_bundle
@@ -45,17 +44,17 @@ async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     from temporalio.client import WorkflowFailureError
 
-    from wa_archive.models import ExportInput, ExportOutput
+    from wa_archive.discovery.export_jobs import new_export_id, start_export
+    from wa_archive.models import ExportInput
     from wa_archive.temporal.client import connect_temporal
 
     store = open_store(settings)
     client = await connect_temporal(settings)
-    export_id = uuid.uuid4().hex
-    handle = await client.start_workflow(
-        "ExportBundle", ExportInput(export_id=export_id, phone=phone, since=args.since, until=args.until,
-                                    actor=actor, role="cli"),
-        id=f"export-{export_id}", task_queue=settings.task_queue, result_type=ExportOutput)
-    print(f"export {export_id} started (workflow export-{export_id})", file=sys.stderr)
+    export_id = new_export_id()
+    handle = await start_export(client, ExportInput(export_id=export_id, phone=phone, since=args.since,
+                                                    until=args.until, actor=actor, role="cli"),
+                                task_queue=settings.task_queue)
+    print(f"export {export_id} started (workflow {handle.id})", file=sys.stderr)
     try:
         result = await follow(handle.result(), lambda: _export_progress(client, handle), "messages")
     except WorkflowFailureError as exc:

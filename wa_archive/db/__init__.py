@@ -30,6 +30,11 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
                                      init=_init_connection, reset=_keep_session)
 
 
+async def ping(pool: asyncpg.Pool, *, timeout: float) -> None:
+    """Raise unless the database answers within `timeout` seconds (readiness checks)."""
+    await pool.fetchval("SELECT 1", timeout=timeout)
+
+
 def migration_files() -> list[tuple[int, str, str]]:
     """(version, name, sql) for every migration shipped with the package, in order."""
     found = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ from wa_archive.sources.meta.payload import StatusEvent, TemplateEvent, WebhookE
 from wa_archive.sources.meta.templates import Snapshot
 
 Executor = asyncpg.Pool | asyncpg.Connection
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 # Deliveries ------------------------------------------------------------------------------------
@@ -229,6 +231,26 @@ async def with_media(pool: asyncpg.Pool, rows: list[asyncpg.Record]) -> list[dic
     for m in media:
         by_msg.setdefault(m["message_id"], []).append(m)
     return [_message_json(r, by_msg.get(r["id"], [])) for r in rows]
+
+
+# Media -----------------------------------------------------------------------------------------
+
+
+async def archived_media(pool: asyncpg.Pool, archive_id: str) -> asyncpg.Record | None:
+    """The archived media row with this archive id (a UUID as `show` prints it), or None."""
+    if not _UUID.fullmatch(archive_id):
+        return None
+    return await pool.fetchrow("SELECT * FROM media WHERE archive_id = $1::uuid AND status = 'archived'",
+                               archive_id)
+
+
+async def find_archived_media(pool: asyncpg.Pool, media_ref: str) -> asyncpg.Record | None:
+    """An archived media row by its archive id or, failing that form, by the provider's media id
+    (the first stored, when one media id was archived more than once); None when there is none."""
+    if _UUID.fullmatch(media_ref):
+        return await archived_media(pool, media_ref)
+    return await pool.fetchrow("SELECT * FROM media WHERE media_id = $1 AND status = 'archived'"
+                               " ORDER BY stored_at LIMIT 1", media_ref)
 
 
 async def search_messages(
