@@ -1,8 +1,7 @@
 """Every retry policy of the workflows, named in one place.
 
-A policy travels in the command that schedules an activity, so changing one here changes what the
-server does from the next attempt on; replay does not compare policies, which is why they are kept
-apart from the orchestration and easy to read side by side.
+A policy travels in the command that schedules an activity and replay does not compare it, so a
+change here applies to activities scheduled from then on without breaking a running workflow.
 """
 
 from datetime import timedelta
