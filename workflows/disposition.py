@@ -4,14 +4,12 @@ retention and not on hold, in batches, then carries out erasure requests whose d
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from wa_archive.models import DispositionBatch, DispositionInput, DispositionReport
     from wa_archive.names import DISPOSE_BATCH, PREPARE_DISPOSITION, SETTLE_ERASURES
+    from workflows.retries import DISPOSITION_RETRY
 
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=2),
-                    maximum_attempts=10, non_retryable_error_types=["RetentionActive"])
 MAX_BATCHES = 500  # a run's history stays small; the next scheduled run continues
 
 
@@ -27,11 +25,11 @@ class Disposition:
     @workflow.run
     async def run(self, inp: DispositionInput) -> DispositionReport:
         await workflow.execute_activity(PREPARE_DISPOSITION, result_type=int,
-                                        start_to_close_timeout=timedelta(hours=1), retry_policy=RETRY)
+                                        start_to_close_timeout=timedelta(hours=1), retry_policy=DISPOSITION_RETRY)
         for _ in range(MAX_BATCHES):
             batch = await workflow.execute_activity(
                 DISPOSE_BATCH, inp, result_type=DispositionBatch, start_to_close_timeout=timedelta(hours=1),
-                heartbeat_timeout=timedelta(minutes=5), retry_policy=RETRY)
+                heartbeat_timeout=timedelta(minutes=5), retry_policy=DISPOSITION_RETRY)
             self.report.removed += batch.removed
             self.report.bytes += batch.bytes
             self.report.deferred += batch.deferred
@@ -39,5 +37,6 @@ class Disposition:
                 break
         if inp.phone is None:
             self.report.erasures_completed = await workflow.execute_activity(
-                SETTLE_ERASURES, result_type=int, start_to_close_timeout=timedelta(hours=1), retry_policy=RETRY)
+                SETTLE_ERASURES, result_type=int, start_to_close_timeout=timedelta(hours=1),
+                retry_policy=DISPOSITION_RETRY)
         return self.report

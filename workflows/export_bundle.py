@@ -3,11 +3,11 @@
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from wa_archive.models import ExportInput, ExportOutput
     from wa_archive.names import EXPORT_BUNDLE
+    from workflows.retries import EXPORT_RETRY
 
 
 @workflow.defn
@@ -19,4 +19,4 @@ class ExportBundle:
         return await workflow.execute_activity(
             EXPORT_BUNDLE, inp, result_type=ExportOutput,
             start_to_close_timeout=timedelta(hours=12), heartbeat_timeout=timedelta(minutes=1),
-            retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=["ExportError"]))
+            retry_policy=EXPORT_RETRY)

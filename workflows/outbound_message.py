@@ -9,17 +9,17 @@ customer received is recorded.
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from wa_archive.archive.keys import business_scopes, normalize_phone
+    from wa_archive.archive.keys import business_scopes
     from wa_archive.models import (
         ArchiveMediaInput,
+        ArchiveOptions,
         ArchiveResult,
-        Contact,
-        MediaRef,
         OutboundSend,
         OutboundStart,
         StatusSignal,
@@ -27,9 +27,10 @@ with workflow.unsafe.imports_passed_through():
         TemplateSnapshotResult,
         WriteOutboundInput,
     )
-    from wa_archive.names import ARCHIVE_STATUS, SIGNAL_SEND, SIGNAL_STATUS, SNAPSHOT_TEMPLATE, WRITE_OUTBOUND
-    from wa_archive.sources.meta.templates import header_media, message_media
-    from workflows.steps import DB_RETRY, DB_TIMEOUT, archive_media_items, media_retry, record_failure
+    from wa_archive.names import SIGNAL_SEND, SIGNAL_STATUS, SNAPSHOT_TEMPLATE, WRITE_OUTBOUND
+    from wa_archive.sources.meta.outbound_request import read_send
+    from workflows.retries import DB_RETRY, media_retry
+    from workflows.steps import DB_TIMEOUT, MediaOutcome, archive_media_items, finish_message, record_failure
 
 # Any of these means the message left Meta: `read` can arrive without `delivered`, and a late `sent`
 # must not hold the archive back.
@@ -72,72 +73,53 @@ class OutboundMessage:
         send = self.send
         assert send is not None
         sent = self._first(SENT_OR_LATER)
-        failed = self._first(("failed",))
-        if failed is not None and sent is None:
+        if self._first(("failed",)) is not None and sent is None:
             flags.append("send_failed")
-        request = send.request
-        mtype = str(request.get("type") or "text")
+        content = read_send(send.request, send.response)
         waba_id = next((s.waba_id for s in self.statuses if s.waba_id), None) or opts.waba_id
         timestamp = (sent.timestamp if sent and sent.timestamp else None) or send.recorded_at
-        contacts = send.response.get("contacts") or [{}]
-        contact = Contact(phone=normalize_phone(str(request.get("to") or "")),
-                          wa_id=contacts[0].get("wa_id") if isinstance(contacts[0], dict) else None)
 
         template: TemplateSnapshotResult | None = None
-        text: str | None = None
-        media_ref = None
-        if mtype == "template":
-            send_template = request.get("template") or {}
-            media_ref = header_media(send_template)
-            if waba_id is None:
+        text = content.text
+        if content.type == "template":
+            template = await self._snapshot_template(start.message_id, waba_id, content.send_template, opts.archive)
+            if template is None:
                 flags.append("template_not_snapshotted")
             else:
-                try:
-                    template = await workflow.execute_activity(
-                        SNAPSHOT_TEMPLATE,
-                        TemplateSnapshotInput(message_id=start.message_id, waba_id=waba_id,
-                                              send_template=send_template),
-                        result_type=TemplateSnapshotResult, start_to_close_timeout=timedelta(minutes=2),
-                        retry_policy=media_retry(opts.archive))
-                    text = template.rendered_text
-                except ActivityError as err:
-                    flags.append("template_not_snapshotted")
-                    await record_failure(start.message_id, "snapshot_template", None, err)
-        else:
-            media_ref = message_media(request)
-            body = request.get(mtype) if isinstance(request.get(mtype), dict) else {}
-            text = body.get("body") or body.get("caption")
+                text = template.rendered_text
 
-        items = []
-        if media_ref is not None:
+        items: list[ArchiveMediaInput] = []
+        if content.media is not None:
             items.append(ArchiveMediaInput(
                 message_id=start.message_id, timestamp=timestamp,
-                contact_segment=contact.path_segment(), position=0,
-                business_scopes=business_scopes(send.phone_number_id, None), contact_phone=contact.phone,
-                media=MediaRef(media_id=media_ref.media_id or media_ref.link or "?",
-                               kind=media_ref.kind, filename=media_ref.filename,
-                               link=None if media_ref.media_id else media_ref.link)))
-        records, failures = await archive_media_items(items, opts.archive)
-        status = "failed" if failures else "archived"
-        send_template = request.get("template") or {}
+                contact_segment=content.contact.path_segment(), position=0, media=content.media,
+                business_scopes=business_scopes(send.phone_number_id, None), contact_phone=content.contact.phone))
+        media = await archive_media_items(items, opts.archive)
         await workflow.execute_activity(
             WRITE_OUTBOUND,
             WriteOutboundInput(
-                message_id=start.message_id, timestamp=timestamp, type=mtype, contact=contact,
+                message_id=start.message_id, timestamp=timestamp, type=content.type, contact=content.contact,
                 phone_number_id=send.phone_number_id, waba_id=waba_id, text=text, template=template,
-                template_name=send_template.get("name"),
-                template_language=(send_template.get("language") or {}).get("code"),
-                flags=flags, payload={"request": request, "response": send.response, "via": send.via},
-                media=records, archive_status=status),
+                template_name=content.template_name, template_language=content.template_language,
+                flags=flags, payload={"request": send.request, "response": send.response, "via": send.via},
+                media=media.records, archive_status=media.status),
             start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
-        if failures:
-            for item, err in failures:
-                await record_failure(start.message_id, "archive_media", item.media.media_id, err)
-            workflow.upsert_search_attributes([ARCHIVE_STATUS.value_set("failed")])
-            raise ApplicationError(f"media of {start.message_id} could not be archived",
-                                   type="ArchiveFailed", non_retryable=True)
-        workflow.upsert_search_attributes([ARCHIVE_STATUS.value_set("archived")])
-        return ArchiveResult(message_id=start.message_id, status="archived", media=records)
+        return await finish_message(start.message_id, media, name_first_cause=False)
+
+    async def _snapshot_template(self, message_id: str, waba_id: str | None, send_template: dict[str, Any],
+                                 opts: ArchiveOptions) -> TemplateSnapshotResult | None:
+        """The template in force, snapshotted; None when there is no WABA to ask or the retries are spent."""
+        if waba_id is None:
+            return None
+        try:
+            return await workflow.execute_activity(
+                SNAPSHOT_TEMPLATE,
+                TemplateSnapshotInput(message_id=message_id, waba_id=waba_id, send_template=send_template),
+                result_type=TemplateSnapshotResult, start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=media_retry(opts))
+        except ActivityError as err:
+            await record_failure(message_id, "snapshot_template", None, err)
+            return None
 
     async def _statuses_only(self, start: OutboundStart) -> ArchiveResult:
         """Statuses came but no send record did: keep a row so the timeline can be found."""
@@ -149,5 +131,4 @@ class OutboundMessage:
                                type="unknown", waba_id=first.waba_id if first else None,
                                flags=["no_send_record"]),
             start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
-        workflow.upsert_search_attributes([ARCHIVE_STATUS.value_set("archived")])
-        return ArchiveResult(message_id=start.message_id, status="archived")
+        return await finish_message(start.message_id, MediaOutcome(records=[], failures=[]))

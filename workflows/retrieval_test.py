@@ -8,7 +8,6 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -19,10 +18,9 @@ with workflow.unsafe.imports_passed_through():
         RetrievalTestInput,
     )
     from wa_archive.names import CHECK_OBJECTS, REQUEST_RESTORE, SAMPLE_MEDIA, SAVE_RETRIEVAL_REPORT
+    from workflows.retries import DB_RETRY, RETRIEVAL_RETRY
 
 BATCH = 20
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
-                    maximum_attempts=5)
 
 
 @workflow.defn
@@ -40,7 +38,7 @@ class RetrievalTest:
         started = workflow.now()
         sample = await workflow.execute_activity(
             SAMPLE_MEDIA, inp, result_type=RetrievalBatch, start_to_close_timeout=timedelta(minutes=5),
-            retry_policy=RETRY)
+            retry_policy=RETRIEVAL_RETRY)
         self.total = len(sample.items)
         results: dict[str, RetrievalCheck] = {}
         pending = list(sample.items)
@@ -50,7 +48,7 @@ class RetrievalTest:
                 checks = await workflow.execute_activity(
                     CHECK_OBJECTS, RetrievalBatch(items=pending[i : i + BATCH]), result_type=list[RetrievalCheck],
                     start_to_close_timeout=timedelta(hours=1), heartbeat_timeout=timedelta(minutes=2),
-                    retry_policy=RETRY)
+                    retry_policy=RETRIEVAL_RETRY)
                 for check in checks:
                     if check.status == "restore_needed":
                         waiting.append(check.item)
@@ -61,7 +59,7 @@ class RetrievalTest:
                 # Archive-tier objects: ask for a restore, then look again after a durable timer.
                 await workflow.execute_activity(
                     REQUEST_RESTORE, RetrievalBatch(items=waiting), start_to_close_timeout=timedelta(minutes=5),
-                    retry_policy=RETRY)
+                    retry_policy=RETRIEVAL_RETRY)
                 await asyncio.sleep(inp.restore_poll_seconds)
             pending = waiting
         checks = [results[item.archive_id] for item in sample.items]
@@ -74,7 +72,7 @@ class RetrievalTest:
             slowest_ms=max(times) if times else None, checks=checks)
         await workflow.execute_activity(
             SAVE_RETRIEVAL_REPORT, report, start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)))
+            retry_policy=DB_RETRY)  # a Postgres write: retried until Postgres is back
         if failed:
             raise ApplicationError(
                 f"retrieval test: {len(failed)} of {len(checks)} objects failed: "

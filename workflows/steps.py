@@ -1,40 +1,51 @@
 """Workflow steps shared by ArchiveMessage and OutboundMessage: media with the bounded retry rule,
-and the critical failure record. Deterministic code only; the work happens in activities."""
+the critical failure record, and how a message workflow ends. Deterministic code only; the work
+happens in activities."""
 
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from wa_archive.errors import NON_RETRYABLE
     from wa_archive.archive.media_types import normalize_mime
-    from wa_archive.models import ArchiveMediaInput, ArchiveOptions, CriticalFailureInput, MediaRecord
-    from wa_archive.names import ARCHIVE_ENCRYPTED_MEDIA, ARCHIVE_LINK_MEDIA, ARCHIVE_MEDIA, RECORD_CRITICAL_FAILURE
+    from wa_archive.models import (
+        ArchiveMediaInput,
+        ArchiveOptions,
+        ArchiveResult,
+        CriticalFailureInput,
+        MediaRecord,
+    )
+    from wa_archive.names import (
+        ARCHIVE_ENCRYPTED_MEDIA,
+        ARCHIVE_LINK_MEDIA,
+        ARCHIVE_MEDIA,
+        ARCHIVE_STATUS,
+        RECORD_CRITICAL_FAILURE,
+    )
+    from workflows.retries import DB_RETRY, media_retry
 
-# Postgres writes retry until Postgres is back: failing them would lose nothing but would turn a
-# short database outage into a pile of red workflows. The media step has the bounded policy.
-DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 DB_TIMEOUT = timedelta(seconds=60)
 
 
-def media_retry(opts: ArchiveOptions) -> RetryPolicy:
-    return RetryPolicy(
-        initial_interval=timedelta(seconds=opts.retry_initial_interval),
-        backoff_coefficient=opts.retry_backoff,
-        maximum_interval=timedelta(seconds=max(opts.retry_max_interval, opts.retry_initial_interval)),
-        maximum_attempts=opts.retry_max_attempts,
-        non_retryable_error_types=NON_RETRYABLE,
-    )
+@dataclass
+class MediaOutcome:
+    """A record per media item (an item that could not be archived is recorded as failed) and the
+    error of each such item."""
+
+    records: list[MediaRecord]
+    failures: list[tuple[ArchiveMediaInput, ActivityError]]
+
+    @property
+    def status(self) -> Literal["archived", "failed"]:
+        return "failed" if self.failures else "archived"
 
 
-async def archive_media_items(
-    items: list[ArchiveMediaInput], opts: ArchiveOptions
-) -> tuple[list[MediaRecord], list[tuple[ArchiveMediaInput, ActivityError]]]:
+async def archive_media_items(items: list[ArchiveMediaInput], opts: ArchiveOptions) -> MediaOutcome:
     """Archive each item by the activity its source needs; failures are returned."""
-    records: list[MediaRecord] = []
-    failures: list[tuple[ArchiveMediaInput, ActivityError]] = []
+    outcome = MediaOutcome(records=[], failures=[])
     for item in items:
         try:
             record = await workflow.execute_activity(
@@ -45,14 +56,14 @@ async def archive_media_items(
                 retry_policy=media_retry(opts),
             )
         except ActivityError as err:
-            failures.append((item, err))
+            outcome.failures.append((item, err))
             media = item.media
             record = MediaRecord(media_id=media.media_id, position=item.position,
                                  kind=media.kind, status="failed",
                                  provider_sha256=media.provider_sha256, mime_type=normalize_mime(media.mime_type),
                                  declared_mime_type=media.mime_type, filename=media.filename)
-        records.append(record)
-    return records, failures
+        outcome.records.append(record)
+    return outcome
 
 
 def _activity_for(item: ArchiveMediaInput) -> str:
@@ -63,6 +74,7 @@ def _activity_for(item: ArchiveMediaInput) -> str:
 
 
 async def record_failure(message_id: str, stage: str, media_id: str | None, err: ActivityError) -> None:
+    """The critical failure row of a step whose retries are spent: which run, why it stopped, the last error."""
     info = workflow.info()
     cause = err.cause
     await workflow.execute_activity(
@@ -75,3 +87,17 @@ async def record_failure(message_id: str, stage: str, media_id: str | None, err:
         ),
         start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY,
     )
+
+
+async def finish_message(message_id: str, media: MediaOutcome, *, name_first_cause: bool = True) -> ArchiveResult:
+    """End a message workflow once its records are written: a critical failure row per media item that
+    could not be archived, the ArchiveStatus search attribute, and a red, non-retryable end if any failed."""
+    for item, err in media.failures:
+        await record_failure(message_id, "archive_media", item.media.media_id, err)
+    workflow.upsert_search_attributes([ARCHIVE_STATUS.value_set(media.status)])
+    if media.failures:
+        # OutboundMessage has always failed without the cause; the text is kept as operators know it.
+        reason = f": {media.failures[0][1].cause}" if name_first_cause else ""
+        raise ApplicationError(f"media of {message_id} could not be archived{reason}",
+                               type="ArchiveFailed", non_retryable=True)
+    return ArchiveResult(message_id=message_id, status="archived", media=media.records)

@@ -1,0 +1,66 @@
+"""Every retry policy of the workflows, named in one place.
+
+A policy travels in the command that schedules an activity and replay does not compare it, so a
+change here applies to activities scheduled from then on without breaking a running workflow.
+"""
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from wa_archive import errors
+    from wa_archive.models import ArchiveOptions
+
+# Temporal matches non_retryable_error_types against the failing exception's class NAME, so a policy
+# carries names; taking them from the classes keeps a renamed class from quietly becoming retryable.
+# ExportError is named rather than imported: it lives beside the export code, which does I/O and must
+# stay out of workflow imports.
+NON_RETRYABLE: tuple[str, ...] = tuple(
+    cls.__name__ for cls in (errors.MediaAccessDenied, errors.StorageConflict, errors.LinkRefused,
+                             errors.TemplateNotFound, errors.RetentionActive, errors.GraphRequestRefused)
+) + ("ExportError",)
+
+
+def _never_retried(*names: str) -> list[str]:
+    """The named entries of NON_RETRYABLE: a policy can only stop retrying what the errors say no retry fixes."""
+    unknown = [name for name in names if name not in NON_RETRYABLE]
+    if unknown:
+        raise ValueError(f"not a non-retryable error: {', '.join(unknown)}")
+    return list(names)
+
+
+# Media and template snapshots: every source or storage error no retry fixes; the export's own
+# failure is never raised there.
+_MEDIA_NEVER_RETRIED = [name for name in NON_RETRYABLE if name != "ExportError"]
+
+# Postgres writes retry until Postgres is back: failing them would lose nothing but would turn a
+# short database outage into a pile of red workflows. The media step has the bounded policy.
+DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+
+# An acknowledged delivery must reach its messages, however long Postgres or Temporal take to come back.
+FAN_OUT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+
+EXPORT_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=_never_retried("ExportError"))
+
+# An object under retention or hold stays; the next scheduled run looks again.
+DISPOSITION_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=2),
+                                maximum_attempts=10, non_retryable_error_types=_never_retried("RetentionActive"))
+
+CHECKPOINT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=10)
+
+# Reading the archive back: bounded, so a broken store turns the retrieval test red instead of stalling it.
+RETRIEVAL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
+                              maximum_attempts=5)
+
+
+def media_retry(opts: ArchiveOptions) -> RetryPolicy:
+    """The bounded rule for media and templates, from the options fixed when the workflow started."""
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=opts.retry_initial_interval),
+        backoff_coefficient=opts.retry_backoff,
+        maximum_interval=timedelta(seconds=max(opts.retry_max_interval, opts.retry_initial_interval)),
+        maximum_attempts=opts.retry_max_attempts,
+        non_retryable_error_types=_MEDIA_NEVER_RETRIED,
+    )
