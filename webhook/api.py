@@ -18,8 +18,9 @@ from wa_archive.db import queries
 from wa_archive.json_input import as_storable
 from wa_archive.archive.keys import normalize_phone
 from wa_archive.archive.media_types import media_headers
-from webhook.ranges import RangeNotSatisfiable, parse_range
-from wa_archive.discovery.search import FilterError, parse_filters, search
+from webhook.ranges import parse_range
+from wa_archive.discovery.search import parse_filters, search
+from wa_archive.errors import FilterError, RangeNotSatisfiable
 from wa_archive.storage import S3Store
 from webhook.auth import CALLER, require
 from webhook.deps import deps_of, json_error, pool_of

@@ -15,9 +15,9 @@ import structlog
 from aiohttp import web
 
 from wa_archive.db import queries
-from wa_archive.errors import GraphRequestRefused
+from wa_archive.errors import GraphRequestRefused, JsonRefused
 from wa_archive.sources.meta.graph import graph_id
-from wa_archive.json_input import JsonRefused, load_json
+from wa_archive.json_input import load_json
 from wa_archive.models import OutboundSend, OutboundStart
 from wa_archive.names import SIGNAL_SEND
 from wa_archive.archive.starter import signal_outbound
