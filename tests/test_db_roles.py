@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import DatabaseUrls
 from wa_archive.integrity import ledger, merkle
-from wa_archive.db import MigrateAsAppRole, migrate
+from wa_archive.db import migrate
+from wa_archive.errors import MigrateAsAppRole
 from wa_archive.devstack.embedded import APP_ROLE, OWNER_ROLE
 
 REFUSED = (asyncpg.InsufficientPrivilegeError, asyncpg.RaiseError)

@@ -597,7 +597,8 @@ def test_only_the_exact_signature_verifies(body, header):
 @given(st.integers(0, 10_000), st.one_of(st.none(), st.integers(0, 20_000), digits),
        st.one_of(st.none(), st.integers(0, 20_000), digits), st.booleans())
 def test_range_parsing_agrees_with_rfc_9110(size, first, last, suffix):
-    from webhook.ranges import RangeNotSatisfiable, parse_range
+    from wa_archive.errors import RangeNotSatisfiable
+    from webhook.ranges import parse_range
 
     if suffix:
         header = f"bytes=-{last if last is not None else ''}"
@@ -624,7 +625,8 @@ def test_range_parsing_agrees_with_rfc_9110(size, first, last, suffix):
 @pytest.mark.parametrize("header", ["lines=1-2", "bytes=0-1,3-4", "bytes=١-٢", "bytes=-", "bytes=0x10-", "bytes=5",
                                     "bytes=a-b", "", "bytes=" + "1" * 10_000 + "-" + "2" * 10_000 + "x"])
 def test_unsupported_ranges_are_refused_with_a_reason(header):
-    from webhook.ranges import RangeNotSatisfiable, parse_range
+    from wa_archive.errors import RangeNotSatisfiable
+    from webhook.ranges import parse_range
 
     with pytest.raises(RangeNotSatisfiable) as refused:
         parse_range(header, 100)
@@ -636,7 +638,8 @@ def test_unsupported_ranges_are_refused_with_a_reason(header):
 def test_any_cursor_decodes_or_is_refused_by_name(value):
     from datetime import datetime
 
-    from wa_archive.discovery.search import FilterError, parse_filters
+    from wa_archive.discovery.search import parse_filters
+    from wa_archive.errors import FilterError
 
     try:
         filters = parse_filters({"cursor": value})

@@ -25,10 +25,10 @@ from tests.conftest import DATA_CONVERTER, make_settings
 from tests.test_wasender import SECRET as WASENDER_SECRET
 from tests.test_wasender import encrypt, host, key_id, post, upsert  # noqa: F401 - `host` is a fixture
 from tests.test_wasender import media_message as wasender_media
-from wa_archive.config import ConfigError
+from wa_archive.errors import ConfigError, UnknownPayloadKey
 from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.temporal.codec import (
-    AesGcmPayloadCodec, UnknownPayloadKey, generate_key_line, parse_payload_keys, workflow_of,
+    AesGcmPayloadCodec, generate_key_line, parse_payload_keys, workflow_of,
 )
 from wa_archive.temporal.client import payload_keys
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid

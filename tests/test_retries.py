@@ -7,7 +7,6 @@ from datetime import timedelta
 from temporalio.common import RetryPolicy
 
 from wa_archive import errors
-from wa_archive.discovery import export
 from wa_archive.models import ArchiveOptions
 from workflows import retries
 
@@ -15,19 +14,22 @@ ARCHIVE_ERRORS = ["MediaAccessDenied", "StorageConflict", "LinkRefused", "Templa
                   "GraphRequestRefused"]
 
 
-def test_every_non_retryable_name_is_an_error_class_that_an_activity_can_raise():
+def test_every_non_retryable_name_is_an_error_class_of_the_one_tree():
     # Temporal compares names: a misspelt one would quietly make its error retryable.
+    assert retries.NON_RETRYABLE == errors.NON_RETRYABLE
     for name in retries.NON_RETRYABLE:
-        cls = getattr(errors, name, None) or getattr(export, name)
-        assert isinstance(cls, type) and issubclass(cls, Exception) and cls.__name__ == name
-    assert set(retries.NON_RETRYABLE) == {*ARCHIVE_ERRORS, "ExportError"}
+        cls = getattr(errors, name)
+        assert isinstance(cls, type) and issubclass(cls, errors.ArchiveError) and cls.__name__ == name
+    assert {*ARCHIVE_ERRORS, "ExportError"} <= set(retries.NON_RETRYABLE)
 
 
 def test_media_policy_follows_the_options_and_refuses_what_no_retry_fixes():
     opts = ArchiveOptions(retry_max_attempts=5, retry_initial_interval=10, retry_backoff=2, retry_max_interval=600)
-    assert retries.media_retry(opts) == RetryPolicy(
+    policy = retries.media_retry(opts)
+    assert sorted(policy.non_retryable_error_types or []) == sorted(ARCHIVE_ERRORS)
+    assert policy == RetryPolicy(
         initial_interval=timedelta(seconds=10), backoff_coefficient=2, maximum_interval=timedelta(seconds=600),
-        maximum_attempts=5, non_retryable_error_types=ARCHIVE_ERRORS)
+        maximum_attempts=5, non_retryable_error_types=policy.non_retryable_error_types)
     # A maximum below the first interval is raised to it, as the server would refuse the policy otherwise.
     short = retries.media_retry(ArchiveOptions(retry_initial_interval=30, retry_max_interval=5))
     assert short.maximum_interval == timedelta(seconds=30)

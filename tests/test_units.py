@@ -12,10 +12,11 @@ from datetime import datetime, timezone
 import pytest
 
 from wa_archive.sources.meta.samples import envelope, message
-from wa_archive.config import ConfigError, load_settings
+from wa_archive.config import load_settings
+from wa_archive.errors import ConfigError, EnvelopeError
 from wa_archive.archive.hashing import decode_sha256
 from wa_archive.archive.keys import contact_key, extension_for, media_object_key, normalize_phone, safe_id
-from wa_archive.sources.meta.payload import EnvelopeError, check_envelope, count_updates, parse_delivery
+from wa_archive.sources.meta.payload import check_envelope, count_updates, parse_delivery
 from wa_archive.sources.signature import meta_signature, meta_signature_ok
 
 

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from wa_archive.errors import ConfigError
 from wa_archive.models import ArchiveOptions, OutboundOptions
 
 ENV_PREFIX = "WA_ARCHIVE_"
@@ -28,10 +29,6 @@ def parse_networks(value: str) -> tuple[IPNetwork, ...]:
         except ValueError:
             raise ValueError(f"{item!r} is not an IP address or CIDR (e.g. 10.0.0.0/8, ::1)") from None
     return tuple(networks)
-
-
-class ConfigError(Exception):
-    """Configuration is missing or invalid; the message names the variable."""
 
 
 class Settings(BaseSettings):

@@ -8,7 +8,8 @@ import secrets
 from pathlib import Path
 
 
-from wa_archive.config import ConfigError, Settings
+from wa_archive.config import Settings
+from wa_archive.errors import ConfigError
 
 
 def contact_secret(settings: Settings) -> str:

@@ -1,34 +1,147 @@
-"""Typed archive errors, and which of them retrying cannot fix.
+"""Every error the archive raises, in one tree, and which of them retrying cannot fix.
 
-    ArchiveError
-    ├── MediaSourceError          the provider answered badly (5xx, timeouts, bad JSON)   retryable
-    │   ├── MediaNotFound         404: URL or media id expired                           retryable
-    │   └── MediaAccessDenied     401/403: our token is rejected                         NOT retryable
-    │   └── LinkRefused           a media link is not an allowed public http(s) URL      NOT retryable
-    ├── TemplateNotFound          the template is not (or no longer) in the WABA         NOT retryable
-    ├── GraphRequestRefused       a Graph id is not digits, or a download host is not    NOT retryable
-    │                             Meta's: refused before anything (or the token) is sent
-    ├── MediaHashMismatch         our SHA-256 differs from the provider's                retryable
-    └── StorageError              the object store failed                                retryable
-        ├── StorageConflict       different bytes already stored under the key           NOT retryable
-        └── RetentionActive       an object still under retention or legal hold          NOT retryable
+    ArchiveError                   the root; carries the HTTP status where there was one   retryable
+    ├── InputRefused               a body, header, filter or argument refused as given     NOT retryable
+    │   ├── JsonRefused            a request body is not JSON this archive accepts         NOT retryable
+    │   ├── EnvelopeError          a body is not a Cloud API or WASender webhook           NOT retryable
+    │   ├── BadPayloads            a codec-server body is not a Payloads document          NOT retryable
+    │   ├── FilterError            a search or export filter is not acceptable             NOT retryable
+    │   ├── RangeNotSatisfiable    a Range header cannot be served from the object         NOT retryable
+    │   ├── TokenError             an access-token command cannot be carried out           NOT retryable
+    │   ├── HoldError              a legal hold cannot be set or released as asked         NOT retryable
+    │   └── ErasureError           an erasure request cannot be taken as given             NOT retryable
+    ├── ConfigError                configuration missing or invalid; names the variable    NOT retryable
+    │   └── NoTrustAnchor          no ledger public key from outside what is checked       NOT retryable
+    ├── PlatformError              a service the archive runs on (Temporal, PostgreSQL)    retryable
+    │   ├── TemporalConnectError   Temporal could not be reached or refused us             retryable
+    │   ├── UnknownPayloadKey      a payload under a key id this process lacks             retryable
+    │   └── MigrateAsAppRole       `migrate` connected as the application role             NOT retryable
+    ├── SourceError                a message source (Graph API, WASender, a link) failed   retryable
+    │   ├── MediaSourceError       the provider answered badly (5xx, timeouts, bad JSON)   retryable
+    │   │   ├── MediaNotFound      404: URL or media id expired                            retryable
+    │   │   ├── MediaAccessDenied  401/403: our token is rejected                          NOT retryable
+    │   │   └── LinkRefused        a media link is not an allowed public http(s) URL       NOT retryable
+    │   ├── TemplateNotFound       the template is not (or no longer) in the WABA          NOT retryable
+    │   └── GraphRequestRefused    a Graph id is not digits, or a download host is not     NOT retryable
+    │                              Meta's: refused before anything (or the token) is sent
+    ├── StorageError               the object store failed; nothing was committed          retryable
+    │   ├── StorageConflict        different bytes already stored under the key            NOT retryable
+    │   └── RetentionActive        an object still under retention or legal hold           NOT retryable
+    └── IntegrityError             bytes do not match the hash recorded for them           retryable
+        ├── MediaHashMismatch      a download differs from its declared SHA-256 or MAC     retryable
+        └── ExportError            an archived object no longer matches its hash           NOT retryable
 
-Temporal matches retry policy entries against the exception class name, so the names below are the
-single place that decides what is retried.
+Refused input is also a ValueError (argparse type functions and pydantic validators expect one);
+TemporalConnectError and MigrateAsAppRole are also RuntimeErrors, which the CLI reports in one line.
+
+Temporal matches a retry policy's non-retryable types against the exception's class name only, never
+its bases, so each class says `retryable` itself (inherited from its branch unless it overrides it)
+and NON_RETRYABLE, built from that attribute, is the one list every retry policy uses.
+This module imports nothing outside the standard library: workflows load it inside Temporal's sandbox.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import ClassVar
+
 
 class ArchiveError(Exception):
     """Base of every archive failure; carries the HTTP status where there was one."""
+
+    retryable: ClassVar[bool] = True  # Temporal's default: retried unless we know a retry cannot help
 
     def __init__(self, message: str, *, http_status: int | None = None) -> None:
         super().__init__(message)
         self.http_status = http_status
 
 
-class MediaSourceError(ArchiveError):
+# Refused input: the same request fails the same way every time.
+
+class InputRefused(ArchiveError, ValueError):
+    """A body, header, filter or command argument was refused as given; the message says why."""
+
+    retryable = False
+
+
+class JsonRefused(InputRefused):
+    """The body is not JSON this archive accepts; the message says why."""
+
+
+class EnvelopeError(InputRefused):
+    """The body is not a Cloud API webhook envelope; the message says why."""
+
+
+class BadPayloads(InputRefused):
+    """The body is not a Payloads document the codec server will work on; the message says why."""
+
+
+class FilterError(InputRefused):
+    """A filter value is not acceptable; `name` says which."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name = name
+
+
+class RangeNotSatisfiable(InputRefused):
+    """The Range cannot be served: unsupported syntax, or no byte of it lies within the object."""
+
+
+class TokenError(InputRefused):
+    """A token command could not be carried out; the message says why."""
+
+
+class HoldError(InputRefused):
+    """The hold request cannot be carried out as asked; the message says why."""
+
+
+class ErasureError(InputRefused):
+    """The erasure request cannot be taken as given; the message says why."""
+
+
+# Configuration: fixed by an operator, not by time.
+
+class ConfigError(ArchiveError):
+    """Configuration is missing or invalid; the message names the variable."""
+
+    retryable = False
+
+
+class NoTrustAnchor(ConfigError):
+    """No ledger public key was given from outside what is being verified."""
+
+
+# The platform: Temporal and PostgreSQL, which the archive runs on rather than archives from.
+
+class PlatformError(ArchiveError):
+    """A service the archive runs on failed or refused it."""
+
+
+class TemporalConnectError(PlatformError, RuntimeError):
+    """Temporal could not be reached or refused us; says where and how it was tried, never a secret
+    (TemporalConnection.connect_failure words the message)."""
+
+
+class UnknownPayloadKey(PlatformError):
+    """A payload was encrypted with a key id this process does not hold.
+
+    Retryable: during a key rotation another worker may already hold the key."""
+
+
+class MigrateAsAppRole(PlatformError, RuntimeError):
+    """`migrate` was pointed at the application role, which may not change the schema."""
+
+    retryable = False
+
+
+# Sources: the Graph API, WASender and media links.
+
+class SourceError(ArchiveError):
+    """A message source failed or was refused; the subclass says which way."""
+
+
+class MediaSourceError(SourceError):
     """The media source (Graph API or its download URL) failed in a way a retry may fix."""
 
 
@@ -39,6 +152,7 @@ class MediaNotFound(MediaSourceError):
 class MediaAccessDenied(MediaSourceError):
     """401/403 from the source: the access token is invalid or lacks a permission."""
 
+    retryable = False
     SCOPE_HINT = (
         "check WA_ARCHIVE_META_ACCESS_TOKEN: it must be valid and carry the "
         "whatsapp_business_messaging permission (and whatsapp_business_management for templates)"
@@ -48,19 +162,23 @@ class MediaAccessDenied(MediaSourceError):
 class LinkRefused(MediaSourceError):
     """A media link was refused: not http(s), an internal address, too large, or too many redirects."""
 
+    retryable = False
 
-class TemplateNotFound(ArchiveError):
+
+class TemplateNotFound(SourceError):
     """The Graph API has no template with this name and language in the WABA."""
 
+    retryable = False
 
-class GraphRequestRefused(ArchiveError):
+
+class GraphRequestRefused(SourceError):
     """A Graph call was refused before it was made: an id that is not 1-20 digits, or a download URL
     on a host the bearer token must not reach. Retrying cannot change either."""
 
+    retryable = False
 
-class MediaHashMismatch(ArchiveError):
-    """The bytes we downloaded do not match the provider's declared SHA-256."""
 
+# Storage: the object store.
 
 class StorageError(ArchiveError):
     """The object store failed; nothing was committed under the key."""
@@ -69,10 +187,38 @@ class StorageError(ArchiveError):
 class StorageConflict(StorageError):
     """Different bytes are already stored under this key; objects are never overwritten."""
 
+    retryable = False
+
 
 class RetentionActive(StorageError):
     """Removal refused: the object is within its retention period or on legal hold."""
 
+    retryable = False
 
-NON_RETRYABLE = [MediaAccessDenied.__name__, StorageConflict.__name__, LinkRefused.__name__,
-                 TemplateNotFound.__name__, RetentionActive.__name__, GraphRequestRefused.__name__]
+
+# Integrity: bytes checked against the hash recorded for them.
+
+class IntegrityError(ArchiveError):
+    """Bytes do not match the hash (or MAC) recorded for them."""
+
+
+class MediaHashMismatch(IntegrityError):
+    """The bytes we downloaded do not match the provider's declared SHA-256.
+
+    Retryable: the next attempt downloads them again."""
+
+
+class ExportError(IntegrityError):
+    """The export could not be made faithfully (e.g. an archived object no longer matches its hash)."""
+
+    retryable = False
+
+
+def _error_tree(root: type[ArchiveError] = ArchiveError) -> Iterator[type[ArchiveError]]:
+    """`root` and every class below it, depth first in the order they are defined."""
+    yield root
+    for subclass in root.__subclasses__():
+        yield from _error_tree(subclass)
+
+
+NON_RETRYABLE: tuple[str, ...] = tuple(cls.__name__ for cls in _error_tree() if not cls.retryable)

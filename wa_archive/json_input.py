@@ -14,6 +14,8 @@ import json
 import re
 from typing import Any
 
+from wa_archive.errors import JsonRefused
+
 # Webhook bodies and Cloud API send requests are about ten levels deep; a document far deeper is
 # refused before anything (pydantic, asyncpg's encoder, Temporal's converter) recurses through it.
 # No WhatsApp payload nests so, so refusing a signed one loses no message.
@@ -23,10 +25,6 @@ REPLACEMENT = "\ufffd"
 # After decoding, a surrogate pair is one code point, so every surrogate left is a lone one.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _REFUSED = "body contains a NUL character or text that is not Unicode"
-
-
-class JsonRefused(ValueError):
-    """The body is not JSON this archive accepts; the message says why."""
 
 
 class SubstitutedText(str):

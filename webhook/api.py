@@ -15,7 +15,8 @@ from aiohttp import web
 from wa_archive.access import access_log
 from wa_archive.archive.keys import normalize_phone
 from wa_archive.db import queries
-from wa_archive.discovery.search import FilterError, parse_filters, search
+from wa_archive.discovery.search import parse_filters, search
+from wa_archive.errors import FilterError
 from wa_archive.json_input import as_storable
 from webhook.auth import CALLER, require
 from webhook.deps import deps_of, json_error, pool_of

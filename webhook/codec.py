@@ -30,6 +30,7 @@ from wa_archive.json_input import storable_text
 from wa_archive.temporal.codec import AesGcmPayloadCodec, workflow_of
 from wa_archive.temporal.client import payload_keys
 from wa_archive.access.tokens import Caller, authenticate
+from wa_archive.errors import BadPayloads
 from webhook.deps import DEPS, deps_of, json_error, pool_of, read_body
 
 log = structlog.get_logger("wa_archive.codec")
@@ -118,10 +119,6 @@ async def _body(request: web.Request) -> bytes | web.Response:
     if request.content_type != "application/json":
         return _refuse(request, 415, "the body must be application/json: {\"payloads\": [...]}")
     return await read_body(request, MAX_BODY_BYTES)
-
-
-class BadPayloads(ValueError):
-    """The body is not a Payloads document the codec server will work on; the message says why."""
 
 
 def _parse(body: bytes) -> Payloads:

@@ -12,7 +12,8 @@ from aiohttp import web
 from temporalio.client import Client
 
 from wa_archive.config import Settings
-from wa_archive.json_input import JsonRefused, load_json, storable_text
+from wa_archive.errors import EnvelopeError, JsonRefused
+from wa_archive.json_input import load_json, storable_text
 from wa_archive.models import ArchiveOptions, OutboundOptions
 from wa_archive.sources.meta.graph import GraphClient
 from wa_archive.storage import ObjectStore
@@ -75,8 +76,6 @@ def decode_checked(body: bytes, check: Callable[[Any], T]) -> tuple[Any, T] | we
     refused delivery is retried by the sender and then dropped, so refusing would let anyone who
     can type such a character keep a message out of the archive. The exact bytes are stored apart.
     """
-    from wa_archive.sources.meta.payload import EnvelopeError
-
     try:
         data = load_json(body, substitute=True)
     except JsonRefused as exc:

@@ -13,7 +13,8 @@ from aiohttp import web
 
 from wa_archive.archive.media_types import media_headers
 from wa_archive.storage import ObjectStore
-from webhook.ranges import RangeNotSatisfiable, parse_range
+from wa_archive.errors import RangeNotSatisfiable
+from webhook.ranges import parse_range
 
 
 async def stream_object(request: web.Request, store: ObjectStore, key: str, *, size: int,

@@ -13,7 +13,8 @@ from aiohttp import web
 
 from wa_archive.archive.handover import hand_over_send
 from wa_archive.db import queries
-from wa_archive.json_input import JsonRefused, load_json
+from wa_archive.errors import JsonRefused
+from wa_archive.json_input import load_json
 from wa_archive.models import OutboundSend
 from wa_archive.sources.meta.sends import answer_document, contacts_refusal, send_refusal, sent_message_id
 from webhook.auth import CALLER, require

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import re
 
+from wa_archive.errors import RangeNotSatisfiable
+
 # Positions longer than this cannot be within any stored object (10**19 bytes is 8 EiB), so they
 # are compared as "beyond the end" instead of being converted: no integer of thousands of digits.
 MAX_DIGITS = 19
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.ASCII)
 USAGE = "use bytes=FIRST-LAST, bytes=FIRST- or bytes=-SUFFIX_LENGTH (one range)"
-
-
-class RangeNotSatisfiable(ValueError):
-    """The Range cannot be served: unsupported syntax, or no byte of it lies within the object."""
 
 
 def _position(digits: str, beyond: int) -> int:

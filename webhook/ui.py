@@ -17,7 +17,8 @@ from wa_archive.access.sessions import Session, close_session, load_session, ope
 from wa_archive.archive.keys import normalize_phone
 from wa_archive.db import queries
 from wa_archive.discovery import export_jobs
-from wa_archive.discovery.search import FilterError, parse_filters, search
+from wa_archive.discovery.search import parse_filters, search
+from wa_archive.errors import FilterError
 from wa_archive.json_input import storable_text
 from wa_archive.models import ExportInput
 from webhook.deps import deps_of, read_form

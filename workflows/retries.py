@@ -14,13 +14,9 @@ with workflow.unsafe.imports_passed_through():
     from wa_archive.models import ArchiveOptions
 
 # Temporal matches non_retryable_error_types against the failing exception's class NAME, so a policy
-# carries names; taking them from the classes keeps a renamed class from quietly becoming retryable.
-# ExportError is named rather than imported: it lives beside the export code, which does I/O and must
-# stay out of workflow imports.
-NON_RETRYABLE: tuple[str, ...] = tuple(
-    cls.__name__ for cls in (errors.MediaAccessDenied, errors.StorageConflict, errors.LinkRefused,
-                             errors.TemplateNotFound, errors.RetentionActive, errors.GraphRequestRefused)
-) + ("ExportError",)
+# carries names; errors.py derives the one list from its classes, so a renamed or moved class cannot
+# quietly become retryable.
+NON_RETRYABLE: tuple[str, ...] = errors.NON_RETRYABLE
 
 
 def _never_retried(*names: str) -> list[str]:
@@ -31,9 +27,9 @@ def _never_retried(*names: str) -> list[str]:
     return list(names)
 
 
-# Media and template snapshots: every source or storage error no retry fixes; the export's own
-# failure is never raised there.
-_MEDIA_NEVER_RETRIED = [name for name in NON_RETRYABLE if name != "ExportError"]
+# Media and template snapshots: every source or storage error no retry fixes.
+_MEDIA_NEVER_RETRIED = [name for name in NON_RETRYABLE
+                        if issubclass(getattr(errors, name), (errors.SourceError, errors.StorageError))]
 
 # Postgres writes retry until Postgres is back: failing them would lose nothing but would turn a
 # short database outage into a pile of red workflows. The media step has the bounded policy.

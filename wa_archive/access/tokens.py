@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from wa_archive.errors import TokenError
+
 ROLES = ("sender", "auditor", "operator", "admin")
 PREFIX = "wa_"
 
@@ -18,10 +20,6 @@ class Caller:
 
     name: str
     role: str
-
-
-class TokenError(ValueError):
-    """A token command could not be carried out; the message says why."""
 
 
 def token_hash(token: str) -> str:

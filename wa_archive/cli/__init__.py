@@ -17,7 +17,8 @@ from wa_archive.cli.integrity import (
 from wa_archive.cli.retention import COMMANDS as RETENTION_COMMANDS
 from wa_archive.cli.retention import add_parsers as add_retention_parsers
 from wa_archive.cli.support import log_cli_access, open_pool, parse_when_arg, with_dev_defaults
-from wa_archive.config import ConfigError, Settings, load_settings
+from wa_archive.config import Settings, load_settings
+from wa_archive.errors import ConfigError, TokenError
 
 
 async def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -172,7 +173,7 @@ async def cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
         else:
             await tokens.revoke_token(pool, args.name)
             print(f"revoked {args.name!r}")
-    except tokens.TokenError as exc:
+    except TokenError as exc:
         print(f"wa-archive: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -7,7 +7,8 @@ import json
 import sys
 
 from wa_archive.cli.support import follow, log_cli_access, open_pool, show_progress, with_dev_defaults
-from wa_archive.config import ConfigError, Settings
+from wa_archive.config import Settings
+from wa_archive.errors import ConfigError
 
 
 async def cmd_schedules(settings: Settings, args: argparse.Namespace) -> int:
@@ -113,10 +114,6 @@ async def cmd_receipt(settings: Settings, args: argparse.Namespace) -> int:
         await pool.close()
     print(json.dumps(doc, indent=2, ensure_ascii=False))
     return 0
-
-
-class NoTrustAnchor(Exception):
-    """No ledger public key was given from outside what is being verified."""
 
 
 NO_KEY_MESSAGE = ("no trusted ledger public key: pass --public-key KEY or set WA_ARCHIVE_LEDGER_PUBLIC_KEY "

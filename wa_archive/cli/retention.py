@@ -14,6 +14,7 @@ from wa_archive.cli.support import (
     cli_actor, log_cli_access, open_pool, parse_when_arg, show_progress, with_dev_defaults,
 )
 from wa_archive.config import Settings
+from wa_archive.errors import ErasureError, HoldError
 
 
 @asynccontextmanager
@@ -108,7 +109,7 @@ async def cmd_hold(settings: Settings, args: argparse.Namespace) -> int:
                 _emit(listed, args.json, lambda hs: [print(
                     f"{h['case']:<16} {h['status']:<8} +{h['phone']:<15} {h['since'] or '…'} → {h['until'] or 'open'}"
                     f"  {h['messages']} messages  {h['reason']}") for h in hs] or print("no legal holds"))
-        except holds.HoldError as exc:
+        except HoldError as exc:
             print(f"wa-archive: {exc}", file=sys.stderr)
             return 2
     return 0
@@ -188,7 +189,7 @@ async def cmd_erasure(settings: Settings, args: argparse.Namespace) -> int:
                 result = await erasure.request_erasure(pool, _disposer(pool, store, settings), phone=args.phone,
                                                        reason=args.reason, actor=cli_actor(), role="cli",
                                                        default_basis=DEFAULT_BASIS)
-            except erasure.ErasureError as exc:
+            except ErasureError as exc:
                 print(f"wa-archive: {exc}", file=sys.stderr)
                 return 2
             _emit(result, args.json, _print_request)

@@ -10,14 +10,15 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from wa_archive.config import ConfigError, Settings
+from wa_archive.config import Settings
+from wa_archive.errors import ConfigError, FilterError
 
 T = TypeVar("T")
 
 
 def parse_when_arg(value: str) -> datetime:
     """A date (YYYY-MM-DD, midnight UTC) or an ISO timestamp (UTC if no offset)."""
-    from wa_archive.discovery.search import FilterError, parse_when
+    from wa_archive.discovery.search import parse_when
 
     try:
         return parse_when(value)

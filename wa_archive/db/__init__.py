@@ -8,6 +8,7 @@ from importlib import resources
 import asyncpg
 
 from wa_archive.db.roles import apply_roles
+from wa_archive.errors import MigrateAsAppRole
 
 # Serialized so concurrent `migrate` runs (several workers starting at once) cannot interleave.
 _MIGRATION_LOCK = 0x77615F61  # "wa_a"
@@ -43,10 +44,6 @@ def migration_files() -> list[tuple[int, str, str]]:
             version = int(item.name.split("_", 1)[0])
             found.append((version, item.name, item.read_text()))
     return sorted(found)
-
-
-class MigrateAsAppRole(RuntimeError):
-    """`migrate` was pointed at the application role, which may not change the schema."""
 
 
 async def migrate(dsn: str, *, app_role: str = DEFAULT_APP_ROLE) -> list[str]:

@@ -41,6 +41,7 @@ from wa_archive.discovery.export_verify import MANIFEST_SIGNATURE
 from wa_archive.discovery.export_verify import verify_bundle as verify_bundle  # verification lives apart; importable here too
 from wa_archive.archive.keys import extension_for, safe_id
 from wa_archive.archive.media_types import is_inline, normalize_mime
+from wa_archive.errors import ExportError
 from wa_archive.rendering import environment
 from wa_archive.integrity.ledger import Signer
 from wa_archive.discovery.search import Filters, search
@@ -63,10 +64,6 @@ class ExportResult(BaseModel):
     files: int
     bytes: int
     manifest_sha256: str
-
-
-class ExportError(Exception):
-    """The export could not be made faithfully (e.g. an archived object no longer matches its hash)."""
 
 
 # A spreadsheet opening messages.csv evaluates a cell that starts with one of these as a formula.

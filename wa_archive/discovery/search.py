@@ -17,17 +17,10 @@ from pydantic import BaseModel
 
 from wa_archive.json_input import storable_text
 from wa_archive.archive.keys import normalize_phone
+from wa_archive.errors import FilterError
 
 MAX_LIMIT = 500
 FILTERS = ("phone", "since", "until", "direction", "type", "template", "has_media", "q", "limit", "cursor")
-
-
-class FilterError(ValueError):
-    """A filter value is not acceptable; `name` says which."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(f"{name}: {message}")
-        self.name = name
 
 
 class Filters(BaseModel):

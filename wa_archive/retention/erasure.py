@@ -17,7 +17,7 @@ import asyncpg
 
 from wa_archive.access.access_log import record_access
 from wa_archive.retention.disposition import Disposer
-from wa_archive.errors import RetentionActive
+from wa_archive.errors import ErasureError, RetentionActive
 from wa_archive.archive.keys import normalize_phone
 from wa_archive.retention.policies import DEFAULT_BASIS
 
@@ -30,10 +30,6 @@ LEFT JOIN retention_policies p ON p.id = m.retention_policy_id
 LEFT JOIN LATERAL unnest(CASE WHEN cardinality(m.hold_cases) > 0 THEN m.hold_cases ELSE ARRAY[NULL::text] END) c ON true
 WHERE m.contact_phone = $1 AND m.archived_at <= $2
 """
-
-
-class ErasureError(ValueError):
-    """The erasure request cannot be taken as given; the message says why."""
 
 
 async def request_erasure(pool: asyncpg.Pool, disposer: Disposer, *, phone: str, reason: str, actor: str,

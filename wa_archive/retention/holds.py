@@ -16,10 +16,7 @@ import asyncpg
 
 from wa_archive.access.access_log import record_access
 from wa_archive.archive.keys import normalize_phone
-
-
-class HoldError(ValueError):
-    """The hold request cannot be carried out as asked; the message says why."""
+from wa_archive.errors import HoldError
 
 
 async def set_hold(pool: asyncpg.Pool, store, *, case_id: str, phone: str, since: datetime | None,

@@ -276,7 +276,7 @@ async def startup_check(store, settings: Settings, pool, checked_by: str) -> lis
     a bucket without versioning stops them unless WA_ARCHIVE_ALLOW_UNVERSIONED_BUCKET is set."""
     import structlog
 
-    from wa_archive.config import ConfigError
+    from wa_archive.errors import ConfigError
 
     log = structlog.get_logger("wa_archive.storage")
     findings = await check_store(store, settings)
@@ -305,7 +305,7 @@ async def open_checked_store(settings: Settings, pool, checked_by: str, *, must_
     """
     import structlog
 
-    from wa_archive.config import ConfigError
+    from wa_archive.errors import ConfigError
     from wa_archive.storage import open_store
 
     store = open_store(settings)

@@ -9,10 +9,11 @@ import structlog
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 
-from wa_archive.config import ConfigError, Settings
+from wa_archive.config import Settings
+from wa_archive.errors import ConfigError
 from wa_archive.credentials import create_secret_file
 from wa_archive.temporal.codec import PayloadKeys, encrypted_data_converter, generate_key_line, parse_payload_keys
-from wa_archive.temporal.connection import TemporalConnectError, resolve_connection
+from wa_archive.temporal.connection import resolve_connection
 
 
 async def connect_temporal(settings: Settings, *, lazy: bool = False) -> Client:
@@ -27,7 +28,7 @@ async def connect_temporal(settings: Settings, *, lazy: bool = False) -> Client:
     try:
         return await Client.connect(**connection.connect_kwargs(), data_converter=converter, lazy=lazy)
     except RuntimeError as exc:
-        raise TemporalConnectError(connection, exc) from None
+        raise connection.connect_failure(exc) from None
 
 
 

@@ -25,7 +25,7 @@ from temporalio.converter import (
     WithSerializationContext,
 )
 
-from wa_archive.config import ConfigError
+from wa_archive.errors import ConfigError, UnknownPayloadKey
 
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
@@ -35,10 +35,6 @@ WORKFLOW_ID_METADATA = "wa-archive-workflow-id"
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 NONCE_BYTES = 12
 KEY_BYTES = 32
-
-
-class UnknownPayloadKey(Exception):
-    """A payload was encrypted with a key id this process does not hold."""
 
 
 @dataclass(frozen=True)

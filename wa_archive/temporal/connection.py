@@ -25,7 +25,8 @@ from typing import Any
 from temporalio.envconfig import ClientConfigProfile, DataSource
 from temporalio.service import TLSConfig
 
-from wa_archive.config import ConfigError, Settings
+from wa_archive.config import Settings
+from wa_archive.errors import ConfigError, TemporalConnectError
 
 DEFAULT_NAMESPACE = "default"
 _ENVCONFIG_ERRORS = (RuntimeError, OSError, TypeError, ValueError)
@@ -54,12 +55,9 @@ class TemporalConnection:
                 "client_cert": bool(self.tls and self.tls.client_cert),
                 "api_key": self.api_key is not None, "config": self.origin}
 
-
-class TemporalConnectError(RuntimeError):
-    """Temporal could not be reached or refused us; says where and how it was tried, never a secret."""
-
-    def __init__(self, connection: TemporalConnection, cause: BaseException) -> None:
-        d = connection.describe()
+    def connect_failure(self, cause: BaseException) -> TemporalConnectError:
+        """The error for a failed connection: where and how it was tried, never a secret."""
+        d = self.describe()
         how = "plaintext"
         if d["tls"]:
             how = "TLS" + (f", server name {d['server_name']}" if d["server_name"] else "")
@@ -67,11 +65,11 @@ class TemporalConnectError(RuntimeError):
         if d["api_key"]:
             how += ", API key"
         detail = str(cause)
-        if connection.api_key:
-            detail = detail.replace(connection.api_key, "***")
+        if self.api_key:
+            detail = detail.replace(self.api_key, "***")
         hint = _hint(detail, d)
-        super().__init__(f"cannot connect to Temporal at {d['address']} (namespace {d['namespace']}; {how};"
-                         f" from {d['config']}): {hint + ' | ' if hint else ''}{detail}")
+        return TemporalConnectError(f"cannot connect to Temporal at {d['address']} (namespace {d['namespace']};"
+                                    f" {how}; from {d['config']}): {hint + ' | ' if hint else ''}{detail}")
 
 
 def _hint(detail: str, d: dict[str, Any]) -> str:

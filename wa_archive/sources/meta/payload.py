@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wa_archive.json_input import substituted
+from wa_archive.errors import EnvelopeError
 from wa_archive.archive.keys import normalize_phone
 from wa_archive.models import ArchiveRequest, Contact, MediaRef
 
@@ -21,10 +22,6 @@ KNOWN_TYPES = frozenset(
     + ("text", "location", "contacts", "interactive", "button", "reaction", "unsupported")
     + ("edit", "revoke", "deleted", "order", "system", "request_welcome")
 )
-
-
-class EnvelopeError(ValueError):
-    """The body is not a Cloud API webhook envelope; the message says why."""
 
 
 class _Lenient(BaseModel):

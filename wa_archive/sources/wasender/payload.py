@@ -15,7 +15,8 @@ from typing import Any
 
 from wa_archive.json_input import substituted
 from wa_archive.archive.keys import normalize_phone
-from wa_archive.sources.meta.payload import EnvelopeError, ParsedDelivery, StatusEvent, WebhookEvent
+from wa_archive.errors import EnvelopeError
+from wa_archive.sources.meta.payload import ParsedDelivery, StatusEvent, WebhookEvent
 from wa_archive.models import ArchiveRequest, Contact, EncryptedMedia, MediaRef
 
 MESSAGE_EVENTS = frozenset({
