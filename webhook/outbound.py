@@ -50,6 +50,7 @@ async def send_proxy(request: web.Request) -> web.Response:
         return json_error(400, "body must be a JSON object: the Cloud API send request")
     if (refused := send_refusal(pnid, send_request)) is not None:
         return json_error(400, f"{refused}; nothing was sent")
+    assert deps.graph is not None  # given, or made at startup for the app's lifetime (app._graph_client)
     try:
         status, answer, content_type = await deps.graph.send_message(pnid, body)
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING, Any, cast
 
 from wa_archive.cli.integrity import require_public_key
 from wa_archive.cli.support import cli_actor, follow, log_cli_access, open_pool, show_progress, with_dev_defaults
 from wa_archive.config import Settings
+
+if TYPE_CHECKING:
+    from temporalio.client import Client, WorkflowHandle
 
 
 async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
@@ -34,15 +38,16 @@ async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         pool = await open_pool(settings)
         try:
             await log_cli_access(pool, "export", {"phone": phone, "since": str(args.since), "until": str(args.until)})
-            result = await write_bundle(pool, store, ExportQuery(phone=phone, since=args.since, until=args.until),
-                                        out, exported_by=f"{actor} (cli)", signer=signer,
-                                        on_progress=show_progress)
+            written = await write_bundle(pool, store, ExportQuery(phone=phone, since=args.since, until=args.until),
+                                         out, exported_by=f"{actor} (cli)", signer=signer,
+                                         on_progress=show_progress)
         finally:
             await pool.close()
             await store.close()
-        print(f"\nwrote {out}: {result.messages} messages, {result.media} media files, {result.bytes} bytes")
+        print(f"\nwrote {out}: {written.messages} messages, {written.media} media files, {written.bytes} bytes")
         return 0
     from temporalio.client import WorkflowFailureError
+    from temporalio.exceptions import TemporalError
 
     from wa_archive.discovery.export_jobs import new_export_id, start_export
     from wa_archive.models import ExportInput
@@ -58,7 +63,9 @@ async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     try:
         result = await follow(handle.result(), lambda: _export_progress(client, handle), "messages")
     except WorkflowFailureError as exc:
-        cause = exc.cause.cause if exc.cause is not None and exc.cause.cause is not None else exc.cause
+        # The client decodes a workflow's failure into a FailureError, a TemporalError with its own cause.
+        failure = cast(TemporalError, exc.cause)
+        cause = failure.cause if failure.cause is not None else failure
         print(f"\nwa-archive: export failed: {cause}", file=sys.stderr)
         await store.close()
         return 1
@@ -78,7 +85,7 @@ async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _export_progress(client, handle) -> dict | None:
+async def _export_progress(client: Client, handle: WorkflowHandle[Any, Any]) -> dict[str, Any] | None:
     """The running export activity's last heartbeat: {"done": n, "total": m}."""
     desc = await handle.describe()
     for pending in desc.raw_description.pending_activities:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wa_archive.cli.support import (
     cli_actor, log_cli_access, open_pool, parse_when_arg, show_progress, with_dev_defaults,
@@ -16,9 +16,16 @@ from wa_archive.cli.support import (
 from wa_archive.config import Settings
 from wa_archive.errors import ErasureError, HoldError
 
+if TYPE_CHECKING:
+    import asyncpg
+
+    from wa_archive.retention.disposition import Disposer
+    from wa_archive.storage import ObjectStore
+    from wa_archive.storage.posture import Finding
+
 
 @asynccontextmanager
-async def _pool_and_store(settings: Settings):
+async def _pool_and_store(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool, ObjectStore]]:
     from wa_archive.storage import open_store
 
     settings = with_dev_defaults(settings)
@@ -31,14 +38,14 @@ async def _pool_and_store(settings: Settings):
         await pool.close()
 
 
-def _emit(data: Any, as_json: bool, lines: Callable[[Any], None]) -> None:
+def _emit(data: Any, as_json: bool, lines: Callable[[Any], object]) -> None:
     if as_json:
         print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
     else:
         lines(data)
 
 
-def _disposer(pool, store, settings: Settings):
+def _disposer(pool: asyncpg.Pool, store: ObjectStore, settings: Settings) -> Disposer:
     from wa_archive.retention.disposition import Disposer
     from wa_archive.archive.keys import contact_key
     from wa_archive.credentials import contact_secret
@@ -144,7 +151,7 @@ async def cmd_disposition(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_plan(plan: dict) -> None:
+def _print_plan(plan: dict[str, Any]) -> None:
     for d in plan["due"]:
         print(f"{d['retain_until']}  {d['direction']:>3}  {d['id']}  {d['objects']} objects, {d['bytes']} bytes")
     print(f"the next disposition run would remove {plan['count']} messages ({plan['bytes']} bytes of media)")
@@ -202,11 +209,18 @@ async def cmd_erasure(settings: Settings, args: argparse.Namespace) -> int:
                 fh.write(erasure.export_requests(requests, fmt))
             print(f"{len(requests)} erasure requests written to {args.out} ({fmt})")
             return 0
-        _emit(requests, args.json, lambda rs: [_print_request(r) for r in rs] or print("no erasure requests"))
+        _emit(requests, args.json, _print_requests)
     return 0
 
 
-def _print_request(r: dict) -> None:
+def _print_requests(requests: list[dict[str, Any]]) -> None:
+    for r in requests:
+        _print_request(r)
+    if not requests:
+        print("no erasure requests")
+
+
+def _print_request(r: dict[str, Any]) -> None:
     line = f"#{r['id']} +{r['phone']} {r['status']}: {r['outcome']}"
     if r["status"] == "deferred":
         line += f" until {r['deferred_until']} ({r['legal_basis']})"
@@ -246,7 +260,7 @@ async def cmd_storage(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _print_findings(url: str, findings) -> None:
+def _print_findings(url: str, findings: list[Finding]) -> None:
     print(f"storage {url}")
     for f in findings:
         mark = "ok   " if f.ok else "WRONG"
@@ -271,7 +285,7 @@ def _days(value: str) -> int:
     return int(value)
 
 
-def add_parsers(sub) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ret = sub.add_parser("retention", help="retention policies per business number").add_subparsers(
         dest="retention_command", required=True)
     rset = ret.add_parser("set", help="a new policy version; existing retention is extended, never shortened")

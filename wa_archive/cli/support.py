@@ -8,10 +8,13 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from wa_archive.config import Settings
 from wa_archive.errors import ConfigError, FilterError
+
+if TYPE_CHECKING:
+    import asyncpg
 
 T = TypeVar("T")
 
@@ -52,7 +55,7 @@ def _temporal_configured(settings: Settings) -> bool:
         return True
 
 
-async def open_pool(settings: Settings):
+async def open_pool(settings: Settings) -> asyncpg.Pool:
     from wa_archive.devstack.runtime import connect_db
 
     settings = with_dev_defaults(settings)
@@ -71,7 +74,7 @@ def cli_actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
-async def log_cli_access(pool, action: str, target: dict[str, Any]) -> None:
+async def log_cli_access(pool: asyncpg.Pool, action: str, target: dict[str, Any]) -> None:
     """CLI reads are reads of the archive too: recorded under the local user's name."""
     from wa_archive.access.access_log import record_access
 
@@ -85,7 +88,8 @@ def show_progress(done: int, total: int, unit: str = "messages") -> None:
           flush=True)
 
 
-async def follow(result: Awaitable[T], progress: Callable[[], Awaitable[dict | None]], unit: str) -> T:
+async def follow(result: Awaitable[T], progress: Callable[[], Awaitable[dict[str, Any] | None]],
+                 unit: str) -> T:
     """Await a workflow's result, redrawing a progress bar from `progress()` ({done, total}) meanwhile."""
     waiter = asyncio.ensure_future(result)
     while not waiter.done():

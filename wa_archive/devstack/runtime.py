@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
+import asyncpg
 import structlog
 
 from wa_archive.config import Settings
 from wa_archive.db import create_pool
+
+if TYPE_CHECKING:
+    from wa_archive.retention.policies import RetentionRules
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -28,12 +33,13 @@ def configure_logging(level: str = "INFO") -> None:
     )
 
 
-async def connect_db(settings: Settings, *, max_size: int = 10):
+async def connect_db(settings: Settings, *, max_size: int = 10) -> asyncpg.Pool:
     settings.require("database_url")
+    assert settings.database_url  # require() raised ConfigError if it is unset
     return await create_pool(settings.database_url, max_size=max_size)
 
 
-def retention_rules(settings: Settings):
+def retention_rules(settings: Settings) -> RetentionRules:
     """The configured default retention and minimum lock, for the activities that archive."""
     from wa_archive.retention.policies import RetentionRules
 

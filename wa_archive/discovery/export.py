@@ -232,10 +232,11 @@ async def _media_positions(pool: asyncpg.Pool, ids: list[str]) -> dict[str, int]
 
 
 async def _count(pool: asyncpg.Pool, f: Filters) -> int:
-    return await pool.fetchval(
+    count: int = await pool.fetchval(
         "SELECT count(*) FROM messages WHERE ($1::text IS NULL OR contact_phone = $1)"
         " AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3)",
         f.phone, f.since, f.until)
+    return count
 
 
 async def _statuses(pool: asyncpg.Pool, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -275,7 +276,7 @@ def _contact_of(item: dict[str, Any]) -> str:
     return c["phone"] or c["wa_id"] or c["user_id"] or c["username"] or "unknown"
 
 
-def _events(path: Path):
+def _events(path: Path) -> Iterator[dict[str, Any]]:
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             yield json.loads(line)

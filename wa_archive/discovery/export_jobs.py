@@ -33,4 +33,6 @@ async def export_status(client: Client, export_id: str) -> str:
 
 async def export_result(client: Client, export_id: str) -> ExportOutput:
     """The finished export's bundle (waits while it runs)."""
-    return await client.get_workflow_handle(export_workflow_id(export_id), result_type=ExportOutput).result()
+    output: ExportOutput = await client.get_workflow_handle(export_workflow_id(export_id),
+                                                            result_type=ExportOutput).result()
+    return output

@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import io
 import json
+import os
 import zipfile
 from typing import Any
 
@@ -26,7 +27,7 @@ MANIFEST_SIGNATURE = "manifest.sig"
 _UNLISTED = {MANIFEST, MANIFEST_SIGNATURE}
 
 
-def verify_bundle(path, public_key: bytes) -> list[str]:
+def verify_bundle(path: str | os.PathLike[str], public_key: bytes) -> list[str]:
     """Problems found in a bundle (empty when it is intact and proven by the trusted key)."""
     try:
         zf = zipfile.ZipFile(path)
@@ -44,7 +45,7 @@ def verify_bundle(path, public_key: bytes) -> list[str]:
     return problems
 
 
-def _signed_manifest(zf: zipfile.ZipFile, public_key: bytes) -> tuple[dict | None, list[str]]:
+def _signed_manifest(zf: zipfile.ZipFile, public_key: bytes) -> tuple[dict[str, Any] | None, list[str]]:
     """The manifest, only if its signature is the trusted key's over its exact bytes."""
     try:
         raw = zf.read(MANIFEST)
@@ -70,7 +71,7 @@ def _signed_manifest(zf: zipfile.ZipFile, public_key: bytes) -> tuple[dict | Non
     return manifest, []
 
 
-def _files_against_manifest(zf: zipfile.ZipFile, listed: dict[str, dict]) -> list[str]:
+def _files_against_manifest(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]]) -> list[str]:
     problems = []
     names = zf.namelist()
     # With two entries of one name, tools disagree on which they show: never verify one and show the other.
@@ -101,11 +102,11 @@ def _read_json(zf: zipfile.ZipFile, name: str) -> Any:
     return json.loads(zf.read(name))
 
 
-def _checkpoints(zf: zipfile.ZipFile, listed: dict[str, dict],
-                 public_key: bytes) -> tuple[dict[str, dict], list[str]]:
+def _checkpoints(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]],
+                 public_key: bytes) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """The bundle's checkpoints that the trusted key signed (by exact body), and what is wrong."""
     problems: list[str] = []
-    valid: dict[str, dict] = {}
+    valid: dict[str, dict[str, Any]] = {}
     for name in sorted(n for n in listed if n.startswith("ledger/checkpoints/")):
         try:
             doc = _read_json(zf, name)
@@ -135,8 +136,9 @@ def _checkpoints(zf: zipfile.ZipFile, listed: dict[str, dict],
     return valid, problems
 
 
-def _messages_against_receipts(zf: zipfile.ZipFile, listed: dict[str, dict], checkpoints: dict[str, dict],
-                               public_key: bytes, expected_count: object) -> list[str]:
+def _messages_against_receipts(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]],
+                               checkpoints: dict[str, dict[str, Any]], public_key: bytes,
+                               expected_count: object) -> list[str]:
     """Each message's digest, recomputed from messages.jsonl, proven by its receipt."""
     if "messages.jsonl" not in listed or "messages.jsonl" not in zf.namelist():
         return ["messages.jsonl: missing"]
@@ -163,8 +165,8 @@ def _messages_against_receipts(zf: zipfile.ZipFile, listed: dict[str, dict], che
     return problems
 
 
-def _receipt_problems(zf: zipfile.ZipFile, listed: dict[str, dict], message_id: str, digest: str,
-                      checkpoints: dict[str, dict], public_key: bytes) -> list[str]:
+def _receipt_problems(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]], message_id: str, digest: str,
+                      checkpoints: dict[str, dict[str, Any]], public_key: bytes) -> list[str]:
     name = f"ledger/receipts/{safe_id(message_id)}.json"
     if name not in listed:
         return [f"message {message_id}: no receipt in the bundle proves it"]

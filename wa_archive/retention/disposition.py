@@ -81,8 +81,9 @@ class Disposer:
 
     async def _deferred_erasure(self, phone: str) -> int | None:
         """The contact's oldest erasure request waiting for retention to lapse: its removals carry it out."""
-        return await self.pool.fetchval(
+        request_id: int | None = await self.pool.fetchval(
             "SELECT id FROM erasure_requests WHERE status = 'deferred' AND phone = $1 ORDER BY id LIMIT 1", phone)
+        return request_id
 
     async def due(self, *, phone: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(DUE_SQL, phone, limit)
@@ -91,11 +92,13 @@ class Disposer:
                  "policy_id": r["retention_policy_id"], "objects": r["objects"], "bytes": r["bytes"]} for r in rows]
 
     async def held_past_retention(self) -> int:
-        return await self.pool.fetchval(
+        held: int = await self.pool.fetchval(
             "SELECT count(*) FROM messages WHERE retain_until <= now() AND cardinality(hold_cases) > 0")
+        return held
 
     async def dispose_message(self, message_id: str, *, reason: str = "retention_expired",
-                              erasure_request_id: int | None = None, run_id: str | None = None) -> dict | None:
+                              erasure_request_id: int | None = None,
+                              run_id: str | None = None) -> dict[str, Any] | None:
         """Remove one message if it is due; None if it is already gone. Raises RetentionActive if not due."""
         now = datetime.now(timezone.utc)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -127,7 +130,8 @@ class Disposer:
         return {"message_id": message_id, "disposition_id": disp["id"], "objects": sum(1 for r in removed if r["versions_removed"]),
                 "bytes": sum(r["size"] or 0 for r in removed if r["status"] == "archived")}
 
-    async def _record(self, conn: asyncpg.Connection, row: asyncpg.Record, media: list, removed: list) -> dict:
+    async def _record(self, conn: asyncpg.Connection, row: asyncpg.Record, media: list[asyncpg.Record],
+                      removed: list[dict[str, Any]]) -> dict[str, Any]:
         statuses = await conn.fetch("SELECT * FROM status_events WHERE message_id = $1 ORDER BY id", row["id"])
         failures = await conn.fetch("SELECT * FROM archive_failures WHERE message_id = $1 ORDER BY id", row["id"])
         deliveries = await conn.fetch("SELECT delivery_sha256 FROM message_deliveries WHERE message_id = $1"
@@ -150,7 +154,8 @@ class Disposer:
         }
 
 
-async def list_dispositions(pool: asyncpg.Pool, *, since: datetime | None = None, limit: int = 10000) -> list[dict]:
+async def list_dispositions(pool: asyncpg.Pool, *, since: datetime | None = None,
+                            limit: int = 10000) -> list[dict[str, Any]]:
     rows = await pool.fetch("SELECT * FROM dispositions WHERE ($1::timestamptz IS NULL OR disposed_at >= $1)"
                             " ORDER BY id LIMIT $2", since, limit)
     return [{"id": r["id"], "message_id": r["message_id"], "disposed_at": r["disposed_at"].isoformat(),

@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -78,7 +80,8 @@ async def settle(pool: asyncpg.Pool, disposer: Disposer, request: asyncpg.Record
     return request_json(row)
 
 
-async def settle_open(pool: asyncpg.Pool, disposer: Disposer, *, default_basis: str, run_id: str | None) -> list[dict]:
+async def settle_open(pool: asyncpg.Pool, disposer: Disposer, *, default_basis: str,
+                      run_id: str | None) -> list[dict[str, Any]]:
     """Disposition's part: every deferred request whose date has come is carried out (again checked)."""
     rows = await pool.fetch("SELECT * FROM erasure_requests WHERE status = 'deferred'"
                             " AND (deferred_until IS NULL OR deferred_until <= now()) ORDER BY id")
@@ -96,7 +99,7 @@ async def list_requests(pool: asyncpg.Pool) -> list[dict[str, Any]]:
 
 
 def request_json(row: asyncpg.Record) -> dict[str, Any]:
-    iso = lambda v: v.isoformat() if v else None  # noqa: E731
+    iso: Callable[[datetime | None], str | None] = lambda v: v.isoformat() if v else None  # noqa: E731
     return {"id": row["id"], "phone": row["phone"], "reason": row["reason"], "requested_by": row["requested_by"],
             "requested_at": iso(row["requested_at"]), "status": row["status"],
             "deferred_until": iso(row["deferred_until"]), "legal_basis": row["legal_basis"],

@@ -17,9 +17,10 @@ import asyncpg
 from wa_archive.access.access_log import record_access
 from wa_archive.archive.keys import normalize_phone
 from wa_archive.errors import HoldError
+from wa_archive.storage.base import ObjectStore
 
 
-async def set_hold(pool: asyncpg.Pool, store, *, case_id: str, phone: str, since: datetime | None,
+async def set_hold(pool: asyncpg.Pool, store: ObjectStore, *, case_id: str, phone: str, since: datetime | None,
                    until: datetime | None, reason: str, actor: str, role: str) -> dict[str, Any]:
     digits = normalize_phone(phone)
     if digits is None:
@@ -46,7 +47,8 @@ async def set_hold(pool: asyncpg.Pool, store, *, case_id: str, phone: str, since
     return {"case": case_id, "phone": digits, "messages": held, "objects_changed": objects}
 
 
-async def release_hold(pool: asyncpg.Pool, store, *, case_id: str, actor: str, role: str) -> dict[str, Any]:
+async def release_hold(pool: asyncpg.Pool, store: ObjectStore, *, case_id: str, actor: str,
+                       role: str) -> dict[str, Any]:
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow("UPDATE legal_holds SET released_at = now(), released_by = $2"
                                   " WHERE case_id = $1 AND released_at IS NULL RETURNING *", case_id, actor)
@@ -72,7 +74,7 @@ async def list_holds(pool: asyncpg.Pool, *, include_released: bool = True) -> li
              "status": "released" if r["released_at"] else "active", "messages": r["messages"]} for r in rows]
 
 
-async def reconcile(pool: asyncpg.Pool, store) -> int:
+async def reconcile(pool: asyncpg.Pool, store: ObjectStore) -> int:
     """Set the legal hold on objects of held rows, clear it where no case holds them; returns changes."""
     changed = 0
     # Clearing first and setting last: a hold set while this runs is applied by the second pass.

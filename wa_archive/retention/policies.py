@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from wa_archive.archive.keys import normalize_phone
+from wa_archive.storage.base import ObjectStore
 
 DEFAULT_SCOPE = "*"
 DEFAULT_BASIS = "default (WA_ARCHIVE_RETENTION_DAYS)"
@@ -108,7 +109,7 @@ _COVERED = """
 _NEW_DATE = "m.ts + make_interval(days => $2)"
 
 
-async def extend_existing(pool: asyncpg.Pool, store, *, scope: str, days: int, policy_id: int,
+async def extend_existing(pool: asyncpg.Pool, store: ObjectStore, *, scope: str, days: int, policy_id: int,
                           on_progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
     """After a longer policy: extend the objects it covers, then their rows (which then name it as
     the policy they are kept under); never shortens.

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO, Any
 
 from wa_archive.errors import StorageConflict, StorageError
 from wa_archive.archive.keys import safe_id
@@ -123,7 +124,7 @@ class FilesystemStore:
                 hasher.update(block)
         return hasher.hexdigest()
 
-    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """The object's bytes from `start` to `end` (inclusive; None = to the end), in chunks."""
         path = self._path(key)
         fh = await asyncio.to_thread(open, path, "rb")
@@ -147,7 +148,7 @@ class FilesystemStore:
         if not path.exists():
             return None
         meta_path = path.with_name(path.name + META_SUFFIX)
-        meta: dict = {}
+        meta: dict[str, Any] = {}
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
         sha = meta.get("sha256") or await asyncio.to_thread(self._existing_digest, path)
@@ -186,7 +187,7 @@ class FilesystemStore:
         await asyncio.to_thread(self._set_hold, self._path(key), on)
         return True
 
-    def _read_meta(self, path: Path) -> dict:
+    def _read_meta(self, path: Path) -> dict[str, Any]:
         meta_path = path.with_name(path.name + META_SUFFIX)
         return json.loads(meta_path.read_text()) if meta_path.exists() else {}
 
@@ -247,12 +248,12 @@ class FilesystemStore:
         return None
 
 
-def _hash_and_write(hasher: "hashlib._Hash", fh, chunk: bytes) -> None:
+def _hash_and_write(hasher: "hashlib._Hash", fh: IO[bytes], chunk: bytes) -> None:
     hasher.update(chunk)
     fh.write(chunk)
 
 
-def _flush_and_sync(fh) -> None:
+def _flush_and_sync(fh: IO[bytes]) -> None:
     fh.flush()
     os.fsync(fh.fileno())
 

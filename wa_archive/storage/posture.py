@@ -12,10 +12,12 @@ import contextlib
 import hashlib
 import os
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
+import asyncpg
 from botocore.exceptions import ClientError
 
 from wa_archive.config import Settings
@@ -59,7 +61,8 @@ def _encryption(settings: Settings) -> dict[str, Any]:
     return {"Rules": [{"ApplyServerSideEncryptionByDefault": default, "BucketKeyEnabled": True}]}
 
 
-async def _get(call, *args, missing: tuple[str, ...], **kwargs) -> dict | None:
+async def _get(call: Callable[..., Awaitable[dict[str, Any]]], *args: Any, missing: tuple[str, ...],
+               **kwargs: Any) -> dict[str, Any] | None:
     try:
         return await call(*args, **kwargs)
     except ClientError as exc:
@@ -146,7 +149,7 @@ async def check_s3(store: S3Store, settings: Settings, *, canary: bool = True) -
     return findings
 
 
-def _check_lifecycle(conf: dict | None, store: S3Store, settings: Settings) -> list[Finding]:
+def _check_lifecycle(conf: dict[str, Any] | None, store: S3Store, settings: Settings) -> list[Finding]:
     rules = {r.get("ID"): r for r in (conf or {}).get("Rules", [])}
     want_t, want_a = _lifecycle_rules(store, settings)
     t = rules.get(TRANSITION_RULE, {})
@@ -224,7 +227,7 @@ async def check_filesystem(store: FilesystemStore, settings: Settings, *, canary
 async def _filesystem_canary(store: FilesystemStore) -> Finding:
     key = f"{CANARY_PREFIX}lock-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
-    async def chunks(data: bytes):
+    async def chunks(data: bytes) -> AsyncIterator[bytes]:
         yield data
     until = datetime.now(timezone.utc) + timedelta(days=1)
     await store.put_stream(key, chunks(os.urandom(32)), content_type="application/octet-stream", metadata={},
@@ -259,19 +262,22 @@ async def sweep_canaries(store: ObjectStore) -> int:
     return removed
 
 
-async def check_store(store, settings: Settings, *, canary: bool = True) -> list[Finding]:
+async def check_store(store: ObjectStore, settings: Settings, *, canary: bool = True) -> list[Finding]:
     if isinstance(store, S3Store):
         return await check_s3(store, settings, canary=canary)
-    return await check_filesystem(store, settings, canary=canary)
+    # open_store builds only these two backends: a store that is not S3 is the filesystem.
+    return await check_filesystem(cast(FilesystemStore, store), settings, canary=canary)
 
 
-async def record_check(pool, store_url: str, findings: list[Finding], checked_by: str) -> int:
-    return await pool.fetchval(
+async def record_check(pool: asyncpg.Pool, store_url: str, findings: list[Finding], checked_by: str) -> int:
+    check_id: int = await pool.fetchval(
         "INSERT INTO storage_checks (store_url, ok, findings, checked_by) VALUES ($1,$2,$3,$4) RETURNING id",
         store_url, all(f.ok for f in findings), [f.as_dict() for f in findings], checked_by)
+    return check_id
 
 
-async def startup_check(store, settings: Settings, pool, checked_by: str) -> list[Finding]:
+async def startup_check(store: ObjectStore, settings: Settings, pool: asyncpg.Pool,
+                        checked_by: str) -> list[Finding]:
     """The check `worker` and `serve` run before starting: every finding is logged and recorded;
     a bucket without versioning stops them unless WA_ARCHIVE_ALLOW_UNVERSIONED_BUCKET is set."""
     import structlog
@@ -297,7 +303,8 @@ async def startup_check(store, settings: Settings, pool, checked_by: str) -> lis
     return findings
 
 
-async def open_checked_store(settings: Settings, pool, checked_by: str, *, must_reach: bool):
+async def open_checked_store(settings: Settings, pool: asyncpg.Pool, checked_by: str, *,
+                             must_reach: bool) -> ObjectStore:
     """The configured store, after the start-up check (closed again if the check refuses it).
 
     A store that cannot be reached stops a worker (it has nothing to do without it) but not the

@@ -222,15 +222,16 @@ class S3Store:
         normalised type and as an attachment whatever the type: S3 cannot add nosniff or a CSP, so
         a download is what keeps a browser from rendering the bytes on the bucket's origin."""
         s3 = await self._s3()
-        return await s3.generate_presigned_url(
+        url: str = await s3.generate_presigned_url(
             "get_object", Params={
                 "Bucket": self.bucket, "Key": self._full(key),
                 "ResponseContentType": normalize_mime(content_type),
                 "ResponseContentDisposition": f'attachment; filename="{header_safe_filename(filename)}"',
             },
             ExpiresIn=min(expires_seconds, 300))
+        return url
 
-    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """The object's bytes from `start` to `end` (inclusive; None = to the end), in chunks."""
         s3 = await self._s3()
         extra = {}
