@@ -9,6 +9,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,7 +277,9 @@ def storage_backend(request: pytest.FixtureRequest) -> str:
 @pytest_asyncio.fixture
 async def stack_factory(client, clean_db, owner_pool, admin_pool, fake_graph, tmp_root, s3_endpoint, s3_bucket):
     """Build stacks (worker + webhook) with chosen settings; everything is torn down after the test."""
-    cleanups = []
+    # Released in the reverse of the order taken: within a stack the worker first and the store last, stacks
+    # newest first; a stack whose build failed halfway releases what it had taken.
+    teardown = AsyncExitStack()
 
     async def build(backend: str = "filesystem", run_worker: bool = True, **overrides: Any) -> Stack:
         run_id = uuid.uuid4().hex[:8]
@@ -287,36 +290,27 @@ async def stack_factory(client, clean_db, owner_pool, admin_pool, fake_graph, tm
         else:
             store = FilesystemStore(tmp_root / f"objects-{run_id}")
             storage_url = store.url
+        teardown.push_async_callback(store.close)
         overrides.setdefault("meta_graph_url", fake_graph.graph_url)
         settings = make_settings(storage_url=storage_url, s3_endpoint_url=s3_endpoint, **overrides)
         http = aiohttp.ClientSession()
+        teardown.push_async_callback(http.close)
         app = create_app(WebhookDeps(settings=settings, client=client, pool=clean_db, store=store))
         runner = web.AppRunner(app)
         await runner.setup()
+        teardown.push_async_callback(runner.cleanup)
         port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
-        worker = None
         links = link_fetcher(settings)
+        teardown.push_async_callback(links.close)
         if run_worker:
-            worker = build_worker(client, settings, clean_db, store, http, links)
-            await worker.__aenter__()
-
-        async def cleanup() -> None:
-            if worker is not None:
-                await worker.__aexit__(None, None, None)
-            await links.close()
-            await runner.cleanup()
-            await http.close()
-            await store.close()
-
-        cleanups.append(cleanup)
+            await teardown.enter_async_context(build_worker(client, settings, clean_db, store, http, links))
         return Stack(settings=settings, client=client, pool=clean_db, store=store,
                      url=f"http://127.0.0.1:{port}", http=http, graph=fake_graph, owner_pool=owner_pool,
                      admin_pool=admin_pool)
 
-    yield build
-    for cleanup in reversed(cleanups):
-        await cleanup()
+    async with teardown:
+        yield build
 
 
 @pytest_asyncio.fixture
