@@ -1,7 +1,8 @@
-"""`make bench`: eight measurements, each against a baseline taken in the same run (the README's
-Benchmarks section describes each): ingest, end to end, outbound, search, and one 1 GiB file here;
-`verify --full`, disposition and encrypted media in bench/stored.py. `python -m bench NAME …` runs
-some of them and only prints.
+"""`make bench`: nine measurements, each against a baseline taken in the same run (the README's
+Benchmarks section describes each): outbound and one 1 GiB file here; ingest and end to end, each
+also with plaintext Temporal payloads for the codec's cost, in bench/throughput.py; the payload codec
+alone in bench/codec.py; search in bench/search.py; `verify --full`, disposition and encrypted media
+in bench/stored.py. `python -m bench NAME …` runs some of them and only prints.
 
 Results go to bench/results/<time>.json (and latest.json) and a table on stdout.
 """
@@ -24,11 +25,11 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 
+from bench import codec, report, stored, throughput
 from bench import search as search_bench
-from bench import stored
-from bench.floor import FloorWorkflow
-from bench.measure import percentile, rss_kib
+from bench.measure import rss_kib
 from wa_archive.db import migrate
 from wa_archive.devstack.embedded import (
     APP_ROLE, DATABASE, EmbeddedPostgres, TemporalDevServer, ensure_database, ensure_roles, free_port,
@@ -36,10 +37,15 @@ from wa_archive.devstack.embedded import (
 from wa_archive.sources.meta.fake_graph import FakeGraph, FakeMedia
 from wa_archive.temporal.codec import encrypted_data_converter, generate_key_line, parse_payload_keys
 from wa_archive.sources.signature import meta_signature
-from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
+from wa_archive.sources.meta.samples import dumps, envelope, media_message, wamid
 
 SECRET, TOKEN = "bench-secret", "bench-token"
 RESULTS = Path(__file__).parent / "results"
+ALL = ("ingest", "end_to_end", "payload_codec", "outbound", "search", "verify_full", "disposition",
+       "encrypted_media", "large_file")
+# How the bench starts each process: the archive's own entry points (the codec on, as deployed), or
+# through bench/plaintext.py for the plaintext baseline.
+ENTRY = {"serve": ["wa_archive.cli", "serve"], "worker": ["wa_archive.cli", "worker"], "floor": ["bench.floor"]}
 
 
 class Bench:
@@ -83,6 +89,8 @@ class Bench:
         self.graph_runner = await self.graph.start()
         self.client = await Client.connect(self.temporal.address, data_converter=encrypted_data_converter(
             parse_payload_keys(self.payload_keys, "bench")))
+        # Only for the plaintext baseline: its starts and the workers of bench/plaintext.py.
+        self.plain_client = await Client.connect(self.temporal.address, data_converter=pydantic_data_converter)
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
 
     async def stop(self) -> None:
@@ -99,9 +107,13 @@ class Bench:
         if hasattr(self, "temporal"):
             self.temporal.stop()
 
-    async def serve(self, task_queue: str, name: str = "serve", **extra: str) -> str:
+    @staticmethod
+    def command(name: str, plaintext: bool = False) -> list[str]:
+        return [sys.executable, "-m", *(["bench.plaintext", name] if plaintext else ENTRY[name])]
+
+    async def serve(self, task_queue: str, name: str = "serve", *, plaintext: bool = False, **extra: str) -> str:
         port = free_port()
-        self.spawn([sys.executable, "-m", "wa_archive.cli", "serve"],
+        self.spawn(self.command("serve", plaintext),
                    self.env(WA_ARCHIVE_HTTP_PORT=str(port), WA_ARCHIVE_TASK_QUEUE=task_queue, **extra), name)
         url = f"http://127.0.0.1:{port}"
         for _ in range(300):
@@ -114,8 +126,8 @@ class Bench:
             await asyncio.sleep(0.1)
         raise RuntimeError("serve did not start")
 
-    def worker(self, task_queue: str, **extra: str) -> subprocess.Popen:
-        return self.spawn([sys.executable, "-m", "wa_archive.cli", "worker"],
+    def worker(self, task_queue: str, *, plaintext: bool = False, **extra: str) -> subprocess.Popen:
+        return self.spawn(self.command("worker", plaintext),
                           self.env(WA_ARCHIVE_TASK_QUEUE=task_queue, **extra), f"worker-{task_queue}")
 
     async def post(self, url: str, body: bytes) -> float:
@@ -146,100 +158,6 @@ class Bench:
             await asyncio.sleep(0.05)
         await waiter
         return peak
-
-    # 1. ingest ---------------------------------------------------------------------------------
-
-    async def ingest(self, n: int = 1000, concurrency: int = 16) -> dict:
-        tq = f"bench-ingest-{uuid.uuid4().hex[:6]}"  # no worker: only the acknowledgement is timed
-
-        async def run(make, count):
-            gate = asyncio.Semaphore(concurrency)
-
-            async def one(i):
-                async with gate:
-                    await make(i)
-            started = time.perf_counter()
-            await asyncio.gather(*(one(i) for i in range(count)))
-            return count / (time.perf_counter() - started)
-
-        url = await self.serve(tq)
-        # Alternate baseline and webhook rounds and compare medians, so that a noisy moment on a
-        # shared 2-core machine does not decide the ratio.
-        raws, hooks = [], []
-        for _ in range(3):
-            raws.append(await run(lambda i: self.client.start_workflow(
-                "IngestDelivery", {"delivery_sha256": uuid.uuid4().hex}, id=f"raw-{uuid.uuid4()}",
-                task_queue=tq), n))
-            bodies = [dumps(envelope([message("text", {"body": f"m{i}"})])) for i in range(n)]
-            hooks.append(await run(lambda i: self.post(url, bodies[i]), n))
-        raw, hook = percentile(raws, 50), percentile(hooks, 50)
-        # Fixed rate: 100 requests/s for 10 s, latency per request, for raw starts and the webhook.
-        async def timed_start(i: int) -> float:
-            started = time.perf_counter()
-            await self.client.start_workflow("IngestDelivery", {"delivery_sha256": str(i)},
-                                             id=f"rate-{uuid.uuid4()}", task_queue=tq)
-            return time.perf_counter() - started
-
-        async def at_rate(call) -> list[float]:
-            tasks = []
-            start = time.perf_counter()
-            for i in range(1000):
-                await asyncio.sleep(max(0.0, start + i / 100 - time.perf_counter()))
-                tasks.append(asyncio.create_task(call(i)))
-            return list(await asyncio.gather(*tasks))
-
-        raw_latencies = await at_rate(timed_start)
-        rate_bodies = [dumps(envelope([message("text", {"body": f"rate {i}"})])) for i in range(1000)]
-        latencies = await at_rate(lambda i: self.post(url, rate_bodies[i]))
-        batch = dumps(envelope([message("text", {"body": f"b{i}"}) for i in range(1000)]))
-        ack = min([await self.post(url, batch.replace(b'"b', f'"{k}b'.encode())) for k in range(3)])
-        return {
-            "raw_start_per_s": round(raw, 1), "webhook_per_s": round(hook, 1),
-            "raw_rounds": [round(r, 1) for r in raws], "webhook_rounds": [round(h, 1) for h in hooks],
-            "ratio": round(hook / raw, 3), "target_ratio": 0.8,
-            "p50_ms_at_100rps": round(percentile(latencies, 50) * 1000, 1),
-            "p99_ms_at_100rps": round(percentile(latencies, 99) * 1000, 1), "target_p99_ms": 100,
-            "raw_start_p50_ms_at_100rps": round(percentile(raw_latencies, 50) * 1000, 1),
-            "raw_start_p99_ms_at_100rps": round(percentile(raw_latencies, 99) * 1000, 1),
-            "ack_1000_updates_ms": round(ack * 1000, 1), "target_ack_ms": 1000,
-        }
-
-    # 2. end to end -----------------------------------------------------------------------------
-
-    async def end_to_end(self, n: int = 500, size: int = 100 * 1024) -> dict:
-        floor_tq = f"bench-floor-{uuid.uuid4().hex[:6]}"
-        self.spawn([sys.executable, "-m", "bench.floor", self.temporal.address, floor_tq],
-                   self.env(), "floor")
-        await asyncio.sleep(2)
-        started = time.perf_counter()
-        handles = await asyncio.gather(*(self.client.start_workflow(
-            FloorWorkflow.run, i, id=f"floor-{uuid.uuid4()}", task_queue=floor_tq) for i in range(n)))
-        await asyncio.gather(*(h.result() for h in handles))
-        floor = n / (time.perf_counter() - started)
-
-        tq = f"bench-e2e-{uuid.uuid4().hex[:6]}"
-        url = await self.serve(tq)
-        self.worker(tq)
-        await asyncio.sleep(2)
-        ids, bodies = [], []
-        for i in range(n):
-            media = self.graph.add(FakeMedia(f"e2e-{uuid.uuid4().hex}", content=os.urandom(size)))
-            mid = wamid()
-            ids.append(mid)
-            bodies.append(dumps(envelope([media_message("image", media.media_id, media.sha256_b64(),
-                                                        "image/jpeg", mid=mid)])))
-        started = time.perf_counter()
-        gate = asyncio.Semaphore(16)
-
-        async def send(body):
-            async with gate:
-                await self.post(url, body)
-        await asyncio.gather(*(send(b) for b in bodies))
-        await self.wait_archived(ids, timeout=600)
-        archive = n / (time.perf_counter() - started)
-        return {"messages": n, "media_bytes": size, "floor_msgs_per_s": round(floor, 1),
-                "archive_msgs_per_s": round(archive, 1), "ratio": round(archive / floor, 3),
-                "target_ratio": 0.7}
 
     # 2b. outbound -------------------------------------------------------------------------------
 
@@ -341,11 +259,12 @@ async def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="wa-archive-bench-", dir=os.environ.get("BENCH_TMP")))
     bench = Bench(root)
     results: dict = {"when": datetime.now(timezone.utc).isoformat(), "cpus": os.cpu_count()}
+    chosen = sys.argv[1:] or list(ALL)
     try:
         await bench.start()
-        chosen = sys.argv[1:] or ["ingest", "end_to_end", "outbound", "search", "verify_full", "disposition",
-                                  "encrypted_media", "large_file"]
-        for name, fn in (("ingest", bench.ingest), ("end_to_end", bench.end_to_end),
+        for name, fn in (("ingest", lambda: throughput.ingest(bench)),
+                         ("end_to_end", lambda: throughput.end_to_end(bench)),
+                         ("payload_codec", codec.payload_codec),
                          ("outbound", bench.outbound), ("search", lambda: search_bench.search(bench)),
                          ("verify_full", lambda: stored.verify_full(bench)),
                          ("disposition", lambda: stored.disposition(bench)),
@@ -356,7 +275,7 @@ async def main() -> None:
             print(f"running {name} ...", flush=True)
             if name == "outbound":
                 if "end_to_end" not in results:
-                    results["end_to_end"] = await bench.end_to_end()
+                    results["end_to_end"] = await throughput.end_to_end(bench)
                 results[name] = await fn(results["end_to_end"]["archive_msgs_per_s"])
             else:
                 results[name] = await fn()
@@ -364,38 +283,14 @@ async def main() -> None:
     finally:
         await bench.stop()
         shutil.rmtree(root, ignore_errors=True)
-    RESULTS.mkdir(exist_ok=True)
-    if len(results) < 10:  # a partial run (python -m bench ingest) only prints what it measured
+    if not set(ALL) <= set(results):  # a partial run (python -m bench ingest) only prints what it measured
         return
+    RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for path in (RESULTS / f"{stamp}.json", RESULTS / "latest.json"):
         path.write_text(json.dumps(results, indent=2))
-    i, e, o, l = results["ingest"], results["end_to_end"], results["outbound"], results["large_file"]
-    sp, sf = results["search"]["phone_30d"], results["search"]["full_text"]
-    v, dp, em = results["verify_full"], results["disposition"], results["encrypted_media"]
-    rows = [
-        ("ingest vs raw start_workflow", f"{i['webhook_per_s']}/s vs {i['raw_start_per_s']}/s", i["ratio"], ">= 0.8"),
-        ("ingest p50 / p99 at 100 req/s", f"{i['p50_ms_at_100rps']} / {i['p99_ms_at_100rps']} ms", "", "p99 <= 100 ms"),
-        ("raw start p50 / p99 at 100/s", f"{i['raw_start_p50_ms_at_100rps']} / {i['raw_start_p99_ms_at_100rps']} ms", "", "(baseline)"),
-        ("ack of a 1,000-update delivery", f"{i['ack_1000_updates_ms']} ms", "", "<= 1000 ms"),
-        ("end to end vs Temporal floor", f"{e['archive_msgs_per_s']}/s vs {e['floor_msgs_per_s']}/s", e["ratio"], ">= 0.7"),
-        ("outbound templates vs inbound", f"{o['outbound_msgs_per_s']}/s vs {o['inbound_msgs_per_s']}/s", o["ratio"], "(report)"),
-        ("search phone+30d p50/p95 API", f"{sp['api_p50_ms']} / {sp['api_p95_ms']} ms", "", "p95 <= 50 ms"),
-        ("search phone+30d p95 direct SQL", f"{sp['direct_p95_ms']} ms", sp["api_overhead_p95"], "API +<= 30%"),
-        ("full text p50/p95 API", f"{sf['api_p50_ms']} / {sf['api_p95_ms']} ms", "", "p95 <= 200 ms"),
-        ("full text p95 direct SQL", f"{sf['direct_p95_ms']} ms", sf["api_overhead_p95"], "API +<= 30%"),
-        ("verify --full 2 GiB vs sha256sum", f"{v['verify_mb_per_s']} vs {v['sha256sum_mb_per_s']} MB/s", v["ratio"], ">= 0.7"),
-        ("disposition vs plain delete", f"{dp['disposition_msgs_per_s']}/s vs {dp['plain_msgs_per_s']}/s", dp["ratio"], "(report)"),
-        ("512 MiB encrypted vs plain", f"{em['encrypted_wasender_s']} s vs {em['plain_graph_s']} s", em["ratio"], "(report)"),
-        ("  worker RSS growth decrypting", f"{em['rss_growth_mib']} MiB", "", "<= 64 MiB"),
-        ("1 GiB vs sha256sum + cp", f"{l['archive_s']} s vs {l['floor_hash_plus_copy_s']} s", l["ratio"], "<= 1.5"),
-        ("1 GiB worker RSS growth", f"{l['rss_growth_mib']} MiB", "", "<= 64 MiB"),
-    ]
-    print(f"\n{'measure':<34} {'measured':<28} {'ratio':<8} target")
-    for row in rows:
-        print(f"{row[0]:<34} {row[1]:<28} {str(row[2]):<8} {row[3]}")
+    report.print_tables(results)
     print(f"\nwritten to {RESULTS / 'latest.json'}")
-
 
 if __name__ == "__main__":
     asyncio.run(main())

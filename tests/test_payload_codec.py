@@ -30,7 +30,7 @@ from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.temporal.codec import (
     AesGcmPayloadCodec, generate_key_line, parse_payload_keys, workflow_of,
 )
-from wa_archive.temporal.client import payload_keys
+from wa_archive.temporal.client import data_converter, payload_keys
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
 
 KEY_A = "ka:" + base64.b64encode(b"A" * 32).decode()
@@ -161,6 +161,19 @@ def test_keys_generate_and_worker_and_serve_refuse_to_start_without_keys(tmp_pat
     refused = _cli("worker", env={**env, "WA_ARCHIVE_PAYLOAD_KEYS": "k1:not-a-key"})
     assert refused.returncode == 2 and "WA_ARCHIVE_PAYLOAD_KEYS: key 'k1' is not valid base64" in refused.stderr
 
+
+
+def test_the_bench_plaintext_baseline_is_not_a_switch_and_refuses_any_temporal_but_loopback():
+    """`make bench` measures the codec's cost against plaintext payloads from bench/plaintext.py; the
+    image ships bench/, so that module must change nothing on import and refuse a real Temporal."""
+    import wa_archive.runtime
+    from bench import plaintext
+
+    assert wa_archive.runtime.data_converter is data_converter  # importing it replaced nothing
+    assert plaintext.plaintext_converter(make_settings(temporal_address="127.0.0.1:7233")) is pydantic_data_converter
+    for address in ("temporal.example.com:7233", "10.0.0.5:7233", None):
+        with pytest.raises(ConfigError, match="loopback"):
+            plaintext.plaintext_converter(make_settings(temporal_address=address))
 
 # The "done when" check: raw histories of archived messages ---------------------------------------
 
