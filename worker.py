@@ -19,17 +19,17 @@ from activities.media import MediaActivities
 from activities.outbound import OutboundActivities
 from activities.records import RecordActivities
 from activities.retrieval import RetrievalActivities
-from wa_archive.config import Settings
-from wa_archive.retention.disposition import Disposer
-from wa_archive.sources.meta.graph import GraphClient
 from wa_archive.archive.keys import contact_key
-from wa_archive.sources.links import Allowlist, LinkFetcher
-from wa_archive.sources.wasender.decrypt_api import WasenderClient
-from wa_archive.devstack.runtime import connect_db, retention_rules
-from wa_archive.temporal.client import connect_temporal
+from wa_archive.config import Settings
 from wa_archive.credentials import contact_secret, ledger_signer
+from wa_archive.devstack.runtime import connect_db, retention_rules
+from wa_archive.retention.disposition import Disposer
+from wa_archive.sources.links import Allowlist, LinkFetcher
+from wa_archive.sources.meta.graph import GraphClient
+from wa_archive.sources.wasender.decrypt_api import WasenderClient
 from wa_archive.storage import ObjectStore
 from wa_archive.storage.posture import open_checked_store
+from wa_archive.temporal.client import connect_temporal
 from workflows.archive_message import ArchiveMessage
 from workflows.disposition import Disposition
 from workflows.export_bundle import ExportBundle

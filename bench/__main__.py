@@ -32,12 +32,18 @@ from bench import search as search_bench
 from bench.measure import rss_kib
 from wa_archive.db import migrate
 from wa_archive.devstack.embedded import (
-    APP_ROLE, DATABASE, EmbeddedPostgres, TemporalDevServer, ensure_database, ensure_roles, free_port,
+    APP_ROLE,
+    DATABASE,
+    EmbeddedPostgres,
+    TemporalDevServer,
+    ensure_database,
+    ensure_roles,
+    free_port,
 )
 from wa_archive.sources.meta.fake_graph import FakeGraph, FakeMedia
-from wa_archive.temporal.codec import encrypted_data_converter, generate_key_line, parse_payload_keys
-from wa_archive.sources.signature import meta_signature
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, wamid
+from wa_archive.sources.signature import meta_signature
+from wa_archive.temporal.codec import encrypted_data_converter, generate_key_line, parse_payload_keys
 
 SECRET, TOKEN = "bench-secret", "bench-token"
 RESULTS = Path(__file__).parent / "results"
@@ -164,8 +170,8 @@ class Bench:
     async def outbound(self, inbound_per_s: float, n: int = 300, size: int = 100 * 1024) -> dict:
         """Template messages recorded through the API, then `sent` webhooks, until each is archived
         with its template snapshot and header image — against the inbound figure of this run."""
-        from wa_archive.sources.meta.samples import WABA_ID
         from wa_archive.access.tokens import create_token
+        from wa_archive.sources.meta.samples import WABA_ID
 
         self.graph.set_template(WABA_ID, {
             "id": "9001", "name": "bench_notice", "language": "en_US", "category": "UTILITY",

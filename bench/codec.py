@@ -12,8 +12,8 @@ from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from wa_archive.models import ArchiveRequest, Contact
-from wa_archive.temporal.codec import AesGcmPayloadCodec, generate_key_line, parse_payload_keys
 from wa_archive.sources.meta.samples import message
+from wa_archive.temporal.codec import AesGcmPayloadCodec, generate_key_line, parse_payload_keys
 
 
 def cost(with_codec: dict, plaintext: dict, rates: tuple[str, ...], times_ms: tuple[str, ...]) -> dict:

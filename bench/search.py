@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 async def search(b: Bench, rows: int = 1_000_000, runs: int = 200) -> dict:
     """1,000,000 synthetic messages loaded with COPY; phone + 30-day and full-text queries through
     the HTTP API against the same SQL run directly with asyncpg."""
-    from wa_archive.discovery.search import build_query
     from wa_archive.access.tokens import create_token
+    from wa_archive.discovery.search import build_query
 
     rng = random.Random(5)
     words = [f"w{i:04d}" for i in range(3000)] + ["transfer", "mandate", "statement", "invoice"]

@@ -193,7 +193,7 @@ async def _floor_round(client: Client, task_queue: str, n: int) -> float:
 
 async def _archive_round(b: Bench, url: str, n: int, size: int) -> float:
     ids, bodies = [], []
-    for i in range(n):
+    for _ in range(n):
         media = b.graph.add(FakeMedia(f"e2e-{uuid.uuid4().hex}", content=os.urandom(size)))
         mid = wamid()
         ids.append(mid)

@@ -23,17 +23,22 @@ from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from wa_archive.db import queries
 from wa_archive.config import Settings
-from wa_archive.db import create_pool, migrate
+from wa_archive.db import create_pool, migrate, queries
 from wa_archive.devstack.embedded import (
-    APP_ROLE, SQLITE_PRAGMAS, EmbeddedPostgres, ensure_database, ensure_roles, free_port, temporal_binary,
+    APP_ROLE,
+    SQLITE_PRAGMAS,
+    EmbeddedPostgres,
+    ensure_database,
+    ensure_roles,
+    free_port,
+    temporal_binary,
 )
-from wa_archive.sources.meta.fake_graph import FakeGraph
 from wa_archive.names import SEARCH_ATTRIBUTES
-from wa_archive.temporal.client import data_converter
+from wa_archive.sources.meta.fake_graph import FakeGraph
 from wa_archive.sources.signature import meta_signature
 from wa_archive.storage import FilesystemStore, ObjectStore, S3Store
+from wa_archive.temporal.client import data_converter
 from webhook.app import WebhookDeps, create_app
 from worker import build_worker, link_fetcher
 

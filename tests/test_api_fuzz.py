@@ -13,9 +13,17 @@ from yarl import URL
 
 from tests.fuzz_http import fuzz_stack, path_segment, raw_request, request, seed
 from tests.strategies import (
-    EXAMPLES, cursors, explore, header_text, nasty_strings, query_keys, query_values, ranges, raw_header, raw_queries,
+    EXAMPLES,
+    cursors,
+    explore,
+    header_text,
+    nasty_strings,
+    query_keys,
+    query_values,
+    ranges,
+    raw_header,
+    raw_queries,
 )
-
 
 # The holes of issue 11, item 6, one request each -------------------------------------------------
 

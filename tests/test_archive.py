@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
-from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.archive.keys import safe_id
+from wa_archive.sources.meta.fake_graph import FakeMedia
+from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
 
 
 def _media_id() -> str:
@@ -307,9 +307,9 @@ async def test_operators_find_workflows_by_message_id_status_and_contact_key(sta
 
 async def test_histories_replay_deterministically(stack_factory):
     stack = await stack_factory(inline_fanout_max=0)  # also exercise the IngestDelivery path
-    from tests.conftest import DATA_CONVERTER
     from temporalio.worker import Replayer
 
+    from tests.conftest import DATA_CONVERTER
     from workflows.archive_message import ArchiveMessage
     from workflows.ingest_delivery import IngestDelivery
 
@@ -339,9 +339,9 @@ async def test_committed_golden_histories_still_replay():
     from pathlib import Path
 
     from temporalio.client import WorkflowHistory
-    from tests.conftest import DATA_CONVERTER
     from temporalio.worker import Replayer
 
+    from tests.conftest import DATA_CONVERTER
     from workflows.archive_message import ArchiveMessage
     from workflows.disposition import Disposition
     from workflows.ingest_delivery import IngestDelivery

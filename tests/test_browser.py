@@ -20,8 +20,8 @@ from tests.test_outbound import PNID, TEMPLATE_V1, status_body, template_send
 from tests.test_ui_security import HTML_BODY, sign_in
 from wa_archive.devstack.dev import _demo_image
 from wa_archive.discovery.export import verify_bundle
-from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.integrity.ledger import Signer
+from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.samples import WABA_ID, dumps, envelope, media_message, message, wamid
 
 CHROMIUM = "/usr/bin/chromium"

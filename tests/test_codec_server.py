@@ -17,10 +17,10 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from tests.test_ui_security import SESSION, sign_in
-from wa_archive.devstack.embedded import temporal_binary
 from wa_archive.archive.keys import message_workflow_id
-from wa_archive.temporal.codec import AesGcmPayloadCodec, parse_payload_keys
+from wa_archive.devstack.embedded import temporal_binary
 from wa_archive.sources.meta.samples import dumps, envelope, message, wamid
+from wa_archive.temporal.codec import AesGcmPayloadCodec, parse_payload_keys
 
 UI_ORIGIN = "http://ui.example.test:8233"
 OTHER_KEY = "kother:" + base64.b64encode(b"O" * 32).decode()

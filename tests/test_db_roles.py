@@ -13,10 +13,10 @@ import asyncpg
 import pytest
 
 from tests.conftest import DatabaseUrls
-from wa_archive.integrity import ledger, merkle
 from wa_archive.db import migrate
-from wa_archive.errors import MigrateAsAppRole
 from wa_archive.devstack.embedded import APP_ROLE, OWNER_ROLE
+from wa_archive.errors import MigrateAsAppRole
+from wa_archive.integrity import ledger, merkle
 
 REFUSED = (asyncpg.InsufficientPrivilegeError, asyncpg.RaiseError)
 
@@ -293,8 +293,8 @@ def _mode(path: Path) -> int:
 
 
 def test_dev_secret_files_are_owner_only_from_the_first_byte(tmp_path: Path, open_umask_no_chmod):
-    from wa_archive.devstack import dev
     from wa_archive.credentials import create_secret_file, ensure_dev_contact_secret, ensure_dev_ledger_key
+    from wa_archive.devstack import dev
 
     ensure_dev_contact_secret(tmp_path)
     ensure_dev_ledger_key(tmp_path)

@@ -18,8 +18,8 @@ import zipfile
 from pathlib import Path
 
 from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS
-from wa_archive.integrity.ledger import Signer
 from tests.test_outbound import PNID, TEMPLATE_V1, status_body, template_send
+from wa_archive.integrity.ledger import Signer
 from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.samples import WABA_ID, dumps, envelope, media_message, message, wamid
 

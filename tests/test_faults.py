@@ -13,8 +13,8 @@ import uuid
 from aiobotocore.session import get_session
 
 from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS
-from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
 from wa_archive.sources.meta.fake_graph import FakeMedia
+from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
 
 
 def _start_worker(stack, temporal_address: str, database_url: str, log_path) -> subprocess.Popen:
@@ -92,9 +92,8 @@ async def test_temporal_outage_answers_503_then_the_redelivery_is_archived(clean
     import aiohttp
     from aiohttp import web
     from temporalio.client import Client
-    from tests.conftest import DATA_CONVERTER
 
-    from tests.conftest import APP_SECRET, make_settings
+    from tests.conftest import APP_SECRET, DATA_CONVERTER, make_settings
     from wa_archive.db import queries
     from wa_archive.devstack.embedded import TemporalDevServer, free_port
     from wa_archive.sources.signature import meta_signature

@@ -18,9 +18,9 @@ from tests.conftest import ACCESS_TOKEN
 from tests.test_outbound import PNID, TEMPLATE_V1, _file, _proxy, _record, template_send
 from wa_archive.devstack.embedded import free_port
 from wa_archive.errors import GraphRequestRefused, LinkRefused
+from wa_archive.sources.links import Allowlist, LinkFetcher, forbidden, noncanonical_ipv4
 from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.graph import MediaHosts, graph_id
-from wa_archive.sources.links import Allowlist, LinkFetcher, forbidden, noncanonical_ipv4
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, wamid
 
 TEXT = {"messaging_product": "whatsapp", "to": "+447700900123", "type": "text", "text": {"body": "x"}}

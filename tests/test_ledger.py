@@ -100,8 +100,8 @@ async def test_untouched_archive_verifies_and_each_tampering_is_named(stack, dat
 
 async def test_two_workers_archiving_at_once_leave_one_gapless_chain(stack_factory, database_url, temporal_address):
     from temporalio.client import Client
-    from tests.conftest import DATA_CONVERTER
 
+    from tests.conftest import DATA_CONVERTER
     from worker import build_worker, link_fetcher
 
     stack = await stack_factory()

@@ -19,13 +19,13 @@ import pytest
 from aiobotocore.session import get_session
 
 from tests.conftest import LEDGER_KEY
-from wa_archive.discovery import export
-from wa_archive.integrity import ledger
-from wa_archive.discovery.export import ExportQuery, write_bundle
-from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.archive.keys import extension_for
-from wa_archive.integrity.ledger import Signer
 from wa_archive.archive.media_types import is_inline, media_headers, normalize_mime
+from wa_archive.discovery import export
+from wa_archive.discovery.export import ExportQuery, write_bundle
+from wa_archive.integrity import ledger
+from wa_archive.integrity.ledger import Signer
+from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.samples import dumps, envelope, message, wamid
 from wa_archive.storage import S3Store
 

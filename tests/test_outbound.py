@@ -237,9 +237,9 @@ async def test_duplicate_status_webhooks_give_one_timeline_entry_each(stack):
     desc = await stack.client.get_workflow_handle(outbound_workflow_id(wamid)).describe()
     assert desc.status.name == "COMPLETED", "a late status must not start a second run"
     # Even when the archived-check is raced, signalling a finished workflow starts nothing.
+    from wa_archive.archive.starter import signal_outbound
     from wa_archive.models import OutboundStart, StatusSignal
     from wa_archive.names import SIGNAL_STATUS
-    from wa_archive.archive.starter import signal_outbound
 
     started = await signal_outbound(stack.client, OutboundStart(message_id=wamid), SIGNAL_STATUS,
                                     StatusSignal(status="read"), task_queue=stack.settings.task_queue,

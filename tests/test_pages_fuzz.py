@@ -10,7 +10,15 @@ from yarl import URL
 
 from tests.fuzz_http import fuzz_stack, path_segment, raw_request, request, seed
 from tests.strategies import (
-    EXAMPLES, PHONE, explore, header_text, nasty_strings, query_keys, query_values, raw_header, raw_queries,
+    EXAMPLES,
+    PHONE,
+    explore,
+    header_text,
+    nasty_strings,
+    query_keys,
+    query_values,
+    raw_header,
+    raw_queries,
 )
 from tests.test_ui_security import sign_in
 

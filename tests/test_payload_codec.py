@@ -23,15 +23,24 @@ from temporalio.exceptions import ApplicationError
 
 from tests.conftest import DATA_CONVERTER, make_settings
 from tests.test_wasender import SECRET as WASENDER_SECRET
-from tests.test_wasender import encrypt, host, key_id, post, upsert  # noqa: F401 - `host` is a fixture
+from tests.test_wasender import (
+    encrypt,
+    host,  # noqa: F401 - a fixture, used by name below
+    key_id,
+    post,
+    upsert,
+)
 from tests.test_wasender import media_message as wasender_media
 from wa_archive.errors import ConfigError, UnknownPayloadKey
 from wa_archive.sources.meta.fake_graph import FakeMedia
-from wa_archive.temporal.codec import (
-    AesGcmPayloadCodec, generate_key_line, parse_payload_keys, workflow_of,
-)
-from wa_archive.temporal.client import data_converter, payload_keys
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
+from wa_archive.temporal.client import data_converter, payload_keys
+from wa_archive.temporal.codec import (
+    AesGcmPayloadCodec,
+    generate_key_line,
+    parse_payload_keys,
+    workflow_of,
+)
 
 KEY_A = "ka:" + base64.b64encode(b"A" * 32).decode()
 KEY_B = "kb:" + base64.b64encode(b"B" * 32).decode()
@@ -188,7 +197,7 @@ async def _closed_histories(client: Client, task_queue: str, expected: int) -> l
     raise AssertionError(f"fewer than {expected} closed workflows on {task_queue}: {[(w.id, w.status) for w in found]}")
 
 
-async def test_temporal_history_holds_no_marker_of_an_archived_message(stack_factory, host):
+async def test_temporal_history_holds_no_marker_of_an_archived_message(stack_factory, host):  # noqa: F811 - the fixture imported above
     stack = await stack_factory(wasender_webhook_secret=WASENDER_SECRET, inline_fanout_max=0)
     tag = uuid.uuid4().hex[:10]
     text, name = f"text-marker-{tag}", f"Name Marker {tag}"

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LEDGER_KEY
+from wa_archive.archive.keys import safe_id
 from wa_archive.integrity import ledger, merkle
 from wa_archive.sources.meta.fake_graph import FakeMedia
-from wa_archive.archive.keys import safe_id
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
 
 REAL = ledger.Signer(base64.b64decode(LEDGER_KEY))

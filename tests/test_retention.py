@@ -16,12 +16,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from wa_archive.errors import RetentionActive
 from wa_archive.integrity import ledger
+from wa_archive.models import DispositionInput, DispositionReport
 from wa_archive.retention import policies as retention
 from wa_archive.retention.disposition import Disposer
-from wa_archive.errors import RetentionActive
 from wa_archive.sources.meta.fake_graph import FakeMedia
-from wa_archive.models import DispositionInput, DispositionReport
 from wa_archive.sources.meta.samples import BUSINESS, dumps, envelope, media_message, message, wamid
 
 DAY = 86400
@@ -64,9 +64,9 @@ async def _dispose(stack, replay: bool = False) -> DispositionReport:
         task_queue=stack.settings.task_queue, result_type=DispositionReport)
     report = await handle.result()
     if replay:  # the run's history replays against the current workflow code
-        from tests.conftest import DATA_CONVERTER
         from temporalio.worker import Replayer
 
+        from tests.conftest import DATA_CONVERTER
         from workflows.disposition import Disposition
 
         history = await handle.fetch_history()

@@ -13,8 +13,8 @@ import pytest
 from temporalio.client import WorkflowFailureError
 
 from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, PAYLOAD_KEYS
-from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.models import RetrievalReport, RetrievalTestInput
+from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, wamid
 
 

@@ -12,7 +12,7 @@ from wa_archive.sources.signature import meta_signature, meta_signature_ok, shar
 
 class TestSignature:
     def test_valid_and_invalid(self):
-        body = '{"a":"\\u00e4"}'.encode()
+        body = b'{"a":"\\u00e4"}'
         sig = meta_signature("secret", body)
         assert meta_signature_ok("secret", body, sig)
         assert meta_signature_ok("secret", body, sig.upper().replace("SHA256=", "sha256="))

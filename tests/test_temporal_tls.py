@@ -26,11 +26,11 @@ from temporalio.client import WorkflowExecutionStatus
 from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS, make_settings
 from tests.tls_proxy import TLSProxy
 from wa_archive.config import Settings
-from wa_archive.errors import ConfigError, TemporalConnectError
 from wa_archive.devstack.embedded import free_port
+from wa_archive.errors import ConfigError, TemporalConnectError
 from wa_archive.sources.meta.fake_graph import FakeMedia
-from wa_archive.temporal.client import connect_temporal
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, wamid
+from wa_archive.temporal.client import connect_temporal
 from wa_archive.temporal.connection import configured_address, resolve_connection
 
 SERVER_NAME = "temporal.test"  # the only name in the proxy's certificate

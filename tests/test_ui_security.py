@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import copy
 import re
-from html import escape
 import uuid
+from html import escape
 from http.cookies import Morsel
 from urllib.parse import quote
 
 import pytest
 
 from tests.test_outbound import PNID, TEMPLATE_V1, status_body, template_send
-from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.archive.media_types import normalize_mime
+from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.samples import WABA_ID, dumps, envelope, media_message, message, wamid
 
 PHONE = "447700900123"

@@ -20,9 +20,9 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import LEDGER_KEY
-from wa_archive.integrity import ledger
 from wa_archive import json_input
 from wa_archive.errors import JsonRefused
+from wa_archive.integrity import ledger
 from wa_archive.json_input import MAX_DEPTH, load_json
 from wa_archive.sources.meta.samples import envelope, message, wamid
 from wa_archive.sources.signature import meta_signature

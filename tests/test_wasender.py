@@ -326,9 +326,8 @@ async def test_temporal_down_answers_503_and_the_redelivery_is_archived(stack_fa
     from pathlib import Path
 
     from temporalio.client import Client
-    from tests.conftest import DATA_CONVERTER
 
-    from tests.conftest import make_settings
+    from tests.conftest import DATA_CONVERTER, make_settings
     from wa_archive.storage import FilesystemStore
     from webhook.app import WebhookDeps, create_app
 

@@ -10,8 +10,8 @@ from aiohttp import web
 from temporalio.client import Client
 
 from tests.conftest import DATA_CONVERTER, VERIFY_TOKEN, make_settings
-from wa_archive.sources.meta.samples import dumps, envelope, message, wamid
 from wa_archive.devstack.embedded import free_port
+from wa_archive.sources.meta.samples import dumps, envelope, message, wamid
 from webhook.app import WebhookDeps, create_app
 
 
@@ -86,9 +86,10 @@ async def test_temporal_unreachable_answers_503_and_meta_will_retry(pool, clean_
     dead = free_port()
     client = await Client.connect(f"127.0.0.1:{dead}", data_converter=DATA_CONVERTER, lazy=True)
     settings = make_settings()
-    from wa_archive.storage import FilesystemStore
     import tempfile
     from pathlib import Path
+
+    from wa_archive.storage import FilesystemStore
 
     store = FilesystemStore(Path(tempfile.mkdtemp()))
     runner = web.AppRunner(create_app(WebhookDeps(settings=settings, client=client, pool=clean_db, store=store)))

@@ -14,8 +14,20 @@ from yarl import URL
 from tests.conftest import APP_SECRET, VERIFY_TOKEN
 from tests.fuzz_http import WASENDER_SECRET, fuzz_stack, raw_request, request
 from tests.strategies import (
-    EXAMPLES, PHONE, as_body, bodies, deep, explore, header_text, meta_doc, mutated, nasty_strings, raw_header,
-    raw_queries, signatures, wasender_doc,
+    EXAMPLES,
+    PHONE,
+    as_body,
+    bodies,
+    deep,
+    explore,
+    header_text,
+    meta_doc,
+    mutated,
+    nasty_strings,
+    raw_header,
+    raw_queries,
+    signatures,
+    wasender_doc,
 )
 from wa_archive.json_input import storable_text, substitute_text
 from wa_archive.sources.meta.samples import dumps, envelope, message, wamid

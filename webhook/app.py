@@ -44,7 +44,7 @@ async def readyz(request: web.Request) -> web.Response:
     results = await asyncio.gather(*(asyncio.wait_for(c, 5) for c in checks.values()),
                                    return_exceptions=True)
     report = {}
-    for name, result in zip(checks, results):
+    for name, result in zip(checks, results, strict=True):
         report[name] = "down" if isinstance(result, BaseException) else "ok"
         if isinstance(result, BaseException):
             log.warning("dependency_down", dependency=name, error=repr(result))

@@ -26,11 +26,11 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
 from wa_archive.access import access_log
-from wa_archive.json_input import storable_text
-from wa_archive.temporal.codec import AesGcmPayloadCodec, workflow_of
-from wa_archive.temporal.client import payload_keys
 from wa_archive.access.tokens import Caller, authenticate
 from wa_archive.errors import BadPayloads
+from wa_archive.json_input import storable_text
+from wa_archive.temporal.client import payload_keys
+from wa_archive.temporal.codec import AesGcmPayloadCodec, workflow_of
 from webhook.deps import DEPS, deps_of, json_error, pool_of, read_body
 
 log = structlog.get_logger("wa_archive.codec")

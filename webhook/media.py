@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from wa_archive.archive.media_types import media_headers
-from wa_archive.storage import ObjectStore
 from wa_archive.errors import RangeNotSatisfiable
+from wa_archive.storage import ObjectStore
 from webhook.ranges import parse_range
 
 

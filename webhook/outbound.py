@@ -4,7 +4,6 @@ the message's OutboundMessage workflow holds them."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timezone
 
 import aiohttp
@@ -53,7 +52,7 @@ async def send_proxy(request: web.Request) -> web.Response:
     assert deps.graph is not None  # given, or made at startup for the app's lifetime (app._graph_client)
     try:
         status, answer, content_type = await deps.graph.send_message(pnid, body)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         log.error("meta_unreachable", error=repr(exc))
         return json_error(502, "the Graph API could not be reached; nothing was sent")
     response = answer_document(answer)

@@ -7,7 +7,6 @@ the template in force is snapshotted, the header or message media archived, and 
 customer received is recorded.
 """
 
-import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -62,13 +61,13 @@ class OutboundMessage:
         try:
             await workflow.wait_condition(lambda: self.send is not None,
                                           timeout=timedelta(seconds=opts.record_wait_seconds))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return await self._statuses_only(start)
         try:
             await workflow.wait_condition(
                 lambda: self._first(SENT_OR_LATER + ("failed",)) is not None,
                 timeout=timedelta(seconds=opts.sent_wait_seconds))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             flags.append("sent_status_missing")  # archived with the definition in force now
         send = self.send
         assert send is not None

@@ -14,9 +14,9 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client
 
+from wa_archive.archive.starter import signal_outbound, start_archive_message
 from wa_archive.db import queries
 from wa_archive.json_input import load_json
-from wa_archive.sources.meta.payload import ParsedDelivery, StatusEvent, parse_delivery
 from wa_archive.models import (
     ArchiveOptions,
     ArchiveRequest,
@@ -26,7 +26,7 @@ from wa_archive.models import (
     StatusSignal,
 )
 from wa_archive.names import SIGNAL_STATUS
-from wa_archive.archive.starter import signal_outbound, start_archive_message
+from wa_archive.sources.meta.payload import ParsedDelivery, StatusEvent, parse_delivery
 
 # Concurrent workflow starts per delivery: enough to fan out 1,000 updates quickly without
 # flooding a small Temporal frontend.

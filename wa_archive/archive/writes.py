@@ -10,11 +10,11 @@ from typing import Any
 
 import asyncpg
 
-from wa_archive.integrity import ledger
 from wa_archive.archive.keys import business_scopes
 from wa_archive.archive.media_types import normalize_mime
-from wa_archive.models import MediaRecord, WriteOutboundInput, WriteRecordsInput
 from wa_archive.db.queries import link_deliveries
+from wa_archive.integrity import ledger
+from wa_archive.models import MediaRecord, WriteOutboundInput, WriteRecordsInput
 from wa_archive.retention.policies import RetentionRules
 
 

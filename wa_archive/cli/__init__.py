@@ -12,7 +12,13 @@ from typing import Any
 
 from wa_archive.cli.export import cmd_export, cmd_verify_export
 from wa_archive.cli.integrity import (
-    cmd_ledger, cmd_receipt, cmd_retrieval_test, cmd_retrieval_tests, cmd_schedules, cmd_verify, cmd_verify_receipt,
+    cmd_ledger,
+    cmd_receipt,
+    cmd_retrieval_test,
+    cmd_retrieval_tests,
+    cmd_schedules,
+    cmd_verify,
+    cmd_verify_receipt,
 )
 from wa_archive.cli.retention import COMMANDS as RETENTION_COMMANDS
 from wa_archive.cli.retention import add_parsers as add_retention_parsers
@@ -203,8 +209,8 @@ async def cmd_access_log(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_contact_key(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.archive.keys import contact_key
-    from wa_archive.names import CONTACT_KEY
     from wa_archive.credentials import contact_secret
+    from wa_archive.names import CONTACT_KEY
 
     key = contact_key(contact_secret(settings), args.contact)
     print(key)
@@ -222,8 +228,8 @@ async def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from wa_archive.devstack.dev import run_demo
     from wa_archive.db.queries import get_message
+    from wa_archive.devstack.dev import run_demo
 
     message_id = await run_demo(settings)
     pool = await open_pool(settings)

@@ -19,8 +19,8 @@ async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     import hashlib
     from pathlib import Path
 
-    from wa_archive.discovery.export import ExportQuery, write_bundle
     from wa_archive.archive.keys import normalize_phone
+    from wa_archive.discovery.export import ExportQuery, write_bundle
     from wa_archive.storage import open_store
 
     phone = normalize_phone(args.phone) if args.phone else None

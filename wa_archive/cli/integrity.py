@@ -80,8 +80,8 @@ async def cmd_retrieval_test(settings: Settings, args: argparse.Namespace) -> in
 async def cmd_ledger(settings: Settings, args: argparse.Namespace) -> int:
     import base64
 
-    from wa_archive.integrity import ledger
     from wa_archive.credentials import ledger_signer
+    from wa_archive.integrity import ledger
     from wa_archive.storage import open_store
 
     signer = ledger_signer(settings)
@@ -178,8 +178,8 @@ async def cmd_verify_receipt(settings: Settings, args: argparse.Namespace) -> in
 async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     import time as _time
 
-    from wa_archive.integrity import ledger
     from wa_archive.credentials import ledger_signer
+    from wa_archive.integrity import ledger
     from wa_archive.storage import open_store
 
     settings = with_dev_defaults(settings)

@@ -11,7 +11,12 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from wa_archive.cli.support import (
-    cli_actor, log_cli_access, open_pool, parse_when_arg, show_progress, with_dev_defaults,
+    cli_actor,
+    log_cli_access,
+    open_pool,
+    parse_when_arg,
+    show_progress,
+    with_dev_defaults,
 )
 from wa_archive.config import Settings
 from wa_archive.errors import ErasureError, HoldError
@@ -46,9 +51,9 @@ def _emit(data: Any, as_json: bool, lines: Callable[[Any], object]) -> None:
 
 
 def _disposer(pool: asyncpg.Pool, store: ObjectStore, settings: Settings) -> Disposer:
-    from wa_archive.retention.disposition import Disposer
     from wa_archive.archive.keys import contact_key
     from wa_archive.credentials import contact_secret
+    from wa_archive.retention.disposition import Disposer
 
     try:
         secret = contact_secret(settings)
@@ -67,7 +72,8 @@ async def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
         if args.retention_command == "list":
             policies = await retention.list_policies(pool, settings.retention_days)
             _emit(policies, args.json, lambda ps: [print(
-                f"{p['scope']:<18} {p['days']:>6} days  {p['legal_basis']}  (policy {p['id'] or '-'}, set by {p['set_by']})")
+                f"{p['scope']:<18} {p['days']:>6} days  {p['legal_basis']}"
+                f"  (policy {p['id'] or '-'}, set by {p['set_by']})")
                 for p in ps])
             return 0
         scope = retention.scope_of(None if args.default else args.business_phone)
@@ -128,8 +134,8 @@ async def cmd_hold(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_disposition(settings: Settings, args: argparse.Namespace) -> int:
     if args.disposition_command == "run":
         return await _disposition_run(settings, args)
-    from wa_archive.retention.disposition import list_dispositions
     from wa_archive.archive.keys import normalize_phone
+    from wa_archive.retention.disposition import list_dispositions
 
     async with _pool_and_store(settings) as (pool, store):
         if args.disposition_command == "list":

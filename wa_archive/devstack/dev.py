@@ -20,16 +20,23 @@ import aiohttp
 from pydantic import SecretStr
 
 from wa_archive.config import Settings
+from wa_archive.credentials import ensure_dev_contact_secret, ensure_dev_ledger_key, replace_secret_file
 from wa_archive.db import migrate
 from wa_archive.devstack.embedded import (
-    APP_ROLE, DATABASE, EmbeddedPostgres, TemporalDevServer, ensure_database, ensure_roles, free_port, port_is_free,
+    APP_ROLE,
+    DATABASE,
+    EmbeddedPostgres,
+    TemporalDevServer,
+    ensure_database,
+    ensure_roles,
+    free_port,
+    port_is_free,
 )
-from wa_archive.sources.meta.fake_graph import FakeGraph
-from wa_archive.credentials import ensure_dev_contact_secret, ensure_dev_ledger_key, replace_secret_file
-from wa_archive.temporal.client import ensure_dev_payload_key
-from wa_archive.sources.meta.samples import envelope, media_message
 from wa_archive.devstack.serve import start_http, stop_http
+from wa_archive.sources.meta.fake_graph import FakeGraph
+from wa_archive.sources.meta.samples import envelope, media_message
 from wa_archive.sources.signature import meta_signature
+from wa_archive.temporal.client import ensure_dev_payload_key
 from wa_archive.temporal.connection import configured_address
 from wa_archive.temporal.namespace import set_retention
 
@@ -178,7 +185,8 @@ def _print_banner(state: dict[str, Any], data_dir: Path) -> None:
         f"  webhook URL      {state['webhook_url']}",
         f"  WASender URL     {state['wasender_url']}   (X-Webhook-Signature: wasender_secret in "
         f"{data_dir / SECRETS_FILE}, unless WA_ARCHIVE_WASENDER_WEBHOOK_SECRET is set)",
-        f"  Temporal UI      {state['temporal_ui_url'] or '(external Temporal: ' + str(state['temporal_address']) + ')'}",
+        "  Temporal UI      "
+        f"{state['temporal_ui_url'] or '(external Temporal: ' + str(state['temporal_address']) + ')'}",
         f"  codec server     {state['http_url']}/codec   (payloads are encrypted; operators decode them: README,"
         " \"Reading a workflow in the Temporal UI\")",
         f"  readiness        {state['http_url']}/readyz",

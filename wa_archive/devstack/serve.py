@@ -9,8 +9,8 @@ from aiohttp import web
 
 from wa_archive.config import Settings
 from wa_archive.devstack.runtime import connect_db
-from wa_archive.temporal.client import connect_temporal
 from wa_archive.storage.posture import open_checked_store
+from wa_archive.temporal.client import connect_temporal
 from webhook.app import WebhookDeps, create_app
 
 log = structlog.get_logger("wa_archive.serve")

@@ -36,15 +36,17 @@ from typing import IO, Any
 import asyncpg
 from pydantic import BaseModel
 
-from wa_archive.db import queries
-from wa_archive.discovery.export_verify import MANIFEST_SIGNATURE
-from wa_archive.discovery.export_verify import verify_bundle as verify_bundle  # verification lives apart; importable here too
 from wa_archive.archive.keys import extension_for, safe_id
 from wa_archive.archive.media_types import is_inline, normalize_mime
-from wa_archive.errors import ExportError
-from wa_archive.rendering import environment
-from wa_archive.integrity.ledger import Signer
+from wa_archive.db import queries
+from wa_archive.discovery.export_verify import MANIFEST_SIGNATURE
+from wa_archive.discovery.export_verify import (
+    verify_bundle as verify_bundle,  # verification lives apart; importable here too
+)
 from wa_archive.discovery.search import Filters, search
+from wa_archive.errors import ExportError
+from wa_archive.integrity.ledger import Signer
+from wa_archive.rendering import environment
 from wa_archive.storage import ObjectStore
 
 PAGE = 500
@@ -132,7 +134,7 @@ async def write_bundle(
                     page = await queries.with_media(pool, rows)
                     statuses = await _statuses(pool, [r["id"] for r in rows])
                     positions = await _media_positions(pool, [r["id"] for r in rows])
-                    for row, item in zip(rows, page):
+                    for row, item in zip(rows, page, strict=True):
                         for media in item["media"]:  # the ledger digest orders media by position
                             media["position"] = positions[media["archive_id"]]
                         item["payload"] = row["payload"]
@@ -148,7 +150,8 @@ async def write_bundle(
                         rows_csv.writerow(csv_cell(value) for value in [
                             item["id"], item["timestamp"], item["direction"], item["contact"]["phone"],
                             item["contact"]["name"], item["type"], item["text"], item["template_name"],
-                            row["template_sha256"], ";".join(m["export_path"] for m in item["media"] if m.get("export_path")),
+                            row["template_sha256"],
+                            ";".join(m["export_path"] for m in item["media"] if m.get("export_path")),
                             ";".join(m["sha256"] or "" for m in item["media"])])
                         contact = _contact_of(item)
                         path = conversations.setdefault(contact, workdir / f"conv-{len(conversations)}.jsonl")
@@ -200,8 +203,8 @@ def _manifest_signature(raw: bytes, signer: Signer) -> dict[str, str]:
 async def _write_proofs(zf: zipfile.ZipFile, pool: asyncpg.Pool, store: ObjectStore, signer: Signer,
                         jsonl_path: Path, files: list[dict[str, Any]]) -> None:
     """The ledger's signed checkpoints with consistency proofs, and a receipt for each exported message."""
-    from wa_archive.integrity import ledger
     from wa_archive.errors import StorageConflict
+    from wa_archive.integrity import ledger
 
     with open(jsonl_path, encoding="utf-8") as fh:
         digests = {item["id"]: ledger.export_item_digest(item) for item in map(json.loads, fh)}

@@ -18,8 +18,8 @@ import os
 import zipfile
 from typing import Any
 
-from wa_archive.integrity import ledger, merkle
 from wa_archive.archive.keys import safe_id
+from wa_archive.integrity import ledger, merkle
 
 CHUNK = 1024 * 1024
 MANIFEST = "manifest.json"
@@ -120,7 +120,7 @@ def _checkpoints(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]],
             valid[body_text] = body
     by_size = {b["tree_size"]: b for b in valid.values()}
     sizes = sorted(by_size)
-    for old, new in zip(sizes, sizes[1:]):
+    for old, new in zip(sizes, sizes[1:], strict=False):  # consecutive pairs
         name = f"ledger/consistency/{old:012d}-{new:012d}.json"
         try:
             proof = [bytes.fromhex(h) for h in _read_json(zf, name)["proof"]]

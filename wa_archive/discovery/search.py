@@ -15,9 +15,9 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
-from wa_archive.json_input import storable_text
 from wa_archive.archive.keys import normalize_phone
 from wa_archive.errors import FilterError
+from wa_archive.json_input import storable_text
 
 MAX_LIMIT = 500
 FILTERS = ("phone", "since", "until", "direction", "type", "template", "has_media", "q", "limit", "cursor")

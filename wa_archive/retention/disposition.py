@@ -18,8 +18,8 @@ from typing import Any
 import asyncpg
 import structlog
 
-from wa_archive.integrity import ledger
 from wa_archive.errors import RetentionActive
+from wa_archive.integrity import ledger
 from wa_archive.models import DispositionBatch
 from wa_archive.retention import holds, policies
 from wa_archive.storage import ObjectStore
@@ -127,7 +127,8 @@ class Disposer:
                                        erasure_request_id, record, run_id)
             await ledger.append(conn, "disposition", str(disp["id"]), ledger.disposition_digest(disp))
             await conn.execute("SELECT dispose_message_rows($1)", message_id)
-        return {"message_id": message_id, "disposition_id": disp["id"], "objects": sum(1 for r in removed if r["versions_removed"]),
+        return {"message_id": message_id, "disposition_id": disp["id"],
+                "objects": sum(1 for r in removed if r["versions_removed"]),
                 "bytes": sum(r["size"] or 0 for r in removed if r["status"] == "archived")}
 
     async def _record(self, conn: asyncpg.Connection, row: asyncpg.Record, media: list[asyncpg.Record],

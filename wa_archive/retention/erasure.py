@@ -18,9 +18,9 @@ from typing import Any
 import asyncpg
 
 from wa_archive.access.access_log import record_access
-from wa_archive.retention.disposition import Disposer
-from wa_archive.errors import ErasureError, RetentionActive
 from wa_archive.archive.keys import normalize_phone
+from wa_archive.errors import ErasureError, RetentionActive
+from wa_archive.retention.disposition import Disposer
 from wa_archive.retention.policies import DEFAULT_BASIS
 
 _REMAINING_SQL = """

@@ -108,7 +108,7 @@ def refuse_if_retained(key: str, retain_until: datetime | None, legal_hold: bool
         raise RetentionActive(f"{key} is retained until {retain_until}; not removed")
 
 
-def check_digest(hasher: "hashlib._Hash", expected: bytes | None, key: str) -> str:
+def check_digest(hasher: hashlib._Hash, expected: bytes | None, key: str) -> str:
     """Our hex digest, after checking it against the provider's; raises on mismatch."""
     digest = hasher.digest()
     if expected is not None and digest != expected:

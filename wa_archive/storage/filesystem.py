@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from wa_archive.errors import StorageConflict, StorageError
 from wa_archive.archive.keys import safe_id
 from wa_archive.archive.media_types import normalize_mime
+from wa_archive.errors import StorageConflict, StorageError
 from wa_archive.storage.base import ObjectInfo, ProgressCallback, StoredObject, check_digest, refuse_if_retained
 
 READ_CHUNK = 1024 * 1024
@@ -248,7 +248,7 @@ class FilesystemStore:
         return None
 
 
-def _hash_and_write(hasher: "hashlib._Hash", fh: IO[bytes], chunk: bytes) -> None:
+def _hash_and_write(hasher: hashlib._Hash, fh: IO[bytes], chunk: bytes) -> None:
     hasher.update(chunk)
     fh.write(chunk)
 

@@ -132,7 +132,8 @@ async def check_s3(store: S3Store, settings: Settings, *, canary: bool = True) -
     have_enc = applied.get("SSEAlgorithm", "none")
     if applied.get("KMSMasterKeyID"):
         have_enc += f" ({applied['KMSMasterKeyID']})"
-    want_enc = settings.s3_sse + (f" ({settings.s3_kms_key_id})" if settings.s3_sse == "aws:kms" and settings.s3_kms_key_id else "")
+    kms = settings.s3_sse == "aws:kms" and settings.s3_kms_key_id
+    want_enc = settings.s3_sse + (f" ({settings.s3_kms_key_id})" if kms else "")
     findings.append(Finding("default encryption", have_enc, want_enc, have_enc == want_enc))
 
     pab = await _get(s3.get_public_access_block, Bucket=store.bucket, missing=("NoSuchPublicAccessBlockConfiguration",))
@@ -153,7 +154,8 @@ def _check_lifecycle(conf: dict[str, Any] | None, store: S3Store, settings: Sett
     rules = {r.get("ID"): r for r in (conf or {}).get("Rules", [])}
     want_t, want_a = _lifecycle_rules(store, settings)
     t = rules.get(TRANSITION_RULE, {})
-    have_t = ", ".join(f"{x.get('StorageClass')} after {x.get('Days')} days" for x in t.get("Transitions", [])) or "none"
+    have_t = ", ".join(f"{x.get('StorageClass')} after {x.get('Days')} days"
+                       for x in t.get("Transitions", [])) or "none"
     want_t_s = f"{settings.s3_lifecycle_storage_class} after {settings.s3_lifecycle_transition_days} days"
     a = rules.get(ABORT_RULE, {}).get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation")
     findings = [
@@ -164,7 +166,8 @@ def _check_lifecycle(conf: dict[str, Any] | None, store: S3Store, settings: Sett
     ]
     early = [r.get("ID") or "(no id)" for r in rules.values() if r.get("Status") == "Enabled" and "Expiration" in r
              and (r["Expiration"].get("Date") or (r["Expiration"].get("Days") or 10 ** 9) < settings.retention_days)]
-    findings.append(Finding("lifecycle: expiry of current versions", "expires early: " + ", ".join(early) if early else "none before retention",
+    findings.append(Finding("lifecycle: expiry of current versions",
+                            "expires early: " + ", ".join(early) if early else "none before retention",
                             f"none before {settings.retention_days} days", not early))
     return findings
 
@@ -210,7 +213,8 @@ async def _s3_canary(store: S3Store, settings: Settings) -> Finding:
 async def check_filesystem(store: FilesystemStore, settings: Settings, *, canary: bool = True) -> list[Finding]:
     own = "enforced by this application only; anyone with write access to the directory can still delete"
     findings = [
-        Finding("versioning", "not available", "not available on a filesystem", True, "objects are never overwritten instead"),
+        Finding("versioning", "not available", "not available on a filesystem", True,
+                "objects are never overwritten instead"),
         Finding("object lock", "not available", "not available on a filesystem", True,
                 f"retain-until kept in each object's .meta.json, {own}"),
         Finding("legal hold", "marker files (.legal-hold)", "marker files", True, own),
@@ -289,7 +293,8 @@ async def startup_check(store: ObjectStore, settings: Settings, pool: asyncpg.Po
     await record_check(pool, store.url, findings, checked_by)
     for f in findings:
         if not f.ok:
-            log.error("storage_posture_wrong", setting=f.setting, actual=f.actual, expected=f.expected, storage=store.url)
+            log.error("storage_posture_wrong", setting=f.setting, actual=f.actual, expected=f.expected,
+                      storage=store.url)
     versioning = next((f for f in findings if f.setting == "versioning"), None)
     if isinstance(store, S3Store) and versioning is not None and not versioning.ok:
         if not settings.allow_unversioned_bucket:
@@ -298,7 +303,8 @@ async def startup_check(store: ObjectStore, settings: Settings, pool: asyncpg.Po
                 "overwrite or delete. Run `wa-archive storage init`, or set "
                 "WA_ARCHIVE_ALLOW_UNVERSIONED_BUCKET=true to run anyway")
         log.critical("UNVERSIONED_BUCKET_OVERRIDE", bucket=store.bucket,
-                     warning="running on a bucket WITHOUT versioning because WA_ARCHIVE_ALLOW_UNVERSIONED_BUCKET is set;"
+                     warning="running on a bucket WITHOUT versioning because "
+                             "WA_ARCHIVE_ALLOW_UNVERSIONED_BUCKET is set;"
                              " archived objects are not protected against overwrite or deletion")
     return findings
 

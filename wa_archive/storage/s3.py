@@ -20,8 +20,8 @@ from typing import Any
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from wa_archive.errors import RetentionActive, StorageConflict, StorageError
 from wa_archive.archive.media_types import header_safe_filename, normalize_mime
+from wa_archive.errors import RetentionActive, StorageConflict, StorageError
 from wa_archive.storage.base import ObjectInfo, ProgressCallback, StoredObject, check_digest, refuse_if_retained
 
 SIDECAR_SUFFIX = ".sha256"

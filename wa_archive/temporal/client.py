@@ -10,8 +10,8 @@ from temporalio.client import Client
 from temporalio.converter import DataConverter
 
 from wa_archive.config import Settings
-from wa_archive.errors import ConfigError
 from wa_archive.credentials import create_secret_file
+from wa_archive.errors import ConfigError
 from wa_archive.temporal.codec import PayloadKeys, encrypted_data_converter, generate_key_line, parse_payload_keys
 from wa_archive.temporal.connection import resolve_connection
 
