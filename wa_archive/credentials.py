@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 
 from wa_archive.config import Settings
 from wa_archive.errors import ConfigError
+
+if TYPE_CHECKING:
+    from wa_archive.integrity.ledger import Signer
 
 
 def contact_secret(settings: Settings) -> str:
@@ -47,7 +51,7 @@ def ensure_dev_contact_secret(data_dir: Path) -> None:
 
 
 
-def ledger_signer(settings: Settings):
+def ledger_signer(settings: Settings) -> Signer:
     """The archive's Ed25519 signing key; dev mode keeps one under the data dir."""
     import base64
 

@@ -10,7 +10,7 @@ import asyncpg
 from wa_archive.integrity import ledger
 
 
-async def record_access(pool: asyncpg.Pool, *, actor: str, role: str, action: str, target: dict,
+async def record_access(pool: asyncpg.Pool, *, actor: str, role: str, action: str, target: dict[str, Any],
                         remote_addr: str | None) -> None:
     """Append one read of the archive to the access log (rows are never changed afterwards)."""
     async with pool.acquire() as conn, conn.transaction():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -41,7 +42,7 @@ async def create_token(pool: asyncpg.Pool, name: str, role: str) -> str:
     return token
 
 
-async def list_tokens(pool: asyncpg.Pool) -> list[dict]:
+async def list_tokens(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     rows = await pool.fetch("SELECT name, role, created_at, revoked_at, last_used_at FROM api_tokens ORDER BY id")
     return [{"name": r["name"], "role": r["role"], "created_at": r["created_at"].isoformat(),
              "revoked_at": r["revoked_at"].isoformat() if r["revoked_at"] else None,

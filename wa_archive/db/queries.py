@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -12,7 +12,7 @@ from wa_archive.integrity import ledger
 from wa_archive.sources.meta.payload import StatusEvent, TemplateEvent, WebhookEvent
 from wa_archive.sources.meta.templates import Snapshot
 
-Executor = asyncpg.Pool | asyncpg.Connection
+Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -24,7 +24,7 @@ async def insert_delivery(
     remote_addr: str | None, updates: int, received_at: datetime,
 ) -> bool:
     """Store a delivery's exact bytes; False if the same body was stored before."""
-    status = await db.execute(
+    status: str = await db.execute(
         "INSERT INTO deliveries (sha256, source, body, signature, remote_addr, updates, received_at)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (sha256) DO NOTHING",
         sha256, source, body, signature, remote_addr, updates, received_at,
@@ -110,7 +110,7 @@ async def insert_template_snapshot(pool: asyncpg.Pool, snap: Snapshot, *, waba_i
 
 async def record_outbound_send(
     pool: asyncpg.Pool, *, message_id: str | None, phone_number_id: str, via: str,
-    request: dict, response: dict, http_status: int | None, accepted: bool, token_name: str,
+    request: dict[str, Any], response: dict[str, Any], http_status: int | None, accepted: bool, token_name: str,
 ) -> None:
     """Keep a send exactly as exchanged with Meta (accepted or rejected); repeats are ignored."""
     await pool.execute(

@@ -12,13 +12,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from wa_archive.integrity import merkle
+
+if TYPE_CHECKING:
+    from wa_archive.storage.base import ObjectStore
 
 KINDS = ("message", "template_snapshot", "status_event", "failure", "access", "disposition")
 
@@ -38,7 +41,7 @@ def leaf_bytes(kind: str, record_id: str, digest: str) -> bytes:
 # Record digests: what of each record the ledger vouches for -----------------------------------
 
 
-def message_digest(row: asyncpg.Record | dict, media: list) -> str:
+def message_digest(row: asyncpg.Record | dict[str, Any], media: list[asyncpg.Record] | list[dict[str, Any]]) -> str:
     return sha256_hex(canonical({
         "id": row["id"], "source": row["source"], "direction": row["direction"], "type": row["type"],
         "ts": row["ts"].astimezone(timezone.utc).isoformat(), "contact": [row["contact_phone"], row["contact_wa_id"],
@@ -49,7 +52,7 @@ def message_digest(row: asyncpg.Record | dict, media: list) -> str:
     }))
 
 
-def export_item_digest(item: dict) -> str:
+def export_item_digest(item: dict[str, Any]) -> str:
     """The record digest of a message as an export bundle's messages.jsonl carries it.
 
     Built only from the fields a reader sees, so a changed text, time or media hash changes it.
@@ -68,29 +71,29 @@ def export_item_digest(item: dict) -> str:
     return message_digest(row, media)
 
 
-def access_digest(row: asyncpg.Record | dict) -> str:
+def access_digest(row: asyncpg.Record | dict[str, Any]) -> str:
     return sha256_hex(canonical({"id": row["id"], "at": row["at"].astimezone(timezone.utc).isoformat(),
                                  "actor": row["actor"], "role": row["role"], "action": row["action"],
                                  "target": row["target"], "remote": row["remote_addr"]}))
 
 
-def status_digest(row: asyncpg.Record | dict) -> str:
+def status_digest(row: asyncpg.Record | dict[str, Any]) -> str:
     return sha256_hex(canonical({"id": row["id"], "message_id": row["message_id"], "status": row["status"],
                                  "raw_timestamp": row["raw_timestamp"], "payload_sha256": sha256_hex(canonical(row["payload"]))}))
 
 
-def snapshot_digest(row: asyncpg.Record | dict) -> str:
+def snapshot_digest(row: asyncpg.Record | dict[str, Any]) -> str:
     return sha256_hex(canonical({"sha256": row["sha256"], "canonical_sha256": sha256_hex(row["canonical"].encode()),
                                  "name": row["name"], "language": row["language"]}))
 
 
-def failure_digest(row: asyncpg.Record | dict) -> str:
+def failure_digest(row: asyncpg.Record | dict[str, Any]) -> str:
     return sha256_hex(canonical({"id": row["id"], "message_id": row["message_id"], "stage": row["stage"],
                                  "media_id": row["media_id"], "run_id": row["run_id"],
                                  "attempts_sha256": sha256_hex(canonical(row["attempts"]))}))
 
 
-def disposition_digest(row: asyncpg.Record | dict) -> str:
+def disposition_digest(row: asyncpg.Record | dict[str, Any]) -> str:
     return sha256_hex(canonical({
         "id": row["id"], "message_id": row["message_id"], "at": row["disposed_at"].astimezone(timezone.utc).isoformat(),
         "reason": row["reason"], "policy_id": row["policy_id"], "erasure_request_id": row["erasure_request_id"],
@@ -104,7 +107,8 @@ async def append(conn: asyncpg.Connection, kind: str, record_id: str, digest: st
     """Append one leaf inside the caller's transaction; returns its number (gapless)."""
     # The owner's ledger_append() numbers the leaf under the head row's lock and computes its hash
     # (as leaf_bytes() and merkle.leaf_hash() do): the application may not write either table itself.
-    return await conn.fetchval("SELECT ledger_append($1, $2, $3)", kind, record_id, digest)
+    seq: int = await conn.fetchval("SELECT ledger_append($1, $2, $3)", kind, record_id, digest)
+    return seq
 
 
 async def append_message(conn: asyncpg.Connection, message_id: str) -> int:
@@ -185,7 +189,7 @@ def checkpoint_document(body: str, signature: str) -> bytes:
     return canonical({"body": body, "signature": signature})
 
 
-def check_checkpoint(body: str, signature: str, public_key: bytes | None) -> tuple[dict | None, list[str]]:
+def check_checkpoint(body: str, signature: str, public_key: bytes | None) -> tuple[dict[str, Any] | None, list[str]]:
     """A checkpoint's parsed body and its problems, its signature checked against the trusted key.
 
     The key written inside the body is never what decides: with no trusted key it is only
@@ -209,7 +213,7 @@ def check_checkpoint(body: str, signature: str, public_key: bytes | None) -> tup
     return parsed, problems
 
 
-async def write_checkpoint(pool: asyncpg.Pool, store, signer: Signer) -> dict | None:
+async def write_checkpoint(pool: asyncpg.Pool, store: ObjectStore, signer: Signer) -> dict[str, Any] | None:
     """Sign the current tree head and keep it write-once in the store; None when nothing was added."""
     leaves = await leaf_hashes(pool)
     last = await pool.fetchval("SELECT max(tree_size) FROM ledger_checkpoints")
@@ -222,7 +226,7 @@ async def write_checkpoint(pool: asyncpg.Pool, store, signer: Signer) -> dict | 
     key = checkpoint_key(len(leaves))
     document = checkpoint_document(body.decode(), signature)
 
-    async def chunks():
+    async def chunks() -> AsyncIterator[bytes]:
         yield document
 
     from datetime import timedelta
@@ -238,7 +242,7 @@ async def write_checkpoint(pool: asyncpg.Pool, store, signer: Signer) -> dict | 
 # Receipts -------------------------------------------------------------------------------------
 
 
-async def receipt(pool: asyncpg.Pool, message_id: str) -> dict:
+async def receipt(pool: asyncpg.Pool, message_id: str) -> dict[str, Any]:
     """The message's current digest with an inclusion proof against the latest checkpoint."""
     row = await pool.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
     if row is None:
@@ -262,7 +266,8 @@ async def receipt(pool: asyncpg.Pool, message_id: str) -> dict:
     }
 
 
-async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str]) -> tuple[list[dict], dict[str, dict]]:
+async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str]
+                        ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Every checkpoint (each with a consistency proof from the one before), and a receipt per
     exported message (id -> the digest of the state exported) whose leaf the latest one covers.
 
@@ -298,7 +303,7 @@ async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str]) -> tuple[li
     return checkpoints, receipts
 
 
-def verify_receipt(doc: dict, trusted_public_key: bytes) -> list[str]:
+def verify_receipt(doc: dict[str, Any], trusted_public_key: bytes) -> list[str]:
     """Problems with a receipt (empty when it proves the record is in a tree signed by the trusted key).
 
     The key written inside the receipt is never trusted: a receipt re-signed with any other key fails.
@@ -381,7 +386,7 @@ async def verify_log(pool: asyncpg.Pool, public_key: bytes | None) -> list[str]:
     # Messages: every row must have a leaf, and match the latest one.
     rows = await pool.fetch("SELECT * FROM messages")
     media = await pool.fetch("SELECT * FROM media ORDER BY message_id, position")
-    by_msg: dict[str, list] = {}
+    by_msg: dict[str, list[asyncpg.Record]] = {}
     for m in media:
         by_msg.setdefault(m["message_id"], []).append(m)
     present = set()
@@ -447,7 +452,7 @@ def check_checkpoints_against_log(checkpoints: list[tuple[int, str, str]], hashe
     return problems
 
 
-async def verify_checkpoint_copies(pool: asyncpg.Pool, store, public_key: bytes | None) -> list[str]:
+async def verify_checkpoint_copies(pool: asyncpg.Pool, store: ObjectStore, public_key: bytes | None) -> list[str]:
     """The database's checkpoints against their write-once copies in the store, and the store's
     copies against the log: a rewrite done with database access alone no longer matches them."""
     problems: list[str] = []
@@ -478,7 +483,7 @@ async def verify_checkpoint_copies(pool: asyncpg.Pool, store, public_key: bytes 
     return problems
 
 
-async def verify_objects(pool: asyncpg.Pool, store, *, sample: int | None,
+async def verify_objects(pool: asyncpg.Pool, store: ObjectStore, *, sample: int | None,
                          on_progress: Callable[[int, int, int], None] | None = None) -> list[str]:
     """Re-hash archived objects (all, or a random sample), streaming."""
     sql = "SELECT message_id, storage_key, sha256, size FROM media WHERE status = 'archived'"

@@ -22,10 +22,9 @@ import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import aiohttp
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from wa_archive.errors import LinkRefused, MediaNotFound, MediaSourceError
@@ -39,7 +38,7 @@ class Allowlist:
 
     def __init__(self, spec: str | None) -> None:
         self.hosts: set[str] = set()
-        self.networks: list[ipaddress._BaseNetwork] = []
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         for item in (spec or "").split(","):
             item = item.strip().lower()
             if not item:
@@ -117,7 +116,7 @@ class GuardedResolver(AbstractResolver):
         self._inner = aiohttp.ThreadedResolver()
         self._allow = allowlist
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[dict[str, Any]]:
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         if noncanonical_ipv4(host):
             raise LinkRefused(f"media link host {host} is a non-canonical IPv4 literal")
         infos = await self._inner.resolve(host, port, family)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from temporalio.client import (
     Client,
     Schedule,
@@ -11,6 +13,7 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleSpec,
     ScheduleUpdate,
+    ScheduleUpdateInput,
 )
 
 from datetime import timedelta
@@ -49,6 +52,11 @@ def disposition_schedule(settings: Settings) -> Schedule:
                      "disposition", _cron_utc(settings.disposition_cron))
 
 
+def _replaced_by(schedule: Schedule) -> Callable[[ScheduleUpdateInput], ScheduleUpdate]:
+    """An updater that replaces the existing schedule with this one, whatever it was."""
+    return lambda _: ScheduleUpdate(schedule=schedule)
+
+
 async def apply_schedules(client: Client, settings: Settings) -> list[str]:
     """Create each schedule, or bring an existing one up to date; returns what was done."""
     done = []
@@ -61,6 +69,6 @@ async def apply_schedules(client: Client, settings: Settings) -> list[str]:
             await client.create_schedule(schedule_id, schedule)
             done.append(f"created {schedule_id} ({what})")
         except ScheduleAlreadyRunningError:
-            await client.get_schedule_handle(schedule_id).update(lambda _, s=schedule: ScheduleUpdate(schedule=s))
+            await client.get_schedule_handle(schedule_id).update(_replaced_by(schedule))
             done.append(f"updated {schedule_id} ({what})")
     return done

@@ -13,8 +13,9 @@ import asyncio
 import base64
 import hashlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -51,7 +52,7 @@ class FakeMedia:
                 hasher.update(block)
             self.declared_sha256 = hasher.hexdigest()
 
-    def blocks(self):
+    def blocks(self) -> Iterator[bytes]:
         if self.content is not None:
             for i in range(0, len(self.content), BLOCK):
                 yield self.content[i : i + BLOCK]
@@ -72,13 +73,13 @@ class FakeGraph:
         self.media: dict[str, FakeMedia] = {}
         self.base_url = ""
         # Templates by (waba id, name, language); tests edit them to make new versions.
-        self.templates: dict[tuple[str, str, str], dict] = {}
-        self.sends: list[dict] = []
-        self.send_error: tuple[int, dict] | None = None  # answer every send with this, when set
+        self.templates: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.sends: list[dict[str, Any]] = []
+        self.send_error: tuple[int, dict[str, Any]] | None = None  # answer every send with this, when set
         self.files: dict[str, FakeMedia] = {}  # served at /files/{name}, for media by link
         self.requests: list[tuple[str, str]] = []  # (method, raw path) of every request received
 
-    def set_template(self, waba_id: str, definition: dict) -> None:
+    def set_template(self, waba_id: str, definition: dict[str, Any]) -> None:
         self.templates[(waba_id, definition["name"], definition["language"])] = definition
 
     async def send(self, request: web.Request) -> web.Response:

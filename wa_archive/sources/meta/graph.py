@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, cast
 from urllib.parse import quote
 
 import aiohttp
@@ -139,7 +140,7 @@ class GraphClient:
         async with self._session.post(url, data=body, headers=headers) as resp:
             return resp.status, await resp.read(), resp.headers.get("Content-Type", "application/json")
 
-    async def template(self, waba_id: str, name: str, language: str) -> dict:
+    async def template(self, waba_id: str, name: str, language: str) -> dict[str, Any]:
         """The current definition of a template, by name and language, from the WABA."""
         url = self._url(graph_id(waba_id, "WABA id (WA_ARCHIVE_META_WABA_ID or the webhook's entry id)"),
                         "message_templates")
@@ -153,7 +154,7 @@ class GraphClient:
             raise MediaSourceError(f"template {name}/{language}: {exc!r}") from exc
         for item in data.get("data") or []:
             if item.get("name") == name and item.get("language") == language:
-                return item
+                return cast(dict[str, Any], item)  # a template in the list is a JSON object: .get() worked
         raise TemplateNotFound(f"no template {name!r} in language {language!r} in WABA {waba_id}")
 
     @asynccontextmanager

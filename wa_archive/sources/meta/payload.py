@@ -239,7 +239,8 @@ def _parse_message(
     if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
         return None
     mtype = str(item.get("type") or "unknown")
-    body = item.get(mtype) if isinstance(item.get(mtype), dict) else {}
+    content = item.get(mtype)
+    body: dict[str, Any] = content if isinstance(content, dict) else {}
     flags: list[str] = []
     text: str | None = None
     related = (item.get("context") or {}).get("id") if isinstance(item.get("context"), dict) else None
@@ -286,7 +287,8 @@ def _parse_message(
             if isinstance(body.get(key), str):
                 related = body[key]
                 break
-        inner = body.get("message") if isinstance(body.get("message"), dict) else body
+        message = body.get("message")
+        inner = message if isinstance(message, dict) else body
         text = (inner.get("text") or {}).get("body") if isinstance(inner.get("text"), dict) else None
     elif mtype == "unsupported":
         flags.append("unsupported")
@@ -330,7 +332,8 @@ def _parse_status(item: Any, waba_id: str | None) -> StatusEvent | None:
     if not isinstance(item, dict) or not item.get("id") or not item.get("status"):
         return None
     raw_ts = item.get("timestamp")
-    errors = item.get("errors") if isinstance(item.get("errors"), list) else []
+    raw_errors = item.get("errors")
+    errors = raw_errors if isinstance(raw_errors, list) else []
     return StatusEvent(
         message_id=str(item["id"]),
         status=str(item["status"]),

@@ -18,9 +18,10 @@ def wamid() -> str:
     return "wamid.HBgM" + base64.b64encode(b"\xfb\xff" + raw).decode() + "+/=="
 
 
-def envelope(messages: list[dict] | None = None, *, statuses: list[dict] | None = None,
-             phone: str = "447700900123", contacts: list[dict] | None = None,
-             extra_changes: list[dict] | None = None, errors: list[dict] | None = None) -> dict:
+def envelope(messages: list[dict[str, Any]] | None = None, *, statuses: list[dict[str, Any]] | None = None,
+             phone: str = "447700900123", contacts: list[dict[str, Any]] | None = None,
+             extra_changes: list[dict[str, Any]] | None = None,
+             errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     value: dict[str, Any] = {"messaging_product": "whatsapp", "metadata": BUSINESS}
     if messages is not None:
         value["contacts"] = contacts if contacts is not None else [
@@ -34,8 +35,8 @@ def envelope(messages: list[dict] | None = None, *, statuses: list[dict] | None 
     return {"object": "whatsapp_business_account", "entry": [{"id": WABA_ID, "changes": changes}]}
 
 
-def message(mtype: str, body: dict | None = None, *, mid: str | None = None, phone: str = "447700900123",
-            ts: int | None = None, **extra: Any) -> dict:
+def message(mtype: str, body: dict[str, Any] | None = None, *, mid: str | None = None,
+            phone: str = "447700900123", ts: int | None = None, **extra: Any) -> dict[str, Any]:
     item: dict[str, Any] = {"from": phone, "id": mid or wamid(),
                             "timestamp": str(ts if ts is not None else int(time.time())), "type": mtype}
     if body is not None:
@@ -44,7 +45,7 @@ def message(mtype: str, body: dict | None = None, *, mid: str | None = None, pho
     return item
 
 
-def media_message(mtype: str, media_id: str, sha256_b64: str | None, mime: str, **kw: Any) -> dict:
+def media_message(mtype: str, media_id: str, sha256_b64: str | None, mime: str, **kw: Any) -> dict[str, Any]:
     body = {"mime_type": mime, "id": media_id}
     if sha256_b64 is not None:
         body["sha256"] = sha256_b64
@@ -55,5 +56,5 @@ def media_message(mtype: str, media_id: str, sha256_b64: str | None, mime: str, 
     return message(mtype, body, **kw)
 
 
-def dumps(payload: dict) -> bytes:
+def dumps(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload).encode()

@@ -32,7 +32,7 @@ class WasenderClient:
                 if resp.status != 200:
                     raise MediaSourceError(f"WASender decrypt-media answered HTTP {resp.status}: {text[:200]}",
                                            http_status=resp.status)
-                url = (await resp.json(content_type=None)).get("publicUrl")
+                url: str | None = (await resp.json(content_type=None)).get("publicUrl")
         except aiohttp.ClientError as exc:
             raise MediaSourceError(f"WASender decrypt-media could not be reached: {exc!r}") from exc
         if not url:

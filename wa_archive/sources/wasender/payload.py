@@ -47,11 +47,12 @@ def check_wasender(data: Any) -> str:
     """The event name of a WASender webhook body; EnvelopeError with a reason otherwise."""
     if not isinstance(data, dict):
         raise EnvelopeError("body must be a JSON object")
-    if not isinstance(data.get("event"), str) or not data["event"]:
+    event = data.get("event")
+    if not isinstance(event, str) or not event:
         raise EnvelopeError("not a WASender webhook: 'event' (string) is missing")
     if "data" not in data:
         raise EnvelopeError("not a WASender webhook: 'data' is missing")
-    return data["event"]
+    return event
 
 
 def normalise_timestamp(raw: Any) -> datetime | None:
@@ -155,12 +156,14 @@ def _message(item: Any, delivery_sha256: str, fallback_ts: datetime) -> ArchiveR
     key = item["key"]
     if not isinstance(key.get("id"), str) or not key["id"]:
         return None
-    message = _unwrap(item.get("message") if isinstance(item.get("message"), dict) else {})
+    raw_message = item.get("message")
+    message = _unwrap(raw_message if isinstance(raw_message, dict) else {})
     contact, group = _contact(item, key)
     flags = ["group"] if group else []
     field = next((f for f in MEDIA_FIELDS if isinstance(message.get(f), dict)), None) or next(
         (f for f in OTHER_FIELDS if f in message), None)
-    body = message.get(field) if field and isinstance(message.get(field), dict) else {}
+    content = message.get(field) if field else None
+    body: dict[str, Any] = content if isinstance(content, dict) else {}
     mtype, related, media = "unknown", None, []
     if field in MEDIA_FIELDS:
         mtype = MEDIA_FIELDS[field]
@@ -180,7 +183,8 @@ def _message(item: Any, delivery_sha256: str, fallback_ts: datetime) -> ArchiveR
     elif message:
         mtype = next(iter(message)).removesuffix("Message") or "unknown"
         flags.append("unknown_type")
-    context = body.get("contextInfo") if isinstance(body.get("contextInfo"), dict) else {}
+    context_info = body.get("contextInfo")
+    context = context_info if isinstance(context_info, dict) else {}
     related = related or context.get("stanzaId")
     text = item.get("messageBody") or message.get("conversation") or body.get("text") or body.get("caption") \
         or _edited_text(body)
