@@ -8,7 +8,6 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-
 from wa_archive.config import Settings
 from wa_archive.errors import ConfigError
 

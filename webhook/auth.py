@@ -23,7 +23,7 @@ def require(*roles: str, pool_of: Callable[[web.Request], object]) -> Callable[[
             if scheme.lower() != "bearer" or not token.strip():
                 return _json_error(401, "an API token is required: Authorization: Bearer <token>",
                                    challenge=True)
-            caller = await authenticate(pool_of(request), token.strip())  # type: ignore[arg-type]
+            caller = await authenticate(pool_of(request), token.strip())
             if caller is None:
                 return _json_error(401, "the API token is unknown or revoked", challenge=True)
             if caller.role not in roles and caller.role != "admin":

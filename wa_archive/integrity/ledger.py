@@ -79,7 +79,8 @@ def access_digest(row: asyncpg.Record | dict[str, Any]) -> str:
 
 def status_digest(row: asyncpg.Record | dict[str, Any]) -> str:
     return sha256_hex(canonical({"id": row["id"], "message_id": row["message_id"], "status": row["status"],
-                                 "raw_timestamp": row["raw_timestamp"], "payload_sha256": sha256_hex(canonical(row["payload"]))}))
+                                 "raw_timestamp": row["raw_timestamp"],
+                                 "payload_sha256": sha256_hex(canonical(row["payload"]))}))
 
 
 def snapshot_digest(row: asyncpg.Record | dict[str, Any]) -> str:
@@ -279,7 +280,7 @@ async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str]
         return [], {}
     latest = checkpoints[-1]
     leaves = await leaf_hashes(pool, latest["tree_size"])
-    for previous, current in zip(checkpoints, checkpoints[1:]):
+    for previous, current in zip(checkpoints, checkpoints[1:], strict=False):  # consecutive pairs
         current["consistency"] = {
             "from_tree_size": previous["tree_size"],
             "proof": [h.hex() for h in merkle.consistency_proof(previous["tree_size"],

@@ -116,7 +116,8 @@ class GuardedResolver(AbstractResolver):
         self._inner = aiohttp.ThreadedResolver()
         self._allow = allowlist
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         if noncanonical_ipv4(host):
             raise LinkRefused(f"media link host {host} is a non-canonical IPv4 literal")
         infos = await self._inner.resolve(host, port, family)

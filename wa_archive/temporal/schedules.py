@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
-
-from datetime import timedelta
-
-from temporalio.client import ScheduleIntervalSpec
 
 from wa_archive.config import Settings
 from wa_archive.models import DispositionInput, RetrievalTestInput

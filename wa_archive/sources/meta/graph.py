@@ -18,7 +18,11 @@ from pydantic import BaseModel, ValidationError
 from yarl import URL
 
 from wa_archive.errors import (
-    GraphRequestRefused, MediaAccessDenied, MediaNotFound, MediaSourceError, TemplateNotFound,
+    GraphRequestRefused,
+    MediaAccessDenied,
+    MediaNotFound,
+    MediaSourceError,
+    TemplateNotFound,
 )
 
 CHUNK = 1024 * 1024

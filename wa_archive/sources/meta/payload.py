@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from wa_archive.json_input import substituted
-from wa_archive.errors import EnvelopeError
 from wa_archive.archive.keys import normalize_phone
+from wa_archive.errors import EnvelopeError
+from wa_archive.json_input import substituted
 from wa_archive.models import ArchiveRequest, Contact, MediaRef
 
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")

@@ -20,8 +20,8 @@ class WasenderClient:
                                   filename: str | None, enc: EncryptedMedia) -> str:
         media = {"url": enc.url, "mimetype": mime_type, "mediaKey": enc.media_key, "fileSha256": file_sha256,
                  "fileLength": str(enc.file_length) if enc.file_length is not None else None, "fileName": filename}
-        body = {"data": {"messages": {"key": {"id": message_id},
-                                      "message": {enc.message_field: {k: v for k, v in media.items() if v is not None}}}}}
+        fields = {k: v for k, v in media.items() if v is not None}
+        body = {"data": {"messages": {"key": {"id": message_id}, "message": {enc.message_field: fields}}}}
         try:
             async with self.http.post(f"{self.api_url}/api/decrypt-media", json=body,
                                       headers={"Authorization": f"Bearer {self.api_key}"}) as resp:

@@ -13,11 +13,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from wa_archive.json_input import substituted
 from wa_archive.archive.keys import normalize_phone
 from wa_archive.errors import EnvelopeError
-from wa_archive.sources.meta.payload import ParsedDelivery, StatusEvent, WebhookEvent
+from wa_archive.json_input import substituted
 from wa_archive.models import ArchiveRequest, Contact, EncryptedMedia, MediaRef
+from wa_archive.sources.meta.payload import ParsedDelivery, StatusEvent, WebhookEvent
 
 MESSAGE_EVENTS = frozenset({
     "messages.received", "messages.upsert", "message.sent", "message.received",
