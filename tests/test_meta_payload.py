@@ -35,3 +35,11 @@ class TestParser:
         received = datetime(2026, 1, 2, tzinfo=timezone.utc)
         [msg] = parse_delivery(envelope([item]), "d", received).messages
         assert msg.timestamp == received and "timestamp_missing" in msg.flags
+
+
+def test_an_id_no_workflow_or_object_key_can_carry_is_refused_by_name():
+    """Temporal caps workflow ids at 1,000 characters: a delivery carrying a longer message id would be
+    refused by Temporal on every redelivery (503 forever), so the envelope check names it (400)."""
+    check_envelope(envelope([message("text", {"body": "ok"}, mid="wamid." + "A" * 200)]))
+    with pytest.raises(EnvelopeError, match="a message id is longer than 256 characters"):
+        check_envelope(envelope([message("text", {"body": "x"}, mid="9" * 2000)]))

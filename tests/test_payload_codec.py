@@ -175,10 +175,10 @@ def test_keys_generate_and_worker_and_serve_refuse_to_start_without_keys(tmp_pat
 def test_the_bench_plaintext_baseline_is_not_a_switch_and_refuses_any_temporal_but_loopback():
     """`make bench` measures the codec's cost against plaintext payloads from bench/plaintext.py; the
     image ships bench/, so that module must change nothing on import and refuse a real Temporal."""
-    import wa_archive.runtime
+    import wa_archive.temporal.client
     from bench import plaintext
 
-    assert wa_archive.runtime.data_converter is data_converter  # importing it replaced nothing
+    assert wa_archive.temporal.client.data_converter is data_converter  # importing it replaced nothing
     assert plaintext.plaintext_converter(make_settings(temporal_address="127.0.0.1:7233")) is pydantic_data_converter
     for address in ("temporal.example.com:7233", "10.0.0.5:7233", None):
         with pytest.raises(ConfigError, match="loopback"):

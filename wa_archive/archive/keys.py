@@ -85,6 +85,11 @@ def media_object_key(
     )
 
 
+# A wamid is about 60 characters. A longer id than this cannot become a workflow id (Temporal caps them
+# at 1,000) or part of an object key (S3 caps keys at 1,024 bytes) once escaped, so the sources refuse it.
+MAX_MESSAGE_ID = 256
+
+
 def message_workflow_id(message_id: str) -> str:
     """Workflow id of a message's ArchiveMessage run, derived from the message id."""
     return f"wa-msg-{safe_id(message_id)}"

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from wa_archive.archive.keys import normalize_phone
+from wa_archive.archive.keys import MAX_MESSAGE_ID, normalize_phone
 from wa_archive.errors import EnvelopeError
 from wa_archive.json_input import substituted
 from wa_archive.models import ArchiveRequest, Contact, MediaRef
@@ -109,6 +109,15 @@ def check_envelope(data: Any) -> Envelope:
             f"not a Cloud API webhook envelope: object is {envelope.object!r}, "
             "expected 'whatsapp_business_account'"
         )
+    for entry in envelope.entry:
+        for change in entry.changes:
+            for kind in ("messages", "statuses"):
+                for item in _items(change.value, kind):
+                    item_id = item.get("id") if isinstance(item, dict) else None
+                    # Temporal would refuse such an id's workflow on every redelivery: named here instead.
+                    if isinstance(item_id, str) and len(item_id) > MAX_MESSAGE_ID:
+                        raise EnvelopeError(f"not a Cloud API webhook envelope: a {kind[:-1]} id is longer "
+                                            f"than {MAX_MESSAGE_ID} characters")
     return envelope
 
 

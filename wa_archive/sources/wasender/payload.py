@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from wa_archive.archive.keys import normalize_phone
+from wa_archive.archive.keys import MAX_MESSAGE_ID, normalize_phone
 from wa_archive.errors import EnvelopeError
 from wa_archive.json_input import substituted
 from wa_archive.models import ArchiveRequest, Contact, EncryptedMedia, MediaRef
@@ -154,7 +154,8 @@ def _message(item: Any, delivery_sha256: str, fallback_ts: datetime) -> ArchiveR
     if not isinstance(item, dict) or not isinstance(item.get("key"), dict):
         return None
     key = item["key"]
-    if not isinstance(key.get("id"), str) or not key["id"]:
+    # An id no workflow or object key can carry is not a message; the delivery keeps it raw.
+    if not isinstance(key.get("id"), str) or not key["id"] or len(key["id"]) > MAX_MESSAGE_ID:
         return None
     raw_message = item.get("message")
     message = _unwrap(raw_message if isinstance(raw_message, dict) else {})
@@ -227,6 +228,8 @@ def _status(item: Any, event: str, raw_ts: Any, sent_at: datetime | None) -> Sta
     if not isinstance(item, dict) or not isinstance(item.get("key"), dict) or not item["key"].get("id"):
         return None
     key = item["key"]
+    if not isinstance(key["id"], str) or len(key["id"]) > MAX_MESSAGE_ID:
+        return None
     if event in STATUS_EVENTS:
         code = (item.get("update") or {}).get("status")
         status = STATUS_CODES.get(code, str(code)) if code is not None else "unknown"
