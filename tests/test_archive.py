@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from wa_archive.archive.keys import safe_id
+from tests.conftest import CONTACT_SECRET
+from wa_archive.archive.keys import message_key, message_workflow_id, safe_id
 from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
 
@@ -220,7 +221,7 @@ async def test_404_five_times_records_a_critical_failure_with_every_attempt(stac
     msg = await stack.wait_for_message(mid)
     assert msg["archive_status"] == "failed" and msg["media"][0]["status"] == "failed"
     assert msg["media"][0]["sha256"] is None
-    handle = stack.client.get_workflow_handle(f"wa-msg-{safe_id(mid)}")
+    handle = stack.client.get_workflow_handle(message_workflow_id(CONTACT_SECRET, mid))
     desc = await handle.describe()
     assert desc.status.name == "FAILED"
 
@@ -265,9 +266,7 @@ async def test_a_failed_message_is_completed_by_a_later_delivery(stack):
     # still running (and rightly start nothing), so the redelivery comes after it has closed.
     from temporalio.client import WorkflowExecutionStatus
 
-    from wa_archive.archive.keys import message_workflow_id
-
-    handle = stack.client.get_workflow_handle(message_workflow_id(mid))
+    handle = stack.client.get_workflow_handle(message_workflow_id(CONTACT_SECRET, mid))
     for _ in range(100):
         if (await handle.describe()).status == WorkflowExecutionStatus.FAILED:
             break
@@ -285,8 +284,7 @@ async def test_a_failed_message_is_completed_by_a_later_delivery(stack):
     assert len(await stack.pool.fetch("SELECT 1 FROM archive_failures WHERE message_id = $1", mid)) == 1
 
 
-async def test_operators_find_workflows_by_message_id_status_and_contact_key(stack):
-    from tests.conftest import CONTACT_SECRET
+async def test_operators_find_workflows_by_message_key_status_and_contact_key(stack):
     from wa_archive.archive.keys import contact_key
     from wa_archive.names import ARCHIVE_STATUS, CONTACT_KEY
 
@@ -294,12 +292,13 @@ async def test_operators_find_workflows_by_message_id_status_and_contact_key(sta
     await stack.post(dumps(envelope([message("text", {"body": "find me"}, mid=mid)])))
     await stack.wait_for_message(mid)
     for _ in range(100):
-        found = [wf async for wf in stack.client.list_workflows(f"WhatsAppMessageId = '{mid}'")]
+        found = [wf async for wf in stack.client.list_workflows(
+            f"WhatsAppMessageId = '{message_key(CONTACT_SECRET, mid)}'")]
         if found and found[0].typed_search_attributes.get(ARCHIVE_STATUS) == "archived":
             break
         await asyncio.sleep(0.2)
     [wf] = found
-    assert wf.id == f"wa-msg-{safe_id(mid)}"
+    assert wf.id == message_workflow_id(CONTACT_SECRET, mid)
     assert wf.typed_search_attributes.get(ARCHIVE_STATUS) == "archived"
     key = wf.typed_search_attributes.get(CONTACT_KEY)
     assert key == contact_key(CONTACT_SECRET, "447700900123") and "447700900123" not in key
@@ -322,7 +321,8 @@ async def test_histories_replay_deterministically(stack_factory):
     await stack.wait_for_message(ok_id)
     await stack.wait_for_failure(bad_id)
     replayer = Replayer(workflows=[ArchiveMessage, IngestDelivery], data_converter=DATA_CONVERTER)
-    for wf_id in (f"wa-msg-{safe_id(ok_id)}", f"wa-msg-{safe_id(bad_id)}", f"wa-delivery-{answer['delivery']}"):
+    for wf_id in (message_workflow_id(CONTACT_SECRET, ok_id), message_workflow_id(CONTACT_SECRET, bad_id),
+                  f"wa-delivery-{answer['delivery']}"):
         handle = stack.client.get_workflow_handle(wf_id)
         for _ in range(100):
             if (await handle.describe()).status.name != "RUNNING":

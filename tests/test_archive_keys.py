@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 import pytest
 
-from wa_archive.archive.keys import contact_key, extension_for, media_object_key, normalize_phone, safe_id
+from wa_archive.archive.keys import (
+    contact_key,
+    extension_for,
+    media_object_key,
+    message_key,
+    message_workflow_id,
+    normalize_phone,
+    outbound_workflow_id,
+    safe_id,
+)
 
 
 class TestKeys:
@@ -34,3 +44,12 @@ class TestKeys:
         assert contact_key("s", "+447700900123") == contact_key("s", "447700900123")
         assert contact_key("s", "447700900123") != contact_key("t", "447700900123")
         assert "447700900123" not in contact_key("s", "447700900123")
+
+    def test_message_key_and_workflow_ids(self):
+        wamid = "wamid.HBgLMTY1MDUxMjM0NTYVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"  # Meta's example: holds 16505123456
+        key = message_key("s", wamid)
+        assert key == message_key("s", wamid) and re.fullmatch(r"mk_[0-9a-f]{32}", key)  # stable, key-safe
+        assert key != message_key("t", wamid) and key != message_key("s", wamid + "A")
+        assert message_workflow_id("s", wamid) == f"wa-msg-{key}" and outbound_workflow_id("s", wamid) == f"wa-out-{key}"
+        # Hashed apart from contacts: an id spelled like a phone number does not give its contact key.
+        assert message_key("s", "447700900123")[3:] != contact_key("s", "447700900123")[3:]

@@ -16,6 +16,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from tests.conftest import CONTACT_SECRET
 from tests.test_ui_security import SESSION, sign_in
 from wa_archive.archive.keys import message_workflow_id
 from wa_archive.devstack.embedded import temporal_binary
@@ -36,7 +37,7 @@ async def archived(stack_factory):
     assert status == 200
     await stack.wait_for_message(message_id)
     raw_client = Client(**{**stack.client.config(), "data_converter": pydantic_data_converter})
-    workflow_id = message_workflow_id(message_id)
+    workflow_id = message_workflow_id(CONTACT_SECRET, message_id)
     history = await raw_client.get_workflow_handle(workflow_id).fetch_history()
     started = history.events[0].workflow_execution_started_event_attributes
     stack.codec_log_since = await stack.pool.fetchval("SELECT coalesce(max(id), 0) FROM access_log")

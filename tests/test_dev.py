@@ -52,14 +52,19 @@ def _stop(proc: subprocess.Popen) -> int:
     return proc.wait(60)
 
 
-async def _started_payload(state: dict, message_id: str):
+def workflow_of(message_id: str, env: dict[str, str], cwd: Path) -> str:
+    """The message's ArchiveMessage workflow id, as an operator holding the key finds it."""
+    found = _cli("message-key", message_id, "--json", env=env, cwd=cwd)
+    assert found.returncode == 0, found.stderr
+    return json.loads(found.stdout)["inbound_workflow_id"]
+
+
+async def _started_payload(state: dict, workflow_id: str):
     """The archive workflow's input as Temporal stores it, read without the codec."""
     from temporalio.client import Client
 
-    from wa_archive.archive.keys import message_workflow_id
-
     client = await Client.connect(state["temporal_address"])
-    history = await client.get_workflow_handle(message_workflow_id(message_id)).fetch_history()
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
     return history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
 
 
@@ -105,7 +110,7 @@ def test_dev_archives_a_signed_image_and_keeps_it_across_restarts(tmp_path):
         assert key_file.stat().st_mode & 0o777 == 0o600
         key_line = key_file.read_text()
         state = json.loads((data_dir / "dev.json").read_text())
-        started = asyncio.run(_started_payload(state, message_id))
+        started = asyncio.run(_started_payload(state, workflow_of(message_id, env, tmp_path)))
         assert started.metadata["encryption-key-id"] == key_line.split(":", 1)[0].encode()
         _check_ui_decodes_through_the_codec_server(state)
         assert asyncio.run(_retention(state)).days == 30

@@ -232,9 +232,10 @@ async def test_duplicate_status_webhooks_give_one_timeline_entry_each(stack):
     await stack.post(status_body(wamid, "delivered", 1792493950))  # late, after the archive
     msg = await queries.get_message(stack.pool, wamid)
     assert [s["status"] for s in msg["statuses"]] == ["sent", "delivered", "read"]
+    from tests.conftest import CONTACT_SECRET
     from wa_archive.archive.keys import outbound_workflow_id
 
-    desc = await stack.client.get_workflow_handle(outbound_workflow_id(wamid)).describe()
+    desc = await stack.client.get_workflow_handle(outbound_workflow_id(CONTACT_SECRET, wamid)).describe()
     assert desc.status.name == "COMPLETED", "a late status must not start a second run"
     # Even when the archived-check is raced, signalling a finished workflow starts nothing.
     from wa_archive.archive.starter import signal_outbound
@@ -243,9 +244,9 @@ async def test_duplicate_status_webhooks_give_one_timeline_entry_each(stack):
 
     started = await signal_outbound(stack.client, OutboundStart(message_id=wamid), SIGNAL_STATUS,
                                     StatusSignal(status="read"), task_queue=stack.settings.task_queue,
-                                    contact_secret="x", contact=None)
+                                    contact_secret=CONTACT_SECRET, contact=None)
     assert started is False
-    desc = await stack.client.get_workflow_handle(outbound_workflow_id(wamid)).describe()
+    desc = await stack.client.get_workflow_handle(outbound_workflow_id(CONTACT_SECRET, wamid)).describe()
     assert desc.status.name == "COMPLETED"
 
 

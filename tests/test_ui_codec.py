@@ -10,8 +10,7 @@ import urllib.parse
 from playwright.async_api import async_playwright
 
 from tests.test_browser import ARGS, ARTIFACTS, CHROMIUM
-from tests.test_dev import _cli, _env, _start_dev, _stop
-from wa_archive.archive.keys import message_workflow_id
+from tests.test_dev import _cli, _env, _start_dev, _stop, workflow_of
 
 CAPTION = "Signed mandate (demo)"  # in the demo message's workflow input, nowhere else the UI can read
 
@@ -52,7 +51,7 @@ async def test_an_operator_reads_a_decoded_workflow_in_the_temporal_ui_and_nobod
         operator = json.loads(created.stdout)["token"]
         state = json.loads((tmp_path / "data" / "dev.json").read_text())
         ui, archive = state["temporal_ui_url"], state["http_url"]
-        workflow_id = message_workflow_id(message_id)
+        workflow_id = workflow_of(message_id, env, tmp_path)
 
         async with async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)

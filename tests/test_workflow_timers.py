@@ -24,7 +24,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.conftest import make_settings
+from tests.conftest import CONTACT_SECRET, make_settings
 from wa_archive.archive.keys import outbound_workflow_id
 from wa_archive.models import (
     ArchiveMediaInput,
@@ -148,7 +148,7 @@ async def _signal_with_start(client: Client, start: OutboundStart, signal: str, 
                              task_queue: str) -> WorkflowHandle[OutboundMessage, ArchiveResult]:
     """As the webhook and the send proxy start it: by its first signal. While a test awaits this
     handle's result, the server skips time whenever the workflow is only waiting."""
-    return await client.start_workflow(OutboundMessage.run, start, id=outbound_workflow_id(start.message_id),
+    return await client.start_workflow(OutboundMessage.run, start, id=outbound_workflow_id(CONTACT_SECRET, start.message_id),
                                        task_queue=task_queue, start_signal=signal, start_signal_args=[arg])
 
 

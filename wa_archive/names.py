@@ -32,8 +32,9 @@ DISPOSITION_SCHEDULE_ID = "wa-archive-disposition"
 SIGNAL_SEND = "record_send"
 SIGNAL_STATUS = "status"
 
-# Search attributes are stored unencrypted: ids and statuses only, and a keyed hash of the
-# contact instead of the phone number.
+# Search attributes are stored unencrypted: statuses, and keyed hashes of the message id and of the
+# contact (keys.message_key, keys.contact_key) instead of ids that carry a phone number. The names
+# are a public contract (saved queries, dashboards): WhatsAppMessageId keeps its name, not its value.
 MESSAGE_ID = SearchAttributeKey.for_keyword("WhatsAppMessageId")
 ARCHIVE_STATUS = SearchAttributeKey.for_keyword("ArchiveStatus")
 CONTACT_KEY = SearchAttributeKey.for_keyword("WhatsAppContactKey")

@@ -1,4 +1,4 @@
-"""Object key layout and identifiers that must be safe in any key or workflow id."""
+"""Object key layout, identifiers that must be safe in any key, and the keyed hashes Temporal holds."""
 
 from __future__ import annotations
 
@@ -85,19 +85,30 @@ def media_object_key(
     )
 
 
-# A wamid is about 60 characters. A longer id than this cannot become a workflow id (Temporal caps them
-# at 1,000) or part of an object key (S3 caps keys at 1,024 bytes) once escaped, so the sources refuse it.
+# A wamid is about 60 characters. A longer id than this cannot become part of an object key (S3 caps keys
+# at 1,024 bytes) once escaped, so the sources refuse it.
 MAX_MESSAGE_ID = 256
 
 
-def message_workflow_id(message_id: str) -> str:
-    """Workflow id of a message's ArchiveMessage run, derived from the message id."""
-    return f"wa-msg-{safe_id(message_id)}"
+def message_key(secret: str, message_id: str) -> str:
+    """Keyed hash of a message id: what Temporal holds in its place (workflow ids, search attribute).
+
+    Meta's wamids are base64 of data holding the customer's number, and Temporal stores ids and
+    search attributes unencrypted; the key is the contact key's secret, with its own prefix in the
+    hashed bytes so a message key never equals a contact key.
+    """
+    digest = hmac.new(secret.encode(), b"message-id\x00" + message_id.encode(), hashlib.sha256).hexdigest()
+    return f"mk_{digest[:32]}"
 
 
-def outbound_workflow_id(message_id: str) -> str:
+def message_workflow_id(secret: str, message_id: str) -> str:
+    """Workflow id of a message's ArchiveMessage run: the same message always gets the same one."""
+    return f"wa-msg-{message_key(secret, message_id)}"
+
+
+def outbound_workflow_id(secret: str, message_id: str) -> str:
     """Workflow id of an outbound message's OutboundMessage run, fed by its send record and statuses."""
-    return f"wa-out-{safe_id(message_id)}"
+    return f"wa-out-{message_key(secret, message_id)}"
 
 
 def delivery_workflow_id(delivery_sha256: str) -> str:

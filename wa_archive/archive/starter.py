@@ -1,4 +1,8 @@
-"""Idempotent workflow starts: one workflow per delivery and one per message, ids derived from them."""
+"""Idempotent workflow starts: one workflow per delivery and one per message, ids derived from them.
+
+A message's workflow id and search attribute hold a keyed hash of its id (keys.message_key), never the
+id: Meta's message ids carry the customer's number, and Temporal keeps both unencrypted.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,13 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from wa_archive.archive.keys import contact_key, delivery_workflow_id, message_workflow_id, outbound_workflow_id
+from wa_archive.archive.keys import (
+    contact_key,
+    delivery_workflow_id,
+    message_key,
+    message_workflow_id,
+    outbound_workflow_id,
+)
 from wa_archive.models import ArchiveRequest, IngestDeliveryInput, OutboundStart
 from wa_archive.names import ARCHIVE_STATUS, CONTACT_KEY, MESSAGE_ID
 
@@ -46,7 +56,7 @@ async def start_archive_message(
     contact = req.contact.phone or req.contact.wa_id or req.contact.user_id or req.contact.username
     try:
         await client.start_workflow(
-            "ArchiveMessage", req, id=message_workflow_id(req.message_id), task_queue=task_queue,
+            "ArchiveMessage", req, id=message_workflow_id(contact_secret, req.message_id), task_queue=task_queue,
             id_reuse_policy=_REUSE, id_conflict_policy=_CONFLICT,
             search_attributes=_search_attributes(req.message_id, contact, contact_secret),
             rpc_timeout=rpc_timeout,
@@ -66,7 +76,7 @@ async def signal_outbound(
     """
     try:
         await client.start_workflow(
-            "OutboundMessage", start, id=outbound_workflow_id(start.message_id), task_queue=task_queue,
+            "OutboundMessage", start, id=outbound_workflow_id(contact_secret, start.message_id), task_queue=task_queue,
             id_reuse_policy=_REUSE, start_signal=signal, start_signal_args=[arg],
             search_attributes=_search_attributes(start.message_id, contact, contact_secret),
             rpc_timeout=rpc_timeout,
@@ -77,8 +87,9 @@ async def signal_outbound(
 
 
 def _search_attributes(message_id: str, contact: str | None, contact_secret: str) -> TypedSearchAttributes:
-    """Message id, a pending status, and the contact only as a keyed hash (stored unencrypted)."""
-    pairs = [SearchAttributePair(MESSAGE_ID, message_id), SearchAttributePair(ARCHIVE_STATUS, "pending")]
+    """The message and the contact as keyed hashes, and a pending status (all stored unencrypted)."""
+    pairs = [SearchAttributePair(MESSAGE_ID, message_key(contact_secret, message_id)),
+             SearchAttributePair(ARCHIVE_STATUS, "pending")]
     if contact:
         pairs.append(SearchAttributePair(CONTACT_KEY, contact_key(contact_secret, contact)))
     return TypedSearchAttributes(pairs)

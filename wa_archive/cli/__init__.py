@@ -218,6 +218,24 @@ async def cmd_contact_key(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_message_key(settings: Settings, args: argparse.Namespace) -> int:
+    from wa_archive.archive.keys import message_key, message_workflow_id, outbound_workflow_id
+    from wa_archive.credentials import contact_secret
+    from wa_archive.names import MESSAGE_ID
+
+    secret = contact_secret(settings)
+    key = message_key(secret, args.message_id)
+    if args.json:
+        print(json.dumps({"message_key": key, "inbound_workflow_id": message_workflow_id(secret, args.message_id),
+                          "outbound_workflow_id": outbound_workflow_id(secret, args.message_id)}))
+        return 0
+    print(key)
+    print(f"Temporal UI query: {MESSAGE_ID.name} = '{key}'\n"
+          f"workflow id: {message_workflow_id(secret, args.message_id)} (received or WASender message), "
+          f"{outbound_workflow_id(secret, args.message_id)} (outbound message)", file=sys.stderr)
+    return 0
+
+
 async def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.temporal.codec import generate_key_line
 
@@ -272,7 +290,7 @@ def _print_message(m: dict[str, Any], *, full: bool) -> None:
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = {
     "dev": cmd_dev, "worker": cmd_worker, "serve": cmd_serve, "migrate": cmd_migrate,
     "show": cmd_show, "search": cmd_search, "failures": cmd_failures,
-    "contact-key": cmd_contact_key, "demo": cmd_demo, "tokens": cmd_tokens,
+    "contact-key": cmd_contact_key, "message-key": cmd_message_key, "demo": cmd_demo, "tokens": cmd_tokens,
     "access-log": cmd_access_log, "keys": cmd_keys,
     "export": cmd_export, "verify-export": cmd_verify_export,
     "ledger": cmd_ledger, "receipt": cmd_receipt, "verify-receipt": cmd_verify_receipt, "verify": cmd_verify,
@@ -308,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     failures.add_argument("--json", action="store_true")
     ck = sub.add_parser("contact-key", help="the keyed contact hash used in Temporal search attributes")
     ck.add_argument("contact", help="phone number or other contact id")
+    mk = sub.add_parser("message-key", help="the keyed message hash Temporal holds: search attribute and workflow ids")
+    mk.add_argument("message_id", metavar="MESSAGE-ID", help="a wamid or a WASender message id")
+    mk.add_argument("--json", action="store_true")
     sub.add_parser("demo", help="send a signed demo image webhook to a running `wa-archive dev`")
     export = sub.add_parser("export", help="eDiscovery bundle (ZIP) of the messages selected")
     export.add_argument("--phone")
