@@ -6,6 +6,7 @@ from temporalio import activity
 
 from activities.attempts import record_attempts
 from wa_archive.archive import writes
+from wa_archive.archive.provenance import check_outbound
 from wa_archive.archive.templates import snapshot_sent_template
 from wa_archive.models import (
     TemplateSnapshotInput,
@@ -36,6 +37,9 @@ class OutboundActivities:
     @activity.defn(name=WRITE_OUTBOUND)
     @record_attempts("write_outbound", lambda inp: (inp.message_id, None))
     async def write_outbound(self, inp: WriteOutboundInput) -> bool:
+        """The outbound record, only if it follows from the send record the API stored
+        (UnverifiedMessage otherwise: nothing is written)."""
+        await check_outbound(self.pool, inp)
         created = await writes.write_outbound(self.pool, inp, self.storage_url, self.rules)
         log.info("outbound_recorded", message_id=inp.message_id, created=created, flags=inp.flags)
         return created

@@ -6,6 +6,7 @@ from temporalio import activity
 
 from activities.attempts import record_attempts
 from wa_archive.archive import writes
+from wa_archive.archive.provenance import DeliveryCache, check_inbound, stored_delivery_loader
 from wa_archive.db import queries
 from wa_archive.models import CriticalFailureInput, WriteRecordsInput
 from wa_archive.names import RECORD_CRITICAL_FAILURE, WRITE_RECORDS
@@ -19,11 +20,14 @@ class RecordActivities:
         self.pool = pool
         self.storage_url = storage_url
         self.rules = rules
+        self.deliveries = DeliveryCache(stored_delivery_loader(pool))
 
     @activity.defn(name=WRITE_RECORDS)
     @record_attempts("write_records", lambda inp: (inp.request.message_id, None))
     async def write_records(self, inp: WriteRecordsInput) -> bool:
-        """Message, media rows and delivery link in one idempotent transaction."""
+        """Message and media rows in one idempotent transaction, only if the message is the one the
+        stored delivery it names holds (UnverifiedMessage otherwise: nothing is written)."""
+        await check_inbound(self.deliveries, inp)
         created = await writes.write_message(self.pool, inp, self.storage_url, self.rules)
         log.info("message_recorded", message_id=inp.request.message_id, created=created,
                  archive_status=inp.archive_status, media=len(inp.media))

@@ -29,6 +29,7 @@
     │   └── RetentionActive        an object still under retention or legal hold           NOT retryable
     └── IntegrityError             bytes do not match the hash recorded for them           retryable
         ├── MediaHashMismatch      a download differs from its declared SHA-256 or MAC     retryable
+        ├── UnverifiedMessage      a message to record is not what the archive stored      NOT retryable
         └── ExportError            an archived object no longer matches its hash           NOT retryable
 
 Refused input is also a ValueError (argparse type functions and pydantic validators expect one);
@@ -206,6 +207,15 @@ class MediaHashMismatch(IntegrityError):
     """The bytes we downloaded do not match the provider's declared SHA-256.
 
     Retryable: the next attempt downloads them again."""
+
+
+class UnverifiedMessage(IntegrityError):
+    """A message handed over to be recorded is not what the archive itself stored: not in a delivery
+    the webhook stored after checking its signature, or not as that delivery has it (inbound); no send
+    record the API stored, or not as it has it (outbound). Temporal inputs are anyone's who can start
+    a workflow on the cluster, so such a message is refused, never recorded."""
+
+    retryable = False
 
 
 class ExportError(IntegrityError):

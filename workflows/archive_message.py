@@ -6,8 +6,7 @@ with workflow.unsafe.imports_passed_through():
     from wa_archive.archive.keys import business_scopes
     from wa_archive.models import ArchiveMediaInput, ArchiveRequest, ArchiveResult, WriteRecordsInput
     from wa_archive.names import WRITE_RECORDS
-    from workflows.retries import DB_RETRY
-    from workflows.steps import DB_TIMEOUT, archive_media_items, finish_message
+    from workflows.steps import archive_media_items, finish_message, write_record
 
 
 @workflow.defn
@@ -24,8 +23,6 @@ class ArchiveMessage:
         media = await archive_media_items(items, req.options)
         # The message is recorded either way: its text and metadata are archived even when a media
         # item could not be, and the media row says "failed" rather than pretending.
-        await workflow.execute_activity(
-            WRITE_RECORDS, WriteRecordsInput(request=req, media=media.records, archive_status=media.status),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY,
-        )
+        await write_record(WRITE_RECORDS, req.message_id,
+                           WriteRecordsInput(request=req, media=media.records, archive_status=media.status))
         return await finish_message(req.message_id, media)

@@ -28,8 +28,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from wa_archive.names import SIGNAL_SEND, SIGNAL_STATUS, SNAPSHOT_TEMPLATE, WRITE_OUTBOUND
     from wa_archive.sources.meta.outbound_request import read_send
-    from workflows.retries import DB_RETRY, media_retry
-    from workflows.steps import DB_TIMEOUT, MediaOutcome, archive_media_items, finish_message, record_failure
+    from workflows.retries import media_retry
+    from workflows.steps import MediaOutcome, archive_media_items, finish_message, record_failure, write_record
 
 # Any of these means the message left Meta: `read` can arrive without `delivered`, and a late `sent`
 # must not hold the archive back.
@@ -94,15 +94,14 @@ class OutboundMessage:
                 contact_segment=content.contact.path_segment(), position=0, media=content.media,
                 business_scopes=business_scopes(send.phone_number_id, None), contact_phone=content.contact.phone))
         media = await archive_media_items(items, opts.archive)
-        await workflow.execute_activity(
-            WRITE_OUTBOUND,
+        await write_record(
+            WRITE_OUTBOUND, start.message_id,
             WriteOutboundInput(
                 message_id=start.message_id, timestamp=timestamp, type=content.type, contact=content.contact,
                 phone_number_id=send.phone_number_id, waba_id=waba_id, text=text, template=template,
                 template_name=content.template_name, template_language=content.template_language,
                 flags=flags, payload={"request": send.request, "response": send.response, "via": send.via},
-                media=media.records, archive_status=media.status),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+                media=media.records, archive_status=media.status))
         return await finish_message(start.message_id, media, name_first_cause=False)
 
     async def _snapshot_template(self, message_id: str, waba_id: str | None, send_template: dict[str, Any],
@@ -123,11 +122,10 @@ class OutboundMessage:
     async def _statuses_only(self, start: OutboundStart) -> ArchiveResult:
         """Statuses came but no send record did: keep a row so the timeline can be found."""
         first = self.statuses[0] if self.statuses else None
-        await workflow.execute_activity(
-            WRITE_OUTBOUND,
+        await write_record(
+            WRITE_OUTBOUND, start.message_id,
             WriteOutboundInput(message_id=start.message_id,
                                timestamp=(first.timestamp if first and first.timestamp else workflow.now()),
                                type="unknown", waba_id=first.waba_id if first else None,
-                               flags=["no_send_record"]),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+                               flags=["no_send_record"]))
         return await finish_message(start.message_id, MediaOutcome(records=[], failures=[]))

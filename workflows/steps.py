@@ -1,5 +1,5 @@
 """Workflow steps shared by ArchiveMessage and OutboundMessage: media with the bounded retry rule,
-the critical failure record, and how a message workflow ends. Deterministic code only; the work
+writing the record, the critical failure record, and how a message workflow ends. Deterministic code only; the work
 happens in activities."""
 
 from dataclasses import dataclass
@@ -10,6 +10,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
     from wa_archive.archive.media_types import normalize_mime
     from wa_archive.models import (
         ArchiveMediaInput,
@@ -64,6 +66,19 @@ async def archive_media_items(items: list[ArchiveMediaInput], opts: ArchiveOptio
                                  declared_mime_type=media.mime_type, filename=media.filename)
         outcome.records.append(record)
     return outcome
+
+
+async def write_record(activity: str, message_id: str, inp: BaseModel) -> None:
+    """Run the activity that records the message. Database trouble is retried until it passes, so it
+    fails only when it refuses the message as not what the archive stored (UnverifiedMessage): that is
+    kept as a critical failure, with nothing recorded, and the workflow ends red."""
+    try:
+        await workflow.execute_activity(activity, inp, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+    except ActivityError as err:
+        await record_failure(message_id, activity, None, err)
+        workflow.upsert_search_attributes([ARCHIVE_STATUS.value_set("failed")])
+        raise ApplicationError(f"{message_id} was not recorded: {err.cause}", type="RecordRefused",
+                               non_retryable=True) from err
 
 
 def _activity_for(item: ArchiveMediaInput) -> str:

@@ -74,11 +74,21 @@ async def hand_over_send(
     pool: asyncpg.Pool, client: Client, send: OutboundSend, *, token_name: str, options: OutboundOptions,
     task_queue: str, contact_secret: str, rpc_timeout: timedelta,
 ) -> None:
-    """Keep a send Meta accepted (the exact exchange), then signal it to its message's workflow."""
-    await queries.record_outbound_send(
+    """Keep a send Meta accepted (the exact exchange), then signal it to its message's workflow.
+
+    The workflow gets the send as stored, which the worker checks the record against: when the
+    message's send was stored before (a proxy hand-over that failed, then posted to the record API),
+    that first one.
+    """
+    row = await queries.record_outbound_send(
         pool, message_id=send.message_id, phone_number_id=send.phone_number_id, via=send.via,
         request=send.request, response=send.response, http_status=200, accepted=True, token_name=token_name)
+    if row is None:
+        raise RuntimeError(f"the send of {send.message_id} was not stored")
+    stored = OutboundSend(message_id=send.message_id, phone_number_id=row["phone_number_id"],
+                          request=row["request"], response=row["response"], via=row["via"],
+                          recorded_at=row["recorded_at"])
     await signal_outbound(
-        client, OutboundStart(message_id=send.message_id, options=options), SIGNAL_SEND, send,
+        client, OutboundStart(message_id=send.message_id, options=options), SIGNAL_SEND, stored,
         task_queue=task_queue, contact_secret=contact_secret,
-        contact=str(send.request.get("to") or "") or None, rpc_timeout=rpc_timeout)
+        contact=str(stored.request.get("to") or "") or None, rpc_timeout=rpc_timeout)

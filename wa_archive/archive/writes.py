@@ -12,7 +12,8 @@ import asyncpg
 
 from wa_archive.archive.keys import business_scopes
 from wa_archive.archive.media_types import normalize_mime
-from wa_archive.db.queries import link_deliveries
+from wa_archive.db.queries import delivery_carried
+from wa_archive.errors import UnverifiedMessage
 from wa_archive.integrity import ledger
 from wa_archive.models import MediaRecord, WriteOutboundInput, WriteRecordsInput
 from wa_archive.retention.policies import RetentionRules
@@ -20,14 +21,24 @@ from wa_archive.retention.policies import RetentionRules
 
 async def write_message(pool: asyncpg.Pool, records: WriteRecordsInput, storage_url: str,
                         rules: RetentionRules) -> bool:
-    """An inbound message (or a WhatsApp-Web source's outgoing one) with its delivery link; False if
-    nothing was new."""
+    """An inbound message (or a WhatsApp-Web source's outgoing one); False if nothing was new.
+
+    The caller has checked the request against its delivery (provenance.check_inbound); here, in the
+    transaction, the message must still be linked to it, as the fan-out linked it before starting the
+    workflow: a message disposed of (or erased) since has lost its links, and is not written again.
+    """
     req = records.request
     c = req.contact
+
+    async def linked(conn: asyncpg.Connection) -> None:
+        if not await delivery_carried(conn, req.delivery_sha256, req.message_id):
+            raise UnverifiedMessage("not recorded: the message is not linked to the delivery it names"
+                                    " (never linked, or removed since)")
+
     return await _write_once(
         pool, req.message_id, records.media, records.archive_status, storage_url, rules,
         scopes=business_scopes(req.phone_number_id, req.display_phone_number), contact_phone=c.phone,
-        ts=req.timestamp, before=lambda conn: link_deliveries(conn, req.delivery_sha256, [req.message_id]),
+        ts=req.timestamp, before=linked,
         columns={
             "source": req.source, "direction": req.direction, "type": req.type, "ts": req.timestamp,
             "raw_timestamp": req.raw_timestamp, "phone_number_id": req.phone_number_id,

@@ -63,6 +63,13 @@ async def link_deliveries(db: Executor, delivery_sha256: str, message_ids: list[
     )
 
 
+async def delivery_carried(db: Executor, delivery_sha256: str, message_id: str) -> bool:
+    """Whether the message is linked to the delivery (the fan-out links each message it starts)."""
+    return bool(await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM message_deliveries WHERE message_id = $1 AND delivery_sha256 = $2)",
+        message_id, delivery_sha256))
+
+
 async def insert_status_events(conn: asyncpg.Connection, delivery_sha256: str, events: list[StatusEvent]) -> None:
     """New status rows, each with its ledger leaf (call inside a transaction); repeats are ignored."""
     for e in events:
@@ -111,14 +118,42 @@ async def insert_template_snapshot(pool: asyncpg.Pool, snap: Snapshot, *, waba_i
 async def record_outbound_send(
     pool: asyncpg.Pool, *, message_id: str | None, phone_number_id: str, via: str,
     request: dict[str, Any], response: dict[str, Any], http_status: int | None, accepted: bool, token_name: str,
-) -> None:
-    """Keep a send exactly as exchanged with Meta (accepted or rejected); repeats are ignored."""
-    await pool.execute(
-        "INSERT INTO outbound_sends (message_id, phone_number_id, via, request, response,"
-        " http_status, accepted, token_name) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
-        " ON CONFLICT (message_id) WHERE message_id IS NOT NULL DO NOTHING",
+) -> asyncpg.Record | None:
+    """Keep a send exactly as exchanged with Meta (accepted or rejected); repeats are ignored.
+
+    Returns the stored send of the message: this one, or the one stored first (the proxy's, when its
+    hand-over failed and the caller then posted the exchange to the record API). None for a rejected
+    send, which has no message id.
+    """
+    rows = await pool.fetch(
+        "WITH new AS (INSERT INTO outbound_sends (message_id, phone_number_id, via, request, response,"
+        "  http_status, accepted, token_name) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
+        "  ON CONFLICT (message_id) WHERE message_id IS NOT NULL DO NOTHING RETURNING *)"
+        " SELECT * FROM new UNION ALL"
+        " SELECT * FROM outbound_sends WHERE $1::text IS NOT NULL AND message_id = $1"
+        "  AND NOT EXISTS (SELECT 1 FROM new)",
         message_id, phone_number_id, via, request, response, http_status, accepted, token_name,
     )
+    return rows[0] if message_id is not None and rows else None
+
+
+async def stored_send(db: Executor, message_id: str) -> asyncpg.Record | None:
+    """The send of a message as the send proxy or the record API stored it."""
+    return await db.fetchrow(
+        "SELECT phone_number_id, via, request, response, accepted, recorded_at FROM outbound_sends"
+        " WHERE message_id = $1", message_id)
+
+
+async def message_statuses(db: Executor, message_id: str) -> list[asyncpg.Record]:
+    """Every status webhook of a message: its status and the time it carried."""
+    return list(await db.fetch("SELECT status, ts FROM status_events WHERE message_id = $1", message_id))
+
+
+async def template_definition(db: Executor, sha256: str) -> dict[str, Any] | None:
+    """The definition a template snapshot holds."""
+    definition: dict[str, Any] | None = await db.fetchval(
+        "SELECT definition FROM template_snapshots WHERE sha256 = $1", sha256)
+    return definition
 
 
 async def insert_template_events(db: Executor, delivery_sha256: str, events: list[TemplateEvent]) -> None:

@@ -1,0 +1,256 @@
+"""Whether a message handed over to be recorded is what the archive itself stored.
+
+Temporal is working state, never a source of messages: anyone who can start a workflow on the cluster
+can give ArchiveMessage or OutboundMessage any input (a plaintext payload passes the codec, so that
+histories written before it still replay; an operator can also seal one through the codec server).
+So the activities that record a message check it against what only the archive's own front doors
+write, and refuse it with UnverifiedMessage, which no retry can fix, otherwise:
+
+* inbound (Meta, WASender): the request must be exactly the one the archive builds from the delivery
+  it names, a body the webhook stored after checking its signature, parsed again here as the webhook
+  parsed it (the same substitution of text PostgreSQL cannot hold, the same parser); and the message
+  must still be linked to that delivery when it is written (writes.write_message);
+* outbound: the send record the proxy or the record API stored must exist, accepted by Meta, with the
+  same request and answer; what the record says was sent must follow from it; its time must be a
+  status webhook's or the send's.
+
+The error names the fields that differ, never their values (phone numbers, text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from wa_archive.db import queries
+from wa_archive.errors import UnverifiedMessage
+from wa_archive.json_input import load_json
+from wa_archive.models import ArchiveRequest, Contact, WriteOutboundInput, WriteRecordsInput
+from wa_archive.sources.meta.outbound_request import read_send
+from wa_archive.sources.meta.payload import parse_delivery
+from wa_archive.sources.meta.templates import render
+from wa_archive.sources.wasender.payload import parse_wasender
+
+# Parsed deliveries kept per worker: a 1,000-message delivery (Meta's largest) is parsed once for
+# its 1,000 writes. Bounded by count and by the bytes of the bodies (the parsed form is a few times
+# larger); a body larger than the whole budget is still kept alone while it is the newest.
+CACHE_ENTRIES = 64
+CACHE_BYTES = 32 * 1024 * 1024
+# A send's time is taken by the webhook just before it stores the send record, whose own time is the
+# database's: the two differ by the insert's latency.
+SEND_TIME_SLACK = timedelta(seconds=60)
+# The flags OutboundMessage itself sets on a record built from a send.
+OUTBOUND_FLAGS = frozenset({"sent_status_missing", "send_failed", "template_not_snapshotted"})
+
+
+@dataclass(frozen=True)
+class StoredDelivery:
+    """A delivery as the webhook stored it: its exact bytes, and what the parser needs besides."""
+
+    sha256: str
+    source: str
+    body: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class BuiltMessages:
+    """The requests the archive builds from one stored delivery, by message id, in comparable form."""
+
+    by_id: dict[str, list[dict[str, Any]]]
+    size: int
+
+
+def comparable(req: ArchiveRequest) -> dict[str, Any]:
+    """A request as Temporal carries it (JSON: NaN and infinities become null), without its options,
+    which are the archive's retry settings and say nothing about the message."""
+    return req.model_dump(mode="json", exclude={"options"})
+
+
+def build_messages(stored: StoredDelivery) -> BuiltMessages:
+    """Parse a stored body exactly as the webhook (or the IngestDelivery fan-out) did."""
+    try:
+        data = load_json(stored.body, substitute=True)
+        if stored.source == "wasender":
+            parsed = parse_wasender(data, stored.sha256, stored.received_at)
+        else:
+            parsed = parse_delivery(data, stored.sha256, stored.received_at)
+    except (ValueError, KeyError, TypeError, AttributeError):  # JsonRefused and EnvelopeError among them
+        return BuiltMessages(by_id={}, size=len(stored.body))  # nothing in it can be verified
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for req in parsed.messages:
+        by_id.setdefault(req.message_id, []).append(comparable(req))
+    return BuiltMessages(by_id=by_id, size=len(stored.body))
+
+
+class DeliveryCache:
+    """Stored deliveries, parsed, by sha256, the most recently used kept. A delivery is addressed by
+    the hash of its bytes, so an entry never goes stale; only its size is bounded. Concurrent lookups
+    of one delivery parse it once."""
+
+    def __init__(self, load: Callable[[str], Awaitable[StoredDelivery | None]], *,
+                 max_entries: int = CACHE_ENTRIES, max_bytes: int = CACHE_BYTES) -> None:
+        self._load = load
+        self._entries: OrderedDict[str, BuiltMessages] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._bytes = 0
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.parsed = 0  # how many bodies were parsed: for tests and the curious
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, sha256: str) -> BuiltMessages | None:
+        """The delivery's messages; None when no such delivery is stored (never cached)."""
+        if (hit := self._hit(sha256)) is not None:
+            return hit
+        lock = self._locks.setdefault(sha256, asyncio.Lock())
+        try:
+            async with lock:
+                if (hit := self._hit(sha256)) is not None:
+                    return hit
+                stored = await self._load(sha256)
+                if stored is None:
+                    return None
+                # Off the event loop: a large delivery takes a while to parse, and heartbeats and
+                # other activities should not wait for it.
+                built = await asyncio.to_thread(build_messages, stored)
+                self.parsed += 1
+                self._put(sha256, built)
+                return built
+        finally:
+            if not lock.locked():
+                self._locks.pop(sha256, None)
+
+    def _hit(self, sha256: str) -> BuiltMessages | None:
+        built = self._entries.get(sha256)
+        if built is not None:
+            self._entries.move_to_end(sha256)
+        return built
+
+    def _put(self, sha256: str, built: BuiltMessages) -> None:
+        self._entries[sha256] = built
+        self._bytes += built.size
+        while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
+            _, evicted = self._entries.popitem(last=False)
+            self._bytes -= evicted.size
+
+
+def stored_delivery_loader(pool: asyncpg.Pool) -> Callable[[str], Awaitable[StoredDelivery | None]]:
+    """What DeliveryCache loads from: the deliveries table."""
+    async def load(sha256: str) -> StoredDelivery | None:
+        row = await queries.get_delivery(pool, sha256)
+        if row is None:
+            return None
+        return StoredDelivery(sha256=sha256, source=row["source"], body=bytes(row["body"]),
+                              received_at=row["received_at"])
+
+    return load
+
+
+def _short(value: str) -> str:
+    """An attacker's string, cut to what identifies it in an error (a delivery hash is 64 characters)."""
+    return value if len(value) <= 64 else value[:64] + "…"
+
+
+def _differing(given: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    return sorted(k for k in given.keys() | expected.keys() if given.get(k) != expected.get(k))
+
+
+async def check_inbound(deliveries: DeliveryCache, records: WriteRecordsInput) -> None:
+    """Refuse unless the request is one the archive built from the stored delivery it names, and its
+    media records are those of the request's media."""
+    req = records.request
+    sha = _short(req.delivery_sha256)
+    built = await deliveries.get(req.delivery_sha256)
+    if built is None:
+        raise UnverifiedMessage(f"not recorded: delivery {sha} was never stored by the webhook")
+    candidates = built.by_id.get(req.message_id)
+    if not candidates:
+        raise UnverifiedMessage(f"not recorded: the message is not in delivery {sha}")
+    given = comparable(req)
+    if given not in candidates:
+        fields = ", ".join(_differing(given, candidates[0]))
+        raise UnverifiedMessage(
+            f"not recorded: it differs from the message as stored delivery {sha} has it, in: {fields}")
+    if [(m.position, m.media_id) for m in records.media] != [(i, m.media_id) for i, m in enumerate(req.media)]:
+        raise UnverifiedMessage("not recorded: its media records are not those of the message's media")
+
+
+async def check_outbound(pool: asyncpg.Pool, inp: WriteOutboundInput) -> None:
+    """Refuse unless the outbound record follows from the send record the API stored (or, for a
+    message whose send never reached the archive, from the status webhooks it stored)."""
+    statuses = await queries.message_statuses(pool, inp.message_id)
+    times = {r["ts"] for r in statuses}
+    if not inp.payload:
+        return _check_statuses_only(inp, times)
+    row = await queries.stored_send(pool, inp.message_id)
+    if row is None or not row["accepted"]:
+        raise UnverifiedMessage("not recorded: no accepted send of this message was stored by the send proxy"
+                                " or the record API")
+    stored = {"request": row["request"], "response": row["response"], "via": row["via"]}
+    differing = [k for k in ("request", "response", "via") if inp.payload.get(k) != stored[k]]
+    if set(inp.payload) != set(stored):
+        differing.append("payload")
+    if inp.phone_number_id != row["phone_number_id"]:
+        differing.append("phone_number_id")
+    if differing:
+        raise UnverifiedMessage(f"not recorded: it differs from the stored send record in: {', '.join(differing)}")
+
+    content = read_send(row["request"], row["response"])
+    expected: dict[str, Any] = {"type": content.type, "contact": content.contact,
+                                "template_name": content.template_name,
+                                "template_language": content.template_language,
+                                "media": [content.media.media_id] if content.media else []}
+    given: dict[str, Any] = {"type": inp.type, "contact": inp.contact, "template_name": inp.template_name,
+                             "template_language": inp.template_language, "media": [m.media_id for m in inp.media]}
+    differing = _differing(given, expected)
+    if content.type != "template":
+        if inp.text != content.text or inp.template is not None:
+            differing.append("text")
+    elif inp.template is None:  # not snapshotted: no text to show rather than an unproven one
+        if inp.text is not None:
+            differing.append("text")
+    elif not await _rendered_from_snapshot(pool, inp, content.send_template):
+        differing.append("template")
+    if not set(inp.flags) <= OUTBOUND_FLAGS or (
+            "send_failed" in inp.flags and not any(r["status"] == "failed" for r in statuses)):
+        differing.append("flags")
+    if inp.timestamp not in times and abs(inp.timestamp - row["recorded_at"]) > SEND_TIME_SLACK:
+        differing.append("timestamp")
+    if differing:
+        raise UnverifiedMessage(f"not recorded: it does not follow from the stored send record in: "
+                                f"{', '.join(sorted(set(differing)))}")
+
+
+async def _rendered_from_snapshot(pool: asyncpg.Pool, inp: WriteOutboundInput, send_template: dict[str, Any]) -> bool:
+    """The template snapshot exists, and the text is that definition rendered with the stored send's parameters."""
+    template = inp.template
+    assert template is not None
+    definition = await queries.template_definition(pool, template.sha256)
+    if definition is None:
+        return False
+    text = render(definition, send_template)
+    return (template.rendered_text == text and inp.text == text
+            and (template.name, template.language) == (inp.template_name, inp.template_language))
+
+
+def _check_statuses_only(inp: WriteOutboundInput, times: set[datetime | None]) -> None:
+    """No send record reached the workflow: the record may hold only what the status webhooks said."""
+    if not times:
+        raise UnverifiedMessage("not recorded: no status of this message was received by the webhook")
+    empty = (inp.type == "unknown" and inp.text is None and inp.contact == Contact() and not inp.media
+             and inp.template is None and inp.template_name is None and inp.template_language is None
+             and inp.phone_number_id is None and inp.flags == ["no_send_record"])
+    if not empty:
+        raise UnverifiedMessage("not recorded: a record without a send may hold nothing but its statuses")
+    # Without a status time the workflow used its own clock (a status webhook without a timestamp).
+    if inp.timestamp not in times and None not in times:
+        raise UnverifiedMessage("not recorded: its time is not one a status webhook of this message carried")
