@@ -55,7 +55,7 @@ def build_worker(
                 if settings.wasender_decrypt_via_api and settings.wasender_api_key else None)
     media = MediaActivities(graph, store, pool, rules, links, media_host=settings.whatsapp_media_host,
                             wasender=wasender)
-    records = RecordActivities(pool, store.url, rules)
+    records = RecordActivities(pool, store, rules)
     outbound = OutboundActivities(graph, pool, store.url, rules)
     signer = ledger_signer(settings)
     exports = ExportActivities(pool, store, settings.retention_days, signer)
@@ -70,7 +70,7 @@ def build_worker(
         task_queue=settings.task_queue,
         workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, ExportBundle, RetrievalTest,
                    LedgerCheckpoint, Disposition],
-        activities=[media.archive_media, media.archive_link_media, records.write_records,
+        activities=[media.archive_media, media.archive_link_media, records.verify_message, records.write_records,
                     media.archive_encrypted_media, records.record_critical_failure, delivery.fan_out_delivery,
                     outbound.snapshot_template, outbound.write_outbound, exports.export_bundle,
                     retrieval.sample_media, retrieval.check_objects, retrieval.request_restore,

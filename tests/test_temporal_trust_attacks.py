@@ -79,18 +79,25 @@ async def delete_execution(stack, workflow_id: str) -> None:
 # 1. IngestDelivery restarted by an operator ---------------------------------------------------------
 
 
-async def test_an_operator_restarting_ingest_delivery_brings_a_disposed_message_back(stack_factory):
-    """HOLE. A large delivery's hash is in clear in its IngestDelivery workflow id. One of its two
+async def test_a_disposed_message_is_never_linked_started_or_written_again(stack_factory):
+    """Guarded. A large delivery's hash is in clear in its IngestDelivery workflow id. One of its two
     messages is disposed of (retention over, or an erasure request); the delivery stays because
     the other message is still retained. An operator starts IngestDelivery again for that hash
-    (any workflow id). The fan-out links the disposed message to the delivery again and starts its
-    ArchiveMessage under its usual id — free once Temporal's 30-day history retention has deleted
-    the old run, which is always true by the time a message's retention ends. check_inbound and
-    the "still linked" check then both pass, and the disposed (or erased) message, text and phone
-    number, is archived again with a new ledger leaf."""
+    (any workflow id), once Temporal's 30-day history retention has deleted the old ArchiveMessage
+    run (always true by the time a message's retention ends). The disposition record stops it
+    everywhere: the fan-out neither links nor starts the disposed message, a webhook redelivery
+    of the body does neither, its statuses are not recorded again, and an ArchiveMessage started
+    for it directly, or write_message itself, refuses it (UnverifiedMessage), writing no failure
+    or attempt row under its id."""
     from tests.conftest import CONTACT_SECRET
     from tests.test_retention import _dispose
+    from wa_archive.archive import writes
+    from wa_archive.archive.fanout import record_delivery
     from wa_archive.archive.keys import message_workflow_id
+    from wa_archive.devstack.runtime import retention_rules
+    from wa_archive.errors import UnverifiedMessage
+    from wa_archive.json_input import load_json
+    from wa_archive.sources.meta.payload import StatusEvent, parse_delivery
 
     stack = await stack_factory(inline_fanout_max=0)
     phone = fresh_phone()
@@ -109,24 +116,55 @@ async def test_an_operator_restarting_ingest_delivery_brings_a_disposed_message_
         await conn.execute("UPDATE messages SET retain_until = now() - interval '1 day' WHERE id = $1", gone)
     assert (await _dispose(stack)).removed == 1
     assert await queries.get_message(stack.pool, gone) is None
-    assert await queries.get_delivery(stack.pool, sha) is not None  # kept for the other message
-    await delete_execution(stack, message_workflow_id(CONTACT_SECRET, gone))  # Temporal's retention
+    stored = await queries.get_delivery(stack.pool, sha)
+    assert stored is not None  # kept for the other message
+    wf_id = message_workflow_id(CONTACT_SECRET, gone)
+    await delete_execution(stack, wf_id)  # Temporal's retention
 
     # The attack: a plaintext start of IngestDelivery naming the stored delivery.
     handle = await raw_client(stack).start_workflow(
         "IngestDelivery", IngestDeliveryInput(delivery_sha256=sha), id=f"replay-{uuid.uuid4().hex}",
         task_queue=stack.settings.task_queue)
     assert await closed(handle) == WorkflowExecutionStatus.COMPLETED
+    try:  # the fan-out has finished: had it started the message, its run would be listed
+        started = await raw_client(stack).get_workflow_handle(wf_id).describe()
+    except RPCError as err:
+        assert err.status == RPCStatusCode.NOT_FOUND
+    else:
+        raise AssertionError(f"the disposed message's ArchiveMessage was started again ({started.status})")
 
-    async def back():
-        return await queries.get_message(stack.pool, gone)
+    # A webhook redelivery of the body (the inline hand-over's statement) and a status of the message.
+    skip = await queries.insert_delivery_with_messages(
+        stack.pool, sha256=sha, source=stored["source"], body=bytes(stored["body"]), signature=None,
+        remote_addr=None, updates=2, received_at=stored["received_at"], message_ids=[gone, kept])
+    assert skip == {gone, kept}
+    parsed = parse_delivery(load_json(bytes(stored["body"]), substitute=True), sha, stored["received_at"])
+    async with stack.pool.acquire() as conn, conn.transaction():
+        assert gone in await record_delivery(conn, sha, parsed)
+        await queries.insert_status_events(conn, sha, [StatusEvent(
+            message_id=gone, status="read", timestamp=stored["received_at"], raw_timestamp="1", recipient_id=phone,
+            payload={"id": gone, "status": "read"})])
 
-    resurrected = await wait_until(back, timeout=20)
-    relinked = await stack.pool.fetchval("SELECT count(*) FROM message_deliveries WHERE message_id = $1", gone)
-    assert resurrected is None, (
-        f"a disposed message was archived again from Temporal: {resurrected['text']!r} from "
-        f"{resurrected['contact']['phone']}")
-    assert relinked == 0, "the disposed message was linked to its delivery again"
+    # ArchiveMessage started for it with its exact request, and write_message called directly.
+    [request] = [r for r in parsed.messages if r.message_id == gone]
+    direct = await raw_client(stack).start_workflow("ArchiveMessage", request, id=f"x-{uuid.uuid4().hex}",
+                                                    task_queue=stack.settings.task_queue)
+    assert await closed(direct) == WorkflowExecutionStatus.FAILED
+    try:
+        await writes.write_message(stack.pool, WriteRecordsInput(request=request), stack.store.url,
+                                   retention_rules(stack.settings))
+    except UnverifiedMessage as err:
+        assert "disposed of" in str(err)
+    else:
+        raise AssertionError("write_message accepted a disposed message")
+
+    assert await queries.get_message(stack.pool, gone) is None
+    for table in ("message_deliveries", "status_events", "archive_failures", "archive_attempts"):
+        count = await stack.pool.fetchval(f"SELECT count(*) FROM {table} WHERE message_id = $1", gone)
+        assert count == 0, f"{table} holds the disposed message again"
+    assert await stack.pool.fetchval("SELECT count(*) FROM ledger_leaves WHERE kind = 'message'"
+                                     " AND record_id = $1", gone) == 1  # its first archiving only
+    assert (await queries.get_message(stack.pool, kept))["archive_status"] == "archived"
 
 
 # 2. Status signals to a real OutboundMessage ---------------------------------------------------------
@@ -216,16 +254,15 @@ async def test_a_failed_status_signal_leaves_a_real_send_without_its_content(sta
 # 3. Media archived before the message is checked -----------------------------------------------------
 
 
-async def test_a_forged_request_plants_an_object_that_blocks_the_real_media(stack):
-    """HOLE. ArchiveMessage archives media before write_records checks the request. An admin who
-    has read a message whose media could not be archived yet (the Graph API was down: the message
-    is recorded `failed`, to be completed by Meta's redelivery) starts ArchiveMessage with a copy
-    of its request naming other media (any media id the archive's token can fetch, or a link). The
-    write is refused, but the object is already stored, write-once and under retention, at the
-    real media's key (message id, date, contact, type, position). When the redelivery comes the
-    real bytes meet StorageConflict: the message can never be completed and its media is lost
-    when Meta drops it (about 30 days). Checking the request before archiving any media, or
-    keying objects so that a request that was refused cannot take a real one's key, stops this."""
+async def test_a_forged_request_is_refused_before_it_can_store_any_media(stack):
+    """Guarded. An admin who has read a message whose media could not be archived yet (the Graph API
+    was down: the message is recorded `failed`, to be completed by Meta's redelivery) starts
+    ArchiveMessage with a copy of its request naming other media (any media id the archive's token
+    can fetch, or a link). Had media been archived before the request was checked, the object
+    would sit, write-once and under retention, at the real media's key, and the real bytes would
+    meet StorageConflict when the redelivery came. ArchiveMessage checks the request first
+    (verify_message): the forged run is refused, a critical failure and a red workflow, with
+    nothing fetched or stored, and the redelivery completes the message with the real media."""
     from tests.conftest import CONTACT_SECRET
     from wa_archive.archive.keys import message_workflow_id
 
@@ -247,8 +284,13 @@ async def test_a_forged_request_plants_an_object_that_blocks_the_real_media(stac
         update={"media_id": planted.media_id, "provider_sha256": None})]})
     attack = await raw_client(stack).start_workflow("ArchiveMessage", forged, id=f"x-{uuid.uuid4().hex}",
                                                     task_queue=stack.settings.task_queue)
-    assert await closed(attack) == WorkflowExecutionStatus.FAILED  # refused at write_records...
-    planted_objects = await stack.stored_objects()  # ...after the object was written
+    assert await closed(attack) == WorkflowExecutionStatus.FAILED
+    assert await stack.stored_objects() == [], "a refused request left an object in the archive's store"
+    refusals = [f for f in await queries.list_failures(stack.pool)
+                if f["message_id"] == mid and f["stage"] == "verify_message"]
+    assert len(refusals) == 1 and refusals[0]["last_error_type"] == "UnverifiedMessage"
+    assert "differs from the message" in refusals[0]["last_error"]
+    assert planted.media_id not in refusals[0]["last_error"]
 
     real_media.status = None  # the Graph API is back; Meta redelivers
     status, _ = await stack.post(body)
@@ -256,11 +298,9 @@ async def test_a_forged_request_plants_an_object_that_blocks_the_real_media(stac
     await closed(stack.client.get_workflow_handle(message_workflow_id(CONTACT_SECRET, mid)), timeout=60)
     msg = await queries.get_message(stack.pool, mid)
     failures = {f["last_error_type"] for f in await queries.list_failures(stack.pool) if f["message_id"] == mid}
-    assert msg["archive_status"] == "archived", (
-        f"the real media can no longer be archived (failures: {sorted(failures)}); the refused request"
-        f" left {planted_objects} in the store")
+    assert msg["archive_status"] == "archived", f"the real media was not archived (failures: {sorted(failures)})"
     assert await stack.read_object(msg["media"][0]["storage_key"]) == content
-    assert len(await stack.stored_objects()) == 1, "a refused request left an object in the archive's store"
+    assert len(await stack.stored_objects()) == 1
 
 
 # 4. A worker of the attacker's own -----------------------------------------------------------------
@@ -278,18 +318,19 @@ class RogueRecordWriter:
                                         retry_policy=RetryPolicy(maximum_attempts=1))
 
 
-async def test_a_rogue_worker_completes_a_failed_message_with_media_it_chose(stack):
-    """HOLE. check_inbound compares only the position and media id of media records, and
-    _complete_failed writes the record's storage key, hash, size and type as given. An admin who
-    read a message recorded `failed` (its media not yet archived) runs a workflow on a task queue
-    of their own that schedules write_records on the archive's queue, with the message's exact
-    request and a media record `archived` pointing at an object they planted (or another
-    message's object), with that object's hash, so no retrieval test ever notices. The archive
-    now says the customer sent the attacker's image, with a new ledger leaf. Media records must
-    come from the archive's own media activities (e.g. re-read the object and check its hash and
-    metadata, key and provider hash against the request), or be written by them."""
+async def test_a_rogue_worker_cannot_complete_a_message_with_media_it_chose(stack):
+    """Guarded. An admin who read a message recorded `failed` (its media not yet archived) runs a
+    workflow on a task queue of their own that schedules write_records on the archive's queue,
+    with the message's exact request and a media record `archived` of their choosing: pointing at
+    an object they planted (or another message's object) with that object's hash, or at the
+    message's own key with a hash and size that no object there has. write_records takes no media
+    record on trust: the key must be the one media_object_key gives this message and position,
+    and the object under it must be in the store with the record's hash and size, written for
+    this message and media id, and match the provider's hash. Each forged record is refused with
+    UnverifiedMessage; the message stays `failed` with no new ledger leaf."""
     from tests.conftest import CONTACT_SECRET
-    from wa_archive.archive.keys import message_workflow_id
+    from tests.test_temporal_trust import ledger_entries
+    from wa_archive.archive.keys import media_object_key, message_workflow_id
 
     content = os.urandom(4000)
     real_media = stack.graph.add(FakeMedia(f"m{uuid.uuid4().int % 10**15}", content=content, status=500))
@@ -301,36 +342,56 @@ async def test_a_rogue_worker_completes_a_failed_message_with_media_it_chose(sta
     assert await closed(stack.client.get_workflow_handle(message_workflow_id(CONTACT_SECRET, mid)),
                         timeout=60) == WorkflowExecutionStatus.FAILED
     assert (await queries.get_message(stack.pool, mid))["archive_status"] == "failed"
+    leaves = await ledger_entries(stack, mid)
 
     # An object of the attacker's in the store (planted as in the test above, under another message id).
     other = await _archived_image(stack, b"attacker " + os.urandom(3000))
     [other_media] = other["media"]
     real = await built_request(stack, answer["delivery"])
-    forged = WriteRecordsInput(request=real, archive_status="archived", media=[MediaRecord(
-        media_id=real.media[0].media_id, position=0, kind="image", status="archived",
-        storage_key=other_media["storage_key"], size=other_media["size"], sha256=other_media["sha256"],
-        mime_type="image/jpeg", declared_mime_type="image/jpeg", stored_at=real.timestamp)])
+    own_key = media_object_key(mid, real.timestamp, real.contact.path_segment(), "image/jpeg", 0)
+    real_hash = hashlib.sha256(content).hexdigest()
+
+    def forged_record(**update) -> WriteRecordsInput:
+        record = MediaRecord(
+            media_id=real.media[0].media_id, position=0, kind="image", status="archived",
+            storage_key=other_media["storage_key"], size=other_media["size"], sha256=other_media["sha256"],
+            provider_sha256=real.media[0].provider_sha256, mime_type="image/jpeg",
+            declared_mime_type="image/jpeg", stored_at=real.timestamp)
+        return WriteRecordsInput(request=real, archive_status="archived", media=[record.model_copy(update=update)])
+
+    attempts = {
+        "another message's object": forged_record(provider_sha256=None),
+        "another object, the provider's hash claimed": forged_record(sha256=real_hash),
+        "its own key, nothing stored there": forged_record(storage_key=own_key, sha256=real_hash, size=len(content)),
+    }
     rogue_queue = f"rogue-{uuid.uuid4().hex}"
     raw = raw_client(stack)
     async with Worker(raw, task_queue=rogue_queue, workflows=[RogueRecordWriter],
                       workflow_runner=UnsandboxedWorkflowRunner()):
-        handle = await raw.start_workflow(
+        handles = {name: await raw.start_workflow(
             "RogueRecordWriter", {"task_queue": stack.settings.task_queue, "input": forged.model_dump(mode="json")},
-            id=f"rogue-{uuid.uuid4().hex}", task_queue=rogue_queue)
+            id=f"rogue-{uuid.uuid4().hex}", task_queue=rogue_queue) for name, forged in attempts.items()}
 
-        async def completed():
-            msg = await queries.get_message(stack.pool, mid)
-            return msg if msg["archive_status"] != "failed" else None
+        async def refused() -> int:
+            rows = await stack.pool.fetchval(
+                "SELECT count(*) FROM archive_attempts WHERE message_id = $1 AND stage = 'write_records'"
+                " AND error_type = 'UnverifiedMessage'", mid)
+            return rows if rows >= len(attempts) else 0
 
-        # The rogue worker cannot read the activity's (encrypted) result; the write has happened by then.
-        await wait_until(completed, timeout=30)
-        await handle.terminate("test cleanup")
+        # The rogue worker cannot read the activity's (encrypted) failure; each refusal is an attempt row.
+        assert await wait_until(refused, timeout=30), "write_records did not refuse every forged media record"
+        for handle in handles.values():
+            await handle.terminate("test cleanup")
     msg = await queries.get_message(stack.pool, mid)
     [row] = msg["media"]
-    stored = await stack.read_object(row["storage_key"]) if row["storage_key"] else None
-    assert not (msg["archive_status"] == "archived" and stored != content), (
-        "a media record of the attacker's choosing was recorded: the message is archived with "
-        f"another object ({row['storage_key']}, sha256 {row['sha256']})")
+    assert msg["archive_status"] == "failed" and row["status"] == "failed" and row["storage_key"] is None, (
+        f"a media record of the attacker's choosing was recorded: {row['storage_key']}, sha256 {row['sha256']}")
+    assert await ledger_entries(stack, mid) == leaves
+    errors = await stack.pool.fetch("SELECT error FROM archive_attempts WHERE message_id = $1"
+                                    " AND stage = 'write_records' ORDER BY id", mid)
+    assert any("storage_key" in e["error"] for e in errors)
+    assert any("names no object" in e["error"] for e in errors)
+    assert not any(real_hash in e["error"] or phone in e["error"] for e in errors)
 
 
 async def _archived_image(stack, content: bytes) -> dict:

@@ -159,7 +159,7 @@ class FanOutResult(BaseModel):
     messages: int = 0
     statuses: int = 0
     events: int = 0
-    already_archived: int = 0
+    already_archived: int = 0  # nothing to start: archived, or disposed of
 
 
 # Outbound ------------------------------------------------------------------------------------

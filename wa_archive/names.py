@@ -8,6 +8,7 @@ from __future__ import annotations
 from temporalio.common import SearchAttributeKey
 
 ARCHIVE_MEDIA = "archive_media"
+VERIFY_MESSAGE = "verify_message"
 WRITE_RECORDS = "write_records"
 RECORD_CRITICAL_FAILURE = "record_critical_failure"
 FAN_OUT_DELIVERY = "fan_out_delivery"

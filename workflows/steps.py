@@ -69,9 +69,10 @@ async def archive_media_items(items: list[ArchiveMediaInput], opts: ArchiveOptio
 
 
 async def write_record(activity: str, message_id: str, inp: BaseModel) -> None:
-    """Run the activity that records the message. Database trouble is retried until it passes, so it
-    fails only when it refuses the message as not what the archive stored (UnverifiedMessage): that is
-    kept as a critical failure, with nothing recorded, and the workflow ends red."""
+    """Run the activity that checks or records the message. Database trouble is retried until it
+    passes, so it fails only when it refuses the message as not what the archive stored
+    (UnverifiedMessage): that is kept as a critical failure, with nothing recorded, and the workflow
+    ends red."""
     try:
         await workflow.execute_activity(activity, inp, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
     except ActivityError as err:

@@ -34,14 +34,16 @@ START_CONCURRENCY = 32
 
 
 async def record_delivery(conn: asyncpg.Connection, delivery_sha256: str, parsed: ParsedDelivery) -> set[str]:
-    """Statuses, raw events and message links; returns the ids already archived (nothing to start)."""
+    """Statuses, raw events and message links; returns the ids with nothing to start: already
+    archived, or disposed of (a disposed message is neither linked nor started again, and its
+    statuses are not recorded again)."""
     ids = [m.message_id for m in parsed.messages]
     await queries.insert_status_events(conn, delivery_sha256, parsed.statuses)
     await queries.insert_webhook_events(conn, delivery_sha256, parsed.events)
     await queries.insert_template_events(conn, delivery_sha256, parsed.template_events)
     await queries.link_deliveries(conn, delivery_sha256, ids)
     known = ids + [s.message_id for s in parsed.statuses]
-    return await queries.archived_message_ids(conn, known) if known else set()
+    return await queries.settled_message_ids(conn, known) if known else set()
 
 
 async def start_messages(
@@ -58,8 +60,8 @@ async def start_messages(
     signal_statuses: bool = True,
 ) -> None:
     """Start (or join) one ArchiveMessage workflow per message, and signal each status to its
-    outbound message's workflow, except for messages in `skip` (already archived). Sources whose
-    outgoing messages arrive whole (WASender) have no outbound workflow to signal."""
+    outbound message's workflow, except for messages in `skip` (already archived, or disposed
+    of). Sources whose outgoing messages arrive whole (WASender) have no outbound workflow to signal."""
     gate = asyncio.Semaphore(START_CONCURRENCY)
     started = 0
 

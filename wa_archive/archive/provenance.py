@@ -8,8 +8,11 @@ write, and refuse it with UnverifiedMessage, which no retry can fix, otherwise:
 
 * inbound (Meta, WASender): the request must be exactly the one the archive builds from the delivery
   it names, a body the webhook stored after checking its signature, parsed again here as the webhook
-  parsed it (the same substitution of text PostgreSQL cannot hold, the same parser); and the message
-  must still be linked to that delivery when it is written (writes.write_message);
+  parsed it (the same substitution of text PostgreSQL cannot hold, the same parser); it is checked
+  so before any of its media is fetched (the verify_message activity) and again when it is written;
+  the message must still be linked to that delivery and never have been disposed of
+  (writes.write_message); and each media record said archived must name the object the media
+  activity stored for that message and position, as the store holds it (check_media_record);
 * outbound: the send record the proxy or the record API stored must exist, accepted by Meta, with the
   same request and answer; what the record says was sent must follow from it; its time must be a
   status webhook's or the send's.
@@ -28,14 +31,25 @@ from typing import Any
 
 import asyncpg
 
+from wa_archive.archive.hashing import decode_sha256
+from wa_archive.archive.keys import media_object_key
+from wa_archive.archive.media_types import normalize_mime
 from wa_archive.db import queries
 from wa_archive.errors import UnverifiedMessage
 from wa_archive.json_input import load_json
-from wa_archive.models import ArchiveRequest, Contact, WriteOutboundInput, WriteRecordsInput
+from wa_archive.models import (
+    ArchiveRequest,
+    Contact,
+    MediaRecord,
+    MediaRef,
+    WriteOutboundInput,
+    WriteRecordsInput,
+)
 from wa_archive.sources.meta.outbound_request import read_send
 from wa_archive.sources.meta.payload import parse_delivery
 from wa_archive.sources.meta.templates import render
 from wa_archive.sources.wasender.payload import parse_wasender
+from wa_archive.storage.base import ObjectStore
 
 # Parsed deliveries kept per worker: a 1,000-message delivery (Meta's largest) is parsed once for
 # its 1,000 writes. Bounded by count and by the bytes of the bodies (the parsed form is a few times
@@ -164,10 +178,8 @@ def _differing(given: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     return sorted(k for k in given.keys() | expected.keys() if given.get(k) != expected.get(k))
 
 
-async def check_inbound(deliveries: DeliveryCache, records: WriteRecordsInput) -> None:
-    """Refuse unless the request is one the archive built from the stored delivery it names, and its
-    media records are those of the request's media."""
-    req = records.request
+async def check_request(deliveries: DeliveryCache, req: ArchiveRequest) -> None:
+    """Refuse unless the request is one the archive built from the stored delivery it names."""
     sha = _short(req.delivery_sha256)
     built = await deliveries.get(req.delivery_sha256)
     if built is None:
@@ -180,8 +192,76 @@ async def check_inbound(deliveries: DeliveryCache, records: WriteRecordsInput) -
         fields = ", ".join(_differing(given, candidates[0]))
         raise UnverifiedMessage(
             f"not recorded: it differs from the message as stored delivery {sha} has it, in: {fields}")
+
+
+async def check_still_linked(pool: asyncpg.Pool, req: ArchiveRequest) -> None:
+    """Refuse a message disposed of (retention over, or erased), or no longer linked to its delivery
+    (writes.write_message checks the same again in its transaction)."""
+    if await queries.was_disposed(pool, req.message_id):
+        raise UnverifiedMessage("not recorded: the message was disposed of (retention over or erased);"
+                                " it is never archived again")
+    if not await queries.delivery_carried(pool, req.delivery_sha256, req.message_id):
+        raise UnverifiedMessage("not recorded: the message is not linked to the delivery it names"
+                                " (never linked, or removed since)")
+
+
+async def check_inbound(deliveries: DeliveryCache, records: WriteRecordsInput, store: ObjectStore) -> None:
+    """Refuse unless the request is one the archive built from the stored delivery it names, and its
+    media records are those of the request's media, each archived one an object the archive's media
+    activities stored for it."""
+    req = records.request
+    await check_request(deliveries, req)
     if [(m.position, m.media_id) for m in records.media] != [(i, m.media_id) for i, m in enumerate(req.media)]:
         raise UnverifiedMessage("not recorded: its media records are not those of the message's media")
+    expected_status = "archived" if all(m.status == "archived" for m in records.media) else "failed"
+    if records.archive_status != expected_status:
+        raise UnverifiedMessage("not recorded: its status is not the one its media records give")
+    for ref, record in zip(req.media, records.media, strict=True):
+        await check_media_record(store, req, ref, record)
+
+
+async def check_media_record(store: ObjectStore, req: ArchiveRequest, ref: MediaRef, record: MediaRecord) -> None:
+    """A media record is the worker's word: a failed one may claim no object; an archived one must
+    name the key media_object_key gives this message and position, and that object must be in the
+    store as the media activity wrote it (its hash and size, the message and media ids it wrote
+    with it), and carry the provider's SHA-256 where the message declared one. One HEAD per item."""
+    where = f"media {record.position}"
+    differing = []
+    if (record.kind, record.filename) != (ref.kind, ref.filename):
+        differing.append("kind/filename")
+    if ref.mime_type is not None and record.declared_mime_type != ref.mime_type:
+        differing.append("declared_mime_type")
+    if record.mime_type != normalize_mime(record.declared_mime_type):
+        differing.append("mime_type")
+    if ref.provider_sha256 is not None and record.provider_sha256 != ref.provider_sha256:
+        differing.append("provider_sha256")
+    key = media_object_key(req.message_id, req.timestamp, req.contact.path_segment(), record.mime_type,
+                           record.position)
+    if record.status == "failed":
+        if (record.storage_key, record.size, record.sha256, record.stored_at) != (None, None, None, None):
+            differing.append("object of a failed item")
+    else:
+        if record.storage_key != key:
+            differing.append("storage_key")
+        # WhatsApp's stickers are kept when their declared hash differs (media.archive_encrypted_media).
+        declared = decode_sha256(record.provider_sha256)
+        if declared is not None and not (ref.encrypted is not None and ref.kind == "sticker") \
+                and record.sha256 != declared.hex():
+            differing.append("sha256 (not the provider's)")
+    if differing:
+        raise UnverifiedMessage(f"not recorded: {where} differs from the message's media in: {', '.join(differing)}")
+    if record.status == "failed":
+        return
+    info = await store.head(key)
+    if info is None:
+        raise UnverifiedMessage(f"not recorded: {where} names no object in the store")
+    found = {"sha256": info.sha256, "size": info.size, "message-id": info.metadata.get("message-id"),
+             "media-id": info.metadata.get("media-id")}
+    wanted = {"sha256": record.sha256, "size": record.size, "message-id": req.message_id,
+              "media-id": ref.media_id[:200]}
+    if found != wanted:
+        raise UnverifiedMessage(f"not recorded: {where} is not the object the store holds under its key, in: "
+                                f"{', '.join(_differing(found, wanted))}")
 
 
 async def check_outbound(pool: asyncpg.Pool, inp: WriteOutboundInput) -> None:

@@ -12,7 +12,7 @@ import asyncpg
 
 from wa_archive.archive.keys import business_scopes
 from wa_archive.archive.media_types import normalize_mime
-from wa_archive.db.queries import delivery_carried
+from wa_archive.db.queries import delivery_carried, was_disposed
 from wa_archive.errors import UnverifiedMessage
 from wa_archive.integrity import ledger
 from wa_archive.models import MediaRecord, WriteOutboundInput, WriteRecordsInput
@@ -25,12 +25,16 @@ async def write_message(pool: asyncpg.Pool, records: WriteRecordsInput, storage_
 
     The caller has checked the request against its delivery (provenance.check_inbound); here, in the
     transaction, the message must still be linked to it, as the fan-out linked it before starting the
-    workflow: a message disposed of (or erased) since has lost its links, and is not written again.
+    workflow, and never have been disposed of: a message disposed of (or erased) is refused with
+    UnverifiedMessage whatever links it has, and never written again.
     """
     req = records.request
     c = req.contact
 
     async def linked(conn: asyncpg.Connection) -> None:
+        if await was_disposed(conn, req.message_id):
+            raise UnverifiedMessage("not recorded: the message was disposed of (retention over or erased);"
+                                    " it is never archived again")
         if not await delivery_carried(conn, req.delivery_sha256, req.message_id):
             raise UnverifiedMessage("not recorded: the message is not linked to the delivery it names"
                                     " (never linked, or removed since)")

@@ -37,13 +37,16 @@ async def insert_delivery_with_messages(
     remote_addr: str | None, updates: int, received_at: datetime, message_ids: list[str],
 ) -> set[str]:
     """Store a delivery and link its messages in one statement (one commit on the webhook's hot
-    path); returns the ids among them that are already archived."""
+    path); returns the ids among them with nothing left to do: already archived, or disposed of
+    (never linked again)."""
     rows = await db.fetch(
         "WITH d AS (INSERT INTO deliveries (sha256, source, body, signature, remote_addr, updates,"
         "  received_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (sha256) DO NOTHING),"
         " l AS (INSERT INTO message_deliveries (message_id, delivery_sha256)"
-        "  SELECT unnest($8::text[]), $1 ON CONFLICT DO NOTHING)"
-        " SELECT id FROM messages WHERE id = ANY($8::text[]) AND archive_status = 'archived'",
+        "  SELECT u.id, $1 FROM unnest($8::text[]) AS u(id)"
+        "  WHERE NOT EXISTS (SELECT 1 FROM dispositions x WHERE x.message_id = u.id) ON CONFLICT DO NOTHING)"
+        " SELECT id FROM messages WHERE id = ANY($8::text[]) AND archive_status = 'archived'"
+        " UNION SELECT message_id FROM dispositions WHERE message_id = ANY($8::text[])",
         sha256, source, body, signature, remote_addr, updates, received_at, message_ids,
     )
     return {r["id"] for r in rows}
@@ -54,12 +57,15 @@ async def get_delivery(db: Executor, sha256: str) -> asyncpg.Record | None:
 
 
 async def link_deliveries(db: Executor, delivery_sha256: str, message_ids: list[str]) -> None:
+    """Link messages to a delivery that carried them; a message disposed of is never linked again."""
     if not message_ids:
         return
-    await db.executemany(
-        "INSERT INTO message_deliveries (message_id, delivery_sha256) VALUES ($1, $2)"
+    await db.execute(
+        "INSERT INTO message_deliveries (message_id, delivery_sha256)"
+        " SELECT u.id, $2 FROM unnest($1::text[]) AS u(id)"
+        " WHERE NOT EXISTS (SELECT 1 FROM dispositions x WHERE x.message_id = u.id)"
         " ON CONFLICT DO NOTHING",
-        [(mid, delivery_sha256) for mid in message_ids],
+        message_ids, delivery_sha256,
     )
 
 
@@ -70,12 +76,20 @@ async def delivery_carried(db: Executor, delivery_sha256: str, message_id: str) 
         message_id, delivery_sha256))
 
 
+async def was_disposed(db: Executor, message_id: str) -> bool:
+    """Whether the message was disposed of (retention over, or an erasure request): its disposition
+    record stays, and nothing of it is recorded again."""
+    return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM dispositions WHERE message_id = $1)", message_id))
+
+
 async def insert_status_events(conn: asyncpg.Connection, delivery_sha256: str, events: list[StatusEvent]) -> None:
-    """New status rows, each with its ledger leaf (call inside a transaction); repeats are ignored."""
+    """New status rows, each with its ledger leaf (call inside a transaction); repeats are ignored,
+    and so are statuses of a message disposed of (its status rows went with it)."""
     for e in events:
         row = await conn.fetchrow(
             "INSERT INTO status_events (message_id, status, ts, raw_timestamp, recipient_id, payload,"
-            " delivery_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " delivery_sha256) SELECT $1, $2, $3, $4, $5, $6, $7"
+            " WHERE NOT EXISTS (SELECT 1 FROM dispositions WHERE message_id = $1)"
             " ON CONFLICT (message_id, status, raw_timestamp) DO NOTHING RETURNING *",
             e.message_id, e.status, e.timestamp, e.raw_timestamp, e.recipient_id, e.payload, delivery_sha256)
         if row is not None:
@@ -92,9 +106,11 @@ async def insert_webhook_events(db: Executor, delivery_sha256: str, events: list
     )
 
 
-async def archived_message_ids(db: Executor, message_ids: list[str]) -> set[str]:
+async def settled_message_ids(db: Executor, message_ids: list[str]) -> set[str]:
+    """The ids with nothing left to start: archived, or disposed of (never brought back)."""
     rows = await db.fetch(
-        "SELECT id FROM messages WHERE id = ANY($1::text[]) AND archive_status = 'archived'",
+        "SELECT id FROM messages WHERE id = ANY($1::text[]) AND archive_status = 'archived'"
+        " UNION SELECT message_id FROM dispositions WHERE message_id = ANY($1::text[])",
         message_ids,
     )
     return {r["id"] for r in rows}
@@ -307,9 +323,11 @@ async def record_attempt(
     pool: asyncpg.Pool, *, message_id: str, stage: str, media_id: str | None, attempt: int,
     error_type: str, error: str, http_status: int | None, workflow_id: str | None, run_id: str | None,
 ) -> None:
+    """An attempt row; none for a message disposed of (its id went with its rows and does not come back)."""
     await pool.execute(
         "INSERT INTO archive_attempts (message_id, stage, media_id, attempt, error_type, error,"
-        " http_status, workflow_id, run_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+        " http_status, workflow_id, run_id) SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9"
+        " WHERE NOT EXISTS (SELECT 1 FROM dispositions WHERE message_id = $1)",
         message_id, stage, media_id, attempt, error_type, error, http_status, workflow_id, run_id,
     )
 
@@ -344,11 +362,14 @@ async def insert_failure_row(
     run_id: str, retry_state: str | None, last_error_type: str | None, last_error: str | None,
     attempts: list[dict[str, Any]],
 ) -> asyncpg.Record | None:
-    """A critical failure row and its ledger leaf (call inside a transaction); None if recorded before."""
+    """A critical failure row and its ledger leaf (call inside a transaction); None if recorded
+    before, or if the message was disposed of (its id, which may hold the contact's number, went
+    with its rows and is not written again: the refusal is logged instead)."""
     row = await conn.fetchrow(
         "INSERT INTO archive_failures (message_id, stage, media_id, workflow_id, run_id,"
         " retry_state, last_error_type, last_error, attempts)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT DO NOTHING RETURNING *",
+        " SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9 WHERE NOT EXISTS (SELECT 1 FROM dispositions WHERE message_id = $1)"
+        " ON CONFLICT DO NOTHING RETURNING *",
         message_id, stage, media_id, workflow_id, run_id, retry_state, last_error_type,
         last_error, attempts,
     )
