@@ -14,6 +14,7 @@ from wa_archive.archive.provenance import (
     stored_delivery_loader,
 )
 from wa_archive.db import queries
+from wa_archive.errors import UnverifiedMessage
 from wa_archive.models import ArchiveRequest, CriticalFailureInput, WriteRecordsInput
 from wa_archive.names import RECORD_CRITICAL_FAILURE, VERIFY_MESSAGE, WRITE_RECORDS
 from wa_archive.retention.policies import RetentionRules
@@ -54,7 +55,11 @@ class RecordActivities:
     @activity.defn(name=RECORD_CRITICAL_FAILURE)
     async def record_critical_failure(self, inp: CriticalFailureInput) -> int:
         """Write the critical failure row with every attempt, and say so at CRITICAL (no row for a
-        message disposed of: its id is not written again)."""
+        message disposed of: its id is not written again). The row names the run that scheduled it,
+        never another: a workflow on someone's own task queue cannot file failures under ours."""
+        info = activity.info()
+        if (inp.workflow_id, inp.run_id) != (info.workflow_id, info.workflow_run_id):
+            raise UnverifiedMessage("not recorded: a critical failure must name the run that reports it")
         attempts = await queries.insert_failure(
             self.pool, message_id=inp.message_id, stage=inp.stage, media_id=inp.media_id,
             workflow_id=inp.workflow_id, run_id=inp.run_id, retry_state=inp.retry_state,

@@ -12,6 +12,7 @@ task queue of one's own is the same Temporal permission (namespace write) as sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import os
@@ -313,7 +314,8 @@ class RogueRecordWriter:
 
     @workflow.run
     async def run(self, args: dict) -> None:
-        await workflow.execute_activity(WRITE_RECORDS, args["input"], task_queue=args["task_queue"],
+        await workflow.execute_activity(args.get("activity", WRITE_RECORDS), args["input"],
+                                        task_queue=args["task_queue"],
                                         start_to_close_timeout=timedelta(seconds=60),
                                         retry_policy=RetryPolicy(maximum_attempts=1))
 
@@ -392,6 +394,37 @@ async def test_a_rogue_worker_cannot_complete_a_message_with_media_it_chose(stac
     assert any("storage_key" in e["error"] for e in errors)
     assert any("names no object" in e["error"] for e in errors)
     assert not any(real_hash in e["error"] or phone in e["error"] for e in errors)
+
+
+async def test_a_rogue_worker_cannot_file_critical_failures_under_another_run(stack):
+    """Guarded in part. A workflow on the attacker's own task queue schedules record_critical_failure
+    on the archive's queue naming a real message's workflow and run: refused, since a failure row
+    must name the run that reports it. (Rows naming the rogue run itself are still written: see
+    SECURITY.md.)"""
+    from wa_archive.models import CriticalFailureInput
+    from wa_archive.names import RECORD_CRITICAL_FAILURE
+
+    mid = meta_wamid(fresh_phone())
+    forged = CriticalFailureInput(message_id=mid, stage="archive_media", workflow_id=f"wa-msg-{uuid.uuid4().hex}",
+                                  run_id=str(uuid.uuid4()), last_error_type="MediaHashMismatch",
+                                  last_error="the customer's image did not match its hash")
+    rogue_queue = f"rogue-{uuid.uuid4().hex}"
+    raw = raw_client(stack)
+    async with Worker(raw, task_queue=rogue_queue, workflows=[RogueRecordWriter],
+                      workflow_runner=UnsandboxedWorkflowRunner()):
+        handle = await raw.start_workflow(
+            "RogueRecordWriter", {"task_queue": stack.settings.task_queue, "activity": RECORD_CRITICAL_FAILURE,
+                                  "input": forged.model_dump(mode="json")},
+            id=f"rogue-{uuid.uuid4().hex}", task_queue=rogue_queue)
+
+        async def activity_failed():
+            history = await handle.fetch_history()
+            return any(e.HasField("activity_task_failed_event_attributes") for e in history.events)
+
+        assert await wait_until(activity_failed, timeout=30)
+        with contextlib.suppress(RPCError):  # it may have ended on the failure already
+            await handle.terminate("test cleanup")
+    assert not [f for f in await queries.list_failures(stack.pool) if f["message_id"] == mid]
 
 
 async def _archived_image(stack, content: bytes) -> dict:
