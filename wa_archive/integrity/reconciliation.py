@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
@@ -98,9 +99,11 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 def parse_day(value: str) -> date:
     """A YYYY-MM-DD date; ValueError naming the expected form."""
     try:
-        return date.fromisoformat(value) if len(value) == 10 else date.fromisoformat("invalid")
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+            return date.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"{value[:40]!r} is not a date of the form YYYY-MM-DD") from None
+        pass
+    raise ValueError(f"{value[:40]!r} is not a date of the form YYYY-MM-DD")
 
 
 def _number_entry(day: date, number: str) -> dict[str, Any]:
