@@ -239,6 +239,24 @@ async def test_a_clean_day_is_green_and_its_report_verifies_against_the_ledger(
     logged = {r["action"] for r in await stack.pool.fetch("SELECT action FROM access_log WHERE role = 'cli'")}
     assert {"reconcile", "reconciliation-list", "reconciliation-show"} <= logged
 
+    # Auditors read the same report over HTTP; the read is logged first; others are refused.
+    auditor, sender = await stack.token("auditor"), await stack.token("sender")
+    url = f"{stack.url}/api/v1/reconciliation"
+    async with stack.http.get(url, params={"date": day.isoformat()},
+                              headers={"Authorization": f"Bearer {auditor}"}) as resp:
+        assert resp.status == 200
+        api_doc = await resp.json()
+    assert api_doc["version"] == 2 and api_doc["report"]["status"] == "green"
+    assert api_doc["receipt"]["record"]["kind"] == "reconciliation"
+    assert [v["version"] for v in api_doc["earlier_versions"]] == [1]  # `reconcile run` made version 2
+    async with stack.http.get(url, params={"date": "2026-02-30"},
+                              headers={"Authorization": f"Bearer {auditor}"}) as resp:
+        assert resp.status == 400 and "YYYY-MM-DD" in (await resp.json())["error"]
+    async with stack.http.get(url, headers={"Authorization": f"Bearer {sender}"}) as resp:
+        assert resp.status == 403
+    assert await stack.pool.fetchval(
+        "SELECT count(*) FROM access_log WHERE action = 'reconciliation' AND role = 'auditor'") == 1
+
 
 async def test_the_schedule_reconciles_the_previous_day_shortly_after_midnight(stack):
     from wa_archive.names import RECONCILIATION_SCHEDULE_ID
