@@ -17,12 +17,14 @@ from activities.exports import ExportActivities
 from activities.ledger import LedgerActivities
 from activities.media import MediaActivities
 from activities.outbound import OutboundActivities
+from activities.reconciliation import ReconciliationActivities
 from activities.records import RecordActivities
 from activities.retrieval import RetrievalActivities
 from wa_archive.archive.keys import contact_key
 from wa_archive.config import Settings
 from wa_archive.credentials import contact_secret, ledger_signer
 from wa_archive.devstack.runtime import connect_db, retention_rules
+from wa_archive.integrity import reconciliation
 from wa_archive.retention.disposition import Disposer
 from wa_archive.sources.links import Allowlist, LinkFetcher
 from wa_archive.sources.meta.graph import GraphClient
@@ -36,6 +38,7 @@ from workflows.export_bundle import ExportBundle
 from workflows.ingest_delivery import IngestDelivery
 from workflows.ledger_checkpoint import LedgerCheckpoint
 from workflows.outbound_message import OutboundMessage
+from workflows.reconciliation import Reconciliation
 from workflows.retrieval_test import RetrievalTest
 
 log = structlog.get_logger("wa_archive.worker")
@@ -65,17 +68,20 @@ def build_worker(
     delivery = DeliveryActivities(pool, settings.archive_options(), settings.outbound_options(),
                                   secret, settings.task_queue)
     disposition = DispositionActivities(pool, Disposer(pool, store, lambda c: contact_key(secret, c)), rules)
+    reconcile = ReconciliationActivities(pool, graph, reconciliation.deadlines_of(settings),
+                                         reconciliation.tolerance_of(settings), settings.meta_waba_id)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, ExportBundle, RetrievalTest,
-                   LedgerCheckpoint, Disposition],
+                   LedgerCheckpoint, Disposition, Reconciliation],
         activities=[media.archive_media, media.archive_link_media, records.write_records,
                     media.archive_encrypted_media, records.record_critical_failure, delivery.fan_out_delivery,
                     outbound.snapshot_template, outbound.write_outbound, exports.export_bundle,
                     retrieval.sample_media, retrieval.check_objects, retrieval.request_restore,
                     retrieval.save_retrieval_report, ledger_acts.write_checkpoint,
-                    disposition.prepare_disposition, disposition.dispose_batch, disposition.settle_erasures],
+                    disposition.prepare_disposition, disposition.dispose_batch, disposition.settle_erasures,
+                    reconcile.reconcile_day],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )

@@ -121,6 +121,14 @@ class Settings(BaseSettings):
     temporal_tls_client_key_path: Path | None = None  # mTLS: its PEM private key
     temporal_profile: str | None = None  # profile in the Temporal config file (TEMPORAL_PROFILE)
     temporal_config_file: Path | None = None  # Temporal's TOML config file (TEMPORAL_CONFIG_FILE)
+    # Daily reconciliation (wa_archive/integrity/reconciliation.py): when the Schedule reconciles the
+    # previous UTC day, time allowed beyond each message's own deadline (queueing, a worker restart),
+    # and how far Meta's daily `sent` count may differ from the outbound messages archived before the
+    # day is red: the larger of an absolute count and a percentage of Meta's figure.
+    reconcile_cron: str = "15 0 * * *"
+    reconcile_grace: float = Field(default=3600.0, ge=0)
+    reconcile_meta_tolerance: int = Field(default=2, ge=0)
+    reconcile_meta_tolerance_percent: float = Field(default=1.0, ge=0, le=100)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -317,3 +317,29 @@ class DispositionReport(BaseModel):
     bytes: int = 0
     deferred: list[str] = Field(default_factory=list)
     erasures_completed: int = 0
+
+
+# Reconciliation -----------------------------------------------------------------------------------
+
+
+class ReconcileInput(BaseModel):
+    """The UTC day to reconcile (YYYY-MM-DD); None: the day before the workflow's start."""
+
+    date: str | None = None
+
+
+class ReconcileDayInput(BaseModel):
+    date: str
+    workflow_id: str
+    run_id: str
+
+
+class ReconcileResult(BaseModel):
+    """What the workflow returns: the stored report's identity and verdict, and each gap in a line."""
+
+    date: str
+    version: int
+    status: Literal["green", "red"]
+    sha256: str
+    checkpoint_tree_size: int | None
+    gaps: list[str] = Field(default_factory=list)

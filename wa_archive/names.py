@@ -27,6 +27,8 @@ PREPARE_DISPOSITION = "prepare_disposition"
 DISPOSE_BATCH = "dispose_batch"
 SETTLE_ERASURES = "settle_erasures"
 DISPOSITION_SCHEDULE_ID = "wa-archive-disposition"
+RECONCILE_DAY = "reconcile_day"
+RECONCILIATION_SCHEDULE_ID = "wa-archive-reconciliation"
 
 # Signals of the OutboundMessage workflow.
 SIGNAL_SEND = "record_send"

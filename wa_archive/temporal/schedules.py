@@ -19,8 +19,13 @@ from temporalio.client import (
 )
 
 from wa_archive.config import Settings
-from wa_archive.models import DispositionInput, RetrievalTestInput
-from wa_archive.names import CHECKPOINT_SCHEDULE_ID, DISPOSITION_SCHEDULE_ID, RETRIEVAL_SCHEDULE_ID
+from wa_archive.models import DispositionInput, ReconcileInput, RetrievalTestInput
+from wa_archive.names import (
+    CHECKPOINT_SCHEDULE_ID,
+    DISPOSITION_SCHEDULE_ID,
+    RECONCILIATION_SCHEDULE_ID,
+    RETRIEVAL_SCHEDULE_ID,
+)
 
 
 def _schedule(settings: Settings, workflow: str, arg: object, workflow_id: str, spec: ScheduleSpec) -> Schedule:
@@ -50,6 +55,12 @@ def disposition_schedule(settings: Settings) -> Schedule:
                      "disposition", _cron_utc(settings.disposition_cron))
 
 
+def reconciliation_schedule(settings: Settings) -> Schedule:
+    """Reconciles the previous UTC day (the input names no date)."""
+    return _schedule(settings, "Reconciliation", ReconcileInput(), "reconciliation",
+                     _cron_utc(settings.reconcile_cron))
+
+
 def _replaced_by(schedule: Schedule) -> Callable[[ScheduleUpdateInput], ScheduleUpdate]:
     """An updater that replaces the existing schedule with this one, whatever it was."""
     return lambda _: ScheduleUpdate(schedule=schedule)
@@ -62,6 +73,7 @@ async def apply_schedules(client: Client, settings: Settings) -> list[str]:
         (RETRIEVAL_SCHEDULE_ID, retrieval_schedule(settings), f"{settings.retrieval_cron} UTC"),
         (CHECKPOINT_SCHEDULE_ID, checkpoint_schedule(settings), f"every {settings.ledger_checkpoint_every:g} s"),
         (DISPOSITION_SCHEDULE_ID, disposition_schedule(settings), f"{settings.disposition_cron} UTC"),
+        (RECONCILIATION_SCHEDULE_ID, reconciliation_schedule(settings), f"{settings.reconcile_cron} UTC"),
     ):
         try:
             await client.create_schedule(schedule_id, schedule)
