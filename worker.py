@@ -11,6 +11,7 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.capture_health import CaptureHealthActivities
 from activities.delivery import DeliveryActivities
 from activities.disposition import DispositionActivities
 from activities.exports import ExportActivities
@@ -31,6 +32,7 @@ from wa_archive.storage import ObjectStore
 from wa_archive.storage.posture import open_checked_store
 from wa_archive.temporal.client import connect_temporal
 from workflows.archive_message import ArchiveMessage
+from workflows.capture_health import CaptureHealth
 from workflows.disposition import Disposition
 from workflows.export_bundle import ExportBundle
 from workflows.ingest_delivery import IngestDelivery
@@ -65,17 +67,19 @@ def build_worker(
     delivery = DeliveryActivities(pool, settings.archive_options(), settings.outbound_options(),
                                   secret, settings.task_queue)
     disposition = DispositionActivities(pool, Disposer(pool, store, lambda c: contact_key(secret, c)), rules)
+    capture_health = CaptureHealthActivities(pool, settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, ExportBundle, RetrievalTest,
-                   LedgerCheckpoint, Disposition],
+                   LedgerCheckpoint, Disposition, CaptureHealth],
         activities=[media.archive_media, media.archive_link_media, records.write_records,
                     media.archive_encrypted_media, records.record_critical_failure, delivery.fan_out_delivery,
                     outbound.snapshot_template, outbound.write_outbound, exports.export_bundle,
                     retrieval.sample_media, retrieval.check_objects, retrieval.request_restore,
                     retrieval.save_retrieval_report, ledger_acts.write_checkpoint,
-                    disposition.prepare_disposition, disposition.dispose_batch, disposition.settle_erasures],
+                    disposition.prepare_disposition, disposition.dispose_batch, disposition.settle_erasures,
+                    capture_health.check_capture_health],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )

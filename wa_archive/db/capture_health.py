@@ -6,13 +6,13 @@ from datetime import datetime
 
 import asyncpg
 
-Executor = asyncpg.Pool | asyncpg.Connection
+from wa_archive.db.queries import Executor
 
 
 async def record_heard(db: Executor, numbers: list[tuple[str, str, str | None]], at: datetime) -> list[asyncpg.Record]:
     """Note a webhook heard at `at` for each (number, source, display number), never moving time back,
     and end the numbers' open silences there; returns the episodes ended (number, id, silent_since)."""
-    return await db.fetch(
+    rows: list[asyncpg.Record] = await db.fetch(
         "WITH heard AS (INSERT INTO capture_numbers AS c (number, source, display_number, watched_since,"
         "  last_webhook_at)"
         "  SELECT n, s, d, $4, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS u (n, s, d)"
@@ -22,6 +22,7 @@ async def record_heard(db: Executor, numbers: list[tuple[str, str, str | None]],
         " UPDATE capture_silences SET ended_at = $4 WHERE number = ANY($1::text[]) AND ended_at IS NULL"
         " AND silent_since <= $4 RETURNING number, id, silent_since",
         [n for n, _, _ in numbers], [s for _, s, _ in numbers], [d for _, _, d in numbers], at)
+    return rows
 
 
 async def watch_listed(conn: asyncpg.Connection, numbers: list[tuple[str, str]], at: datetime) -> None:
@@ -34,11 +35,12 @@ async def watch_listed(conn: asyncpg.Connection, numbers: list[tuple[str, str]],
 
 async def numbers_with_open_silence(db: Executor, only: list[str] | None = None) -> list[asyncpg.Record]:
     """Every watched number (or those in `only`) with its open episode's id and start, if any."""
-    return await db.fetch(
+    rows: list[asyncpg.Record] = await db.fetch(
         "SELECT c.number, c.source, c.display_number, c.watched_since, c.last_webhook_at,"
         " s.id AS silence_id, s.silent_since, s.detected_at"
         " FROM capture_numbers c LEFT JOIN capture_silences s ON s.number = c.number AND s.ended_at IS NULL"
         " WHERE $1::text[] IS NULL OR c.number = ANY($1::text[]) ORDER BY c.number", only)
+    return rows
 
 
 async def open_silence(conn: asyncpg.Connection, number: str, silent_since: datetime, detected_at: datetime,
@@ -60,5 +62,6 @@ async def end_silence(conn: asyncpg.Connection, silence_id: int, ended_at: datet
 
 async def list_silences(db: Executor, *, limit: int = 100) -> list[asyncpg.Record]:
     """Silence episodes, newest first."""
-    return await db.fetch("SELECT id, number, silent_since, detected_at, alert_minutes, ended_at"
+    rows: list[asyncpg.Record] = await db.fetch("SELECT id, number, silent_since, detected_at, alert_minutes, ended_at"
                           " FROM capture_silences ORDER BY detected_at DESC, id DESC LIMIT $1", limit)
+    return rows

@@ -52,7 +52,8 @@ def meta_numbers(envelope: Any) -> Heard:
     return [(n, "meta", d) for n, d in found.items()]
 
 
-def wasender_numbers(_: Any) -> Heard:
+def wasender_numbers(_data: Any, _event: Any) -> Heard:
+    """Every WASender delivery is for the one session the webhook secret belongs to."""
     return [(WASENDER_NUMBER, "wasender", None)]
 
 
