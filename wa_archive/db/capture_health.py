@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeAlias
 
 import asyncpg
 
-from wa_archive.db.queries import Executor
+# As in queries.py; not imported from there, so that the settings (which parse the watched numbers
+# through wa_archive.health) do not pull in the payload parsers and the ledger.
+Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
 async def record_heard(db: Executor, numbers: list[tuple[str, str, str | None]], at: datetime) -> list[asyncpg.Record]:
