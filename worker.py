@@ -11,6 +11,7 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.capture_health import CaptureHealthActivities
 from activities.delivery import DeliveryActivities
 from activities.disposition import DispositionActivities
 from activities.exports import ExportActivities
@@ -33,6 +34,7 @@ from wa_archive.storage import ObjectStore
 from wa_archive.storage.posture import open_checked_store
 from wa_archive.temporal.client import connect_temporal
 from workflows.archive_message import ArchiveMessage
+from workflows.capture_health import CaptureHealth
 from workflows.disposition import Disposition
 from workflows.export_bundle import ExportBundle
 from workflows.ingest_delivery import IngestDelivery
@@ -70,18 +72,19 @@ def build_worker(
     disposition = DispositionActivities(pool, Disposer(pool, store, lambda c: contact_key(secret, c)), rules)
     reconcile = ReconciliationActivities(pool, graph, reconciliation.deadlines_of(settings),
                                          reconciliation.tolerance_of(settings), settings.meta_waba_id)
+    capture_health = CaptureHealthActivities(pool, settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, ExportBundle, RetrievalTest,
-                   LedgerCheckpoint, Disposition, Reconciliation],
+                   LedgerCheckpoint, Disposition, Reconciliation, CaptureHealth],
         activities=[media.archive_media, media.archive_link_media, records.write_records,
                     media.archive_encrypted_media, records.record_critical_failure, delivery.fan_out_delivery,
                     outbound.snapshot_template, outbound.write_outbound, exports.export_bundle,
                     retrieval.sample_media, retrieval.check_objects, retrieval.request_restore,
                     retrieval.save_retrieval_report, ledger_acts.write_checkpoint,
                     disposition.prepare_disposition, disposition.dispose_batch, disposition.settle_erasures,
-                    reconcile.reconcile_day],
+                    reconcile.reconcile_day, capture_health.check_capture_health],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )

@@ -43,3 +43,7 @@ MESSAGE_ID = SearchAttributeKey.for_keyword("WhatsAppMessageId")
 ARCHIVE_STATUS = SearchAttributeKey.for_keyword("ArchiveStatus")
 CONTACT_KEY = SearchAttributeKey.for_keyword("WhatsAppContactKey")
 SEARCH_ATTRIBUTES = [MESSAGE_ID, ARCHIVE_STATUS, CONTACT_KEY]
+
+# Capture health: the periodic silence check.
+CHECK_CAPTURE_HEALTH = "check_capture_health"
+CAPTURE_HEALTH_SCHEDULE_ID = "wa-archive-capture-health"

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from wa_archive.cli.capture_health import COMMANDS as CAPTURE_HEALTH_COMMANDS
+from wa_archive.cli.capture_health import add_parsers as add_capture_health_parsers
 from wa_archive.cli.export import cmd_export, cmd_verify_export
 from wa_archive.cli.integrity import (
     cmd_ledger,
@@ -299,6 +301,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = 
     "schedules": cmd_schedules, "retrieval-tests": cmd_retrieval_tests, "retrieval-test": cmd_retrieval_test,
     **RETENTION_COMMANDS,
     **RECONCILIATION_COMMANDS,
+    **CAPTURE_HEALTH_COMMANDS,
 }
 
 
@@ -380,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("action", choices=("generate",), help="print a new `id:base64key` line")
     add_retention_parsers(sub)
     add_reconciliation_parsers(sub)
+    add_capture_health_parsers(sub)
     return parser
 
 

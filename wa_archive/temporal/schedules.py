@@ -17,7 +17,9 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
+from temporalio.service import RPCError, RPCStatusCode
 
+from wa_archive import names
 from wa_archive.config import Settings
 from wa_archive.models import DispositionInput, ReconcileInput, RetrievalTestInput
 from wa_archive.names import (
@@ -60,6 +62,31 @@ def reconciliation_schedule(settings: Settings) -> Schedule:
     return _schedule(settings, "Reconciliation", ReconcileInput(), "reconciliation",
                      _cron_utc(settings.reconcile_cron))
 
+def capture_health_schedule(settings: Settings) -> Schedule:
+    return _schedule(settings, "CaptureHealth", None, "capture-health", ScheduleSpec(
+        intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.silence_check_every))]))
+
+
+async def apply_capture_health_schedule(client: Client, settings: Settings) -> str:
+    """The silence check's schedule while WA_ARCHIVE_SILENCE_ALERT_MINUTES is set; deleted when it is not."""
+    handle = client.get_schedule_handle(names.CAPTURE_HEALTH_SCHEDULE_ID)
+    if settings.silence_alert_minutes is None:
+        try:
+            await handle.delete()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return f"skipped {names.CAPTURE_HEALTH_SCHEDULE_ID} (WA_ARCHIVE_SILENCE_ALERT_MINUTES is not set)"
+        return f"deleted {names.CAPTURE_HEALTH_SCHEDULE_ID} (WA_ARCHIVE_SILENCE_ALERT_MINUTES is not set)"
+    schedule = capture_health_schedule(settings)
+    what = f"every {settings.silence_check_every:g} s"
+    try:
+        await client.create_schedule(names.CAPTURE_HEALTH_SCHEDULE_ID, schedule)
+        return f"created {names.CAPTURE_HEALTH_SCHEDULE_ID} ({what})"
+    except ScheduleAlreadyRunningError:
+        await handle.update(_replaced_by(schedule))
+        return f"updated {names.CAPTURE_HEALTH_SCHEDULE_ID} ({what})"
+
 
 def _replaced_by(schedule: Schedule) -> Callable[[ScheduleUpdateInput], ScheduleUpdate]:
     """An updater that replaces the existing schedule with this one, whatever it was."""
@@ -81,4 +108,5 @@ async def apply_schedules(client: Client, settings: Settings) -> list[str]:
         except ScheduleAlreadyRunningError:
             await client.get_schedule_handle(schedule_id).update(_replaced_by(schedule))
             done.append(f"updated {schedule_id} ({what})")
+    done.append(await apply_capture_health_schedule(client, settings))
     return done
