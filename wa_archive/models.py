@@ -143,7 +143,8 @@ class ArchiveResult(BaseModel):
     """Result of the ArchiveMessage workflow."""
 
     message_id: str
-    status: Literal["archived", "failed"]
+    # superseded: an OutboundMessage ended because a delivery carried the message whole (an echo)
+    status: Literal["archived", "failed", "superseded"]
     media: list[MediaRecord] = Field(default_factory=list)
 
 

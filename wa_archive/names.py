@@ -31,6 +31,8 @@ DISPOSITION_SCHEDULE_ID = "wa-archive-disposition"
 # Signals of the OutboundMessage workflow.
 SIGNAL_SEND = "record_send"
 SIGNAL_STATUS = "status"
+# A delivery carried the message whole (an echo from the WhatsApp Business app): no send record will come.
+SIGNAL_SUPERSEDED = "recorded_from_delivery"
 
 # Search attributes are stored unencrypted: statuses, and keyed hashes of the message id and of the
 # contact (keys.message_key, keys.contact_key) instead of ids that carry a phone number. The names

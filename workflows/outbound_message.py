@@ -26,7 +26,14 @@ with workflow.unsafe.imports_passed_through():
         TemplateSnapshotResult,
         WriteOutboundInput,
     )
-    from wa_archive.names import SIGNAL_SEND, SIGNAL_STATUS, SNAPSHOT_TEMPLATE, WRITE_OUTBOUND
+    from wa_archive.names import (
+        ARCHIVE_STATUS,
+        SIGNAL_SEND,
+        SIGNAL_STATUS,
+        SIGNAL_SUPERSEDED,
+        SNAPSHOT_TEMPLATE,
+        WRITE_OUTBOUND,
+    )
     from wa_archive.sources.meta.outbound_request import read_send
     from workflows.retries import media_retry
     from workflows.steps import MediaOutcome, archive_media_items, finish_message, record_failure, write_record
@@ -41,6 +48,7 @@ class OutboundMessage:
     def __init__(self) -> None:
         self.send: OutboundSend | None = None
         self.statuses: list[StatusSignal] = []
+        self.superseded = False
 
     @workflow.signal(name=SIGNAL_SEND)
     def record_send(self, send: OutboundSend) -> None:
@@ -51,6 +59,10 @@ class OutboundMessage:
     def status(self, status: StatusSignal) -> None:
         self.statuses.append(status)
 
+    @workflow.signal(name=SIGNAL_SUPERSEDED)
+    def recorded_from_delivery(self) -> None:
+        self.superseded = True
+
     def _first(self, names: tuple[str, ...]) -> StatusSignal | None:
         return next((s for s in self.statuses if s.status in names), None)
 
@@ -59,10 +71,14 @@ class OutboundMessage:
         opts = start.options
         flags: list[str] = []
         try:
-            await workflow.wait_condition(lambda: self.send is not None,
+            await workflow.wait_condition(lambda: self.send is not None or self.superseded,
                                           timeout=timedelta(seconds=opts.record_wait_seconds))
         except TimeoutError:
             return await self._statuses_only(start)
+        if self.send is None:
+            # An echo carried the message: ArchiveMessage records it, and its statuses join it by id.
+            workflow.upsert_search_attributes([ARCHIVE_STATUS.value_set("superseded")])
+            return ArchiveResult(message_id=start.message_id, status="superseded")
         try:
             await workflow.wait_condition(
                 lambda: self._first(SENT_OR_LATER + ("failed",)) is not None,

@@ -37,8 +37,8 @@ from wa_archive.sources.meta.payload import parse_delivery
 from wa_archive.sources.meta.templates import render
 from wa_archive.sources.wasender.payload import parse_wasender
 
-# Parsed deliveries kept per worker: a 1,000-message delivery (Meta's largest) is parsed once for
-# its 1,000 writes. Bounded by count and by the bytes of the bodies (the parsed form is a few times
+# Parsed deliveries kept per worker: a 1,000-message delivery (a history sync's can hold thousands) is
+# parsed once for all its writes. Bounded by count and by the bytes of the bodies (the parsed form is a few times
 # larger); a body larger than the whole budget is still kept alone while it is the newest.
 CACHE_ENTRIES = 64
 CACHE_BYTES = 32 * 1024 * 1024

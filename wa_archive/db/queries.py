@@ -92,6 +92,13 @@ async def insert_webhook_events(db: Executor, delivery_sha256: str, events: list
     )
 
 
+async def delivered_message_ids(db: Executor, message_ids: list[str]) -> set[str]:
+    """The ids among these that some stored delivery carried as a message (an echo among them)."""
+    rows = await db.fetch(
+        "SELECT DISTINCT message_id FROM message_deliveries WHERE message_id = ANY($1::text[])", message_ids)
+    return {r["message_id"] for r in rows}
+
+
 async def archived_message_ids(db: Executor, message_ids: list[str]) -> set[str]:
     rows = await db.fetch(
         "SELECT id FROM messages WHERE id = ANY($1::text[]) AND archive_status = 'archived'",
