@@ -61,7 +61,7 @@ def build_worker(
     media = MediaActivities(graph, store, pool, rules, links, media_host=settings.whatsapp_media_host,
                             wasender=wasender)
     records = RecordActivities(pool, store.url, rules)
-    outbound = OutboundActivities(graph, pool, store.url, rules)
+    outbound = OutboundActivities(graph, pool, store.url, rules, waba_id=settings.meta_waba_id)
     signer = ledger_signer(settings)
     exports = ExportActivities(pool, store, settings.retention_days, signer)
     retrieval = RetrievalActivities(pool, store)
@@ -80,7 +80,8 @@ def build_worker(
                    LedgerCheckpoint, Disposition, Reconciliation, CaptureHealth],
         activities=[media.archive_media, media.archive_link_media, records.write_records,
                     media.archive_encrypted_media, records.record_critical_failure, delivery.fan_out_delivery,
-                    outbound.snapshot_template, outbound.write_outbound, exports.export_bundle,
+                    outbound.snapshot_template, outbound.read_stored_outbound, outbound.write_outbound,
+                    exports.export_bundle,
                     retrieval.sample_media, retrieval.check_objects, retrieval.request_restore,
                     retrieval.save_retrieval_report, ledger_acts.write_checkpoint,
                     disposition.prepare_disposition, disposition.dispose_batch, disposition.settle_erasures,

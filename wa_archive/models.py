@@ -202,6 +202,15 @@ class StatusSignal(BaseModel):
     errors: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class StoredOutbound(BaseModel):
+    """What the archive itself stored of an outbound message: the accepted send, if the proxy or the
+    record API stored one, and its status webhooks in the order they were stored. OutboundMessage
+    decides from this, never from what its signals say (a signal is anyone's on the cluster)."""
+
+    send: OutboundSend | None = None
+    statuses: list[StatusSignal] = Field(default_factory=list)
+
+
 class TemplateSnapshotInput(BaseModel):
     message_id: str
     waba_id: str
