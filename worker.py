@@ -11,18 +11,21 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.capture_health import CaptureHealthActivities
 from activities.delivery import DeliveryActivities
 from activities.disposition import DispositionActivities
 from activities.exports import ExportActivities
 from activities.ledger import LedgerActivities
 from activities.media import MediaActivities
 from activities.outbound import OutboundActivities
+from activities.reconciliation import ReconciliationActivities
 from activities.records import RecordActivities
 from activities.retrieval import RetrievalActivities
 from wa_archive.archive.keys import contact_key
 from wa_archive.config import Settings
 from wa_archive.credentials import contact_secret, ledger_signer
 from wa_archive.devstack.runtime import connect_db, retention_rules
+from wa_archive.integrity import reconciliation
 from wa_archive.retention.disposition import Disposer
 from wa_archive.sources.links import Allowlist, LinkFetcher
 from wa_archive.sources.meta.graph import GraphClient
@@ -31,11 +34,13 @@ from wa_archive.storage import ObjectStore
 from wa_archive.storage.posture import open_checked_store
 from wa_archive.temporal.client import connect_temporal
 from workflows.archive_message import ArchiveMessage
+from workflows.capture_health import CaptureHealth
 from workflows.disposition import Disposition
 from workflows.export_bundle import ExportBundle
 from workflows.ingest_delivery import IngestDelivery
 from workflows.ledger_checkpoint import LedgerCheckpoint
 from workflows.outbound_message import OutboundMessage
+from workflows.reconciliation import Reconciliation
 from workflows.retrieval_test import RetrievalTest
 
 log = structlog.get_logger("wa_archive.worker")
@@ -56,7 +61,7 @@ def build_worker(
     media = MediaActivities(graph, store, pool, rules, links, media_host=settings.whatsapp_media_host,
                             wasender=wasender)
     records = RecordActivities(pool, store, rules)
-    outbound = OutboundActivities(graph, pool, store.url, rules)
+    outbound = OutboundActivities(graph, pool, store.url, rules, waba_id=settings.meta_waba_id)
     signer = ledger_signer(settings)
     exports = ExportActivities(pool, store, settings.retention_days, signer)
     retrieval = RetrievalActivities(pool, store)
@@ -65,17 +70,22 @@ def build_worker(
     delivery = DeliveryActivities(pool, settings.archive_options(), settings.outbound_options(),
                                   secret, settings.task_queue)
     disposition = DispositionActivities(pool, Disposer(pool, store, lambda c: contact_key(secret, c)), rules)
+    reconcile = ReconciliationActivities(pool, graph, reconciliation.deadlines_of(settings),
+                                         reconciliation.tolerance_of(settings), settings.meta_waba_id)
+    capture_health = CaptureHealthActivities(pool, settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, ExportBundle, RetrievalTest,
-                   LedgerCheckpoint, Disposition],
+                   LedgerCheckpoint, Disposition, Reconciliation, CaptureHealth],
         activities=[media.archive_media, media.archive_link_media, records.verify_message, records.write_records,
                     media.archive_encrypted_media, records.record_critical_failure, delivery.fan_out_delivery,
-                    outbound.snapshot_template, outbound.write_outbound, exports.export_bundle,
+                    outbound.snapshot_template, outbound.read_stored_outbound, outbound.write_outbound,
+                    exports.export_bundle,
                     retrieval.sample_media, retrieval.check_objects, retrieval.request_restore,
                     retrieval.save_retrieval_report, ledger_acts.write_checkpoint,
-                    disposition.prepare_disposition, disposition.dispose_batch, disposition.settle_erasures],
+                    disposition.prepare_disposition, disposition.dispose_batch, disposition.settle_erasures,
+                    reconcile.reconcile_day, capture_health.check_capture_health],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )

@@ -158,7 +158,8 @@ async def clean_db(pool: asyncpg.Pool, admin_pool: asyncpg.Pool) -> asyncpg.Pool
             "TRUNCATE media, messages, message_deliveries, status_events, webhook_events,"
             " archive_attempts, archive_failures, deliveries, template_events, template_snapshots,"
             " outbound_sends, api_tokens, ledger_leaves, ledger_checkpoints, retrieval_reports, dispositions,"
-            " erasure_requests, legal_holds, retention_policies, storage_checks CASCADE"
+            " erasure_requests, legal_holds, retention_policies, storage_checks, reconciliation_reports,"
+            " capture_silences, capture_numbers CASCADE"
         )
         await conn.execute("UPDATE ledger_head SET size = 0")
     return pool

@@ -138,8 +138,8 @@ async def test_statuses_and_other_fields_are_kept(stack):
     ]
     template_change = {"field": "message_template_status_update",
                        "value": {"event": "APPROVED", "message_template_id": 42, "message_template_name": "t"}}
-    echo = {"field": "smb_message_echoes", "value": {"message_echoes": [{"id": "wamid.echo"}]}}
-    body = dumps(envelope(statuses=statuses, extra_changes=[template_change, echo],
+    contacts = {"field": "smb_app_state_sync", "value": {"state_sync": [{"type": "contact", "action": "add"}]}}
+    body = dumps(envelope(statuses=statuses, extra_changes=[template_change, contacts],
                           errors=[{"code": 130429, "title": "Rate limit hit"}]))
     status, answer = await stack.post(body)
     assert status == 200
@@ -151,7 +151,7 @@ async def test_statuses_and_other_fields_are_kept(stack):
         await asyncio.sleep(0.1)
     assert [r["status"] for r in rows] == ["sent", "failed"]
     assert rows[1]["payload"]["errors"][0]["code"] == 131026
-    assert {(e["field"], e["kind"]) for e in events} == {("messages", "error"), ("smb_message_echoes", "unhandled_field")}
+    assert {(e["field"], e["kind"]) for e in events} == {("messages", "error"), ("smb_app_state_sync", "unhandled_field")}
     tevent = await stack.pool.fetchrow("SELECT * FROM template_events WHERE delivery_sha256 = $1", answer["delivery"])
     assert tevent["event"] == "APPROVED" and tevent["template_id"] == "42" and tevent["template_name"] == "t"
 

@@ -353,13 +353,15 @@ async def test_an_outbound_message_without_a_stored_send_is_refused(stack):
     assert await queries.get_message(stack.pool, forged_id) is None
     failure = await stack.wait_for_failure(forged_id)
     assert failure["stage"] == "write_outbound" and failure["last_error_type"] == "UnverifiedMessage"
-    assert "no accepted send" in failure["last_error"]
+    # The run looks for the send the archive stored, finds none, and has no stored status to keep either.
+    assert "no status of this message was received" in failure["last_error"]
 
 
-async def test_a_stored_send_handed_over_with_other_content_or_time_is_refused(stack):
-    """Guarded: a real send's request, or its time, changed on its way through Temporal; and a
-    `no_send_record` entry invented for a message no status webhook ever named. The real send is
-    recorded as stored."""
+async def test_a_stored_send_handed_over_with_other_content_or_time_changes_nothing(stack):
+    """Guarded: a real send's request, or its time, changed on its way through Temporal: such runs take
+    nothing from their signals (they wait for a stored status, and would record the send as stored),
+    the message is recorded once, as stored, at the stored status's time; and a `no_send_record` entry invented
+    for a message no status webhook ever named is refused."""
     from tests.test_outbound import PNID, _record, status_body
     from wa_archive.models import OutboundOptions, OutboundSend, OutboundStart, StatusSignal
     from wa_archive.names import SIGNAL_SEND, SIGNAL_STATUS
@@ -388,17 +390,20 @@ async def test_a_stored_send_handed_over_with_other_content_or_time_is_refused(s
         "OutboundMessage", OutboundStart(message_id=nobody, options=OutboundOptions(record_wait_seconds=0.5)),
         id=f"wa-out-{uuid.uuid4().hex}", task_queue=stack.settings.task_queue, start_signal=SIGNAL_STATUS,
         start_signal_args=[StatusSignal(status="delivered", timestamp=datetime(2024, 3, 1, tzinfo=timezone.utc))]))
-    for handle in handles:
-        assert await closed(handle) == WorkflowExecutionStatus.FAILED
-    failures = {f["last_error"].rsplit(": ", 1)[-1] for f in await queries.list_failures(stack.pool)
-                if f["message_id"] == message_id}
-    assert failures == {"request", "timestamp"}
+    assert await closed(handles[-1]) == WorkflowExecutionStatus.FAILED
     assert "no status" in (await stack.wait_for_failure(nobody))["last_error"]
     assert await queries.get_message(stack.pool, nobody) is None
 
-    await stack.post(status_body(message_id, "sent", int(time.time())))
+    real_sent = int(time.time())
+    await stack.post(status_body(message_id, "sent", real_sent))
     msg = await stack.wait_for_message(message_id)
+    for handle in handles[:-1]:  # still waiting for a stored `sent` of their own: nothing false recorded
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        await handle.terminate("test over")
     assert msg["text"] == "your balance is 120 GBP" and msg["payload"]["request"] == request
+    assert msg["timestamp"] == datetime.fromtimestamp(real_sent, timezone.utc).isoformat()
+    assert [f for f in await queries.list_failures(stack.pool) if f["message_id"] == message_id] == []
+    assert await ledger_entries(stack, message_id) == 1
 
 
 async def test_a_send_the_proxy_stored_but_could_not_hand_over_is_recorded_through_the_record_api(stack):
@@ -519,3 +524,32 @@ async def test_a_message_whose_workflow_runs_under_its_old_id_is_recorded_once(s
     assert len(await stack.stored_objects()) == 1
     assert await ledger_entries(stack, message_id) == 1
     assert await stack.pool.fetchval("SELECT count(*) FROM archive_failures WHERE message_id = $1", message_id) == 0
+
+
+async def test_a_record_without_its_send_is_refused_while_the_send_is_stored(stack):
+    """A statuses-only record ("no_send_record", no content) would hide a send the archive stored: the
+    worker refuses it, whichever run asks, so the message is recorded only from its send."""
+    from tests.test_outbound import PNID, status_body
+    from wa_archive.archive.provenance import DeliveryCache, check_outbound, stored_delivery_loader
+    from wa_archive.errors import UnverifiedMessage
+    from wa_archive.models import WriteOutboundInput
+
+    message_id = meta_wamid(fresh_phone())
+    request = {"messaging_product": "whatsapp", "to": "447700900123", "type": "text", "text": {"body": "hi"}}
+    response = {"messaging_product": "whatsapp", "contacts": [{"input": "447700900123", "wa_id": "447700900123"}],
+                "messages": [{"id": message_id}]}
+    sent_at = int(time.time())
+    assert (await stack.post(status_body(message_id, "sent", sent_at)))[0] == 200
+    bare = WriteOutboundInput(message_id=message_id, timestamp=datetime.fromtimestamp(sent_at, timezone.utc),
+                              type="unknown", flags=["no_send_record"])
+    cache = DeliveryCache(stored_delivery_loader(stack.pool))
+    await check_outbound(stack.pool, cache, bare, None)  # no send stored: the statuses may stand alone
+    await queries.record_outbound_send(stack.pool, message_id=message_id, phone_number_id=PNID, via="proxy",
+                                       request=request, response=response, http_status=200, accepted=True,
+                                       token_name="a-sender")
+    try:
+        await check_outbound(stack.pool, cache, bare, None)
+    except UnverifiedMessage as err:
+        assert "send of this message is stored" in str(err)
+    else:
+        raise AssertionError("a record without its stored send was accepted")

@@ -10,6 +10,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wa_archive.errors import ConfigError
+from wa_archive.health.active_hours import ActiveHours, parse_active_hours
+from wa_archive.health.capture import listed_numbers
 from wa_archive.models import ArchiveOptions, OutboundOptions
 
 ENV_PREFIX = "WA_ARCHIVE_"
@@ -121,6 +123,20 @@ class Settings(BaseSettings):
     temporal_tls_client_key_path: Path | None = None  # mTLS: its PEM private key
     temporal_profile: str | None = None  # profile in the Temporal config file (TEMPORAL_PROFILE)
     temporal_config_file: Path | None = None  # Temporal's TOML config file (TEMPORAL_CONFIG_FILE)
+    # Daily reconciliation (wa_archive/integrity/reconciliation.py): when the Schedule reconciles the
+    # previous UTC day, time allowed beyond each message's own deadline (queueing, a worker restart),
+    # and how far Meta's daily `sent` count may differ from the outbound messages archived before the
+    # day is red: the larger of an absolute count and a percentage of Meta's figure.
+    reconcile_cron: str = "15 0 * * *"
+    reconcile_grace: float = Field(default=3600.0, ge=0)
+    reconcile_meta_tolerance: int = Field(default=2, ge=0)
+    reconcile_meta_tolerance_percent: float = Field(default=1.0, ge=0, le=100)
+    # Capture health (wa_archive/health/capture.py). Off while the limit is unset: a threshold that fits
+    # one number's traffic would cry wolf on a quieter one, so only the operator can choose it.
+    silence_alert_minutes: float | None = Field(default=None, gt=0)
+    silence_active_hours: str = "always"  # e.g. `Mon-Fri 08:00-18:00 Europe/London`
+    silence_numbers: str | None = None  # unset: every number heard; else only these (phone_number_ids, wasender)
+    silence_check_every: float = Field(default=300.0, ge=1)  # seconds between two checks (a Temporal Schedule)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -192,7 +208,29 @@ class Settings(BaseSettings):
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value
 
+    @field_validator("silence_active_hours")
+    @classmethod
+    def _silence_active_hours(cls, value: str) -> str:
+        parse_active_hours(value)
+        return value
+
+    @field_validator("silence_numbers")
+    @classmethod
+    def _silence_numbers(cls, value: str | None) -> str | None:
+        listed_numbers(value)
+        return value
+
     # Derived values -----------------------------------------------------------------------------
+
+    @property
+    def silence_hours(self) -> ActiveHours:
+        """The active hours of the silence alert, parsed (validated when the settings were read)."""
+        return parse_active_hours(self.silence_active_hours)
+
+    @property
+    def silence_listed(self) -> list[str]:
+        """The numbers WA_ARCHIVE_SILENCE_NUMBERS names; empty: every number heard is watched."""
+        return listed_numbers(self.silence_numbers)
 
     @property
     def resolved_storage_url(self) -> str:

@@ -143,7 +143,8 @@ class ArchiveResult(BaseModel):
     """Result of the ArchiveMessage workflow."""
 
     message_id: str
-    status: Literal["archived", "failed"]
+    # superseded: an OutboundMessage ended because a delivery carried the message whole (an echo)
+    status: Literal["archived", "failed", "superseded"]
     media: list[MediaRecord] = Field(default_factory=list)
 
 
@@ -199,6 +200,15 @@ class StatusSignal(BaseModel):
     timestamp: datetime | None = None
     waba_id: str | None = None
     errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class StoredOutbound(BaseModel):
+    """What the archive itself stored of an outbound message: the accepted send, if the proxy or the
+    record API stored one, and its status webhooks in the order they were stored. OutboundMessage
+    decides from this, never from what its signals say (a signal is anyone's on the cluster)."""
+
+    send: OutboundSend | None = None
+    statuses: list[StatusSignal] = Field(default_factory=list)
 
 
 class TemplateSnapshotInput(BaseModel):
@@ -316,3 +326,29 @@ class DispositionReport(BaseModel):
     bytes: int = 0
     deferred: list[str] = Field(default_factory=list)
     erasures_completed: int = 0
+
+
+# Reconciliation -----------------------------------------------------------------------------------
+
+
+class ReconcileInput(BaseModel):
+    """The UTC day to reconcile (YYYY-MM-DD); None: the day before the workflow's start."""
+
+    date: str | None = None
+
+
+class ReconcileDayInput(BaseModel):
+    date: str
+    workflow_id: str
+    run_id: str
+
+
+class ReconcileResult(BaseModel):
+    """What the workflow returns: the stored report's identity and verdict, and each gap in a line."""
+
+    date: str
+    version: int
+    status: Literal["green", "red"]
+    sha256: str
+    checkpoint_tree_size: int | None
+    gaps: list[str] = Field(default_factory=list)

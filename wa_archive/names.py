@@ -15,6 +15,7 @@ FAN_OUT_DELIVERY = "fan_out_delivery"
 ARCHIVE_LINK_MEDIA = "archive_link_media"
 ARCHIVE_ENCRYPTED_MEDIA = "archive_encrypted_media"
 SNAPSHOT_TEMPLATE = "snapshot_template"
+READ_STORED_OUTBOUND = "read_stored_outbound"
 WRITE_OUTBOUND = "write_outbound"
 EXPORT_BUNDLE = "export_bundle"
 SAMPLE_MEDIA = "sample_media"
@@ -28,10 +29,14 @@ PREPARE_DISPOSITION = "prepare_disposition"
 DISPOSE_BATCH = "dispose_batch"
 SETTLE_ERASURES = "settle_erasures"
 DISPOSITION_SCHEDULE_ID = "wa-archive-disposition"
+RECONCILE_DAY = "reconcile_day"
+RECONCILIATION_SCHEDULE_ID = "wa-archive-reconciliation"
 
 # Signals of the OutboundMessage workflow.
 SIGNAL_SEND = "record_send"
 SIGNAL_STATUS = "status"
+# A delivery carried the message whole (an echo from the WhatsApp Business app): no send record will come.
+SIGNAL_SUPERSEDED = "recorded_from_delivery"
 
 # Search attributes are stored unencrypted: statuses, and keyed hashes of the message id and of the
 # contact (keys.message_key, keys.contact_key) instead of ids that carry a phone number. The names
@@ -40,3 +45,7 @@ MESSAGE_ID = SearchAttributeKey.for_keyword("WhatsAppMessageId")
 ARCHIVE_STATUS = SearchAttributeKey.for_keyword("ArchiveStatus")
 CONTACT_KEY = SearchAttributeKey.for_keyword("WhatsAppContactKey")
 SEARCH_ATTRIBUTES = [MESSAGE_ID, ARCHIVE_STATUS, CONTACT_KEY]
+
+# Capture health: the periodic silence check.
+CHECK_CAPTURE_HEALTH = "check_capture_health"
+CAPTURE_HEALTH_SCHEDULE_ID = "wa-archive-capture-health"

@@ -92,10 +92,39 @@ async def download_media(request: web.Request) -> web.StreamResponse:
     return await send_media(request, store, row, partial=True, headers={"X-Content-SHA256": row["sha256"]})
 
 
+@require(*READERS, pool_of=pool_of)
+async def reconciliation_report(request: web.Request) -> web.Response:
+    """GET /api/v1/reconciliation?date=YYYY-MM-DD: that UTC day's latest report, with its ledger receipt
+    and earlier versions; without a date, every reconciled day's latest status."""
+    from wa_archive.db import reconciliation as reports
+    from wa_archive.integrity.reconciliation import parse_day, receipt, report_json
+
+    raw = request.query.get("date")
+    try:
+        day = parse_day(raw) if raw is not None else None
+    except ValueError as exc:
+        return json_error(400, str(exc))
+    await _log_access(request, "reconciliation", {"date": day.isoformat() if day else None})
+    rows = await reports.reports(pool_of(request), day)
+    if day is None:
+        return web.json_response({"items": [
+            {"date": r["report_date"].isoformat(), "status": r["status"], "version": r["version"],
+             "versions": r["versions"], "sha256": r["sha256"], "created_at": r["created_at"].isoformat()}
+            for r in rows]})
+    if not rows:
+        return json_error(404, f"no reconciliation report for {day.isoformat()}")
+    shown = report_json(rows[0])
+    shown["receipt"] = await receipt(pool_of(request), rows[0])
+    shown["earlier_versions"] = [{"version": r["version"], "status": r["status"], "sha256": r["sha256"],
+                                  "created_at": r["created_at"].isoformat()} for r in rows[1:]]
+    return web.json_response(shown)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/messages", list_messages)
     # Message ids are base64 and may contain '/', so the id is the whole rest of the path.
     app.router.add_get("/api/v1/messages/{message_id:.+}", get_message)
     app.router.add_get("/api/v1/conversations/{phone}", conversation)
     app.router.add_get("/api/v1/media/{media_id:.+}", download_media)
+    app.router.add_get("/api/v1/reconciliation", reconciliation_report)
 

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from wa_archive.archive.handover import Delivery, hand_over_delivery
 from wa_archive.config import Settings
+from wa_archive.health.capture import Heard
 from wa_archive.sources.meta.payload import ParsedDelivery
 from webhook.deps import DEPS, START_TIMEOUT, decode_checked, json_error, read_body
 
@@ -55,6 +56,8 @@ class Source(Generic[Checked]):
     check: Callable[[Any], Checked]  # EnvelopeError with a reason when the document is not the source's
     parse: Callable[[Any, Checked, Delivery, Settings], Parsed]
     kept_header: str | None = None  # a MAC over the body, stored with it as evidence
+    # The business numbers the document was for, for capture health (never read before authentication).
+    numbers: Callable[[Any, Checked], Heard] = lambda _data, _checked: []
     signal_statuses: bool = True  # False for sources without outbound workflows to signal
 
 
@@ -87,6 +90,8 @@ def receiver(source: Source[Any]) -> Callable[[web.Request], Awaitable[web.Respo
         except Exception as exc:  # noqa: BLE001 - any failure here means "not durable yet": ask the sender to retry
             log.error("delivery_not_accepted", delivery=delivery.sha256, source=source.name, error=repr(exc))
             return json_error(503, "archive temporarily unavailable; retry later")
+        # After the hand-over: the delivery is durable whatever happens to this note (it never raises).
+        await deps.capture.heard(source.numbers(data, checked), delivery.received_at)
         log.info("delivery_accepted", delivery=delivery.sha256, source=source.name, **parsed.log)
         return web.json_response({"status": "accepted", "delivery": delivery.sha256, **parsed.answer})
 

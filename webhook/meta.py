@@ -16,6 +16,7 @@ from aiohttp import web
 
 from wa_archive.archive.handover import Delivery
 from wa_archive.config import Settings
+from wa_archive.health.capture import meta_numbers
 from wa_archive.sources.meta.payload import Envelope, check_envelope, count_updates, parse_delivery
 from wa_archive.sources.signature import meta_signature_ok
 from webhook.deps import DEPS, json_error
@@ -62,7 +63,8 @@ def _parse(data: Any, envelope: Envelope, delivery: Delivery, settings: Settings
 
 
 META = Source(name="meta", authenticate=_authenticate, rejected_event="signature_rejected",
-              check=check_envelope, parse=_parse, kept_header=SIGNATURE_HEADER)
+              check=check_envelope, parse=_parse, kept_header=SIGNATURE_HEADER,
+              numbers=lambda _data, envelope: meta_numbers(envelope))
 
 
 def add_routes(app: web.Application) -> None:

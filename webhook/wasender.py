@@ -13,6 +13,7 @@ from aiohttp import web
 
 from wa_archive.archive.handover import Delivery
 from wa_archive.config import Settings
+from wa_archive.health.capture import wasender_numbers
 from wa_archive.sources.signature import shared_secret_ok
 from wa_archive.sources.wasender.payload import check_wasender, parse_wasender
 from webhook.intake import Parsed, Rejection, Source, receiver
@@ -44,7 +45,7 @@ def _parse(data: Any, event: str, delivery: Delivery, _: Settings) -> Parsed:
 
 
 WASENDER = Source(name="wasender", authenticate=_authenticate, rejected_event="wasender_rejected",
-                  check=check_wasender, parse=_parse, signal_statuses=False)
+                  check=check_wasender, parse=_parse, signal_statuses=False, numbers=wasender_numbers)
 
 
 def add_routes(app: web.Application) -> None:

@@ -50,6 +50,11 @@ CHECKPOINT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_at
 RETRIEVAL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
                               maximum_attempts=5)
 
+# The daily reconciliation reads Postgres and Meta's analytics: retried through an outage of a few hours,
+# then red, so a day is never silently left unreconciled.
+RECONCILE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=10),
+                              maximum_attempts=30)
+
 
 def media_retry(opts: ArchiveOptions) -> RetryPolicy:
     """The bounded rule for media and templates, from the options fixed when the workflow started."""

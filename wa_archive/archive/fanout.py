@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client
 
-from wa_archive.archive.starter import signal_outbound, start_archive_message
+from wa_archive.archive.starter import signal_outbound, start_archive_message, supersede_outbound
 from wa_archive.db import queries
 from wa_archive.json_input import load_json
 from wa_archive.models import (
@@ -26,6 +26,7 @@ from wa_archive.models import (
     StatusSignal,
 )
 from wa_archive.names import SIGNAL_STATUS
+from wa_archive.sources.meta.coexistence import BUSINESS_APP
 from wa_archive.sources.meta.payload import ParsedDelivery, StatusEvent, parse_delivery
 
 # Concurrent workflow starts per delivery: enough to fan out 1,000 updates quickly without
@@ -34,16 +35,22 @@ START_CONCURRENCY = 32
 
 
 async def record_delivery(conn: asyncpg.Connection, delivery_sha256: str, parsed: ParsedDelivery) -> set[str]:
-    """Statuses, raw events and message links; returns the ids with nothing to start: already
-    archived, or disposed of (a disposed message is neither linked nor started again, and its
-    statuses are not recorded again)."""
+    """Statuses, raw events and message links; returns the ids with nothing to start: messages already
+    archived or disposed of (a disposed message is neither linked nor started again, and its statuses
+    are not recorded again), and statuses of messages a delivery carried (an echo: no send record will
+    ever come)."""
     ids = [m.message_id for m in parsed.messages]
     await queries.insert_status_events(conn, delivery_sha256, parsed.statuses)
     await queries.insert_webhook_events(conn, delivery_sha256, parsed.events)
     await queries.insert_template_events(conn, delivery_sha256, parsed.template_events)
     await queries.link_deliveries(conn, delivery_sha256, ids)
     known = ids + [s.message_id for s in parsed.statuses]
-    return await queries.settled_message_ids(conn, known) if known else set()
+    skip = await queries.settled_message_ids(conn, known) if known else set()
+    # Only statuses' ids: a message of this very delivery is linked above and must still be started.
+    status_ids = list({s.message_id for s in parsed.statuses} - set(ids))
+    if status_ids:
+        skip |= await queries.delivered_message_ids(conn, status_ids)
+    return skip
 
 
 async def start_messages(
@@ -60,10 +67,15 @@ async def start_messages(
     signal_statuses: bool = True,
 ) -> None:
     """Start (or join) one ArchiveMessage workflow per message, and signal each status to its
-    outbound message's workflow, except for messages in `skip` (already archived, or disposed
-    of). Sources whose outgoing messages arrive whole (WASender) have no outbound workflow to signal."""
+    outbound message's workflow, except for messages in `skip` (already archived, or disposed of). Sources whose
+    outgoing messages arrive whole (WASender) have no outbound workflow to signal.
+
+    An echo is an outbound message that arrives whole: its statuses are not signalled (nor those of
+    any message in the same delivery), and an outbound workflow its statuses started before it came
+    is told to end, so neither waits for a send record that will never come."""
     gate = asyncio.Semaphore(START_CONCURRENCY)
     started = 0
+    own = {m.message_id for m in parsed.messages}
 
     async def signal(status: StatusEvent) -> None:
         nonlocal started
@@ -84,12 +96,16 @@ async def start_messages(
             await start_archive_message(client, req.model_copy(update={"options": options}),
                                         task_queue=task_queue, contact_secret=contact_secret,
                                         rpc_timeout=rpc_timeout)
+            if signal_statuses and BUSINESS_APP in req.flags:
+                await supersede_outbound(client, req.message_id, contact_secret=contact_secret,
+                                         rpc_timeout=rpc_timeout)
             started += 1
             if on_started:
                 on_started(started)
 
     await asyncio.gather(*(start(m) for m in parsed.messages if m.message_id not in skip),
-                         *(signal(st) for st in parsed.statuses if signal_statuses and st.message_id not in skip))
+                         *(signal(st) for st in parsed.statuses
+                           if signal_statuses and st.message_id not in skip and st.message_id not in own))
 
 
 def summary(parsed: ParsedDelivery, skipped: set[str]) -> FanOutResult:

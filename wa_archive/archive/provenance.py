@@ -15,7 +15,9 @@ write, and refuse it with UnverifiedMessage, which no retry can fix, otherwise:
   activity stored for that message and position, as the store holds it (check_media_record);
 * outbound: the send record the proxy or the record API stored must exist, accepted by Meta, with the
   same request and answer; what the record says was sent must follow from it; its time must be a
-  status webhook's or the send's.
+  stored status webhook's or the send's; its WABA the configured one or one a stored status webhook
+  named, and the template snapshot that WABA's. OutboundMessage itself decides from what is stored
+  (stored_outbound), so a status signal nobody's webhook carried changes nothing.
 
 The error names the fields that differ, never their values (phone numbers, text).
 """
@@ -25,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,6 +44,9 @@ from wa_archive.models import (
     Contact,
     MediaRecord,
     MediaRef,
+    OutboundSend,
+    StatusSignal,
+    StoredOutbound,
     WriteOutboundInput,
     WriteRecordsInput,
 )
@@ -51,14 +56,15 @@ from wa_archive.sources.meta.templates import render
 from wa_archive.sources.wasender.payload import parse_wasender
 from wa_archive.storage.base import ObjectStore
 
-# Parsed deliveries kept per worker: a 1,000-message delivery (Meta's largest) is parsed once for
-# its 1,000 writes. Bounded by count and by the bytes of the bodies (the parsed form is a few times
+# Parsed deliveries kept per worker: a 1,000-message delivery (a history sync's can hold thousands) is
+# parsed once for all its writes. Bounded by count and by the bytes of the bodies (the parsed form is a few times
 # larger); a body larger than the whole budget is still kept alone while it is the newest.
 CACHE_ENTRIES = 64
 CACHE_BYTES = 32 * 1024 * 1024
-# A send's time is taken by the webhook just before it stores the send record, whose own time is the
-# database's: the two differ by the insert's latency.
-SEND_TIME_SLACK = timedelta(seconds=60)
+# A send's time is the stored send record's. Runs started before the workflow took the send as stored
+# carry the webhook's clock, read just before the insert: at most this much earlier, never later.
+SEND_TIME_SLACK = timedelta(seconds=5)
+SENT_OR_LATER = frozenset({"sent", "delivered", "read", "played"})
 # The flags OutboundMessage itself sets on a record built from a send.
 OUTBOUND_FLAGS = frozenset({"sent_status_missing", "send_failed", "template_not_snapshotted"})
 
@@ -75,10 +81,12 @@ class StoredDelivery:
 
 @dataclass(frozen=True)
 class BuiltMessages:
-    """The requests the archive builds from one stored delivery, by message id, in comparable form."""
+    """The requests the archive builds from one stored delivery, by message id, in comparable form,
+    and the statuses it carries, by message id, as the webhook signalled them."""
 
     by_id: dict[str, list[dict[str, Any]]]
     size: int
+    statuses: dict[str, list[StatusSignal]] = field(default_factory=dict)
 
 
 def comparable(req: ArchiveRequest) -> dict[str, Any]:
@@ -100,7 +108,11 @@ def build_messages(stored: StoredDelivery) -> BuiltMessages:
     by_id: dict[str, list[dict[str, Any]]] = {}
     for req in parsed.messages:
         by_id.setdefault(req.message_id, []).append(comparable(req))
-    return BuiltMessages(by_id=by_id, size=len(stored.body))
+    statuses: dict[str, list[StatusSignal]] = {}
+    for st in parsed.statuses:
+        statuses.setdefault(st.message_id, []).append(
+            StatusSignal(status=st.status, timestamp=st.timestamp, waba_id=st.waba_id, errors=st.errors))
+    return BuiltMessages(by_id=by_id, size=len(stored.body), statuses=statuses)
 
 
 class DeliveryCache:
@@ -264,27 +276,44 @@ async def check_media_record(store: ObjectStore, req: ArchiveRequest, ref: Media
                                 f"{', '.join(_differing(found, wanted))}")
 
 
-async def check_outbound(pool: asyncpg.Pool, inp: WriteOutboundInput) -> None:
+async def stored_outbound(pool: asyncpg.Pool, deliveries: DeliveryCache, message_id: str) -> StoredOutbound:
+    """The accepted send the proxy or the record API stored, and the status webhooks stored for the
+    message, each as the webhook read it from its signed delivery (with its WABA), in stored order."""
+    row = await queries.stored_send(pool, message_id)
+    send = None
+    if row is not None and row["accepted"]:
+        send = OutboundSend(message_id=message_id, phone_number_id=row["phone_number_id"], request=row["request"],
+                            response=row["response"], via=row["via"], recorded_at=row["recorded_at"])
+    statuses: list[StatusSignal] = []
+    for sha in dict.fromkeys(r["delivery_sha256"] for r in await queries.message_statuses(pool, message_id)):
+        built = await deliveries.get(sha)
+        for st in built.statuses.get(message_id, []) if built else []:
+            if st not in statuses:  # a status repeated in a later delivery is one status
+                statuses.append(st)
+    return StoredOutbound(send=send, statuses=statuses)
+
+
+async def check_outbound(pool: asyncpg.Pool, deliveries: DeliveryCache, inp: WriteOutboundInput,
+                         configured_waba: str | None) -> None:
     """Refuse unless the outbound record follows from the send record the API stored (or, for a
     message whose send never reached the archive, from the status webhooks it stored)."""
-    statuses = await queries.message_statuses(pool, inp.message_id)
-    times = {r["ts"] for r in statuses}
+    stored = await stored_outbound(pool, deliveries, inp.message_id)
     if not inp.payload:
-        return _check_statuses_only(inp, times)
-    row = await queries.stored_send(pool, inp.message_id)
-    if row is None or not row["accepted"]:
+        return _check_statuses_only(inp, stored)
+    send = stored.send
+    if send is None:
         raise UnverifiedMessage("not recorded: no accepted send of this message was stored by the send proxy"
                                 " or the record API")
-    stored = {"request": row["request"], "response": row["response"], "via": row["via"]}
-    differing = [k for k in ("request", "response", "via") if inp.payload.get(k) != stored[k]]
-    if set(inp.payload) != set(stored):
+    as_stored = {"request": send.request, "response": send.response, "via": send.via}
+    differing = [k for k in ("request", "response", "via") if inp.payload.get(k) != as_stored[k]]
+    if set(inp.payload) != set(as_stored):
         differing.append("payload")
-    if inp.phone_number_id != row["phone_number_id"]:
+    if inp.phone_number_id != send.phone_number_id:
         differing.append("phone_number_id")
     if differing:
         raise UnverifiedMessage(f"not recorded: it differs from the stored send record in: {', '.join(differing)}")
 
-    content = read_send(row["request"], row["response"])
+    content = read_send(send.request, send.response)
     expected: dict[str, Any] = {"type": content.type, "contact": content.contact,
                                 "template_name": content.template_name,
                                 "template_language": content.template_language,
@@ -292,6 +321,10 @@ async def check_outbound(pool: asyncpg.Pool, inp: WriteOutboundInput) -> None:
     given: dict[str, Any] = {"type": inp.type, "contact": inp.contact, "template_name": inp.template_name,
                              "template_language": inp.template_language, "media": [m.media_id for m in inp.media]}
     differing = _differing(given, expected)
+    # The WABA whose template is snapshotted: the one configured, or one a stored status named.
+    wabas = {w for w in [configured_waba, *(s.waba_id for s in stored.statuses)] if w}
+    if inp.waba_id not in wabas and (inp.waba_id is not None or wabas):
+        differing.append("waba_id")
     if content.type != "template":
         if inp.text != content.text or inp.template is not None:
             differing.append("text")
@@ -301,9 +334,11 @@ async def check_outbound(pool: asyncpg.Pool, inp: WriteOutboundInput) -> None:
     elif not await _rendered_from_snapshot(pool, inp, content.send_template):
         differing.append("template")
     if not set(inp.flags) <= OUTBOUND_FLAGS or (
-            "send_failed" in inp.flags and not any(r["status"] == "failed" for r in statuses)):
+            "send_failed" in inp.flags and not any(s.status == "failed" for s in stored.statuses)):
         differing.append("flags")
-    if inp.timestamp not in times and abs(inp.timestamp - row["recorded_at"]) > SEND_TIME_SLACK:
+    sent_times = {s.timestamp for s in stored.statuses if s.status in SENT_OR_LATER and s.timestamp}
+    if inp.timestamp not in sent_times and not (
+            send.recorded_at - SEND_TIME_SLACK <= inp.timestamp <= send.recorded_at):
         differing.append("timestamp")
     if differing:
         raise UnverifiedMessage(f"not recorded: it does not follow from the stored send record in: "
@@ -311,19 +346,24 @@ async def check_outbound(pool: asyncpg.Pool, inp: WriteOutboundInput) -> None:
 
 
 async def _rendered_from_snapshot(pool: asyncpg.Pool, inp: WriteOutboundInput, send_template: dict[str, Any]) -> bool:
-    """The template snapshot exists, and the text is that definition rendered with the stored send's parameters."""
+    """The template snapshot exists, was fetched from the record's WABA, and the text is that definition
+    rendered with the stored send's parameters."""
     template = inp.template
     assert template is not None
-    definition = await queries.template_definition(pool, template.sha256)
-    if definition is None:
+    snap = await queries.template_snapshot(pool, template.sha256)
+    if snap is None or snap["waba_id"] != inp.waba_id:
         return False
-    text = render(definition, send_template)
+    text = render(snap["definition"], send_template)
     return (template.rendered_text == text and inp.text == text
             and (template.name, template.language) == (inp.template_name, inp.template_language))
 
 
-def _check_statuses_only(inp: WriteOutboundInput, times: set[datetime | None]) -> None:
-    """No send record reached the workflow: the record may hold only what the status webhooks said."""
+def _check_statuses_only(inp: WriteOutboundInput, stored: StoredOutbound) -> None:
+    """No send record reached the workflow: the record may hold only what the status webhooks said,
+    and only when no send is stored (the record would otherwise lose the send's content)."""
+    if stored.send is not None:
+        raise UnverifiedMessage("not recorded: a send of this message is stored, so a record without it is not")
+    times = {s.timestamp for s in stored.statuses}
     if not times:
         raise UnverifiedMessage("not recorded: no status of this message was received by the webhook")
     empty = (inp.type == "unknown" and inp.text is None and inp.contact == Contact() and not inp.media

@@ -16,6 +16,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from wa_archive.archive.keys import (
     contact_key,
@@ -25,7 +26,7 @@ from wa_archive.archive.keys import (
     outbound_workflow_id,
 )
 from wa_archive.models import ArchiveRequest, IngestDeliveryInput, OutboundStart
-from wa_archive.names import ARCHIVE_STATUS, CONTACT_KEY, MESSAGE_ID
+from wa_archive.names import ARCHIVE_STATUS, CONTACT_KEY, MESSAGE_ID, SIGNAL_SUPERSEDED
 
 # A duplicate while the first run is open joins it; after a completed run it is rejected (the
 # archive already holds it); after a failed run it starts again, so a redelivery can retry.
@@ -83,6 +84,20 @@ async def signal_outbound(
         )
     except WorkflowAlreadyStartedError:
         return False
+    return True
+
+
+async def supersede_outbound(client: Client, message_id: str, *, contact_secret: str,
+                             rpc_timeout: timedelta | None = None) -> bool:
+    """Tell the message's OutboundMessage workflow, if one is running (started by a status that came
+    first), that a delivery carried the message whole; False when none is running."""
+    handle = client.get_workflow_handle(outbound_workflow_id(contact_secret, message_id))
+    try:
+        await handle.signal(SIGNAL_SUPERSEDED, rpc_timeout=rpc_timeout)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:  # none was started, or it has ended
+            return False
+        raise
     return True
 
 

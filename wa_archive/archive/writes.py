@@ -122,9 +122,12 @@ async def _complete_failed(conn: asyncpg.Connection, message_id: str, media: lis
             normalize_mime(m.mime_type), m.stored_at, m.retain_until, m.legal_hold, m.declared_mime_type,
         )
     latest = max((m.retain_until for m in archived if m.retain_until), default=None)
+    # Archived only once no media item is left failed: a later run that brings fewer items (a statuses-only
+    # outbound row for a message an echo recorded) completes nothing it does not hold.
     await conn.execute(
         "UPDATE messages SET retain_until = greatest(retain_until, $2),"
-        " archive_status = CASE WHEN $3 THEN 'archived' ELSE archive_status END WHERE id = $1",
+        " archive_status = CASE WHEN $3 AND NOT EXISTS (SELECT 1 FROM media WHERE message_id = $1"
+        "  AND status = 'failed') THEN 'archived' ELSE archive_status END WHERE id = $1",
         message_id, latest, archive_status == "archived")
     await ledger.append_message(conn, message_id)  # the completed record is a new ledger entry
     return archive_status == "archived"

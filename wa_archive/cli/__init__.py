@@ -10,6 +10,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from wa_archive.cli.capture_health import COMMANDS as CAPTURE_HEALTH_COMMANDS
+from wa_archive.cli.capture_health import add_parsers as add_capture_health_parsers
 from wa_archive.cli.export import cmd_export, cmd_verify_export
 from wa_archive.cli.integrity import (
     cmd_ledger,
@@ -20,6 +22,8 @@ from wa_archive.cli.integrity import (
     cmd_verify,
     cmd_verify_receipt,
 )
+from wa_archive.cli.reconciliation import COMMANDS as RECONCILIATION_COMMANDS
+from wa_archive.cli.reconciliation import add_parsers as add_reconciliation_parsers
 from wa_archive.cli.retention import COMMANDS as RETENTION_COMMANDS
 from wa_archive.cli.retention import add_parsers as add_retention_parsers
 from wa_archive.cli.support import log_cli_access, open_pool, parse_when_arg, with_dev_defaults
@@ -296,6 +300,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = 
     "ledger": cmd_ledger, "receipt": cmd_receipt, "verify-receipt": cmd_verify_receipt, "verify": cmd_verify,
     "schedules": cmd_schedules, "retrieval-tests": cmd_retrieval_tests, "retrieval-test": cmd_retrieval_test,
     **RETENTION_COMMANDS,
+    **RECONCILIATION_COMMANDS,
+    **CAPTURE_HEALTH_COMMANDS,
 }
 
 
@@ -376,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="keys of the Temporal payload codec")
     keys.add_argument("action", choices=("generate",), help="print a new `id:base64key` line")
     add_retention_parsers(sub)
+    add_reconciliation_parsers(sub)
+    add_capture_health_parsers(sub)
     return parser
 
 

@@ -106,6 +106,13 @@ async def insert_webhook_events(db: Executor, delivery_sha256: str, events: list
     )
 
 
+async def delivered_message_ids(db: Executor, message_ids: list[str]) -> set[str]:
+    """The ids among these that some stored delivery carried as a message (an echo among them)."""
+    rows = await db.fetch(
+        "SELECT DISTINCT message_id FROM message_deliveries WHERE message_id = ANY($1::text[])", message_ids)
+    return {r["message_id"] for r in rows}
+
+
 async def settled_message_ids(db: Executor, message_ids: list[str]) -> set[str]:
     """The ids with nothing left to start: archived, or disposed of (never brought back)."""
     rows = await db.fetch(
@@ -161,15 +168,14 @@ async def stored_send(db: Executor, message_id: str) -> asyncpg.Record | None:
 
 
 async def message_statuses(db: Executor, message_id: str) -> list[asyncpg.Record]:
-    """Every status webhook of a message: its status and the time it carried."""
-    return list(await db.fetch("SELECT status, ts FROM status_events WHERE message_id = $1", message_id))
+    """Every status webhook of a message in the order they were stored: status, time, delivery."""
+    return list(await db.fetch("SELECT status, ts, delivery_sha256 FROM status_events WHERE message_id = $1"
+                               " ORDER BY id", message_id))
 
 
-async def template_definition(db: Executor, sha256: str) -> dict[str, Any] | None:
-    """The definition a template snapshot holds."""
-    definition: dict[str, Any] | None = await db.fetchval(
-        "SELECT definition FROM template_snapshots WHERE sha256 = $1", sha256)
-    return definition
+async def template_snapshot(db: Executor, sha256: str) -> asyncpg.Record | None:
+    """A template snapshot's definition and the WABA it was fetched from."""
+    return await db.fetchrow("SELECT definition, waba_id FROM template_snapshots WHERE sha256 = $1", sha256)
 
 
 async def insert_template_events(db: Executor, delivery_sha256: str, events: list[TemplateEvent]) -> None:

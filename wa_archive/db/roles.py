@@ -23,6 +23,9 @@ UPDATABLE: dict[str, tuple[str, ...]] = {
     "legal_holds": ("released_at", "released_by"),
     "erasure_requests": ("status", "completed_at", "deferred_until", "legal_basis", "messages_removed",
                          "outcome"),
+    # Capture health: the last webhook heard per number moves forward; a silence episode only ends.
+    "capture_numbers": ("display_number", "last_webhook_at"),
+    "capture_silences": ("ended_at",),
 }
 # Rows the application deletes itself: a logged-out session is not evidence.
 DELETABLE = frozenset({"ui_sessions"})

@@ -23,7 +23,7 @@ from wa_archive.integrity import merkle
 if TYPE_CHECKING:
     from wa_archive.storage.base import ObjectStore
 
-KINDS = ("message", "template_snapshot", "status_event", "failure", "access", "disposition")
+KINDS = ("message", "template_snapshot", "status_event", "failure", "access", "disposition", "reconciliation")
 
 
 def canonical(value: Any) -> bytes:
@@ -99,6 +99,11 @@ def disposition_digest(row: asyncpg.Record | dict[str, Any]) -> str:
         "id": row["id"], "message_id": row["message_id"], "at": row["disposed_at"].astimezone(timezone.utc).isoformat(),
         "reason": row["reason"], "policy_id": row["policy_id"], "erasure_request_id": row["erasure_request_id"],
         "retain_until": row["retain_until"].astimezone(timezone.utc).isoformat(), "record": row["record"]}))
+
+
+def reconciliation_digest(row: asyncpg.Record | dict[str, Any]) -> str:
+    """A reconciliation report is vouched for by the hash of its exact stored bytes."""
+    return sha256_hex(str(row["body"]).encode())
 
 
 # Appending ----------------------------------------------------------------------------------
@@ -338,6 +343,8 @@ _RECORDS = {
     "failure": ("SELECT * FROM archive_failures WHERE id::text = ANY($1::text[])", "id", failure_digest),
     "access": ("SELECT * FROM access_log WHERE id::text = ANY($1::text[])", "id", access_digest),
     "disposition": ("SELECT * FROM dispositions WHERE id::text = ANY($1::text[])", "id", disposition_digest),
+    "reconciliation": ("SELECT * FROM reconciliation_reports WHERE id::text = ANY($1::text[])", "id",
+                       reconciliation_digest),
 }
 
 

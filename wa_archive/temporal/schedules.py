@@ -17,10 +17,17 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
+from temporalio.service import RPCError, RPCStatusCode
 
+from wa_archive import names
 from wa_archive.config import Settings
-from wa_archive.models import DispositionInput, RetrievalTestInput
-from wa_archive.names import CHECKPOINT_SCHEDULE_ID, DISPOSITION_SCHEDULE_ID, RETRIEVAL_SCHEDULE_ID
+from wa_archive.models import DispositionInput, ReconcileInput, RetrievalTestInput
+from wa_archive.names import (
+    CHECKPOINT_SCHEDULE_ID,
+    DISPOSITION_SCHEDULE_ID,
+    RECONCILIATION_SCHEDULE_ID,
+    RETRIEVAL_SCHEDULE_ID,
+)
 
 
 def _schedule(settings: Settings, workflow: str, arg: object, workflow_id: str, spec: ScheduleSpec) -> Schedule:
@@ -50,6 +57,37 @@ def disposition_schedule(settings: Settings) -> Schedule:
                      "disposition", _cron_utc(settings.disposition_cron))
 
 
+def reconciliation_schedule(settings: Settings) -> Schedule:
+    """Reconciles the previous UTC day (the input names no date)."""
+    return _schedule(settings, "Reconciliation", ReconcileInput(), "reconciliation",
+                     _cron_utc(settings.reconcile_cron))
+
+def capture_health_schedule(settings: Settings) -> Schedule:
+    return _schedule(settings, "CaptureHealth", None, "capture-health", ScheduleSpec(
+        intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.silence_check_every))]))
+
+
+async def apply_capture_health_schedule(client: Client, settings: Settings) -> str:
+    """The silence check's schedule while WA_ARCHIVE_SILENCE_ALERT_MINUTES is set; deleted when it is not."""
+    handle = client.get_schedule_handle(names.CAPTURE_HEALTH_SCHEDULE_ID)
+    if settings.silence_alert_minutes is None:
+        try:
+            await handle.delete()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return f"skipped {names.CAPTURE_HEALTH_SCHEDULE_ID} (WA_ARCHIVE_SILENCE_ALERT_MINUTES is not set)"
+        return f"deleted {names.CAPTURE_HEALTH_SCHEDULE_ID} (WA_ARCHIVE_SILENCE_ALERT_MINUTES is not set)"
+    schedule = capture_health_schedule(settings)
+    what = f"every {settings.silence_check_every:g} s"
+    try:
+        await client.create_schedule(names.CAPTURE_HEALTH_SCHEDULE_ID, schedule)
+        return f"created {names.CAPTURE_HEALTH_SCHEDULE_ID} ({what})"
+    except ScheduleAlreadyRunningError:
+        await handle.update(_replaced_by(schedule))
+        return f"updated {names.CAPTURE_HEALTH_SCHEDULE_ID} ({what})"
+
+
 def _replaced_by(schedule: Schedule) -> Callable[[ScheduleUpdateInput], ScheduleUpdate]:
     """An updater that replaces the existing schedule with this one, whatever it was."""
     return lambda _: ScheduleUpdate(schedule=schedule)
@@ -62,6 +100,7 @@ async def apply_schedules(client: Client, settings: Settings) -> list[str]:
         (RETRIEVAL_SCHEDULE_ID, retrieval_schedule(settings), f"{settings.retrieval_cron} UTC"),
         (CHECKPOINT_SCHEDULE_ID, checkpoint_schedule(settings), f"every {settings.ledger_checkpoint_every:g} s"),
         (DISPOSITION_SCHEDULE_ID, disposition_schedule(settings), f"{settings.disposition_cron} UTC"),
+        (RECONCILIATION_SCHEDULE_ID, reconciliation_schedule(settings), f"{settings.reconcile_cron} UTC"),
     ):
         try:
             await client.create_schedule(schedule_id, schedule)
@@ -69,4 +108,5 @@ async def apply_schedules(client: Client, settings: Settings) -> list[str]:
         except ScheduleAlreadyRunningError:
             await client.get_schedule_handle(schedule_id).update(_replaced_by(schedule))
             done.append(f"updated {schedule_id} ({what})")
+    done.append(await apply_capture_health_schedule(client, settings))
     return done

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import hashlib
 import random
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,10 @@ class FakeGraph:
         self.send_error: tuple[int, dict[str, Any]] | None = None  # answer every send with this, when set
         self.files: dict[str, FakeMedia] = {}  # served at /files/{name}, for media by link
         self.requests: list[tuple[str, str]] = []  # (method, raw path) of every request received
+        # Messaging analytics by (waba id, display number, UTC day start): (sent, delivered), set by tests;
+        # wabas listed in analytics_refused answer 403 as for a token without the permission.
+        self.analytics: dict[tuple[str, str, int], tuple[int, int]] = {}
+        self.analytics_refused: set[str] = set()
 
     def set_template(self, waba_id: str, definition: dict[str, Any]) -> None:
         self.templates[(waba_id, definition["name"], definition["language"])] = definition
@@ -127,6 +132,8 @@ class FakeGraph:
     async def metadata(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return _graph_error(401, 190, "Invalid OAuth access token")
+        if request.query.get("fields", "").startswith("analytics."):
+            return self.messaging_analytics(request)
         media = self.media.get(request.match_info["media_id"])
         if media is None:
             return _graph_error(404, 100, "Unsupported get request. Object does not exist")
@@ -144,6 +151,27 @@ class FakeGraph:
             "file_size": media.size,
             "id": media.media_id,
         })
+
+    def messaging_analytics(self, request: web.Request) -> web.Response:
+        """GET /{waba-id}?fields=analytics.start(T).end(T).granularity(DAY).phone_numbers([...]),
+        answered in Meta's documented shape from the counts a test set."""
+        waba = request.match_info["media_id"]
+        if waba in self.analytics_refused:
+            return _graph_error(403, 200, "(#200) Requires whatsapp_business_management permission")
+        found = re.fullmatch(r'analytics\.start\((\d+)\)\.end\((\d+)\)\.granularity\(DAY\)'
+                             r'\.phone_numbers\(\[((?:"\d+",?)*)\]\)', request.query["fields"])
+        if found is None:
+            return _graph_error(400, 100, "Invalid parameter")
+        start, end = int(found[1]), int(found[2])
+        numbers = re.findall(r"\d+", found[3])
+        points = []
+        for day in range(start - start % 86400, end, 86400):
+            counts = [self.analytics[(waba, n, day)] for n in numbers if (waba, n, day) in self.analytics]
+            if counts:
+                points.append({"start": day, "end": day + 86400, "sent": sum(c[0] for c in counts),
+                               "delivered": sum(c[1] for c in counts)})
+        return web.json_response({"analytics": {"phone_numbers": numbers, "granularity": "DAY",
+                                                "data_points": points}, "id": waba})
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         if not self._authorized(request):

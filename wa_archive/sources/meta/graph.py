@@ -109,6 +109,15 @@ class MediaInfo(BaseModel):
     id: str | None = None
 
 
+class AnalyticsPoint(BaseModel):
+    """One data point of the WABA's messaging analytics (Unix times; Meta's counts are approximate)."""
+
+    start: int
+    end: int
+    sent: int = 0
+    delivered: int = 0
+
+
 class GraphClient:
     def __init__(self, session: aiohttp.ClientSession, base_url: str, access_token: str, *,
                  media_hosts: str = "") -> None:
@@ -160,6 +169,26 @@ class GraphClient:
             if item.get("name") == name and item.get("language") == language:
                 return cast(dict[str, Any], item)  # a template in the list is a JSON object: .get() worked
         raise TemplateNotFound(f"no template {name!r} in language {language!r} in WABA {waba_id}")
+
+    async def messaging_analytics(self, waba_id: str, phone_number: str, start: int, end: int
+                                  ) -> list[AnalyticsPoint]:
+        """Meta's daily sent/delivered counts for one business display number between two Unix times:
+        `GET /{waba-id}?fields=analytics.start(T).end(T).granularity(DAY).phone_numbers([...])`."""
+        number = graph_id(phone_number, "display phone number (digits only)")
+        url = self._url(graph_id(waba_id, "WABA id (WA_ARCHIVE_META_WABA_ID or the webhook's entry id)"))
+        fields = f'analytics.start({int(start)}).end({int(end)}).granularity(DAY).phone_numbers(["{number}"])'
+        try:
+            async with self._session.get(url, headers=self._headers, params={"fields": fields}) as resp:
+                if resp.status != 200:
+                    await _raise_for(resp, f"messaging analytics of WABA {waba_id}")
+                data = await resp.json(content_type=None)
+        except aiohttp.ClientError as exc:
+            raise MediaSourceError(f"messaging analytics of WABA {waba_id}: {exc!r}") from exc
+        try:
+            points = (data.get("analytics") or {}).get("data_points") or []
+            return [AnalyticsPoint.model_validate(p) for p in points]
+        except (AttributeError, ValidationError) as exc:
+            raise MediaSourceError(f"messaging analytics of WABA {waba_id} is not usable: {exc}") from exc
 
     @asynccontextmanager
     async def download(self, url: str) -> AsyncIterator[AsyncIterator[bytes]]:

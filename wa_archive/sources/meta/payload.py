@@ -7,7 +7,7 @@ fields): those are kept raw and flagged, never dropped. It is strict only about 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -15,12 +15,14 @@ from wa_archive.archive.keys import MAX_MESSAGE_ID, normalize_phone
 from wa_archive.errors import EnvelopeError
 from wa_archive.json_input import substituted
 from wa_archive.models import ArchiveRequest, Contact, MediaRef
+from wa_archive.sources.meta import coexistence
 
 MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")
 KNOWN_TYPES = frozenset(
     MEDIA_TYPES
     + ("text", "location", "contacts", "interactive", "button", "reaction", "unsupported")
     + ("edit", "revoke", "deleted", "order", "system", "request_welcome")
+    + ("media_placeholder",)  # history sync: a media message whose media a later webhook may name
 )
 
 
@@ -128,6 +130,7 @@ def count_updates(envelope: Envelope) -> int:
         for change in entry.changes:
             value = change.value
             n = len(_items(value, "messages")) + len(_items(value, "statuses"))
+            n += coexistence.count_items(change.field, value)
             total += n or 1
     return total
 
@@ -163,6 +166,10 @@ def parse_delivery(data: dict[str, Any], delivery_sha256: str, received_at: date
                 except (TypeError, AttributeError, ValueError):
                     keep_raw(change.field, "invalid_template_event", entry.id, value)
                 position += 1
+                continue
+            if change.field in coexistence.FIELDS:
+                position = _parse_coexistence(parsed, change.field, value, entry.id, delivery_sha256,
+                                              received_at, position)
                 continue
             if change.field != "messages":
                 keep_raw(change.field, "unhandled_field", entry.id, value)
@@ -202,6 +209,32 @@ def parse_delivery(data: dict[str, Any], delivery_sha256: str, received_at: date
                 keep_raw(change.field, "empty_change", entry.id, value)
                 position += 1
     return parsed
+
+
+def _parse_coexistence(parsed: ParsedDelivery, field: str, value: dict[str, Any], waba_id: str | None,
+                       delivery_sha256: str, received_at: datetime, position: int) -> int:
+    """Echoes and history messages through the message parser, the rest kept raw; the next position."""
+    if "metadata" in value and not isinstance(value["metadata"], dict):
+        parsed.events.append(WebhookEvent(position=position, field=field, kind="invalid_change",
+                                          waba_id=waba_id, payload=value))
+        return position + 1
+    metadata = value.get("metadata") or {}
+    for unit in coexistence.units(field, value):
+        msg = None
+        if unit.origin is not None:
+            try:
+                msg = _parse_message(unit.item, metadata, [], waba_id, delivery_sha256, received_at, unit.origin)
+            except (TypeError, AttributeError, ValueError):  # a malformed item is kept raw, never lost
+                msg = None
+        if msg is not None:
+            parsed.messages.append(msg)
+        else:
+            kind = unit.origin.invalid_kind if unit.origin is not None else unit.raw_kind or "invalid_change"
+            payload = {"item": unit.item} if unit.origin is not None else unit.raw_payload
+            parsed.events.append(WebhookEvent(position=position, field=field, kind=kind, waba_id=waba_id,
+                                              payload=payload))
+        position += 1
+    return position
 
 
 def _items(value: dict[str, Any], key: str) -> list[Any]:
@@ -244,7 +277,9 @@ def _parse_message(
     waba_id: str | None,
     delivery_sha256: str,
     received_at: datetime,
+    origin: coexistence.Origin | None = None,
 ) -> ArchiveRequest | None:
+    """One message object; `origin` when it came as an echo or in the history sync, not as a live message."""
     if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
         return None
     mtype = str(item.get("type") or "unknown")
@@ -273,6 +308,8 @@ def _parse_message(
             )
         else:
             flags.append("media_without_id")
+    elif mtype == "media_placeholder":
+        flags.append("media_without_id")
     elif mtype == "location":
         text = " ".join(str(v) for v in (body.get("name"), body.get("address")) if v) or None
     elif mtype == "contacts":
@@ -319,8 +356,22 @@ def _parse_message(
         timestamp = received_at
     if substituted([item, metadata, _contact_entry(item, contacts)]):
         flags.append("text_substituted")  # what the record holds differs from the signed bytes
+    message_id: str = item["id"]
+    direction: Literal["in", "out"] = "in"
+    contact = _contact_for(item, contacts)
+    if origin is not None:
+        direction, contact = origin.direction, coexistence.counterpart_contact(origin.counterpart)
+        flags = list(origin.flags) + flags
+        if media and coexistence.BACKFILLED in origin.flags:
+            # History chunks name no media; a later history webhook names it for a message already
+            # given: a record of its own, pointing at the message, so the first record stays as written.
+            flags.append(coexistence.HISTORY_MEDIA)
+            related, message_id = message_id, message_id + coexistence.HISTORY_MEDIA_SUFFIX
+        if len(message_id) > MAX_MESSAGE_ID:  # Temporal could take no workflow for it: kept raw instead
+            return None
     return ArchiveRequest(
-        message_id=item["id"],
+        message_id=message_id,
+        direction=direction,
         delivery_sha256=delivery_sha256,
         type=mtype,
         timestamp=timestamp,
@@ -328,7 +379,7 @@ def _parse_message(
         phone_number_id=metadata.get("phone_number_id"),
         display_phone_number=metadata.get("display_phone_number"),
         waba_id=waba_id,
-        contact=_contact_for(item, contacts),
+        contact=contact,
         text=text,
         related_message_id=related,
         flags=flags,

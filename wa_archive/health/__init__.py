@@ -1,0 +1,1 @@
+"""Capture health: whether the archive is still hearing from every business number."""
