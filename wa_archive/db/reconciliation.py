@@ -174,3 +174,36 @@ async def report_leaf(db: Executor, report_id: int) -> asyncpg.Record | None:
 async def checkpoint_covering(db: Executor, seq: int) -> asyncpg.Record | None:
     return await db.fetchrow("SELECT * FROM ledger_checkpoints WHERE tree_size > $1"
                              " ORDER BY tree_size DESC LIMIT 1", seq)
+
+
+# The auditors' pages ---------------------------------------------------------------------------------
+
+# Per day, the latest version's status and each number's counts, read out of the stored JSON in SQL so
+# that listing many days never loads their id lists.
+_DAY_SUMMARIES = """
+SELECT DISTINCT ON (report_date) r.id, r.report_date, r.version, r.status, r.sha256, r.created_at,
+       count(*) OVER (PARTITION BY r.report_date) AS versions,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                  'phone_number_id', n->'phone_number_id', 'status', n->'status', 'received', n->'received',
+                  'archived', n->'archived', 'failed', n->'failed', 'pending', n->'pending',
+                  'in_progress', n->'in_progress', 'backfilled', n->'backfilled',
+                  'off_channel', jsonb_array_length(coalesce(n->'off_channel', '[]'::jsonb)),
+                  'unhanded_deliveries', n->'unhanded_deliveries', 'late_media', n->'late_media',
+                  'meta_sent', n->'meta_sent', 'archived_outbound', n->'archived_outbound')
+               ORDER BY n->>'phone_number_id'), '[]'::jsonb)
+          FROM jsonb_array_elements(r.body::jsonb -> 'numbers') n) AS numbers
+  FROM reconciliation_reports r
+ ORDER BY r.report_date DESC, r.version DESC
+ LIMIT $1
+"""
+
+
+async def day_summaries(db: Executor, limit: int) -> list[asyncpg.Record]:
+    """The latest version of the `limit` most recent reconciled days, with per-number counts only."""
+    return list(await db.fetch(_DAY_SUMMARIES, limit))
+
+
+async def ids_with_message_row(db: Executor, message_ids: list[str]) -> set[str]:
+    """The ids among these that have a message row (archived or failed), i.e. a message page."""
+    rows = await db.fetch("SELECT id FROM messages WHERE id = ANY($1::text[])", message_ids)
+    return {r["id"] for r in rows}
