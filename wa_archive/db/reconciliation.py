@@ -207,3 +207,11 @@ async def ids_with_message_row(db: Executor, message_ids: list[str]) -> set[str]
     """The ids among these that have a message row (archived or failed), i.e. a message page."""
     rows = await db.fetch("SELECT id FROM messages WHERE id = ANY($1::text[])", message_ids)
     return {r["id"] for r in rows}
+
+
+async def reports_for_days(db: Executor, first: date | None, last: date | None) -> list[asyncpg.Record]:
+    """Every version of every report of the UTC days first..last (inclusive; None: unbounded), oldest first."""
+    return list(await db.fetch(
+        "SELECT id, report_date, version, status, body, sha256 FROM reconciliation_reports"
+        " WHERE ($1::date IS NULL OR report_date >= $1) AND ($2::date IS NULL OR report_date <= $2)"
+        " ORDER BY report_date, version", first, last))
