@@ -3,6 +3,7 @@ and the write-once reports."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 from typing import Any
 
@@ -35,7 +36,9 @@ WITH seen AS (
 )
 SELECT day.*, m.archive_status, m.direction, m.flags, m.phone_number_id AS message_number,
        s.phone_number_id AS send_number, s.message_id IS NOT NULL AS has_send,
-       EXISTS (SELECT 1 FROM message_deliveries x WHERE x.message_id = day.id) AS carried,
+       -- an id the day's deliveries carried needs no look-up (a million of them on a busy day)
+       (day.by_delivery OR EXISTS (SELECT 1 FROM message_deliveries x WHERE x.message_id = day.id)) AS carried,
+       EXISTS (SELECT 1 FROM media x WHERE x.message_id = day.id) AS has_media,
        EXISTS (SELECT 1 FROM archive_failures f WHERE f.message_id = day.id AND f.stage <> $3) AS failed
   FROM day
   LEFT JOIN messages m ON m.id = day.id
@@ -47,9 +50,13 @@ SELECT day.*, m.archive_status, m.direction, m.flags, m.phone_number_id AS messa
 """
 
 
-async def ids_first_seen(db: Executor, start: datetime, end: datetime) -> list[asyncpg.Record]:
-    """Every message id the archive first saw in [start, end), with its record, send and failure state."""
-    return list(await db.fetch(_DAY_IDS, start, end, RECONCILIATION_STAGE))
+async def stream_ids_first_seen(pool: asyncpg.Pool, start: datetime, end: datetime,
+                                batch: int = 10_000) -> AsyncIterator[asyncpg.Record]:
+    """Every message id the archive first saw in [start, end), with its record, send, media and failure
+    state, read through a cursor `batch` rows at a time, so the day never sits in memory."""
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        async for row in conn.cursor(_DAY_IDS, start, end, RECONCILIATION_STAGE, prefetch=batch):
+            yield row
 
 
 async def first_delivery_bodies(db: Executor, message_ids: list[str]) -> dict[str, tuple[str, bytes]]:
