@@ -3,6 +3,7 @@ and the write-once reports."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 from typing import Any
 
@@ -35,7 +36,9 @@ WITH seen AS (
 )
 SELECT day.*, m.archive_status, m.direction, m.flags, m.phone_number_id AS message_number,
        s.phone_number_id AS send_number, s.message_id IS NOT NULL AS has_send,
-       EXISTS (SELECT 1 FROM message_deliveries x WHERE x.message_id = day.id) AS carried,
+       -- an id the day's deliveries carried needs no look-up (a million of them on a busy day)
+       (day.by_delivery OR EXISTS (SELECT 1 FROM message_deliveries x WHERE x.message_id = day.id)) AS carried,
+       EXISTS (SELECT 1 FROM media x WHERE x.message_id = day.id) AS has_media,
        EXISTS (SELECT 1 FROM archive_failures f WHERE f.message_id = day.id AND f.stage <> $3) AS failed
   FROM day
   LEFT JOIN messages m ON m.id = day.id
@@ -47,9 +50,13 @@ SELECT day.*, m.archive_status, m.direction, m.flags, m.phone_number_id AS messa
 """
 
 
-async def ids_first_seen(db: Executor, start: datetime, end: datetime) -> list[asyncpg.Record]:
-    """Every message id the archive first saw in [start, end), with its record, send and failure state."""
-    return list(await db.fetch(_DAY_IDS, start, end, RECONCILIATION_STAGE))
+async def stream_ids_first_seen(pool: asyncpg.Pool, start: datetime, end: datetime,
+                                batch: int = 10_000) -> AsyncIterator[asyncpg.Record]:
+    """Every message id the archive first saw in [start, end), with its record, send, media and failure
+    state, read through a cursor `batch` rows at a time, so the day never sits in memory."""
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        async for row in conn.cursor(_DAY_IDS, start, end, RECONCILIATION_STAGE, prefetch=batch):
+            yield row
 
 
 async def first_delivery_bodies(db: Executor, message_ids: list[str]) -> dict[str, tuple[str, bytes]]:
@@ -174,3 +181,44 @@ async def report_leaf(db: Executor, report_id: int) -> asyncpg.Record | None:
 async def checkpoint_covering(db: Executor, seq: int) -> asyncpg.Record | None:
     return await db.fetchrow("SELECT * FROM ledger_checkpoints WHERE tree_size > $1"
                              " ORDER BY tree_size DESC LIMIT 1", seq)
+
+
+# The auditors' pages ---------------------------------------------------------------------------------
+
+# Per day, the latest version's status and each number's counts, read out of the stored JSON in SQL so
+# that listing many days never loads their id lists.
+_DAY_SUMMARIES = """
+SELECT DISTINCT ON (report_date) r.id, r.report_date, r.version, r.status, r.sha256, r.created_at,
+       count(*) OVER (PARTITION BY r.report_date) AS versions,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                  'phone_number_id', n->'phone_number_id', 'status', n->'status', 'received', n->'received',
+                  'archived', n->'archived', 'failed', n->'failed', 'pending', n->'pending',
+                  'in_progress', n->'in_progress', 'backfilled', n->'backfilled',
+                  'off_channel', jsonb_array_length(coalesce(n->'off_channel', '[]'::jsonb)),
+                  'unhanded_deliveries', n->'unhanded_deliveries', 'late_media', n->'late_media',
+                  'meta_sent', n->'meta_sent', 'archived_outbound', n->'archived_outbound')
+               ORDER BY n->>'phone_number_id'), '[]'::jsonb)
+          FROM jsonb_array_elements(r.body::jsonb -> 'numbers') n) AS numbers
+  FROM reconciliation_reports r
+ ORDER BY r.report_date DESC, r.version DESC
+ LIMIT $1
+"""
+
+
+async def day_summaries(db: Executor, limit: int) -> list[asyncpg.Record]:
+    """The latest version of the `limit` most recent reconciled days, with per-number counts only."""
+    return list(await db.fetch(_DAY_SUMMARIES, limit))
+
+
+async def ids_with_message_row(db: Executor, message_ids: list[str]) -> set[str]:
+    """The ids among these that have a message row (archived or failed), i.e. a message page."""
+    rows = await db.fetch("SELECT id FROM messages WHERE id = ANY($1::text[])", message_ids)
+    return {r["id"] for r in rows}
+
+
+async def reports_for_days(db: Executor, first: date | None, last: date | None) -> list[asyncpg.Record]:
+    """Every version of every report of the UTC days first..last (inclusive; None: unbounded), oldest first."""
+    return list(await db.fetch(
+        "SELECT id, report_date, version, status, body, sha256 FROM reconciliation_reports"
+        " WHERE ($1::date IS NULL OR report_date >= $1) AND ($2::date IS NULL OR report_date <= $2)"
+        " ORDER BY report_date, version", first, last))

@@ -6,7 +6,9 @@ checkpoints, each with a consistency proof from the one before, and a receipt pe
 offline with `wa-archive verify-receipt`); transcripts/<contact>.html
 (chat pages that open offline with their media); rsmf/<contact>.rsmf (Relativity Short Message
 Format: an EML whose attachment rsmf.zip holds rsmf_manifest.json with participants, conversations
-and events); manifest.json (every file with its SHA-256 and size, the query, who exported and when);
+and events); reconciliation/<day>/v<n>.json (every version of the daily reconciliation report of
+each UTC day the period touches, the exact bytes its ledger leaf hashes, each with a receipt);
+manifest.json (every file with its SHA-256 and size, the query, who exported and when, the reports);
 manifest.sig (the ledger key's Ed25519 signature over the exact bytes of manifest.json).
 
 messages.jsonl carries every field of a message's ledger record digest, so `wa-archive verify-export`
@@ -28,7 +30,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from email.header import Header
 from pathlib import Path
 from typing import IO, Any
@@ -39,6 +41,7 @@ from pydantic import BaseModel
 from wa_archive.archive.keys import extension_for, safe_id
 from wa_archive.archive.media_types import is_inline, normalize_mime
 from wa_archive.db import queries
+from wa_archive.db import reconciliation as reconciliation_db
 from wa_archive.discovery.export_verify import MANIFEST_SIGNATURE
 from wa_archive.discovery.export_verify import (
     verify_bundle as verify_bundle,  # verification lives apart; importable here too
@@ -173,12 +176,14 @@ async def write_bundle(
             for contact, path in conversations.items():
                 _write_transcript(zf, contact, path, files)
                 _write_rsmf(zf, contact, path, workdir, files)
-            await _write_proofs(zf, pool, store, signer, jsonl_path, files)
+            reports = await reconciliation_db.reports_for_days(pool, *report_days(query))
+            report_entries = _write_reports(zf, reports, files)
+            await _write_proofs(zf, pool, store, signer, jsonl_path, files, report_entries)
             manifest = {
                 "format": "wa-archive-export", "version": FORMAT_VERSION,
                 "exported_at": datetime.now(timezone.utc).isoformat(), "exported_by": exported_by,
                 "query": json.loads(query.model_dump_json()), "messages": done, "media": media_count,
-                "files": files,
+                "reconciliation": report_entries, "files": files,
             }
             raw = json.dumps(manifest, indent=2, ensure_ascii=False).encode()
             zf.writestr("manifest.json", raw)
@@ -200,9 +205,35 @@ def _manifest_signature(raw: bytes, signer: Signer) -> dict[str, str]:
             "signature": base64.b64encode(signer.sign(raw)).decode()}
 
 
+def report_days(query: ExportQuery) -> tuple[date | None, date | None]:
+    """The UTC days whose reconciliation reports an export carries: every day the period [since, until)
+    touches (None: unbounded on that side)."""
+    first = query.since.astimezone(timezone.utc).date() if query.since else None
+    last = (query.until.astimezone(timezone.utc) - timedelta(microseconds=1)).date() if query.until else None
+    return first, last
+
+
+def _write_reports(zf: zipfile.ZipFile, reports: list[asyncpg.Record],
+                   files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every version of each day's report, as the exact bytes its ledger leaf hashes; the entries the
+    manifest lists them by (a report's receipt is written with the others, in _write_proofs)."""
+    entries = []
+    for r in reports:
+        day = r["report_date"].isoformat()
+        path = f"reconciliation/{day}/v{r['version']}.json"
+        writer = _HashingWriter(zf, path, files)
+        writer.write(r["body"].encode())
+        writer.close()
+        entries.append({"date": day, "version": r["version"], "status": r["status"], "id": str(r["id"]),
+                        "sha256": r["sha256"], "path": path, "receipt": f"ledger/receipts/reconciliation/{day}-v"
+                                                                        f"{r['version']}.json"})
+    return entries
+
+
 async def _write_proofs(zf: zipfile.ZipFile, pool: asyncpg.Pool, store: ObjectStore, signer: Signer,
-                        jsonl_path: Path, files: list[dict[str, Any]]) -> None:
-    """The ledger's signed checkpoints with consistency proofs, and a receipt for each exported message."""
+                        jsonl_path: Path, files: list[dict[str, Any]], report_entries: list[dict[str, Any]]) -> None:
+    """The ledger's signed checkpoints with consistency proofs, and a receipt for each exported message
+    and reconciliation report."""
     from wa_archive.errors import StorageConflict
     from wa_archive.integrity import ledger
 
@@ -212,7 +243,8 @@ async def _write_proofs(zf: zipfile.ZipFile, pool: asyncpg.Pool, store: ObjectSt
         await ledger.write_checkpoint(pool, store, signer)
     except StorageConflict:
         pass  # another writer signed this same tree size a moment earlier: its checkpoint serves
-    checkpoints, receipts = await ledger.bundle_proofs(pool, digests)
+    checkpoints, receipts, report_receipts = await ledger.bundle_proofs(
+        pool, digests, {e["id"]: e["sha256"] for e in report_entries})
     for cp in checkpoints:
         writer = _HashingWriter(zf, f"ledger/checkpoints/{cp['tree_size']:012d}.json", files)
         writer.write(json.dumps({"body": cp["body"], "signature": cp["signature"]}).encode())
@@ -227,6 +259,12 @@ async def _write_proofs(zf: zipfile.ZipFile, pool: asyncpg.Pool, store: ObjectSt
         writer = _HashingWriter(zf, f"ledger/receipts/{safe_id(message_id)}.json", files)
         writer.write(json.dumps(doc, indent=2).encode())
         writer.close()
+    # Message receipts are named by safe_id(), which escapes '/', so none can land in this folder.
+    for entry in report_entries:
+        if entry["id"] in report_receipts:
+            writer = _HashingWriter(zf, entry["receipt"], files)
+            writer.write(json.dumps(report_receipts[entry["id"]], indent=2).encode())
+            writer.close()
 
 
 async def _media_positions(pool: asyncpg.Pool, ids: list[str]) -> dict[str, int]:

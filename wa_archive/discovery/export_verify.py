@@ -4,7 +4,9 @@ Nothing in the bundle is believed before the manifest's signature checks out wit
 verifier brings. Then: every file against the manifest; every media file against its message's
 recorded SHA-256; every message's record digest, recomputed from messages.jsonl, against its
 receipt; every receipt's inclusion proof against a checkpoint of the bundle; every checkpoint's
-signature against the trusted key, and each checkpoint extending the one before.
+signature against the trusted key, and each checkpoint extending the one before; every reconciliation
+report the manifest lists, its exact bytes against its receipt (a leaf of kind `reconciliation`), of a
+day inside the exported period.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import io
 import json
 import os
 import zipfile
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from wa_archive.archive.keys import safe_id
@@ -42,6 +45,7 @@ def verify_bundle(path: str | os.PathLike[str], public_key: bytes) -> list[str]:
         checkpoints, found = _checkpoints(zf, listed, public_key)
         problems += found
         problems += _messages_against_receipts(zf, listed, checkpoints, public_key, manifest.get("messages"))
+        problems += _reports_against_receipts(zf, listed, checkpoints, public_key, manifest)
     return problems
 
 
@@ -182,6 +186,88 @@ def _receipt_problems(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]], me
     if record.get("digest") != digest:
         problems.append(f"message {message_id}: its data in messages.jsonl does not match the digest its receipt "
                         "proves (the message was edited)")
+    if body not in checkpoints:
+        problems.append(f"{name}: its checkpoint is not one of the bundle's checkpoints signed by the trusted key")
+    problems += [f"{name}: {p}" for p in ledger.verify_receipt(receipt, public_key)]
+    return problems
+
+
+def _reports_against_receipts(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]],
+                              checkpoints: dict[str, dict[str, Any]], public_key: bytes,
+                              manifest: dict[str, Any]) -> list[str]:
+    """Each reconciliation report the signed manifest lists: its exact bytes hash to the digest its
+    receipt proves in a checkpoint of the bundle, and it is the day and version it is listed as, of a
+    day the exported period touches. A report file the manifest does not list as one is named too."""
+    entries = manifest.get("reconciliation", [])
+    if not isinstance(entries, list):
+        return ["manifest.json: its reconciliation list is not a list"]
+    problems: list[str] = []
+    named = set()
+    first, last = _period_days(manifest.get("query"))
+    for entry in entries:
+        try:
+            path, receipt_name = str(entry["path"]), str(entry["receipt"])
+            day, version, record_id = str(entry["date"]), entry["version"], str(entry["id"])
+        except (KeyError, TypeError) as exc:
+            problems.append(f"manifest.json: a reconciliation entry is incomplete ({exc!r})")
+            continue
+        named.add(path)
+        if path not in listed or path not in zf.namelist():
+            problems.append(f"{path}: the reconciliation report of {day} is missing")
+            continue
+        body = zf.read(path)
+        digest = hashlib.sha256(body).hexdigest()
+        try:
+            doc = json.loads(body)
+            shown = (doc["date"], doc["version"], doc["status"])
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{path}: not a reconciliation report ({exc!r})")
+            shown = None
+        if shown is not None and shown != (day, version, entry.get("status")):
+            problems.append(f"{path}: is the report of {shown[0]} version {shown[1]} ({shown[2]}), listed as "
+                            f"{day} version {version} ({entry.get('status')})")
+        if (first and day < first) or (last and day > last):
+            problems.append(f"{path}: {day} is outside the exported period")
+        problems += _report_receipt_problems(zf, listed, receipt_name, record_id, path, digest, checkpoints,
+                                             public_key)
+    for extra in sorted(n for n in listed if n.startswith("reconciliation/") and n not in named):
+        problems.append(f"{extra}: not listed among the manifest's reconciliation reports")
+    return problems
+
+
+def _period_days(query: object) -> tuple[str | None, str | None]:
+    """The first and last UTC day (YYYY-MM-DD) of the manifest's query period, as the export chose them."""
+    def day(value: object, *, exclusive: bool) -> str | None:
+        if not isinstance(value, str):
+            return None
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        when = (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+        return (when - timedelta(microseconds=1) if exclusive else when).date().isoformat()
+
+    if not isinstance(query, dict):
+        return None, None
+    return day(query.get("since"), exclusive=False), day(query.get("until"), exclusive=True)
+
+
+def _report_receipt_problems(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]], name: str, record_id: str,
+                             path: str, digest: str, checkpoints: dict[str, dict[str, Any]],
+                             public_key: bytes) -> list[str]:
+    if name not in listed:
+        return [f"{path}: no receipt in the bundle proves it"]
+    try:
+        receipt = _read_json(zf, name)
+        record = receipt["record"]
+        body = receipt["checkpoint"]["body"]
+    except (KeyError, ValueError, TypeError) as exc:
+        return [f"{name}: not a receipt ({exc!r})"]
+    problems = []
+    if record.get("kind") != "reconciliation" or record.get("id") != record_id:
+        problems.append(f"{name}: proves {record.get('kind')} {record.get('id')}, not reconciliation {record_id}")
+    if record.get("digest") != digest:
+        problems.append(f"{path}: its bytes do not match the digest its receipt proves (the report was edited)")
     if body not in checkpoints:
         problems.append(f"{name}: its checkpoint is not one of the bundle's checkpoints signed by the trusted key")
     problems += [f"{name}: {p}" for p in ledger.verify_receipt(receipt, public_key)]

@@ -272,17 +272,18 @@ async def receipt(pool: asyncpg.Pool, message_id: str) -> dict[str, Any]:
     }
 
 
-async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str]
-                        ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Every checkpoint (each with a consistency proof from the one before), and a receipt per
-    exported message (id -> the digest of the state exported) whose leaf the latest one covers.
+async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str], report_digests: dict[str, str] | None = None
+                        ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Every checkpoint (each with a consistency proof from the one before), a receipt per exported
+    message (id -> the digest of the state exported), and one per exported reconciliation report (report
+    id -> its digest), each against the latest checkpoint, where it covers the leaf.
 
-    The leaf hashes are read once; a message whose exported state has no covered leaf gets none.
+    The leaf hashes are read once; a record whose exported state has no covered leaf gets none.
     """
     checkpoints = [{"tree_size": r["tree_size"], "body": r["body"], "signature": r["signature"]}
                    for r in await pool.fetch("SELECT * FROM ledger_checkpoints ORDER BY tree_size")]
     if not checkpoints:
-        return [], {}
+        return [], {}, {}
     latest = checkpoints[-1]
     leaves = await leaf_hashes(pool, latest["tree_size"])
     for previous, current in zip(checkpoints, checkpoints[1:], strict=False):  # consecutive pairs
@@ -290,23 +291,27 @@ async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str]
             "from_tree_size": previous["tree_size"],
             "proof": [h.hex() for h in merkle.consistency_proof(previous["tree_size"],
                                                                  leaves[:current["tree_size"]])]}
-    # The leaf of the exact state exported: a message updated since has a later leaf too.
-    rows = await pool.fetch(
-        "SELECT DISTINCT ON (record_id) record_id, seq, digest FROM ledger_leaves"
-        " WHERE kind = 'message' AND record_id = ANY($1::text[]) AND digest = ($2::jsonb ->> record_id)"
-        " AND seq < $3 ORDER BY record_id, seq DESC",
-        list(digests), digests, latest["tree_size"])
-    receipts = {
-        r["record_id"]: {
-            "format": "wa-archive-receipt/1",
-            "record": {"kind": "message", "id": r["record_id"], "digest": r["digest"]},
-            "leaf_index": r["seq"],
-            "inclusion_proof": [h.hex() for h in merkle.inclusion_proof(r["seq"], leaves)],
-            "checkpoint": {"body": latest["body"], "signature": latest["signature"]},
+
+    async def receipts_of(kind: str, wanted: dict[str, str]) -> dict[str, dict[str, Any]]:
+        # The leaf of the exact state exported: a message updated since has a later leaf too.
+        rows = await pool.fetch(
+            "SELECT DISTINCT ON (record_id) record_id, seq, digest FROM ledger_leaves"
+            " WHERE kind = $4 AND record_id = ANY($1::text[]) AND digest = ($2::jsonb ->> record_id)"
+            " AND seq < $3 ORDER BY record_id, seq DESC",
+            list(wanted), wanted, latest["tree_size"], kind)
+        return {
+            r["record_id"]: {
+                "format": "wa-archive-receipt/1",
+                "record": {"kind": kind, "id": r["record_id"], "digest": r["digest"]},
+                "leaf_index": r["seq"],
+                "inclusion_proof": [h.hex() for h in merkle.inclusion_proof(r["seq"], leaves)],
+                "checkpoint": {"body": latest["body"], "signature": latest["signature"]},
+            }
+            for r in rows
         }
-        for r in rows
-    }
-    return checkpoints, receipts
+
+    return (checkpoints, await receipts_of("message", digests),
+            await receipts_of("reconciliation", report_digests) if report_digests else {})
 
 
 def verify_receipt(doc: dict[str, Any], trusted_public_key: bytes) -> list[str]:

@@ -151,9 +151,12 @@ def _list(parent: Any, key: str) -> list[Any]:
 
 
 async def compute(pool: asyncpg.Pool, day: date, *, as_of: datetime, deadlines: Deadlines) -> dict[str, Any]:
-    """The day's report without Meta's counts, its checkpoint or version: counts and gaps per number."""
+    """The day's report without Meta's counts, its checkpoint or version: counts and gaps per number.
+
+    The day's ids are streamed from a cursor and only counted, so memory grows with the gaps and the
+    messages with media, never with the day's volume (a day of a million messages is measured by
+    `make bench`)."""
     start, end = day_bounds(day)
-    rows = await db.ids_first_seen(pool, start, end)
     numbers: dict[str, dict[str, Any]] = {}
 
     def entry(number: str | None) -> dict[str, Any]:
@@ -162,23 +165,18 @@ async def compute(pool: asyncpg.Pool, day: date, *, as_of: datetime, deadlines: 
             numbers[key] = _number_entry(day, key)
         return numbers[key]
 
-    unknown = [r["id"] for r in rows if not (r["send_number"] or r["message_number"])]
-    bodies = await db.first_delivery_bodies(pool, unknown) if unknown else {}
-    body_numbers: dict[str, str] = {}
-    for message_id, (_, body) in bodies.items():
-        found, in_body = numbers_in_body(body)
-        body_numbers[message_id] = found.get(message_id) or (in_body[0] if len(in_body) == 1 else UNKNOWN_NUMBER)
-
-    seen_at: dict[str, datetime] = {}
+    # Recorded messages with media: when the archive first saw each, and its number (for late media).
+    media_seen: dict[str, tuple[datetime, str | None]] = {}
     overdue_carried: list[str] = []
-    for r in rows:
-        number = r["send_number"] or r["message_number"] or body_numbers.get(r["id"])
+
+    def tally(r: asyncpg.Record, number: str | None) -> None:
         e = entry(number)
         if r["flags"] is not None and BACKFILLED in r["flags"]:
             e["backfilled"] += 1
-            continue
+            return
         e["received"] += 1
-        seen_at[r["id"]] = r["seen_at"]
+        if r["has_media"] and r["archive_status"] is not None:
+            media_seen[r["id"]] = (r["seen_at"], number)
         if r["by_status"] and not r["has_send"] and not r["carried"]:
             e["off_channel"].append(r["id"])
         if r["archive_status"] == "archived":
@@ -198,8 +196,25 @@ async def compute(pool: asyncpg.Pool, day: date, *, as_of: datetime, deadlines: 
                 e["in_progress"] += 1
                 e["in_progress_ids"].append(r["id"])
 
+    # An id with neither a send record nor a message row takes its number from the first stored body
+    # naming it; those are few (gaps, mostly), so they wait until the stream has been read.
+    unknown: list[asyncpg.Record] = []
+    async for r in db.stream_ids_first_seen(pool, start, end):
+        number = r["send_number"] or r["message_number"]
+        if number:
+            tally(r, number)
+        else:
+            unknown.append(r)
+    bodies = await db.first_delivery_bodies(pool, [r["id"] for r in unknown]) if unknown else {}
+    body_numbers: dict[str, str] = {}
+    for message_id, (_, body) in bodies.items():
+        found, in_body = numbers_in_body(body)
+        body_numbers[message_id] = found.get(message_id) or (in_body[0] if len(in_body) == 1 else UNKNOWN_NUMBER)
+    for r in unknown:
+        tally(r, body_numbers.get(r["id"]))
+
     await _unhanded(pool, start, end, as_of, deadlines, overdue_carried, entry, body_numbers)
-    await _late_media(pool, as_of, deadlines, seen_at, rows, entry, body_numbers)
+    await _late_media(pool, as_of, deadlines, media_seen, entry)
     for number, count in (await db.archived_outbound(pool, start, end, exclude_flag=BACKFILLED)).items():
         entry(number or None)["archived_outbound"] = count
     for number in await db.known_numbers(pool):
@@ -243,22 +258,20 @@ async def _unhanded(pool: asyncpg.Pool, start: datetime, end: datetime, as_of: d
             e["unhanded_delivery_ids"].append({**item, "message_ids": sorted(item["message_ids"])})
 
 
-async def _late_media(pool: asyncpg.Pool, as_of: datetime, deadlines: Deadlines, seen_at: dict[str, datetime],
-                      rows: list[asyncpg.Record], entry: Any, body_numbers: dict[str, str]) -> None:
+async def _late_media(pool: asyncpg.Pool, as_of: datetime, deadlines: Deadlines,
+                      media_seen: dict[str, tuple[datetime, str | None]], entry: Any) -> None:
     """Media of the day's messages not archived within 24 hours of the archive first seeing the message
     (the message's own timestamp is the sender's claim; when the archive saw it is its own)."""
-    recorded = {r["id"]: r for r in rows if r["archive_status"] is not None and r["id"] in seen_at}
-    if not recorded:
+    if not media_seen:
         return
     limit = timedelta(seconds=deadlines.media)
-    for m in await db.media_of(pool, list(recorded)):
-        first = seen_at[m["message_id"]]
+    for m in await db.media_of(pool, list(media_seen)):
+        first, number = media_seen[m["message_id"]]
         if m["status"] == "archived" and m["stored_at"] is not None and m["stored_at"] - first <= limit:
             continue
         if m["status"] != "archived" and first + limit > as_of:
             continue  # still within the day it has
-        row = recorded[m["message_id"]]
-        e = entry(row["send_number"] or row["message_number"] or body_numbers.get(row["id"]))
+        e = entry(number)
         e["late_media"] += 1
         late_by = (m["stored_at"] - first).total_seconds() / 3600 if m["status"] == "archived" else None
         e["late_media_ids"].append({"message_id": m["message_id"], "position": m["position"],
