@@ -39,6 +39,7 @@ from wa_archive.models import (
     RetrievalReport,
     RetrievalTestInput,
     StatusSignal,
+    StoredOutbound,
     TemplateSnapshotInput,
     TemplateSnapshotResult,
     WriteOutboundInput,
@@ -48,6 +49,7 @@ from wa_archive.names import (
     ARCHIVE_MEDIA,
     ARCHIVE_STATUS,
     CHECK_OBJECTS,
+    READ_STORED_OUTBOUND,
     RECORD_CRITICAL_FAILURE,
     REQUEST_RESTORE,
     SAMPLE_MEDIA,
@@ -89,9 +91,12 @@ async def skipping() -> AsyncIterator[WorkflowEnvironment]:
 
 
 class FakeArchive:
-    """The activities' names and types, with effects reduced to remembering what they were asked."""
+    """The activities' names and types, with effects reduced to remembering what they were asked.
+    `stored` is what the archive's database holds: a test stores a send or status there before it
+    signals it, as the webhook and the send proxy do."""
 
     def __init__(self) -> None:
+        self.stored = StoredOutbound()
         self.written: list[WriteOutboundInput] = []
         self.snapshots: list[datetime] = []  # when each template snapshot was taken, by the server's clock
         self.media: list[ArchiveMediaInput] = []
@@ -101,6 +106,10 @@ class FakeArchive:
     async def write_outbound(self, inp: WriteOutboundInput) -> bool:
         self.written.append(inp)
         return True
+
+    @activity.defn(name=READ_STORED_OUTBOUND)
+    async def read_stored_outbound(self, message_id: str) -> StoredOutbound:
+        return self.stored
 
     @activity.defn(name=SNAPSHOT_TEMPLATE)
     async def snapshot_template(self, inp: TemplateSnapshotInput) -> TemplateSnapshotResult:
@@ -124,7 +133,7 @@ class FakeArchive:
         return len(self.failures)
 
     def activities(self) -> list:
-        return [self.write_outbound, self.snapshot_template, self.archive_media, self.archive_link_media,
+        return [self.write_outbound, self.read_stored_outbound, self.snapshot_template, self.archive_media, self.archive_link_media,
                 self.record_critical_failure]
 
 
@@ -159,9 +168,10 @@ def _send(start: OutboundStart, request: dict) -> OutboundSend:
 
 async def test_statuses_without_a_send_record_are_archived_after_seven_days(skipping):
     fake, tq, start = FakeArchive(), f"tq-{uuid.uuid4()}", _outbound_start()
+    delivered = StatusSignal(status="delivered", waba_id=WABA)
+    fake.stored.statuses.append(delivered)
     async with Worker(skipping.client, task_queue=tq, workflows=[OutboundMessage], activities=fake.activities()):
-        handle = await _signal_with_start(skipping.client, start, SIGNAL_STATUS,
-                                          StatusSignal(status="delivered", waba_id=WABA), tq)
+        handle = await _signal_with_start(skipping.client, start, SIGNAL_STATUS, delivered, tq)
         result = await handle.result()
         elapsed = await _elapsed(handle)
         described = await handle.describe()
@@ -177,12 +187,14 @@ async def test_statuses_without_a_send_record_are_archived_after_seven_days(skip
 async def test_a_send_record_on_day_six_is_archived_normally(skipping):
     fake, tq, start = FakeArchive(), f"tq-{uuid.uuid4()}", _outbound_start()
     sent_at = datetime(2026, 10, 20, 9, 0, 5, tzinfo=timezone.utc)
+    sent = StatusSignal(status="sent", timestamp=sent_at)
+    fake.stored.statuses.append(sent)
     async with Worker(skipping.client, task_queue=tq, workflows=[OutboundMessage], activities=fake.activities()):
-        handle = await _signal_with_start(skipping.client, start, SIGNAL_STATUS,
-                                          StatusSignal(status="sent", timestamp=sent_at), tq)
+        handle = await _signal_with_start(skipping.client, start, SIGNAL_STATUS, sent, tq)
         await skipping.sleep(timedelta(days=6))
         request = {"to": "+447700900123", "type": "text", "text": {"body": "Your statement is ready."}}
-        await handle.signal(SIGNAL_SEND, _send(start, request))
+        fake.stored.send = _send(start, request)
+        await handle.signal(SIGNAL_SEND, fake.stored.send)
         result = await handle.result()
         elapsed = await _elapsed(handle)
     assert result.status == "archived"
@@ -198,7 +210,7 @@ async def test_sent_never_arriving_archives_after_the_sent_wait_with_the_templat
     request = {"to": "+447700900123", "type": "template", "template": {
         "name": "transfer_confirmation", "language": {"code": "en_GB"},
         "components": [{"type": "header", "parameters": [{"type": "image", "image": {"id": "1013859600285441"}}]}]}}
-    send = _send(start, request)
+    send = fake.stored.send = _send(start, request)
     async with Worker(skipping.client, task_queue=tq, workflows=[OutboundMessage], activities=fake.activities()):
         handle = await _signal_with_start(skipping.client, start, SIGNAL_SEND, send, tq)
         result = await handle.result()
@@ -222,14 +234,37 @@ async def test_a_late_read_status_ends_the_sent_wait_early(skipping):
     read_at = datetime(2026, 10, 20, 9, 4, tzinfo=timezone.utc)
     async with Worker(skipping.client, task_queue=tq, workflows=[OutboundMessage], activities=fake.activities()):
         request = {"to": "+447700900123", "type": "text", "text": {"body": "hi"}}
-        handle = await _signal_with_start(skipping.client, start, SIGNAL_SEND, _send(start, request), tq)
+        fake.stored.send = _send(start, request)
+        handle = await _signal_with_start(skipping.client, start, SIGNAL_SEND, fake.stored.send, tq)
         await skipping.sleep(timedelta(minutes=4))
-        await handle.signal(SIGNAL_STATUS, StatusSignal(status="read", timestamp=read_at))
+        read = StatusSignal(status="read", timestamp=read_at)
+        fake.stored.statuses.append(read)
+        await handle.signal(SIGNAL_STATUS, read)
         await handle.result()
         elapsed = await _elapsed(handle)
     [written] = fake.written
     assert written.flags == [] and written.timestamp == read_at  # `read` counts as sent
     assert timedelta(minutes=4) <= elapsed < timedelta(minutes=10)
+
+
+async def test_a_sent_signal_no_webhook_stored_does_not_end_the_sent_wait(skipping):
+    """A signal is anyone's on the cluster: a `sent` (with its own time) that the archive never stored
+    is only a cue to look, so the workflow keeps waiting for a stored one and, when none comes,
+    records the send as stored, flagged, at the send's own time."""
+    fake, tq, start = FakeArchive(), f"tq-{uuid.uuid4()}", _outbound_start()
+    async with Worker(skipping.client, task_queue=tq, workflows=[OutboundMessage], activities=fake.activities()):
+        request = {"to": "+447700900123", "type": "text", "text": {"body": "hi"}}
+        fake.stored.send = _send(start, request)
+        handle = await _signal_with_start(skipping.client, start, SIGNAL_SEND, fake.stored.send, tq)
+        await skipping.sleep(timedelta(minutes=2))
+        await handle.signal(SIGNAL_STATUS, StatusSignal(status="sent", waba_id="999",
+                                                        timestamp=datetime(2024, 1, 1, tzinfo=timezone.utc)))
+        await handle.result()
+        elapsed = await _elapsed(handle)
+    [written] = fake.written
+    assert written.flags == ["sent_status_missing"] and written.timestamp == fake.stored.send.recorded_at
+    assert written.waba_id is None and written.text == "hi"
+    assert timedelta(minutes=10) <= elapsed < timedelta(minutes=11)
 
 
 # RetrievalTest: objects in an archive storage tier are restored, then read again after a timer ---
