@@ -163,17 +163,23 @@ def _messages_against_receipts(zf: zipfile.ZipFile, listed: dict[str, dict[str, 
                 path_in = m.get("export_path")
                 if path_in and listed.get(path_in, {}).get("sha256") != m.get("sha256"):
                     problems.append(f"{path_in}: does not match the archived SHA-256 of message {message_id}")
-            problems += _receipt_problems(zf, listed, message_id, digest, checkpoints, public_key)
+            problems += _receipt_problems(
+                zf, listed, f"ledger/receipts/{safe_id(message_id)}.json", "message", message_id,
+                f"message {message_id}",
+                "its data in messages.jsonl does not match the digest its receipt proves (the message was edited)",
+                digest, checkpoints, public_key)
     if count != expected_count:
         problems.append(f"messages.jsonl: {count} messages, but the signed manifest says {expected_count}")
     return problems
 
 
-def _receipt_problems(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]], message_id: str, digest: str,
-                      checkpoints: dict[str, dict[str, Any]], public_key: bytes) -> list[str]:
-    name = f"ledger/receipts/{safe_id(message_id)}.json"
+def _receipt_problems(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]], name: str, kind: str, record_id: str,
+                      subject: str, edited: str, digest: str, checkpoints: dict[str, dict[str, Any]],
+                      public_key: bytes) -> list[str]:
+    """The receipt `name` proves record (`kind`, `record_id`) with `digest`, in a checkpoint of the bundle
+    signed by the trusted key. `subject` names what it proves in a problem, `edited` what a wrong digest means."""
     if name not in listed:
-        return [f"message {message_id}: no receipt in the bundle proves it"]
+        return [f"{subject}: no receipt in the bundle proves it"]
     try:
         receipt = _read_json(zf, name)
         record = receipt["record"]
@@ -181,11 +187,10 @@ def _receipt_problems(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]], me
     except (KeyError, ValueError, TypeError) as exc:
         return [f"{name}: not a receipt ({exc!r})"]
     problems = []
-    if record.get("kind") != "message" or record.get("id") != message_id:
-        problems.append(f"{name}: proves {record.get('kind')} {record.get('id')}, not message {message_id}")
+    if record.get("kind") != kind or record.get("id") != record_id:
+        problems.append(f"{name}: proves {record.get('kind')} {record.get('id')}, not {kind} {record_id}")
     if record.get("digest") != digest:
-        problems.append(f"message {message_id}: its data in messages.jsonl does not match the digest its receipt "
-                        "proves (the message was edited)")
+        problems.append(f"{subject}: {edited}")
     if body not in checkpoints:
         problems.append(f"{name}: its checkpoint is not one of the bundle's checkpoints signed by the trusted key")
     problems += [f"{name}: {p}" for p in ledger.verify_receipt(receipt, public_key)]
@@ -228,8 +233,10 @@ def _reports_against_receipts(zf: zipfile.ZipFile, listed: dict[str, dict[str, A
                             f"{day} version {version} ({entry.get('status')})")
         if (first and day < first) or (last and day > last):
             problems.append(f"{path}: {day} is outside the exported period")
-        problems += _report_receipt_problems(zf, listed, receipt_name, record_id, path, digest, checkpoints,
-                                             public_key)
+        problems += _receipt_problems(
+            zf, listed, receipt_name, "reconciliation", record_id, path,
+            "its bytes do not match the digest its receipt proves (the report was edited)", digest, checkpoints,
+            public_key)
     for extra in sorted(n for n in listed if n.startswith("reconciliation/") and n not in named):
         problems.append(f"{extra}: not listed among the manifest's reconciliation reports")
     return problems
@@ -252,23 +259,3 @@ def _period_days(query: object) -> tuple[str | None, str | None]:
     return day(query.get("since"), exclusive=False), day(query.get("until"), exclusive=True)
 
 
-def _report_receipt_problems(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]], name: str, record_id: str,
-                             path: str, digest: str, checkpoints: dict[str, dict[str, Any]],
-                             public_key: bytes) -> list[str]:
-    if name not in listed:
-        return [f"{path}: no receipt in the bundle proves it"]
-    try:
-        receipt = _read_json(zf, name)
-        record = receipt["record"]
-        body = receipt["checkpoint"]["body"]
-    except (KeyError, ValueError, TypeError) as exc:
-        return [f"{name}: not a receipt ({exc!r})"]
-    problems = []
-    if record.get("kind") != "reconciliation" or record.get("id") != record_id:
-        problems.append(f"{name}: proves {record.get('kind')} {record.get('id')}, not reconciliation {record_id}")
-    if record.get("digest") != digest:
-        problems.append(f"{path}: its bytes do not match the digest its receipt proves (the report was edited)")
-    if body not in checkpoints:
-        problems.append(f"{name}: its checkpoint is not one of the bundle's checkpoints signed by the trusted key")
-    problems += [f"{name}: {p}" for p in ledger.verify_receipt(receipt, public_key)]
-    return problems

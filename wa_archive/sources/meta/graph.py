@@ -132,15 +132,18 @@ class GraphClient:
         path = "/".join(quote(segment, safe="") for segment in segments)
         return URL(f"{self._base}/{path}", encoded=True)
 
-    async def media_info(self, media_id: str) -> MediaInfo:
-        url = self._url(_media_id(media_id))
+    async def _get_json(self, url: URL, what: str, params: dict[str, str] | None = None) -> Any:
+        """GET a Graph object with the token: its JSON, or the typed error of what went wrong."""
         try:
-            async with self._session.get(url, headers=self._headers) as resp:
+            async with self._session.get(url, headers=self._headers, params=params) as resp:
                 if resp.status != 200:
-                    await _raise_for(resp, f"media metadata for {media_id}")
-                data = await resp.json(content_type=None)
+                    await _raise_for(resp, what)
+                return await resp.json(content_type=None)
         except aiohttp.ClientError as exc:
-            raise MediaSourceError(f"media metadata for {media_id}: {exc!r}") from exc
+            raise MediaSourceError(f"{what}: {exc!r}") from exc
+
+    async def media_info(self, media_id: str) -> MediaInfo:
+        data = await self._get_json(self._url(_media_id(media_id)), f"media metadata for {media_id}")
         try:
             return MediaInfo.model_validate(data)
         except ValidationError as exc:
@@ -158,13 +161,7 @@ class GraphClient:
         url = self._url(graph_id(waba_id, "WABA id (WA_ARCHIVE_META_WABA_ID or the webhook's entry id)"),
                         "message_templates")
         params = {"name": name, "language": language, "limit": "100"}
-        try:
-            async with self._session.get(url, headers=self._headers, params=params) as resp:
-                if resp.status != 200:
-                    await _raise_for(resp, f"template {name}/{language}")
-                data = await resp.json(content_type=None)
-        except aiohttp.ClientError as exc:
-            raise MediaSourceError(f"template {name}/{language}: {exc!r}") from exc
+        data = await self._get_json(url, f"template {name}/{language}", params)
         for item in data.get("data") or []:
             if item.get("name") == name and item.get("language") == language:
                 return cast(dict[str, Any], item)  # a template in the list is a JSON object: .get() worked
@@ -177,13 +174,7 @@ class GraphClient:
         number = graph_id(phone_number, "display phone number (digits only)")
         url = self._url(graph_id(waba_id, "WABA id (WA_ARCHIVE_META_WABA_ID or the webhook's entry id)"))
         fields = f'analytics.start({int(start)}).end({int(end)}).granularity(DAY).phone_numbers(["{number}"])'
-        try:
-            async with self._session.get(url, headers=self._headers, params={"fields": fields}) as resp:
-                if resp.status != 200:
-                    await _raise_for(resp, f"messaging analytics of WABA {waba_id}")
-                data = await resp.json(content_type=None)
-        except aiohttp.ClientError as exc:
-            raise MediaSourceError(f"messaging analytics of WABA {waba_id}: {exc!r}") from exc
+        data = await self._get_json(url, f"messaging analytics of WABA {waba_id}", {"fields": fields})
         try:
             points = (data.get("analytics") or {}).get("data_points") or []
             return [AnalyticsPoint.model_validate(p) for p in points]
