@@ -500,3 +500,23 @@ async def test_held_a_send_signalled_after_the_real_one_is_ignored(stack):
     await stack.post(status_body(mid, "sent", int(time.time())))
     msg = await stack.wait_for_message(mid)
     assert msg["rendered_text"] == "Your balance is 120 GBP."
+
+
+async def test_an_ingest_delivery_naming_no_stored_delivery_fails_at_once_instead_of_retrying_forever(stack):
+    """A start of IngestDelivery for a hash the webhook never stored: its bytes will never appear, so
+    the run ends red on its first attempt (DeliveryNotStored) rather than retrying without end."""
+    from temporalio.client import WorkflowFailureError
+
+    handle = await raw_client(stack).start_workflow(
+        "IngestDelivery", IngestDeliveryInput(delivery_sha256=hashlib.sha256(os.urandom(16)).hexdigest()),
+        id=f"x-{uuid.uuid4().hex}", task_queue=stack.settings.task_queue,
+        execution_timeout=timedelta(seconds=60))
+    try:
+        await handle.result()
+    except WorkflowFailureError as err:
+        activity_failure = err.cause
+        assert getattr(activity_failure.cause, "type", None) == "DeliveryNotStored", activity_failure.cause
+    else:
+        raise AssertionError("IngestDelivery completed for a delivery that was never stored")
+    attempts = [e for e in (await handle.fetch_history()).events if e.HasField("activity_task_started_event_attributes")]
+    assert [e.activity_task_started_event_attributes.attempt for e in attempts] == [1]

@@ -30,6 +30,7 @@
     └── IntegrityError             bytes do not match the hash recorded for them           retryable
         ├── MediaHashMismatch      a download differs from its declared SHA-256 or MAC     retryable
         ├── UnverifiedMessage      a message to record is not what the archive stored      NOT retryable
+        ├── DeliveryNotStored      a delivery to fan out is not (or no longer) stored       NOT retryable
         └── ExportError            an archived object no longer matches its hash           NOT retryable
 
 Refused input is also a ValueError (argparse type functions and pydantic validators expect one);
@@ -214,6 +215,13 @@ class UnverifiedMessage(IntegrityError):
     the webhook stored after checking its signature, or not as that delivery has it (inbound); no send
     record the API stored, or not as it has it (outbound). Temporal inputs are anyone's who can start
     a workflow on the cluster, so such a message is refused, never recorded."""
+
+    retryable = False
+
+
+class DeliveryNotStored(IntegrityError):
+    """A delivery named for fan-out is not stored: never stored by the webhook (an IngestDelivery
+    started by someone else), or disposed of since. No retry can make its bytes appear."""
 
     retryable = False
 

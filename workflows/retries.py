@@ -36,7 +36,9 @@ _MEDIA_NEVER_RETRIED = [name for name in NON_RETRYABLE
 DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 
 # An acknowledged delivery must reach its messages, however long Postgres or Temporal take to come back.
-FAN_OUT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+# A delivery that is not stored never will be: that run ends instead of retrying forever.
+FAN_OUT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
+                            non_retryable_error_types=_never_retried("DeliveryNotStored"))
 
 EXPORT_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=_never_retried("ExportError"))
 

@@ -16,6 +16,7 @@ from temporalio.client import Client
 
 from wa_archive.archive.starter import signal_outbound, start_archive_message, supersede_outbound
 from wa_archive.db import queries
+from wa_archive.errors import DeliveryNotStored
 from wa_archive.json_input import load_json
 from wa_archive.models import (
     ArchiveOptions,
@@ -149,7 +150,8 @@ async def fan_out_stored(
     """The fan-out of a delivery the webhook stored but left to a workflow (a large batch)."""
     row = await queries.get_delivery(pool, delivery_sha256)
     if row is None:
-        raise LookupError(f"delivery {delivery_sha256} is not stored")
+        raise DeliveryNotStored(f"delivery {delivery_sha256} is not stored (never stored, or disposed of):"
+                                " nothing to fan out")
     # Decoded as the webhook decoded it, so text PostgreSQL cannot hold is replaced the same way.
     return await fan_out(pool, client, delivery_sha256, load_json(row["body"], substitute=True), row["received_at"],
                          options=options, outbound=outbound, task_queue=task_queue,
