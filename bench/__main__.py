@@ -1,8 +1,8 @@
-"""`make bench`: ten measurements, each against a baseline taken in the same run (the README's
+"""`make bench`: eleven measurements, each against a baseline taken in the same run (the README's
 Benchmarks section describes each): outbound and one 1 GiB file here; ingest and end to end, each
 also with plaintext Temporal payloads for the codec's cost, in bench/throughput.py; the payload codec
 alone in bench/codec.py; search in bench/search.py; the daily reconciliation of 1,000,000 messages in
-bench/reconciliation.py; `verify --full`, disposition and encrypted media
+bench/reconciliation.py; the consent report and send-time judgement in bench/consent.py; `verify --full`, disposition and encrypted media
 in bench/stored.py. `python -m bench NAME …` runs some of them and only prints.
 
 Results go to bench/results/<time>.json (and latest.json) and a table on stdout.
@@ -29,6 +29,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench import codec, report, stored, throughput
+from bench import consent as consent_bench
 from bench import reconciliation as reconciliation_bench
 from bench import search as search_bench
 from bench.measure import rss_kib
@@ -50,7 +51,7 @@ from wa_archive.temporal.codec import encrypted_data_converter, generate_key_lin
 SECRET, TOKEN = "bench-secret", "bench-token"
 RESULTS = Path(__file__).parent / "results"
 ALL = ("ingest", "end_to_end", "payload_codec", "outbound", "search", "verify_full", "disposition",
-       "encrypted_media", "large_file", "reconciliation")
+       "encrypted_media", "large_file", "reconciliation", "consent")
 # How the bench starts each process: the archive's own entry points (the codec on, as deployed), or
 # through bench/plaintext.py for the plaintext baseline.
 ENTRY = {"serve": ["wa_archive.cli", "serve"], "worker": ["wa_archive.cli", "worker"], "floor": ["bench.floor"]}
@@ -278,7 +279,8 @@ async def main() -> None:
                          ("disposition", lambda: stored.disposition(bench)),
                          ("encrypted_media", lambda: stored.encrypted_media(bench)),
                          ("large_file", bench.large_file),
-                         ("reconciliation", lambda: reconciliation_bench.reconcile(bench))):
+                         ("reconciliation", lambda: reconciliation_bench.reconcile(bench)),
+                         ("consent", lambda: consent_bench.consent(bench))):
             if name not in chosen:
                 continue
             print(f"running {name} ...", flush=True)

@@ -9,7 +9,7 @@ def print_tables(results: dict) -> None:
     i, e, o, large = results["ingest"], results["end_to_end"], results["outbound"], results["large_file"]
     sp, sf = results["search"]["phone_30d"], results["search"]["full_text"]
     v, dp, em = results["verify_full"], results["disposition"], results["encrypted_media"]
-    rc = results["reconciliation"]
+    rc, cs = results["reconciliation"], results["consent"]
     rows = [
         ("ingest vs raw start_workflow", f"{i['webhook_per_s']}/s vs {i['raw_start_per_s']}/s", i["ratio"], ">= 0.8"),
         ("ingest p50 / p99 at 100 req/s", f"{i['p50_ms_at_100rps']} / {i['p99_ms_at_100rps']} ms"
@@ -31,6 +31,10 @@ def print_tables(results: dict) -> None:
         ("reconcile 1M-message day vs count(*)", f"{rc['reconcile_s']} s vs {rc['plain_count_s']} s", rc["ratio"],
          "(report)"),
         ("  worker peak RSS growth", f"{rc['worker_rss_growth_mib']} MiB", "", "(report)"),
+        ("consent report 1M sends vs count(*)", f"{cs['report_s']} s vs {cs['plain_count_s']} s", cs["report_ratio"],
+         "(report)"),
+        ("send-time consent vs PK read p50", f"{cs['state_at_p50_ms']} vs {cs['pk_read_p50_ms']} ms",
+         cs["state_at_ratio_p50"], "(report)"),
     ]
     print(f"\n{'measure':<34} {'measured':<28} {'ratio':<8} target")
     for row in rows:
