@@ -127,6 +127,6 @@ def same_record(stored: Mapping[str, Any], ev: ConsentEvidence) -> bool:
     """Whether an entry already stored under the idempotency key is the one this request asks for
     (a retry), rather than a different record sent under a reused key. The time is compared only
     when the request named it: a retry without `at` defaults to a later now."""
-    return (stored["phone"] == ev.phone and stored["state"] == ev.state and stored["category"] == ev.category
+    return bool(stored["phone"] == ev.phone and stored["state"] == ev.state and stored["category"] == ev.category
             and stored["business_phone_number_id"] == ev.business_phone_number_id
             and stored["evidence"] == ev.evidence and stored["detail"] == ev.detail)
