@@ -23,7 +23,8 @@ async def cmd_consent(settings: Settings, args: argparse.Namespace) -> int:
 async def _record(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.contacts.consent import record_entry
     from wa_archive.contacts.manual import manual_evidence
-    from wa_archive.contacts.views import consent_entry
+    from wa_archive.contacts.views import entry_dict
+    from wa_archive.db.queries import consent_entry
     from wa_archive.errors import ConsentRefused
 
     given = {"phone": args.phone, "state": args.state, "source": args.source, "evidence": args.evidence,
@@ -39,7 +40,7 @@ async def _record(settings: Settings, args: argparse.Namespace) -> int:
     try:
         async with pool.acquire() as conn, conn.transaction():
             entry_id, _ = await record_entry(conn, ev)
-        entry = await consent_entry(pool, entry_id)
+        entry = entry_dict(await consent_entry(pool, entry_id))
     finally:
         await pool.close()
     if args.json:

@@ -404,3 +404,11 @@ async def list_failures(pool: asyncpg.Pool, limit: int = 1000) -> list[dict[str,
          "created_at": r["created_at"].isoformat(), "attempts": r["attempts"]}
         for r in rows
     ]
+
+
+# Consent entries ---------------------------------------------------------------------------------
+
+
+async def consent_entry(db: Executor, entry_id: int) -> asyncpg.Record | None:
+    """One consent log entry by id (as `POST /api/v1/consent` and `consent record` answer with it)."""
+    return await db.fetchrow("SELECT * FROM consent_entries WHERE id = $1", entry_id)
