@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     reconcile_grace: float = Field(default=3600.0, ge=0)
     reconcile_meta_tolerance: int = Field(default=2, ge=0)
     reconcile_meta_tolerance_percent: float = Field(default=1.0, ge=0, le=100)
+    # Consent (wa_archive/contacts/): whether a marketing template sent with no consent on record is a
+    # finding too, not only one sent after an opt-out (`consent report`, GET /api/v1/consent/report).
+    consent_required: bool = False
     # Capture health (wa_archive/health/capture.py). Off while the limit is unset: a threshold that fits
     # one number's traffic would cry wolf on a quieter one, so only the operator can choose it.
     silence_alert_minutes: float | None = Field(default=None, gt=0)

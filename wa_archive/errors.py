@@ -86,6 +86,14 @@ class FilterError(InputRefused):
         self.name = name
 
 
+class ConsentRefused(InputRefused):
+    """A consent record given by hand (API or CLI) is not acceptable; `field` says which part."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
 class RangeNotSatisfiable(InputRefused):
     """The Range cannot be served: unsupported syntax, or no byte of it lies within the object."""
 

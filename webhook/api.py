@@ -26,7 +26,7 @@ log = structlog.get_logger("wa_archive.api")
 READERS = ("auditor",)
 
 
-async def _log_access(request: web.Request, action: str, target: dict[str, Any]) -> None:
+async def log_access(request: web.Request, action: str, target: dict[str, Any]) -> None:
     caller = request[CALLER]
     await access_log.record_access(pool_of(request), actor=caller.name, role=caller.role, action=action,
                                 target=target, remote_addr=request.remote)
@@ -39,7 +39,7 @@ async def list_messages(request: web.Request) -> web.Response:
         filters = parse_filters(request.query)
     except FilterError as exc:
         return json_error(400, f"bad filter {exc}", filter=exc.name)
-    await _log_access(request, "search", dict(request.query))
+    await log_access(request, "search", dict(request.query))
     rows, cursor = await search(pool_of(request), filters)
     items = await queries.with_media(pool_of(request), rows)
     return web.json_response({"items": items, "next_cursor": cursor})
@@ -49,7 +49,7 @@ async def list_messages(request: web.Request) -> web.Response:
 async def get_message(request: web.Request) -> web.Response:
     """GET /api/v1/messages/{message_id}: everything `show --json` prints."""
     message_id = request.match_info["message_id"]
-    await _log_access(request, "view", {"message_id": message_id})
+    await log_access(request, "view", {"message_id": message_id})
     message = await queries.get_message(pool_of(request), message_id)
     if message is None:
         return json_error(404, f"no archived message with id {message_id!r}")
@@ -68,7 +68,7 @@ async def conversation(request: web.Request) -> web.Response:
     except FilterError as exc:
         return json_error(400, f"bad filter {exc}", filter=exc.name)
     filters.phone = phone
-    await _log_access(request, "conversation", {"phone": phone, **request.query})
+    await log_access(request, "conversation", {"phone": phone, **request.query})
     rows, cursor = await search(pool_of(request), filters, ascending=True)
     items = await queries.with_media(pool_of(request), rows)
     return web.json_response({"phone": phone, "items": items, "next_cursor": cursor})
@@ -80,9 +80,9 @@ async def download_media(request: web.Request) -> web.StreamResponse:
     media_ref = request.match_info["media_id"]
     row = await queries.find_archived_media(pool_of(request), media_ref)
     if row is None:
-        await _log_access(request, "media", {"media": media_ref, "found": False})
+        await log_access(request, "media", {"media": media_ref, "found": False})
         return json_error(404, f"no archived media with id {media_ref!r}")
-    await _log_access(request, "media", {"media": str(row["archive_id"]), "message_id": row["message_id"],
+    await log_access(request, "media", {"media": str(row["archive_id"]), "message_id": row["message_id"],
                                          "sha256": row["sha256"],
                                          "range": as_storable(request.headers.get("Range", "")) or None})
     store = deps_of(request).store
@@ -104,7 +104,7 @@ async def reconciliation_report(request: web.Request) -> web.Response:
         day = parse_day(raw) if raw is not None else None
     except ValueError as exc:
         return json_error(400, str(exc))
-    await _log_access(request, "reconciliation", {"date": day.isoformat() if day else None})
+    await log_access(request, "reconciliation", {"date": day.isoformat() if day else None})
     rows = await reports.reports(pool_of(request), day)
     if day is None:
         return web.json_response({"items": [

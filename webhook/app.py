@@ -73,6 +73,9 @@ def create_app(deps: WebhookDeps) -> web.Application:
     ui.add_routes(app)
     ui_reconciliation.add_routes(app)
     codec.add_routes(app)
+    from webhook import consent_api
+
+    consent_api.add_routes(app)
     if deps.graph is None:
         app.cleanup_ctx.append(_graph_client)
     return app

@@ -12,6 +12,8 @@ from typing import Any
 
 from wa_archive.cli.capture_health import COMMANDS as CAPTURE_HEALTH_COMMANDS
 from wa_archive.cli.capture_health import add_parsers as add_capture_health_parsers
+from wa_archive.cli.consent import COMMANDS as CONSENT_COMMANDS
+from wa_archive.cli.consent import add_parsers as add_consent_parsers
 from wa_archive.cli.export import cmd_export, cmd_verify_export
 from wa_archive.cli.integrity import (
     cmd_ledger,
@@ -122,10 +124,10 @@ async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     try:
         await log_cli_access(pool, "search", {k: str(v) for k, v in vars(args).items()
                                                if k in ("phone", "since", "until", "template", "direction",
-                                                        "limit") and v is not None})
+                                                        "limit", "consent") and v is not None})
         found = await search_messages(pool, phone=phone, since=args.since, until=args.until,
                                       limit=args.limit, template=args.template,
-                                      direction=args.direction)
+                                      direction=args.direction, consent=args.consent)
     finally:
         await pool.close()
     if args.json:
@@ -302,6 +304,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = 
     **RETENTION_COMMANDS,
     **RECONCILIATION_COMMANDS,
     **CAPTURE_HEALTH_COMMANDS,
+    **CONSENT_COMMANDS,
 }
 
 
@@ -327,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--limit", type=int, default=100)
     search.add_argument("--template", help="template name (outbound template messages)")
     search.add_argument("--direction", choices=("in", "out"))
+    search.add_argument("--consent", choices=("opted_in", "opted_out", "unknown"),
+                        help="outbound messages by the recipient's consent when they were sent")
     search.add_argument("--json", action="store_true")
     failures = sub.add_parser("failures", help="critical archive failures with their attempts")
     failures.add_argument("--json", action="store_true")
@@ -384,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_retention_parsers(sub)
     add_reconciliation_parsers(sub)
     add_capture_health_parsers(sub)
+    add_consent_parsers(sub)
     return parser
 
 

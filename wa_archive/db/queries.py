@@ -275,7 +275,17 @@ async def get_message(pool: asyncpg.Pool, message_id: str) -> dict[str, Any] | N
             "definition": snap["definition"] if snap else None,
             "fetched_at": snap["fetched_at"].isoformat() if snap else None,
         }
+        out["consent"] = await _send_time_consent(pool, message_id)
     return out
+
+
+async def _send_time_consent(pool: asyncpg.Pool, message_id: str) -> dict[str, Any]:
+    """The recipient's consent when this outbound message was sent, as judged then. A message archived
+    before consent was judged has none on record: nothing proves consent for it, so it is `unknown`."""
+    from wa_archive.contacts.views import message_consent
+
+    judged = (await message_consent(pool, [message_id])).get(message_id)
+    return judged or {"state": "unknown", "entry_id": None, "at": None}
 
 
 async def with_media(pool: asyncpg.Pool, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
@@ -312,13 +322,14 @@ async def find_archived_media(pool: asyncpg.Pool, media_ref: str) -> asyncpg.Rec
 
 async def search_messages(
     pool: asyncpg.Pool, *, phone: str | None, since: datetime | None, until: datetime | None,
-    limit: int, template: str | None = None, direction: str | None = None,
+    limit: int, template: str | None = None, direction: str | None = None, consent: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Messages newest first, filtered by contact phone, message time, template and direction."""
+    """Messages newest first, filtered by contact phone, message time, template, direction and the
+    send-time consent of outbound messages."""
     from wa_archive.discovery.search import Filters, search
 
     rows, _ = await search(pool, Filters(phone=phone, since=since, until=until, limit=limit,
-                                         template=template, direction=direction))
+                                         template=template, direction=direction, consent=consent))
     return await with_media(pool, rows)
 
 
@@ -393,3 +404,11 @@ async def list_failures(pool: asyncpg.Pool, limit: int = 1000) -> list[dict[str,
          "created_at": r["created_at"].isoformat(), "attempts": r["attempts"]}
         for r in rows
     ]
+
+
+# Consent entries ---------------------------------------------------------------------------------
+
+
+async def consent_entry(db: Executor, entry_id: int) -> asyncpg.Record | None:
+    """One consent log entry by id (as `POST /api/v1/consent` and `consent record` answer with it)."""
+    return await db.fetchrow("SELECT * FROM consent_entries WHERE id = $1", entry_id)

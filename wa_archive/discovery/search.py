@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timezone
 from typing import Any
 
@@ -20,7 +20,10 @@ from wa_archive.errors import FilterError
 from wa_archive.json_input import storable_text
 
 MAX_LIMIT = 500
-FILTERS = ("phone", "since", "until", "direction", "type", "template", "has_media", "q", "limit", "cursor")
+FILTERS = ("phone", "since", "until", "direction", "type", "template", "has_media", "q", "limit", "cursor",
+           "consent")
+# The recipient's consent when an outbound message was sent (message_consent); inbound messages have none.
+CONSENT_STATES = ("opted_in", "opted_out", "unknown")
 
 
 class Filters(BaseModel):
@@ -32,6 +35,7 @@ class Filters(BaseModel):
     template: str | None = None
     has_media: bool | None = None
     q: str | None = None
+    consent: str | None = None
     limit: int = 50
     cursor: tuple[datetime, str] | None = None
 
@@ -120,6 +124,10 @@ def parse_filters(query: Mapping[str, str], *, allowed: tuple[str, ...] = FILTER
         if query["has_media"] not in ("true", "false"):
             raise FilterError("has_media", "must be 'true' or 'false'")
         f.has_media = query["has_media"] == "true"
+    if "consent" in query:
+        if query["consent"] not in CONSENT_STATES:
+            raise FilterError("consent", f"must be one of {', '.join(CONSENT_STATES)}")
+        f.consent = query["consent"]
     if "limit" in query:
         try:
             f.limit = int(query["limit"])
@@ -156,6 +164,8 @@ def build_query(f: Filters, *, ascending: bool = False) -> tuple[str, list[Any]]
     if f.has_media is not None:
         exists = "EXISTS (SELECT 1 FROM media WHERE media.message_id = messages.id)"
         where.append(exists if f.has_media else f"NOT {exists}")
+    if f.consent:
+        where.append(consent_condition(f.consent, arg))
     if f.q:
         where.append(f"search_tsv @@ websearch_to_tsquery('simple', {arg(f.q)})")
     if f.cursor:
@@ -165,6 +175,16 @@ def build_query(f: Filters, *, ascending: bool = False) -> tuple[str, list[Any]]
     sql = (f"SELECT * FROM messages {'WHERE ' + ' AND '.join(where) if where else ''}"
            f" ORDER BY ts {order}, id {order} LIMIT {arg(f.limit + 1)}")
     return sql, args
+
+
+def consent_condition(state: str, arg: Callable[[Any], str]) -> str:
+    """Outbound messages whose send-time consent is `state`. An outbound message archived before
+    consent was judged has no message_consent row: nothing proves consent for it, so it is `unknown`."""
+    judged = f"EXISTS (SELECT 1 FROM message_consent mc WHERE mc.message_id = messages.id AND mc.state = {arg(state)})"
+    if state == "unknown":
+        never_judged = "NOT EXISTS (SELECT 1 FROM message_consent mc WHERE mc.message_id = messages.id)"
+        return f"direction = 'out' AND ({judged} OR {never_judged})"
+    return f"direction = 'out' AND {judged}"
 
 
 async def search(pool: asyncpg.Pool, f: Filters, *, ascending: bool = False) -> tuple[list[asyncpg.Record], str | None]:
