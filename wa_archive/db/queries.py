@@ -393,3 +393,12 @@ async def list_failures(pool: asyncpg.Pool, limit: int = 1000) -> list[dict[str,
          "created_at": r["created_at"].isoformat(), "attempts": r["attempts"]}
         for r in rows
     ]
+
+
+# Consent entries in export bundles -----------------------------------------------------------------
+
+
+async def consent_entries_by_id(db: Executor, entry_ids: list[int]) -> list[asyncpg.Record]:
+    """Whole consent entries (dedupe key included: the ledger digest covers it), in log order."""
+    return list(await db.fetch("SELECT * FROM consent_entries WHERE id = ANY($1::bigint[]) ORDER BY at, id",
+                               entry_ids)) if entry_ids else []

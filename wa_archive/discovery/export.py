@@ -258,14 +258,15 @@ async def _write_contacts(zf: zipfile.ZipFile, pool: asyncpg.Pool, query: Export
         doc = await contact_views.contact_document(pool, phone, since=query.since, until=query.until)
         if doc is None:
             continue  # messages written before contacts were kept: no profile to carry
-        log = doc.pop("consent_log")
+        period_ids = [int(e["entry_id"]) for e in doc.pop("consent_log")]
         doc.pop("consent", None)  # the state now is not the period's; the log and each send's state are
-        in_log = {int(e["entry_id"]) for e in log}
-        wanted = phones[phone] - in_log
-        earlier = []
-        if wanted:  # the whole log of the number, read only when a send was decided outside the period
-            whole = await contact_views.contact_document(pool, phone)
-            earlier = [e for e in (whole or {}).get("consent_log", []) if int(e["entry_id"]) in wanted]
+        # The entries whole (the ledger digest covers the dedupe key too), read by id: an entry that decided
+        # a send may predate the period, or be a previous holder's of the number.
+        rows = await queries.consent_entries_by_id(pool, sorted(set(period_ids) | phones[phone]))
+        whole = {r["id"]: {**contact_views.entry_dict(r), "dedupe_key": r["dedupe_key"]} for r in rows}
+        log = [whole[i] for i in period_ids]
+        earlier = [e for i, e in whole.items() if i not in log_ids] if (log_ids := set(period_ids)) else \
+            list(whole.values())
         names[phone] = doc["names"]
         path = f"contacts/{safe_id(phone)}.json"
         body = {"phone": phone, "period": {"since": _iso(query.since), "until": _iso(query.until)},
