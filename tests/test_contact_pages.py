@@ -80,7 +80,7 @@ async def test_the_contact_page_shows_names_and_consent_over_time_with_hostile_v
     assert html.index("Priya Raman") < html.index(f"Mallory {escape(HOSTILE)}")
     for mid in (first, renamed, sent):
         assert f'href="/ui/messages/{quote(mid, safe="")}"' in html
-    assert f">{PHONE}<" in html  # the phone identifier
+    assert f"<td>phone</td><td class=\"hash\">{PHONE} <span class=\"tag out\">current</span>" in html
 
     # The consent timeline: each entry by id, with its source, evidence and recorder.
     for entry_id in (opted_in, scripted, hostile):

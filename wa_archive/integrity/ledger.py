@@ -310,8 +310,11 @@ async def _receipt_of(pool: asyncpg.Pool, kind: str, record_id: str, digest: str
     }
 
 
+Receipts = dict[str, dict[str, Any]]  # record id -> its receipt document
+
+
 async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str], others: dict[str, dict[str, str]] | None = None
-                        ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, dict[str, Any]]]]:
+                        ) -> tuple[list[dict[str, Any]], Receipts, dict[str, Receipts]]:
     """Every checkpoint (each with a consistency proof from the one before), a receipt per exported
     message (id -> the digest of the state exported), and one per other exported record (`others`: kind
     -> record id -> its digest, e.g. reconciliation reports and consent entries; answered by kind), each
