@@ -15,6 +15,10 @@ from wa_archive.errors import FilterError
 from webhook.deps import deps_of
 from webhook.ui import READERS, _guard, _log, _notice, _page
 
+# Messages listed on the page (per name, and in the messages table): the conversation page pages through
+# the rest, and a period narrows the profile.
+LISTED = 500
+
 
 async def contact_page(request: web.Request) -> web.Response:
     session = await _guard(request, READERS)
@@ -32,7 +36,8 @@ async def contact_page(request: web.Request) -> web.Response:
     doc = await views.contact_document(deps_of(request).pool, phone, since=filters.since, until=filters.until)
     if doc is None:
         return _notice(session, "Contact", f"No contact has been seen with the number {phone}.", 404)
-    return _page(session, "contact.html", title=f"Contact {phone}", doc=doc, values=values)
+    return _page(session, "contact.html", title=f"Contact {phone}", doc=doc, values=values,
+                 listed=LISTED)
 
 
 def add_routes(app: web.Application) -> None:

@@ -167,7 +167,7 @@ def _messages_against_receipts(zf: zipfile.ZipFile, listed: dict[str, dict[str, 
                 problems.append(f"messages.jsonl: line {number} is not a complete message record ({exc!r})")
                 continue
             count += 1
-            if "consent" in item:
+            if item.get("consent") is not None:  # outbound items only; an inbound one may say null
                 judged[message_id] = item["consent"]
             for m in media:
                 path_in = m.get("export_path")
