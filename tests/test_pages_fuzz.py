@@ -43,7 +43,9 @@ async def test_pages_never_crash(stack_factory):
                     URL(f"{stack.url}/ui/conversations/{PHONE}?{raw}", encoded=True),
                     URL(f"{stack.url}/ui/media/{segment}", encoded=True),
                     URL(f"{stack.url}/ui/reconciliation/{segment}", encoded=True).with_query(query),
-                    URL(f"{stack.url}/ui/reconciliation?{raw}", encoded=True)):
+                    URL(f"{stack.url}/ui/reconciliation?{raw}", encoded=True),
+                    URL(f"{stack.url}/ui/contacts/{segment}", encoded=True).with_query(query),
+                    URL(f"{stack.url}/ui/contacts/{PHONE}?{raw}", encoded=True)):
             status, got, _ = await request(stack, "GET", url, headers=headers, json_errors=False, where=str(url))
             if 300 <= status < 400:
                 assert got["Location"].startswith("/ui/")

@@ -62,7 +62,7 @@ def create_app(deps: WebhookDeps) -> web.Application:
     app = web.Application(client_max_size=deps.settings.max_body_bytes + 1024, middlewares=[refuse_unstorable_urls])
     app[DEPS] = deps
     edge.install(app, deps.settings.trusted_proxy_networks)
-    from webhook import api, codec, meta, outbound, ui, ui_reconciliation, wasender
+    from webhook import api, codec, meta, outbound, ui, ui_contacts, ui_reconciliation, wasender
 
     meta.add_routes(app)
     app.router.add_get("/healthz", healthz)
@@ -72,6 +72,7 @@ def create_app(deps: WebhookDeps) -> web.Application:
     api.add_routes(app)
     ui.add_routes(app)
     ui_reconciliation.add_routes(app)
+    ui_contacts.add_routes(app)
     codec.add_routes(app)
     from webhook import consent_api
 

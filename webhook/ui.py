@@ -15,6 +15,7 @@ from aiohttp import web
 from wa_archive.access import access_log
 from wa_archive.access.sessions import Session, close_session, load_session, open_session
 from wa_archive.archive.keys import normalize_phone
+from wa_archive.contacts import views
 from wa_archive.db import queries
 from wa_archive.discovery import export_jobs
 from wa_archive.discovery.search import parse_filters, search
@@ -158,7 +159,10 @@ async def message_page(request: web.Request) -> web.Response:
     m = await queries.get_message(deps_of(request).pool, message_id)
     if m is None:
         return _notice(session, "Not found", f"No archived message {message_id}.", 404)
-    return _page(session, "message.html", title="Message", m=m)
+    # The recipient's consent as judged when it was sent (never recomputed here).
+    consent = (await views.message_consent(deps_of(request).pool, [message_id])).get(message_id) \
+        if m["direction"] == "out" else None
+    return _page(session, "message.html", title="Message", m=m, consent=consent)
 
 
 async def conversation_page(request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ templates escape by default and the page's CSP lets only this response's inline 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from typing import Any
 from urllib.parse import quote
@@ -43,9 +44,24 @@ def preview_kind(media: dict[str, Any]) -> str:
     return "download"
 
 
+# Evidence that is a web address: http(s), a host (no user@ part), and nothing a browser would read as the
+# end of the URL or the start of markup (whitespace, quotes, angle brackets, backslashes, controls).
+_WEB_ADDRESS = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?"
+                          r"(?:[/?#][\x21\x23-\x26\x28-\x3b\x3d\x3f-\x5b\x5d-\x7e]*)?", re.IGNORECASE)
+
+
+def evidence_href(evidence: Any) -> str | None:
+    """Consent evidence as a link target when the whole of it is an http(s) address; None (shown only as
+    text) for anything else, so a `javascript:` or `data:` evidence can never become a live link."""
+    if isinstance(evidence, str) and _WEB_ADDRESS.fullmatch(evidence):
+        return evidence
+    return None
+
+
 _ENV.filters["path_segment"] = _path_segment
 _ENV.filters["pretty_json"] = _pretty_json
 _ENV.globals["preview_kind"] = preview_kind
+_ENV.globals["evidence_href"] = evidence_href
 
 
 def render(template: str, status: int = 200, **context: Any) -> web.Response:

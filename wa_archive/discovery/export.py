@@ -8,11 +8,15 @@ offline with `wa-archive verify-receipt`); transcripts/<contact>.html
 Format: an EML whose attachment rsmf.zip holds rsmf_manifest.json with participants, conversations
 and events); reconciliation/<day>/v<n>.json (every version of the daily reconciliation report of
 each UTC day the period touches, the exact bytes its ledger leaf hashes, each with a receipt);
+contacts/<phone>.json (each exported phone's contact profile and consent log for the period, plus any
+earlier entry that decided an exported send's consent, each entry with a receipt);
 manifest.json (every file with its SHA-256 and size, the query, who exported and when, the reports);
 manifest.sig (the ledger key's Ed25519 signature over the exact bytes of manifest.json).
 
 messages.jsonl carries every field of a message's ledger record digest, so `wa-archive verify-export`
 recomputes each digest from the bundle alone and follows it through the receipt to a signed checkpoint.
+An outbound message's item also carries `consent` (state, entry_id, at: the recipient's consent as judged
+when it was sent), beside the digested fields; the entry it names is in the bundle with its own receipt.
 
 Everything streams: messages are read page by page, media chunk by chunk, so memory stays flat
 whatever the size of the export.
@@ -40,9 +44,10 @@ from pydantic import BaseModel
 
 from wa_archive.archive.keys import extension_for, safe_id
 from wa_archive.archive.media_types import is_inline, normalize_mime
+from wa_archive.contacts import views as contact_views
 from wa_archive.db import queries
 from wa_archive.db import reconciliation as reconciliation_db
-from wa_archive.discovery.export_verify import MANIFEST_SIGNATURE
+from wa_archive.discovery.export_verify import MANIFEST_SIGNATURE, consent_entry_digest
 from wa_archive.discovery.export_verify import (
     verify_bundle as verify_bundle,  # verification lives apart; importable here too
 )
@@ -116,6 +121,7 @@ async def write_bundle(
     files: list[dict[str, Any]] = []
     templates: set[str] = set()
     conversations: dict[str, Path] = {}  # contact -> temp file of its events (JSON lines)
+    phones: dict[str, set[int]] = {}  # each exported phone -> the consent entries its sends were judged by
     workdir = Path(tempfile.mkdtemp(prefix="wa-export-"))
     done = media_count = 0
     try:
@@ -137,12 +143,21 @@ async def write_bundle(
                     page = await queries.with_media(pool, rows)
                     statuses = await _statuses(pool, [r["id"] for r in rows])
                     positions = await _media_positions(pool, [r["id"] for r in rows])
+                    consents = await contact_views.message_consent(
+                        pool, [r["id"] for r in rows if r["direction"] == "out"])
                     for row, item in zip(rows, page, strict=True):
                         for media in item["media"]:  # the ledger digest orders media by position
                             media["position"] = positions[media["archive_id"]]
                         item["payload"] = row["payload"]
                         item["statuses"] = statuses.get(row["id"], [])
                         item["template_sha256"] = row["template_sha256"]
+                        judged = consents.get(row["id"])
+                        if judged is not None:  # beside the digested fields: export_item_digest ignores it
+                            item["consent"] = {k: judged[k] for k in ("state", "entry_id", "at")}
+                        if item["contact"]["phone"]:
+                            decided_by = phones.setdefault(item["contact"]["phone"], set())
+                            if judged is not None and judged["entry_id"] is not None:
+                                decided_by.add(int(judged["entry_id"]))
                         for media in item["media"]:
                             if media["status"] == "archived":
                                 media["export_path"] = await _copy_media(zf, store, media, files)
@@ -173,17 +188,18 @@ async def write_bundle(
                 writer = _HashingWriter(zf, f"templates/{sha}.json", files)
                 writer.write(snap["canonical"].encode())
                 writer.close()
+            contact_entries, names = await _write_contacts(zf, pool, query, phones, files)
             for contact, path in conversations.items():
                 _write_transcript(zf, contact, path, files)
-                _write_rsmf(zf, contact, path, workdir, files)
+                _write_rsmf(zf, contact, path, workdir, files, names.get(contact, []))
             reports = await reconciliation_db.reports_for_days(pool, *report_days(query))
             report_entries = _write_reports(zf, reports, files)
-            await _write_proofs(zf, pool, store, signer, jsonl_path, files, report_entries)
+            await _write_proofs(zf, pool, store, signer, jsonl_path, files, report_entries, contact_entries)
             manifest = {
                 "format": "wa-archive-export", "version": FORMAT_VERSION,
                 "exported_at": datetime.now(timezone.utc).isoformat(), "exported_by": exported_by,
                 "query": json.loads(query.model_dump_json()), "messages": done, "media": media_count,
-                "reconciliation": report_entries, "files": files,
+                "reconciliation": report_entries, "contacts": contact_entries, "files": files,
             }
             raw = json.dumps(manifest, indent=2, ensure_ascii=False).encode()
             zf.writestr("manifest.json", raw)
@@ -230,10 +246,49 @@ def _write_reports(zf: zipfile.ZipFile, reports: list[asyncpg.Record],
     return entries
 
 
+async def _write_contacts(zf: zipfile.ZipFile, pool: asyncpg.Pool, query: ExportQuery, phones: dict[str, set[int]],
+                          files: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """contacts/<phone>.json for each exported phone: its profile restricted to the period, its consent
+    log for the period, and the entries outside the period that decided an exported send's consent (the
+    evidence a send was allowed often predates the period). The entries the manifest lists them by, and
+    each phone's profile names of the period (for the RSMF participants)."""
+    entries = []
+    names: dict[str, list[dict[str, Any]]] = {}
+    for phone in sorted(phones):
+        doc = await contact_views.contact_document(pool, phone, since=query.since, until=query.until)
+        if doc is None:
+            continue  # messages written before contacts were kept: no profile to carry
+        period_ids = [int(e["entry_id"]) for e in doc.pop("consent_log")]
+        doc.pop("consent", None)  # the state now is not the period's; the log and each send's state are
+        # The entries whole (the ledger digest covers the dedupe key too), read by id: an entry that decided
+        # a send may predate the period, or be a previous holder's of the number.
+        rows = await queries.consent_entries_by_id(pool, sorted(set(period_ids) | phones[phone]))
+        whole = {r["id"]: {**contact_views.entry_dict(r), "dedupe_key": r["dedupe_key"]} for r in rows}
+        log = [whole[i] for i in period_ids]
+        earlier = [e for i, e in whole.items() if i not in log_ids] if (log_ids := set(period_ids)) else \
+            list(whole.values())
+        names[phone] = doc["names"]
+        path = f"contacts/{safe_id(phone)}.json"
+        body = {"phone": phone, "period": {"since": _iso(query.since), "until": _iso(query.until)},
+                "profile": doc, "consent_log": log, "send_time_entries": earlier}
+        writer = _HashingWriter(zf, path, files)
+        writer.write(json.dumps(body, indent=2, ensure_ascii=False).encode())
+        writer.close()
+        entries.append({"phone": phone, "path": path, "consent_entries": [
+            {"entry_id": str(e["entry_id"]), "digest": consent_entry_digest(e),
+             "receipt": f"ledger/receipts/consent/{e['entry_id']}.json"} for e in log + earlier]})
+    return entries, names
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
 async def _write_proofs(zf: zipfile.ZipFile, pool: asyncpg.Pool, store: ObjectStore, signer: Signer,
-                        jsonl_path: Path, files: list[dict[str, Any]], report_entries: list[dict[str, Any]]) -> None:
-    """The ledger's signed checkpoints with consistency proofs, and a receipt for each exported message
-    and reconciliation report."""
+                        jsonl_path: Path, files: list[dict[str, Any]], report_entries: list[dict[str, Any]],
+                        contact_entries: list[dict[str, Any]]) -> None:
+    """The ledger's signed checkpoints with consistency proofs, and a receipt for each exported message,
+    reconciliation report and consent entry."""
     from wa_archive.errors import StorageConflict
     from wa_archive.integrity import ledger
 
@@ -243,8 +298,11 @@ async def _write_proofs(zf: zipfile.ZipFile, pool: asyncpg.Pool, store: ObjectSt
         await ledger.write_checkpoint(pool, store, signer)
     except StorageConflict:
         pass  # another writer signed this same tree size a moment earlier: its checkpoint serves
-    checkpoints, receipts, report_receipts = await ledger.bundle_proofs(
-        pool, digests, {e["id"]: e["sha256"] for e in report_entries})
+    consent = {e["entry_id"]: e for c in contact_entries for e in c["consent_entries"]}
+    checkpoints, receipts, others = await ledger.bundle_proofs(pool, digests, {
+        "reconciliation": {e["id"]: e["sha256"] for e in report_entries},
+        "consent": {entry_id: e["digest"] for entry_id, e in consent.items()}})
+    report_receipts, consent_receipts = others.get("reconciliation", {}), others.get("consent", {})
     for cp in checkpoints:
         writer = _HashingWriter(zf, f"ledger/checkpoints/{cp['tree_size']:012d}.json", files)
         writer.write(json.dumps({"body": cp["body"], "signature": cp["signature"]}).encode())
@@ -264,6 +322,11 @@ async def _write_proofs(zf: zipfile.ZipFile, pool: asyncpg.Pool, store: ObjectSt
         if entry["id"] in report_receipts:
             writer = _HashingWriter(zf, entry["receipt"], files)
             writer.write(json.dumps(report_receipts[entry["id"]], indent=2).encode())
+            writer.close()
+    for entry_id, entry in consent.items():  # an entry id is digits: it names one file in its own folder
+        if entry_id in consent_receipts:
+            writer = _HashingWriter(zf, entry["receipt"], files)
+            writer.write(json.dumps(consent_receipts[entry_id], indent=2).encode())
             writer.close()
 
 
@@ -382,10 +445,24 @@ def _header(name: str, value: str) -> str:
     return f"{name}: {Header(text, 'utf-8', header_name=name).encode(linesep=chr(13) + chr(10))}"
 
 
-def _write_rsmf(zf: zipfile.ZipFile, contact: str, path: Path, workdir: Path, files: list[dict[str, Any]]) -> None:
+def rsmf_contact(contact: str, names: list[dict[str, Any]]) -> dict[str, Any]:
+    """The contact as an RSMF participant: displayed by the profile name last seen in the period (the
+    number when none was seen), every other name of the period kept as a custom field, oldest first."""
+    participant: dict[str, Any] = {"id": "contact", "display": contact, "account_id": contact}
+    if names:
+        latest = max(names, key=lambda n: (n["last_seen"], n["first_seen"]))
+        participant["display"] = latest["name"]
+        participant["custom"] = [{"name": "whatsapp_profile_name", "value": n["name"]}
+                                 for n in sorted(names, key=lambda n: (n["first_seen"], n["last_seen"]))
+                                 if n is not latest]
+    return participant
+
+
+def _write_rsmf(zf: zipfile.ZipFile, contact: str, path: Path, workdir: Path, files: list[dict[str, Any]],
+                names: list[dict[str, Any]]) -> None:
     """RSMF 2.0: an EML (RFC 5322 + MIME) whose attachment rsmf.zip holds rsmf_manifest.json."""
     participants = {"business": {"id": "business", "display": "Business"},
-                    "contact": {"id": "contact", "display": contact, "account_id": contact}}
+                    "contact": rsmf_contact(contact, names)}
     events, first, last = [], None, None
     for item in _events(path):
         first = first or item["timestamp"]

@@ -6,7 +6,9 @@ recorded SHA-256; every message's record digest, recomputed from messages.jsonl,
 receipt; every receipt's inclusion proof against a checkpoint of the bundle; every checkpoint's
 signature against the trusted key, and each checkpoint extending the one before; every reconciliation
 report the manifest lists, its exact bytes against its receipt (a leaf of kind `reconciliation`), of a
-day inside the exported period.
+day inside the exported period; every consent entry of every contacts/<phone>.json the manifest lists,
+its digest recomputed from the file against its receipt (a leaf of kind `consent`), and each outbound
+message's send-time `consent` naming an entry the bundle carries, in the state that entry records.
 """
 
 from __future__ import annotations
@@ -44,8 +46,12 @@ def verify_bundle(path: str | os.PathLike[str], public_key: bytes) -> list[str]:
         problems += _files_against_manifest(zf, listed)
         checkpoints, found = _checkpoints(zf, listed, public_key)
         problems += found
-        problems += _messages_against_receipts(zf, listed, checkpoints, public_key, manifest.get("messages"))
+        found, judged = _messages_against_receipts(zf, listed, checkpoints, public_key, manifest.get("messages"))
+        problems += found
         problems += _reports_against_receipts(zf, listed, checkpoints, public_key, manifest)
+        found, entries = _consent_against_receipts(zf, listed, checkpoints, public_key, manifest)
+        problems += found
+        problems += _send_time_consent(judged, entries)
     return problems
 
 
@@ -142,10 +148,12 @@ def _checkpoints(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]],
 
 def _messages_against_receipts(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]],
                                checkpoints: dict[str, dict[str, Any]], public_key: bytes,
-                               expected_count: object) -> list[str]:
-    """Each message's digest, recomputed from messages.jsonl, proven by its receipt."""
+                               expected_count: object) -> tuple[list[str], dict[str, Any]]:
+    """Each message's digest, recomputed from messages.jsonl, proven by its receipt; and the send-time
+    `consent` each outbound item carries (message id -> it), checked against the consent entries later."""
+    judged: dict[str, Any] = {}
     if "messages.jsonl" not in listed or "messages.jsonl" not in zf.namelist():
-        return ["messages.jsonl: missing"]
+        return ["messages.jsonl: missing"], judged
     problems = []
     count = 0
     with zf.open("messages.jsonl") as fh:
@@ -159,6 +167,8 @@ def _messages_against_receipts(zf: zipfile.ZipFile, listed: dict[str, dict[str, 
                 problems.append(f"messages.jsonl: line {number} is not a complete message record ({exc!r})")
                 continue
             count += 1
+            if item.get("consent") is not None:  # outbound items only; an inbound one may say null
+                judged[message_id] = item["consent"]
             for m in media:
                 path_in = m.get("export_path")
                 if path_in and listed.get(path_in, {}).get("sha256") != m.get("sha256"):
@@ -170,7 +180,7 @@ def _messages_against_receipts(zf: zipfile.ZipFile, listed: dict[str, dict[str, 
                 digest, checkpoints, public_key)
     if count != expected_count:
         problems.append(f"messages.jsonl: {count} messages, but the signed manifest says {expected_count}")
-    return problems
+    return problems, judged
 
 
 def _receipt_problems(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]], name: str, kind: str, record_id: str,
@@ -259,3 +269,125 @@ def _period_days(query: object) -> tuple[str | None, str | None]:
     return day(query.get("since"), exclusive=False), day(query.get("until"), exclusive=True)
 
 
+
+
+# Contacts and consent ----------------------------------------------------------------------------
+
+
+def consent_entry_digest(entry: dict[str, Any]) -> str:
+    """The ledger record digest of a consent entry as a bundle's contacts/<phone>.json carries it (the
+    read model's entry with its dedupe key); raises KeyError, TypeError or ValueError when it is not one."""
+    entry_id = entry["entry_id"]
+    if not isinstance(entry_id, int) or isinstance(entry_id, bool):
+        raise TypeError(f"entry_id {entry_id!r} is not an integer")
+    row = {**{k: entry[k] for k in _ENTRY_FIELDS}, "id": entry_id,
+           "at": datetime.fromisoformat(entry["at"]), "recorded_at": datetime.fromisoformat(entry["recorded_at"])}
+    return ledger.consent_digest(row)
+
+
+_ENTRY_FIELDS = ("contact_id", "phone", "business_phone_number_id", "category", "state", "source", "recorded_by",
+                 "recorded_role", "evidence", "evidence_message_id", "evidence_delivery_sha256", "detail", "dedupe_key")
+
+
+def _consent_against_receipts(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]],
+                              checkpoints: dict[str, dict[str, Any]], public_key: bytes,
+                              manifest: dict[str, Any]) -> tuple[list[str], dict[int, dict[str, Any]]]:
+    """Each contacts file the signed manifest lists: every consent entry in it, its digest recomputed from
+    the file, proven by its receipt; the period's log holding only entries of the period. Returns the
+    problems and the entries that are proven (id -> entry)."""
+    contacts = manifest.get("contacts", [])
+    if not isinstance(contacts, list):
+        return ["manifest.json: its contacts list is not a list"], {}
+    problems: list[str] = []
+    proven: dict[int, dict[str, Any]] = {}
+    named = set()
+    since, until = _period_bounds(manifest.get("query"))
+    for contact in contacts:
+        try:
+            path = str(contact["path"])
+            listed_ids = {str(e["entry_id"]): str(e["receipt"]) for e in contact["consent_entries"]}
+        except (KeyError, TypeError) as exc:
+            problems.append(f"manifest.json: a contacts entry is incomplete ({exc!r})")
+            continue
+        named.add(path)
+        if path not in listed or path not in zf.namelist():
+            problems.append(f"{path}: the contact file is missing")
+            continue
+        try:
+            doc = _read_json(zf, path)
+            log, earlier = list(doc["consent_log"]), list(doc["send_time_entries"])
+        except (KeyError, ValueError, TypeError) as exc:
+            problems.append(f"{path}: not a contact file ({exc!r})")
+            continue
+        seen = set()
+        for in_period, entry in [(True, e) for e in log] + [(False, e) for e in earlier]:
+            try:
+                entry_id = str(entry["entry_id"])
+                digest = consent_entry_digest(entry)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                problems.append(f"{path}: a consent entry is not complete ({exc!r})")
+                continue
+            seen.add(entry_id)
+            subject = f"consent entry {entry_id} in {path}"
+            if entry_id not in listed_ids:
+                problems.append(f"{subject}: not listed in the manifest")
+                continue
+            if in_period and not _within(entry["at"], since, until):
+                problems.append(f"{subject}: at {entry['at']} is outside the exported period")
+            found = _receipt_problems(
+                zf, listed, listed_ids[entry_id], "consent", entry_id, subject,
+                "its data does not match the digest its receipt proves (the entry was edited)", digest,
+                checkpoints, public_key)
+            problems += found
+            if not found:
+                proven[int(entry_id)] = entry
+        for missing in sorted(set(listed_ids) - seen):
+            problems.append(f"consent entry {missing}: listed in the manifest for {path} but not in it")
+    for extra in sorted(n for n in listed if n.startswith("contacts/") and n not in named):
+        problems.append(f"{extra}: not listed among the manifest's contacts")
+    return problems, proven
+
+
+def _send_time_consent(judged: dict[str, Any], entries: dict[int, dict[str, Any]]) -> list[str]:
+    """Each outbound message's send-time consent names a proven entry of the bundle in the state it
+    records (or no entry for `unknown`)."""
+    problems = []
+    for message_id, consent in judged.items():
+        subject = f"message {message_id}: its send-time consent"
+        if not isinstance(consent, dict):
+            problems.append(f"{subject} is not an object")
+            continue
+        entry_id, state = consent.get("entry_id"), consent.get("state")
+        if entry_id is None:
+            if state != "unknown":
+                problems.append(f"{subject} is {state!r} without an entry that decided it")
+            continue
+        entry = entries.get(entry_id) if isinstance(entry_id, int) and not isinstance(entry_id, bool) else None
+        if entry is None:
+            problems.append(f"{subject} names consent entry {entry_id}, which no receipt in the bundle proves")
+        elif entry.get("state") != state:
+            problems.append(f"{subject} is {state!r}, but consent entry {entry_id} records {entry.get('state')!r}")
+    return problems
+
+
+def _period_bounds(query: object) -> tuple[datetime | None, datetime | None]:
+    """The manifest's query period as aware times (None: unbounded on that side)."""
+    def bound(value: object) -> datetime | None:
+        try:
+            when = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            return None
+        return when if when is None or when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+    if not isinstance(query, dict):
+        return None, None
+    return bound(query.get("since")), bound(query.get("until"))
+
+
+def _within(at: object, since: datetime | None, until: datetime | None) -> bool:
+    try:
+        when = datetime.fromisoformat(str(at))
+    except ValueError:
+        return False
+    when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return (since is None or when >= since) and (until is None or when < until)

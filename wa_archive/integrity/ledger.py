@@ -310,11 +310,15 @@ async def _receipt_of(pool: asyncpg.Pool, kind: str, record_id: str, digest: str
     }
 
 
-async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str], report_digests: dict[str, str] | None = None
-                        ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+Receipts = dict[str, dict[str, Any]]  # record id -> its receipt document
+
+
+async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str], others: dict[str, dict[str, str]] | None = None
+                        ) -> tuple[list[dict[str, Any]], Receipts, dict[str, Receipts]]:
     """Every checkpoint (each with a consistency proof from the one before), a receipt per exported
-    message (id -> the digest of the state exported), and one per exported reconciliation report (report
-    id -> its digest), each against the latest checkpoint, where it covers the leaf.
+    message (id -> the digest of the state exported), and one per other exported record (`others`: kind
+    -> record id -> its digest, e.g. reconciliation reports and consent entries; answered by kind), each
+    against the latest checkpoint, where it covers the leaf.
 
     The leaf hashes are read once; a record whose exported state has no covered leaf gets none.
     """
@@ -349,7 +353,7 @@ async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str], report_dige
         }
 
     return (checkpoints, await receipts_of("message", digests),
-            await receipts_of("reconciliation", report_digests) if report_digests else {})
+            {kind: await receipts_of(kind, wanted) for kind, wanted in (others or {}).items() if wanted})
 
 
 def verify_receipt(doc: dict[str, Any], trusted_public_key: bytes) -> list[str]:
