@@ -159,7 +159,8 @@ async def clean_db(pool: asyncpg.Pool, admin_pool: asyncpg.Pool) -> asyncpg.Pool
             " archive_attempts, archive_failures, deliveries, template_events, template_snapshots,"
             " outbound_sends, api_tokens, ledger_leaves, ledger_checkpoints, retrieval_reports, dispositions,"
             " erasure_requests, legal_holds, retention_policies, storage_checks, reconciliation_reports,"
-            " capture_silences, capture_numbers CASCADE"
+            " capture_silences, capture_numbers,"
+            " contacts, contact_links, contact_sightings, consent_entries, message_consent CASCADE"
         )
         await conn.execute("UPDATE ledger_head SET size = 0")
     return pool

@@ -12,6 +12,8 @@ import asyncpg
 
 from wa_archive.archive.keys import business_scopes
 from wa_archive.archive.media_types import normalize_mime
+from wa_archive.contacts.consent import judge_send
+from wa_archive.contacts.profiles import observe_message
 from wa_archive.db.queries import delivery_carried, was_disposed
 from wa_archive.errors import UnverifiedMessage
 from wa_archive.integrity import ledger
@@ -102,6 +104,11 @@ async def _write_once(
               m.provider_sha256, normalize_mime(m.mime_type), m.declared_mime_type, m.filename, m.stored_at,
               m.retain_until or terms.retain_until, m.legal_hold) for m in media])
         await ledger.append_message(conn, message_id)
+        # Who the other party was, and for a send what they had agreed to, as of this message: kept
+        # with it, in its transaction, and never judged again.
+        await observe_message(conn, message_id)
+        if columns["direction"] == "out":
+            await judge_send(conn, message_id)
     return True
 
 

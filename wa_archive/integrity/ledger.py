@@ -23,7 +23,8 @@ from wa_archive.integrity import merkle
 if TYPE_CHECKING:
     from wa_archive.storage.base import ObjectStore
 
-KINDS = ("message", "template_snapshot", "status_event", "failure", "access", "disposition", "reconciliation")
+KINDS = ("message", "template_snapshot", "status_event", "failure", "access", "disposition", "reconciliation",
+         "consent", "message_consent")
 
 
 def canonical(value: Any) -> bytes:
@@ -104,6 +105,31 @@ def disposition_digest(row: asyncpg.Record | dict[str, Any]) -> str:
 def reconciliation_digest(row: asyncpg.Record | dict[str, Any]) -> str:
     """A reconciliation report is vouched for by the hash of its exact stored bytes."""
     return sha256_hex(str(row["body"]).encode())
+
+
+def _utc(value: datetime | None) -> str | None:
+    return value.astimezone(timezone.utc).isoformat() if value is not None else None
+
+
+def consent_digest(row: asyncpg.Record | dict[str, Any]) -> str:
+    """Every column of a consent entry that says who agreed to what, when, on what evidence and who
+    recorded it; the source's own detail by its hash."""
+    return sha256_hex(canonical({
+        "id": row["id"], "contact_id": row["contact_id"], "phone": row["phone"],
+        "business_phone_number_id": row["business_phone_number_id"], "category": row["category"],
+        "state": row["state"], "source": row["source"], "at": _utc(row["at"]), "recorded_at": _utc(row["recorded_at"]),
+        "recorded_by": row["recorded_by"], "recorded_role": row["recorded_role"], "evidence": row["evidence"],
+        "evidence_message_id": row["evidence_message_id"],
+        "evidence_delivery_sha256": row["evidence_delivery_sha256"],
+        "detail_sha256": sha256_hex(canonical(row["detail"])), "dedupe_key": row["dedupe_key"]}))
+
+
+def message_consent_digest(row: asyncpg.Record | dict[str, Any]) -> str:
+    """An outbound message's send-time consent: the state, the entry that decided it, and when."""
+    return sha256_hex(canonical({
+        "message_id": row["message_id"], "contact_id": row["contact_id"], "state": row["state"],
+        "entry_id": row["entry_id"], "at": _utc(row["at"]), "category": row["category"],
+        "template_category": row["template_category"], "judged_at": _utc(row["judged_at"])}))
 
 
 # Appending ----------------------------------------------------------------------------------
@@ -254,18 +280,30 @@ async def receipt(pool: asyncpg.Pool, message_id: str) -> dict[str, Any]:
     if row is None:
         raise LookupError(f"no archived message with id {message_id!r}")
     media = await pool.fetch("SELECT * FROM media WHERE message_id = $1 ORDER BY position", message_id)
-    leaf = await pool.fetchrow("SELECT seq FROM ledger_leaves WHERE kind = 'message' AND record_id = $1"
-                               " ORDER BY seq DESC LIMIT 1", message_id)
+    return await _receipt_of(pool, "message", message_id, message_digest(row, media))
+
+
+async def consent_receipt(pool: asyncpg.Pool, entry_id: int) -> dict[str, Any]:
+    """A consent entry's digest with an inclusion proof against the latest checkpoint."""
+    row = await pool.fetchrow("SELECT * FROM consent_entries WHERE id = $1", entry_id)
+    if row is None:
+        raise LookupError(f"no consent entry with id {entry_id}")
+    return await _receipt_of(pool, "consent", str(entry_id), consent_digest(row))
+
+
+async def _receipt_of(pool: asyncpg.Pool, kind: str, record_id: str, digest: str) -> dict[str, Any]:
+    leaf = await pool.fetchrow("SELECT seq FROM ledger_leaves WHERE kind = $1 AND record_id = $2"
+                               " ORDER BY seq DESC LIMIT 1", kind, record_id)
     if leaf is None:
-        raise LookupError(f"message {message_id!r} has no ledger entry")
+        raise LookupError(f"{kind} {record_id!r} has no ledger entry")
     checkpoint = await pool.fetchrow("SELECT * FROM ledger_checkpoints WHERE tree_size > $1"
                                      " ORDER BY tree_size DESC LIMIT 1", leaf["seq"])
     if checkpoint is None:
-        raise LookupError("no checkpoint covers this message yet; run `wa-archive ledger checkpoint`")
+        raise LookupError(f"no checkpoint covers this {kind} yet; run `wa-archive ledger checkpoint`")
     leaves = await leaf_hashes(pool, checkpoint["tree_size"])
     return {
         "format": "wa-archive-receipt/1",
-        "record": {"kind": "message", "id": message_id, "digest": message_digest(row, media)},
+        "record": {"kind": kind, "id": record_id, "digest": digest},
         "leaf_index": leaf["seq"],
         "inclusion_proof": [h.hex() for h in merkle.inclusion_proof(leaf["seq"], leaves)],
         "checkpoint": {"body": checkpoint["body"], "signature": checkpoint["signature"]},
@@ -350,6 +388,15 @@ _RECORDS = {
     "disposition": ("SELECT * FROM dispositions WHERE id::text = ANY($1::text[])", "id", disposition_digest),
     "reconciliation": ("SELECT * FROM reconciliation_reports WHERE id::text = ANY($1::text[])", "id",
                        reconciliation_digest),
+    "consent": ("SELECT * FROM consent_entries WHERE id::text = ANY($1::text[])", "id", consent_digest),
+    "message_consent": ("SELECT * FROM message_consent WHERE message_id = ANY($1::text[])", "message_id",
+                        message_consent_digest),
+}
+# Records that are written only with their leaf, so a row without one was added behind the
+# archive's back: (kind, SQL listing every row's id).
+_LEAF_REQUIRED = {
+    "consent": "SELECT id::text AS id FROM consent_entries",
+    "message_consent": "SELECT message_id AS id FROM message_consent",
 }
 
 
@@ -374,7 +421,8 @@ async def _disposed(pool: asyncpg.Pool, latest: dict[tuple[str, str], str]
         record = row["record"]
         try:
             gone[("message", row["message_id"])] = str(record["message_digest"]) if vouched else None
-            for kind, key in (("status_event", "status_events"), ("failure", "failures")):
+            for kind, key in (("status_event", "status_events"), ("failure", "failures"),
+                              ("message_consent", "message_consent")):
                 for item in record.get(key, []):
                     gone[(kind, str(item["id"]))] = str(item["digest"]) if vouched else None
         except (KeyError, TypeError, AttributeError):
@@ -431,6 +479,10 @@ async def verify_log(pool: asyncpg.Pool, public_key: bytes | None) -> list[str]:
                 removed(kind, rid)
             elif digest_fn(row) != latest[(kind, rid)]:
                 problems.append(f"{kind} {rid}: changed since it was recorded")
+    for kind, sql in _LEAF_REQUIRED.items():
+        for r in await pool.fetch(sql):
+            if (kind, r["id"]) not in latest:
+                problems.append(f"{kind} {r['id']}: not in the ledger (added outside the archive)")
     hashes = [bytes(leaf["leaf_hash"]) for leaf in leaves]
     checkpoints = [(cp["tree_size"], cp["body"], cp["signature"])
                    for cp in await pool.fetch("SELECT * FROM ledger_checkpoints ORDER BY tree_size")]

@@ -135,6 +135,7 @@ class Disposer:
                       removed: list[dict[str, Any]]) -> dict[str, Any]:
         statuses = await conn.fetch("SELECT * FROM status_events WHERE message_id = $1 ORDER BY id", row["id"])
         failures = await conn.fetch("SELECT * FROM archive_failures WHERE message_id = $1 ORDER BY id", row["id"])
+        judged = await conn.fetch("SELECT * FROM message_consent WHERE message_id = $1", row["id"])
         deliveries = await conn.fetch("SELECT delivery_sha256 FROM message_deliveries WHERE message_id = $1"
                                       " UNION SELECT delivery_sha256 FROM status_events WHERE message_id = $1",
                                       row["id"])
@@ -151,6 +152,8 @@ class Disposer:
             "media": removed,
             "status_events": [{"id": str(s["id"]), "digest": ledger.status_digest(s)} for s in statuses],
             "failures": [{"id": str(f["id"]), "digest": ledger.failure_digest(f)} for f in failures],
+            # Its send-time consent goes with it; the consent entries it cites stay in the log.
+            "message_consent": [{"id": j["message_id"], "digest": ledger.message_consent_digest(j)} for j in judged],
             "deliveries": sorted(d["delivery_sha256"] for d in deliveries),
         }
 

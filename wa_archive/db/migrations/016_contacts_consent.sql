@@ -128,3 +128,48 @@ BEGIN
     RETURN appended;
 END $$;
 REVOKE ALL ON FUNCTION ledger_append(text, text, text) FROM PUBLIC;
+
+-- Disposal takes a message's sighting and send-time consent with it (012's version, plus those two):
+-- the triggers above let the deletes through only for the message this function is removing. The
+-- consent log and the identifier links are never disposed of: they are the evidence of consent.
+CREATE OR REPLACE FUNCTION dispose_message_rows(p_message_id text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+DECLARE
+    m messages%ROWTYPE;
+    carried text[];
+BEGIN
+    SELECT * INTO m FROM messages WHERE id = p_message_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM refuse_unless_due(m, 'disposal');
+    IF NOT EXISTS (SELECT 1 FROM dispositions WHERE message_id = m.id) THEN
+        RAISE EXCEPTION 'message % has no disposition record: disposal refused', m.id;
+    END IF;
+    SELECT coalesce(array_agg(s), '{}') INTO carried FROM (
+        SELECT delivery_sha256 FROM message_deliveries WHERE message_id = m.id
+        UNION SELECT delivery_sha256 FROM status_events WHERE message_id = m.id) AS x(s);
+    PERFORM set_config('wa_archive.disposing', m.id, true);
+    DELETE FROM contact_sightings WHERE message_id = m.id;
+    DELETE FROM message_consent WHERE message_id = m.id;
+    PERFORM set_config('wa_archive.disposing', '', true);
+    -- One statement (foreign keys are checked at its end); the deliveries need a second, which
+    -- sees these rows gone.
+    WITH a AS (DELETE FROM media WHERE message_id = m.id),
+         b AS (DELETE FROM status_events WHERE message_id = m.id),
+         c AS (DELETE FROM archive_failures WHERE message_id = m.id),
+         d AS (DELETE FROM archive_attempts WHERE message_id = m.id),
+         e AS (DELETE FROM outbound_sends WHERE message_id = m.id),
+         f AS (DELETE FROM message_deliveries WHERE message_id = m.id)
+    DELETE FROM messages WHERE id = m.id;
+    -- A delivery's exact bytes go with the last record they carried; one shared with a message
+    -- still retained stays (and with it that message's copy of the text).
+    DELETE FROM deliveries d WHERE d.sha256 = ANY(carried)
+        AND NOT EXISTS (SELECT 1 FROM message_deliveries x WHERE x.delivery_sha256 = d.sha256)
+        AND NOT EXISTS (SELECT 1 FROM status_events x WHERE x.delivery_sha256 = d.sha256)
+        AND NOT EXISTS (SELECT 1 FROM webhook_events x WHERE x.delivery_sha256 = d.sha256)
+        AND NOT EXISTS (SELECT 1 FROM template_events x WHERE x.delivery_sha256 = d.sha256)
+        AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.first_delivery_sha256 = d.sha256);
+    RETURN true;
+END $$;
+ALTER FUNCTION dispose_message_rows(text) SET standard_conforming_strings = on;

@@ -1,0 +1,142 @@
+"""SQL for contacts, their identifier links, sightings per message, the consent log and send-time
+consent (migration 016). Every table is append-only: these functions only read and insert."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from wa_archive.contacts.identity import PERSON_KINDS, Identifier, Link, NewLink
+from wa_archive.db.queries import Executor
+
+# The first key of the two-key advisory locks taken per identifier ("cont"); two-key locks never
+# collide with the one-key locks used elsewhere.
+_IDENTIFIER_LOCKS = 0x636F6E74
+
+
+async def lock_identifiers(conn: asyncpg.Connection, ids: list[Identifier]) -> None:
+    """Serialise resolutions that share an identifier, until the transaction ends. Taken in sorted
+    order of the lock keys, so two transactions never wait on each other."""
+    if ids:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1, h) FROM"
+            " (SELECT DISTINCT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY h) AS keys",
+            _IDENTIFIER_LOCKS, [f"{kind}:{value}" for kind, value in ids])
+
+
+async def lock_key(conn: asyncpg.Connection, key: str) -> None:
+    """Serialise writers of the same key (a consent entry's dedupe key) until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _IDENTIFIER_LOCKS + 1, key)
+
+
+async def histories(conn: asyncpg.Connection, ids: list[Identifier]) -> dict[Identifier, list[Link]]:
+    """Every link of each identifier (an identifier has few: one per time it changed hands)."""
+    rows = await conn.fetch(
+        "SELECT l.kind, l.value, l.contact_id, l.linked_at, l.id FROM unnest($1::text[], $2::text[]) AS i(kind, value)"
+        " JOIN contact_links l ON l.kind = i.kind AND l.value = i.value",
+        [k for k, _ in ids], [v for _, v in ids])
+    found: dict[Identifier, list[Link]] = {}
+    for r in rows:
+        found.setdefault((r["kind"], r["value"]), []).append(Link(r["contact_id"], r["linked_at"], r["id"]))
+    return found
+
+
+async def person_identifiers(conn: asyncpg.Connection, contact_ids: list[int]) -> dict[int, set[Identifier]]:
+    rows = await conn.fetch("SELECT contact_id, kind, value FROM contact_links"
+                            " WHERE contact_id = ANY($1::bigint[]) AND kind = ANY($2::text[])",
+                            contact_ids, list(PERSON_KINDS))
+    found: dict[int, set[Identifier]] = {}
+    for r in rows:
+        found.setdefault(r["contact_id"], set()).add((r["kind"], r["value"]))
+    return found
+
+
+async def new_contact(conn: asyncpg.Connection) -> int:
+    contact_id: int = await conn.fetchval("INSERT INTO contacts DEFAULT VALUES RETURNING id")
+    return contact_id
+
+
+async def insert_links(conn: asyncpg.Connection, contact_id: int, links: list[NewLink], *, linked_at: datetime,
+                       message_id: str | None, consent_entry_id: int | None) -> None:
+    if links:
+        await conn.executemany(
+            "INSERT INTO contact_links (contact_id, kind, value, linked_at, reason, message_id, consent_entry_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [(contact_id, link.kind, link.value, linked_at, link.reason, message_id, consent_entry_id)
+             for link in links])
+
+
+async def insert_sighting(conn: asyncpg.Connection, **row: Any) -> None:
+    """One message's sighting (written once, with the message)."""
+    await conn.execute(
+        "INSERT INTO contact_sightings (message_id, contact_id, seen_at, direction, source, phone, wa_id, bsuid,"
+        " username, name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (message_id) DO NOTHING",
+        row["message_id"], row["contact_id"], row["seen_at"], row["direction"], row["source"], row["phone"],
+        row["wa_id"], row["bsuid"], row["username"], row["name"])
+
+
+async def phone_holder_at(db: Executor, phone: str, at: datetime) -> int | None:
+    """The contact that held a phone number at `at` (before its first link: its first holder)."""
+    holder: int | None = await db.fetchval(
+        "SELECT contact_id FROM contact_links WHERE kind = 'phone' AND value = $1 AND linked_at <= $2"
+        " ORDER BY linked_at DESC, id DESC LIMIT 1", phone, at)
+    if holder is None:
+        holder = await db.fetchval("SELECT contact_id FROM contact_links WHERE kind = 'phone' AND value = $1"
+                                   " ORDER BY linked_at, id LIMIT 1", phone)
+    return holder
+
+
+# The consent log -------------------------------------------------------------------------------
+
+
+async def consent_entry_by_key(conn: asyncpg.Connection, dedupe_key: str) -> int | None:
+    entry_id: int | None = await conn.fetchval("SELECT id FROM consent_entries WHERE dedupe_key = $1", dedupe_key)
+    return entry_id
+
+
+async def next_consent_entry_id(conn: asyncpg.Connection) -> int:
+    """An entry's id before it is written, so the links its evidence makes can name it."""
+    entry_id: int = await conn.fetchval("SELECT nextval(pg_get_serial_sequence('consent_entries', 'id'))")
+    return entry_id
+
+
+async def insert_consent_entry(conn: asyncpg.Connection, entry: dict[str, Any]) -> asyncpg.Record | None:
+    """The entry as stored; None if an entry with its dedupe key exists."""
+    return await conn.fetchrow(
+        f"INSERT INTO consent_entries ({', '.join(entry)}) VALUES"
+        f" ({', '.join(f'${i}' for i in range(1, len(entry) + 1))})"
+        " ON CONFLICT (dedupe_key) DO NOTHING RETURNING *",
+        *entry.values())
+
+
+async def latest_entry(db: Executor, contact_id: int, *, category: str, at: datetime | None,
+                       business_phone_number_id: str | None) -> asyncpg.Record | None:
+    """The contact's latest entry (by at, then id) at or before `at` (None: ever) for the category,
+    whose scope is all numbers or the given one (None: any number)."""
+    return await db.fetchrow(
+        "SELECT * FROM consent_entries WHERE contact_id = $1 AND category = $2"
+        " AND ($3::timestamptz IS NULL OR at <= $3)"
+        " AND ($4::text IS NULL OR business_phone_number_id IS NULL OR business_phone_number_id = $4)"
+        " ORDER BY at DESC, id DESC LIMIT 1", contact_id, category, at, business_phone_number_id)
+
+
+# Send-time consent -----------------------------------------------------------------------------
+
+
+async def outbound_for_judging(conn: asyncpg.Connection, message_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT m.id, m.direction, m.ts, m.contact_phone, m.phone_number_id, s.contact_id AS seen_contact,"
+        " t.definition ->> 'category' AS template_category FROM messages m"
+        " LEFT JOIN contact_sightings s ON s.message_id = m.id"
+        " LEFT JOIN template_snapshots t ON t.sha256 = m.template_sha256 WHERE m.id = $1", message_id)
+
+
+async def insert_message_consent(conn: asyncpg.Connection, **row: Any) -> asyncpg.Record | None:
+    """The judgement as stored; None if the message already has one (it is never replaced)."""
+    return await conn.fetchrow(
+        "INSERT INTO message_consent (message_id, contact_id, state, entry_id, at, category, template_category)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (message_id) DO NOTHING RETURNING *",
+        row["message_id"], row["contact_id"], row["state"], row["entry_id"], row["at"], row["category"],
+        row["template_category"])
