@@ -3,9 +3,12 @@ real webhooks (names kept as history, numbers that change hands kept as history)
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta, timezone
 
+from wa_archive.contacts import views
 from wa_archive.contacts.identity import Link, Observation, resolve
+from wa_archive.sources.meta.samples import dumps, envelope, message, wamid
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -86,3 +89,60 @@ def test_a_wasender_group_jid_is_not_an_identifier():
                                   "contact_user_id": "447700900123@s.whatsapp.net"})  # type: ignore[arg-type]
     assert direct.identifiers() == [("phone", "447700900123"), ("wasender_jid", "447700900123@s.whatsapp.net")]
 
+
+
+# Profiles from real webhooks ---------------------------------------------------------------------
+
+
+async def _inbound(stack, *, phone: str, name: str, ts: int, user_id: str | None = None) -> str:
+    mid = wamid()
+    contact = {"profile": {"name": name}, "wa_id": phone, **({"user_id": user_id} if user_id else {})}
+    status, _ = await stack.post(dumps(envelope([message("text", {"body": "hello"}, mid=mid, phone=phone, ts=ts)],
+                                                phone=phone, contacts=[contact])))
+    assert status == 200
+    await stack.wait_for_message(mid)
+    return mid
+
+
+async def test_a_profile_name_change_is_kept_as_history_with_its_messages(stack):
+    phone = "4477009" + str(uuid.uuid4().int % 10**5).zfill(5)
+    first = await _inbound(stack, phone=phone, name="Priya Raman", ts=1780000000)
+    second = await _inbound(stack, phone=phone, name="Priya R.", ts=1780003600)
+    third = await _inbound(stack, phone=phone, name="Priya R.", ts=1780007200)
+    doc = await views.contact_document(stack.pool, "+" + phone)
+    assert doc is not None and doc["phone"] == phone
+    assert [(n["name"], n["message_ids"], n["message_count"]) for n in doc["names"]] == [
+        ("Priya Raman", [first], 1), ("Priya R.", [second, third], 2)]
+    renamed = doc["names"][1]
+    assert (datetime.fromisoformat(renamed["first_seen"]), datetime.fromisoformat(renamed["last_seen"])) == (
+        datetime.fromtimestamp(1780003600, timezone.utc), datetime.fromtimestamp(1780007200, timezone.utc))
+    assert [m["id"] for m in doc["messages"]] == [first, second, third]
+    assert {(i["kind"], i["value"], i["reason"], i["message_id"], i["current"]) for i in doc["identifiers"]} == {
+        ("phone", phone, "first_seen", first, True), ("wa_id", phone, "first_seen", first, True)}
+    # One person, one contact: every message's sighting names it.
+    assert await stack.pool.fetchval("SELECT count(DISTINCT contact_id) FROM contact_sightings"
+                                     " WHERE message_id = ANY($1::text[])", [first, second, third]) == 1
+    # since/until restrict the names and messages (until is exclusive).
+    window = await views.contact_document(stack.pool, phone, since=datetime.fromtimestamp(1780003600, timezone.utc),
+                                          until=datetime.fromtimestamp(1780007200, timezone.utc))
+    assert window is not None and [n["name"] for n in window["names"]] == ["Priya R."]
+    assert [m["id"] for m in window["messages"]] == [second]
+
+
+async def test_a_number_that_changes_hands_is_history_not_a_merge(stack):
+    phone = "4477008" + str(uuid.uuid4().int % 10**5).zfill(5)
+    old = await _inbound(stack, phone=phone, name="Alex Old", ts=1780000000, user_id="GB.old" + phone)
+    new = await _inbound(stack, phone=phone, name="Sam New", ts=1780090000, user_id="GB.new" + phone)
+    # A late history message from the old holder does not move the number back.
+    late = await _inbound(stack, phone=phone, name="Alex Old", ts=1780050000, user_id="GB.old" + phone)
+    seen = {r["message_id"]: r["contact_id"] for r in await stack.pool.fetch(
+        "SELECT message_id, contact_id FROM contact_sightings WHERE message_id = ANY($1::text[])", [old, new, late])}
+    assert seen[old] == seen[late] != seen[new]
+    doc = await views.contact_document(stack.pool, phone)
+    assert doc is not None and doc["contact_id"] == seen[new]
+    assert [(h["contact_id"], h["until"] is None) for h in doc["holders"]] == [(seen[old], False), (seen[new], True)]
+    assert doc["holders"][1]["from"] == doc["holders"][0]["until"]
+    assert [n["name"] for n in doc["names"]] == ["Sam New"]
+    phone_link = next(i for i in doc["identifiers"] if i["kind"] == "phone")
+    assert (phone_link["reason"], phone_link["message_id"], phone_link["current"]) == ("changed_hands", new, True)
+    assert await views.contact_document(stack.pool, "4400000000000") is None

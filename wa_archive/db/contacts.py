@@ -140,3 +140,68 @@ async def insert_message_consent(conn: asyncpg.Connection, **row: Any) -> asyncp
         " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (message_id) DO NOTHING RETURNING *",
         row["message_id"], row["contact_id"], row["state"], row["entry_id"], row["at"], row["category"],
         row["template_category"])
+
+
+# Reading (the read model in wa_archive/contacts/views.py) ---------------------------------------
+
+
+async def current_phone_holder(db: Executor, phone: str) -> int | None:
+    holder: int | None = await db.fetchval(
+        "SELECT contact_id FROM contact_links WHERE kind = 'phone' AND value = $1"
+        " ORDER BY linked_at DESC, id DESC LIMIT 1", phone)
+    return holder
+
+
+async def contact_links(db: Executor, contact_id: int) -> list[asyncpg.Record]:
+    """The contact's links, each saying whether it is still its identifier's current one."""
+    return list(await db.fetch(
+        "SELECT l.*, l.id = (SELECT c.id FROM contact_links c WHERE c.kind = l.kind AND c.value = l.value"
+        "  ORDER BY c.linked_at DESC, c.id DESC LIMIT 1) AS current"
+        " FROM contact_links l WHERE l.contact_id = $1 ORDER BY l.linked_at, l.id", contact_id))
+
+
+async def identifier_links(db: Executor, kind: str, value: str) -> list[asyncpg.Record]:
+    return list(await db.fetch("SELECT * FROM contact_links WHERE kind = $1 AND value = $2"
+                               " ORDER BY linked_at, id", kind, value))
+
+
+async def contact_names(db: Executor, contact_id: int, *, since: datetime | None,
+                        until: datetime | None) -> list[asyncpg.Record]:
+    """Each profile name the contact's messages showed, with when and in which messages."""
+    return list(await db.fetch(
+        "SELECT name, min(seen_at) AS first_seen, max(seen_at) AS last_seen,"
+        " array_agg(message_id ORDER BY seen_at, message_id) AS message_ids, count(*) AS message_count"
+        " FROM contact_sightings WHERE contact_id = $1 AND name IS NOT NULL"
+        " AND ($2::timestamptz IS NULL OR seen_at >= $2) AND ($3::timestamptz IS NULL OR seen_at < $3)"
+        " GROUP BY name ORDER BY first_seen, name", contact_id, since, until))
+
+
+async def contact_entries(db: Executor, contact_id: int, *, since: datetime | None,
+                          until: datetime | None) -> list[asyncpg.Record]:
+    return list(await db.fetch(
+        "SELECT * FROM consent_entries WHERE contact_id = $1"
+        " AND ($2::timestamptz IS NULL OR at >= $2) AND ($3::timestamptz IS NULL OR at < $3)"
+        " ORDER BY at, id", contact_id, since, until))
+
+
+async def contact_messages(db: Executor, contact_id: int, *, since: datetime | None,
+                           until: datetime | None) -> list[asyncpg.Record]:
+    return list(await db.fetch(
+        "SELECT m.id, m.direction, m.type, m.ts FROM contact_sightings s JOIN messages m ON m.id = s.message_id"
+        " WHERE s.contact_id = $1 AND ($2::timestamptz IS NULL OR s.seen_at >= $2)"
+        " AND ($3::timestamptz IS NULL OR s.seen_at < $3) ORDER BY s.seen_at, m.id", contact_id, since, until))
+
+
+async def message_consent_of(db: Executor, message_ids: list[str]) -> list[asyncpg.Record]:
+    return list(await db.fetch("SELECT * FROM message_consent WHERE message_id = ANY($1::text[])", message_ids))
+
+
+async def marketing_sends(db: Executor, *, states: list[str], since: datetime | None,
+                          until: datetime | None) -> list[asyncpg.Record]:
+    """Marketing templates judged in one of `states` at send time, with their messages."""
+    return list(await db.fetch(
+        "SELECT j.message_id, j.at, j.state, j.entry_id, j.template_category, m.contact_phone, m.phone_number_id,"
+        " m.template_name FROM message_consent j JOIN messages m ON m.id = j.message_id"
+        " WHERE j.state = ANY($1::text[]) AND upper(j.template_category) = 'MARKETING'"
+        " AND ($2::timestamptz IS NULL OR j.at >= $2) AND ($3::timestamptz IS NULL OR j.at < $3)"
+        " ORDER BY j.at, j.message_id", states, since, until))
