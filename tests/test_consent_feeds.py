@@ -90,6 +90,8 @@ async def test_a_user_preferences_stop_then_resume_each_make_one_entry_and_a_red
     # Meta retries the stop (the same bytes), and sends it again in another envelope: nothing new.
     assert (await stack.post(stop))[0] == 200
     assert (await stack.post(stop.replace(b'"entry"', b'"entry"   ')))[0] == 200
+    as_text = stop.replace(b'"timestamp": 1767225600', b'"timestamp": "1767225600"')
+    assert as_text != stop and (await stack.post(as_text))[0] == 200
     assert len(await entries(stack.pool, phone)) == 2
     assert await stack.pool.fetchval("SELECT count(*) FROM ledger_leaves WHERE kind = 'consent'") == 2
 
@@ -234,3 +236,18 @@ def test_consent_settings_are_read():
     options = load_settings(_env_file=None, consent_optout_error_codes="131050, 131049").consent_feed_options()
     assert options.optout_error_codes == frozenset({"131050", "131049"})
     assert options.keywords.match("STOPP").language == "de"
+
+
+def test_evidence_that_does_not_fit_is_left_out_and_never_fails_the_delivery():
+    from datetime import datetime, timezone
+
+    from wa_archive.contacts.feed_options import ConsentFeedOptions
+    from wa_archive.contacts.feeds import delivery_evidence
+    from wa_archive.sources.meta.payload import parse_delivery
+
+    body = json.loads(preferences("4477009" + "1" * 300, "stop", 1767225600))  # no phone is that long
+    body["entry"][0]["changes"][0]["value"]["user_preferences"].append(
+        {"wa_id": "447700900123", "category": "marketing_messages", "value": "resume", "timestamp": "1767225600"})
+    parsed = parse_delivery(body, "a" * 64, datetime.now(timezone.utc))
+    [evidence] = delivery_evidence(parsed, "a" * 64, ConsentFeedOptions())
+    assert (evidence.phone, evidence.state) == ("447700900123", "opted_in")

@@ -53,8 +53,9 @@ def delivery_evidence(parsed: ParsedDelivery, delivery_sha256: str,
                 state=_STATE[change.value], source="user_preferences", at=change.timestamp,
                 recorded_by=recorded_by("meta"), evidence=_short(change.detail),
                 detail={"value": change.value, "detail": change.detail, "name": change.name},
+                # The time as Unix seconds, however Meta wrote it ("1767225600" or 1767225600).
                 dedupe_key=f"up:{change.phone_number_id or ''}:{change.wa_id or change.user_id}:"
-                           f"{change.raw_timestamp}:{change.value}"))
+                           f"{int(change.timestamp.timestamp())}:{change.value}"))
     for message in parsed.messages:
         found.extend(_message_evidence(message, options))
     for status in parsed.statuses:
