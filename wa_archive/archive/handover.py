@@ -21,7 +21,7 @@ from temporalio.client import Client
 from wa_archive.archive.fanout import record_delivery, start_messages
 from wa_archive.archive.starter import signal_outbound, start_ingest_delivery
 from wa_archive.contacts.feed_options import ConsentFeedOptions
-from wa_archive.contacts.feeds import delivery_evidence
+from wa_archive.contacts.feeds import carries_evidence
 from wa_archive.db import queries
 from wa_archive.models import ArchiveOptions, OutboundOptions, OutboundSend, OutboundStart
 from wa_archive.names import SIGNAL_SEND
@@ -61,7 +61,7 @@ async def hand_over_delivery(
         await start_ingest_delivery(client, delivery.sha256, task_queue=task_queue, rpc_timeout=rpc_timeout)
         return
     if parsed.statuses or parsed.events or parsed.template_events \
-            or delivery_evidence(parsed, delivery.sha256, consent):
+            or carries_evidence(parsed, consent):
         # One commit for the delivery with its statuses, events and consent evidence (a STOP text).
         async with pool.acquire() as conn, conn.transaction():
             await queries.insert_delivery(conn, **row)

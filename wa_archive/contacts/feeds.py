@@ -44,6 +44,22 @@ def recorded_by(source: str) -> str:
 def delivery_evidence(parsed: ParsedDelivery, delivery_sha256: str,
                       options: ConsentFeedOptions) -> list[ConsentEvidence]:
     """Every piece of consent evidence in a parsed delivery, in delivery order by feed."""
+    evidence = []
+    for values in _candidates(parsed, options):
+        try:
+            evidence.append(ConsentEvidence(evidence_delivery_sha256=delivery_sha256, **values))
+        except ValidationError as exc:  # e.g. no identifier of the person at all: nothing to attach it to
+            log.warning("consent_evidence_unusable", delivery=delivery_sha256, source=values["source"],
+                        message_id=values.get("evidence_message_id"), error=exc.errors()[0]["msg"])
+    return evidence
+
+
+def carries_evidence(parsed: ParsedDelivery, options: ConsentFeedOptions) -> bool:
+    """Whether the delivery holds anything that may be consent evidence (so it needs a transaction)."""
+    return bool(_candidates(parsed, options))
+
+
+def _candidates(parsed: ParsedDelivery, options: ConsentFeedOptions) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for event in parsed.events:
         for change in preference_changes(event):
@@ -60,14 +76,7 @@ def delivery_evidence(parsed: ParsedDelivery, delivery_sha256: str,
         found.extend(_message_evidence(message, options))
     for status in parsed.statuses:
         found.extend(_failure_evidence(status, options))
-    evidence = []
-    for values in found:
-        try:
-            evidence.append(ConsentEvidence(evidence_delivery_sha256=delivery_sha256, **values))
-        except ValidationError as exc:  # e.g. no identifier of the person at all: nothing to attach it to
-            log.warning("consent_evidence_unusable", delivery=delivery_sha256, source=values["source"],
-                        dedupe_key=values["dedupe_key"], error=exc.errors()[0]["msg"])
-    return evidence
+    return found
 
 
 def _identifiers(message: ArchiveRequest) -> dict[str, Any]:
