@@ -68,7 +68,7 @@ def build_worker(
     ledger_acts = LedgerActivities(pool, store, signer)
     secret = contact_secret(settings)
     delivery = DeliveryActivities(pool, settings.archive_options(), settings.outbound_options(),
-                                  secret, settings.task_queue)
+                                  secret, settings.task_queue, settings.consent_feed_options())
     disposition = DispositionActivities(pool, Disposer(pool, store, lambda c: contact_key(secret, c)), rules)
     reconcile = ReconciliationActivities(pool, graph, reconciliation.deadlines_of(settings),
                                          reconciliation.tolerance_of(settings), settings.meta_waba_id)

@@ -141,7 +141,7 @@ async def test_a_disposed_message_is_never_linked_started_or_written_again(stack
     assert skip == {gone, kept}
     parsed = parse_delivery(load_json(bytes(stored["body"]), substitute=True), sha, stored["received_at"])
     async with stack.pool.acquire() as conn, conn.transaction():
-        assert gone in await record_delivery(conn, sha, parsed)
+        assert gone in await record_delivery(conn, sha, parsed, consent=stack.settings.consent_feed_options())
         await queries.insert_status_events(conn, sha, [StatusEvent(
             message_id=gone, status="read", timestamp=stored["received_at"], raw_timestamp="1", recipient_id=phone,
             payload={"id": gone, "status": "read"})])

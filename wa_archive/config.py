@@ -9,6 +9,8 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from wa_archive.contacts.feed_options import ConsentFeedOptions
+from wa_archive.contacts.keywords import keyword_matcher, parse_keywords
 from wa_archive.errors import ConfigError
 from wa_archive.health.active_hours import ActiveHours, parse_active_hours
 from wa_archive.health.capture import listed_numbers
@@ -140,6 +142,33 @@ class Settings(BaseSettings):
     silence_active_hours: str = "always"  # e.g. `Mon-Fri 08:00-18:00 Europe/London`
     silence_numbers: str | None = None  # unset: every number heard; else only these (phone_number_ids, wasender)
     silence_check_every: float = Field(default=300.0, ge=1)  # seconds between two checks (a Temporal Schedule)
+    # Consent feeds (wa_archive/contacts/feeds.py): stop/start words per language as JSON
+    # ({"en": {"stop": [...], "start": [...]}}; unset: the defaults in wa_archive/contacts/keywords.py),
+    # and Meta's send error codes that mean "this person stopped marketing messages" (comma-separated).
+    consent_keywords: str | None = None
+    consent_optout_error_codes: str = "131050"
+
+    @field_validator("consent_keywords")
+    @classmethod
+    def _consent_keywords(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_keywords(value)
+        return value
+
+    @field_validator("consent_optout_error_codes")
+    @classmethod
+    def _consent_optout_error_codes(cls, value: str) -> str:
+        codes = [c.strip() for c in value.split(",") if c.strip()]
+        if not codes or not all(c.isascii() and c.isdigit() for c in codes):
+            raise ValueError("must be Meta error codes (digits), comma-separated, e.g. 131050")
+        return value
+
+    def consent_feed_options(self) -> ConsentFeedOptions:
+        """The keywords and error codes the consent feeds read deliveries with (checked when read)."""
+        config = parse_keywords(self.consent_keywords) if self.consent_keywords is not None else None
+        return ConsentFeedOptions(
+            keywords=keyword_matcher(config),
+            optout_error_codes=frozenset(c.strip() for c in self.consent_optout_error_codes.split(",") if c.strip()))
 
     @field_validator("trusted_proxies")
     @classmethod

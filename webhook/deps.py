@@ -12,6 +12,7 @@ from aiohttp import web
 from temporalio.client import Client
 
 from wa_archive.config import Settings
+from wa_archive.contacts.feed_options import ConsentFeedOptions
 from wa_archive.errors import EnvelopeError, JsonRefused
 from wa_archive.health.capture import CaptureTracker, heard_every
 from wa_archive.json_input import load_json, storable_text
@@ -31,11 +32,13 @@ class WebhookDeps:
     # Built once from the settings rather than on every request.
     archive_options: ArchiveOptions = field(init=False)
     outbound_options: OutboundOptions = field(init=False)
+    consent_feeds: ConsentFeedOptions = field(init=False)
     capture: CaptureTracker = field(init=False)  # notes which business numbers are heard from
 
     def __post_init__(self) -> None:
         self.archive_options = self.settings.archive_options()
         self.outbound_options = self.settings.outbound_options()
+        self.consent_feeds = self.settings.consent_feed_options()
         self.capture = CaptureTracker(self.pool, heard_every(self.settings.silence_alert_minutes))
 
 

@@ -86,7 +86,7 @@ def receiver(source: Source[Any]) -> Callable[[web.Request], Awaitable[web.Respo
             await hand_over_delivery(
                 deps.pool, deps.client, delivery, parsed.updates, parsed.delivery, options=deps.archive_options,
                 outbound=deps.outbound_options, task_queue=settings.task_queue, contact_secret=deps.contact_secret,
-                rpc_timeout=START_TIMEOUT, signal_statuses=source.signal_statuses)
+                rpc_timeout=START_TIMEOUT, consent=deps.consent_feeds, signal_statuses=source.signal_statuses)
         except Exception as exc:  # noqa: BLE001 - any failure here means "not durable yet": ask the sender to retry
             log.error("delivery_not_accepted", delivery=delivery.sha256, source=source.name, error=repr(exc))
             return json_error(503, "archive temporarily unavailable; retry later")

@@ -15,6 +15,8 @@ import asyncpg
 from temporalio.client import Client
 
 from wa_archive.archive.starter import signal_outbound, start_archive_message, supersede_outbound
+from wa_archive.contacts.feed_options import ConsentFeedOptions
+from wa_archive.contacts.feeds import record_delivery_consent
 from wa_archive.db import queries
 from wa_archive.errors import DeliveryNotStored
 from wa_archive.json_input import load_json
@@ -35,15 +37,17 @@ from wa_archive.sources.meta.payload import ParsedDelivery, StatusEvent, parse_d
 START_CONCURRENCY = 32
 
 
-async def record_delivery(conn: asyncpg.Connection, delivery_sha256: str, parsed: ParsedDelivery) -> set[str]:
-    """Statuses, raw events and message links; returns the ids with nothing to start: messages already
-    archived or disposed of (a disposed message is neither linked nor started again, and its statuses
-    are not recorded again), and statuses of messages a delivery carried (an echo: no send record will
-    ever come)."""
+async def record_delivery(conn: asyncpg.Connection, delivery_sha256: str, parsed: ParsedDelivery, *,
+                          consent: ConsentFeedOptions) -> set[str]:
+    """Statuses, raw events, consent evidence and message links; returns the ids with nothing to start:
+    messages already archived or disposed of (a disposed message is neither linked nor started again,
+    and its statuses are not recorded again), and statuses of messages a delivery carried (an echo: no
+    send record will ever come)."""
     ids = [m.message_id for m in parsed.messages]
     await queries.insert_status_events(conn, delivery_sha256, parsed.statuses)
     await queries.insert_webhook_events(conn, delivery_sha256, parsed.events)
     await queries.insert_template_events(conn, delivery_sha256, parsed.template_events)
+    await record_delivery_consent(conn, delivery_sha256, parsed, consent)
     await queries.link_deliveries(conn, delivery_sha256, ids)
     known = ids + [s.message_id for s in parsed.statuses]
     skip = await queries.settled_message_ids(conn, known) if known else set()
@@ -125,12 +129,13 @@ async def fan_out(
     outbound: OutboundOptions,
     task_queue: str,
     contact_secret: str,
+    consent: ConsentFeedOptions,
     on_started: Callable[[int], None] | None = None,
 ) -> FanOutResult:
     """The whole fan-out of a delivery already stored in Postgres."""
     parsed = parse_delivery(data, delivery_sha256, received_at)
     async with pool.acquire() as conn, conn.transaction():
-        done = await record_delivery(conn, delivery_sha256, parsed)
+        done = await record_delivery(conn, delivery_sha256, parsed, consent=consent)
     await start_messages(client, parsed, done, options=options, outbound=outbound,
                          task_queue=task_queue, contact_secret=contact_secret, on_started=on_started)
     return summary(parsed, done)
@@ -145,6 +150,7 @@ async def fan_out_stored(
     outbound: OutboundOptions,
     task_queue: str,
     contact_secret: str,
+    consent: ConsentFeedOptions,
     on_started: Callable[[int], None] | None = None,
 ) -> FanOutResult:
     """The fan-out of a delivery the webhook stored but left to a workflow (a large batch)."""
@@ -155,4 +161,4 @@ async def fan_out_stored(
     # Decoded as the webhook decoded it, so text PostgreSQL cannot hold is replaced the same way.
     return await fan_out(pool, client, delivery_sha256, load_json(row["body"], substitute=True), row["received_at"],
                          options=options, outbound=outbound, task_queue=task_queue,
-                         contact_secret=contact_secret, on_started=on_started)
+                         contact_secret=contact_secret, consent=consent, on_started=on_started)

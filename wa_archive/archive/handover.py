@@ -20,6 +20,8 @@ from temporalio.client import Client
 
 from wa_archive.archive.fanout import record_delivery, start_messages
 from wa_archive.archive.starter import signal_outbound, start_ingest_delivery
+from wa_archive.contacts.feed_options import ConsentFeedOptions
+from wa_archive.contacts.feeds import carries_evidence
 from wa_archive.db import queries
 from wa_archive.models import ArchiveOptions, OutboundOptions, OutboundSend, OutboundStart
 from wa_archive.names import SIGNAL_SEND
@@ -49,7 +51,7 @@ class Delivery:
 async def hand_over_delivery(
     pool: asyncpg.Pool, client: Client, delivery: Delivery, updates: int, parsed: ParsedDelivery | None, *,
     options: ArchiveOptions, outbound: OutboundOptions, task_queue: str, contact_secret: str,
-    rpc_timeout: timedelta, signal_statuses: bool = True,
+    rpc_timeout: timedelta, consent: ConsentFeedOptions, signal_statuses: bool = True,
 ) -> None:
     """Store the delivery and start its work: the fan-out of `parsed`, or, when it is None (too many
     updates to fan out here), the IngestDelivery workflow that parses and fans it out."""
@@ -58,11 +60,12 @@ async def hand_over_delivery(
         await queries.insert_delivery(pool, **row)
         await start_ingest_delivery(client, delivery.sha256, task_queue=task_queue, rpc_timeout=rpc_timeout)
         return
-    if parsed.statuses or parsed.events or parsed.template_events:
-        # One commit for the delivery with its statuses and events.
+    if parsed.statuses or parsed.events or parsed.template_events \
+            or carries_evidence(parsed, consent):
+        # One commit for the delivery with its statuses, events and consent evidence (a STOP text).
         async with pool.acquire() as conn, conn.transaction():
             await queries.insert_delivery(conn, **row)
-            skip = await record_delivery(conn, delivery.sha256, parsed)
+            skip = await record_delivery(conn, delivery.sha256, parsed, consent=consent)
     else:  # messages only, the common case: a single statement
         skip = await queries.insert_delivery_with_messages(
             pool, **row, message_ids=[m.message_id for m in parsed.messages])

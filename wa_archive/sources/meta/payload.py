@@ -57,6 +57,7 @@ class StatusEvent(BaseModel):
     payload: dict[str, Any]
     waba_id: str | None = None
     errors: list[dict[str, Any]] = Field(default_factory=list)
+    phone_number_id: str | None = None  # the business number that sent the message
 
 
 class TemplateEvent(BaseModel):
@@ -87,6 +88,8 @@ TEMPLATE_FIELDS = frozenset({
     "message_template_status_update", "message_template_quality_update",
     "message_template_components_update", "template_category_update",
 })
+# Kept raw with its own kind (not `unhandled_field`); sources/meta/preferences.py reads the stored event.
+PREFERENCES_FIELD = "user_preferences"
 
 
 class ParsedDelivery(BaseModel):
@@ -171,6 +174,11 @@ def parse_delivery(data: dict[str, Any], delivery_sha256: str, received_at: date
                 position = _parse_coexistence(parsed, change.field, value, entry.id, delivery_sha256,
                                               received_at, position)
                 continue
+            if change.field == PREFERENCES_FIELD:
+                readable = isinstance(value.get(PREFERENCES_FIELD), list)
+                keep_raw(change.field, PREFERENCES_FIELD if readable else "invalid_user_preferences", entry.id, value)
+                position += 1
+                continue
             if change.field != "messages":
                 keep_raw(change.field, "unhandled_field", entry.id, value)
                 position += 1
@@ -194,7 +202,7 @@ def parse_delivery(data: dict[str, Any], delivery_sha256: str, received_at: date
                 position += 1
             for item in _items(value, "statuses"):
                 try:
-                    status = _parse_status(item, entry.id)
+                    status = _parse_status(item, entry.id, metadata.get("phone_number_id"))
                 except (TypeError, AttributeError, ValueError):
                     status = None
                 if status is None:
@@ -388,7 +396,7 @@ def _parse_message(
     )
 
 
-def _parse_status(item: Any, waba_id: str | None) -> StatusEvent | None:
+def _parse_status(item: Any, waba_id: str | None, phone_number_id: Any = None) -> StatusEvent | None:
     if not isinstance(item, dict) or not item.get("id") or not item.get("status"):
         return None
     raw_ts = item.get("timestamp")
@@ -403,6 +411,7 @@ def _parse_status(item: Any, waba_id: str | None) -> StatusEvent | None:
         payload=item,
         waba_id=waba_id,
         errors=[e for e in errors if isinstance(e, dict)],
+        phone_number_id=phone_number_id if isinstance(phone_number_id, str) else None,
     )
 
 
