@@ -39,7 +39,9 @@ def test_named_policies_keep_their_values():
     assert retries.DB_RETRY == RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
     assert retries.DB_RETRY.maximum_attempts == 0  # Postgres writes retry until Postgres is back
     assert retries.FAN_OUT_RETRY == RetryPolicy(initial_interval=timedelta(seconds=1),
-                                                maximum_interval=timedelta(seconds=30))
+                                                maximum_interval=timedelta(seconds=30),
+                                                non_retryable_error_types=["DeliveryNotStored"])
+    assert retries.FAN_OUT_RETRY.maximum_attempts == 0  # a stored delivery reaches its messages, however long
     assert retries.EXPORT_RETRY == RetryPolicy(maximum_attempts=3, non_retryable_error_types=["ExportError"])
     assert retries.DISPOSITION_RETRY == RetryPolicy(
         initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=2), maximum_attempts=10,
