@@ -80,7 +80,13 @@ async def findings(db: Executor, *, since: datetime | None = None, until: dateti
         "message_id": r["message_id"], "sent_at": _iso(r["at"]), "recipient": r["contact_phone"],
         "business_phone_number_id": r["phone_number_id"], "template_name": r["template_name"],
         "template_category": r["template_category"], "state": r["state"], "entry_id": r["entry_id"],
-        "reason": (f"marketing template sent after the recipient opted out (consent entry {r['entry_id']})"
-                   if r["state"] == "opted_out" else
-                   "marketing template sent with no consent on record (WA_ARCHIVE_CONSENT_REQUIRED)"),
+        "reason": _reason(r),
     } for r in await sql.marketing_sends(db, states=states, since=since, until=until)]
+
+
+def _reason(r: asyncpg.Record) -> str:
+    what = ("marketing template" if r["template_category"] else
+            "template of unknown category (never snapshotted: nothing shows it was not marketing)")
+    if r["state"] == "opted_out":
+        return f"{what} sent after the recipient opted out (consent entry {r['entry_id']})"
+    return f"{what} sent with no consent on record (WA_ARCHIVE_CONSENT_REQUIRED)"
