@@ -179,3 +179,49 @@ async def test_a_judgement_or_sighting_cannot_be_written_before_its_message(stac
     await _report_sent(stack, message_id, phone, now)
     judged = (await views.message_consent(stack.pool, [message_id]))[message_id]
     assert judged["state"] == "opted_out"
+
+
+async def test_a_callers_idempotency_key_never_meets_a_feeds_dedupe_key(stack):
+    """A sender who knows (or guesses) a message id and reuses the feeds' own key shapes must not
+    make the real STOP that message carries a duplicate of its record (recording nothing)."""
+    phone = new_phone()
+    mid = wamid()
+    sender = await stack.token("sender")
+    body = {"phone": phone, "state": "opted_in", "source": "web form", "evidence": "form 3"}
+    for key in (f"kw:{mid}", f"msg:{mid}", f"fail:{mid}:131050", f"manual:{mid}"):
+        status, _ = await call(stack, "POST", "/api/v1/consent", sender, json=body, headers={"Idempotency-Key": key})
+        assert status == 201
+    status, _ = await stack.post(dumps(envelope([message("text", {"body": "STOP"}, mid=mid, phone=phone)],
+                                                phone=phone)))
+    assert status == 200
+    found = await wait_for_entries(stack.pool, phone, 5)
+    stop = [e for e in found if e["source"] == "keyword"]
+    assert [(e["state"], e["evidence_message_id"], e["dedupe_key"]) for e in stop] == [
+        ("opted_out", mid, f"kw:{mid}")]
+    assert all(e["dedupe_key"].startswith("manual:") for e in found if e["source"] == "manual")
+
+
+# A number that changed hands -------------------------------------------------------------------------
+
+
+async def test_a_period_before_a_number_changed_hands_shows_who_held_it_then(stack):
+    """An export (or the contact API) for a period when the old holder had the number must carry the
+    old holder's names and consent log, not the new holder's (who had neither in that period)."""
+    phone = new_phone()
+    t1, t3 = 1780000000, 1780090000
+    for ts, user_id, text in ((t1, "GB.old" + phone, "STOP"), (t3, "GB.new" + phone, "hello")):
+        mid = wamid()
+        contact = {"profile": {"name": "Alex Old" if ts == t1 else "Sam New"}, "wa_id": phone, "user_id": user_id}
+        status, _ = await stack.post(dumps(envelope([message("text", {"body": text}, mid=mid, phone=phone, ts=ts)],
+                                                    phone=phone, contacts=[contact])))
+        assert status == 200
+        await stack.wait_for_message(mid)
+    [stop] = await wait_for_entries(stack.pool, phone, 1)
+    until = datetime.fromtimestamp(t1 + 3600, timezone.utc)
+    then = await views.contact_document(stack.pool, phone, until=until)
+    assert then is not None and then["contact_id"] == stop["contact_id"]
+    assert [n["name"] for n in then["names"]] == ["Alex Old"]
+    assert [e["entry_id"] for e in then["consent_log"]] == [stop["id"]]
+    now = await views.contact_document(stack.pool, phone)
+    assert now is not None and now["contact_id"] != stop["contact_id"]
+    assert [n["name"] for n in now["names"]] == ["Sam New"]

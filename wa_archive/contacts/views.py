@@ -3,7 +3,7 @@ the pages and export bundles. Reading only; callers log the access."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -33,13 +33,16 @@ def entry_dict(row: asyncpg.Record) -> dict[str, Any]:
 
 async def contact_document(db: Executor, phone: str, *, since: datetime | None = None,
                            until: datetime | None = None) -> dict[str, Any] | None:
-    """The profile of whoever holds `phone` now: identifiers, the number's holders over time, names,
-    consent now and the log, and messages; None if the number was never seen. `since` (inclusive)
-    and `until` (exclusive) restrict names, log and messages. Raises ValueError for a non-number."""
+    """The profile of whoever holds `phone` now (with `until`: whoever held it at the end of the
+    period): identifiers, the number's holders over time, names, consent now and the log, and
+    messages; None if the number was never seen. `since` (inclusive) and `until` (exclusive)
+    restrict names, log and messages. Raises ValueError for a non-number."""
     digits = normalize_phone(phone)
     if digits is None:
         raise ValueError("phone must be a phone number (digits, optionally with +, spaces or dashes)")
-    contact_id = await sql.current_phone_holder(db, digits)
+    # A period that ended before the number changed hands is about whoever held it then.
+    contact_id = await (sql.phone_holder_at(db, digits, until - timedelta(microseconds=1)) if until is not None
+                        else sql.current_phone_holder(db, digits))
     if contact_id is None:
         return None
     holders = await sql.identifier_links(db, "phone", digits)
