@@ -6,6 +6,7 @@
     │   ├── EnvelopeError          a body is not a Cloud API or WASender webhook           NOT retryable
     │   ├── BadPayloads            a codec-server body is not a Payloads document          NOT retryable
     │   ├── FilterError            a search or export filter is not acceptable             NOT retryable
+    │   ├── ConsentRefused         a consent record given by hand is not acceptable        NOT retryable
     │   ├── RangeNotSatisfiable    a Range header cannot be served from the object         NOT retryable
     │   ├── TokenError             an access-token command cannot be carried out           NOT retryable
     │   ├── HoldError              a legal hold cannot be set or released as asked         NOT retryable

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from wa_archive.archive.keys import normalize_phone
 from wa_archive.contacts import consent, manual, views
-from wa_archive.db import queries
+from wa_archive.db import contacts as contacts_sql
 from wa_archive.discovery.search import parse_filters
 from wa_archive.errors import ConsentRefused, FilterError
 from webhook.api import READERS, log_access
@@ -39,7 +39,7 @@ async def record_consent(request: web.Request) -> web.Response:
         return json_error(400, str(exc), field=exc.field)
     async with pool_of(request).acquire() as conn, conn.transaction():
         entry_id, new = await consent.record_entry(conn, ev)
-    entry = views.entry_dict(await queries.consent_entry(pool_of(request), entry_id))
+    entry = views.entry_dict(await contacts_sql.consent_entry(pool_of(request), entry_id))
     if not new and not manual.same_record(entry, ev):
         return json_error(409, "this Idempotency-Key was already used for a different consent record",
                           entry_id=entry_id)

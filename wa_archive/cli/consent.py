@@ -24,7 +24,7 @@ async def _record(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.contacts.consent import record_entry
     from wa_archive.contacts.manual import manual_evidence
     from wa_archive.contacts.views import entry_dict
-    from wa_archive.db.queries import consent_entry
+    from wa_archive.db.contacts import consent_entry
     from wa_archive.errors import ConsentRefused
 
     given = {"phone": args.phone, "state": args.state, "source": args.source, "evidence": args.evidence,

@@ -214,3 +214,15 @@ async def marketing_sends(db: Executor, *, states: list[str], since: datetime | 
         "  OR (j.template_category IS NULL AND m.type = 'template'))"
         " AND ($2::timestamptz IS NULL OR j.at >= $2) AND ($3::timestamptz IS NULL OR j.at < $3)"
         " ORDER BY j.at, j.message_id", states, since, until))
+
+
+async def consent_entries_by_id(db: Executor, entry_ids: list[int]) -> list[asyncpg.Record]:
+    """Whole consent entries (dedupe key included: the ledger digest covers it), in log order."""
+    return list(await db.fetch("SELECT * FROM consent_entries WHERE id = ANY($1::bigint[]) ORDER BY at, id",
+                               entry_ids)) if entry_ids else []
+
+
+async def consent_entry(db: Executor, entry_id: int) -> asyncpg.Record | None:
+    """One consent log entry by id (as `POST /api/v1/consent` and `consent record` answer with it)."""
+    found = await consent_entries_by_id(db, [entry_id])
+    return found[0] if found else None

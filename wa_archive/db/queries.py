@@ -404,18 +404,3 @@ async def list_failures(pool: asyncpg.Pool, limit: int = 1000) -> list[dict[str,
          "created_at": r["created_at"].isoformat(), "attempts": r["attempts"]}
         for r in rows
     ]
-
-
-# Consent entries ---------------------------------------------------------------------------------
-
-
-async def consent_entries_by_id(db: Executor, entry_ids: list[int]) -> list[asyncpg.Record]:
-    """Whole consent entries (dedupe key included: the ledger digest covers it), in log order."""
-    return list(await db.fetch("SELECT * FROM consent_entries WHERE id = ANY($1::bigint[]) ORDER BY at, id",
-                               entry_ids)) if entry_ids else []
-
-
-async def consent_entry(db: Executor, entry_id: int) -> asyncpg.Record | None:
-    """One consent log entry by id (as `POST /api/v1/consent` and `consent record` answer with it)."""
-    found = await consent_entries_by_id(db, [entry_id])
-    return found[0] if found else None

@@ -45,6 +45,7 @@ from pydantic import BaseModel
 from wa_archive.archive.keys import extension_for, safe_id
 from wa_archive.archive.media_types import is_inline, normalize_mime
 from wa_archive.contacts import views as contact_views
+from wa_archive.db import contacts as contacts_sql
 from wa_archive.db import queries
 from wa_archive.db import reconciliation as reconciliation_db
 from wa_archive.discovery.export_verify import MANIFEST_SIGNATURE, consent_entry_digest
@@ -262,7 +263,7 @@ async def _write_contacts(zf: zipfile.ZipFile, pool: asyncpg.Pool, query: Export
         doc.pop("consent", None)  # the state now is not the period's; the log and each send's state are
         # The entries whole (the ledger digest covers the dedupe key too), read by id: an entry that decided
         # a send may predate the period, or be a previous holder's of the number.
-        rows = await queries.consent_entries_by_id(pool, sorted(set(period_ids) | phones[phone]))
+        rows = await contacts_sql.consent_entries_by_id(pool, sorted(set(period_ids) | phones[phone]))
         whole = {r["id"]: {**contact_views.entry_dict(r), "dedupe_key": r["dedupe_key"]} for r in rows}
         log = [whole[i] for i in period_ids]
         earlier = [e for i, e in whole.items() if i not in log_ids] if (log_ids := set(period_ids)) else \
