@@ -61,6 +61,27 @@ async def test_a_backdated_opt_in_recorded_after_a_send_does_not_whitewash_it(st
     assert (judged_later["state"], judged_later["entry_id"]) == ("opted_in", cover["entry_id"])
 
 
+async def test_a_backdated_opt_in_cannot_cover_a_send_recorded_after_the_fact(stack):
+    """The same through the record API: the sender called Meta itself a minute ago, records a
+    backdated opt-in, then posts the exchange. Meta's `sent` time says when it was sent."""
+    phone = new_phone()
+    now = int(time.time())
+    assert (await stack.post(preferences(phone, "stop", now - 600)))[0] == 200
+    [stop] = await wait_for_entries(stack.pool, phone, 1)
+    sender = await stack.token("sender")
+    status, _ = await record(stack, sender, phone=phone, state="opted_in", source="call centre",
+                             evidence="customer agreed", at=datetime.fromtimestamp(now - 120, timezone.utc).isoformat())
+    assert status == 201
+    stack.graph.set_template(WABA_ID, copy.deepcopy(PROMO))
+    message_id = "wamid.RT" + uuid.uuid4().hex
+    status, answer = await call(stack, "POST", "/api/v1/outbound", sender, json={
+        "phone_number_id": PNID, "request": promo_send(phone), "response": {"messages": [{"id": message_id}]}})
+    assert status < 300, answer
+    await _report_sent(stack, message_id, phone, now - 60)
+    judged = (await views.message_consent(stack.pool, [message_id]))[message_id]
+    assert (judged["state"], judged["entry_id"]) == ("opted_out", stop["id"])
+
+
 async def test_recording_consent_does_not_tell_a_sender_who_the_person_is(stack):
     """A sender may record but not read: the answer to POST /api/v1/consent must not carry the
     contact profile's id (two numbers answering with the same id are one person, a low id a number

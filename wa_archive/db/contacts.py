@@ -133,9 +133,11 @@ async def outbound_for_judging(conn: asyncpg.Connection, message_id: str) -> asy
         "SELECT m.id, m.direction, m.ts, m.contact_phone, m.phone_number_id, s.contact_id AS seen_contact,"
         " t.definition ->> 'category' AS template_category,"
         # When the archive itself knew of the send: the proxy's own clock when it passed through it;
-        # otherwise (a send recorded after the fact, an echo) the time the message carries.
+        # otherwise (a send recorded after the fact, an echo) the time the message carries, to the
+        # end of its second when it is Meta's whole-second time (the send was somewhere in it).
         " coalesce((SELECT o.recorded_at FROM outbound_sends o WHERE o.message_id = m.id AND o.via = 'proxy'),"
-        "  m.ts) AS known_at FROM messages m"
+        "  CASE WHEN m.ts = date_trunc('second', m.ts) THEN m.ts + interval '999999 microseconds' ELSE m.ts END)"
+        " AS known_at FROM messages m"
         " LEFT JOIN contact_sightings s ON s.message_id = m.id"
         " LEFT JOIN template_snapshots t ON t.sha256 = m.template_sha256 WHERE m.id = $1", message_id)
 
