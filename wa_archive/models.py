@@ -9,7 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+# Longer than any identifier WhatsApp gives out (a BSUID, a JID or LID, a username), and short enough
+# for the btree indexes over identifiers (messages, contact_links) and for an object key.
+MAX_IDENTIFIER = 256
 
 
 class Contact(BaseModel):
@@ -21,6 +25,13 @@ class Contact(BaseModel):
     parent_user_id: str | None = None
     username: str | None = None
     name: str | None = None
+
+    @field_validator("phone", "wa_id", "user_id", "parent_user_id", "username", mode="before")
+    @classmethod
+    def _identifier(cls, value: object) -> object:
+        """An identifier too long to be one names no one: left out (the stored payload keeps it), so
+        that it can neither fail the message's write nor be matched against anybody."""
+        return None if isinstance(value, str) and len(value) > MAX_IDENTIFIER else value
 
     def path_segment(self) -> str:
         """The identifier used in object keys: the phone where there is one."""

@@ -43,6 +43,10 @@ async def record_consent(request: web.Request) -> web.Response:
     if not new and not manual.same_record(entry, ev):
         return json_error(409, "this Idempotency-Key was already used for a different consent record",
                           entry_id=entry_id)
+    if caller.role not in READERS and caller.role != "admin":
+        # Recording is not reading: which profile the number resolved to is the archive's to tell
+        # (the same id for two numbers says they are one person; an old id, a number seen before).
+        entry.pop("contact_id")
     return web.json_response(entry, status=201 if new else 200)
 
 

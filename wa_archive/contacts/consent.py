@@ -96,15 +96,20 @@ async def record_entry(conn: asyncpg.Connection, ev: ConsentEvidence) -> tuple[i
 
 
 async def state_at(db: asyncpg.Pool | asyncpg.Connection, *, phone: str, business_phone_number_id: str | None,
-                   at: datetime, category: str = DEFAULT_CATEGORY) -> ConsentState:
+                   at: datetime, category: str = DEFAULT_CATEGORY, sent_at: datetime | None = None) -> ConsentState:
     """The consent of whoever held `phone` at `at`: their latest entry at or before it for the
-    category, scoped to all numbers or to `business_phone_number_id` (None: any business number)."""
+    category, scoped to all numbers or to `business_phone_number_id` (None: any business number).
+
+    `sent_at`, for a send: when the archive knew the message was sent. An opt-in recorded by hand
+    after that does not count for it, whatever earlier `at` it claims (the recorder's word, not
+    WhatsApp's: counting it would let a sender cover a send already made). Opt-outs always count.
+    """
     digits = normalize_phone(phone)
     contact_id = await sql.phone_holder_at(db, digits, at) if digits else None
     if contact_id is None:
         return ConsentState("unknown")
     entry = await sql.latest_entry(db, contact_id, category=category, at=at,
-                                   business_phone_number_id=business_phone_number_id)
+                                   business_phone_number_id=business_phone_number_id, recorded_by=sent_at)
     if entry is None:
         return ConsentState("unknown", contact_id=contact_id)
     return ConsentState(entry["state"], entry["id"], entry["at"], contact_id)
@@ -117,7 +122,8 @@ async def judge_send(conn: asyncpg.Connection, message_id: str) -> None:
     if msg is None or msg["direction"] != "out":
         raise LookupError(f"{message_id!r} is not an archived outbound message")
     judged = (await state_at(conn, phone=msg["contact_phone"], business_phone_number_id=msg["phone_number_id"],
-                             at=msg["ts"]) if msg["contact_phone"] else ConsentState("unknown"))
+                             at=msg["ts"], sent_at=msg["known_at"])
+              if msg["contact_phone"] else ConsentState("unknown"))
     row = await sql.insert_message_consent(
         conn, message_id=message_id, contact_id=judged.contact_id or msg["seen_contact"], state=judged.state,
         entry_id=judged.entry_id, at=msg["ts"], category=DEFAULT_CATEGORY, template_category=msg["template_category"])

@@ -3,7 +3,7 @@ the pages and export bundles. Reading only; callers log the access."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -33,13 +33,16 @@ def entry_dict(row: asyncpg.Record) -> dict[str, Any]:
 
 async def contact_document(db: Executor, phone: str, *, since: datetime | None = None,
                            until: datetime | None = None) -> dict[str, Any] | None:
-    """The profile of whoever holds `phone` now: identifiers, the number's holders over time, names,
-    consent now and the log, and messages; None if the number was never seen. `since` (inclusive)
-    and `until` (exclusive) restrict names, log and messages. Raises ValueError for a non-number."""
+    """The profile of whoever holds `phone` now (with `until`: whoever held it at the end of the
+    period): identifiers, the number's holders over time, names, consent now and the log, and
+    messages; None if the number was never seen. `since` (inclusive) and `until` (exclusive)
+    restrict names, log and messages. Raises ValueError for a non-number."""
     digits = normalize_phone(phone)
     if digits is None:
         raise ValueError("phone must be a phone number (digits, optionally with +, spaces or dashes)")
-    contact_id = await sql.current_phone_holder(db, digits)
+    # A period that ended before the number changed hands is about whoever held it then.
+    contact_id = await (sql.phone_holder_at(db, digits, until - timedelta(microseconds=1)) if until is not None
+                        else sql.current_phone_holder(db, digits))
     if contact_id is None:
         return None
     holders = await sql.identifier_links(db, "phone", digits)
@@ -80,7 +83,13 @@ async def findings(db: Executor, *, since: datetime | None = None, until: dateti
         "message_id": r["message_id"], "sent_at": _iso(r["at"]), "recipient": r["contact_phone"],
         "business_phone_number_id": r["phone_number_id"], "template_name": r["template_name"],
         "template_category": r["template_category"], "state": r["state"], "entry_id": r["entry_id"],
-        "reason": (f"marketing template sent after the recipient opted out (consent entry {r['entry_id']})"
-                   if r["state"] == "opted_out" else
-                   "marketing template sent with no consent on record (WA_ARCHIVE_CONSENT_REQUIRED)"),
+        "reason": _reason(r),
     } for r in await sql.marketing_sends(db, states=states, since=since, until=until)]
+
+
+def _reason(r: asyncpg.Record) -> str:
+    what = ("marketing template" if r["template_category"] else
+            "template of unknown category (never snapshotted: nothing shows it was not marketing)")
+    if r["state"] == "opted_out":
+        return f"{what} sent after the recipient opted out (consent entry {r['entry_id']})"
+    return f"{what} sent with no consent on record (WA_ARCHIVE_CONSENT_REQUIRED)"

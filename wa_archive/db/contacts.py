@@ -112,14 +112,17 @@ async def insert_consent_entry(conn: asyncpg.Connection, entry: dict[str, Any]) 
 
 
 async def latest_entry(db: Executor, contact_id: int, *, category: str, at: datetime | None,
-                       business_phone_number_id: str | None) -> asyncpg.Record | None:
+                       business_phone_number_id: str | None,
+                       recorded_by: datetime | None = None) -> asyncpg.Record | None:
     """The contact's latest entry (by at, then id) at or before `at` (None: ever) for the category,
-    whose scope is all numbers or the given one (None: any number)."""
+    whose scope is all numbers or the given one (None: any number). With `recorded_by`, an opt-in
+    recorded by hand counts only if it was recorded by then: its `at` is the recorder's word."""
     return await db.fetchrow(
         "SELECT * FROM consent_entries WHERE contact_id = $1 AND category = $2"
         " AND ($3::timestamptz IS NULL OR at <= $3)"
         " AND ($4::text IS NULL OR business_phone_number_id IS NULL OR business_phone_number_id = $4)"
-        " ORDER BY at DESC, id DESC LIMIT 1", contact_id, category, at, business_phone_number_id)
+        " AND ($5::timestamptz IS NULL OR source <> 'manual' OR state <> 'opted_in' OR recorded_at <= $5)"
+        " ORDER BY at DESC, id DESC LIMIT 1", contact_id, category, at, business_phone_number_id, recorded_by)
 
 
 # Send-time consent -----------------------------------------------------------------------------
@@ -128,7 +131,13 @@ async def latest_entry(db: Executor, contact_id: int, *, category: str, at: date
 async def outbound_for_judging(conn: asyncpg.Connection, message_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT m.id, m.direction, m.ts, m.contact_phone, m.phone_number_id, s.contact_id AS seen_contact,"
-        " t.definition ->> 'category' AS template_category FROM messages m"
+        " t.definition ->> 'category' AS template_category,"
+        # When the archive itself knew of the send: the proxy's own clock when it passed through it;
+        # otherwise (a send recorded after the fact, an echo) the time the message carries, to the
+        # end of its second when it is Meta's whole-second time (the send was somewhere in it).
+        " coalesce((SELECT o.recorded_at FROM outbound_sends o WHERE o.message_id = m.id AND o.via = 'proxy'),"
+        "  CASE WHEN m.ts = date_trunc('second', m.ts) THEN m.ts + interval '999999 microseconds' ELSE m.ts END)"
+        " AS known_at FROM messages m"
         " LEFT JOIN contact_sightings s ON s.message_id = m.id"
         " LEFT JOIN template_snapshots t ON t.sha256 = m.template_sha256 WHERE m.id = $1", message_id)
 
@@ -198,11 +207,13 @@ async def message_consent_of(db: Executor, message_ids: list[str]) -> list[async
 
 async def marketing_sends(db: Executor, *, states: list[str], since: datetime | None,
                           until: datetime | None) -> list[asyncpg.Record]:
-    """Marketing templates judged in one of `states` at send time, with their messages."""
+    """Marketing templates judged in one of `states` at send time, with their messages; a template
+    whose category was never snapshotted counts as one (nothing shows it was not marketing)."""
     return list(await db.fetch(
         "SELECT j.message_id, j.at, j.state, j.entry_id, j.template_category, m.contact_phone, m.phone_number_id,"
         " m.template_name FROM message_consent j JOIN messages m ON m.id = j.message_id"
-        " WHERE j.state = ANY($1::text[]) AND upper(j.template_category) = 'MARKETING'"
+        " WHERE j.state = ANY($1::text[]) AND (upper(j.template_category) = 'MARKETING'"
+        "  OR (j.template_category IS NULL AND m.type = 'template'))"
         " AND ($2::timestamptz IS NULL OR j.at >= $2) AND ($3::timestamptz IS NULL OR j.at < $3)"
         " ORDER BY j.at, j.message_id", states, since, until))
 
