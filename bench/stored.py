@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 async def verify_full(b: Bench, total: int = 2 * 1024 ** 3, object_size: int = 32 * 1024 ** 2) -> dict:
     """`verify --full`'s object re-hashing over 2 GiB on the filesystem backend, against
     `sha256sum` reading and hashing the same files in the same run."""
-    from wa_archive.integrity.ledger import verify_objects
+    from wa_archive.integrity.verification import verify_objects
     from wa_archive.storage import FilesystemStore
 
     store = FilesystemStore(b.root / "verify-objects")

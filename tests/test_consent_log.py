@@ -19,7 +19,7 @@ from tests.test_outbound import PNID, _proxy, status_body
 from tests.test_retention import _dispose
 from wa_archive.contacts import views
 from wa_archive.contacts.consent import ConsentEvidence, record_entry, state_at
-from wa_archive.integrity import ledger
+from wa_archive.integrity import ledger, verification
 from wa_archive.sources.meta.samples import WABA_ID
 
 OTHER_PNID = "200000000000001"
@@ -214,4 +214,4 @@ async def test_disposal_takes_the_judgement_and_sighting_but_never_the_consent_l
     assert await stack.pool.fetchval("SELECT count(*) FROM consent_entries WHERE id = $1", entry) == 1
     record = await stack.pool.fetchval("SELECT record FROM dispositions WHERE message_id = $1", mid)
     assert record["message_consent"] == [{"id": mid, "digest": ledger.message_consent_digest(judged)}]
-    assert await ledger.verify_log(stack.pool, None) == []
+    assert await verification.verify_log(stack.pool, None) == []

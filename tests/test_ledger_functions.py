@@ -9,7 +9,7 @@ import random
 import asyncpg
 import pytest
 
-from wa_archive.integrity import ledger, merkle
+from wa_archive.integrity import ledger, merkle, verification
 
 # --- The ledger's leaf hash: PostgreSQL's to_json against Python's canonical JSON ---------------------
 
@@ -56,7 +56,7 @@ async def test_a_session_setting_of_the_application_role_cannot_stop_ledger_appe
         await conn.close()
     assert stored == merkle.leaf_hash(ledger.leaf_bytes("access", "probe", "digest"))
     # The chain is whole; the probe leaf names no record, which verify says.
-    assert await ledger.verify_log(clean_db, None) == ["access probe: deleted (its ledger entry remains)"]
+    assert await verification.verify_log(clean_db, None) == ["access probe: deleted (its ledger entry remains)"]
 
 
 # --- verify blinded by a row the application role may insert ----------------------------------------

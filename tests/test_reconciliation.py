@@ -22,7 +22,7 @@ from aiohttp import web
 from temporalio.client import Client, WorkflowFailureError
 
 from tests.conftest import ACCESS_TOKEN, APP_SECRET, CONTACT_SECRET, DATA_CONVERTER, LEDGER_KEY, PAYLOAD_KEYS
-from wa_archive.integrity import ledger, reconciliation
+from wa_archive.integrity import ledger, reconciliation, verification
 from wa_archive.models import ReconcileInput, ReconcileResult
 from wa_archive.sources.meta.samples import BUSINESS, WABA_ID, dumps, envelope, message, wamid
 from wa_archive.sources.signature import meta_signature
@@ -203,7 +203,7 @@ async def test_a_clean_day_is_green_and_its_report_verifies_against_the_ledger(
     public_key = ledger_signer(stack.settings).public_key()
     assert ledger.verify_receipt(receipt, public_key) == []
     assert receipt["leaf_index"] >= named["tree_size"]
-    assert await ledger.verify_log(stack.pool, public_key) == []
+    assert await verification.verify_log(stack.pool, public_key) == []
 
     # The report is write-once, even for the schema owner.
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
@@ -212,7 +212,7 @@ async def test_a_clean_day_is_green_and_its_report_verifies_against_the_ledger(
     async with stack.admin_pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
         await conn.execute("UPDATE reconciliation_reports SET body = replace(body, '\"green\"', '\"red\"')")
-    problems = await ledger.verify_log(stack.pool, public_key)
+    problems = await verification.verify_log(stack.pool, public_key)
     assert problems == [f"reconciliation {row['id']}: changed since it was recorded"]
     async with stack.admin_pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from wa_archive.errors import RetentionActive
-from wa_archive.integrity import ledger
+from wa_archive.integrity import ledger, verification
 from wa_archive.models import DispositionInput, DispositionReport
 from wa_archive.retention import policies as retention
 from wa_archive.retention.disposition import Disposer
@@ -150,7 +150,7 @@ async def test_retention_hold_and_disposition(stack_factory, storage_backend, da
     assert "447700900001" not in json.dumps(record["record"])  # hashes, never the phone
     leaf = await stack.pool.fetchrow("SELECT * FROM ledger_leaves WHERE kind = 'disposition'")
     assert leaf["record_id"] == str(record["id"]) and leaf["digest"] == ledger.disposition_digest(record)
-    assert await ledger.verify_log(stack.pool, None) == []  # the removal is accounted for in the ledger
+    assert await verification.verify_log(stack.pool, None) == []  # the removal is accounted for in the ledger
     listed = json.loads((await _cli(env, "disposition", "list", "--json")).stdout)
     assert [d["message_id"] for d in listed] == [due["id"]]
 
@@ -265,12 +265,12 @@ async def test_disposed_outbound_message_takes_its_statuses_send_record_and_deli
     assert await stack.pool.fetchval("SELECT count(*) FROM deliveries WHERE sha256 = $1", delivery) == 0
     record = await stack.pool.fetchval("SELECT record FROM dispositions WHERE message_id = $1", mid)
     assert record["text_sha256"] == ledger.sha256_hex(msg["text"].encode()) and len(record["status_events"]) == 1
-    assert await ledger.verify_log(stack.pool, None) == []
+    assert await verification.verify_log(stack.pool, None) == []
     # A disposition record that does not match the ledger is named.
     async with stack.admin_pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
         await conn.execute("UPDATE dispositions SET record = jsonb_set(record, '{message_digest}', '\"0\"')")
-    problems = await ledger.verify_log(stack.pool, None)
+    problems = await verification.verify_log(stack.pool, None)
     assert f"message {mid}: disposed, but the disposition record does not match its ledger entry" in problems
     assert any(p.startswith("disposition ") and "changed since it was recorded" in p for p in problems)
 

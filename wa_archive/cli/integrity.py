@@ -179,7 +179,7 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     import time as _time
 
     from wa_archive.credentials import ledger_signer
-    from wa_archive.integrity import ledger
+    from wa_archive.integrity import verification
     from wa_archive.storage import open_store
 
     settings = with_dev_defaults(settings)
@@ -199,8 +199,8 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     pool, store = await open_pool(settings), open_store(settings)
     started = _time.perf_counter()
     try:
-        problems = await ledger.verify_log(pool, public_key)
-        problems += await ledger.verify_checkpoint_copies(pool, store, public_key)
+        problems = await verification.verify_log(pool, public_key)
+        problems += await verification.verify_checkpoint_copies(pool, store, public_key)
         checked = {"bytes": 0, "objects": 0}
 
         def progress(n: int, total: int, done_bytes: int) -> None:
@@ -208,8 +208,8 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             show_progress(n, total, "objects")
 
         if args.full or args.sample:
-            problems += await ledger.verify_objects(pool, store, sample=None if args.full else args.sample,
-                                                    on_progress=progress)
+            problems += await verification.verify_objects(pool, store, sample=None if args.full else args.sample,
+                                                          on_progress=progress)
     finally:
         await pool.close()
         await store.close()
