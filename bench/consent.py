@@ -104,7 +104,7 @@ async def consent(b: Bench, messages: int = 1_000_000) -> dict:
         for phone, mid in zip(phones, ids, strict=True):
             at = MONTH + timedelta(seconds=rng.randint(0, 31 * 86400))
             started = time.perf_counter()
-            await consent_log.state_at(conn, phone=phone, business_phone_number_id=NUMBER, at=at)
+            await consent_log.state_at(conn, phone=phone, business_phone_number_id=NUMBER, at=at, sent_at=at)
             judged.append(time.perf_counter() - started)
             started = time.perf_counter()
             await conn.fetchrow("SELECT * FROM messages WHERE id = $1", mid)
