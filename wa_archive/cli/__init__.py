@@ -24,6 +24,8 @@ from wa_archive.cli.integrity import (
     cmd_verify,
     cmd_verify_receipt,
 )
+from wa_archive.cli.keys import add_parsers as add_keys_parsers
+from wa_archive.cli.keys import cmd_keys
 from wa_archive.cli.reconciliation import COMMANDS as RECONCILIATION_COMMANDS
 from wa_archive.cli.reconciliation import add_parsers as add_reconciliation_parsers
 from wa_archive.cli.retention import COMMANDS as RETENTION_COMMANDS
@@ -242,15 +244,6 @@ async def cmd_message_key(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
-    from wa_archive.temporal.codec import generate_key_line
-
-    print(generate_key_line())
-    print("put it in front of WA_ARCHIVE_PAYLOAD_KEYS (comma-separated) to encrypt with it; keep the old keys"
-          " there while any history still uses them", file=sys.stderr)
-    return 0
-
-
 async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.db.queries import get_message
     from wa_archive.devstack.dev import run_demo
@@ -312,8 +305,19 @@ PUBLIC_KEY_HELP = ("the ledger's public key (base64 as `ledger public-key` print
                    "from the archive; or WA_ARCHIVE_LEDGER_PUBLIC_KEY")
 
 
+def installed_version() -> str:
+    """The version of the installed distribution (pyproject.toml's, as pip recorded it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wa-archive")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wa-archive", description="WhatsApp compliance archive")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("dev", help="run the embedded stack (Temporal, PostgreSQL, worker, webhook)")
     sub.add_parser("worker", help="run a worker against the configured Temporal, Postgres and store")
@@ -384,8 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     tlist.add_argument("--json", action="store_true")
     revoke = tsub.add_parser("revoke", help="revoke a token by name")
     revoke.add_argument("name")
-    keys = sub.add_parser("keys", help="keys of the Temporal payload codec")
-    keys.add_argument("action", choices=("generate",), help="print a new `id:base64key` line")
+    add_keys_parsers(sub)
     add_retention_parsers(sub)
     add_reconciliation_parsers(sub)
     add_capture_health_parsers(sub)

@@ -1,0 +1,45 @@
+"""`wa-archive keys generate`: the secrets an operator creates, ready for a .env file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from wa_archive.config import Settings
+from wa_archive.credentials import GENERATED_SECRETS
+
+KINDS = tuple(s.kind for s in GENERATED_SECRETS)
+
+
+async def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    chosen = GENERATED_SECRETS if args.kind == "all" else tuple(s for s in GENERATED_SECRETS if s.kind == args.kind)
+    # Several values on stdout only make sense as VAR=value lines; one kind alone keeps the bare value
+    # that scripts already read from `keys generate`.
+    as_env = args.env or len(chosen) > 1
+    for secret in chosen:
+        value = secret.make()
+        print(f"{secret.variable}={value}" if as_env else value)
+        print(f"{secret.variable}: {secret.note}", file=sys.stderr)
+        if secret.kind == "ledger":
+            print(f"WA_ARCHIVE_LEDGER_PUBLIC_KEY={_ledger_public_key(value)}  (for verifiers, held apart from the"
+                  " archive)", file=sys.stderr)
+    return 0
+
+
+def _ledger_public_key(seed_b64: str) -> str:
+    import base64
+
+    from wa_archive.integrity.ledger import Signer
+
+    return base64.b64encode(Signer(base64.b64decode(seed_b64)).public_key()).decode()
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = sub.add_parser("keys", help="generate the secrets the archive needs")
+    keys.add_argument("action", choices=("generate",),
+                      help="print new secrets (default: a payload-codec key line `id:base64key`)")
+    keys.add_argument("--kind", choices=(*KINDS, "all"), default="payload",
+                      help="which secret: " + ", ".join(f"{s.kind} ({s.variable})" for s in GENERATED_SECRETS)
+                      + "; all: every one, as VAR=value lines")
+    keys.add_argument("--env", action="store_true", help="print `VAR=value` lines ready for a .env file")
+
