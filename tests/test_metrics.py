@@ -3,80 +3,29 @@ archived and fail, the database-derived gauges follow the archive, and no label 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 
-import pytest_asyncio
-from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 
-from tests.conftest import ACCESS_TOKEN, APP_SECRET, DATA_CONVERTER, Stack
+from tests.conftest import ACCESS_TOKEN, APP_SECRET, DATA_CONVERTER
+from tests.metered import Samples, metered_fixture, scrape, value, wait_for  # noqa: F401 - the `metered` fixture
 from wa_archive.credentials import ledger_signer
 from wa_archive.db import create_pool, queries
 from wa_archive.devstack.embedded import free_port
 from wa_archive.integrity import ledger
 from wa_archive.models import DispositionInput, DispositionReport
-from wa_archive.observability.server import WorkerHealthDeps, health_app, worker_metrics
-from wa_archive.observability.temporal_sdk import metrics_runtime
+from wa_archive.observability.server import WorkerHealthDeps, health_app
 from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
 from wa_archive.storage import FilesystemStore
-from worker import build_worker, link_fetcher
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 PHONE = "447700900123"  # the samples' contact
 CAPTION = "Signed mandate for account 0042"
-
-
-async def scrape(stack: Stack, url: str) -> tuple[Samples, str]:
-    async with stack.http.get(url) as resp:
-        assert resp.status == 200, await resp.text()
-        text = await resp.text()
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples, text
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-async def wait_for(stack: Stack, url: str, condition, what: str, timeout: float = 60) -> Samples:
-    """Scrape until `condition(samples)` holds; fail naming `what` when it never does."""
-    deadline = time.monotonic() + timeout
-    while True:
-        samples, _ = await scrape(stack, url)
-        if condition(samples):
-            return samples
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen on {url} within {timeout}s")
-        await asyncio.sleep(0.2)
-
-
-@pytest_asyncio.fixture
-async def metered(stack_factory, temporal_address) -> AsyncIterator[tuple[Stack, str]]:
-    """A stack whose worker runs as `wa-archive worker` does with WA_ARCHIVE_METRICS_PORT set: its client
-    on the metrics runtime, its health and metrics port open (an ephemeral one here)."""
-    stack = await stack_factory(run_worker=False, metrics_port=0, metrics_refresh_seconds=0.3,
-                                max_body_bytes=64 * 1024)
-    runtime, collector = metrics_runtime()
-    client = await Client.connect(temporal_address, runtime=runtime, data_converter=DATA_CONVERTER)
-    links = link_fetcher(stack.settings)
-    health = WorkerHealthDeps(client=client, pool=stack.pool, store=stack.store)
-    try:
-        async with build_worker(client, stack.settings, stack.pool, stack.store, stack.http, links), \
-                worker_metrics(stack.settings, health, collector) as port:
-            yield stack, f"http://127.0.0.1:{port}"
-    finally:
-        await links.close()
 
 
 async def test_archiving_and_a_failure_move_the_worker_metrics(metered):
