@@ -26,6 +26,8 @@ from wa_archive.config import Settings
 from wa_archive.credentials import contact_secret, ledger_signer
 from wa_archive.devstack.runtime import connect_db, retention_rules
 from wa_archive.integrity import reconciliation
+from wa_archive.observability.server import WorkerHealthDeps, worker_metrics
+from wa_archive.observability.temporal_sdk import metrics_runtime
 from wa_archive.retention.disposition import Disposer
 from wa_archive.sources.links import Allowlist, LinkFetcher
 from wa_archive.sources.meta.graph import GraphClient
@@ -99,7 +101,9 @@ def link_fetcher(settings: Settings) -> LinkFetcher:
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (or forever); shuts down gracefully so activities can finish."""
     settings.require("meta_access_token")
-    client = await connect_temporal(settings)
+    # With metrics on, the client's runtime records the SDK's metrics for the worker's /metrics.
+    runtime, collector = metrics_runtime() if settings.metrics_port is not None else (None, None)
+    client = await connect_temporal(settings, runtime=runtime)
     pool = await connect_db(settings, max_size=settings.max_concurrent_activities + 2)
     try:
         store = await open_checked_store(settings, pool, "worker", must_reach=True)
@@ -108,15 +112,17 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         raise
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=60)
     links = link_fetcher(settings)
+    health = WorkerHealthDeps(client=client, pool=pool, store=store)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         worker = build_worker(client, settings, pool, store, http, links)
         log.info("worker_started", task_queue=settings.task_queue, storage=store.url)
         try:
-            if stop is None:
-                await worker.run()
-            else:
-                async with worker:
-                    await stop.wait()
+            async with worker_metrics(settings, health, collector):
+                if stop is None:
+                    await worker.run()
+                else:
+                    async with worker:
+                        await stop.wait()
         finally:
             await links.close()
             await store.close()

@@ -15,6 +15,7 @@ from wa_archive.models import (
     WriteOutboundInput,
 )
 from wa_archive.names import READ_STORED_OUTBOUND, SNAPSHOT_TEMPLATE, WRITE_OUTBOUND
+from wa_archive.observability import metrics
 from wa_archive.retention.policies import RetentionRules
 from wa_archive.sources.meta.graph import GraphClient
 
@@ -51,5 +52,7 @@ class OutboundActivities:
         (UnverifiedMessage otherwise: nothing is written)."""
         await check_outbound(self.pool, self.deliveries, inp, self.waba_id)
         created = await writes.write_outbound(self.pool, inp, self.storage_url, self.rules)
+        if created:
+            metrics.message_recorded("meta", "out", inp.archive_status, inp.timestamp, None)
         log.info("outbound_recorded", message_id=inp.message_id, created=created, flags=inp.flags)
         return created

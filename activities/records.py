@@ -17,6 +17,7 @@ from wa_archive.db import queries
 from wa_archive.errors import UnverifiedMessage
 from wa_archive.models import ArchiveRequest, CriticalFailureInput, WriteRecordsInput
 from wa_archive.names import RECORD_CRITICAL_FAILURE, VERIFY_MESSAGE, WRITE_RECORDS
+from wa_archive.observability import metrics
 from wa_archive.retention.policies import RetentionRules
 from wa_archive.storage.base import ObjectStore
 
@@ -48,6 +49,11 @@ class RecordActivities:
         it (UnverifiedMessage otherwise: nothing is written)."""
         await check_inbound(self.deliveries, inp, self.store)
         created = await writes.write_message(self.pool, inp, self.storage_url, self.rules)
+        if created:
+            req = inp.request
+            built = await self.deliveries.get(req.delivery_sha256)  # cached by the check above
+            metrics.message_recorded(req.source, req.direction, inp.archive_status, req.timestamp,
+                                     built.received_at if built else None)
         log.info("message_recorded", message_id=inp.request.message_id, created=created,
                  archive_status=inp.archive_status, media=len(inp.media))
         return created
@@ -65,6 +71,7 @@ class RecordActivities:
             workflow_id=inp.workflow_id, run_id=inp.run_id, retry_state=inp.retry_state,
             last_error_type=inp.last_error_type, last_error=inp.last_error,
         )
+        metrics.critical_failure(inp.stage)
         log.critical("archive_failed", message_id=inp.message_id, stage=inp.stage,
                      media_id=inp.media_id, attempts=len(attempts), retry_state=inp.retry_state,
                      error_type=inp.last_error_type, workflow_id=inp.workflow_id, run_id=inp.run_id)

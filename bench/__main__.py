@@ -136,6 +136,8 @@ class Bench:
         raise RuntimeError("serve did not start")
 
     def worker(self, task_queue: str, *, plaintext: bool = False, **extra: str) -> subprocess.Popen:
+        # Metrics on, as deployed (the SDK's buffer drained, the gauges refreshed), so every figure includes their cost.
+        extra.setdefault("WA_ARCHIVE_METRICS_PORT", str(free_port()))
         return self.spawn(self.command("worker", plaintext),
                           self.env(WA_ARCHIVE_TASK_QUEUE=task_queue, **extra), f"worker-{task_queue}")
 

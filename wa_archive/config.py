@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     # and Meta's send error codes that mean "this person stopped marketing messages" (comma-separated).
     consent_keywords: str | None = None
     consent_optout_error_codes: str = "131050"
+    # Metrics and worker health (wa_archive/observability/): the worker's /metrics, /healthz and /readyz
+    # port (off while unset; `dev` picks one), the address it binds (0.0.0.0 in a container, so Prometheus
+    # can reach it), and how often each process reads the database-derived gauges (never per scrape).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    metrics_refresh_seconds: float = Field(default=30.0, ge=0.1)
 
     @field_validator("consent_keywords")
     @classmethod

@@ -21,6 +21,7 @@ from aiohttp import web
 from wa_archive.archive.handover import Delivery, hand_over_delivery
 from wa_archive.config import Settings
 from wa_archive.health.capture import Heard
+from wa_archive.observability import metrics
 from wa_archive.sources.meta.payload import ParsedDelivery
 from webhook.deps import DEPS, START_TIMEOUT, decode_checked, json_error, read_body
 
@@ -65,6 +66,11 @@ def receiver(source: Source[Any]) -> Callable[[web.Request], Awaitable[web.Respo
     """The POST handler of `source`."""
 
     async def receive(request: web.Request) -> web.Response:
+        response = await answer(request)
+        metrics.delivery_answered(source.name, response.status)
+        return response
+
+    async def answer(request: web.Request) -> web.Response:
         deps = request.app[DEPS]
         settings = deps.settings
         body = await read_body(request, settings.max_body_bytes)

@@ -19,6 +19,7 @@ from wa_archive.archive.hashing import decode_sha256
 from wa_archive.archive.keys import media_object_key
 from wa_archive.archive.media_types import normalize_mime
 from wa_archive.models import ArchiveMediaInput, MediaRecord
+from wa_archive.observability import metrics
 from wa_archive.retention.policies import RetentionRules
 from wa_archive.sources.links import LinkFetcher
 from wa_archive.sources.meta.graph import GraphClient
@@ -67,6 +68,8 @@ class MediaWriter:
         )
         if expected is not None and stored.sha256 != expected.hex():  # only when not enforced
             bound.warning("declared_sha256_differs", sha256=stored.sha256, declared=expected.hex())
+        if stored.created:
+            metrics.media_stored(stored.size)
         # The key holds the contact's phone number, so it stays out of INFO logs.
         bound.info("media_archived", sha256=stored.sha256, size=stored.size, created=stored.created)
         return MediaRecord(

@@ -87,6 +87,7 @@ class BuiltMessages:
     by_id: dict[str, list[dict[str, Any]]]
     size: int
     statuses: dict[str, list[StatusSignal]] = field(default_factory=dict)
+    received_at: datetime | None = None  # when the webhook stored it (the intake latency's start)
 
 
 def comparable(req: ArchiveRequest) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def build_messages(stored: StoredDelivery) -> BuiltMessages:
         else:
             parsed = parse_delivery(data, stored.sha256, stored.received_at)
     except (ValueError, KeyError, TypeError, AttributeError):  # JsonRefused and EnvelopeError among them
-        return BuiltMessages(by_id={}, size=len(stored.body))  # nothing in it can be verified
+        return BuiltMessages(by_id={}, size=len(stored.body), received_at=stored.received_at)  # nothing verifiable
     by_id: dict[str, list[dict[str, Any]]] = {}
     for req in parsed.messages:
         by_id.setdefault(req.message_id, []).append(comparable(req))
@@ -112,7 +113,7 @@ def build_messages(stored: StoredDelivery) -> BuiltMessages:
     for st in parsed.statuses:
         statuses.setdefault(st.message_id, []).append(
             StatusSignal(status=st.status, timestamp=st.timestamp, waba_id=st.waba_id, errors=st.errors))
-    return BuiltMessages(by_id=by_id, size=len(stored.body), statuses=statuses)
+    return BuiltMessages(by_id=by_id, size=len(stored.body), statuses=statuses, received_at=stored.received_at)
 
 
 class DeliveryCache:

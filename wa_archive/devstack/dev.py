@@ -41,6 +41,7 @@ from wa_archive.temporal.connection import configured_address
 from wa_archive.temporal.namespace import set_retention
 
 STATE_FILE = "dev.json"
+WORKER_METRICS_PORT = 9464  # the worker's /metrics, /healthz and /readyz when WA_ARCHIVE_METRICS_PORT is unset
 SECRETS_FILE = "dev-secrets.json"
 DEV_SECRETS = ("app_secret", "verify_token", "access_token", "wasender_secret", "db_owner_password",
                "db_app_password")
@@ -116,6 +117,8 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
             updates["meta_verify_token"] = SecretStr(dev_secrets["verify_token"])
         if settings.wasender_webhook_secret is None:
             updates["wasender_webhook_secret"] = SecretStr(dev_secrets["wasender_secret"])
+        if settings.metrics_port is None:  # dev serves the worker's metrics too, as deployed
+            updates["metrics_port"] = WORKER_METRICS_PORT if port_is_free(WORKER_METRICS_PORT) else free_port()
         settings = settings.model_copy(update=updates)
         applied = await migrate(settings.migrate_database_url or settings.database_url,  # type: ignore[arg-type]
                                 app_role=settings.database_app_role)
@@ -145,6 +148,8 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
             "meta_graph_url": settings.meta_graph_url,
             "fake_graph": fake_runner is not None,
             "storage_url": settings.resolved_storage_url,
+            "metrics_url": f"{base}/metrics",
+            "worker_metrics_url": f"http://{_reachable(settings.metrics_host)}:{settings.metrics_port}/metrics",
         }
         replace_secret_file(data_dir / STATE_FILE, json.dumps(state, indent=2))  # it holds database passwords
         _print_banner(state, data_dir)
@@ -170,6 +175,11 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
         print("stopped; archived data is kept under", data_dir, flush=True)
 
 
+def _reachable(host: str) -> str:
+    """An address a local browser can use for a server bound to `host`."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
 def codec_endpoint(settings: Settings) -> str | None:
     """The codec server's URL as the UI's browser reaches it: under /ui, where the session cookie goes."""
     if not settings.http_port:
@@ -190,6 +200,8 @@ def _print_banner(state: dict[str, Any], data_dir: Path) -> None:
         f"  codec server     {state['http_url']}/codec   (payloads are encrypted; operators decode them: README,"
         " \"Reading a workflow in the Temporal UI\")",
         f"  readiness        {state['http_url']}/readyz",
+        f"  metrics          {state['metrics_url']}   (HTTP server; Prometheus format)",
+        f"  worker metrics   {state['worker_metrics_url']}   (and /healthz, /readyz; WA_ARCHIVE_METRICS_PORT)",
         f"  storage          {state['storage_url']}",
         f"  data dir         {data_dir}",
     ]

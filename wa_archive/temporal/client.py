@@ -8,6 +8,7 @@ from pathlib import Path
 import structlog
 from temporalio.client import Client
 from temporalio.converter import DataConverter
+from temporalio.runtime import Runtime
 
 from wa_archive.config import Settings
 from wa_archive.credentials import create_secret_file
@@ -16,17 +17,19 @@ from wa_archive.temporal.codec import PayloadKeys, encrypted_data_converter, gen
 from wa_archive.temporal.connection import resolve_connection
 
 
-async def connect_temporal(settings: Settings, *, lazy: bool = False) -> Client:
+async def connect_temporal(settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None) -> Client:
     """A client with the encrypting converter, the same in the webhook, worker, CLI and `dev`.
 
     Address, namespace, TLS and API key as `temporal.connection` resolves them; a refused or failed
-    connection raises TemporalConnectError saying where and how it tried (never the secrets).
+    connection raises TemporalConnectError saying where and how it tried (never the secrets). A
+    `runtime` (the worker's, observability.temporal_sdk) collects the SDK's metrics of the client's workers.
     """
     connection = resolve_connection(settings)
     converter = data_converter(settings)
     structlog.get_logger("wa_archive.temporal").info("temporal_connect", lazy=lazy, **connection.describe())
     try:
-        return await Client.connect(**connection.connect_kwargs(), data_converter=converter, lazy=lazy)
+        return await Client.connect(**connection.connect_kwargs(), data_converter=converter, lazy=lazy,
+                                    runtime=runtime)
     except RuntimeError as exc:
         raise connection.connect_failure(exc) from None
 

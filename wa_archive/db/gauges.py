@@ -1,0 +1,61 @@
+"""What the operators' gauges read from the database: each figure one indexed lookup or a count over a
+bounded window, so a refresh costs the same on a day-old archive and a ten-year-old one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+
+# Deliveries older than this are the re-drive's and the daily reconciliation's business, not a hand-off
+# still pending; the window keeps the count an index range scan.
+AWAITING_LOOKBACK = timedelta(days=2)
+
+
+@dataclass(frozen=True)
+class ArchiveFigures:
+    """The gauges' values as of one read; None where the thing never happened."""
+
+    last_delivery_at: datetime | None
+    ledger_tree_size: int
+    checkpoint_tree_size: int
+    checkpoint_at: datetime | None
+    oldest_unsigned_leaf_at: datetime | None
+    retrieval_finished_at: datetime | None
+    retrieval_failed: int | None
+    storage_checked_at: datetime | None
+    storage_ok: bool | None
+
+
+async def archive_figures(pool: asyncpg.Pool) -> ArchiveFigures:
+    async with pool.acquire() as conn:
+        last_delivery = await conn.fetchval("SELECT max(received_at) FROM deliveries")
+        tree_size = await conn.fetchval("SELECT size FROM ledger_head WHERE id = 1")
+        checkpoint = await conn.fetchrow(
+            "SELECT tree_size, created_at FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT 1")
+        covered = checkpoint["tree_size"] if checkpoint else 0
+        # Leaves are numbered from 0, so the first one a checkpoint of size n leaves out is leaf n.
+        unsigned_at = await conn.fetchval("SELECT appended_at FROM ledger_leaves WHERE seq = $1", covered)
+        retrieval = await conn.fetchrow(
+            "SELECT finished_at, failed FROM retrieval_reports ORDER BY finished_at DESC LIMIT 1")
+        storage = await conn.fetchrow("SELECT at, ok FROM storage_checks ORDER BY id DESC LIMIT 1")
+    return ArchiveFigures(
+        last_delivery_at=last_delivery, ledger_tree_size=int(tree_size or 0), checkpoint_tree_size=int(covered),
+        checkpoint_at=checkpoint["created_at"] if checkpoint else None, oldest_unsigned_leaf_at=unsigned_at,
+        retrieval_finished_at=retrieval["finished_at"] if retrieval else None,
+        retrieval_failed=retrieval["failed"] if retrieval else None,
+        storage_checked_at=storage["at"] if storage else None, storage_ok=storage["ok"] if storage else None)
+
+
+async def deliveries_not_settled(pool: asyncpg.Pool, *, grace: timedelta, now: datetime | None = None) -> int:
+    """Deliveries received between the look-back and `grace` ago that carry a message with no record
+    at all, neither archived nor failed (the stand-in for "not handed over" until hand-offs are kept)."""
+    now = now or datetime.now(timezone.utc)
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM deliveries d WHERE d.received_at >= $1 AND d.received_at < $2"
+        " AND EXISTS (SELECT 1 FROM message_deliveries md WHERE md.delivery_sha256 = d.sha256"
+        "  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = md.message_id)"
+        "  AND NOT EXISTS (SELECT 1 FROM dispositions x WHERE x.message_id = md.message_id))",
+        now - AWAITING_LOOKBACK, now - grace)
+    return count
