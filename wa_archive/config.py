@@ -147,6 +147,14 @@ class Settings(BaseSettings):
     # and Meta's send error codes that mean "this person stopped marketing messages" (comma-separated).
     consent_keywords: str | None = None
     consent_optout_error_codes: str = "131050"
+    # Operations (wa_archive/logs.py, wa_archive/archive/redrive.py): the HTTP access log (JSON, route
+    # patterns only), and the re-drive of deliveries stored but never handed to Temporal (a 503 while it
+    # was down): when the Schedule runs, how long a delivery is left to the webhook's own hand-off
+    # first, and how many deliveries one run hands over at most.
+    http_access_log: bool = True
+    redrive_cron: str = "* * * * *"
+    redrive_grace_seconds: float = Field(default=120.0, ge=0)
+    redrive_batch: int = Field(default=200, ge=1, le=10_000)
 
     @field_validator("consent_keywords")
     @classmethod
