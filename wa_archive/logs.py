@@ -50,7 +50,8 @@ def scrub(text: str) -> str:
 def redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     """Drop sensitive fields and scrub free text (a structlog processor)."""
     for key in event.keys() & SENSITIVE_FIELDS:
-        event[key] = REDACTED
+        if event[key] is not None and not isinstance(event[key], bool):  # "is there one" says nothing
+            event[key] = REDACTED
     for key in FREE_TEXT_FIELDS:
         value = event.get(key)
         if isinstance(value, str):
