@@ -427,8 +427,8 @@ def _run_process(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except Exception:  # noqa: BLE001 - the process ends here; its traceback goes into the log line
-        log.exception("process_failed", command=args.command)
+    except Exception as exc:  # noqa: BLE001 - the process ends here; its traceback goes into the log line
+        log.exception("process_failed", command=args.command, error=str(exc))
         return 1
 
 
