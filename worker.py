@@ -20,6 +20,7 @@ from activities.media import MediaActivities
 from activities.outbound import OutboundActivities
 from activities.reconciliation import ReconciliationActivities
 from activities.records import RecordActivities
+from activities.redrive import RedriveActivities
 from activities.retrieval import RetrievalActivities
 from wa_archive.archive.keys import contact_key
 from wa_archive.config import Settings
@@ -43,6 +44,7 @@ from workflows.ingest_delivery import IngestDelivery
 from workflows.ledger_checkpoint import LedgerCheckpoint
 from workflows.outbound_message import OutboundMessage
 from workflows.reconciliation import Reconciliation
+from workflows.redrive import Redrive
 from workflows.retrieval_test import RetrievalTest
 
 log = structlog.get_logger("wa_archive.worker")
@@ -75,11 +77,13 @@ def build_worker(
     reconcile = ReconciliationActivities(pool, graph, reconciliation.deadlines_of(settings),
                                          reconciliation.tolerance_of(settings), settings.meta_waba_id)
     capture_health = CaptureHealthActivities(pool, settings)
+    redrive = RedriveActivities(pool, grace=timedelta(seconds=settings.redrive_grace_seconds),
+                                batch=settings.redrive_batch, task_queue=settings.task_queue)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, ExportBundle, RetrievalTest,
-                   LedgerCheckpoint, Disposition, Reconciliation, CaptureHealth],
+                   LedgerCheckpoint, Disposition, Reconciliation, CaptureHealth, Redrive],
         activities=[media.archive_media, media.archive_link_media, records.verify_message, records.write_records,
                     media.archive_encrypted_media, records.record_critical_failure, delivery.fan_out_delivery,
                     outbound.snapshot_template, outbound.read_stored_outbound, outbound.write_outbound,
@@ -87,7 +91,7 @@ def build_worker(
                     retrieval.sample_media, retrieval.check_objects, retrieval.request_restore,
                     retrieval.save_retrieval_report, ledger_acts.write_checkpoint,
                     disposition.prepare_disposition, disposition.dispose_batch, disposition.settle_erasures,
-                    reconcile.reconcile_day, capture_health.check_capture_health],
+                    reconcile.reconcile_day, capture_health.check_capture_health, redrive.redrive_deliveries],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )

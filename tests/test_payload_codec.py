@@ -164,9 +164,11 @@ def test_keys_generate_and_worker_and_serve_refuse_to_start_without_keys(tmp_pat
     for command in ("worker", "serve"):
         refused = _cli(command, env=env)
         assert refused.returncode == 2, (command, refused.stdout, refused.stderr)
-        assert refused.stderr.strip().splitlines() == [
-            "wa-archive: configuration error: WA_ARCHIVE_PAYLOAD_KEYS or WA_ARCHIVE_PAYLOAD_KEYS_FILE is required"
-            " but not set (`wa-archive keys generate` prints a key)"], command
+        # A long-running process's stderr is a log stream: the refusal is its one JSON line.
+        lines = [json.loads(line) for line in refused.stderr.strip().splitlines()]
+        assert [(e["event"], e["error"]) for e in lines] == [(
+            "configuration_error", "WA_ARCHIVE_PAYLOAD_KEYS or WA_ARCHIVE_PAYLOAD_KEYS_FILE is required"
+            " but not set (`wa-archive keys generate` prints a key)")], command
     refused = _cli("worker", env={**env, "WA_ARCHIVE_PAYLOAD_KEYS": "k1:not-a-key"})
     assert refused.returncode == 2 and "WA_ARCHIVE_PAYLOAD_KEYS: key 'k1' is not valid base64" in refused.stderr
 

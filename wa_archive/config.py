@@ -153,6 +153,14 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     metrics_refresh_seconds: float = Field(default=30.0, ge=0.1)
+    # Operations (wa_archive/logs.py, wa_archive/archive/redrive.py): the HTTP access log (JSON, route
+    # patterns only), and the re-drive of deliveries stored but never handed to Temporal (a 503 while it
+    # was down): when the Schedule runs, how long a delivery is left to the webhook's own hand-off
+    # first, and how many deliveries one run hands over at most.
+    http_access_log: bool = True
+    redrive_cron: str = "* * * * *"
+    redrive_grace_seconds: float = Field(default=120.0, ge=0)
+    redrive_batch: int = Field(default=200, ge=1, le=10_000)
 
     @field_validator("consent_keywords")
     @classmethod

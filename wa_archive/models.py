@@ -363,3 +363,16 @@ class ReconcileResult(BaseModel):
     sha256: str
     checkpoint_tree_size: int | None
     gaps: list[str] = Field(default_factory=list)
+
+
+# Re-drive ----------------------------------------------------------------------------------------
+
+
+class RedriveReport(BaseModel):
+    """One re-drive run: the deliveries (by SHA-256) it handed to Temporal, those whose hand-off failed
+    (tried again by the next run), and whether more were waiting than one batch."""
+
+    redriven: list[str] = Field(default_factory=list)
+    failed: list[str] = Field(default_factory=list)
+    more: bool = False
+    cutoff: datetime  # deliveries stored before it and not handed over were looked for

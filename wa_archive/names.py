@@ -49,3 +49,7 @@ SEARCH_ATTRIBUTES = [MESSAGE_ID, ARCHIVE_STATUS, CONTACT_KEY]
 # Capture health: the periodic silence check.
 CHECK_CAPTURE_HEALTH = "check_capture_health"
 CAPTURE_HEALTH_SCHEDULE_ID = "wa-archive-capture-health"
+
+# The self-healing intake: deliveries stored but never handed to Temporal, handed over on a Schedule.
+REDRIVE_DELIVERIES = "redrive_deliveries"
+REDRIVE_SCHEDULE_ID = "wa-archive-redrive"

@@ -31,6 +31,7 @@ from wa_archive.models import (
 from wa_archive.names import SIGNAL_STATUS
 from wa_archive.sources.meta.coexistence import BUSINESS_APP
 from wa_archive.sources.meta.payload import ParsedDelivery, StatusEvent, parse_delivery
+from wa_archive.sources.wasender.payload import parse_wasender
 
 # Concurrent workflow starts per delivery: enough to fan out 1,000 updates quickly without
 # flooding a small Temporal frontend.
@@ -131,13 +132,20 @@ async def fan_out(
     contact_secret: str,
     consent: ConsentFeedOptions,
     on_started: Callable[[int], None] | None = None,
+    source: str = "meta",
 ) -> FanOutResult:
-    """The whole fan-out of a delivery already stored in Postgres."""
-    parsed = parse_delivery(data, delivery_sha256, received_at)
+    """The whole fan-out of a delivery already stored in Postgres, parsed as its source's webhook parses it
+    (a WASender delivery reaches here only through a re-drive: the webhook fans those out inline)."""
+    if source == "wasender":
+        parsed = parse_wasender(data, delivery_sha256, received_at)
+    else:
+        parsed = parse_delivery(data, delivery_sha256, received_at)
     async with pool.acquire() as conn, conn.transaction():
         done = await record_delivery(conn, delivery_sha256, parsed, consent=consent)
-    await start_messages(client, parsed, done, options=options, outbound=outbound,
-                         task_queue=task_queue, contact_secret=contact_secret, on_started=on_started)
+    # WASender's outgoing messages arrive whole: it has no outbound workflows to signal (webhook/wasender.py).
+    await start_messages(client, parsed, done, options=options, outbound=outbound, task_queue=task_queue,
+                         contact_secret=contact_secret, on_started=on_started,
+                         signal_statuses=source != "wasender")
     return summary(parsed, done)
 
 
@@ -153,7 +161,8 @@ async def fan_out_stored(
     consent: ConsentFeedOptions,
     on_started: Callable[[int], None] | None = None,
 ) -> FanOutResult:
-    """The fan-out of a delivery the webhook stored but left to a workflow (a large batch)."""
+    """The fan-out of a delivery the webhook stored but left to a workflow (a large batch), or one the
+    re-drive handed over because the webhook could not (wa_archive/archive/redrive.py)."""
     row = await queries.get_delivery(pool, delivery_sha256)
     if row is None:
         raise DeliveryNotStored(f"delivery {delivery_sha256} is not stored (never stored, or disposed of):"
@@ -161,4 +170,4 @@ async def fan_out_stored(
     # Decoded as the webhook decoded it, so text PostgreSQL cannot hold is replaced the same way.
     return await fan_out(pool, client, delivery_sha256, load_json(row["body"], substitute=True), row["received_at"],
                          options=options, outbound=outbound, task_queue=task_queue,
-                         contact_secret=contact_secret, consent=consent, on_started=on_started)
+                         contact_secret=contact_secret, consent=consent, on_started=on_started, source=row["source"])

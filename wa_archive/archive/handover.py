@@ -5,7 +5,9 @@ is fanned out at once (statuses and events written with it, each message's workf
 large one (Meta batches up to 1,000 updates) is handed whole to one IngestDelivery workflow so that
 the acknowledgement stays fast. An outbound send: the exchange with Meta in Postgres, then the
 message's OutboundMessage workflow signalled. Each function raises unless all of it is done, and
-repeating it after a failure changes nothing, so the caller answers "retry" on any exception.
+repeating it after a failure changes nothing, so the caller answers "retry" on any exception. A
+delivery's hand-off, once done, is recorded (`delivery_handoffs`); one stored whose hand-off failed
+is handed over by the re-drive (redrive.py) even if its sender never retries.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from wa_archive.archive.fanout import record_delivery, start_messages
 from wa_archive.archive.starter import signal_outbound, start_ingest_delivery
 from wa_archive.contacts.feed_options import ConsentFeedOptions
 from wa_archive.contacts.feeds import carries_evidence
-from wa_archive.db import queries
+from wa_archive.db import handoffs, queries
 from wa_archive.models import ArchiveOptions, OutboundOptions, OutboundSend, OutboundStart
 from wa_archive.names import SIGNAL_SEND
 from wa_archive.sources.meta.payload import ParsedDelivery
@@ -59,6 +61,7 @@ async def hand_over_delivery(
     if parsed is None:
         await queries.insert_delivery(pool, **row)
         await start_ingest_delivery(client, delivery.sha256, task_queue=task_queue, rpc_timeout=rpc_timeout)
+        await handoffs.record_handoff(pool, delivery.sha256, "webhook")
         return
     if parsed.statuses or parsed.events or parsed.template_events \
             or carries_evidence(parsed, consent):
@@ -71,6 +74,9 @@ async def hand_over_delivery(
             pool, **row, message_ids=[m.message_id for m in parsed.messages])
     await start_messages(client, parsed, skip, options=options, outbound=outbound, task_queue=task_queue,
                          contact_secret=contact_secret, rpc_timeout=rpc_timeout, signal_statuses=signal_statuses)
+    # Only now is all of it in Temporal's hands (with nothing to start or signal, as soon as the rows
+    # above committed); until this row exists the re-drive (archive/redrive.py) treats it as not handed over.
+    await handoffs.record_handoff(pool, delivery.sha256, "webhook")
 
 
 async def hand_over_send(

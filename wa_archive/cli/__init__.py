@@ -28,6 +28,8 @@ from wa_archive.cli.keys import add_parsers as add_keys_parsers
 from wa_archive.cli.keys import cmd_keys
 from wa_archive.cli.reconciliation import COMMANDS as RECONCILIATION_COMMANDS
 from wa_archive.cli.reconciliation import add_parsers as add_reconciliation_parsers
+from wa_archive.cli.redrive import COMMANDS as REDRIVE_COMMANDS
+from wa_archive.cli.redrive import add_parsers as add_redrive_parsers
 from wa_archive.cli.retention import COMMANDS as RETENTION_COMMANDS
 from wa_archive.cli.retention import add_parsers as add_retention_parsers
 from wa_archive.cli.support import log_cli_access, open_pool, parse_when_arg, with_dev_defaults
@@ -298,6 +300,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = 
     **RECONCILIATION_COMMANDS,
     **CAPTURE_HEALTH_COMMANDS,
     **CONSENT_COMMANDS,
+    **REDRIVE_COMMANDS,
 }
 
 
@@ -393,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reconciliation_parsers(sub)
     add_capture_health_parsers(sub)
     add_consent_parsers(sub)
+    add_redrive_parsers(sub)
     return parser
 
 
@@ -404,14 +408,43 @@ def _event_loop_run(coro: Awaitable[int]) -> int:
     return uvloop.run(coro)  # type: ignore[arg-type]
 
 
+# Long-running processes whose stderr is a log stream: even how they end is a JSON line.
+PROCESS_COMMANDS = frozenset({"dev", "serve", "worker"})
+
+
+def _run_process(args: argparse.Namespace) -> int:
+    """Run a long-running command with every line on stderr JSON, its failure (and its traceback,
+    as a field) included."""
+    import structlog
+
+    from wa_archive.logs import configure_logging
+
+    configure_logging("INFO")  # until the settings are read: their errors are logged too
+    log = structlog.get_logger("wa_archive.cli")
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        return _event_loop_run(COMMANDS[args.command](settings, args))
+    except ConfigError as exc:
+        log.error("configuration_error", error=str(exc))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the process ends here; its traceback goes into the log line
+        log.exception("process_failed", command=args.command, error=str(exc))
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "limit", 1) is not None and getattr(args, "limit", 1) < 1:
         print("wa-archive: --limit must be at least 1", file=sys.stderr)
         return 2
+    if args.command in PROCESS_COMMANDS:
+        return _run_process(args)
     try:
         settings = load_settings()
-        from wa_archive.devstack.runtime import configure_logging
+        from wa_archive.logs import configure_logging
 
         configure_logging(settings.log_level)
         return _event_loop_run(COMMANDS[args.command](settings, args))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import structlog
 from aiohttp import web
 
 from wa_archive.config import Settings
 from wa_archive.devstack.runtime import connect_db
+from wa_archive.logs import AccessLogger
 from wa_archive.storage.posture import open_checked_store
 from wa_archive.temporal.client import connect_temporal
 from webhook.app import WebhookDeps, create_app
@@ -28,7 +30,9 @@ async def start_http(settings: Settings) -> tuple[web.AppRunner, WebhookDeps]:
         await pool.close()
         raise
     deps = WebhookDeps(settings=settings, client=client, pool=pool, store=store)
-    runner = web.AppRunner(create_app(deps), access_log=None)
+    # The access log names route patterns only (wa_archive.logs.AccessLogger), never paths or queries.
+    access_log = logging.getLogger("aiohttp.access") if settings.http_access_log else None
+    runner = web.AppRunner(create_app(deps), access_log_class=AccessLogger, access_log=access_log)
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()
     log.info("http_listening", host=settings.http_host, port=settings.http_port)

@@ -62,6 +62,11 @@ def reconciliation_schedule(settings: Settings) -> Schedule:
     return _schedule(settings, "Reconciliation", ReconcileInput(), "reconciliation",
                      _cron_utc(settings.reconcile_cron))
 
+def redrive_schedule(settings: Settings) -> Schedule:
+    """Hands over deliveries stored but never handed to Temporal (archive/redrive.py)."""
+    return _schedule(settings, "Redrive", None, "redrive", _cron_utc(settings.redrive_cron))
+
+
 def capture_health_schedule(settings: Settings) -> Schedule:
     return _schedule(settings, "CaptureHealth", None, "capture-health", ScheduleSpec(
         intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.silence_check_every))]))
@@ -101,6 +106,7 @@ async def apply_schedules(client: Client, settings: Settings) -> list[str]:
         (CHECKPOINT_SCHEDULE_ID, checkpoint_schedule(settings), f"every {settings.ledger_checkpoint_every:g} s"),
         (DISPOSITION_SCHEDULE_ID, disposition_schedule(settings), f"{settings.disposition_cron} UTC"),
         (RECONCILIATION_SCHEDULE_ID, reconciliation_schedule(settings), f"{settings.reconcile_cron} UTC"),
+        (names.REDRIVE_SCHEDULE_ID, redrive_schedule(settings), f"{settings.redrive_cron} UTC"),
     ):
         try:
             await client.create_schedule(schedule_id, schedule)
