@@ -75,12 +75,12 @@ async def cmd_retrieval_test(settings: Settings, args: argparse.Namespace) -> in
     except WorkflowFailureError as exc:
         print(f"\nFAILED: {exc.cause}", file=sys.stderr)
         if args.json:
-            print_json({"workflow_id": handle.id, "passed": False, "error": str(exc.cause)})
+            print_json({"ok": False, "workflow_id": handle.id, "error": str(exc.cause)})
         return 1
     show_progress(report.sample_size, report.sample_size, "objects")
     if args.json:
         print(file=sys.stderr)  # end the progress line
-        print_json({"workflow_id": handle.id, "passed": True, **report.model_dump(mode="json")})
+        print_json({"ok": True, "workflow_id": handle.id, "report": report.model_dump(mode="json")})
         return 0
     print(f"\nPASSED: {report.passed}/{report.sample_size} objects read back intact; "
           f"slowest {report.slowest_ms} ms")
