@@ -66,6 +66,9 @@ def create_app(deps: WebhookDeps) -> web.Application:
     from webhook import consent_api
 
     consent_api.add_routes(app)
+    from webhook import openapi
+
+    openapi.add_routes(app)
     if deps.graph is None:
         app.cleanup_ctx.append(_graph_client)
     return app

@@ -32,7 +32,7 @@ from wa_archive.cli.redrive import COMMANDS as REDRIVE_COMMANDS
 from wa_archive.cli.redrive import add_parsers as add_redrive_parsers
 from wa_archive.cli.retention import COMMANDS as RETENTION_COMMANDS
 from wa_archive.cli.retention import add_parsers as add_retention_parsers
-from wa_archive.cli.support import log_cli_access, open_pool, parse_when_arg, with_dev_defaults
+from wa_archive.cli.support import add_json_options, log_cli_access, open_pool, parse_when_arg, with_dev_defaults
 from wa_archive.config import Settings, load_settings
 from wa_archive.errors import ConfigError, TokenError
 
@@ -83,6 +83,9 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
             "migrate.no_owner_url", detail="WA_ARCHIVE_MIGRATE_DATABASE_URL is not set:"
             " migrating with WA_ARCHIVE_DATABASE_URL, which must then be the schema owner's")
     applied = await migrate(dsn, app_role=settings.database_app_role)  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps({"applied": applied}))
+        return 0
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     return 0
 
@@ -188,7 +191,7 @@ async def cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
                     print(f"{t['name']:<24} {t['role']:<9} created {t['created_at']}  {state}")
         else:
             await tokens.revoke_token(pool, args.name)
-            print(f"revoked {args.name!r}")
+            print(json.dumps({"revoked": args.name}) if args.json else f"revoked {args.name!r}")
     except TokenError as exc:
         print(f"wa-archive: {exc}", file=sys.stderr)
         return 2
@@ -223,6 +226,9 @@ async def cmd_contact_key(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.names import CONTACT_KEY
 
     key = contact_key(contact_secret(settings), args.contact)
+    if args.json:
+        print(json.dumps({"contact_key": key, "search_attribute": CONTACT_KEY.name}))
+        return 0
     print(key)
     print(f"Temporal UI query: {CONTACT_KEY.name} = '{key}'", file=sys.stderr)
     return 0
@@ -397,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_capture_health_parsers(sub)
     add_consent_parsers(sub)
     add_redrive_parsers(sub)
+    add_json_options(sub, "migrate", "contact-key", "tokens revoke", "export", "verify-export", "ledger", "receipt",
+                     "verify-receipt", "verify", "schedules", "retrieval-test")
     return parser
 
 

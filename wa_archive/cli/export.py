@@ -8,7 +8,15 @@ import sys
 from typing import TYPE_CHECKING, Any, cast
 
 from wa_archive.cli.integrity import require_public_key
-from wa_archive.cli.support import cli_actor, follow, log_cli_access, open_pool, show_progress, with_dev_defaults
+from wa_archive.cli.support import (
+    cli_actor,
+    follow,
+    log_cli_access,
+    open_pool,
+    print_json,
+    show_progress,
+    with_dev_defaults,
+)
 from wa_archive.config import Settings
 
 if TYPE_CHECKING:
@@ -44,6 +52,10 @@ async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await pool.close()
             await store.close()
+        if args.json:
+            print(file=sys.stderr)  # end the progress line
+            print_json({"path": str(out), "export_id": None, **written.model_dump()})
+            return 0
         print(f"\nwrote {out}: {written.messages} messages, {written.media} media files, {written.bytes} bytes")
         return 0
     from temporalio.client import WorkflowFailureError
@@ -80,6 +92,11 @@ async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     show_progress(result.messages, result.messages)
+    if args.json:
+        print(file=sys.stderr)  # end the progress line
+        print_json({"path": str(out), "export_id": result.export_id, "messages": result.messages,
+                    "media": result.media, "bytes": result.size, "sha256": result.sha256})
+        return 0
     print(f"\nwrote {out}: {result.messages} messages, {result.media} media files, {result.size} bytes, "
           f"sha256 {result.sha256}")
     return 0
@@ -104,6 +121,9 @@ async def cmd_verify_export(settings: Settings, args: argparse.Namespace) -> int
     if key is None:
         return 2
     problems = await asyncio.to_thread(verify_bundle, Path(args.bundle), key)
+    if args.json:
+        print_json({"bundle": args.bundle, "intact": not problems, "problems": problems})
+        return 1 if problems else 0
     if problems:
         for problem in problems:
             print(f"FAIL {problem}")

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from wa_archive.cli.support import follow, log_cli_access, open_pool, show_progress, with_dev_defaults
+from wa_archive.cli.support import follow, log_cli_access, open_pool, print_json, show_progress, with_dev_defaults
 from wa_archive.config import Settings
 from wa_archive.errors import ConfigError
 
@@ -16,7 +16,11 @@ async def cmd_schedules(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.temporal.schedules import apply_schedules
 
     client = await connect_temporal(with_dev_defaults(settings))
-    for line in await apply_schedules(client, settings):
+    applied = await apply_schedules(client, settings)
+    if args.json:
+        print_json({"applied": applied})
+        return 0
+    for line in applied:
         print(line)
     return 0
 
@@ -70,8 +74,14 @@ async def cmd_retrieval_test(settings: Settings, args: argparse.Namespace) -> in
         report = await follow(handle.result(), lambda: handle.query("progress"), "objects")
     except WorkflowFailureError as exc:
         print(f"\nFAILED: {exc.cause}", file=sys.stderr)
+        if args.json:
+            print_json({"ok": False, "workflow_id": handle.id, "error": str(exc.cause)})
         return 1
     show_progress(report.sample_size, report.sample_size, "objects")
+    if args.json:
+        print(file=sys.stderr)  # end the progress line
+        print_json({"ok": True, "workflow_id": handle.id, "report": report.model_dump(mode="json")})
+        return 0
     print(f"\nPASSED: {report.passed}/{report.sample_size} objects read back intact; "
           f"slowest {report.slowest_ms} ms")
     return 0
@@ -86,7 +96,11 @@ async def cmd_ledger(settings: Settings, args: argparse.Namespace) -> int:
 
     signer = ledger_signer(settings)
     if args.action == "public-key":
-        print(base64.b64encode(signer.public_key()).decode())
+        public_key = base64.b64encode(signer.public_key()).decode()
+        if args.json:
+            print_json({"public_key": public_key})
+        else:
+            print(public_key)
         return 0
     settings = with_dev_defaults(settings)
     pool, store = await open_pool(settings), open_store(settings)
@@ -95,6 +109,9 @@ async def cmd_ledger(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await pool.close()
         await store.close()
+    if args.json:
+        print_json({"checkpoint": written})  # null: nothing new since the last checkpoint
+        return 0
     print(f"checkpoint at tree size {written['tree_size']}, root {written['root_hash']}" if written
           else "nothing new since the last checkpoint")
     return 0
@@ -166,6 +183,10 @@ async def cmd_verify_receipt(settings: Settings, args: argparse.Namespace) -> in
         print(f"wa-archive: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
     problems = ledger.verify_receipt(doc, key)
+    if args.json:
+        print_json({"ok": not problems, "problems": problems, "record": doc.get("record"),
+                    "leaf_index": doc.get("leaf_index")})
+        return 1 if problems else 0
     for problem in problems:
         print(f"FAIL {problem}")
     if problems:
@@ -217,6 +238,10 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     if checked["objects"]:
         print(f"\nre-hashed {checked['objects']} objects, {checked['bytes']} bytes in {elapsed:.1f} s "
               f"({checked['bytes'] / elapsed / 1e6:.1f} MB/s)", file=sys.stderr)
+    if args.json:
+        print_json({"ok": not problems, "problems": problems, "public_key_source": source,
+                    "objects_rehashed": checked["objects"], "bytes_rehashed": checked["bytes"]})
+        return 1 if problems else 0
     for problem in problems:
         print(f"FAIL {problem}")
     print(f"{len(problems)} problem(s)" if problems

@@ -213,7 +213,8 @@ async def cmd_erasure(settings: Settings, args: argparse.Namespace) -> int:
             fmt = "jsonl" if args.out.endswith((".jsonl", ".json")) else "csv"
             with open(args.out, "w", encoding="utf-8", newline="") as fh:
                 fh.write(erasure.export_requests(requests, fmt))
-            print(f"{len(requests)} erasure requests written to {args.out} ({fmt})")
+            _emit({"path": args.out, "format": fmt, "requests": len(requests)}, args.json,
+                  lambda _: print(f"{len(requests)} erasure requests written to {args.out} ({fmt})"))
             return 0
         _emit(requests, args.json, _print_requests)
     return 0
@@ -245,11 +246,15 @@ async def cmd_storage(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if args.storage_command == "init":
             if not isinstance(store, S3Store):
+                if args.json:
+                    _emit({"store": store.url, "configured": []}, True, print)
+                    return 0
                 print(f"{store.url} is a filesystem store: nothing to configure (see `wa-archive storage check`"
                       " for what it can and cannot promise)")
                 return 0
-            for line in await init_s3(store, settings):
-                print(f"ok  {line}")
+            configured = await init_s3(store, settings)
+            _emit({"store": store.url, "configured": configured}, args.json,
+                  lambda _: [print(f"ok  {line}") for line in configured])
             return 0
         findings = await check_store(store, settings, canary=not args.no_canary)
         if settings.database_url:
@@ -340,10 +345,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     era.add_parser("list", help="requests and their outcomes").add_argument("--json", action="store_true")
     exp = era.add_parser("export", help="requests and outcomes as CSV (or JSON Lines for .jsonl)")
     exp.add_argument("--out", required=True)
+    exp.add_argument("--json", action="store_true")
 
     storage = sub.add_parser("storage", help="object-store posture").add_subparsers(
         dest="storage_command", required=True)
-    storage.add_parser("init", help="configure the S3 bucket: versioning, Object Lock, encryption, lifecycle")
+    storage.add_parser("init", help="configure the S3 bucket: versioning, Object Lock, encryption, lifecycle"
+                       ).add_argument("--json", action="store_true")
     chk = storage.add_parser("check", help="each setting as it is and should be, and a lock canary")
     chk.add_argument("--no-canary", action="store_true", help="skip writing the locked canary object")
     chk.add_argument("--json", action="store_true")

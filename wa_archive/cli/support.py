@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -79,6 +80,22 @@ async def log_cli_access(pool: asyncpg.Pool, action: str, target: dict[str, Any]
     from wa_archive.access.access_log import record_access
 
     await record_access(pool, actor=cli_actor(), role="cli", action=action, target=target, remote_addr="local")
+
+
+def print_json(document: Any) -> None:
+    """`--json`: one JSON document on stdout (dates as ISO text); everything else goes to stderr."""
+    print(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+
+
+def add_json_options(sub: argparse._SubParsersAction[argparse.ArgumentParser], *commands: str) -> None:
+    """Give the named commands ("verify", "tokens revoke") a --json flag, for commands whose parsers
+    are declared beside the others in cli/__init__.py."""
+    for command in commands:
+        parser = sub.choices[command.split()[0]]
+        for name in command.split()[1:]:
+            nested = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            parser = nested.choices[name]
+        parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def show_progress(done: int, total: int, unit: str = "messages") -> None:
