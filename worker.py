@@ -106,7 +106,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     """Run until `stop` is set (or forever); shuts down gracefully so activities can finish."""
     settings.require("meta_access_token")
     # With metrics on, the client's runtime records the SDK's metrics for the worker's /metrics.
-    runtime, collector = metrics_runtime() if settings.metrics_port is not None else (None, None)
+    runtime, collector = metrics_runtime(settings.log_level) if settings.metrics_port is not None else (None, None)
     client = await connect_temporal(settings, runtime=runtime)
     pool = await connect_db(settings, max_size=settings.max_concurrent_activities + 2)
     try:

@@ -56,8 +56,9 @@ def test_alert_rules_are_well_formed():
 
 def test_scrape_config_and_provisioning_point_at_the_shipped_files():
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
-    assert targets == {"wa-archive-webhook": ["webhook:8080"], "wa-archive-worker": ["worker:9464"]}
+    targets = {job["job_name"]: [(d["names"], d["type"], d["port"]) for d in job["dns_sd_configs"]]
+               for job in config["scrape_configs"]}
+    assert targets == {"wa-archive-webhook": [(["webhook"], "A", 8080)], "wa-archive-worker": [(["worker"], "A", 9464)]}
     assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
     provider = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "wa-archive.yml").read_text())
     assert provider["providers"][0]["type"] == "file"

@@ -4,13 +4,9 @@ bounded window, so a refresh costs the same on a day-old archive and a ten-year-
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 import asyncpg
-
-# Deliveries older than this are the re-drive's and the daily reconciliation's business, not a hand-off
-# still pending; the window keeps the count an index range scan.
-AWAITING_LOOKBACK = timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -46,16 +42,3 @@ async def archive_figures(pool: asyncpg.Pool) -> ArchiveFigures:
         retrieval_finished_at=retrieval["finished_at"] if retrieval else None,
         retrieval_failed=retrieval["failed"] if retrieval else None,
         storage_checked_at=storage["at"] if storage else None, storage_ok=storage["ok"] if storage else None)
-
-
-async def deliveries_not_settled(pool: asyncpg.Pool, *, grace: timedelta, now: datetime | None = None) -> int:
-    """Deliveries received between the look-back and `grace` ago that carry a message with no record
-    at all, neither archived nor failed (the stand-in for "not handed over" until hand-offs are kept)."""
-    now = now or datetime.now(timezone.utc)
-    count: int = await pool.fetchval(
-        "SELECT count(*) FROM deliveries d WHERE d.received_at >= $1 AND d.received_at < $2"
-        " AND EXISTS (SELECT 1 FROM message_deliveries md WHERE md.delivery_sha256 = d.sha256"
-        "  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = md.message_id)"
-        "  AND NOT EXISTS (SELECT 1 FROM dispositions x WHERE x.message_id = md.message_id))",
-        now - AWAITING_LOOKBACK, now - grace)
-    return count

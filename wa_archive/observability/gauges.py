@@ -18,24 +18,19 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from wa_archive.config import Settings
 from wa_archive.db import gauges as figures
+from wa_archive.db import handoffs
 from wa_archive.observability import metrics
 
 log = structlog.get_logger("wa_archive.metrics")
 
-# How long a delivery may go without its messages recorded before it counts as awaiting hand-off:
-# longer than the webhook's own hand-off and a message's first retries take.
-AWAITING_GRACE = timedelta(minutes=10)
+# How long a visibility list of Disposition runs may take before the refresh gives up on it.
 TEMPORAL_TIMEOUT = timedelta(seconds=5)
 
 
-async def deliveries_awaiting_handoff(pool: asyncpg.Pool) -> int:
-    """The one place that decides what "awaiting hand-off" means.
-
-    Until hand-offs to Temporal are recorded, a delivery counts when a message it carries has no record
-    (neither archived nor failed) after the grace period. Once the re-drive's table exists, this
-    becomes `wa_archive.db.handoffs.deliveries_awaiting_handoff(pool, grace=...)`.
-    """
-    return await figures.deliveries_not_settled(pool, grace=AWAITING_GRACE)
+async def deliveries_awaiting_handoff(pool: asyncpg.Pool, settings: Settings) -> int:
+    """Deliveries stored longer than the re-drive's grace and still not handed to Temporal: what the
+    next Redrive run would hand over (the `delivery_handoffs` record, not a guess from messages)."""
+    return await handoffs.deliveries_awaiting_handoff(pool, grace=timedelta(seconds=settings.redrive_grace_seconds))
 
 
 def _unix(at: datetime | None) -> float:
@@ -46,7 +41,7 @@ async def refresh_database_gauges(pool: asyncpg.Pool, settings: Settings) -> Non
     """Read every database-derived figure once and set its gauge."""
     now = datetime.now(timezone.utc)
     read = await figures.archive_figures(pool)
-    metrics.DELIVERIES_AWAITING_HANDOFF.set(await deliveries_awaiting_handoff(pool))
+    metrics.DELIVERIES_AWAITING_HANDOFF.set(await deliveries_awaiting_handoff(pool, settings))
     metrics.LAST_DELIVERY.set(_unix(read.last_delivery_at))
     metrics.LEDGER_TREE_SIZE.set(read.ledger_tree_size)
     metrics.LEDGER_CHECKPOINT_TREE_SIZE.set(read.checkpoint_tree_size)

@@ -27,6 +27,8 @@ from temporalio.runtime import (
     TelemetryConfig,
 )
 
+from wa_archive.logs import core_logging_config
+
 # Updates the Core holds between two drains; the worker drains every few seconds and on every scrape.
 BUFFER_SIZE = 100_000
 # Seconds: the SDK's latencies run from milliseconds (a workflow task) to minutes (a long activity).
@@ -111,13 +113,14 @@ def _metric(name: str, family: _Family) -> Metric:
 _runtime: tuple[Runtime, TemporalMetrics] | None = None
 
 
-def metrics_runtime() -> tuple[Runtime, TemporalMetrics]:
+def metrics_runtime(log_level: str = "INFO") -> tuple[Runtime, TemporalMetrics]:
     """The process's Temporal runtime whose SDK metrics land in the registry (made once: each runtime
-    has its own threads). A client connected with it gives its workers' metrics to the collector."""
+    has its own threads). A client connected with it gives its workers' metrics to the collector; its
+    Core logs are forwarded into Python logging like the default runtime's, so they stay JSON."""
     global _runtime
     if _runtime is None:
         buffer = MetricBuffer(BUFFER_SIZE, MetricBufferDurationFormat.SECONDS)
-        runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
+        runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer, logging=core_logging_config(log_level)))
         collector = TemporalMetrics(buffer)
         REGISTRY.register(collector)
         _runtime = (runtime, collector)
