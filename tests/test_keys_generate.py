@@ -5,6 +5,7 @@ setting is either generated here or named as issued by someone else."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -68,6 +69,24 @@ def test_one_kind_prints_its_bare_value_or_an_env_line_and_the_default_is_unchan
     assert list(_env_lines(token)) == ["WA_ARCHIVE_META_VERIFY_TOKEN"]
     refused = _cli("keys", "generate", "--kind", "meta-app-secret")
     assert refused.returncode == 2 and "invalid choice: 'meta-app-secret'" in refused.stderr
+
+
+def test_json_is_one_object_of_what_was_generated_with_the_ledger_public_key(tmp_path):
+    done = _cli("keys", "generate", "--kind", "all", "--json")
+    assert done.returncode == 0, done.stderr
+    values = json.loads(done.stdout)  # the whole of stdout is the one object
+    expected = [name for s in GENERATED_SECRETS
+                for name in (s.variable, *(["WA_ARCHIVE_LEDGER_PUBLIC_KEY"] if s.kind == "ledger" else []))]
+    assert list(values) == expected  # in `--kind all` order, the public key beside its signing key
+    settings = Settings(data_dir=tmp_path, **{s.setting: SecretStr(values[s.variable]) for s in GENERATED_SECRETS})
+    assert parse_public_key(values["WA_ARCHIVE_LEDGER_PUBLIC_KEY"]) == ledger_signer(settings).public_key()
+    assert contact_secret(settings) == values["WA_ARCHIVE_CONTACT_KEY_SECRET"]
+    assert "WA_ARCHIVE_PAYLOAD_KEYS:" in done.stderr  # the notes stay on stderr
+    one = json.loads(_cli("keys", "generate", "--json").stdout)
+    assert list(one) == ["WA_ARCHIVE_PAYLOAD_KEYS"]
+    assert parse_payload_keys(one["WA_ARCHIVE_PAYLOAD_KEYS"], "json").current_id.startswith("k")
+    token = json.loads(_cli("keys", "generate", "--kind", "verify-token", "--json").stdout)
+    assert list(token) == ["WA_ARCHIVE_META_VERIFY_TOKEN"] and len(token["WA_ARCHIVE_META_VERIFY_TOKEN"]) >= 40
 
 
 def test_version_comes_from_the_installed_package_metadata():
