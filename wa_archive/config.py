@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=2557, ge=1)  # the default policy until `retention set --default`
     min_lock_seconds: float = Field(default=86400.0, ge=1)  # floor of any object's retain-until, from its write
     s3_lifecycle_transition_days: int = Field(default=90, ge=1)
-    s3_lifecycle_storage_class: str = "GLACIER_IR"
+    s3_lifecycle_storage_class: str = "GLACIER_IR"  # `none`: a store without tiers, no transition rule
     allow_unversioned_bucket: bool = False
     disposition_cron: str = "30 4 * * *"
     disposition_batch: int = Field(default=200, ge=1, le=10_000)

@@ -21,7 +21,7 @@ import asyncpg
 from botocore.exceptions import ClientError
 
 from wa_archive.config import Settings
-from wa_archive.errors import RetentionActive, StorageConflict
+from wa_archive.errors import ConfigError, RetentionActive, StorageConflict
 from wa_archive.storage.base import ObjectStore
 from wa_archive.storage.filesystem import FilesystemStore
 from wa_archive.storage.s3 import S3Store, _code
@@ -29,6 +29,9 @@ from wa_archive.storage.s3 import S3Store, _code
 TRANSITION_RULE = "wa-archive-transition"
 ABORT_RULE = "wa-archive-abort-incomplete-multipart"
 CANARY_PREFIX = "_canary/"
+NO_TRANSITION = "none"  # WA_ARCHIVE_S3_LIFECYCLE_STORAGE_CLASS for a store without storage tiers
+# What an S3-compatible store answers for an API it does not have (MinIO: PutPublicAccessBlock).
+NOT_IMPLEMENTED = "NotImplemented"
 
 
 @dataclass
@@ -43,14 +46,24 @@ class Finding:
         return asdict(self)
 
 
+def _transition_class(settings: Settings) -> str | None:
+    """The storage class objects move to, or None: `none` is a store without tiers (MinIO without a
+    remote tier refuses any transition), where no transition rule is written and none is expected."""
+    wanted = settings.s3_lifecycle_storage_class
+    return None if wanted.strip().lower() == NO_TRANSITION else wanted
+
+
 def _lifecycle_rules(store: S3Store, settings: Settings) -> list[dict[str, Any]]:
     prefix = f"{store.prefix}/" if store.prefix else ""
+    abort = {"ID": ABORT_RULE, "Status": "Enabled", "Filter": {"Prefix": prefix},
+             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}
+    storage_class = _transition_class(settings)
+    if storage_class is None:
+        return [abort]
     return [
         {"ID": TRANSITION_RULE, "Status": "Enabled", "Filter": {"Prefix": prefix},
-         "Transitions": [{"Days": settings.s3_lifecycle_transition_days,
-                          "StorageClass": settings.s3_lifecycle_storage_class}]},
-        {"ID": ABORT_RULE, "Status": "Enabled", "Filter": {"Prefix": prefix},
-         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+         "Transitions": [{"Days": settings.s3_lifecycle_transition_days, "StorageClass": storage_class}]},
+        abort,
     ]
 
 
@@ -94,19 +107,44 @@ async def init_s3(store: S3Store, settings: Settings) -> list[str]:
     done.append(f"Object Lock default retention: {settings.s3_object_lock_mode}, {settings.retention_days} days")
     await s3.put_bucket_encryption(Bucket=store.bucket, ServerSideEncryptionConfiguration=_encryption(settings))
     done.append(f"default encryption: {settings.s3_sse}")
-    await s3.put_public_access_block(Bucket=store.bucket, PublicAccessBlockConfiguration={
-        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
-    done.append("public access: blocked")
+    try:
+        await s3.put_public_access_block(Bucket=store.bucket, PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True})
+        done.append("public access: blocked")
+    except ClientError as exc:
+        if _code(exc) != NOT_IMPLEMENTED:
+            raise
+        # MinIO: no such setting, its buckets are private unless a bucket policy says otherwise.
+        done.append("public access block: not supported by this store (NotImplemented); `storage check` reads"
+                    " the bucket policy instead")
     current = await _get(s3.get_bucket_lifecycle_configuration, Bucket=store.bucket,
                          missing=("NoSuchLifecycleConfiguration",))
+    # Our own rules are rewritten whole: a transition rule left from an earlier setting goes with `none`.
     others = [r for r in (current or {}).get("Rules", []) if r.get("ID") not in (TRANSITION_RULE, ABORT_RULE)]
-    await s3.put_bucket_lifecycle_configuration(Bucket=store.bucket, LifecycleConfiguration={
-        "Rules": others + _lifecycle_rules(store, settings)})
-    done.append(f"lifecycle: {settings.s3_lifecycle_storage_class} after {settings.s3_lifecycle_transition_days} days,"
-                " incomplete multipart uploads aborted after 1 day"
+    storage_class = _transition_class(settings)
+    try:
+        await s3.put_bucket_lifecycle_configuration(Bucket=store.bucket, LifecycleConfiguration={
+            "Rules": others + _lifecycle_rules(store, settings)})
+    except ClientError as exc:
+        raise ConfigError(_lifecycle_refused(exc, storage_class)) from exc
+    transition = (f"{storage_class} after {settings.s3_lifecycle_transition_days} days" if storage_class
+                  else f"no transition (WA_ARCHIVE_S3_LIFECYCLE_STORAGE_CLASS={NO_TRANSITION})")
+    done.append(f"lifecycle: {transition}, incomplete multipart uploads aborted after 1 day"
                 + (f" ({len(others)} other rules kept)" if others else ""))
     store._object_lock = None  # re-read on next write
     return done
+
+
+def _lifecycle_refused(exc: ClientError, storage_class: str | None) -> str:
+    error = exc.response.get("Error", {})
+    refused = f"the store refused the lifecycle rules ({error.get('Code')}: {error.get('Message')})"
+    if storage_class is None:
+        return (f"{refused}; WA_ARCHIVE_S3_LIFECYCLE_STORAGE_CLASS is already {NO_TRANSITION}, so only the rule"
+                " that aborts incomplete multipart uploads was sent")
+    return (f"{refused}: it may have no storage class {storage_class!r}. Set WA_ARCHIVE_S3_LIFECYCLE_STORAGE_CLASS"
+            f" to a class or tier this store has, or to {NO_TRANSITION} for a store without tiers (MinIO without"
+            " a remote tier)")
 
 
 async def check_s3(store: S3Store, settings: Settings, *, canary: bool = True) -> list[Finding]:
@@ -136,12 +174,20 @@ async def check_s3(store: S3Store, settings: Settings, *, canary: bool = True) -
     want_enc = settings.s3_sse + (f" ({settings.s3_kms_key_id})" if kms else "")
     findings.append(Finding("default encryption", have_enc, want_enc, have_enc == want_enc))
 
-    pab = await _get(s3.get_public_access_block, Bucket=store.bucket, missing=("NoSuchPublicAccessBlockConfiguration",))
-    flags = (pab or {}).get("PublicAccessBlockConfiguration", {})
-    names = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
-    open_flags = [n for n in names if not flags.get(n)]
-    findings.append(Finding("public access block", "all blocked" if not open_flags else "off: " + ", ".join(open_flags),
-                            "all blocked", not open_flags))
+    try:
+        pab = await _get(s3.get_public_access_block, Bucket=store.bucket,
+                         missing=("NoSuchPublicAccessBlockConfiguration",))
+    except ClientError as exc:
+        if _code(exc) != NOT_IMPLEMENTED:
+            raise
+        findings.append(await _bucket_policy_instead(store))
+    else:
+        flags = (pab or {}).get("PublicAccessBlockConfiguration", {})
+        names = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+        open_flags = [n for n in names if not flags.get(n)]
+        findings.append(Finding("public access block",
+                                "all blocked" if not open_flags else "off: " + ", ".join(open_flags),
+                                "all blocked", not open_flags))
 
     findings += _check_lifecycle(await _get(s3.get_bucket_lifecycle_configuration, Bucket=store.bucket,
                                             missing=("NoSuchLifecycleConfiguration",)), store, settings)
@@ -150,17 +196,45 @@ async def check_s3(store: S3Store, settings: Settings, *, canary: bool = True) -
     return findings
 
 
+async def _bucket_policy_instead(store: S3Store) -> Finding:
+    """For a store without a public access block (MinIO): a bucket is private unless its policy grants
+    access, so no policy is the same promise, and any policy is for a person to review."""
+    s3 = await store._s3()
+    try:
+        policy = await _get(s3.get_bucket_policy, Bucket=store.bucket, missing=("NoSuchBucketPolicy",))
+    except ClientError as exc:
+        return Finding("public access block",
+                       f"not supported by this store; its bucket policy could not be read ({_code(exc)})",
+                       "all blocked", False, "allow the archive's key s3:GetBucketPolicy on the bucket")
+    if policy is None or not policy.get("Policy"):
+        return Finding("public access block", "not supported by this store; no bucket policy (private)",
+                       "all blocked", True,
+                       "the store has no public access block; without a bucket policy nothing grants public access")
+    return Finding("public access block",
+                   "a bucket policy is set and this store cannot block public access: review it",
+                   "all blocked", False,
+                   "the store has no public access block; only the bucket policy decides who can read the archive")
+
+
 def _check_lifecycle(conf: dict[str, Any] | None, store: S3Store, settings: Settings) -> list[Finding]:
     rules = {r.get("ID"): r for r in (conf or {}).get("Rules", [])}
-    want_t, want_a = _lifecycle_rules(store, settings)
     t = rules.get(TRANSITION_RULE, {})
     have_t = ", ".join(f"{x.get('StorageClass')} after {x.get('Days')} days"
                        for x in t.get("Transitions", [])) or "none"
-    want_t_s = f"{settings.s3_lifecycle_storage_class} after {settings.s3_lifecycle_transition_days} days"
+    storage_class = _transition_class(settings)
     a = rules.get(ABORT_RULE, {}).get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation")
+    if storage_class is None:
+        enabled = t.get("Status") == "Enabled" and have_t != "none"
+        transition = Finding("lifecycle transition", have_t if enabled else "none", "none", not enabled,
+                             f"WA_ARCHIVE_S3_LIFECYCLE_STORAGE_CLASS={NO_TRANSITION}: a store without tiers,"
+                             " objects stay where they are written")
+    else:
+        want_t_s = f"{storage_class} after {settings.s3_lifecycle_transition_days} days"
+        shown = have_t if not t or t.get("Status") == "Enabled" else f"{have_t} (disabled)"
+        transition = Finding("lifecycle transition", shown, want_t_s,
+                             t.get("Status") == "Enabled" and have_t == want_t_s)
     findings = [
-        Finding("lifecycle transition", have_t if t.get("Status") == "Enabled" else f"{have_t} (disabled)",
-                want_t_s, t.get("Status") == "Enabled" and have_t == want_t_s),
+        transition,
         Finding("lifecycle: abort incomplete multipart uploads", f"after {a} days" if a else "none",
                 "after 1 days", a == 1),
     ]
@@ -286,8 +360,6 @@ async def startup_check(store: ObjectStore, settings: Settings, pool: asyncpg.Po
     a bucket without versioning stops them unless WA_ARCHIVE_ALLOW_UNVERSIONED_BUCKET is set."""
     import structlog
 
-    from wa_archive.errors import ConfigError
-
     log = structlog.get_logger("wa_archive.storage")
     findings = await check_store(store, settings)
     await record_check(pool, store.url, findings, checked_by)
@@ -318,7 +390,6 @@ async def open_checked_store(settings: Settings, pool: asyncpg.Pool, checked_by:
     """
     import structlog
 
-    from wa_archive.errors import ConfigError
     from wa_archive.storage import open_store
 
     store = open_store(settings)
