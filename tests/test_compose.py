@@ -86,6 +86,20 @@ def test_every_file_the_stack_mounts_or_builds_from_is_in_the_repository():
     assert SERVICES["worker"]["environment"]["WA_ARCHIVE_STORAGE_URL"].startswith("s3://wa-archive/")
 
 
+def test_wherever_the_archive_talks_to_minio_it_expects_no_storage_tiers():
+    """MinIO refuses a transition to a tier it does not have, and `storage check` (also run by webhook and
+    worker at start) must expect what `storage init` wrote: no transition rule."""
+    on_minio = {name for name, service in SERVICES.items()
+                if service.get("environment", {}).get("WA_ARCHIVE_S3_ENDPOINT_URL") == "http://objectstore:9000"}
+    assert on_minio == {"storage-init", "webhook", "worker"}
+    for name in on_minio:
+        assert SERVICES[name]["environment"]["WA_ARCHIVE_S3_LIFECYCLE_STORAGE_CLASS"] == "none", name
+    # MinIO has no public access block: the check reads the bucket policy instead, so the key may read it.
+    policy = json.loads((ROOT / "deploy/objectstore/archive-policy.json").read_text())
+    assert any("s3:GetBucketPolicy" in s["Action"] and s["Resource"] == ["arn:aws:s3:::wa-archive"]
+               for s in policy["Statement"])
+
+
 def test_every_archive_variable_is_a_setting_and_every_other_is_in_env_example():
     settings = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
     given: set[str] = set()
