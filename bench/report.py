@@ -17,6 +17,8 @@ def print_tables(results: dict) -> None:
         ("raw start p50 / p99 at 100/s", f"{i['raw_start_p50_ms_at_100rps']} / {i['raw_start_p99_ms_at_100rps']} ms", "", "(baseline)"),
         ("ack of a 1,000-update delivery", f"{i['ack_1000_updates_ms']} ms", "", "<= 1000 ms"),
         ("end to end vs Temporal floor", f"{e['archive_msgs_per_s']}/s vs {e['floor_msgs_per_s']}/s", e["ratio"], ">= 0.7"),
+        ("  end to end, worker metrics on vs off", f"{e['archive_msgs_per_s']}/s vs {e['no_metrics']['archive_msgs_per_s']}/s",
+         e["metrics_cost"]["archive_msgs_per_s"]["ratio"], "(report)"),
         ("outbound templates vs inbound", f"{o['outbound_msgs_per_s']}/s vs {o['inbound_msgs_per_s']}/s", o["ratio"], "(report)"),
         ("search phone+30d p50/p95 API", f"{sp['api_p50_ms']} / {sp['api_p95_ms']} ms", "", "p95 <= 50 ms"),
         ("search phone+30d p95 direct SQL", f"{sp['direct_p95_ms']} ms", sp["api_overhead_p95"], "API +<= 30%"),

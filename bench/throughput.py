@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from bench.__main__ import Bench
 
 MODES = ("codec", "plaintext")
+# End to end also runs the codec lane with the worker's metrics off, for the cost of metrics.
+E2E_MODES = (*MODES, "no_metrics")
 
 
 async def stored_encodings(client: Client, task_queue: str) -> dict[str, str]:
@@ -147,26 +149,28 @@ async def ingest(b: Bench, n: int = 1000, concurrency: int = 16) -> dict:
 # 2. end to end -----------------------------------------------------------------------------------
 
 async def end_to_end(b: Bench, n: int = 500, size: int = 100 * 1024) -> dict:
-    """Archive throughput against the Temporal floor, with the codec (as deployed) and in plaintext.
-    Rounds run codec, plaintext, plaintext, codec, so that a drift over the run weighs on both
-    alike; each figure is the mean of its two rounds."""
+    """Archive throughput against the Temporal floor, with the codec (as deployed), in plaintext, and
+    with the codec but the worker's metrics off (no metrics port, so no SDK metric buffer: the cost of
+    metrics). Rounds run the lanes in order, then in reverse, so that a drift over the run weighs on
+    all alike; each figure is the mean of its two rounds."""
     lanes = {}
-    for mode in MODES:
+    for mode in E2E_MODES:
         plaintext = mode == "plaintext"
         floor_tq, tq = f"bench-floor-{uuid.uuid4().hex[:6]}", f"bench-e2e-{uuid.uuid4().hex[:6]}"
         b.spawn([*b.command("floor", plaintext), b.temporal.address, floor_tq], b.env(), f"floor-{mode}")
         url = await b.serve(tq, f"serve-e2e-{mode}", plaintext=plaintext)
-        b.worker(tq, plaintext=plaintext)
+        # An empty setting is no setting: the worker runs without its metrics port.
+        b.worker(tq, plaintext=plaintext, **({"WA_ARCHIVE_METRICS_PORT": ""} if mode == "no_metrics" else {}))
         lanes[mode] = (b.plain_client if plaintext else b.client, floor_tq, tq, url)
     await asyncio.sleep(2)
-    floors: dict[str, list[float]] = {mode: [] for mode in MODES}
-    archives: dict[str, list[float]] = {mode: [] for mode in MODES}
-    for mode in (*MODES, *MODES[::-1]):
+    floors: dict[str, list[float]] = {mode: [] for mode in E2E_MODES}
+    archives: dict[str, list[float]] = {mode: [] for mode in E2E_MODES}
+    for mode in (*E2E_MODES, *E2E_MODES[::-1]):
         client, floor_tq, tq, url = lanes[mode]
         floors[mode].append(await _floor_round(client, floor_tq, n))
         archives[mode].append(await _archive_round(b, url, n, size))
     figures, encodings = {}, {}
-    for mode in MODES:
+    for mode in E2E_MODES:
         client, _, tq, _ = lanes[mode]
         floor, archive = sum(floors[mode]) / 2, sum(archives[mode]) / 2
         figures[mode] = {"floor_msgs_per_s": round(floor, 1), "archive_msgs_per_s": round(archive, 1),
@@ -174,12 +178,15 @@ async def end_to_end(b: Bench, n: int = 500, size: int = 100 * 1024) -> dict:
                          "floor_rounds": [round(f, 1) for f in floors[mode]],
                          "archive_rounds": [round(a, 1) for a in archives[mode]]}
         encodings[mode] = await stored_encodings(client, tq)
-    encrypted = {mode: {enc == "binary/encrypted" for enc in encodings[mode].values()} for mode in MODES}
-    if encrypted != {"codec": {True}, "plaintext": {False}}:
+    encrypted = {mode: {enc == "binary/encrypted" for enc in encodings[mode].values()} for mode in E2E_MODES}
+    if encrypted != {"codec": {True}, "plaintext": {False}, "no_metrics": {True}}:
         raise RuntimeError(f"a lane did not run as labelled: {encodings}")
     return {"messages": n, "media_bytes": size, **figures["codec"], "plaintext": figures["plaintext"],
             "codec_cost": codec.cost(figures["codec"], figures["plaintext"],
                                      rates=("archive_msgs_per_s", "floor_msgs_per_s"), times_ms=()),
+            "no_metrics": figures["no_metrics"],
+            "metrics_cost": codec.cost(figures["codec"], figures["no_metrics"],
+                                       rates=("archive_msgs_per_s", "floor_msgs_per_s"), times_ms=()),
             "payload_encoding": encodings}
 
 
