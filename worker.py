@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 
 import aiohttp
@@ -28,7 +29,7 @@ from wa_archive.credentials import contact_secret, ledger_signer
 from wa_archive.devstack.runtime import connect_db, retention_rules
 from wa_archive.integrity import reconciliation
 from wa_archive.observability.server import WorkerHealthDeps, worker_metrics
-from wa_archive.observability.temporal_sdk import metrics_runtime
+from wa_archive.observability.temporal_sdk import metrics_runtime, register_types
 from wa_archive.retention.disposition import Disposer
 from wa_archive.sources.links import Allowlist, LinkFetcher
 from wa_archive.sources.meta.graph import GraphClient
@@ -79,19 +80,23 @@ def build_worker(
     capture_health = CaptureHealthActivities(pool, settings)
     redrive = RedriveActivities(pool, grace=timedelta(seconds=settings.redrive_grace_seconds),
                                 batch=settings.redrive_batch, task_queue=settings.task_queue)
-    return Worker(
-        client,
-        task_queue=settings.task_queue,
-        workflows=[ArchiveMessage, IngestDelivery, OutboundMessage, ExportBundle, RetrievalTest,
-                   LedgerCheckpoint, Disposition, Reconciliation, CaptureHealth, Redrive],
-        activities=[media.archive_media, media.archive_link_media, records.verify_message, records.write_records,
+    workflows: list[type] = [ArchiveMessage, IngestDelivery, OutboundMessage, ExportBundle, RetrievalTest,
+                             LedgerCheckpoint, Disposition, Reconciliation, CaptureHealth, Redrive]
+    activities: list[Callable[..., object]] = [
+                    media.archive_media, media.archive_link_media, records.verify_message, records.write_records,
                     media.archive_encrypted_media, records.record_critical_failure, delivery.fan_out_delivery,
                     outbound.snapshot_template, outbound.read_stored_outbound, outbound.write_outbound,
                     exports.export_bundle,
                     retrieval.sample_media, retrieval.check_objects, retrieval.request_restore,
                     retrieval.save_retrieval_report, ledger_acts.write_checkpoint,
                     disposition.prepare_disposition, disposition.dispose_batch, disposition.settle_erasures,
-                    reconcile.reconcile_day, capture_health.check_capture_health, redrive.redrive_deliveries],
+                    reconcile.reconcile_day, capture_health.check_capture_health, redrive.redrive_deliveries]
+    register_types(workflows, activities)  # the SDK metrics' type labels take only these values
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=workflows,
+        activities=activities,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )

@@ -15,13 +15,19 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from structlog.typing import EventDict, Processor, WrappedLogger
 from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+
+if TYPE_CHECKING:
+    from sys import UnraisableHookArgs
 
 REDACTED = "[redacted]"
 # Fields that may carry what a log must never hold, whoever sets them: dropped, whatever their value.
@@ -37,25 +43,45 @@ FREE_TEXT_FIELDS = ("event", "error", "exception", "detail")
 _PHONE_LIKE = re.compile(r"(?<![0-9A-Za-z])\+?[0-9]{7,15}(?![0-9A-Za-z])")
 # A URL's or request line's query string: from `?` up to whitespace, a quote or the end.
 _QUERY = re.compile(r"\?[^\s'\"<>]*")
+# A Meta message id (`wamid.` and base64 of data holding the customer's number), in any field: a
+# message id, a gap or retrieval line, a library's text. Percent-encoded forms included.
+_WAMID = re.compile(r"wamid\.[A-Za-z0-9+/=_%-]*", re.IGNORECASE)
+# A credential-carrying header as an HTTP parser quotes it back in its error (aiohttp's BadHttpMessage
+# shows the offending line): the value, up to the end of the quoted line.
+_CREDENTIAL_HEADER = re.compile(
+    r"(authorization|proxy-authorization|cookie|set-cookie|x-hub-signature(?:-256)?|x-webhook-signature"
+    r"|x-api-key)(\s*:)[^\r\n'\"]*", re.IGNORECASE)
 # Libraries that log at INFO what only a debugging session needs.
 _QUIET = {"botocore": logging.WARNING, "aiobotocore": logging.WARNING, "asyncio": logging.WARNING,
           "temporalio.bridge": logging.WARNING}
 
 
 def scrub(text: str) -> str:
-    """Free text without query strings or phone-like numbers."""
+    """Free text without query strings, credential headers, wamids or phone-like numbers."""
+    text = _CREDENTIAL_HEADER.sub(r"\1\2 " + REDACTED, _WAMID.sub(REDACTED, text))
     return _PHONE_LIKE.sub(REDACTED, _QUERY.sub("?" + REDACTED, text))
 
 
+def _without_wamids(value: object) -> object:
+    """`value` with every wamid in its strings redacted, however deeply it nests them."""
+    if isinstance(value, str):
+        return _WAMID.sub(REDACTED, value)
+    if isinstance(value, Mapping):
+        return {k: _without_wamids(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_without_wamids(v) for v in value]
+    return value
+
+
 def redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    """Drop sensitive fields and scrub free text (a structlog processor)."""
+    """Drop sensitive fields, scrub free text, and redact wamids wherever they are (a structlog
+    processor). Identifiers other than wamids (delivery digests, phone_number_ids in structured
+    fields) stay: an operator needs them to find the record."""
     for key in event.keys() & SENSITIVE_FIELDS:
         if event[key] is not None and not isinstance(event[key], bool):  # "is there one" says nothing
             event[key] = REDACTED
-    for key in FREE_TEXT_FIELDS:
-        value = event.get(key)
-        if isinstance(value, str):
-            event[key] = scrub(value)
+    for key, value in event.items():
+        event[key] = scrub(value) if key in FREE_TEXT_FIELDS and isinstance(value, str) else _without_wamids(value)
     return event
 
 
@@ -111,7 +137,35 @@ def configure_logging(level: str = "INFO") -> None:
     for name, quiet in _QUIET.items():
         logging.getLogger(name).setLevel(max(quiet, logging.getLevelName(level)))
     logging.captureWarnings(True)  # warnings.warn output is a log line too, not raw text on stderr
+    _install_exception_hooks()
     install_core_logging(level)
+
+
+def _install_exception_hooks() -> None:
+    """Exceptions nobody catches print their traceback straight to stderr by default: in a thread
+    (threading.excepthook), in a destructor or a finaliser ("Exception ignored in", sys.unraisablehook),
+    and in the main thread (sys.excepthook). Each becomes one JSON line with its traceback a field."""
+    events = structlog.get_logger("wa_archive.uncaught")
+
+    def main_thread(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        events.critical("uncaught_exception", thread="MainThread", exc_info=(kind, exc, tb))
+
+    def thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return  # a thread's sys.exit() is not an error, as the default hook says
+        name = args.thread.name if args.thread is not None else None
+        events.error("uncaught_exception", thread=name,
+                     exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback))
+
+    def unraisable(args: UnraisableHookArgs) -> None:
+        exc = args.exc_value or args.exc_type()
+        events.error("unraisable_exception", detail=args.err_msg or "Exception ignored in",
+                     object=type(args.object).__qualname__ if args.object is not None else None,
+                     exc_info=(args.exc_type, exc, args.exc_traceback))
+
+    sys.excepthook = main_thread
+    threading.excepthook = thread
+    sys.unraisablehook = unraisable
 
 
 def core_logging_config(level: str = "INFO") -> LoggingConfig:
@@ -142,7 +196,10 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, duration: float) -> None:
         route = None
-        match_info = getattr(request, "match_info", None)
+        try:
+            match_info = request.match_info  # type: ignore[attr-defined]  # a web.Request's, when it was routed
+        except (AttributeError, AssertionError):  # a request the HTTP parser refused never reached the router
+            match_info = None
         if match_info is not None and match_info.http_exception is None and match_info.route.resource is not None:
             route = match_info.route.resource.canonical
         self.events.info("http_request", method=request.method, route=route, status=response.status,

@@ -18,6 +18,13 @@ _AWAITING = (
 )
 
 
+# A delivery is stamped with its arrival, but its row is visible only once it commits; a commit held up
+# (a pool with no free connection, a lock, a slow disk) can land behind the horizon a run has already
+# recorded. Every scan therefore reaches back at least this far before its cutoff, whatever the
+# horizon says, so such a delivery is still found (the index on received_at keeps this cheap).
+LATE_COMMIT_ALLOWANCE = timedelta(hours=1)
+
+
 @dataclass(frozen=True)
 class AwaitingDelivery:
     sha256: str
@@ -37,10 +44,16 @@ async def redrive_horizon(db: Executor) -> datetime:
     return horizon or datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+async def _scan_start(db: Executor, cutoff: datetime) -> datetime:
+    """Where a scan for deliveries received before `cutoff` starts: the last horizon, or earlier by
+    LATE_COMMIT_ALLOWANCE so that a delivery committed late is not skipped."""
+    return min(await redrive_horizon(db), cutoff - LATE_COMMIT_ALLOWANCE)
+
+
 async def awaiting_handoff(db: Executor, *, cutoff: datetime, limit: int) -> list[AwaitingDelivery]:
     """The oldest deliveries received before `cutoff` and not handed over, at most `limit`."""
     rows = await db.fetch(f"SELECT d.sha256, d.received_at{_AWAITING} ORDER BY d.received_at, d.sha256 LIMIT $3",
-                          await redrive_horizon(db), cutoff, limit)
+                          await _scan_start(db, cutoff), cutoff, limit)
     return [AwaitingDelivery(r["sha256"], r["received_at"]) for r in rows]
 
 
@@ -49,7 +62,7 @@ async def deliveries_awaiting_handoff(db: Executor, *, grace: timedelta, now: da
     (the metric and alert "deliveries awaiting hand-off"; the re-drive's grace is
     `Settings.redrive_grace_seconds`)."""
     cutoff = (now or datetime.now(timezone.utc)) - grace
-    count: int = await db.fetchval(f"SELECT count(*){_AWAITING}", await redrive_horizon(db), cutoff)
+    count: int = await db.fetchval(f"SELECT count(*){_AWAITING}", await _scan_start(db, cutoff), cutoff)
     return count
 
 

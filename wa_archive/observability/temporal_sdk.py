@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
+from temporalio import activity, workflow
 from temporalio.runtime import (
     BUFFERED_METRIC_KIND_COUNTER,
     BUFFERED_METRIC_KIND_GAUGE,
@@ -34,6 +35,18 @@ BUFFER_SIZE = 100_000
 # Seconds: the SDK's latencies run from milliseconds (a workflow task) to minutes (a long activity).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 Labels = tuple[tuple[str, str], ...]
+# Labels whose value whoever starts a workflow on the cluster chooses (a type this worker does not
+# have still gets a failed task, labelled with its name): only the types registered here are kept,
+# any other is "other", so nobody outside can add series (memory) or put their bytes on /metrics.
+_REGISTERED: dict[str, frozenset[str]] = {"workflow_type": frozenset(), "activity_type": frozenset()}
+OTHER = "other"
+
+
+def register_types(workflows: Iterable[type], activities: Iterable[Callable[..., object]]) -> None:
+    """The workflow and activity types this process's worker runs: the values their labels may take."""
+    _REGISTERED["workflow_type"] = frozenset(str(workflow._Definition.must_from_class(w).name) for w in workflows)
+    _REGISTERED["activity_type"] = frozenset(
+        str(activity._Definition.must_from_callable(a).name) for a in activities)
 
 
 @dataclass
@@ -86,7 +99,12 @@ class TemporalMetrics(Collector):
 
 
 def _labels(attributes: Mapping[str, str | int | float | bool]) -> Labels:
-    return tuple(sorted((key, str(value)) for key, value in attributes.items()))
+    return tuple(sorted((key, _label_value(key, str(value))) for key, value in attributes.items()))
+
+
+def _label_value(key: str, value: str) -> str:
+    allowed = _REGISTERED.get(key)
+    return value if allowed is None or value in allowed else OTHER
 
 
 def _metric(name: str, family: _Family) -> Metric:
