@@ -22,9 +22,10 @@ chromium:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
-# Lint and type-check first: they take seconds, the suite about ten minutes.
+# Lint and type-check first: they take seconds. The suite runs in three processes (each starts its own
+# Temporal, PostgreSQL and S3 on free ports); tests that must share one process are grouped (xdist_group).
 test: $(STAMP) chromium lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3 --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -61,6 +61,12 @@ for _name in [n for n in os.environ if n.startswith(("TEMPORAL_ADDRESS", "TEMPOR
     del os.environ[_name]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (a stable sort keeps each file's order): the parallel suite's processes then finish
+    together instead of waiting on one long test handed out last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def tmp_root() -> Path:
     path = Path(tempfile.mkdtemp(prefix="wa-archive-tests-"))

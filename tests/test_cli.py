@@ -9,6 +9,8 @@ import subprocess
 import sys
 import uuid
 
+import pytest
+
 from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
 
@@ -22,6 +24,7 @@ async def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 async def test_show_search_and_failures_json(stack, database_url):
     old, new, other = wamid(), wamid(), wamid()
     media = stack.graph.add(FakeMedia(f"m{uuid.uuid4().hex[:10]}", content=b"\x89PNG" + os.urandom(500)))
@@ -77,6 +80,7 @@ async def test_bad_arguments_are_clear_errors(database_url):
     assert unknown.returncode == 1 and "no archived message" in unknown.stderr
 
 
+@pytest.mark.slow
 async def test_tokens_commands(database_url, clean_db):
     created = await _cli(database_url, "tokens", "create", "--role", "sender", "--name", "crm", "--json")
     assert created.returncode == 0, created.stderr

@@ -14,6 +14,7 @@ import zipfile
 from typing import Any
 
 import asyncpg
+import pytest
 
 from tests.conftest import CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS
 from wa_archive.archive.keys import contact_key
@@ -59,6 +60,7 @@ async def _archive(stack) -> dict[str, str]:
     return ids
 
 
+@pytest.mark.slow
 async def test_ledger_receipts_and_verify(stack, database_url, temporal_address, tmp_path):
     env = _env(stack, database_url, temporal_address)
     ids = await _archive(stack)
@@ -91,6 +93,7 @@ async def test_ledger_receipts_and_verify(stack, database_url, temporal_address,
     assert any("signature" in p for p in wrong["problems"]), wrong["problems"]
 
 
+@pytest.mark.slow
 async def test_export_and_verify_export(stack, database_url, temporal_address, tmp_path):
     env = _env(stack, database_url, temporal_address)
     await _archive(stack)
@@ -115,6 +118,7 @@ async def test_export_and_verify_export(stack, database_url, temporal_address, t
     assert broken["intact"] is False and any("messages.csv" in p for p in broken["problems"]), broken
 
 
+@pytest.mark.slow
 async def test_schedules_retrieval_test_keys_tokens_and_erasure_export(stack, database_url, temporal_address,
                                                                       tmp_path):
     env = _env(stack, database_url, temporal_address)

@@ -7,6 +7,8 @@ import getpass
 import json
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from tests.test_cli import _cli
 from tests.test_consent_api import new_phone, record, send_promo
 
@@ -58,6 +60,7 @@ async def test_bad_records_are_refused_and_write_nothing(stack, database_url):
     assert await stack.pool.fetchval("SELECT count(*) FROM consent_entries WHERE phone = $1", phone) == 0
 
 
+@pytest.mark.slow
 async def test_report_exits_1_on_a_marketing_send_after_an_opt_out(stack, database_url):
     phone = new_phone()
     now = datetime.now(timezone.utc)

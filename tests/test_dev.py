@@ -13,6 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from wa_archive.devstack.embedded import free_port
 
 
@@ -87,6 +89,8 @@ def _check_ui_decodes_through_the_codec_server(state: dict) -> None:
         assert resp.status == 204 and resp.headers["Access-Control-Allow-Origin"] == state["temporal_ui_url"]
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("devstack")  # dev takes ports 7233 and 9464 when they are free
 def test_dev_archives_a_signed_image_and_keeps_it_across_restarts(tmp_path):
     data_dir = tmp_path / "data"
     env = _env(data_dir)

@@ -17,6 +17,8 @@ import uuid
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS
 from tests.test_outbound import PNID, TEMPLATE_V1, status_body, template_send
 from wa_archive.integrity.ledger import Signer
@@ -65,6 +67,7 @@ async def _seed(stack) -> dict:
     return {"ids": ids, "image": image}
 
 
+@pytest.mark.slow
 async def test_export_through_temporal_round_trips_and_detects_tampering(
     stack, database_url, temporal_address, tmp_path
 ):

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 
+import pytest
 from aiobotocore.session import get_session
 
 from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS
@@ -39,6 +40,7 @@ def _start_worker(stack, temporal_address: str, database_url: str, log_path) -> 
                             stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow
 async def test_killed_worker_leaves_one_object_and_no_orphan_upload(
     stack_factory, temporal_address, database_url, tmp_path
 ):

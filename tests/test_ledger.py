@@ -9,6 +9,8 @@ import subprocess
 import sys
 import uuid
 
+import pytest
+
 from tests.conftest import LEDGER_KEY
 from wa_archive.integrity import ledger
 from wa_archive.sources.meta.fake_graph import FakeMedia
@@ -39,6 +41,7 @@ async def _archive(stack, n_text: int = 2) -> dict:
     return ids
 
 
+@pytest.mark.slow
 async def test_untouched_archive_verifies_and_each_tampering_is_named(stack, database_url, tmp_path):
     ids = await _archive(stack)
     env = _env(stack, database_url)

@@ -228,15 +228,20 @@ async def test_duplicate_status_webhooks_give_one_timeline_entry_each(stack):
     sent, read = status_body(wamid, "sent", 1792493902), status_body(wamid, "read", 1792493999)
     await asyncio.gather(*(stack.post(b) for b in (sent, sent, read, sent, read)))
     msg = await stack.wait_for_message(wamid)
+    from tests.conftest import CONTACT_SECRET
+    from wa_archive.archive.keys import outbound_workflow_id
+
+    # The row is written before the run ends: wait for the run itself, so the late statuses below
+    # arrive after a finished workflow, however loaded the machine.
+    handle = stack.client.get_workflow_handle(outbound_workflow_id(CONTACT_SECRET, wamid))
+    await asyncio.wait_for(handle.result(), 60)
+    first_run = (await handle.describe()).run_id
     await stack.post(read)
     await stack.post(status_body(wamid, "delivered", 1792493950))  # late, after the archive
     msg = await queries.get_message(stack.pool, wamid)
     assert [s["status"] for s in msg["statuses"]] == ["sent", "delivered", "read"]
-    from tests.conftest import CONTACT_SECRET
-    from wa_archive.archive.keys import outbound_workflow_id
-
-    desc = await stack.client.get_workflow_handle(outbound_workflow_id(CONTACT_SECRET, wamid)).describe()
-    assert desc.status.name == "COMPLETED", "a late status must not start a second run"
+    desc = await handle.describe()
+    assert desc.status.name == "COMPLETED" and desc.run_id == first_run, "a late status must not start a second run"
     # Even when the archived-check is raced, signalling a finished workflow starts nothing.
     from wa_archive.archive.starter import signal_outbound
     from wa_archive.models import OutboundStart, StatusSignal

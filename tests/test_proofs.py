@@ -70,6 +70,7 @@ def _resign(doc: dict, signer: ledger.Signer) -> dict:
 # verify-receipt --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_receipt_resigned_with_a_fresh_key_needs_and_fails_the_trusted_key(stack, database_url, tmp_path):
     ids = await _archive(stack)
     env = _env(stack, database_url)
@@ -135,6 +136,7 @@ def _rebuild(src: Path, dst: Path, changes: dict[str, bytes], signer: ledger.Sig
             out.writestr(name, data)
 
 
+@pytest.mark.slow
 async def test_a_fabricated_bundle_fails_and_names_what_is_wrong(stack, database_url, tmp_path):
     ids = await _archive(stack)
     env = _env(stack, database_url)

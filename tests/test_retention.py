@@ -80,6 +80,7 @@ def _when(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+@pytest.mark.slow
 async def test_retention_hold_and_disposition(stack_factory, storage_backend, database_url, temporal_address):
     stack = await stack_factory(storage_backend, min_lock_seconds=1)
     stack.database_url, stack.temporal_address = database_url, temporal_address
@@ -196,6 +197,7 @@ async def test_policy_change_never_shortens_existing_retention(stack_factory, st
     assert [(p["scope"], p["days"]) for p in policies] == [("*", 4000)]
 
 
+@pytest.mark.slow
 async def test_erasure_requests_defer_under_retention_and_complete(stack_factory, database_url, temporal_address,
                                                                    tmp_path):
     stack = await stack_factory("s3", min_lock_seconds=1)

@@ -69,6 +69,7 @@ async def minio_like(s3_endpoint: str) -> AsyncIterator[str]:
         await upstream.close()
 
 
+@pytest.mark.slow
 async def test_init_and_check_on_a_store_without_public_access_block_or_tiers(minio_like, s3_endpoint, pool,
                                                                               database_url):
     bucket = f"minio-{uuid.uuid4().hex[:8]}"

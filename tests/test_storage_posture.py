@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 
+import pytest
 from aiobotocore.session import get_session
 
 from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS
@@ -31,6 +32,7 @@ def _findings(result: subprocess.CompletedProcess) -> dict[str, dict]:
     return {f["setting"]: f for f in json.loads(result.stdout)["findings"]}
 
 
+@pytest.mark.slow
 async def test_unversioned_bucket_is_reported_refused_then_initialised(s3_endpoint, database_url, temporal_address):
     bucket = f"plain-{uuid.uuid4().hex[:8]}"
     async with get_session().create_client("s3", endpoint_url=s3_endpoint, region_name="us-east-1") as s3:

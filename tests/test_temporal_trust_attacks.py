@@ -20,6 +20,7 @@ import time
 import uuid
 from datetime import timedelta
 
+import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import RetryPolicy
@@ -80,6 +81,7 @@ async def delete_execution(stack, workflow_id: str) -> None:
 # 1. IngestDelivery restarted by an operator ---------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_disposed_message_is_never_linked_started_or_written_again(stack_factory):
     """Guarded. A large delivery's hash is in clear in its IngestDelivery workflow id. One of its two
     messages is disposed of (retention over, or an erasure request); the delivery stays because

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 
+import pytest
 from playwright.async_api import async_playwright
 
 from tests.test_browser import ARGS, ARTIFACTS, CHROMIUM
@@ -38,6 +39,7 @@ async def _shows(page, text: str, timeout_ms: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 async def test_an_operator_reads_a_decoded_workflow_in_the_temporal_ui_and_nobody_else_does(tmp_path):
     env = _env(tmp_path / "data")
     log = tmp_path / "dev.log"

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import aiohttp
+import pytest
 from aiohttp import web
 from temporalio.client import Client
 
@@ -65,6 +66,7 @@ async def test_oversized_body_is_413(stack):
     assert await stack.pool.fetchval("SELECT count(*) FROM deliveries") == 0
 
 
+@pytest.mark.slow
 async def test_a_1000_update_batch_is_acknowledged_and_every_message_archived(stack):
     items = [message("text", {"body": f"batch {i}"}) for i in range(1000)]
     body = dumps(envelope(items))
