@@ -1,0 +1,163 @@
+"""Crash hygiene of `wa-archive dev`: after a SIGKILL the next start finds what the crashed run left,
+says so, starts cleanly and archives, and Ctrl-C then stops every process it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_dev import _cli, _env, _start_dev, _stop
+from wa_archive.devstack.embedded import EmbeddedPostgres, TemporalDevServer, free_port, port_is_free
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a zombie has already exited
+
+
+def _processes_of(data_dir: Path) -> dict[int, str]:
+    """Live processes that name the data dir on their command line (Temporal's SQLite file, the
+    postmaster's -D) or work inside it (every PostgreSQL backend's working directory is PGDATA)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or not _alive(pid := int(entry.name)):
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            cwd = ""
+        if str(data_dir) in cmdline or cwd == str(data_dir) or cwd.startswith(f"{data_dir}/"):
+            found[pid] = cmdline
+    return found
+
+
+def _wait_gone(pids: list[int], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids):
+        assert time.monotonic() < deadline, f"{what} still running: {[p for p in pids if _alive(p)]}"
+        time.sleep(0.05)
+
+
+def _archive_a_demo_image(env: dict[str, str], cwd: Path) -> str:
+    demo = _cli("demo", env=env, cwd=cwd)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    message_id = re.search(r"wa-archive show '([^']+)'", demo.stdout).group(1)
+    shown = json.loads(_cli("show", message_id, "--json", env=env, cwd=cwd).stdout)
+    assert shown["media"][0]["status"] == "archived" and len(shown["media"][0]["sha256"]) == 64
+    return message_id
+
+
+def _crash_restart_and_stop(tmp_path: Path, *, kill_everything: bool) -> tuple[str, list[str]]:
+    """Start dev, archive, SIGKILL it (and with kill_everything every process of its data dir),
+    start it again, archive again, Ctrl-C it; returns the second run's output and the message ids."""
+    data_dir = (tmp_path / "data").resolve()
+    env = _env(data_dir)
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    proc = _start_dev(env, tmp_path, first_log)
+    try:
+        before = _archive_a_demo_image(env, tmp_path)
+        left = _processes_of(data_dir)
+        assert any("start-dev" in c for c in left.values()), left
+        assert any(f"-D {data_dir}/postgres" in c for c in left.values()), left
+    finally:
+        victims = [proc.pid, *left] if kill_everything else [proc.pid]
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(10)
+    _wait_gone(victims, "the killed processes")
+    if kill_everything:
+        assert (data_dir / "postgres" / "postmaster.pid").exists()  # as a crash leaves it
+    else:
+        assert _processes_of(data_dir), "the crashed dev's servers are still running"
+
+    proc = _start_dev(env, tmp_path, second_log)
+    try:
+        after = _archive_a_demo_image(env, tmp_path)
+        found = json.loads(_cli("search", "--json", env=env, cwd=tmp_path).stdout)
+        assert sorted(m["id"] for m in found) == sorted([before, after])
+        state = json.loads((data_dir / "dev.json").read_text())
+        ports = [int(state["temporal_address"].rsplit(":", 1)[1]), int(env["WA_ARCHIVE_HTTP_PORT"]),
+                 int(env["WA_ARCHIVE_TEMPORAL_UI_PORT"]), int(state["worker_metrics_url"].split(":")[2].split("/")[0])]
+        running = _processes_of(data_dir)
+        assert not set(running) & set(left), "processes of the crashed run survived the restart"
+        servers = [c for c in running.values() if "start-dev" in c]
+        assert len(servers) == 1, servers  # one Temporal on the SQLite file, never two
+    finally:
+        assert _stop(proc) == 0, second_log.read_text()[-3000:]
+    _wait_gone(list(running), "a server of the stopped dev")
+    assert _processes_of(data_dir) == {}
+    assert not (data_dir / "postgres" / "postmaster.pid").exists()
+    assert all(port_is_free(p) for p in ports), [p for p in ports if not port_is_free(p)]
+    return second_log.read_text(), [before, after]
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_the_test(tmp_path):
+    """Whatever the outcome, no server of this test's data is left on the machine."""
+    yield
+    for pid in _processes_of(tmp_path.resolve()):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_killed_dev_leaves_servers_the_next_start_stops_and_ctrl_c_stops_everything(tmp_path):
+    out, _ = _crash_restart_and_stop(tmp_path, kill_everything=False)
+    assert re.search(r"found PostgreSQL left running by a crashed run \(pid \d+\); stopping it", out), out
+    # Temporal dies with its parent where Linux allows it; if it outlived it, the next start says so.
+    temporal = re.search(r"found Temporal left running by a crashed run \(pid \d+\); stopping it", out)
+    gone = re.search(r"Temporal of a crashed run is no longer running \(pid \d+\)", out)
+    assert temporal or gone, out
+
+
+def test_every_process_killed_the_next_start_is_clean_and_ctrl_c_stops_everything(tmp_path):
+    out, _ = _crash_restart_and_stop(tmp_path, kill_everything=True)
+    assert re.search(r"PostgreSQL of a crashed run is no longer running \(pid \d+\)", out), out
+    assert re.search(r"Temporal of a crashed run is no longer running \(pid \d+\)", out), out
+
+
+def test_a_recycled_pid_in_the_pid_files_is_never_touched(tmp_path):
+    """postmaster.pid and temporal.pid naming an unrelated live process: it is left alone, and the
+    servers start anyway."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    temporal = TemporalDevServer(tmp_path / "temporal", port=free_port(), ui_port=None)
+    try:
+        pg.start()
+        pg.stop()
+        (tmp_path / "pg" / "postmaster.pid").write_text(
+            f"{bystander.pid}\n{tmp_path / 'pg'}\n{int(time.time())}\n5432\n{tmp_path / 'pg'}\n\n  0 0\nready \n")
+        (tmp_path / "temporal").mkdir()
+        (tmp_path / "temporal" / "temporal.pid").write_text(f"{bystander.pid}\n")
+        import asyncio
+
+        import asyncpg
+
+        async def start_both() -> None:
+            conn = await asyncpg.connect(await asyncio.to_thread(pg.start))
+            assert await conn.fetchval("SELECT 1") == 1
+            await conn.close()
+            await temporal.start()
+
+        asyncio.run(start_both())
+        assert bystander.poll() is None, "an unrelated process was signalled"
+    finally:
+        pg.stop()
+        temporal.stop()
+        alive = bystander.poll() is None
+        bystander.kill()
+        bystander.wait()
+    assert alive
