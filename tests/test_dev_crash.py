@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_dev import _cli, _env, _start_dev, _stop
+from tests.test_dev import _cli, _env, _start_dev
 from wa_archive.devstack.embedded import EmbeddedPostgres, TemporalDevServer, free_port, port_is_free
 
 
@@ -46,6 +47,18 @@ def _processes_of(data_dir: Path) -> dict[int, str]:
     return found
 
 
+def _can_listen(port: int) -> bool:
+    """The port can be served again (as servers bind: a closed connection's TIME_WAIT does not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+        except OSError:
+            return False
+        return True
+
+
 def _wait_gone(pids: list[int], what: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while any(_alive(p) for p in pids):
@@ -62,9 +75,9 @@ def _archive_a_demo_image(env: dict[str, str], cwd: Path) -> str:
     return message_id
 
 
-def _crash_restart_and_stop(tmp_path: Path, *, kill_everything: bool) -> tuple[str, list[str]]:
+def _crash_restart_and_stop(tmp_path: Path, *, kill_everything: bool, stop_with: signal.Signals) -> str:
     """Start dev, archive, SIGKILL it (and with kill_everything every process of its data dir),
-    start it again, archive again, Ctrl-C it; returns the second run's output and the message ids."""
+    start it again, archive again, stop it with `stop_with`; returns the second run's output."""
     data_dir = (tmp_path / "data").resolve()
     env = _env(data_dir)
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
@@ -83,7 +96,9 @@ def _crash_restart_and_stop(tmp_path: Path, *, kill_everything: bool) -> tuple[s
     if kill_everything:
         assert (data_dir / "postgres" / "postmaster.pid").exists()  # as a crash leaves it
     else:
-        assert _processes_of(data_dir), "the crashed dev's servers are still running"
+        # Linux takes Temporal down with its parent; PostgreSQL (daemonized by pg_ctl) stays.
+        _wait_gone([pid for pid, cmd in left.items() if "start-dev" in cmd], "Temporal of the killed dev")
+        assert any(f"-D {data_dir}/postgres" in c for c in _processes_of(data_dir).values())
 
     proc = _start_dev(env, tmp_path, second_log)
     try:
@@ -98,12 +113,13 @@ def _crash_restart_and_stop(tmp_path: Path, *, kill_everything: bool) -> tuple[s
         servers = [c for c in running.values() if "start-dev" in c]
         assert len(servers) == 1, servers  # one Temporal on the SQLite file, never two
     finally:
-        assert _stop(proc) == 0, second_log.read_text()[-3000:]
+        proc.send_signal(stop_with)
+        assert proc.wait(60) == 0, second_log.read_text()[-3000:]
     _wait_gone(list(running), "a server of the stopped dev")
     assert _processes_of(data_dir) == {}
     assert not (data_dir / "postgres" / "postmaster.pid").exists()
-    assert all(port_is_free(p) for p in ports), [p for p in ports if not port_is_free(p)]
-    return second_log.read_text(), [before, after]
+    assert all(_can_listen(p) for p in ports), [p for p in ports if not _can_listen(p)]
+    return second_log.read_text()
 
 
 @pytest.fixture(autouse=True)
@@ -115,16 +131,13 @@ def _no_server_outlives_the_test(tmp_path):
 
 
 def test_a_killed_dev_leaves_servers_the_next_start_stops_and_ctrl_c_stops_everything(tmp_path):
-    out, _ = _crash_restart_and_stop(tmp_path, kill_everything=False)
+    out = _crash_restart_and_stop(tmp_path, kill_everything=False, stop_with=signal.SIGINT)  # Ctrl-C
     assert re.search(r"found PostgreSQL left running by a crashed run \(pid \d+\); stopping it", out), out
-    # Temporal dies with its parent where Linux allows it; if it outlived it, the next start says so.
-    temporal = re.search(r"found Temporal left running by a crashed run \(pid \d+\); stopping it", out)
-    gone = re.search(r"Temporal of a crashed run is no longer running \(pid \d+\)", out)
-    assert temporal or gone, out
+    assert re.search(r"Temporal of a crashed run is no longer running \(pid \d+\)", out), out
 
 
-def test_every_process_killed_the_next_start_is_clean_and_ctrl_c_stops_everything(tmp_path):
-    out, _ = _crash_restart_and_stop(tmp_path, kill_everything=True)
+def test_every_process_killed_the_next_start_is_clean_and_sigterm_stops_everything(tmp_path):
+    out = _crash_restart_and_stop(tmp_path, kill_everything=True, stop_with=signal.SIGTERM)
     assert re.search(r"PostgreSQL of a crashed run is no longer running \(pid \d+\)", out), out
     assert re.search(r"Temporal of a crashed run is no longer running \(pid \d+\)", out), out
 
@@ -161,3 +174,58 @@ def test_a_recycled_pid_in_the_pid_files_is_never_touched(tmp_path):
         bystander.kill()
         bystander.wait()
     assert alive
+
+
+def test_a_temporal_that_outlived_its_owner_is_stopped_by_the_next_start(tmp_path, capsys):
+    """A Temporal whose owner died without taking it along (no parent-death signal: another OS, or a
+    run before this existed) is found through its pid file and stopped; the new one takes its port."""
+    import asyncio
+
+    port = free_port()
+    temporal = TemporalDevServer(tmp_path / "temporal", port=port, ui_port=None)
+    (tmp_path / "temporal").mkdir()
+    orphan = subprocess.Popen(temporal.command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        (tmp_path / "temporal" / "temporal.pid").write_text(f"{orphan.pid}\n")
+        deadline = time.monotonic() + 60
+        while port_is_free(port):
+            assert orphan.poll() is None and time.monotonic() < deadline, "the orphan Temporal never listened"
+            time.sleep(0.1)
+        asyncio.run(temporal.start())
+        assert orphan.poll() is not None, "the crashed run's Temporal still runs"
+        assert temporal.process is not None and temporal.process.poll() is None
+        out = capsys.readouterr().out
+        assert f"found Temporal left running by a crashed run (pid {orphan.pid}); stopping it" in out, out
+        assert (tmp_path / "temporal" / "temporal.pid").read_text() == f"{temporal.process.pid}\n"
+    finally:
+        temporal.stop()
+        if orphan.poll() is None:
+            orphan.kill()
+        orphan.wait()
+    assert not (tmp_path / "temporal" / "temporal.pid").exists()
+    assert port_is_free(port)
+
+
+def test_a_second_owner_of_the_data_is_refused_until_the_first_dies(tmp_path):
+    """The lock that tells a crashed run's servers from a live owner's: held while its owner lives,
+    dropped by the kernel when the owner is SIGKILLed."""
+    from wa_archive.devstack.stale import DataDirLock
+
+    path = tmp_path / "dev.lock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from wa_archive.devstack.stale import DataDirLock; "
+        f"DataDirLock(Path({str(path)!r}), 'the data').acquire(); print('held', flush=True); time.sleep(600)")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = DataDirLock(path, "the data")
+        with pytest.raises(RuntimeError, match=rf"the data is in use by another running process \(pid {holder.pid}\)"):
+            second.acquire()
+        assert not second.held
+    finally:
+        holder.kill()
+        holder.wait()
+    second.acquire()
+    assert second.held
+    second.release()
