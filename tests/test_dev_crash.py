@@ -251,3 +251,29 @@ def test_a_second_dev_on_the_same_data_dir_is_refused_and_the_first_keeps_runnin
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0, log.read_text()[-3000:]
+
+
+def test_a_dead_handle_in_the_librarys_count_does_not_keep_postgresql_running(tmp_path):
+    """The defect as the library sees it: a crashed process's pid in .handle_pids.json made the last
+    live handle skip the stop. Here one appears while the server runs; stop() stops it anyway."""
+    import asyncio
+
+    import asyncpg
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    try:
+        uri = pg.start()
+        handles = tmp_path / "pg" / ".handle_pids.json"
+        handles.write_text(json.dumps([dead.pid, *json.loads(handles.read_text())]))
+        postmaster = int((tmp_path / "pg" / "postmaster.pid").read_text().split()[0])
+    finally:
+        pg.stop()
+    _wait_gone([postmaster], "the postmaster")
+    assert not (tmp_path / "pg" / "postmaster.pid").exists()
+    try:
+        asyncio.run(asyncpg.connect(uri, timeout=5))
+        raise AssertionError("PostgreSQL still answers after stop()")
+    except (OSError, asyncpg.PostgresError):
+        pass

@@ -24,9 +24,9 @@ from wa_archive.devstack.stale import (
     DataDirLock,
     postgres_processes,
     read_pid,
+    stop_postmaster,
     stop_stale_postgres,
     stop_stale_temporal,
-    terminate,
 )
 from wa_archive.names import SEARCH_ATTRIBUTES
 
@@ -208,11 +208,12 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+        if not self._lock.held:
+            return  # whatever runs on this data is another owner's
         # The library skips the stop when its count names another handle; ours is the only one.
         postmaster = read_pid(self.pgdata / "postmaster.pid")
         if postmaster is not None and postmaster in postgres_processes(self.pgdata):
-            terminate(postmaster, lambda pid: pid in postgres_processes(self.pgdata),
-                      [(signal.SIGINT, 30), (signal.SIGQUIT, 10), (signal.SIGKILL, 10)])
+            stop_postmaster(self.pgdata, postmaster)
         self._lock.release()
 
 

@@ -132,6 +132,12 @@ def postgres_processes(pgdata: Path) -> list[int]:
     return found
 
 
+def stop_postmaster(pgdata: Path, pid: int) -> None:
+    # SIGINT is PostgreSQL's fast shutdown (clients cut, a checkpoint written), SIGQUIT its immediate one.
+    terminate(pid, lambda p: p in postgres_processes(pgdata),
+              [(signal.SIGINT, 30), (signal.SIGQUIT, 10), (signal.SIGKILL, 10)])
+
+
 def stop_stale_postgres(pgdata: Path) -> str | None:
     """With the data's lock held: stop what a crashed run left running on PGDATA and remove its
     postmaster.pid. Returns the line to print, None when the last run stopped cleanly."""
@@ -142,9 +148,7 @@ def stop_stale_postgres(pgdata: Path) -> str | None:
         return None
     if recorded is not None and recorded in running:
         line = f"found PostgreSQL left running by a crashed run (pid {recorded}); stopping it"
-        # SIGINT is PostgreSQL's fast shutdown (clients cut, a checkpoint written), SIGQUIT its immediate one.
-        terminate(recorded, lambda pid: pid in postgres_processes(pgdata),
-                  [(signal.SIGINT, 30), (signal.SIGQUIT, 10), (signal.SIGKILL, 10)])
+        stop_postmaster(pgdata, recorded)
     elif running:
         line = f"found PostgreSQL processes left by a crashed run (pids {', '.join(map(str, running))}); stopping them"
     else:
