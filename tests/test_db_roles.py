@@ -317,7 +317,6 @@ def test_dev_secret_files_are_owner_only_from_the_first_byte(tmp_path: Path, ope
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("devstack")  # dev takes ports 7233 and 9464 when they are free
 async def test_dev_upgrades_a_one_role_data_dir_and_runs_as_the_application_role(tmp_path: Path):
     """A data dir whose schema the superuser created (before the roles were split): `dev` hands it to
     the owner, migrates as the owner and serves, archives and reads as the application role."""

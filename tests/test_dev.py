@@ -20,8 +20,11 @@ from wa_archive.devstack.embedded import free_port
 
 def _env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WA_ARCHIVE_")}
+    # Every port dev would otherwise take by default (7233, 8233, 8080, 9464) is a free one, so several
+    # dev tests can run at once (the suite runs in parallel processes).
     env.update(WA_ARCHIVE_DATA_DIR=str(data_dir), WA_ARCHIVE_HTTP_PORT=str(free_port()),
-               WA_ARCHIVE_TEMPORAL_UI_PORT=str(free_port()))
+               WA_ARCHIVE_TEMPORAL_PORT=str(free_port()), WA_ARCHIVE_TEMPORAL_UI_PORT=str(free_port()),
+               WA_ARCHIVE_METRICS_PORT=str(free_port()))
     return env
 
 
@@ -90,7 +93,6 @@ def _check_ui_decodes_through_the_codec_server(state: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("devstack")  # dev takes ports 7233 and 9464 when they are free
 def test_dev_archives_a_signed_image_and_keeps_it_across_restarts(tmp_path):
     data_dir = tmp_path / "data"
     env = _env(data_dir)

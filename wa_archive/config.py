@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     temporal_address: str | None = None
     temporal_namespace: str | None = None  # unset: the Temporal profile's (TEMPORAL_NAMESPACE), else `default`
+    temporal_port: int = Field(default=7233, ge=1, le=65535)  # the embedded dev server's frontend (dev only)
     temporal_ui_port: int = Field(default=8233, ge=0, le=65535)
     task_queue: str = "wa-archive"
     storage_url: str | None = None
