@@ -33,7 +33,7 @@ async def _wait_for(what: str, check: Callable[[], Awaitable[bool]], timeout: fl
 
 
 async def postgres_killed(stack: ChaosStack, seconds: float) -> Fault:
-    fault = Fault(started=time.time(), ended=0.0)
+    fault = Fault(started=time.time(), ended=0.0, handover_down=True)
     stack.kill("postgres")
     await asyncio.sleep(seconds)
     await stack.restart("postgres")
@@ -42,7 +42,7 @@ async def postgres_killed(stack: ChaosStack, seconds: float) -> Fault:
 
 
 async def temporal_restarted(stack: ChaosStack, seconds: float) -> Fault:
-    fault = Fault(started=time.time(), ended=0.0)
+    fault = Fault(started=time.time(), ended=0.0, handover_down=True)
     stack.kill("temporal")
     await asyncio.sleep(seconds)
     await stack.restart("temporal")

@@ -33,6 +33,7 @@ class Fault:
     killed: set[str] = field(default_factory=set)  # parts SIGKILLed: connection errors there are expected
     notes: list[str] = field(default_factory=list)
     outlasts_retries: bool = False  # the fault was longer than the media retry policy's five attempts
+    handover_down: bool = False  # the webhook could not hand over (PostgreSQL or Temporal down): no 200 then
 
 
 @dataclass
@@ -86,6 +87,14 @@ async def verify(stack: ChaosStack, deliveries: list[Delivery], fault: Fault, *,
     live_errors = _count(deliveries, lambda a: isinstance(a.outcome, str) and a.server not in fault.killed)
     if live_errors:
         problems.append(f"{live_errors} connection error(s)/timeout(s) from webhook servers that were not killed")
+
+    # While the webhook cannot store or hand over, it may hold a request (the Temporal client retries) but
+    # must never answer 200; a second of slack for an answer already on the wire when the fault began.
+    during = [a for d in deliveries for a in d.attempts if fault.started <= a.at <= fault.ended]
+    early_200 = [a for d in deliveries for a in d.attempts
+                 if a.outcome == 200 and fault.started + 1.0 < a.at + a.seconds < fault.ended]
+    if fault.handover_down and early_200:
+        problems.append(f"{len(early_200)} delivery(ies) answered 200 while the hand-off was down")
 
     rows = {r["id"]: r for r in await stack.pool.fetch(
         "SELECT id, archive_status, archived_at FROM messages WHERE id = ANY($1::text[])", ids)}
@@ -148,6 +157,7 @@ async def verify(stack: ChaosStack, deliveries: list[Delivery], fault: Fault, *,
         "recorded_not_acknowledged": len([m for m in rows if not by_id[m].acknowledged]),
         "duplicates": duplicates,
         "failures": len(failures),
+        "attempts_during_fault": len(during),
         "fault_seconds": round(fault.ended - fault.started, 1),
         "first_200_after_fault_s": round(min(after) - fault.ended, 2) if after else None,
         "caught_up_after_fault_s": round(max(max(settled_times) - fault.ended, 0.0), 2) if settled_times else None,

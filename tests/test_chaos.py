@@ -78,7 +78,9 @@ async def test_postgres_killed_then_restarted_loses_nothing(s3_stack):
 
 async def test_temporal_restarted_on_its_state_loses_nothing(s3_stack):
     f = await scenario(s3_stack, "temporal_restarted", seed=2)
-    assert f["refused_503"] > 0, "no delivery arrived while Temporal was down"
+    # The webhook holds a request while its Temporal client retries, or answers 503; the verifier
+    # fails the run if any was answered 200 before Temporal was back.
+    assert f["attempts_during_fault"] > 0, "no delivery arrived while Temporal was down"
     assert f["archived"] == f["sent"] and f["failures"] == 0
 
 
