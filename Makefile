@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean chromium
+.PHONY: run test lint bench chaos clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +34,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Fault scenarios against the archive run as separate processes (chaos/): a table and chaos/results/latest.json.
+chaos: $(STAMP)
+	$(BIN)/python -m chaos
+
 clean:
-	rm -rf $(VENV) .pytest_cache bench/results
+	rm -rf $(VENV) .pytest_cache bench/results chaos/results

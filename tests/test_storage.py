@@ -179,3 +179,32 @@ async def test_lapsed_lock_canaries_are_swept_and_live_ones_kept(store):
     await asyncio.sleep(1.2)
     assert await sweep_canaries(store) == 1
     assert await store.head("_canary/lock-old") is None and await store.head("_canary/lock-live") is not None
+
+
+async def test_upload_started_by_a_cancelled_attempt_is_aborted_once_the_object_is_in_place(s3_endpoint, s3_bucket):
+    """An attempt cancelled during CreateMultipartUpload (the store failing, the heartbeat timed out) never
+    learns its upload's id, and the store may create it after the retry's own clean-up: found by the
+    fault harness as an incomplete upload left after `object_store_503`. The retry that completes the
+    object aborts it; so does one that finds the object already there."""
+    store = S3Store(s3_bucket, f"store-{uuid.uuid4().hex[:8]}", endpoint_url=s3_endpoint,
+                    region="us-east-1", part_size=5 * 1024 * 1024)
+    data = os.urandom(6 * 1024 * 1024)
+    full = f"{store.prefix}/k/late.bin"
+    async with get_session().create_client("s3", endpoint_url=s3_endpoint, region_name="us-east-1") as s3:
+        async def late_stray_upload():  # the cancelled attempt's create lands while this one streams
+            yield data[: 3 * 1024 * 1024]
+            await s3.create_multipart_upload(Bucket=store.bucket, Key=full)
+            yield data[3 * 1024 * 1024:]
+
+        try:
+            await store.put_stream("k/late.bin", late_stray_upload(), content_type="x", metadata={},
+                                   expected_sha256=hashlib.sha256(data).digest(), retain_until=RETAIN)
+            uploads = await s3.list_multipart_uploads(Bucket=store.bucket, Prefix=store.prefix)
+            assert uploads.get("Uploads", []) == []
+            await s3.create_multipart_upload(Bucket=store.bucket, Key=full)
+            stored = await _put(store, "k/late.bin", data)
+            assert stored.created is False
+            uploads = await s3.list_multipart_uploads(Bucket=store.bucket, Prefix=store.prefix)
+            assert uploads.get("Uploads", []) == []
+        finally:
+            await store.close()

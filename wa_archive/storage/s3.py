@@ -109,13 +109,19 @@ class S3Store:
         try:
             existing = await self.head(key)
             if existing is not None:
-                return await self._confirm_identical(key, existing, chunks, expected_sha256)
+                stored = await self._confirm_identical(key, existing, chunks, expected_sha256)
+            else:
+                await self._abort_stale_uploads(full)
+                meta = dict(metadata)
+                if expected_sha256 is not None:
+                    meta["sha256"] = expected_sha256.hex()
+                args = await self._write_args(content_type, meta, retain_until, legal_hold)
+                stored = await self._upload(key, full, chunks, args, expected_sha256, on_progress)
+            # An earlier attempt cancelled in the middle of CreateMultipartUpload (heartbeat timeout while
+            # the store was failing) never learned its upload's id, and may have created it after the abort
+            # above: once the object is in place, no upload under its key can be needed.
             await self._abort_stale_uploads(full)
-            meta = dict(metadata)
-            if expected_sha256 is not None:
-                meta["sha256"] = expected_sha256.hex()
-            args = await self._write_args(content_type, meta, retain_until, legal_hold)
-            return await self._upload(key, full, chunks, args, expected_sha256, on_progress)
+            return stored
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"S3 error for {key}: {exc}") from exc
 

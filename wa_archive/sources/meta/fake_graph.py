@@ -2,7 +2,8 @@
 
 It serves GET /{version}/{media-id} (metadata) and GET /download/{media-id} (bytes) with a bearer
 check, and can be told to fail N times, answer a fixed status, serve wrong bytes, stream slowly, or
-name another download URL. Large bodies are generated block by block, so a 1 GiB file costs no
+name another download URL; `outage_status` (429 or 5xx) makes every media call fail as an outage of
+Meta's whole API would. Large bodies are generated block by block, so a 1 GiB file costs no
 memory. Every request it receives is recorded (method and raw path), so tests can prove that
 nothing reached it.
 """
@@ -83,6 +84,9 @@ class FakeGraph:
         # wabas listed in analytics_refused answer 403 as for a token without the permission.
         self.analytics: dict[tuple[str, str, int], tuple[int, int]] = {}
         self.analytics_refused: set[str] = set()
+        # While set, every media metadata and download call answers this status with a Graph-shaped error
+        # (429: code 4, Meta's application rate limit; any other: code 1), as during an outage of Meta's API.
+        self.outage_status: int | None = None
 
     def set_template(self, waba_id: str, definition: dict[str, Any]) -> None:
         self.templates[(waba_id, definition["name"], definition["language"])] = definition
@@ -134,6 +138,8 @@ class FakeGraph:
             return _graph_error(401, 190, "Invalid OAuth access token")
         if request.query.get("fields", "").startswith("analytics."):
             return self.messaging_analytics(request)
+        if self.outage_status is not None:
+            return _outage_error(self.outage_status)
         media = self.media.get(request.match_info["media_id"])
         if media is None:
             return _graph_error(404, 100, "Unsupported get request. Object does not exist")
@@ -176,6 +182,8 @@ class FakeGraph:
     async def download(self, request: web.Request) -> web.StreamResponse:
         if not self._authorized(request):
             return _graph_error(401, 190, "Invalid OAuth access token")
+        if self.outage_status is not None:
+            return _outage_error(self.outage_status)
         media = self.media.get(request.match_info["media_id"])
         if media is None:
             return _graph_error(404, 100, "not found")
@@ -239,3 +247,9 @@ def _graph_error(status: int, code: int, message: str) -> web.Response:
         {"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "fake"}},
         status=status,
     )
+
+
+def _outage_error(status: int) -> web.Response:
+    if status == 429:
+        return _graph_error(429, 4, "(#4) Application request limit reached")
+    return _graph_error(status, 1, "An unknown error has occurred.")
