@@ -20,7 +20,7 @@ from chaos.scenarios import SCENARIOS
 from chaos.stack import BUCKET, ChaosStack
 from chaos.verify import verify
 
-pytestmark = pytest.mark.xdist_group("chaos")
+pytestmark = [pytest.mark.xdist_group("chaos"), pytest.mark.slow]
 
 SHORT_RETRIES = {"WA_ARCHIVE_RETRY_INITIAL_INTERVAL": "0.5", "WA_ARCHIVE_RETRY_BACKOFF": "2",
                  "WA_ARCHIVE_RETRY_MAX_INTERVAL": "2", "WA_ARCHIVE_MEDIA_HEARTBEAT_TIMEOUT": "2"}

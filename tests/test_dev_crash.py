@@ -131,12 +131,14 @@ def _no_server_outlives_the_test(tmp_path):
         os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_a_killed_dev_leaves_servers_the_next_start_stops_and_ctrl_c_stops_everything(tmp_path):
     out = _crash_restart_and_stop(tmp_path, kill_everything=False, stop_with=signal.SIGINT)  # Ctrl-C
     assert re.search(r"found PostgreSQL left running by a crashed run \(pid \d+\); stopping it", out), out
     assert re.search(r"Temporal of a crashed run is no longer running \(pid \d+\)", out), out
 
 
+@pytest.mark.slow
 def test_every_process_killed_the_next_start_is_clean_and_sigterm_stops_everything(tmp_path):
     out = _crash_restart_and_stop(tmp_path, kill_everything=True, stop_with=signal.SIGTERM)
     assert re.search(r"PostgreSQL of a crashed run is no longer running \(pid \d+\)", out), out
@@ -232,6 +234,7 @@ def test_a_second_owner_of_the_data_is_refused_until_the_first_dies(tmp_path):
     second.release()
 
 
+@pytest.mark.slow
 def test_a_second_dev_on_the_same_data_dir_is_refused_and_the_first_keeps_running(tmp_path):
     data_dir = (tmp_path / "data").resolve()
     env = _env(data_dir)
