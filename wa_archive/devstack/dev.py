@@ -90,8 +90,8 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
     (data_dir / STATE_FILE).unlink(missing_ok=True)
     try:
         if temporal_address is None:
-            temporal = TemporalDevServer(data_dir / "temporal", port=settings.temporal_port, ui_port=settings.temporal_ui_port,
-                                         ui_codec_endpoint=codec_endpoint(settings))
+            temporal = TemporalDevServer(data_dir / "temporal", port=settings.temporal_port,
+                                         ui_port=settings.temporal_ui_port, ui_codec_endpoint=codec_endpoint(settings))
             temporal.claim()  # before choosing ports: a crashed run's server may still hold them
             if not port_is_free(temporal.port):
                 temporal.port = free_port()
