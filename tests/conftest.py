@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import shutil
 import tempfile
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from pydantic import SecretStr
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from wa_archive.config import Settings
@@ -59,6 +61,37 @@ for _name in [n for n in os.environ if n.startswith(("TEMPORAL_ADDRESS", "TEMPOR
                                                      "TEMPORAL_TLS", "TEMPORAL_PROFILE", "TEMPORAL_CONFIG_FILE",
                                                      "TEMPORAL_GRPC_META_", "TEMPORAL_CODEC_"))]:
     del os.environ[_name]
+
+
+async def wait_until(check: Any, what: str, *, timeout: float = 60, interval: float = 0.1) -> Any:
+    """Poll `check()` (plain or async) until it returns something truthy and return that; fail naming
+    `what` when it never does. How the suite waits for a state: never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+async def until_past(instant: datetime) -> None:
+    """Wait until the wall clock (which the object store's locks and the database follow) is past `instant`."""
+    await wait_until(lambda: datetime.now(timezone.utc) > instant + timedelta(milliseconds=100),
+                     f"the clock passing {instant.isoformat()}", timeout=120, interval=0.05)
+
+
+async def workflow_closed(client: Client, workflow_id: str, timeout: float = 60) -> WorkflowExecutionStatus:
+    """The status of `workflow_id`'s latest run once it is no longer running."""
+    async def status() -> WorkflowExecutionStatus | None:
+        current = (await client.get_workflow_handle(workflow_id).describe()).status
+        return None if current == WorkflowExecutionStatus.RUNNING else current
+
+    closed: WorkflowExecutionStatus = await wait_until(status, f"{workflow_id} closed", timeout=timeout)
+    return closed
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

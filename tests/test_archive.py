@@ -10,10 +10,16 @@ import uuid
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from tests.conftest import CONTACT_SECRET
-from wa_archive.archive.keys import message_key, message_workflow_id, safe_id
+from tests.conftest import CONTACT_SECRET, wait_until, workflow_closed
+from wa_archive.archive.keys import delivery_workflow_id, message_key, message_workflow_id, safe_id
+from wa_archive.db import queries
 from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
+
+
+async def _archived(stack, message_id: str) -> dict | None:
+    msg = await queries.get_message(stack.pool, message_id)
+    return msg if msg is not None and msg["archive_status"] == "archived" else None
 
 
 def _media_id() -> str:
@@ -169,12 +175,21 @@ async def test_duplicate_deliveries_converge_on_one_record_and_one_object(stack_
     assert all(status == 200 for status, _ in results)
     msg = await stack.wait_for_message(mid)
     # Redelivered after completion, and the same message inside a different delivery body.
-    await asyncio.sleep(0.5)
-    assert (await stack.post(body))[0] == 200
+    await workflow_closed(stack.client, message_workflow_id(CONTACT_SECRET, mid))
+    status, first = await stack.post(body)
+    assert status == 200
+    second = message("text", {"body": "second"})
     other = dumps(envelope([media_message("image", media.media_id, media.sha256_b64(), "image/jpeg", mid=mid),
-                            message("text", {"body": "second"})]))
-    assert (await stack.post(other))[0] == 200
-    await asyncio.sleep(1.5)
+                            second]))
+    status, answer = await stack.post(other)
+    assert status == 200
+    # Everything the two deliveries could start has run to its end before counting what it left.
+    if inline_fanout_max == 0:
+        for sha in (first["delivery"], answer["delivery"]):
+            await workflow_closed(stack.client, delivery_workflow_id(sha))
+    await stack.wait_for_message(second["id"])
+    for message_id in (mid, second["id"]):
+        await workflow_closed(stack.client, message_workflow_id(CONTACT_SECRET, message_id))
     assert await stack.pool.fetchval("SELECT count(*) FROM messages WHERE id = $1", mid) == 1
     assert await stack.pool.fetchval("SELECT count(*) FROM media WHERE message_id = $1", mid) == 1
     assert await stack.pool.fetchval("SELECT count(*) FROM deliveries") == 2
@@ -268,20 +283,12 @@ async def test_a_failed_message_is_completed_by_a_later_delivery(stack):
     # still running (and rightly start nothing), so the redelivery comes after it has closed.
     from temporalio.client import WorkflowExecutionStatus
 
-    handle = stack.client.get_workflow_handle(message_workflow_id(CONTACT_SECRET, mid))
-    for _ in range(100):
-        if (await handle.describe()).status == WorkflowExecutionStatus.FAILED:
-            break
-        await asyncio.sleep(0.05)
+    assert await workflow_closed(stack.client, message_workflow_id(CONTACT_SECRET, mid)) == WorkflowExecutionStatus.FAILED
     media.status = None  # the cause is fixed; the message arrives again inside another delivery
     status, _ = await stack.post(dumps(envelope([item, message("text", {"body": "later"})])))
     assert status == 200
-    for _ in range(300):
-        msg = await stack.wait_for_message(mid)
-        if msg["archive_status"] == "archived":
-            break
-        await asyncio.sleep(0.1)
-    assert msg["archive_status"] == "archived" and msg["media"][0]["status"] == "archived"
+    msg = await wait_until(lambda: _archived(stack, mid), f"{mid} archived after the redelivery", timeout=30)
+    assert msg["media"][0]["status"] == "archived"
     assert await stack.read_object(msg["media"][0]["storage_key"]) == content
     assert len(await stack.pool.fetch("SELECT 1 FROM archive_failures WHERE message_id = $1", mid)) == 1
 
@@ -325,12 +332,8 @@ async def test_histories_replay_deterministically(stack_factory):
     replayer = Replayer(workflows=[ArchiveMessage, IngestDelivery], data_converter=DATA_CONVERTER)
     for wf_id in (message_workflow_id(CONTACT_SECRET, ok_id), message_workflow_id(CONTACT_SECRET, bad_id),
                   f"wa-delivery-{answer['delivery']}"):
-        handle = stack.client.get_workflow_handle(wf_id)
-        for _ in range(100):
-            if (await handle.describe()).status.name != "RUNNING":
-                break
-            await asyncio.sleep(0.1)
-        history = await handle.fetch_history()
+        await workflow_closed(stack.client, wf_id)
+        history = await stack.client.get_workflow_handle(wf_id).fetch_history()
         await replayer.replay_workflow(history)
 
 

@@ -126,12 +126,8 @@ async def test_a_sender_token_cannot_make_the_worker_archive_an_internal_service
     from tests.test_outbound import status_body
 
     await stack.post(status_body(wamid_, "sent", 1792493902))
-    for _ in range(300):
-        done = await stack.pool.fetchval("SELECT status FROM media WHERE message_id = $1", wamid_)
-        failed = await stack.pool.fetchval("SELECT count(*) FROM archive_failures WHERE message_id = $1", wamid_)
-        if done == "archived" or failed:
-            break
-        await asyncio.sleep(0.1)
+    failure = await stack.wait_for_failure(wamid_)  # the refusal is the end of the story, recorded
+    assert failure["attempts"][0]["error_type"] == "LinkRefused"
     assert internal.hits == 0, "the worker fetched the internal service"
     assert await stack.pool.fetchval(
         "SELECT count(*) FROM media WHERE message_id = $1 AND status = 'archived'", wamid_) == 0

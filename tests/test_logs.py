@@ -9,12 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ACCESS_TOKEN, APP_SECRET, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS, VERIFY_TOKEN
+from tests.conftest import ACCESS_TOKEN, APP_SECRET, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS, VERIFY_TOKEN, wait_until
 from wa_archive.access.tokens import create_token
 from wa_archive.devstack.embedded import free_port
 from wa_archive.logs import scrub
@@ -42,16 +41,6 @@ def _lines(path: Path) -> list[dict[str, Any]]:
         assert isinstance(event, dict), line
         events.append(event)
     return events
-
-
-async def _wait_for(check, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = await check()
-        if found:
-            return found
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what} within {timeout}s")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -87,7 +76,7 @@ async def test_serve_logs_json_lines_with_routes_not_paths_or_queries(
                     assert proc.poll() is None, log.read_text()
                     return False
 
-            await _wait_for(up, "serve did not answer /healthz")
+            await wait_until(up, "serve answering /healthz", interval=0.2)
             auth = {"Authorization": f"Bearer {auditor}"}
             async with http.get(f"{base}/api/v1/messages/{PHONE}?phone={PHONE}", headers=auth) as resp:
                 assert resp.status == 404
@@ -112,7 +101,7 @@ async def test_serve_logs_json_lines_with_routes_not_paths_or_queries(
                 found = [e for e in _lines(log) if e.get("logger") == "aiohttp.access" or e["event"] == "http_request"]
                 return found if len(found) >= 6 else []
 
-            access = await _wait_for(logged, "the access log lines were not written")
+            access = await wait_until(logged, "the access log lines written", interval=0.2)
     finally:
         _stop(proc)
     text = log.read_text()
@@ -168,7 +157,7 @@ async def test_worker_logs_library_failures_as_json_without_customer_data(
         async def library_failure() -> list[dict[str, Any]]:
             return [e for e in _lines(log) if e.get("logger", "").startswith("temporalio") and "exception" in e]
 
-        failures = await _wait_for(library_failure, "the SDK's activity failure was not logged")
+        failures = await wait_until(library_failure, "the SDK's activity failure logged", interval=0.2)
     finally:
         _stop(proc)
     text = log.read_text()

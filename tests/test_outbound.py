@@ -9,6 +9,7 @@ import hashlib
 import os
 import uuid
 
+from tests.conftest import wait_until
 from wa_archive.db import queries
 from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.samples import WABA_ID, dumps, envelope
@@ -46,6 +47,25 @@ def template_send(header: dict, to: str = "+447700900123") -> dict:
 def status_body(wamid: str, status: str, ts: int, **extra) -> bytes:
     item = {"id": wamid, "status": status, "timestamp": str(ts), "recipient_id": "447700900123", **extra}
     return dumps(envelope(statuses=[item]))
+
+
+async def _signals_handled(stack, wamid: str, count: int) -> bool:
+    """Whether the message's OutboundMessage run has taken `count` signals and finished a workflow task
+    after the last of them: what those signals could cause has happened."""
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.service import RPCError
+
+    from tests.conftest import CONTACT_SECRET
+    from wa_archive.archive.keys import outbound_workflow_id
+
+    handle = stack.client.get_workflow_handle(outbound_workflow_id(CONTACT_SECRET, wamid))
+    try:
+        kinds = [event.event_type async for event in handle.fetch_history_events()]
+    except RPCError:  # not started yet
+        return False
+    signalled = [i for i, kind in enumerate(kinds) if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+    tasks = [i for i, kind in enumerate(kinds) if kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
+    return len(signalled) >= count and bool(tasks) and tasks[-1] > signalled[-1]
 
 
 async def _proxy(stack, token: str | None, body: dict) -> tuple[int, dict]:
@@ -126,7 +146,7 @@ async def test_status_before_record_and_header_media_by_id(stack):
     # Meta's status webhooks arrive before the application posts its record.
     for status, ts in (("sent", 1792493902), ("delivered", 1792493910)):
         assert (await stack.post(status_body(wamid, status, ts)))[0] == 200
-    await asyncio.sleep(0.5)
+    await wait_until(lambda: _signals_handled(stack, wamid, 2), "both statuses handled by the OutboundMessage run")
     assert await queries.get_message(stack.pool, wamid) is None
     request = template_send({"id": header.media_id})
     response = {"messaging_product": "whatsapp", "contacts": [{"input": "+447700900123", "wa_id": "447700900123"}],

@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.conftest import until_past
 from wa_archive.errors import RetentionActive
 from wa_archive.integrity import ledger, verification
 from wa_archive.models import DispositionInput, DispositionReport
@@ -119,7 +120,8 @@ async def test_retention_hold_and_disposition(stack_factory, storage_backend, da
     listed = json.loads((await _cli(env, "hold", "list", "--json")).stdout)
     assert listed[0]["case"] == case and listed[0]["messages"] == 2 and listed[0]["status"] == "active"
 
-    await asyncio.sleep(1.2)  # the minimum lock of the late-archived old messages lapses
+    # The minimum lock (1 s from archiving) of the late-archived old messages lapses.
+    await until_past(max([(await stack.store.head(r["media"][0]["storage_key"])).retain_until for r in (due, held)]))
     plan = await _cli(env, "disposition", "plan", "--json")
     assert plan.returncode == 0, plan.stderr
     planned = json.loads(plan.stdout)
@@ -207,7 +209,7 @@ async def test_erasure_requests_defer_under_retention_and_complete(stack_factory
     now = int(time.time())
     kept = await _archive(stack, phone="447700900005", ts=now)                   # within retention
     gone = await _archive(stack, phone="447700900006", ts=now - 400 * DAY)       # long past it
-    await asyncio.sleep(1.2)
+    await until_past((await stack.store.head(gone["media"][0]["storage_key"])).retain_until)  # its 1 s lock lapses
 
     deferred = json.loads((await _cli(env, "erasure", "request", "--phone", "+447700900005", "--reason",
                                       "customer asked", "--json")).stdout)
@@ -222,11 +224,11 @@ async def test_erasure_requests_defer_under_retention_and_complete(stack_factory
     assert (await stack.pool.fetchval("SELECT reason FROM dispositions WHERE message_id = $1", gone["id"])
             == "erasure_request")
 
-    soon = await _archive(stack, phone="447700900007", ts=int(time.time()) - 30 * DAY + 8, media=False)  # due in 8 s
+    soon = await _archive(stack, phone="447700900007", ts=int(time.time()) - 30 * DAY + 20, media=False)  # due in 20 s
     later = json.loads((await _cli(env, "erasure", "request", "--phone", "447700900007", "--reason", "x",
                                    "--json")).stdout)
     assert later["status"] == "deferred"
-    await asyncio.sleep(max(0.0, (_when(soon["retain_until"]) - datetime.now(timezone.utc)).total_seconds()) + 0.5)
+    await until_past(_when(soon["retain_until"]))
     report = await _dispose(stack)
     assert report.erasures_completed == 1
     assert await stack.pool.fetchval("SELECT count(*) FROM messages WHERE id = $1", soon["id"]) == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import uuid
@@ -12,6 +11,7 @@ import pytest
 import pytest_asyncio
 from aiobotocore.session import get_session
 
+from tests.conftest import until_past
 from wa_archive.errors import MediaHashMismatch, StorageConflict
 from wa_archive.storage import FilesystemStore, S3Store
 
@@ -146,7 +146,7 @@ async def test_dispose_refuses_retained_and_held_objects_and_removes_lapsed_ones
     await store.put_stream("r/held.bin", _chunks(b"held"), content_type="x", metadata={}, expected_sha256=None,
                            retain_until=now + timedelta(seconds=1), legal_hold=True)
     assert (await store.head("r/held.bin")).legal_hold
-    await asyncio.sleep(1.2)  # its retention has lapsed; the hold has not
+    await until_past(now + timedelta(seconds=1))  # its retention has lapsed; the hold has not
     with pytest.raises(RetentionActive):
         await store.dispose("r/held.bin")
     assert await store.set_legal_hold("r/held.bin", False)
@@ -176,7 +176,7 @@ async def test_lapsed_lock_canaries_are_swept_and_live_ones_kept(store):
     for name, until in (("lock-old", now + timedelta(seconds=1)), ("lock-live", now + timedelta(days=1))):
         await store.put_stream(f"_canary/{name}", _chunks(b"c"), content_type="x", metadata={},
                                expected_sha256=None, retain_until=until)
-    await asyncio.sleep(1.2)
+    await until_past(now + timedelta(seconds=1))
     assert await sweep_canaries(store) == 1
     assert await store.head("_canary/lock-old") is None and await store.head("_canary/lock-live") is not None
 

@@ -11,7 +11,6 @@ task queue of one's own is the same Temporal permission (namespace write) as sta
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import hashlib
@@ -27,6 +26,7 @@ from temporalio.common import RetryPolicy
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from tests.conftest import wait_until
 from tests.test_temporal_trust import (
     built_request,
     closed,
@@ -42,16 +42,6 @@ from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.samples import WABA_ID, dumps, envelope, media_message, message
 
 OTHER_WABA = "998877665544332"
-
-
-async def wait_until(predicate, timeout: float = 60, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(interval)
-    return None
 
 
 async def delete_execution(stack, workflow_id: str) -> None:
@@ -75,7 +65,7 @@ async def delete_execution(stack, workflow_id: str) -> None:
             return err.status == RPCStatusCode.NOT_FOUND
         return False
 
-    assert await wait_until(gone, timeout=60, interval=1), f"{workflow_id} was not deleted: {seen[-3:]}"
+    await wait_until(gone, f"{workflow_id} deleted (last seen: {seen[-3:]})", timeout=60, interval=1)
 
 
 # 1. IngestDelivery restarted by an operator ---------------------------------------------------------
@@ -386,7 +376,7 @@ async def test_a_rogue_worker_cannot_complete_a_message_with_media_it_chose(stac
             return rows if rows >= len(attempts) else 0
 
         # The rogue worker cannot read the activity's (encrypted) failure; each refusal is an attempt row.
-        assert await wait_until(refused, timeout=30), "write_records did not refuse every forged media record"
+        await wait_until(refused, "write_records refusing every forged media record", timeout=30)
         for handle in handles.values():
             await handle.terminate("test cleanup")
     msg = await queries.get_message(stack.pool, mid)
@@ -426,7 +416,7 @@ async def test_a_rogue_worker_cannot_file_critical_failures_under_another_run(st
             history = await handle.fetch_history()
             return any(e.HasField("activity_task_failed_event_attributes") for e in history.events)
 
-        assert await wait_until(activity_failed, timeout=30)
+        await wait_until(activity_failed, "the activity failed", timeout=30)
         with contextlib.suppress(RPCError):  # it may have ended on the failure already
             await handle.terminate("test cleanup")
     assert not [f for f in await queries.list_failures(stack.pool) if f["message_id"] == mid]
@@ -443,7 +433,7 @@ async def _archived_image(stack, content: bytes) -> dict:
         msg = await queries.get_message(stack.pool, mid)
         return msg if msg and msg["archive_status"] == "archived" else None
 
-    msg = await wait_until(done)
+    msg = await wait_until(done, "the message archived")
     assert msg and hashlib.sha256(await stack.read_object(msg["media"][0]["storage_key"])).hexdigest() \
         == msg["media"][0]["sha256"]
     return msg

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import aiohttp
 import pytest
 from aiohttp import web
 from temporalio.client import Client
 
-from tests.conftest import DATA_CONVERTER, VERIFY_TOKEN, make_settings
+from tests.conftest import DATA_CONVERTER, VERIFY_TOKEN, make_settings, wait_until
 from wa_archive.devstack.embedded import free_port
 from wa_archive.sources.meta.samples import dumps, envelope, message, wamid
 from webhook.app import WebhookDeps, create_app
@@ -70,18 +69,14 @@ async def test_oversized_body_is_413(stack):
 async def test_a_1000_update_batch_is_acknowledged_and_every_message_archived(stack):
     items = [message("text", {"body": f"batch {i}"}) for i in range(1000)]
     body = dumps(envelope(items))
-    started = time.monotonic()
-    status, answer = await stack.post(body)
-    ack_seconds = time.monotonic() - started
+    status, answer = await stack.post(body)  # how fast is `make bench`'s (ingest), never a timed assertion here
     assert status == 200 and answer["updates"] == 1000
-    print(f"1,000-update delivery acknowledged in {ack_seconds * 1000:.0f} ms")
     ids = [i["id"] for i in items]
-    for _ in range(1200):
-        n = await stack.pool.fetchval("SELECT count(*) FROM messages WHERE id = ANY($1::text[])", ids)
-        if n == 1000:
-            break
-        await asyncio.sleep(0.1)
-    assert n == 1000
+
+    async def archived() -> bool:
+        return await stack.pool.fetchval("SELECT count(*) FROM messages WHERE id = ANY($1::text[])", ids) == 1000
+
+    await wait_until(archived, "all 1,000 messages archived", timeout=240, interval=0.2)
 
 
 async def test_temporal_unreachable_answers_503_and_meta_will_retry(pool, clean_db):
