@@ -9,14 +9,15 @@ the object and enforced by our code only. `wa-archive storage check` says so.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from wa_archive.archive.keys import safe_id
 from wa_archive.archive.media_types import normalize_mime
@@ -55,14 +56,14 @@ class FilesystemStore:
     ) -> StoredObject:
         final = self._path(key)
         stem = safe_id(key)
-        # A worker killed mid-write leaves its temp file behind; the retry cleans it up.
-        for stale in self._tmp.glob(f"{stem}.*.part"):
-            stale.unlink(missing_ok=True)
+        # A worker killed mid-write leaves its temp file behind; the retry cleans it up. A writer still
+        # at work (a timed-out attempt beside its retry) holds a lock on its file and is left alone.
+        await asyncio.to_thread(_remove_abandoned, self._tmp.glob(f"{stem}.*.part"))
         tmp = self._tmp / f"{stem}.{uuid.uuid4().hex}.part"
         hasher = hashlib.sha256()
         size = 0
         try:
-            fh = await asyncio.to_thread(open, tmp, "wb")
+            fh = await asyncio.to_thread(_open_locked, tmp)
             try:
                 async for chunk in chunks:
                     await asyncio.to_thread(_hash_and_write, hasher, fh, chunk)
@@ -264,3 +265,23 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _open_locked(path: Path) -> BinaryIO:
+    """A new temp file, locked for as long as it is open (the kernel drops the lock if we die)."""
+    fh = open(path, "wb")  # noqa: SIM115 - closed by the caller, after the object is committed
+    fcntl.flock(fh, fcntl.LOCK_EX)
+    return fh
+
+
+def _remove_abandoned(paths: Iterable[Path]) -> None:
+    """Delete the temp files no live writer holds."""
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                path.unlink(missing_ok=True)
+        except BlockingIOError:
+            continue  # a writer is still at it
+        except FileNotFoundError:
+            continue

@@ -136,6 +136,7 @@ class S3Store:
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
         completed = False
+        digest: str | None = None
         try:
             async for chunk in chunks:
                 hasher.update(chunk)
@@ -163,6 +164,10 @@ class S3Store:
                     parts.append(await self._upload_part(full, upload_id, len(parts) + 1, bytes(buffer)))
                     buffer.clear()
                 digest = check_digest(hasher, expected, key)  # before completing: nothing visible yet
+                if await self.head(key) is not None:
+                    # Another writer finished first. S3 would refuse our completion (If-None-Match), but
+                    # not every S3-compatible store checks it on CompleteMultipartUpload: look first.
+                    return await self._settle_race(key, digest, size)
                 await s3.complete_multipart_upload(
                     Bucket=self.bucket, Key=full, UploadId=upload_id, IfNoneMatch="*",
                     MultipartUpload={"Parts": parts},
@@ -177,8 +182,10 @@ class S3Store:
                     )
             completed = True
         except ClientError as exc:
-            if _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise StorageConflict(f"{key} was written concurrently; not overwritten") from exc
+            if _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict") and digest is not None:
+                # Another writer got there first (a timed-out attempt still running beside its retry):
+                # identical bytes are the same object, anything else is never overwritten.
+                return await self._settle_race(key, digest, size)
             raise
         finally:
             if upload_id is not None and not completed:
@@ -186,6 +193,15 @@ class S3Store:
                     await s3.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
         return StoredObject(key=key, size=size, sha256=digest,
                             stored_at=datetime.now(timezone.utc), created=True)
+
+    async def _settle_race(self, key: str, digest: str, size: int) -> StoredObject:
+        existing = await self.head(key)
+        if existing is None or existing.sha256 is None:
+            # Its hash is not readable yet (a sidecar still to come): retryable, and the retry decides.
+            raise StorageError(f"{key} was written concurrently and cannot be compared yet")
+        if existing.sha256 != digest:
+            raise StorageConflict(f"{key} already holds different bytes (sha256 {existing.sha256}); not overwritten")
+        return StoredObject(key=key, size=size, sha256=digest, stored_at=datetime.now(timezone.utc), created=False)
 
     async def _upload_part(self, full: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
         s3 = await self._s3()
