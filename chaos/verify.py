@@ -89,10 +89,12 @@ async def verify(stack: ChaosStack, deliveries: list[Delivery], fault: Fault, *,
         problems.append(f"{live_errors} connection error(s)/timeout(s) from webhook servers that were not killed")
 
     # While the webhook cannot store or hand over, it may hold a request (the Temporal client retries) but
-    # must never answer 200; a second of slack for an answer already on the wire when the fault began.
+    # must never answer 200. Only a request sent after the fault began counts (one sent before may have
+    # stored and handed over already), and only an answer given a second before the fault's end was
+    # recorded (the component is back, and serving, a moment before that).
     during = [a for d in deliveries for a in d.attempts if fault.started <= a.at <= fault.ended]
     early_200 = [a for d in deliveries for a in d.attempts
-                 if a.outcome == 200 and fault.started + 1.0 < a.at + a.seconds < fault.ended]
+                 if a.outcome == 200 and fault.started + 0.5 < a.at and a.at + a.seconds < fault.ended - 1.0]
     if fault.handover_down and early_200:
         problems.append(f"{len(early_200)} delivery(ies) answered 200 while the hand-off was down")
 

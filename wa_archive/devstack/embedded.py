@@ -6,6 +6,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -42,11 +43,28 @@ APP_ROLE = "wa_archive_app"  # the worker, the webhook server and the CLI: owns 
 SQLITE_PRAGMAS = ["journal_mode=wal", "synchronous=normal"]
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, for a server to bind a moment later. Taken below the kernel's
+    ephemeral range: a port the kernel hands out (bind to 0) is also what it gives the next outgoing
+    connection as its source port, and a busy machine then takes it before the server binds."""
+    low, _ = _ephemeral_range()
+    if low > 12000:
+        for _ in range(50):
+            port = secrets.randbelow(low - 10000) + 10000
+            if port_is_free(port, host):
+                return port
     with socket.socket() as s:
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        chosen: int = s.getsockname()[1]
+        return chosen
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
