@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench chaos clean chromium
+.PHONY: run test lint bench chaos soak clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ bench: $(STAMP)
 # Fault scenarios against the archive run as separate processes (chaos/): a table and chaos/results/latest.json.
 chaos: $(STAMP)
 	$(BIN)/python -m chaos
+
+# A steady load for SOAK_MINUTES (the real soak: make soak SOAK_MINUTES=60), sampled every minute:
+# chaos/results/soak-latest.json and soak-latest.png.
+SOAK_MINUTES ?= 10
+soak: $(STAMP)
+	$(BIN)/python -m chaos soak --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache bench/results chaos/results

@@ -1,6 +1,7 @@
 """`make chaos` / `python -m chaos [SCENARIO ...]`: run fault scenarios against the archive run as in
 production (see chaos/stack.py), print the table and write chaos/results/latest.json (and a copy
-named by the start time). Exits 1 if any scenario failed or could not run."""
+named by the start time). Exits 1 if any scenario failed or could not run. `python -m chaos soak ...`
+runs the soak instead (chaos/soak.py)."""
 
 from __future__ import annotations
 
@@ -74,7 +75,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:  # `python -m chaos soak ...`: the soak (chaos/soak.py), not a scenario
+        from chaos import soak
+
+        return soak.main(argv[1:])
+    args = parse_args(argv)
     results = asyncio.run(run(args))
     path = report.write_json(results, args.out)
     print(report.table(results))

@@ -10,13 +10,20 @@ COLUMNS = (("scenario", 27), ("result", 8), ("sent", 5), ("ack", 5), ("503", 5),
            ("dup", 4), ("fail", 5), ("fault s", 8), ("1st 200 s", 10), ("caught up s", 11))
 
 
-def write_json(results: dict[str, Any], out_dir: Path) -> Path:
+def write_json(results: dict[str, Any], out_dir: Path, prefix: str = "") -> Path:
+    """`{prefix}latest.json` and a copy named by the start time (the soak's prefix is `soak-`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "latest.json"
+    path = out_dir / f"{prefix}latest.json"
     path.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
-    stamped = out_dir / f"{results['started'].replace(':', '').replace('-', '')}.json"
+    stamped = out_dir / f"{prefix}{stamp(results)}.json"
     stamped.write_text(path.read_text())
     return path
+
+
+def stamp(results: dict[str, Any]) -> str:
+    """The run's start time as a file name part: 20250101T120000+0000."""
+    started: str = results["started"]
+    return started.replace(":", "").replace("-", "")
 
 
 def _cell(value: Any) -> str:

@@ -1,0 +1,51 @@
+"""The soak's PNG: one panel per metric over the run's minutes, each line labelled with its verdict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: the plot is only ever written to a file
+
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+
+PANELS = (
+    ("rss_mib", "RSS (MiB; PostgreSQL: postmaster + backends)"),
+    ("fds", "open file descriptors"),
+    ("pg_connections", "PostgreSQL client connections"),
+    ("temporal", "Temporal: running workflows, task queue backlog"),
+)
+
+
+def write_png(results: dict[str, Any], path: Path) -> Path:
+    samples, verdicts = results["samples"], results["verdicts"]
+    minutes = [s["t"] / 60 for s in samples]
+    names = sorted({name for s in samples for name in s["processes"]})
+    fig, axes = plt.subplots(len(PANELS), 1, figsize=(11, 13), sharex=True)
+    for ax, (metric, title) in zip(axes, PANELS, strict=True):
+        if metric in ("rss_mib", "fds"):
+            lines = {f"{metric}.{name}": (name, [s["processes"].get(name, {}).get(metric) for s in samples])
+                     for name in names}
+        elif metric == "temporal":
+            lines = {key: (key.replace("_", " "), [s[key] for s in samples])
+                     for key in ("workflows_running", "task_queue_backlog")}
+        else:
+            lines = {metric: ("connections", [s[metric] for s in samples])}
+        for series, (label, values) in lines.items():
+            verdict = verdicts.get(series, {}).get("verdict", "not judged")
+            ax.plot(minutes, [float("nan") if v is None else v for v in values], marker=".",
+                    label=f"{label} ({verdict})")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[-1].set_xlabel("minutes since the load started")
+    settings = results["settings"]
+    fig.suptitle(f"soak {results['started']}: {settings['rate']}/s for {settings['minutes']} min, "
+                 f"sampled every {settings['interval']} s — {'flat' if results['flat'] else 'NOT flat'}")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the title above the first panel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
