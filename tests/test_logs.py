@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from tests.conftest import ACCESS_TOKEN, APP_SECRET, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS, VERIFY_TOKEN, wait_until
 from wa_archive.access.tokens import create_token
 from wa_archive.devstack.embedded import free_port
@@ -53,9 +55,22 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(5)
 
 
+
+async def _serving(http: aiohttp.ClientSession, base: str, proc: subprocess.Popen, log: Path) -> None:
+    """Wait until the `serve` process at `base` answers /healthz (failing with its log if it died)."""
+    async def up() -> bool:
+        try:
+            async with http.get(f"{base}/healthz") as resp:
+                return resp.status == 200
+        except aiohttp.ClientError:
+            assert proc.poll() is None, log.read_text()
+            return False
+
+    await wait_until(up, "serve answering /healthz", interval=0.2)
+
+
 async def test_serve_logs_json_lines_with_routes_not_paths_or_queries(
         clean_db, database_url, temporal_address, tmp_path):
-    import aiohttp
 
     port = free_port()
     log = tmp_path / "serve.stderr"
@@ -68,15 +83,7 @@ async def test_serve_logs_json_lines_with_routes_not_paths_or_queries(
     auditor = await create_token(clean_db, f"auditor-{uuid.uuid4().hex[:6]}", "auditor")
     try:
         async with aiohttp.ClientSession() as http:
-            async def up() -> bool:
-                try:
-                    async with http.get(f"{base}/healthz") as resp:
-                        return resp.status == 200
-                except aiohttp.ClientError:
-                    assert proc.poll() is None, log.read_text()
-                    return False
-
-            await wait_until(up, "serve answering /healthz", interval=0.2)
+            await _serving(http, base, proc, log)
             auth = {"Authorization": f"Bearer {auditor}"}
             async with http.get(f"{base}/api/v1/messages/{PHONE}?phone={PHONE}", headers=auth) as resp:
                 assert resp.status == 404

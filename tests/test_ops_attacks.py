@@ -14,9 +14,9 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import DATA_CONVERTER
+from tests.conftest import DATA_CONVERTER, wait_until
 from tests.metered import Samples, metered_fixture, scrape, wait_for  # noqa: F401 - the `metered` fixture
-from tests.test_logs import PHONE, _env, _lines, _stop, _wait_for
+from tests.test_logs import PHONE, _env, _lines, _serving, _stop
 from wa_archive.db import handoffs, queries
 from wa_archive.devstack.embedded import free_port
 from wa_archive.models import RedriveReport
@@ -45,15 +45,7 @@ async def test_malformed_http_requests_are_access_lines_not_unhandled_exceptions
     ]
     try:
         async with aiohttp.ClientSession() as http:
-            async def up() -> bool:
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                        return resp.status == 200
-                except aiohttp.ClientError:
-                    assert proc.poll() is None, log.read_text()
-                    return False
-
-            await _wait_for(up, "serve did not answer /healthz")
+            await _serving(http, f"http://127.0.0.1:{port}", proc, log)
         for raw in bad:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(raw)
@@ -66,7 +58,7 @@ async def test_malformed_http_requests_are_access_lines_not_unhandled_exceptions
             found = [e for e in _lines(log) if e["event"] == "http_request" and e.get("status") == 400]
             return found if len(found) >= len(bad) else []
 
-        refusals = await _wait_for(logged, "one access line per malformed request")
+        refusals = await wait_until(logged, "one access line per malformed request", interval=0.2)
     finally:
         _stop(proc)
     text = log.read_text()
