@@ -68,7 +68,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 result = await run_scenario(stack, scenario, load, fault_seconds=args.fault_seconds, seed=args.seed,
                                             settle_timeout=args.settle_timeout)
                 results["scenarios"].append(result)
-                print(f"chaos: {scenario.name}: {'pass' if result['passed'] else 'FAIL'}", file=sys.stderr)
+                verdict = "pass" if result["passed"] else "FAIL: " + "; ".join(result["problems"])
+                print(f"chaos: {scenario.name}: {verdict}", file=sys.stderr)
         finally:
             await stack.stop()
     return results
