@@ -10,7 +10,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -253,6 +253,17 @@ def make_settings(**overrides: Any) -> Settings:
 DATA_CONVERTER = data_converter(make_settings())
 
 
+async def wait_for_archived(pool: asyncpg.Pool, message_id: str, timeout: float = 60) -> dict:
+    """The message's record (`show --json`) once it is written; fails naming it when it never is."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = await queries.get_message(pool, message_id)
+        if msg is not None:
+            return msg
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{message_id} was not archived within {timeout}s")
+
+
 @dataclass
 class Stack:
     """A worker and a webhook server wired to the session services, for one test."""
@@ -277,13 +288,7 @@ class Stack:
             return resp.status, await resp.json(content_type=None)
 
     async def wait_for_message(self, message_id: str, timeout: float = 60) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = await queries.get_message(self.pool, message_id)
-            if msg is not None:
-                return msg
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{message_id} was not archived within {timeout}s")
+        return await wait_for_archived(self.pool, message_id, timeout)
 
     async def wait_for_failure(self, message_id: str, timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout
@@ -363,3 +368,42 @@ async def stack_factory(client, clean_db, owner_pool, admin_pool, fake_graph, tm
 @pytest_asyncio.fixture
 async def stack(stack_factory) -> Stack:
     return await stack_factory()
+
+
+@dataclass
+class OwnTemporal:
+    """A webhook server on a Temporal dev server of its own, which a test may stop and start again."""
+
+    server: Any  # TemporalDevServer: stop() makes it unreachable, start() brings it back on the same port and file
+    client: Client
+    url: str
+    http: aiohttp.ClientSession
+
+    async def post_meta(self, body: bytes) -> tuple[int, dict]:
+        headers = {"Content-Type": "application/json", "X-Hub-Signature-256": meta_signature(APP_SECRET, body)}
+        async with self.http.post(f"{self.url}/webhooks/meta", data=body, headers=headers) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+
+@asynccontextmanager
+async def webhook_on_own_temporal(pool: asyncpg.Pool, settings: Settings, store: ObjectStore,
+                                  workdir: Path) -> AsyncIterator[OwnTemporal]:
+    """The session's Temporal is shared by every test, so an outage gets a dev server of its own; the
+    webhook server's client stays connected across stop() and start(), as a deployed one would."""
+    from wa_archive.devstack.embedded import TemporalDevServer
+
+    server = TemporalDevServer(workdir / "temporal", port=free_port(), ui_port=None)
+    runner = None
+    try:
+        await server.start()
+        client = await Client.connect(server.address, data_converter=DATA_CONVERTER)
+        runner = web.AppRunner(create_app(WebhookDeps(settings=settings, client=client, pool=pool, store=store)))
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        async with aiohttp.ClientSession() as http:
+            yield OwnTemporal(server=server, client=client, url=f"http://127.0.0.1:{port}", http=http)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        server.stop()

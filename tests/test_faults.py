@@ -92,50 +92,26 @@ async def test_killed_worker_leaves_one_object_and_no_orphan_upload(
 async def test_temporal_outage_answers_503_then_the_redelivery_is_archived(clean_db, fake_graph, tmp_path):
     """Temporal goes down under a running webhook: 503 (Meta keeps the delivery), then recovery."""
     import aiohttp
-    from aiohttp import web
-    from temporalio.client import Client
 
-    from tests.conftest import APP_SECRET, DATA_CONVERTER, make_settings
-    from wa_archive.db import queries
-    from wa_archive.devstack.embedded import TemporalDevServer, free_port
-    from wa_archive.sources.signature import meta_signature
+    from tests.conftest import make_settings, wait_for_archived, webhook_on_own_temporal
     from wa_archive.storage import FilesystemStore
-    from webhook.app import WebhookDeps, create_app
     from worker import build_worker, link_fetcher
 
     mid = wamid()
     body = dumps(envelope([message("text", {"body": "during an outage"}, mid=mid)]))
-    headers = {"X-Hub-Signature-256": meta_signature(APP_SECRET, body)}
     settings = make_settings(meta_graph_url=fake_graph.graph_url)
     store = FilesystemStore(tmp_path / "objects")
-    server = TemporalDevServer(tmp_path / "temporal", port=free_port(), ui_port=None)
-    runner = None
-    try:
-        await server.start()
-        client = await Client.connect(server.address, data_converter=DATA_CONVERTER)
-        runner = web.AppRunner(create_app(WebhookDeps(settings=settings, client=client, pool=clean_db, store=store)))
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        async with aiohttp.ClientSession() as http:
-            server.stop()
-            async with http.post(f"http://127.0.0.1:{port}/webhooks/meta", data=body, headers=headers) as resp:
-                assert resp.status == 503
-            await server.start()  # same SQLite file, same port
-            async with http.post(f"http://127.0.0.1:{port}/webhooks/meta", data=body, headers=headers) as resp:
-                assert resp.status == 200, await resp.text()
-            async with build_worker(client, settings, clean_db, store, http, link_fetcher(settings)):
-                for _ in range(300):
-                    if await queries.get_message(clean_db, mid):
-                        break
-                    await asyncio.sleep(0.1)
-        msg = await queries.get_message(clean_db, mid)
-        assert msg is not None and msg["text"] == "during an outage"
-        assert len(msg["deliveries"]) == 1  # the redelivered bytes were stored once
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-        server.stop()
+    async with webhook_on_own_temporal(clean_db, settings, store, tmp_path) as own:
+        own.server.stop()
+        assert (await own.post_meta(body))[0] == 503
+        await own.server.start()  # same SQLite file, same port
+        status, answer = await own.post_meta(body)
+        assert status == 200, answer
+        async with aiohttp.ClientSession() as http, \
+                build_worker(own.client, settings, clean_db, store, http, link_fetcher(settings)):
+            msg = await wait_for_archived(clean_db, mid)
+    assert msg["text"] == "during an outage"
+    assert len(msg["deliveries"]) == 1  # the redelivered bytes were stored once
 
 
 async def test_postgres_outage_answers_503_and_readiness_names_it(client, tmp_path):

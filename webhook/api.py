@@ -12,14 +12,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from wa_archive.access import access_log
 from wa_archive.archive.keys import normalize_phone
 from wa_archive.db import queries
 from wa_archive.discovery.search import parse_filters, search
 from wa_archive.errors import FilterError
 from wa_archive.json_input import as_storable
 from webhook.auth import CALLER, require
-from webhook.deps import deps_of, json_error, pool_of
+from webhook.deps import deps_of, json_error, pool_of, record_read
 from webhook.media import media_filename, send_media
 
 log = structlog.get_logger("wa_archive.api")
@@ -27,9 +26,9 @@ READERS = ("auditor",)
 
 
 async def log_access(request: web.Request, action: str, target: dict[str, Any]) -> None:
+    """The caller's read, in the access log before anything is sent (503 when it cannot be written)."""
     caller = request[CALLER]
-    await access_log.record_access(pool_of(request), actor=caller.name, role=caller.role, action=action,
-                                target=target, remote_addr=request.remote)
+    await record_read(request, actor=caller.name, role=caller.role, action=action, target=target)
 
 
 @require(*READERS, pool_of=pool_of)

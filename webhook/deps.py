@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import asyncpg
+import structlog
 from aiohttp import web
 from temporalio.client import Client
 
+from wa_archive.access import access_log
 from wa_archive.config import Settings
 from wa_archive.contacts.feed_options import ConsentFeedOptions
 from wa_archive.errors import EnvelopeError, JsonRefused
@@ -46,6 +49,25 @@ DEPS = web.AppKey("deps", WebhookDeps)
 T = TypeVar("T")
 # How long a request waits for Temporal to accept a start or signal before it answers 503.
 START_TIMEOUT = timedelta(seconds=5)
+
+
+log = structlog.get_logger("wa_archive.webhook")
+
+
+async def record_read(request: web.Request, *, actor: str, role: str, action: str, target: dict[str, Any],
+                      page: bool = False) -> None:
+    """Write a read to the access log before anything of it is sent. A read whose access cannot be
+    recorded is refused with 503 (raised, so no caller can go on to serve it), never served unrecorded."""
+    try:
+        await access_log.record_access(pool_of(request), actor=actor, role=role, action=action, target=target,
+                                       remote_addr=request.remote)
+    except Exception as exc:  # noqa: BLE001 - whatever the cause, an unrecorded read is refused
+        log.error("access_not_logged", action=action, error=repr(exc))
+        message = "the access log cannot be written; nothing was read, retry later"
+        if page:
+            raise web.HTTPServiceUnavailable(text=message) from exc
+        raise web.HTTPServiceUnavailable(text=json.dumps({"error": message}),
+                                         content_type="application/json") from exc
 
 
 def deps_of(request: web.Request) -> WebhookDeps:

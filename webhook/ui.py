@@ -22,7 +22,7 @@ from wa_archive.discovery.search import parse_filters, search
 from wa_archive.errors import FilterError
 from wa_archive.json_input import storable_text
 from wa_archive.models import ExportInput
-from webhook.deps import deps_of, read_form
+from webhook.deps import deps_of, read_form, record_read
 from webhook.media import send_media, stream_object
 from webhook.ui_pages import render
 
@@ -65,8 +65,8 @@ async def _guard(request: web.Request, roles: tuple[str, ...]) -> Session | web.
 
 
 async def _log(request: web.Request, session: Session, action: str, target: dict[str, Any]) -> None:
-    await access_log.record_access(deps_of(request).pool, actor=session.caller.name, role=session.caller.role,
-                                action=action, target={**target, "via": "web"}, remote_addr=request.remote)
+    await record_read(request, actor=session.caller.name, role=session.caller.role, action=action,
+                      target={**target, "via": "web"}, page=True)
 
 
 def _csrf_ok(expected: str | None, form: Any) -> bool:
