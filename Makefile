@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench chaos soak clean chromium
+.PHONY: run test lint bench chaos soak clean chromium mutate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,5 +44,9 @@ SOAK_MINUTES ?= 10
 soak: $(STAMP)
 	$(BIN)/python -m chaos soak --minutes $(SOAK_MINUTES)
 
+# Each curated mutation applied to a scratch copy, its named tests run there (long: not part of `make test`).
+mutate: $(STAMP)
+	$(BIN)/python -m mutate
+
 clean:
-	rm -rf $(VENV) .pytest_cache bench/results chaos/results
+	rm -rf $(VENV) .pytest_cache bench/results chaos/results mutate/results

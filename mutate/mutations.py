@@ -28,8 +28,42 @@ _SIGNAL_SEND = """    await signal_outbound(
         task_queue=task_queue, contact_secret=contact_secret,
         contact=str(stored.request.get("to") or "") or None, rpc_timeout=rpc_timeout)"""
 
+_MEDIA_LOG = """    await log_access(request, "media", {"media": str(row["archive_id"]), "message_id": row["message_id"],
+                                         "sha256": row["sha256"],
+                                         "range": as_storable(request.headers.get("Range", "")) or None})"""
+_MEDIA_SERVE = """    store = deps_of(request).store
+    if request.query.get("redirect") == "presigned" and (url := await store.presigned_url(
+            row["storage_key"], 300, content_type=row["mime_type"], filename=media_filename(row))):
+        raise web.HTTPFound(url)  # a backend without links (the filesystem) streams the bytes below
+    return await send_media(request, store, row, partial=True, headers={"X-Content-SHA256": row["sha256"]})"""
+_MEDIA_READ = _MEDIA_LOG + "\n" + _MEDIA_SERVE
+# The same read with the access-log write moved after the bytes were sent.
+_MEDIA_READ_LOGGED_AFTER = (_MEDIA_SERVE.replace("    return await send_media(", "    sent = await send_media(")
+                            + "\n" + _MEDIA_LOG + "\n    return sent")
+
+_PAGE_MEDIA_READ = """    await _log(request, session, "media", {"media": str(row["archive_id"]), "message_id": row["message_id"]})
+    return await send_media(request, deps_of(request).store, row, partial=False,
+                            headers={"Cache-Control": "private, no-store"})"""
+_PAGE_MEDIA_READ_LOGGED_AFTER = """    sent = await send_media(request, deps_of(request).store, row, partial=False,
+                            headers={"Cache-Control": "private, no-store"})
+    await _log(request, session, "media", {"media": str(row["archive_id"]), "message_id": row["message_id"]})
+    return sent"""
+
 MUTATIONS: list[Mutation] = [
-    # --- Nothing acknowledged is lost ------------------------------------------------------------
+    # --- Nothing acknowledged is lost: 200 only once PostgreSQL and Temporal hold it ---------------
+    Mutation(
+        name="inline-fanout-fire-and-forget",
+        file="wa_archive/archive/handover.py",
+        original="    await start_messages(client, parsed, skip, options=options, outbound=outbound, task_queue=task_queue,\n"
+                 "                         contact_secret=contact_secret, rpc_timeout=rpc_timeout, signal_statuses=signal_statuses)",
+        replacement=f"    {_FIRE_AND_FORGET}start_messages(client, parsed, skip, options=options, outbound=outbound,"
+                    " task_queue=task_queue,\n"
+                    "                         contact_secret=contact_secret, rpc_timeout=rpc_timeout,"
+                    " signal_statuses=signal_statuses))",
+        promise="a small delivery is acknowledged only once Temporal holds every message's workflow",
+        tests=("tests/test_webhook.py::test_temporal_unreachable_answers_503_and_meta_will_retry",
+               "tests/test_faults.py::test_temporal_outage_answers_503_then_the_redelivery_is_archived"),
+    ),
     Mutation(
         name="large-delivery-start-fire-and-forget",
         file="wa_archive/archive/handover.py",
@@ -47,5 +81,368 @@ MUTATIONS: list[Mutation] = [
         promise="the record API and the send proxy answer 200 only once the OutboundMessage workflow holds the send",
         tests=("tests/test_handover_outage.py::test_record_api_during_outage_answers_503_then_the_retry_is_archived",
                "tests/test_handover_outage.py::test_send_proxy_during_outage_answers_503_with_the_wamid_and_it_is_recorded_later"),
+    ),
+    Mutation(
+        name="intake-acknowledges-a-failed-handover",
+        file="webhook/intake.py",
+        original='            return json_error(503, "archive temporarily unavailable; retry later")',
+        replacement='            return web.json_response({"status": "accepted", "delivery": delivery.sha256})',
+        promise="any failure on the way to durability answers 503, so the sender retries",
+        tests=("tests/test_webhook.py::test_temporal_unreachable_answers_503_and_meta_will_retry",),
+    ),
+    Mutation(
+        name="redrive-finds-nothing",
+        file="wa_archive/db/handoffs.py",
+        original='" AND NOT EXISTS (SELECT 1 FROM delivery_handoffs h WHERE h.delivery_sha256 = d.sha256)"',
+        replacement='" AND false"',
+        promise="a delivery stored but never handed over (a 503) is handed to Temporal by the Redrive workflow",
+        tests=("tests/test_redrive.py::test_a_delivery_stored_while_temporal_was_down_is_archived_without_redelivery",),
+    ),
+    # --- Signatures and secrets ------------------------------------------------------------------
+    Mutation(
+        name="meta-signature-not-checked",
+        file="wa_archive/sources/signature.py",
+        original="    return hmac.compare_digest(hmac.new(app_secret.encode(), body, hashlib.sha256).digest(), given)",
+        replacement="    return True",
+        promise="a Meta delivery is believed only with a valid X-Hub-Signature-256 over its exact bytes",
+        tests=("tests/test_signature.py::TestSignature::test_valid_and_invalid",
+               "tests/test_webhook.py::test_bad_or_missing_signature_is_401_and_starts_nothing"),
+    ),
+    Mutation(
+        name="wasender-secret-not-checked",
+        file="wa_archive/sources/signature.py",
+        original='    return hmac.compare_digest(header.encode("utf-8", "surrogateescape"), secret.encode())',
+        replacement="    return True",
+        promise="a WASender delivery is believed only with the configured webhook secret",
+        tests=("tests/test_wasender.py::test_bad_requests_are_refused_and_nothing_is_stored",),
+    ),
+    Mutation(
+        name="wasender-media-mac-not-checked",
+        file="wa_archive/sources/wasender/media.py",
+        original="    if len(tail) < MAC_LENGTH or not hmac.compare_digest(mac.digest()[:MAC_LENGTH], tail):",
+        replacement="    if len(tail) < MAC_LENGTH:",
+        promise="WhatsApp's encrypted media is stored only when its MAC verifies",
+        tests=("tests/test_wasender.py::test_hkdf_and_decryption_match_an_independent_computation",),
+    ),
+    # --- What is stored is what was sent -------------------------------------------------------------
+    Mutation(
+        name="provider-hash-not-compared",
+        file="wa_archive/storage/base.py",
+        original="    if expected is not None and digest != expected:",
+        replacement="    if False:",
+        promise="bytes are compared with the provider's SHA-256 before the object is committed",
+        tests=("tests/test_storage.py::test_hash_mismatch_leaves_nothing_visible",
+               "tests/test_archive.py::test_provider_hash_mismatch_is_never_recorded_as_good"),
+    ),
+    Mutation(
+        name="filesystem-object-overwritten",
+        file="wa_archive/storage/filesystem.py",
+        original="            os.link(tmp, final)  # atomic, and fails instead of replacing an existing object",
+        replacement="            os.replace(tmp, final)",
+        promise="objects are write-once: different bytes under an existing key never replace it",
+        tests=("tests/test_storage.py::test_identical_bytes_succeed_and_different_bytes_never_overwrite",),
+    ),
+    # --- Every failure is visible --------------------------------------------------------------------
+    Mutation(
+        name="media-retries-unlimited",
+        file="workflows/retries.py",
+        original="        maximum_attempts=opts.retry_max_attempts,",
+        replacement="        maximum_attempts=0,",
+        promise="media is attempted WA_ARCHIVE_RETRY_MAX_ATTEMPTS times, then a critical failure is recorded",
+        tests=("tests/test_retries.py::test_media_policy_follows_the_options_and_refuses_what_no_retry_fixes",),
+    ),
+    Mutation(
+        name="attempt-rows-not-written",
+        file="wa_archive/db/queries.py",
+        original='" http_status, workflow_id, run_id) SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9"\n'
+                 '        " WHERE NOT EXISTS (SELECT 1 FROM dispositions WHERE message_id = $1)",',
+        replacement='" http_status, workflow_id, run_id) SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9"\n'
+                    '        " WHERE false",',
+        promise="each failed attempt writes a row, so the failure row holds every attempt's time, error and status",
+        tests=("tests/test_archive.py::test_404_five_times_records_a_critical_failure_with_every_attempt",),
+    ),
+    # --- At most one archive per message; object keys --------------------------------------------------
+    Mutation(
+        name="duplicate-evidence-recorded-twice",
+        file="wa_archive/contacts/consent.py",
+        original="    if existing is not None:\n        return existing, False",
+        replacement="    if False:\n        return existing, False",
+        promise="the same consent evidence seen twice (a redelivery) is one entry",
+        tests=("tests/test_consent_log.py::test_recording_the_same_evidence_twice_is_one_entry_with_one_leaf",),
+    ),
+    Mutation(
+        name="object-key-dated-by-archiving",
+        file="wa_archive/archive/keys.py",
+        original='        f"archive/{ts:%Y/%m/%d}/{safe_id(contact)}/"',
+        replacement='        f"archive/{datetime.now(timezone.utc):%Y/%m/%d}/{safe_id(contact)}/"',
+        promise="object keys are dated by the message time in UTC",
+        tests=("tests/test_archive_keys.py::TestKeys::test_key_uses_message_time_in_utc_and_mime_extension",),
+    ),
+    # --- Access logging: recorded before anything is read out ------------------------------------------
+    Mutation(
+        name="search-not-access-logged",
+        file="webhook/api.py",
+        original='    await log_access(request, "search", dict(request.query))\n',
+        replacement="",
+        promise="every search is written to the access log",
+        tests=("tests/test_api.py::test_every_read_is_in_the_append_only_access_log",),
+    ),
+    Mutation(
+        name="media-access-logged-after-the-bytes",
+        file="webhook/api.py",
+        original=_MEDIA_READ,
+        replacement=_MEDIA_READ_LOGGED_AFTER,
+        promise="a media read is access-logged before any byte is streamed",
+        tests=("tests/test_access_before_data.py::test_api_media_read_is_refused_with_503_when_its_access_cannot_be_recorded",),
+    ),
+    Mutation(
+        name="page-media-access-logged-after-the-bytes",
+        file="webhook/ui.py",
+        original=_PAGE_MEDIA_READ,
+        replacement=_PAGE_MEDIA_READ_LOGGED_AFTER,
+        promise="a media read through the pages is access-logged before any byte is streamed",
+        tests=("tests/test_access_before_data.py::test_page_media_read_is_refused_with_503_when_its_access_cannot_be_recorded",),
+    ),
+    Mutation(
+        name="access-log-failure-swallowed",
+        file="webhook/deps.py",
+        original='        raise web.HTTPServiceUnavailable(text=json.dumps({"error": message}),\n'
+                 '                                         content_type="application/json") from exc',
+        replacement="        return",
+        promise="a read whose access cannot be recorded is refused, never served unrecorded",
+        tests=("tests/test_access_before_data.py::test_api_media_read_is_refused_with_503_when_its_access_cannot_be_recorded",),
+    ),
+    Mutation(
+        name="access-log-failure-answers-500",
+        file="webhook/deps.py",
+        original='        raise web.HTTPServiceUnavailable(text=json.dumps({"error": message}),\n'
+                 '                                         content_type="application/json") from exc',
+        replacement="        raise",
+        promise="an unrecordable read is refused with 503 (retry later), not a 500",
+        tests=("tests/test_access_before_data.py::test_api_media_read_is_refused_with_503_when_its_access_cannot_be_recorded",),
+    ),
+    Mutation(
+        name="access-log-not-append-only",
+        file="wa_archive/db/migrations/003_access.sql",
+        original="    RAISE EXCEPTION 'access_log is append-only: % refused', TG_OP;",
+        replacement="    RETURN NULL;",
+        promise="the access log refuses UPDATE, DELETE and TRUNCATE, to its owner too",
+        tests=("tests/test_api.py::test_every_read_is_in_the_append_only_access_log",),
+    ),
+    Mutation(
+        name="codec-decode-not-access-logged",
+        file="webhook/codec.py",
+        original="    try:\n        await access_log.record_access(pool_of(request), actor=caller.name, role=caller.role, action=action,",
+        replacement="    try:\n        return None\n        await access_log.record_access(pool_of(request), actor=caller.name, role=caller.role,"
+                    " action=action,",
+        promise="decoding a Temporal payload is an access-logged read, naming the workflows",
+        tests=("tests/test_codec_server.py::test_an_operator_token_decodes_and_the_access_log_names_who_read_which_workflow",),
+    ),
+    # --- The ledger ------------------------------------------------------------------------------------
+    Mutation(
+        name="message-without-ledger-leaf",
+        file="wa_archive/archive/writes.py",
+        original="        await ledger.append_message(conn, message_id)\n        # Who the other party was",
+        replacement="        # Who the other party was",
+        promise="every message appends its ledger leaf in the same transaction as its record",
+        tests=("tests/test_ledger.py::test_untouched_archive_verifies_and_each_tampering_is_named",),
+    ),
+    Mutation(
+        name="inclusion-proof-root-not-compared",
+        file="wa_archive/integrity/merkle.py",
+        original="    return sn == 0 and r == expected_root",
+        replacement="    return sn == 0",
+        promise="an inclusion proof verifies only against the signed root",
+        tests=("tests/test_merkle.py::test_every_inclusion_proof_verifies_and_wrong_ones_do_not",),
+    ),
+    Mutation(
+        name="consistency-proof-old-root-not-compared",
+        file="wa_archive/integrity/merkle.py",
+        original="    return sn == 0 and fr == root_m and sr == root_n",
+        replacement="    return sn == 0 and sr == root_n",
+        promise="a checkpoint must extend the previous one: a rewritten history fails the consistency proof",
+        tests=("tests/test_merkle.py::test_every_consistency_proof_verifies_and_a_rewritten_history_does_not",),
+    ),
+    Mutation(
+        name="checkpoint-signature-not-verified",
+        file="wa_archive/integrity/ledger.py",
+        original="        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)",
+        replacement="        Ed25519PublicKey.from_public_bytes(public_key)",
+        promise="proofs are checked against a key from outside: a receipt re-signed with another key fails",
+        tests=("tests/test_proofs.py::test_a_receipt_resigned_with_a_fresh_key_needs_and_fails_the_trusted_key",),
+    ),
+    # --- Retention, legal hold, disposition ------------------------------------------------------------
+    Mutation(
+        name="due-list-ignores-retention",
+        file="wa_archive/retention/disposition.py",
+        original="WHERE m.retain_until <= now() AND cardinality(m.hold_cases) = 0",
+        replacement="WHERE cardinality(m.hold_cases) = 0",
+        promise="disposition lists only messages past their retain-until",
+        tests=("tests/test_disposition_checks.py::test_due_list_leaves_out_what_is_within_retention_or_on_hold",),
+    ),
+    Mutation(
+        name="due-list-ignores-hold",
+        file="wa_archive/retention/disposition.py",
+        original="WHERE m.retain_until <= now() AND cardinality(m.hold_cases) = 0",
+        replacement="WHERE m.retain_until <= now()",
+        promise="disposition never lists a message on legal hold",
+        tests=("tests/test_disposition_checks.py::test_due_list_leaves_out_what_is_within_retention_or_on_hold",),
+    ),
+    Mutation(
+        name="dispose-message-ignores-retention",
+        file="wa_archive/retention/disposition.py",
+        original='            if row["retain_until"] is None or row["retain_until"] > now:',
+        replacement='            if row["retain_until"] is None:',
+        promise="dispose_message refuses a message within retention by its own check",
+        tests=("tests/test_disposition_checks.py::test_dispose_message_refuses_what_is_within_retention_or_on_hold",),
+    ),
+    Mutation(
+        name="dispose-message-ignores-hold",
+        file="wa_archive/retention/disposition.py",
+        original='            if row["hold_cases"]:',
+        replacement="            if False:",
+        promise="dispose_message refuses a message on legal hold by its own check",
+        tests=("tests/test_disposition_checks.py::test_dispose_message_refuses_what_is_within_retention_or_on_hold",),
+    ),
+    # --- Roles ---------------------------------------------------------------------------------------
+    Mutation(
+        name="application-role-may-insert-ledger-leaves",
+        file="wa_archive/db/roles.py",
+        original='NOT_INSERTABLE = frozenset({"ledger_head", "ledger_leaves", "dispositions"})',
+        replacement='NOT_INSERTABLE = frozenset({"ledger_head", "dispositions"})',
+        promise="the application appends ledger leaves only through ledger_append(), never by INSERT",
+        tests=("tests/test_db_roles.py::test_the_application_role_appends_to_the_ledger_only_through_the_owners_function",),
+    ),
+    # --- Temporal: holds no readable message, is never a source of messages -------------------------
+    Mutation(
+        name="payload-codec-passes-plaintext",
+        file="wa_archive/temporal/codec.py",
+        original="            encoded.append(Payload(metadata=metadata, data=nonce + sealed))",
+        replacement="            encoded.append(payload)",
+        promise="every payload handed to Temporal is encrypted with AES-256-GCM",
+        tests=("tests/test_payload_codec.py::test_round_trip_seals_data_and_metadata_under_a_fresh_nonce",),
+    ),
+    Mutation(
+        name="message-not-compared-with-its-delivery",
+        file="wa_archive/archive/provenance.py",
+        original="    if given not in candidates:",
+        replacement="    if False:",
+        promise="the worker records an inbound message only when it equals what the stored delivery builds",
+        tests=("tests/test_temporal_trust.py::test_a_real_message_handed_over_with_other_content_is_refused",),
+    ),
+    # --- Contacts and consent ------------------------------------------------------------------------
+    Mutation(
+        name="consent-log-not-append-only",
+        file="wa_archive/db/migrations/016_contacts_consent.sql",
+        original="CREATE TRIGGER consent_entries_append_only BEFORE UPDATE OR DELETE ON consent_entries\n"
+                 "    FOR EACH ROW EXECUTE FUNCTION ledger_append_only();",
+        replacement="CREATE TRIGGER consent_entries_append_only BEFORE TRUNCATE ON consent_entries\n"
+                    "    FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only();",
+        promise="the consent log is append-only: an entry is never changed or deleted",
+        tests=("tests/test_consent_log.py::test_disposal_takes_the_judgement_and_sighting_but_never_the_consent_log",
+               "tests/test_db_roles.py::test_the_application_role_cannot_truncate_delete_rewrite_or_change_the_schema"),
+    ),
+    Mutation(
+        name="contact-links-not-append-only",
+        file="wa_archive/db/migrations/016_contacts_consent.sql",
+        original="CREATE TRIGGER contact_links_append_only BEFORE UPDATE OR DELETE ON contact_links\n"
+                 "    FOR EACH ROW EXECUTE FUNCTION ledger_append_only();",
+        replacement="CREATE TRIGGER contact_links_append_only BEFORE TRUNCATE ON contact_links\n"
+                    "    FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only();",
+        promise="who held a number is history: contact links are never rewritten",
+        tests=("tests/test_db_roles.py::test_the_application_role_cannot_truncate_delete_rewrite_or_change_the_schema",
+               "tests/test_contacts.py::test_a_number_that_changes_hands_is_history_not_a_merge"),
+    ),
+    # --- Metrics labels and logs ---------------------------------------------------------------------
+    Mutation(
+        name="sdk-metric-labels-unbounded",
+        file="wa_archive/observability/temporal_sdk.py",
+        original="    return value if allowed is None or value in allowed else OTHER",
+        replacement="    return value",
+        promise="metric label values come from closed sets: an unregistered workflow type is 'other'",
+        tests=("tests/test_ops_attacks.py::test_a_workflow_type_anyone_can_start_does_not_become_a_metric_label",),
+    ),
+    Mutation(
+        name="delivery-metric-labels-unbounded",
+        file="wa_archive/observability/metrics.py",
+        original="    return value if value in allowed else OTHER",
+        replacement="    return value",
+        promise="a sender cannot create metric series: label values outside the closed set are 'other'",
+        tests=("tests/test_metrics.py::test_delivery_outcomes_are_counted_by_source",),
+    ),
+    Mutation(
+        name="sensitive-log-fields-kept",
+        file="wa_archive/logs.py",
+        original="            event[key] = REDACTED\n",
+        replacement="            pass\n",
+        promise="fields named like a phone, text, body, token, key, secret or payload are logged as [redacted]",
+        tests=("tests/test_ops_attacks.py::test_no_wamid_and_no_raw_text_reach_stderr_from_any_logger_or_hook",
+               "tests/test_logs.py::test_serve_logs_json_lines_with_routes_not_paths_or_queries"),
+    ),
+    Mutation(
+        name="phone-like-numbers-kept-in-free-text",
+        file="wa_archive/logs.py",
+        original='    return _PHONE_LIKE.sub(REDACTED, _QUERY.sub("?" + REDACTED, text))',
+        replacement='    return _QUERY.sub("?" + REDACTED, text)',
+        promise="libraries' free text loses any run of 7-15 digits (phone numbers)",
+        tests=("tests/test_logs.py::test_scrub_drops_query_strings_and_phone_like_numbers_but_keeps_digests",),
+    ),
+    Mutation(
+        name="access-line-logs-the-path",
+        file="wa_archive/logs.py",
+        original="            route = match_info.route.resource.canonical",
+        replacement="            route = request.path",
+        promise="the HTTP access line names the matched route pattern, never the path a client sent",
+        tests=("tests/test_logs.py::test_serve_logs_json_lines_with_routes_not_paths_or_queries",),
+    ),
+    # --- Every byte from WhatsApp is an attacker's -----------------------------------------------------
+    Mutation(
+        name="internal-ipv4-fetched",
+        file="wa_archive/sources/links.py",
+        original="        return not ip.is_global or ip.is_multicast",
+        replacement="        return ip.is_multicast",
+        promise="media links reach only globally routable unicast addresses (SSRF guard)",
+        tests=("tests/test_graph_guard.py::test_forbidden_refuses_everything_not_globally_routable",
+               "tests/test_links.py::TestLinkGuard::test_names_resolving_to_internal_addresses_are_refused"),
+    ),
+    Mutation(
+        name="token-sent-to-any-media-host",
+        file="wa_archive/sources/meta/graph.py",
+        original="        target = self.media_hosts.check(url)",
+        replacement="        target = url",
+        promise="the access token goes only to the Graph origin and WA_ARCHIVE_META_MEDIA_HOSTS",
+        tests=("tests/test_graph_guard.py::test_media_metadata_naming_a_foreign_host_never_gets_the_token",),
+    ),
+    Mutation(
+        name="media-served-without-sandbox",
+        file="wa_archive/archive/media_types.py",
+        original='        "Content-Security-Policy": MEDIA_CSP,\n',
+        replacement="",
+        promise="media is served with Content-Security-Policy: sandbox, so no archived byte runs",
+        tests=("tests/test_media_safety.py::test_hostile_declared_types_are_normalised_stored_and_served_as_attachments",),
+    ),
+    Mutation(
+        name="media-always-inline",
+        file="wa_archive/archive/media_types.py",
+        original='    disposition = "inline" if inline_allowed and served in INLINE_TYPES else "attachment"',
+        replacement='    disposition = "inline"',
+        promise="media leaves as an attachment unless its type is on the inline allow-list",
+        tests=("tests/test_media_safety.py::test_hostile_declared_types_are_normalised_stored_and_served_as_attachments",),
+    ),
+    Mutation(
+        name="csv-formula-cells-kept",
+        file="wa_archive/discovery/export.py",
+        original="    if isinstance(value, str) and value.startswith(_FORMULA_START):",
+        replacement="    if False:",
+        promise="messages.csv cells a spreadsheet would evaluate get a leading quote",
+        tests=("tests/test_media_safety.py::test_csv_cells_never_start_a_formula",),
+    ),
+    Mutation(
+        name="unstorable-text-not-substituted",
+        file="wa_archive/json_input.py",
+        original="    if storable_text(value):\n        return value\n    return SubstitutedText(",
+        replacement="    if True:\n        return value\n    return SubstitutedText(",
+        promise="NUL and lone surrogates are replaced by U+FFFD and the message flagged text_substituted",
+        tests=("tests/test_unstorable_text.py::test_nul_and_lone_surrogates_become_the_replacement_character_and_are_marked",),
     ),
 ]
