@@ -97,7 +97,7 @@ def _summary(output: str) -> str:
     """The line naming the first failing test, else pytest's last line."""
     lines = [line for line in output.splitlines() if line.strip()]
     for line in lines:
-        if line.startswith(("FAILED ", "ERROR ")):
+        if line.startswith(("FAILED tests/", "ERROR tests/")):
             return line[:300]
     return lines[-1][:300] if lines else ""
 

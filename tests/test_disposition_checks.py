@@ -24,8 +24,6 @@ async def _three_text_messages(stack) -> tuple[dict, dict, dict]:
     """One past retention, one within it, one past it but on legal hold; all text, no media."""
     await retention.set_policy(stack.pool, scope="*", days=30, legal_basis="test: 30 days", set_by="test")
     now = int(time.time())
-    # The held one first: its minimum lock lapses before the due one's, so once the due one is due,
-    # only its hold keeps the held one.
     held = await _archive(stack, phone="447700900012", ts=now - 730 * DAY, media=False)
     recent = await _archive(stack, phone="447700900011", ts=now, media=False)
     due = await _archive(stack, phone="447700900011", ts=now - 730 * DAY, media=False)
@@ -35,30 +33,26 @@ async def _three_text_messages(stack) -> tuple[dict, dict, dict]:
     return due, recent, held
 
 
-async def _wait_until_due(disposer: Disposer, message_id: str, timeout: float = 30) -> list[dict]:
-    """The due list once `message_id` is on it (its minimum lock of a second has lapsed)."""
+async def _wait_past_retention(stack, *message_ids: str, timeout: float = 30) -> None:
+    """Until every one of `message_ids` is past its retain-until (their minimum lock of a second lapses),
+    judged by the database's clock, which the due list and the disposal functions use."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        due = await disposer.due()
-        if message_id in [d["id"] for d in due]:
-            return due
+        if await stack.pool.fetchval("SELECT bool_and(retain_until <= now()) FROM messages WHERE id = ANY($1)",
+                                     list(message_ids)):
+            return
         await asyncio.sleep(0.2)
-    raise AssertionError(f"{message_id} never became due within {timeout}s")
-
-
-async def _past_retention(stack, message_id: str) -> bool:
-    return await stack.pool.fetchval("SELECT retain_until <= now() FROM messages WHERE id = $1", message_id)
+    raise AssertionError(f"{message_ids} were not past retention within {timeout}s")
 
 
 async def test_due_list_leaves_out_what_is_within_retention_or_on_hold(stack_factory):
     stack = await stack_factory(min_lock_seconds=1)
     due, recent, held = await _three_text_messages(stack)
     disposer = Disposer(stack.pool, stack.store, None)
-    listed = await _wait_until_due(disposer, due["id"])
-    # The same query that lists the due message judged the other two: within retention, and on hold
-    # although its retention is over.
-    assert await _past_retention(stack, held["id"])
-    assert [d["id"] for d in listed] == [due["id"]]
+    await _wait_past_retention(stack, due["id"], held["id"])
+    # The query that lists the due message leaves out the other two: one within retention, one on
+    # hold although its retention is over.
+    assert [d["id"] for d in await disposer.due()] == [due["id"]]
     assert [d["id"] for d in await disposer.due(phone="447700900012")] == []
     assert await disposer.held_past_retention() == 1
 
@@ -67,8 +61,7 @@ async def test_dispose_message_refuses_what_is_within_retention_or_on_hold(stack
     stack = await stack_factory(min_lock_seconds=1)
     due, recent, held = await _three_text_messages(stack)
     disposer = Disposer(stack.pool, stack.store, None)
-    await _wait_until_due(disposer, due["id"])
-    assert await _past_retention(stack, held["id"])  # only its hold protects it
+    await _wait_past_retention(stack, due["id"], held["id"])  # only its hold protects the held one
 
     with pytest.raises(RetentionActive, match="retained until"):
         await disposer.dispose_message(recent["id"])

@@ -182,3 +182,12 @@ def test_scrub_drops_query_strings_and_phone_like_numbers_but_keeps_digests():
     cleaned = scrub(line)
     assert PHONE not in cleaned and PHONE[2:] not in cleaned and "phone=" not in cleaned
     assert digest in cleaned and "port 8080" in cleaned
+
+
+def test_fields_named_like_customer_data_or_secrets_are_redacted_whatever_their_value():
+    from wa_archive.logs import REDACTED, SENSITIVE_FIELDS, redact
+
+    event = {name: "+447700900123 hello, my token is s3cr3t" for name in SENSITIVE_FIELDS}
+    out = redact(None, "info", {**event, "event": "message_recorded", "delivery": "ab12cd34", "found": True})
+    assert {name: out[name] for name in SENSITIVE_FIELDS} == {name: REDACTED for name in SENSITIVE_FIELDS}
+    assert (out["delivery"], out["found"]) == ("ab12cd34", True)  # an operator's identifiers stay

@@ -193,3 +193,20 @@ async def test_worker_readyz_names_postgres_when_it_is_down(metered, tmp_path):
     assert json.loads(answer) == {"status": "not ready", "checks": {"temporal": "ok", "postgres": "down",
                                                                     "storage": "ok"}}
     assert str(dead_port).encode() not in answer and b"internal_db" not in answer
+
+
+def test_delivery_labels_outside_their_closed_sets_are_counted_as_other():
+    """Whatever a caller passes, the series stay the closed set's: no sender can add one."""
+    from prometheus_client import REGISTRY
+
+    from wa_archive.observability import metrics
+
+    def count(source: str, outcome: str) -> float:
+        return REGISTRY.get_sample_value("wa_archive_webhook_deliveries_total",
+                                         {"source": source, "outcome": outcome}) or 0.0
+
+    before = count("other", "other")
+    metrics.delivery_answered("<script>", 418)
+    assert count("other", "other") == before + 1
+    assert REGISTRY.get_sample_value("wa_archive_webhook_deliveries_total",
+                                     {"source": "<script>", "outcome": "418"}) is None

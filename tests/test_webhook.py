@@ -10,6 +10,7 @@ from aiohttp import web
 from temporalio.client import Client
 
 from tests.conftest import DATA_CONVERTER, VERIFY_TOKEN, make_settings, wait_until
+from wa_archive.archive.keys import delivery_workflow_id
 from wa_archive.devstack.embedded import free_port
 from wa_archive.sources.meta.samples import dumps, envelope, message, wamid
 from webhook.app import WebhookDeps, create_app
@@ -71,6 +72,9 @@ async def test_a_1000_update_batch_is_acknowledged_and_every_message_archived(st
     body = dumps(envelope(items))
     status, answer = await stack.post(body)  # how fast is `make bench`'s (ingest), never a timed assertion here
     assert status == 200 and answer["updates"] == 1000
+    # Acknowledged as one durable start, not a thousand: Temporal holds the delivery's IngestDelivery.
+    ingest = await stack.client.get_workflow_handle(delivery_workflow_id(answer["delivery"])).describe()
+    assert ingest.workflow_type == "IngestDelivery"
     ids = [i["id"] for i in items]
 
     async def archived() -> bool:
