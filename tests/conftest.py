@@ -255,13 +255,9 @@ DATA_CONVERTER = data_converter(make_settings())
 
 async def wait_for_archived(pool: asyncpg.Pool, message_id: str, timeout: float = 60) -> dict:
     """The message's record (`show --json`) once it is written; fails naming it when it never is."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msg = await queries.get_message(pool, message_id)
-        if msg is not None:
-            return msg
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{message_id} was not archived within {timeout}s")
+    record: dict = await wait_until(lambda: queries.get_message(pool, message_id), f"{message_id} archived",
+                                    timeout=timeout)
+    return record
 
 
 @dataclass

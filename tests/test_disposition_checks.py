@@ -7,12 +7,12 @@ disposal that got past `dispose_message`'s own checks would meet only the databa
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.test_retention import DAY, _archive
 from wa_archive.errors import RetentionActive
 from wa_archive.retention import holds
@@ -33,18 +33,15 @@ async def _three_text_messages(stack) -> tuple[dict, dict, dict]:
     return due, recent, held
 
 
-async def _wait_past_retention(stack, *message_ids: str, timeout: float = 30) -> None:
+async def _wait_past_retention(stack, *message_ids: str) -> None:
     """Until every one of `message_ids` is past its retain-until (their minimum lock of a second lapses),
     judged by the database's clock, which the due list and the disposal functions use."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await stack.pool.fetchval("SELECT bool_and(retain_until <= now()) FROM messages WHERE id = ANY($1)",
-                                     list(message_ids)):
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{message_ids} were not past retention within {timeout}s")
+    await wait_until(lambda: stack.pool.fetchval(
+        "SELECT bool_and(retain_until <= now()) FROM messages WHERE id = ANY($1)", list(message_ids)),
+        f"{message_ids} past retention", timeout=30, interval=0.2)
 
 
+@pytest.mark.slow
 async def test_due_list_leaves_out_what_is_within_retention_or_on_hold(stack_factory):
     stack = await stack_factory(min_lock_seconds=1)
     due, recent, held = await _three_text_messages(stack)
@@ -57,6 +54,7 @@ async def test_due_list_leaves_out_what_is_within_retention_or_on_hold(stack_fac
     assert await disposer.held_past_retention() == 1
 
 
+@pytest.mark.slow
 async def test_dispose_message_refuses_what_is_within_retention_or_on_hold(stack_factory):
     stack = await stack_factory(min_lock_seconds=1)
     due, recent, held = await _three_text_messages(stack)

@@ -8,6 +8,7 @@ was refused is archived once it is offered again.
 from __future__ import annotations
 
 import aiohttp
+import pytest
 
 from tests.conftest import make_settings, wait_for_archived, webhook_on_own_temporal
 from wa_archive.access.tokens import create_token
@@ -24,6 +25,7 @@ def _text_send(text: str) -> dict:
             "type": "text", "text": {"body": text}}
 
 
+@pytest.mark.slow
 async def test_large_delivery_during_outage_answers_503_then_the_redelivery_is_archived(
         clean_db, fake_graph, tmp_path):
     """Above WA_ARCHIVE_INLINE_FANOUT_MAX the webhook starts one IngestDelivery: 200 only once it started."""
@@ -49,6 +51,7 @@ async def test_large_delivery_during_outage_answers_503_then_the_redelivery_is_a
     assert all(len(m["deliveries"]) == 1 for m in archived)
 
 
+@pytest.mark.slow
 async def test_record_api_during_outage_answers_503_then_the_retry_is_archived(clean_db, fake_graph, tmp_path):
     """POST /api/v1/outbound: 200 only once the message's OutboundMessage workflow holds the send."""
     settings = make_settings(meta_graph_url=fake_graph.graph_url, outbound_sent_wait=0.5)
@@ -77,6 +80,7 @@ async def test_record_api_during_outage_answers_503_then_the_retry_is_archived(c
     assert await clean_db.fetchval("SELECT count(*) FROM outbound_sends WHERE message_id = $1", mid) == 1
 
 
+@pytest.mark.slow
 async def test_send_proxy_during_outage_answers_503_with_the_wamid_and_it_is_recorded_later(
         clean_db, fake_graph, tmp_path):
     """The proxy has already sent to Meta when Temporal is found down: 503 with the wamid and Meta's
