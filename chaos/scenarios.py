@@ -36,6 +36,7 @@ async def postgres_killed(stack: ChaosStack, seconds: float) -> Fault:
     fault = Fault(started=time.time(), ended=0.0, handover_down=True)
     stack.kill("postgres")
     await asyncio.sleep(seconds)
+    fault.back = time.time()
     await stack.restart("postgres")
     fault.ended = time.time()
     return fault
@@ -45,6 +46,7 @@ async def temporal_restarted(stack: ChaosStack, seconds: float) -> Fault:
     fault = Fault(started=time.time(), ended=0.0, handover_down=True)
     stack.kill("temporal")
     await asyncio.sleep(seconds)
+    fault.back = time.time()
     await stack.restart("temporal")
     fault.ended = time.time()
     return fault

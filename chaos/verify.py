@@ -34,6 +34,8 @@ class Fault:
     notes: list[str] = field(default_factory=list)
     outlasts_retries: bool = False  # the fault was longer than the media retry policy's five attempts
     handover_down: bool = False  # the webhook could not hand over (PostgreSQL or Temporal down): no 200 then
+    # When the downed part was started again (it may serve from then on, before the restart returns).
+    back: float | None = None
 
 
 @dataclass
@@ -94,7 +96,8 @@ async def verify(stack: ChaosStack, deliveries: list[Delivery], fault: Fault, *,
     # recorded (the component is back, and serving, a moment before that).
     during = [a for d in deliveries for a in d.attempts if fault.started <= a.at <= fault.ended]
     early_200 = [a for d in deliveries for a in d.attempts
-                 if a.outcome == 200 and fault.started + 0.5 < a.at and a.at + a.seconds < fault.ended - 1.0]
+                 if a.outcome == 200 and fault.started + 0.5 < a.at
+                 and a.at + a.seconds < (fault.back if fault.back is not None else fault.ended - 1.0)]
     if fault.handover_down and early_200:
         problems.append(f"{len(early_200)} delivery(ies) answered 200 while the hand-off was down")
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import subprocess
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -13,7 +15,7 @@ import pytest_asyncio
 from aiobotocore.session import get_session
 
 from tests.conftest import until_past
-from wa_archive.errors import MediaHashMismatch, StorageConflict
+from wa_archive.errors import MediaHashMismatch, StorageConflict, StorageError
 from wa_archive.storage import FilesystemStore, S3Store
 
 RETAIN = datetime(2033, 1, 1, tzinfo=timezone.utc)
@@ -251,3 +253,36 @@ async def test_two_writers_of_different_bytes_at_once_one_conflicts(store):
     stored, refused = await _race(store, key, first, second)
     assert isinstance(refused, StorageConflict) and "different bytes" in str(refused), refused
     assert stored.created and await _read(store, key) == first
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (the suite runs as root, as `make test` installs as root), filled to the last
+    page by a filler file the test shrinks to leave exactly the space it wants."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        filler = mount / "filler"
+        with contextlib.suppress(OSError), open(filler, "wb", buffering=0) as fh:
+            while True:
+                fh.write(b"\0" * 4096)
+        yield mount, filler
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+async def test_a_full_disk_is_a_retryable_error_and_never_an_object_without_its_metadata(small_disk):
+    mount, filler = small_disk
+    store = FilesystemStore(mount / "objects")
+    data = os.urandom(5 * 4096)  # fits exactly in the room left below: its metadata file does not
+    os.truncate(filler, filler.stat().st_size - 5 * 4096)
+    with pytest.raises(StorageError) as refused:
+        await _put(store, "full/a.bin", data, hashlib.sha256(data).digest())
+    assert not isinstance(refused.value, StorageConflict) and "No space" in str(refused.value)
+    assert await store.head("full/a.bin") is None, "the object landed without its retention metadata"
+    assert [p.name for p in (mount / "objects" / ".tmp").iterdir()] == [], "temporary files left"
+    filler.unlink()  # space again: the retry stores it, with its metadata
+    stored = await _put(store, "full/a.bin", data, hashlib.sha256(data).digest())
+    assert stored.created and (await store.head("full/a.bin")).retain_until == RETAIN
+    assert await _read(store, "full/a.bin") == data

@@ -9,6 +9,7 @@ the object and enforced by our code only. `wa-archive storage check` says so.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import hashlib
 import json
@@ -28,6 +29,9 @@ READ_CHUNK = 1024 * 1024
 META_SUFFIX = ".meta.json"
 HOLD_SUFFIX = ".legal-hold"
 
+
+# What the disk, not the source, says: a write the retry may get through once the disk is fixed.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG})
 
 class FilesystemStore:
     def __init__(self, root: Path) -> None:
@@ -81,8 +85,15 @@ class FilesystemStore:
                 self._commit, tmp, final, key, digest, size, stored_at, content_type, metadata,
                 retain_until,
             )
+        except OSError as exc:
+            if exc.errno not in DISK_ERRNOS:
+                raise  # the source's (a connection reset is an OSError too): its own error
+            # A full disk, a quota, a read-only or failing mount: nothing half-written stays, and the
+            # retry may find the space again (never a critical failure on the first attempt).
+            raise StorageError(f"cannot write {key} to the filesystem store: {exc}") from exc
         finally:
             tmp.unlink(missing_ok=True)
+            tmp.with_suffix(".meta").unlink(missing_ok=True)
 
     def _commit(
         self, tmp: Path, final: Path, key: str, digest: str, size: int, stored_at: datetime,
@@ -90,6 +101,14 @@ class FilesystemStore:
     ) -> StoredObject:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp, 0o444)
+        meta = {
+            "sha256": digest, "size": size, "content_type": normalize_mime(content_type),
+            "stored_at": stored_at.isoformat(), "retain_until": retain_until.isoformat(),
+            "metadata": metadata,
+        }
+        # The retention metadata is in place before the object: an object never exists without it,
+        # whatever fails in between (a full disk); a metadata file without its object is inert.
+        self._link_meta(tmp.with_suffix(".meta"), final, meta)
         try:
             os.link(tmp, final)  # atomic, and fails instead of replacing an existing object
         except FileExistsError:
@@ -100,13 +119,17 @@ class FilesystemStore:
                 ) from None
             return StoredObject(key=key, size=final.stat().st_size, sha256=digest,
                                 stored_at=stored_at, created=False)
-        meta = {
-            "sha256": digest, "size": size, "content_type": normalize_mime(content_type),
-            "stored_at": stored_at.isoformat(), "retain_until": retain_until.isoformat(),
-            "metadata": metadata,
-        }
+        _fsync_dir(final.parent)
+        return StoredObject(key=key, size=size, sha256=digest, stored_at=stored_at, created=True)
+
+    @staticmethod
+    def _link_meta(meta_tmp: Path, final: Path, meta: dict[str, Any]) -> None:
+        """Write the object's metadata file once (an earlier attempt's, for the same bytes, is kept)."""
         meta_path = final.with_name(final.name + META_SUFFIX)
-        meta_tmp = tmp.with_suffix(".meta")
+        if meta_path.exists():
+            if final.exists() or json.loads(meta_path.read_text()).get("sha256") == meta["sha256"]:
+                return  # the object's own, or an interrupted attempt's for these very bytes
+            meta_path.unlink()  # an interrupted attempt's for other bytes, whose object never landed
         meta_tmp.write_text(json.dumps(meta, sort_keys=True))
         os.chmod(meta_tmp, 0o444)
         try:
@@ -115,8 +138,6 @@ class FilesystemStore:
             pass
         finally:
             meta_tmp.unlink(missing_ok=True)
-        _fsync_dir(final.parent)
-        return StoredObject(key=key, size=size, sha256=digest, stored_at=stored_at, created=True)
 
     def _existing_digest(self, path: Path) -> str:
         hasher = hashlib.sha256()
