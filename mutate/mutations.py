@@ -150,6 +150,22 @@ MUTATIONS: list[Mutation] = [
         promise="objects are write-once: different bytes under an existing key never replace it",
         tests=("tests/test_storage.py::test_identical_bytes_succeed_and_different_bytes_never_overwrite",),
     ),
+    Mutation(
+        name="filesystem-disk-error-not-retryable",
+        file="wa_archive/storage/filesystem.py",
+        original='            raise StorageError(f"cannot write {key} to the filesystem store: {exc}") from exc',
+        replacement="            raise",
+        promise="a full disk is a retryable error that leaves no object without its retention metadata",
+        tests=("tests/test_storage.py::test_a_full_disk_is_a_retryable_error_and_never_an_object_without_its_metadata",),
+    ),
+    Mutation(
+        name="s3-concurrent-identical-write-conflicts",
+        file="wa_archive/storage/s3.py",
+        original="                return await self._settle_race(key, digest, size)\n            raise",
+        replacement='                raise StorageConflict(f"{key} was written concurrently") from exc\n            raise',
+        promise="two attempts writing identical bytes at once make one object, never a critical failure",
+        tests=("tests/test_storage.py::test_two_writers_of_identical_bytes_at_once_both_succeed_with_one_object",),
+    ),
     # --- Every failure is visible --------------------------------------------------------------------
     Mutation(
         name="media-retries-unlimited",
