@@ -32,24 +32,24 @@ async def _wait_for(what: str, check: Callable[[], Awaitable[bool]], timeout: fl
         await asyncio.sleep(poll)
 
 
-async def postgres_killed(stack: ChaosStack, seconds: float) -> Fault:
+async def _handover_part_killed(stack: ChaosStack, part: str, seconds: float) -> Fault:
+    """A part the webhook needs to hand over (PostgreSQL, Temporal) SIGKILLed, then started again on its
+    state after `seconds`; the down window ends when it is started again."""
     fault = Fault(started=time.time(), ended=0.0, handover_down=True)
-    stack.kill("postgres")
+    stack.kill(part)
     await asyncio.sleep(seconds)
     fault.back = time.time()
-    await stack.restart("postgres")
+    await stack.restart(part)
     fault.ended = time.time()
     return fault
+
+
+async def postgres_killed(stack: ChaosStack, seconds: float) -> Fault:
+    return await _handover_part_killed(stack, "postgres", seconds)
 
 
 async def temporal_restarted(stack: ChaosStack, seconds: float) -> Fault:
-    fault = Fault(started=time.time(), ended=0.0, handover_down=True)
-    stack.kill("temporal")
-    await asyncio.sleep(seconds)
-    fault.back = time.time()
-    await stack.restart("temporal")
-    fault.ended = time.time()
-    return fault
+    return await _handover_part_killed(stack, "temporal", seconds)
 
 
 async def object_store_503(stack: ChaosStack, seconds: float) -> Fault:
