@@ -37,6 +37,10 @@ class Allowance:
 
 ALLOWANCES = {
     "rss_mib": Allowance(32.0, 0.10),
+    "pss_mib": Allowance(32.0, 0.10),
+    "heap_inuse_mib": Allowance(32.0, 0.10),
+    "goroutines": Allowance(50.0, 0.10),
+    "mutable_state_cache": Allowance(100.0, 0.25),
     "fds": Allowance(10.0, 0.10),
     "pg_connections": Allowance(3.0, 0.10),
     "workflows_running": Allowance(20.0, 0.25),

@@ -30,9 +30,20 @@ from chaos.verify import Fault, verify
 RESULTS = Path(__file__).parent / "results"
 KIB = 1024
 # Reported with their verdict but left out of the overall one, with the reason.
+MOTO_HOLDS_OBJECTS = "moto's S3 server keeps every stored object in memory, so it grows by the bytes archived"
 NOT_COUNTED = {
-    "rss_mib.moto": "moto's S3 server keeps every stored object in memory, so it grows by the bytes archived",
+    "rss_mib.moto": MOTO_HOLDS_OBJECTS,
+    "pss_mib.moto": MOTO_HOLDS_OBJECTS,
+    "rss_mib.postgres": ("summed over the postmaster and its backends, RSS counts each shared buffer once per "
+                         "process that touched it; its PSS (each shared page counted once) is judged instead"),
+    "mutable_state_cache.temporal": ("a bounded cache filling by design (to its size, see the samples); shown "
+                                     "so that the Temporal server's memory can be read against it"),
 }
+# The Temporal dev server's history service keeps the mutable state of up to 8,096 workflows in a cache
+# for up to an hour, so in an hour's soak at 2/s it would still be filling at the end and its memory
+# would climb for that reason alone. The soak bounds it to a size the first minutes fill, so that the
+# judged half shows whatever else grows.
+TEMPORAL_CACHE = {"history.hostLevelCacheMaxSize": "512"}
 VERIFY_FIGURES = ("sent", "attempts", "acknowledged", "refused_503", "connection_errors", "archived",
                   "recorded_not_acknowledged", "duplicates", "failures")
 
@@ -45,8 +56,9 @@ def soak_load(minutes: float, rate: float, seed: int) -> LoadSettings:
 
 
 def series(samples: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
-    """Every sampled series as (seconds, values): `rss_mib.<part>`, `fds.<part>` and the three counts;
-    a sample missing a value (a part not running, a backlog not reported) is left out of its series."""
+    """Every sampled series as (seconds, values): `rss_mib.<part>`, `pss_mib.<part>`, `fds.<part>`, the
+    three counts and the Temporal server's gauges as `<gauge>.temporal`; a sample missing a value (a
+    part not running, a backlog not reported) is left out of its series."""
     found: dict[str, tuple[list[float], list[float]]] = {}
 
     def add(name: str, t: float, value: float | None) -> None:
@@ -57,10 +69,12 @@ def series(samples: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[f
 
     for s in samples:
         for part, figures in s["processes"].items():
-            add(f"rss_mib.{part}", s["t"], figures["rss_mib"])
-            add(f"fds.{part}", s["t"], figures["fds"])
+            for metric in ("rss_mib", "pss_mib", "fds"):
+                add(f"{metric}.{part}", s["t"], figures[metric])
         for metric in ("pg_connections", "workflows_running", "task_queue_backlog"):
             add(metric, s["t"], s[metric])
+        for gauge in ("heap_inuse_mib", "goroutines", "mutable_state_cache"):
+            add(f"{gauge}.temporal", s["t"], s["temporal_metrics"][gauge])
     return found
 
 
@@ -154,7 +168,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    stack = ChaosStack(backend="s3")
+    stack = ChaosStack(backend="s3", temporal_config=TEMPORAL_CACHE)
     try:
         begun = time.monotonic()
         await stack.start()

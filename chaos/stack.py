@@ -154,7 +154,8 @@ class ChaosStack:
     """Start with `await start()`; `await stop()` always (it stops whatever was started)."""
 
     def __init__(self, *, backend: str = "s3", run_dir: Path | None = None, tmpfs_mib: int | None = None,
-                 env: dict[str, str] | None = None, keep_run_dir: bool = False) -> None:
+                 env: dict[str, str] | None = None, keep_run_dir: bool = False,
+                 temporal_config: dict[str, str] | None = None) -> None:
         if backend not in ("s3", "filesystem"):
             raise ValueError("backend is s3 or filesystem")
         self.backend = backend
@@ -173,7 +174,8 @@ class ChaosStack:
         self.graph = FakeGraph(ACCESS_TOKEN)
         self._graph_runner: Any = None
         self.postgres = Postgres(self.run_dir / "pg", free_port())
-        self.temporal = TemporalDevServer(self.run_dir / "temporal", port=free_port(), ui_port=None)
+        self.temporal = TemporalDevServer(self.run_dir / "temporal", port=free_port(), ui_port=None,
+                                          metrics_port=free_port(), dynamic_config=temporal_config)
         self.moto_port = free_port()
         self.s3_proxy = FaultProxy(self.moto_url, free_port())
         self.webhook_ports = {"webhook-1": free_port(), "webhook-2": free_port()}

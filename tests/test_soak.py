@@ -41,12 +41,17 @@ def test_a_short_soak_samples_every_part_and_metric_plots_them_and_verifies(tmp_
         assert set(s["processes"]) == set(NAMES)
         for part, figures in s["processes"].items():
             assert figures["rss_mib"] > 10 and figures["fds"] > 0 and figures["processes"] >= 1, (part, figures)
+            assert 1 < figures["pss_mib"] <= figures["rss_mib"], (part, figures)
         assert s["processes"]["postgres"]["processes"] > 1, "the postmaster's backends are not summed in"
         assert s["pg_connections"] >= 1  # at least the harness's own pool
         assert isinstance(s["workflows_running"], int) and isinstance(s["task_queue_backlog"], int)
+        gauges = s["temporal_metrics"]
+        assert gauges["heap_inuse_mib"] > 1 and gauges["goroutines"] > 10, gauges
+        assert gauges["mutable_state_cache_size"] == 512 and 0 <= gauges["mutable_state_cache"] <= 512, gauges
 
-    expected = {f"{metric}.{part}" for metric in ("rss_mib", "fds") for part in NAMES}
+    expected = {f"{metric}.{part}" for metric in ("rss_mib", "pss_mib", "fds") for part in NAMES}
     expected |= {"pg_connections", "workflows_running", "task_queue_backlog"}
+    expected |= {f"{gauge}.temporal" for gauge in ("heap_inuse_mib", "goroutines", "mutable_state_cache")}
     assert set(report["verdicts"]) == expected
     for name, verdict in report["verdicts"].items():
         assert verdict["samples"] == 7 and verdict["verdict"] in (FLAT, GROWING), (name, verdict)

@@ -98,15 +98,21 @@ def synthetic_samples(minutes: int = 10, leak_worker: bool = False) -> list[dict
     rng = random.Random(3)
     samples = []
     for m in range(minutes + 1):
-        processes = {name: {"rss_mib": 120 + rng.uniform(-1, 1), "fds": 30, "processes": 1}
-                     for name in ("worker-1", "webhook-1", "temporal")}
-        processes["moto"] = {"rss_mib": 80 + 5 * m, "fds": 4, "processes": 1}  # holds the objects stored
+        processes = {name: {"rss_mib": 120 + rng.uniform(-1, 1), "pss_mib": 100 + rng.uniform(-1, 1), "fds": 30,
+                            "processes": 1} for name in ("worker-1", "webhook-1", "temporal")}
+        processes["moto"] = {"rss_mib": 80 + 5 * m, "pss_mib": 70 + 5 * m, "fds": 4, "processes": 1}  # its objects
+        # Summed RSS climbing as backends touch shared buffers while PSS (each page once) stays level.
+        processes["postgres"] = {"rss_mib": 170 + 25 * m, "pss_mib": 90 + rng.uniform(-1, 1), "fds": 400,
+                                 "processes": 19}
         if leak_worker:
             processes["worker-1"]["rss_mib"] = 120 + 8 * m
+            processes["worker-1"]["pss_mib"] = 100 + 8 * m
         if m == 4:
             del processes["webhook-1"]  # not running at that sample: left out of its series
         samples.append({"t": 60.0 * m, "processes": processes, "pg_connections": 6,
-                        "workflows_running": 3 + m % 2, "task_queue_backlog": None if m == 0 else 0})
+                        "workflows_running": 3 + m % 2, "task_queue_backlog": None if m == 0 else 0,
+                        "temporal_metrics": {"heap_inuse_mib": 40 + rng.uniform(-2, 2), "goroutines": 2300,
+                                             "mutable_state_cache": min(512, 100 * m), "mutable_state_cache_size": 512}})
     return samples
 
 
@@ -116,12 +122,16 @@ def test_every_series_is_judged_and_moto_is_reported_but_not_counted():
     assert len(found["rss_mib.webhook-1"][0]) == 10 and len(found["rss_mib.worker-1"][0]) == 11
     assert len(found["task_queue_backlog"][0]) == 10
     verdicts = judge_all(samples)
-    assert set(verdicts) == {f"{m}.{p}" for m in ("rss_mib", "fds") for p in ("worker-1", "webhook-1", "temporal",
-                                                                               "moto")} | {
-        "pg_connections", "workflows_running", "task_queue_backlog"}
-    assert verdicts["rss_mib.moto"]["verdict"] == GROWING and verdicts["rss_mib.moto"]["counted"] is False
+    parts = ("worker-1", "webhook-1", "temporal", "moto", "postgres")
+    assert set(verdicts) == {f"{m}.{p}" for m in ("rss_mib", "pss_mib", "fds") for p in parts} | {
+        "pg_connections", "workflows_running", "task_queue_backlog", "heap_inuse_mib.temporal",
+        "goroutines.temporal", "mutable_state_cache.temporal"}
+    for name in ("rss_mib.moto", "pss_mib.moto", "rss_mib.postgres"):
+        assert verdicts[name]["verdict"] == GROWING and verdicts[name]["counted"] is False, name
+    assert verdicts["pss_mib.postgres"]["verdict"] == FLAT and verdicts["pss_mib.postgres"]["counted"] is True
     assert all(v["verdict"] == FLAT for name, v in verdicts.items() if v["counted"]), verdicts
-    assert judge_all(synthetic_samples(leak_worker=True))["rss_mib.worker-1"]["verdict"] == GROWING
+    leaking = judge_all(synthetic_samples(leak_worker=True))
+    assert leaking["rss_mib.worker-1"]["verdict"] == leaking["pss_mib.worker-1"]["verdict"] == GROWING
 
 
 def report(samples: list[dict]) -> dict:
@@ -147,3 +157,23 @@ def test_the_plot_is_a_png(tmp_path):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 20_000  # four panels of lines, not an empty canvas
+
+
+def test_temporal_gauges_take_the_process_value_from_its_services_lines():
+    from chaos.sampling import temporal_gauges
+
+    page = "\n".join([
+        "# HELP memory_heapinuse memory_heapinuse",
+        'memory_heapinuse{service_name="frontend"} 2.097152e+07',
+        'memory_heapinuse{service_name="history"} 2.3068672e+07',
+        'num_goroutines{service_name="history"} 2326',
+        'num_goroutines{service_name="matching"} 58',
+        'cache_usage{cache_type="events",service_name="history"} 519',
+        'cache_usage{cache_type="mutablestate",service_name="history"} 4',
+        'cache_size{cache_type="mutablestate",service_name="history"} 512',
+        'cache_size{cache_type="events",service_name="history"} 524288',
+    ])
+    assert temporal_gauges(page) == {"heap_inuse_mib": 22.0, "goroutines": 2326.0, "mutable_state_cache": 4.0,
+                                     "mutable_state_cache_size": 512.0}
+    assert temporal_gauges("") == dict.fromkeys(("heap_inuse_mib", "goroutines", "mutable_state_cache",
+                                                 "mutable_state_cache_size"))

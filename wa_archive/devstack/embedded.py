@@ -111,10 +111,13 @@ class TemporalDevServer:
     a server left by a crashed owner is found and stopped by the next start (claim())."""
 
     def __init__(self, data_dir: Path, *, port: int, ui_port: int | None, log_path: Path | None = None,
-                 ui_codec_endpoint: str | None = None) -> None:
+                 ui_codec_endpoint: str | None = None, metrics_port: int | None = None,
+                 dynamic_config: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
         self.ui_port = ui_port
+        self.metrics_port = metrics_port  # its Prometheus /metrics (Go heap and the like); else a random port
+        self.dynamic_config = dynamic_config or {}  # server settings, e.g. a cache's size for a soak
         self.ui_codec_endpoint = ui_codec_endpoint  # the archive's codec server, for the UI to decode with
         self.log_path = log_path or data_dir / "temporal.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -146,6 +149,10 @@ class TemporalDevServer:
         ]
         for pragma in SQLITE_PRAGMAS:
             cmd += ["--sqlite-pragma", pragma]
+        if self.metrics_port is not None:
+            cmd += ["--metrics-port", str(self.metrics_port)]
+        for setting, value in self.dynamic_config.items():
+            cmd += ["--dynamic-config-value", f"{setting}={value}"]
         for key in SEARCH_ATTRIBUTES:
             cmd += ["--search-attribute", f"{key.name}=Keyword"]
         if self.ui_port is None:
