@@ -12,20 +12,22 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import aiohttp
-from aiohttp import web
 from temporalio.client import Client
 
-from tests.conftest import APP_SECRET, DATA_CONVERTER, PAYLOAD_KEYS, make_settings
+from tests.conftest import (
+    APP_SECRET,
+    PAYLOAD_KEYS,
+    make_settings,
+    wait_for_archived,
+    webhook_on_own_temporal,
+)
 from wa_archive.db import handoffs, queries
 from wa_archive.db.migrations import __file__ as migrations_init
-from wa_archive.devstack.embedded import TemporalDevServer, free_port
 from wa_archive.models import RedriveReport
 from wa_archive.sources.meta.samples import dumps, envelope, message, wamid
 from wa_archive.sources.signature import meta_signature
 from wa_archive.storage import FilesystemStore
 from wa_archive.temporal.schedules import redrive_schedule
-from webhook.app import WebhookDeps, create_app
 from worker import build_worker, link_fetcher
 
 MIGRATION_018 = Path(migrations_init).parent / "018_delivery_handoffs.sql"
@@ -65,51 +67,33 @@ async def test_a_delivery_stored_while_temporal_was_down_is_archived_without_red
     headers = {"X-Hub-Signature-256": meta_signature(APP_SECRET, body), "Content-Type": "application/json"}
     settings = make_settings(meta_graph_url=fake_graph.graph_url, redrive_grace_seconds=0.0)
     store = FilesystemStore(tmp_path / "objects")
-    server = TemporalDevServer(tmp_path / "temporal", port=free_port(), ui_port=None)
-    runner = None
-    try:
-        await server.start()
-        client = await Client.connect(server.address, data_converter=DATA_CONVERTER)
-        runner = web.AppRunner(create_app(WebhookDeps(settings=settings, client=client, pool=clean_db, store=store)))
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        async with aiohttp.ClientSession() as http:
-            server.stop()
-            async with http.post(f"http://127.0.0.1:{port}/webhooks/meta", data=body, headers=headers) as resp:
-                assert resp.status == 503
-            stored = await clean_db.fetchrow("SELECT sha256 FROM deliveries")
-            assert stored is not None, "the 503 must still leave the delivery's bytes stored"
-            sha256 = stored["sha256"]
-            assert await _handoffs(clean_db, sha256) == []
-            assert await handoffs.deliveries_awaiting_handoff(clean_db, grace=timedelta(0)) == 1
-            # The grace period spares the webhook's own hand-off: a delivery younger than it is not counted.
-            assert await handoffs.deliveries_awaiting_handoff(clean_db, grace=timedelta(hours=1)) == 0
-
-            await server.start()  # Temporal is back; Meta never sends the delivery again
-            async with build_worker(client, settings, clean_db, store, http, link_fetcher(settings)):
-                report = await _redrive_now(client, settings.task_queue)
-                assert report.redriven == [sha256] and report.failed == [] and not report.more
-                msg = None
-                for _ in range(300):
-                    msg = await queries.get_message(clean_db, mid)
-                    if msg is not None:
-                        break
-                    await asyncio.sleep(0.1)
-                assert msg is not None, f"{mid} was not archived after the re-drive"
-                assert msg["text"] == "sent while Temporal was down"
-                assert [d["sha256"] for d in msg["deliveries"]] == [sha256]
-                assert await _handoffs(clean_db, sha256) == ["redrive"]
-                assert await handoffs.deliveries_awaiting_handoff(clean_db, grace=timedelta(0)) == 0
-
-                again = await _cli_redrive(server.address, settings.task_queue, tmp_path / "cli")
-                assert again["redriven"] == [] and again["failed"] == []
-        runs = await handoffs.list_redrive_runs(clean_db)
-        assert [r["redriven"] for r in runs] == [[], [sha256]]  # newest first: the run is kept as a row too
-    finally:
-        if runner is not None:
-            await runner.cleanup()
+    async with webhook_on_own_temporal(clean_db, settings, store, tmp_path) as own:
+        server, client, http = own.server, own.client, own.http
         server.stop()
+        async with http.post(f"{own.url}/webhooks/meta", data=body, headers=headers) as resp:
+            assert resp.status == 503
+        stored = await clean_db.fetchrow("SELECT sha256 FROM deliveries")
+        assert stored is not None, "the 503 must still leave the delivery's bytes stored"
+        sha256 = stored["sha256"]
+        assert await _handoffs(clean_db, sha256) == []
+        assert await handoffs.deliveries_awaiting_handoff(clean_db, grace=timedelta(0)) == 1
+        # The grace period spares the webhook's own hand-off: a delivery younger than it is not counted.
+        assert await handoffs.deliveries_awaiting_handoff(clean_db, grace=timedelta(hours=1)) == 0
+
+        await server.start()  # Temporal is back; Meta never sends the delivery again
+        async with build_worker(client, settings, clean_db, store, http, link_fetcher(settings)):
+            report = await _redrive_now(client, settings.task_queue)
+            assert report.redriven == [sha256] and report.failed == [] and not report.more
+            msg = await wait_for_archived(clean_db, mid)
+            assert msg["text"] == "sent while Temporal was down"
+            assert [d["sha256"] for d in msg["deliveries"]] == [sha256]
+            assert await _handoffs(clean_db, sha256) == ["redrive"]
+            assert await handoffs.deliveries_awaiting_handoff(clean_db, grace=timedelta(0)) == 0
+
+            again = await _cli_redrive(server.address, settings.task_queue, tmp_path / "cli")
+            assert again["redriven"] == [] and again["failed"] == []
+    runs = await handoffs.list_redrive_runs(clean_db)
+    assert [r["redriven"] for r in runs] == [[], [sha256]]  # newest first: the run is kept as a row too
 
 
 async def test_deliveries_the_webhook_handed_over_are_not_redriven(stack_factory):
