@@ -413,10 +413,11 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="phone-like-numbers-kept-in-free-text",
         file="wa_archive/logs.py",
-        original='    return _PHONE_LIKE.sub(REDACTED, _QUERY.sub("?" + REDACTED, text))',
+        original='    return _PHONE_LIKE.sub(_phone_or_kept, _QUERY.sub("?" + REDACTED, text))',
         replacement='    return _QUERY.sub("?" + REDACTED, text)',
-        promise="libraries' free text loses any run of 7-15 digits (phone numbers)",
-        tests=("tests/test_logs.py::test_scrub_drops_query_strings_and_phone_like_numbers_but_keeps_digests",),
+        promise="libraries' free text loses any phone number, written as a run of 7-15 digits or grouped",
+        tests=("tests/test_logs.py::test_scrub_drops_query_strings_and_phone_like_numbers_but_keeps_digests",
+               "tests/test_logs.py::test_scrub_drops_phone_numbers_written_with_spaces_dashes_and_brackets"),
     ),
     Mutation(
         name="access-line-logs-the-path",

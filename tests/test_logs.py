@@ -191,3 +191,15 @@ def test_fields_named_like_customer_data_or_secrets_are_redacted_whatever_their_
     out = redact(None, "info", {**event, "event": "message_recorded", "delivery": "ab12cd34", "found": True})
     assert {name: out[name] for name in SENSITIVE_FIELDS} == {name: REDACTED for name in SENSITIVE_FIELDS}
     assert (out["delivery"], out["found"]) == ("ab12cd34", True)  # an operator's identifiers stay
+
+
+def test_scrub_drops_phone_numbers_written_with_spaces_dashes_and_brackets():
+    formatted = ["+44 7700 900123", "+44 (0)7700 900-123", "(020) 7946 0958", "+1-202-555-0143",
+                 "447 700 900 123", "07700 900 123", "447700900123 447700900456"]
+    for number in formatted:
+        cleaned = scrub(f"could not deliver to {number}, giving up")
+        assert not any(ch.isdigit() for ch in cleaned), (number, cleaned)
+    # What an operator needs stays: addresses with ports, ISO dates and times, short counts.
+    kept = ("Temporal at 127.0.0.1:7233 unreachable since 2026-11-27 05:24:49; 3 of 5 attempts, 1500 ms, port 8080, "
+            "id 12345678901234567890")
+    assert scrub(kept) == kept

@@ -38,9 +38,20 @@ SENSITIVE_FIELDS = frozenset({
 # Fields whose value is free text written by someone else (a library's message, an exception's
 # text or traceback): scrubbed of query strings and phone-like numbers.
 FREE_TEXT_FIELDS = ("event", "error", "exception", "detail")
-# A run of 7 to 15 digits (E.164 allows 15), optionally with a leading +, standing on its own: a phone
-# number, or something that must be treated as one. Hex digests are not matched (letters bound them).
-_PHONE_LIKE = re.compile(r"(?<![0-9A-Za-z])\+?[0-9]{7,15}(?![0-9A-Za-z])")
+# A phone number as people write one: an optional + or bracket, then digits that spaces, dashes and
+# brackets may group ("+44 (0)7700 900-123", "(020) 7946 0958"); redacted when it holds 7 to 15
+# digits (E.164 allows 15). Hex digests are not matched (letters bound them); neither is a number
+# that continues an address, a port, a path or a date (after `.`, `:`, `/` or `-`), nor an ISO date.
+_PHONE_LIKE = re.compile(
+    r"(?<![0-9A-Za-z.:/\-])(?!\d{4}-\d{2}-\d{2}(?!\d))\+?\(?\d(?:[ ()\-]{0,3}\d)*(?![0-9A-Za-z])")
+
+
+def _phone_or_kept(found: re.Match[str]) -> str:
+    """Redacted unless it holds too few digits for a phone number, or is one unbroken run longer than
+    E.164's 15 (an id, not a number); grouped runs longer than that may be several numbers side by side."""
+    text = found.group()
+    digits = sum(ch.isdigit() for ch in text)
+    return text if digits < 7 or (digits > 15 and text.isdigit()) else REDACTED
 # A URL's or request line's query string: from `?` up to whitespace, a quote or the end.
 _QUERY = re.compile(r"\?[^\s'\"<>]*")
 # A Meta message id (`wamid.` and base64 of data holding the customer's number), in any field: a
@@ -59,7 +70,7 @@ _QUIET = {"botocore": logging.WARNING, "aiobotocore": logging.WARNING, "asyncio"
 def scrub(text: str) -> str:
     """Free text without query strings, credential headers, wamids or phone-like numbers."""
     text = _CREDENTIAL_HEADER.sub(r"\1\2 " + REDACTED, _WAMID.sub(REDACTED, text))
-    return _PHONE_LIKE.sub(REDACTED, _QUERY.sub("?" + REDACTED, text))
+    return _PHONE_LIKE.sub(_phone_or_kept, _QUERY.sub("?" + REDACTED, text))
 
 
 def _without_wamids(value: object) -> object:
