@@ -13,9 +13,6 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from wa_archive.errors import FilterError
 
-DATE_RULE = ("a date (YYYY-MM-DD) means the whole UTC day, so an until date includes that day;"
-             " an ISO timestamp is that instant (UTC when it has no offset), and an until timestamp is exclusive")
-
 
 def _as_date(value: str) -> date | None:
     """The date when `value` is a date alone (2026-11-26, 20261126, 2026-W48-4), else None."""
@@ -59,11 +56,15 @@ def parse_until(value: str, name: str = "until") -> datetime:
     return _at(day + timedelta(days=1), name, value)
 
 
+def _utc_text(when: datetime) -> str:
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f").removesuffix(".000000") + " UTC"
+
+
 def check_period(since: datetime | None, until: datetime | None) -> None:
     """Refuse a period that selects nothing: its until (exclusive) not later than its since."""
     if since is not None and until is not None and until <= since:
-        raise FilterError("until", f"the period is empty: until {until.isoformat()} (exclusive) is not later"
-                                   f" than since {since.isoformat()}; a date means its whole UTC day")
+        raise FilterError("until", f"the period is empty: it starts {_utc_text(since)} (since) and ends"
+                                   f" {_utc_text(until)} (until, exclusive; an until date ends after its whole day)")
 
 
 def parse_period(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
