@@ -38,7 +38,7 @@ async def test_an_export_over_a_reconciled_day_carries_its_reports_and_a_tampere
 
     env = _env(stack, database_url)
     bundle = tmp_path / "bundle.zip"
-    since, until = today.isoformat(), (today + timedelta(days=1)).isoformat()  # until is exclusive
+    since = until = today.isoformat()  # an until date includes its whole day
     run = await _cli(env, "export", "--phone", PHONE, "--since", since, "--until", until, "--out", str(bundle),
                      "--local")
     assert run.returncode == 0, run.stderr

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from wa_archive.archive.hashing import compare_with_declared
 from wa_archive.archive.media_types import is_inline, normalize_mime
 from wa_archive.rendering import environment
 from webhook.edge import page_csp
@@ -62,6 +63,7 @@ _ENV.filters["path_segment"] = _path_segment
 _ENV.filters["pretty_json"] = _pretty_json
 _ENV.globals["preview_kind"] = preview_kind
 _ENV.globals["evidence_href"] = evidence_href
+_ENV.globals["compare_with_declared"] = compare_with_declared
 
 
 def render(template: str, status: int = 200, **context: Any) -> web.Response:

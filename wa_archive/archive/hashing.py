@@ -24,3 +24,19 @@ def decode_sha256(value: str | None) -> bytes | None:
         if len(raw) == 32:
             return raw
     return None
+
+
+# What an auditor is told about the provider's fingerprint beside ours.
+MATCHES, DIFFERS, NOT_GIVEN, UNREADABLE = "matches", "does not match", "none given", "unreadable"
+
+
+def compare_with_declared(ours_hex: str, declared: str | None) -> tuple[str, str | None]:
+    """Our SHA-256 (hex) against the one the provider declared (Meta gives base64, WASender hex):
+    the verdict and the declared digest in our encoding (lowercase hex), so the two can be read side
+    by side. A declaration that is not a SHA-256 in either encoding is UNREADABLE, never a match."""
+    if not declared:
+        return NOT_GIVEN, None
+    raw = decode_sha256(declared)
+    if raw is None:
+        return UNREADABLE, None
+    return (MATCHES if ours_hex.lower() == raw.hex() else DIFFERS), raw.hex()

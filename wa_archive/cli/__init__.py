@@ -32,7 +32,17 @@ from wa_archive.cli.redrive import COMMANDS as REDRIVE_COMMANDS
 from wa_archive.cli.redrive import add_parsers as add_redrive_parsers
 from wa_archive.cli.retention import COMMANDS as RETENTION_COMMANDS
 from wa_archive.cli.retention import add_parsers as add_retention_parsers
-from wa_archive.cli.support import add_json_options, log_cli_access, open_pool, parse_when_arg, with_dev_defaults
+from wa_archive.cli.support import (
+    SINCE_HELP,
+    UNTIL_HELP,
+    add_json_options,
+    log_cli_access,
+    open_pool,
+    parse_until_arg,
+    parse_when_arg,
+    period_refusal,
+    with_dev_defaults,
+)
 from wa_archive.config import Settings, load_settings
 from wa_archive.errors import ConfigError, TokenError
 
@@ -338,8 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     search = sub.add_parser("search", help="search archived messages, newest first")
     search.add_argument("--phone")
-    search.add_argument("--since", type=parse_when_arg, help="date or ISO timestamp (inclusive)")
-    search.add_argument("--until", type=parse_when_arg, help="date or ISO timestamp (exclusive)")
+    search.add_argument("--since", type=parse_when_arg, help=SINCE_HELP)
+    search.add_argument("--until", type=parse_until_arg, help=UNTIL_HELP)
     search.add_argument("--limit", type=int, default=100)
     search.add_argument("--template", help="template name (outbound template messages)")
     search.add_argument("--direction", choices=("in", "out"))
@@ -356,8 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="send a signed demo image webhook to a running `wa-archive dev`")
     export = sub.add_parser("export", help="eDiscovery bundle (ZIP) of the messages selected")
     export.add_argument("--phone")
-    export.add_argument("--since", type=parse_when_arg)
-    export.add_argument("--until", type=parse_when_arg)
+    export.add_argument("--since", type=parse_when_arg, help=SINCE_HELP)
+    export.add_argument("--until", type=parse_until_arg, help=UNTIL_HELP)
     export.add_argument("--out", required=True, help="path of the ZIP to write")
     export.add_argument("--local", action="store_true",
                         help="build the bundle in this process instead of as a Temporal workflow")
@@ -385,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     rtest.add_argument("action", choices=("run",))
     rtest.add_argument("--sample", type=int, help="objects to read back (default WA_ARCHIVE_RETRIEVAL_SAMPLE)")
     access = sub.add_parser("access-log", help="every read of the archive: who, what, when, from where")
-    access.add_argument("--since", type=parse_when_arg, help="date or ISO timestamp")
+    access.add_argument("--since", type=parse_when_arg, help=SINCE_HELP)
     access.add_argument("--json", action="store_true")
     tokens = sub.add_parser("tokens", help="API tokens for the send proxy, record API and auditors")
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)
@@ -447,6 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "limit", 1) is not None and getattr(args, "limit", 1) < 1:
         print("wa-archive: --limit must be at least 1", file=sys.stderr)
+        return 2
+    refused = period_refusal(args)  # an inverted --since/--until is refused, never "0 message(s)"
+    if refused:
+        print(f"wa-archive: {refused}", file=sys.stderr)
         return 2
     if args.command in PROCESS_COMMANDS:
         return _run_process(args)

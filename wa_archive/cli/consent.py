@@ -10,7 +10,15 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from wa_archive.cli.support import cli_actor, log_cli_access, open_pool, parse_when_arg
+from wa_archive.cli.support import (
+    SINCE_HELP,
+    UNTIL_HELP,
+    cli_actor,
+    log_cli_access,
+    open_pool,
+    parse_until_arg,
+    parse_when_arg,
+)
 from wa_archive.config import Settings
 
 
@@ -151,6 +159,6 @@ def add_parsers(sub: Any) -> None:
     show.add_argument("phone", metavar="PHONE")
     show.add_argument("--json", action="store_true")
     report = csub.add_parser("report", help="marketing templates sent without consent; exit 1 when there are any")
-    report.add_argument("--since", type=parse_when_arg, help="date or ISO timestamp (inclusive)")
-    report.add_argument("--until", type=parse_when_arg, help="date or ISO timestamp (exclusive)")
+    report.add_argument("--since", type=parse_when_arg, help=SINCE_HELP)
+    report.add_argument("--until", type=parse_until_arg, help=UNTIL_HELP)
     report.add_argument("--json", action="store_true")

@@ -11,9 +11,12 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from wa_archive.cli.support import (
+    SINCE_HELP,
+    UNTIL_HELP,
     cli_actor,
     log_cli_access,
     open_pool,
+    parse_until_arg,
     parse_when_arg,
     show_progress,
     with_dev_defaults,
@@ -311,8 +314,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     hold = sub.add_parser("hold", help="legal holds").add_subparsers(dest="hold_command", required=True)
     hset = hold.add_parser("set", help="hold a contact's messages for a case (later ones too)")
     hset.add_argument("--phone", required=True, help="the contact's phone number")
-    hset.add_argument("--since", type=parse_when_arg, help="date or ISO timestamp (inclusive)")
-    hset.add_argument("--until", type=parse_when_arg, help="date or ISO timestamp (exclusive)")
+    hset.add_argument("--since", type=parse_when_arg, help=SINCE_HELP)
+    hset.add_argument("--until", type=parse_until_arg, help=UNTIL_HELP)
     hset.add_argument("--case", required=True)
     hset.add_argument("--reason", required=True)
     hset.add_argument("--json", action="store_true")
@@ -333,7 +336,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--phone")
     run.add_argument("--json", action="store_true")
     dlist = disp.add_parser("list", help="disposition records")
-    dlist.add_argument("--since", type=parse_when_arg)
+    dlist.add_argument("--since", type=parse_when_arg, help=SINCE_HELP)
     dlist.add_argument("--json", action="store_true")
 
     era = sub.add_parser("erasure", help="erasure requests (GDPR Art. 17)").add_subparsers(

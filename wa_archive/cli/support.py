@@ -20,14 +20,40 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+# The one rule for dates (wa_archive/dates.py), as the commands' help says it.
+SINCE_HELP = "a date (from its 00:00 UTC) or an ISO timestamp (inclusive)"
+UNTIL_HELP = "a date (that whole day included, UTC) or an ISO timestamp (exclusive)"
+
+
 def parse_when_arg(value: str) -> datetime:
-    """A date (YYYY-MM-DD, midnight UTC) or an ISO timestamp (UTC if no offset)."""
-    from wa_archive.discovery.search import parse_when
+    """--since (and other start times): a date's 00:00 UTC or an ISO timestamp (UTC if no offset)."""
+    from wa_archive.dates import parse_when
 
     try:
         return parse_when(value)
     except FilterError as exc:
         raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+
+
+def parse_until_arg(value: str) -> datetime:
+    """--until: the end of a date's whole day (the next day's 00:00 UTC) or an ISO timestamp (exclusive)."""
+    from wa_archive.dates import parse_until
+
+    try:
+        return parse_until(value)
+    except FilterError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+
+
+def period_refusal(args: argparse.Namespace) -> str | None:
+    """Why a command's --since/--until select nothing (an inverted or empty period), or None."""
+    from wa_archive.dates import check_period
+
+    try:
+        check_period(getattr(args, "since", None), getattr(args, "until", None))
+    except FilterError as exc:
+        return f"--{exc}"
+    return None
 
 
 def with_dev_defaults(settings: Settings) -> Settings:

@@ -97,7 +97,7 @@ def manual_evidence(data: Any, *, recorded_by: str, recorded_role: str, idempote
 
 
 def _when(value: str | None, now: datetime) -> datetime:
-    from wa_archive.discovery.search import parse_when
+    from wa_archive.dates import parse_when
 
     if value is None:
         return now

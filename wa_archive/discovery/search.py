@@ -9,13 +9,14 @@ import base64
 import json
 import re
 from collections.abc import Callable, Mapping
-from datetime import date, datetime, time, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
 from pydantic import BaseModel
 
 from wa_archive.archive.keys import normalize_phone
+from wa_archive.dates import parse_period
 from wa_archive.errors import FilterError
 from wa_archive.json_input import storable_text
 
@@ -38,21 +39,6 @@ class Filters(BaseModel):
     consent: str | None = None
     limit: int = 50
     cursor: tuple[datetime, str] | None = None
-
-
-def parse_when(value: str, name: str = "date") -> datetime:
-    """A date (YYYY-MM-DD, midnight UTC) or an ISO 8601 timestamp (UTC when no offset is given)."""
-    try:
-        if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), time(), tzinfo=timezone.utc)
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise FilterError(name, f"{value[:40]!r} is not a date (YYYY-MM-DD) or ISO timestamp") from None
-    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    try:  # the database compares in UTC: 0001-01-01T00:00+14:00 has no UTC instant in Python's range
-        return parsed.astimezone(timezone.utc)
-    except OverflowError:
-        raise FilterError(name, f"{value[:40]!r} is out of range") from None
 
 
 def encode_cursor(ts: datetime, message_id: str) -> str:
@@ -105,12 +91,7 @@ def parse_filters(query: Mapping[str, str], *, allowed: tuple[str, ...] = FILTER
         f.phone = normalize_phone(query["phone"])
         if f.phone is None:
             raise FilterError("phone", f"{query['phone']!r} is not a phone number")
-    if "since" in query:
-        f.since = parse_when(query["since"], "since")
-    if "until" in query:
-        f.until = parse_when(query["until"], "until")
-    if f.since and f.until and f.since >= f.until:
-        raise FilterError("until", "must be later than since")
+    f.since, f.until = parse_period(query.get("since"), query.get("until"))
     if "direction" in query:
         if query["direction"] not in ("in", "out"):
             raise FilterError("direction", "must be 'in' or 'out'")

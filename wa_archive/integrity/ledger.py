@@ -310,6 +310,30 @@ async def _receipt_of(pool: asyncpg.Pool, kind: str, record_id: str, digest: str
     }
 
 
+async def message_standing(pool: asyncpg.Pool, message_id: str) -> dict[str, Any] | None:
+    """Where a message stands in the ledger, as its page tells an auditor: its record digest today, the
+    latest leaf that vouches for it (and whether the two still agree), and the latest signed checkpoint
+    whose tree includes that leaf (None until one is signed). None when the message is not archived."""
+    row = await pool.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
+    if row is None:
+        return None
+    media = await pool.fetch("SELECT * FROM media WHERE message_id = $1 ORDER BY position", message_id)
+    digest = message_digest(row, media)
+    leaf = await pool.fetchrow("SELECT seq, digest, appended_at FROM ledger_leaves WHERE kind = 'message'"
+                               " AND record_id = $1 ORDER BY seq DESC LIMIT 1", message_id)
+    if leaf is None:
+        return {"digest": digest, "leaf": None, "checkpoint": None}
+    checkpoint = await pool.fetchrow("SELECT tree_size, created_at FROM ledger_checkpoints WHERE tree_size > $1"
+                                     " ORDER BY tree_size DESC LIMIT 1", leaf["seq"])
+    return {
+        "digest": digest,
+        "leaf": {"index": leaf["seq"], "digest": leaf["digest"], "unchanged": leaf["digest"] == digest,
+                 "appended_at": leaf["appended_at"].isoformat()},
+        "checkpoint": None if checkpoint is None else {
+            "tree_size": checkpoint["tree_size"], "signed_at": checkpoint["created_at"].isoformat()},
+    }
+
+
 Receipts = dict[str, dict[str, Any]]  # record id -> its receipt document
 
 
