@@ -8,6 +8,7 @@ import http.cookiejar
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -50,6 +51,14 @@ def _block(banner: str, heading: str) -> list[str]:
         assert line.startswith("  "), line
         block.append(line[2:])
     return block
+
+
+def _quick_start_blocks() -> list[list[str]]:
+    """The README quick start's shell blocks, each as its command lines without their comments."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Quick start"):readme.index("\n## ", readme.index("## Quick start") + 1)]
+    return [[line.split("  #")[0].rstrip() for line in block.splitlines() if line.strip()]
+            for block in re.findall(r"```sh\n(.*?)```", section, re.S)]
 
 
 def _start_like_make_run(checkout: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
@@ -124,6 +133,15 @@ def test_the_banners_lines_work_as_printed_from_a_fresh_shell(tmp_path):
                                      headers={"Authorization": f"Bearer {issued['auditor']}"})
         with urllib.request.urlopen(api, timeout=10) as resp:
             assert [m["id"] for m in json.loads(resp.read())["items"]] == [message_id]
+
+        # The README's quick start shows these same lines, and its auditor's proof runs as written there.
+        readme = _quick_start_blocks()
+        assert [c for c in readme[1] if not c.startswith("cd ")] == [c for c in try_it[2:] if not c.startswith("#")]
+        assert readme[2] == [c for c in tokens if not c.startswith("#")]
+        proof = [line.replace("'wamid.…'", shlex.quote(message_id)) for line in readme[3]]
+        proved = _shell([*try_it[:2], *proof], elsewhere)
+        assert proved.returncode == 0, proved.stdout + proved.stderr
+        assert "bundle.zip: intact" in proved.stdout and f"OK: message {message_id} is leaf" in proved.stdout
 
         # A second terminal that does not set the data dir is told how to find the running dev.
         for command in (f"{checkout}/.venv/bin/wa-archive demo", f"{checkout}/.venv/bin/wa-archive search"):
