@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -232,28 +231,6 @@ def test_a_second_owner_of_the_data_is_refused_until_the_first_dies(tmp_path):
     second.acquire()
     assert second.held
     second.release()
-
-
-@pytest.mark.slow
-def test_a_second_dev_on_the_same_data_dir_is_refused_and_the_first_keeps_running(tmp_path):
-    data_dir = (tmp_path / "data").resolve()
-    env = _env(data_dir)
-    log = tmp_path / "dev.log"
-    proc = _start_dev(env, tmp_path, log)
-    try:
-        state = (data_dir / "dev.json").read_text()
-        second = subprocess.run([sys.executable, "-m", "wa_archive.cli", "dev"], env=env, cwd=tmp_path,
-                                capture_output=True, text=True, timeout=60)
-        assert second.returncode == 1
-        assert f"is in use by another running process (pid {proc.pid})" in second.stdout + second.stderr
-        assert (data_dir / "dev.json").read_text() == state  # the running dev's, untouched
-        url = json.loads(state)["http_url"] + "/readyz"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            assert resp.status == 200
-        assert sum("start-dev" in c for c in _processes_of(data_dir).values()) == 1
-    finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0, log.read_text()[-3000:]
 
 
 def test_a_dead_handle_in_the_librarys_count_does_not_keep_postgresql_running(tmp_path):

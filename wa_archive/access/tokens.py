@@ -42,6 +42,13 @@ async def create_token(pool: asyncpg.Pool, name: str, role: str) -> str:
     return token
 
 
+async def unused_name(pool: asyncpg.Pool, base: str) -> str:
+    """`base`, or `base-2`, `base-3`, ... : the first name no token has (revoked ones included)."""
+    taken = {r["name"] for r in await pool.fetch(
+        "SELECT name FROM api_tokens WHERE name = $1 OR starts_with(name, $1 || '-')", base)}
+    return next(n for n in (base, *(f"{base}-{i}" for i in range(2, len(taken) + 3))) if n not in taken)
+
+
 async def list_tokens(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     rows = await pool.fetch("SELECT name, role, created_at, revoked_at, last_used_at FROM api_tokens ORDER BY id")
     return [{"name": r["name"], "role": r["role"], "created_at": r["created_at"].isoformat(),

@@ -59,9 +59,15 @@ async def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) ->
 
 
 async def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    from wa_archive.devstack.dev import run_dev
+    import structlog
 
-    await _run_until_signal(lambda stop: run_dev(settings, stop))
+    from wa_archive.devstack.dev import DevAlreadyRunning, run_dev
+
+    try:
+        await _run_until_signal(lambda stop: run_dev(settings, stop))
+    except DevAlreadyRunning as exc:  # a refusal, not a crash: one line, no traceback
+        structlog.get_logger("wa_archive.cli").error("dev_already_running", error=str(exc))
+        return 1
     return 0
 
 

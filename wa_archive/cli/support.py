@@ -83,13 +83,14 @@ def _temporal_configured(settings: Settings) -> bool:
 
 
 async def open_pool(settings: Settings) -> asyncpg.Pool:
+    from wa_archive.devstack.dev import DATA_DIR_HINT
     from wa_archive.devstack.runtime import connect_db
 
     settings = with_dev_defaults(settings)
     if not settings.database_url:
         raise ConfigError(
             "WA_ARCHIVE_DATABASE_URL is not set and no `wa-archive dev` is running under "
-            f"{settings.data_dir.resolve()}"
+            f"{settings.data_dir.resolve()}; {DATA_DIR_HINT}"
         )
     return await connect_db(settings, max_size=2)
 

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from wa_archive.config import Settings
 from wa_archive.credentials import ensure_dev_contact_secret, ensure_dev_ledger_key, replace_secret_file
 from wa_archive.db import migrate
+from wa_archive.devstack.banner import banner, token_names
 from wa_archive.devstack.embedded import (
     APP_ROLE,
     DATABASE,
@@ -33,7 +34,7 @@ from wa_archive.devstack.embedded import (
     port_is_free,
 )
 from wa_archive.devstack.serve import start_http, stop_http
-from wa_archive.devstack.stale import DataDirLock
+from wa_archive.devstack.stale import DataDirInUse, DataDirLock
 from wa_archive.sources.meta.fake_graph import FakeGraph
 from wa_archive.sources.meta.samples import envelope, media_message
 from wa_archive.sources.signature import meta_signature
@@ -54,6 +55,46 @@ def dev_state(data_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+# For a command that looked for a dev under the wrong data dir (the default one is relative to the
+# directory a command runs in).
+DATA_DIR_HINT = ("if `wa-archive dev` runs with another data dir, set WA_ARCHIVE_DATA_DIR to it (the export "
+                 "line its banner printed), or run this from the directory it was started in")
+
+
+class DevAlreadyRunning(RuntimeError):
+    """A second `dev` on a data dir whose first one is alive."""
+
+
+def http_url(settings: Settings) -> str:
+    return f"http://{settings.http_host}:{settings.http_port}"
+
+
+def claim_data_dir(data_dir: Path, url: str) -> DataDirLock:
+    """Take the data dir's dev.lock (creating only the directory itself), or raise DevAlreadyRunning
+    naming the running dev's pid and URL; nothing else under the data dir is read or written first."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = DataDirLock(data_dir / "dev.lock", f"`wa-archive dev` on {data_dir}")
+    try:
+        lock.acquire(note=url)
+    except DataDirInUse as exc:
+        raise DevAlreadyRunning(
+            f"`wa-archive dev` is already running on {data_dir} (pid {exc.holder or 'unknown'}, "
+            f"URL {_running_url(data_dir, exc)}); use that one, stop it first (Ctrl-C in its terminal), "
+            "or give this one another WA_ARCHIVE_DATA_DIR") from None
+    return lock
+
+
+def _running_url(data_dir: Path, in_use: DataDirInUse) -> str:
+    """The running dev's HTTP address: its dev.json once it is up, else what it noted in the lock."""
+    try:
+        state = dev_state(data_dir)
+    except (OSError, ValueError):
+        state = None
+    if state is not None and state.get("pid") == in_use.holder:
+        return str(state["http_url"])
+    return f"{in_use.note} (still starting)" if in_use.note else "unknown (still starting)"
+
+
 def _dev_secrets(data_dir: Path) -> dict[str, str]:
     path = data_dir / SECRETS_FILE
     values = json.loads(path.read_text()) if path.exists() else {}
@@ -68,7 +109,11 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
     from worker import run_worker  # the worker module sits at the top level, beside workflows/
 
     data_dir = settings.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # One dev per data dir, decided before anything is touched: a second run must not start servers on
+    # the first one's data, update its schedules or remove its dev.json. The kernel drops the lock when
+    # a dev dies, so a dev.json found once it is held is a crashed run's (and its servers are found and
+    # stopped as each one starts).
+    dev_lock = claim_data_dir(data_dir, http_url(settings))
     ensure_dev_contact_secret(data_dir)
     ensure_dev_ledger_key(data_dir)
     if settings.payload_keys is None and settings.payload_keys_file is None:
@@ -83,10 +128,6 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
     worker_stop = asyncio.Event()
     # A Temporal named anywhere (WA_ARCHIVE_TEMPORAL_ADDRESS, TEMPORAL_ADDRESS, a profile) is used as is.
     temporal_address = configured_address(settings)
-    # One dev per data dir; the kernel drops the lock when a dev dies, so a dev.json found now is a
-    # crashed run's (and its servers are found and stopped as each one starts).
-    dev_lock = DataDirLock(data_dir / "dev.lock", f"`wa-archive dev` on {data_dir}")
-    dev_lock.acquire()
     (data_dir / STATE_FILE).unlink(missing_ok=True)
     try:
         if temporal_address is None:
@@ -145,7 +186,7 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
         for line in await apply_schedules(client, settings):
             print(f"schedule: {line}", flush=True)
         http = await start_http(settings)
-        base = f"http://{settings.http_host}:{settings.http_port}"
+        base = http_url(settings)
         state = {
             "pid": os.getpid(),
             "http_url": base,
@@ -162,7 +203,8 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
             "worker_metrics_url": f"http://{_reachable(settings.metrics_host)}:{settings.metrics_port}/metrics",
         }
         replace_secret_file(data_dir / STATE_FILE, json.dumps(state, indent=2))  # it holds database passwords
-        _print_banner(state, data_dir)
+        names = await token_names(settings)
+        print(banner(state, data_dir, data_dir / SECRETS_FILE, names, Path.cwd()), flush=True)
         done, _ = await asyncio.wait(
             [asyncio.create_task(stop.wait()), worker_task], return_when=asyncio.FIRST_COMPLETED
         )
@@ -199,42 +241,12 @@ def codec_endpoint(settings: Settings) -> str | None:
     return f"http://{host}:{settings.http_port}/ui/codec"
 
 
-def _print_banner(state: dict[str, Any], data_dir: Path) -> None:
-    lines = [
-        "",
-        "WhatsApp compliance archive is running (Ctrl-C to stop)",
-        f"  webhook URL      {state['webhook_url']}",
-        f"  WASender URL     {state['wasender_url']}   (X-Webhook-Signature: wasender_secret in "
-        f"{data_dir / SECRETS_FILE}, unless WA_ARCHIVE_WASENDER_WEBHOOK_SECRET is set)",
-        "  Temporal UI      "
-        f"{state['temporal_ui_url'] or '(external Temporal: ' + str(state['temporal_address']) + ')'}",
-        f"  codec server     {state['http_url']}/codec   (payloads are encrypted; operators decode them: README,"
-        " \"Reading a workflow in the Temporal UI\")",
-        f"  readiness        {state['http_url']}/readyz",
-        f"  metrics          {state['metrics_url']}   (HTTP server; Prometheus format)",
-        f"  worker metrics   {state['worker_metrics_url']}   (and /healthz, /readyz; WA_ARCHIVE_METRICS_PORT)",
-        f"  storage          {state['storage_url']}",
-        f"  data dir         {data_dir}",
-    ]
-    if state["fake_graph"]:
-        lines.append(f"  media source     local fake Graph API at {state['meta_graph_url']} (no Meta token set)")
-    lines += [
-        "",
-        "Try it:  wa-archive demo            (sends a signed image webhook, then shows the archive)",
-        "         wa-archive search --json",
-        "         wa-archive tokens create --role sender --name my-app   (for the send proxy at "
-        f"{state['http_url']}/graph/<phone-number-id>/messages and POST {state['http_url']}/api/v1/outbound)",
-        "",
-    ]
-    print("\n".join(lines), flush=True)
-
-
 async def run_demo(settings: Settings) -> str:
     """Send a signed Cloud API image webhook to the running dev stack; returns the message id."""
     data_dir = settings.data_dir.resolve()
     state = dev_state(data_dir)
     if state is None:
-        raise RuntimeError(f"no running `wa-archive dev` found under {data_dir}")
+        raise RuntimeError(f"no running `wa-archive dev` found under {data_dir}; {DATA_DIR_HINT}")
     dev_secrets = _dev_secrets(data_dir)
     image = _demo_image()
     media_id = f"demo-{int(time.time() * 1000)}"

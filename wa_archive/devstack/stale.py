@@ -24,9 +24,18 @@ from pathlib import Path
 PROC = Path("/proc")
 
 
+class DataDirInUse(RuntimeError):
+    """The lock is held by a live process: its pid and the note it left (as the lock file says)."""
+
+    def __init__(self, message: str, holder: int | None, note: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.note = note
+
+
 class DataDirLock:
-    """An exclusive lock on a file beside a server's data, holding the owner's pid for the message
-    a second owner gets."""
+    """An exclusive lock on a file beside a server's data, holding the owner's pid (and a note, such
+    as the owner's address) for the message a second owner gets."""
 
     def __init__(self, path: Path, what: str) -> None:
         self.path = path
@@ -37,7 +46,8 @@ class DataDirLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> None:
+    def acquire(self, note: str = "") -> None:
+        """Take the lock or raise DataDirInUse at once; `note` (one line) is left for a second owner."""
         if self._fd is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,12 +55,14 @@ class DataDirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            pid_line, _, rest = os.read(fd, 4096).decode(errors="replace").partition("\n")
             os.close(fd)
-            raise RuntimeError(f"{self.what} is in use by another running process (pid {holder}); stop it first, "
-                               f"or use another WA_ARCHIVE_DATA_DIR") from None
+            holder = int(pid_line) if pid_line.strip().isdigit() else None
+            raise DataDirInUse(f"{self.what} is in use by another running process (pid {holder or 'unknown'}); "
+                               f"stop it first, or use another WA_ARCHIVE_DATA_DIR",
+                               holder, rest.strip()) from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"{os.getpid()}\n{note}\n".encode() if note else f"{os.getpid()}\n".encode())
         self._fd = fd
 
     def release(self) -> None:
