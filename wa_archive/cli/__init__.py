@@ -59,14 +59,14 @@ async def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) ->
 
 
 async def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    import structlog
-
     from wa_archive.devstack.dev import DevAlreadyRunning, run_dev
 
     try:
         await _run_until_signal(lambda stop: run_dev(settings, stop))
-    except DevAlreadyRunning as exc:  # a refusal, not a crash: one line, no traceback
-        structlog.get_logger("wa_archive.cli").error("dev_already_running", error=str(exc))
+    except DevAlreadyRunning as exc:
+        # A refusal, not a crash, and for the person at the terminal: one plain line, no traceback,
+        # and not a log line (whose free text is scrubbed: a seven-digit pid would read as a number).
+        print(f"wa-archive dev: {exc}", file=sys.stderr)
         return 1
     return 0
 
