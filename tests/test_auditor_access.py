@@ -406,3 +406,17 @@ async def test_cli_access_log_says_each_entry_in_words_with_dates_as_whole_days(
     assert entries[-1]["action"] == "access-log" and entries[-1]["description"].startswith("read the access log")
     plain = (await _cli(env, "access-log", "--since", since)).stdout.splitlines()
     assert all("from None" not in line and "{" not in line for line in plain)
+
+
+async def test_refused_codec_reads_are_logged_too(stack):
+    start = await _mark(stack)
+    document = json.dumps({"payloads": []})
+    headers = {"Content-Type": "application/json"}
+    for token, expected in ((None, 401), ("wa_" + uuid.uuid4().hex, 401), (await stack.token("auditor"), 403)):
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
+        async with stack.http.post(f"{stack.url}/codec/decode", data=document, headers={**headers, **auth}) as resp:
+            assert resp.status == expected
+    rows = await _refused_rows(stack, start)
+    assert [(r["role"], r["target"]["reason"], r["target"]["path"]) for r in rows] == [
+        ("none", "not_signed_in", "/codec/decode"), ("none", "invalid_token", "/codec/decode"),
+        ("auditor", "role_not_allowed", "/codec/decode")]
