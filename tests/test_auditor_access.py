@@ -420,3 +420,14 @@ async def test_refused_codec_reads_are_logged_too(stack):
     assert [(r["role"], r["target"]["reason"], r["target"]["path"]) for r in rows] == [
         ("none", "not_signed_in", "/codec/decode"), ("none", "invalid_token", "/codec/decode"),
         ("auditor", "role_not_allowed", "/codec/decode")]
+
+
+def test_entries_older_than_the_wording_read_as_sentences_too():
+    # Command-line exports once stored a missing date as the text "None"; searches stored str(datetime).
+    assert describe("export", {"phone": PHONE, "since": "None", "until": "None"}) == (
+        f"exported messages of all dates, phone +{PHONE}")
+    assert describe("search", {"since": "2026-11-01 00:00:00+00:00", "until": "2026-11-02 09:30:00+00:00",
+                               "limit": "50"}) == "searched messages from 2026-11-01 until 2026-11-02 09:30:00 UTC"
+    assert describe("media", {"media": "m1", "found": False}) == "asked for a file that is not archived: file m1"
+    assert describe("hold.set", {"case": "C-7", "phone": PHONE, "since": None, "until": None, "reason": "subpoena",
+                                 "messages": 3}) == f"set a legal hold: phone +{PHONE}, case C-7, messages 3, reason subpoena"
