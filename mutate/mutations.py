@@ -477,4 +477,29 @@ MUTATIONS: list[Mutation] = [
         promise="NUL and lone surrogates are replaced by U+FFFD and the message flagged text_substituted",
         tests=("tests/test_unstorable_text.py::test_nul_and_lone_surrogates_become_the_replacement_character_and_are_marked",),
     ),
+    # --- Auditors' own reads: refusals logged, receipts and the access log logged first -------------------
+    Mutation(
+        name="refused-token-not-logged",
+        file="webhook/auth.py",
+        original='                await note_refusal(request, "invalid_token")\n',
+        replacement="",
+        promise="a request with an unknown or revoked token is an access-log entry marked refused",
+        tests=("tests/test_auditor_access.py::test_access_log_api_is_for_auditors_and_admins_and_refusals_are_logged",),
+    ),
+    Mutation(
+        name="refusal-flood-not-bounded",
+        file="wa_archive/access/refusals.py",
+        original="        if key in self._seen or key[0] == OTHER_SOURCES:",
+        replacement="        if False:",
+        promise="refusals repeated within a minute are counted into one entry, not each written",
+        tests=("tests/test_auditor_access.py::test_a_flood_of_refusals_writes_one_entry_per_source_and_reason_a_minute",),
+    ),
+    Mutation(
+        name="receipt-not-access-logged",
+        file="webhook/audit_api.py",
+        original='    await log_access(request, "receipt", {"message_id": message_id})\n',
+        replacement="",
+        promise="a receipt taken through the API is written to the access log",
+        tests=("tests/test_auditor_access.py::test_a_receipt_from_the_api_and_the_page_verifies_offline",),
+    ),
 ]

@@ -58,6 +58,13 @@ def create_app(deps: WebhookDeps) -> web.Application:
     app.cleanup_ctx.append(_gauge_refresher)
     wasender.add_routes(app)
     outbound.add_routes(app)
+    from webhook import audit_api, ui_audit
+    from webhook.auth import install_refusal_log
+
+    install_refusal_log(app, deps.pool)
+    # Before api's routes: /api/v1/messages/{id}/receipt must be tried before the id that takes the rest of the path.
+    audit_api.add_routes(app)
+    ui_audit.add_routes(app)
     api.add_routes(app)
     ui.add_routes(app)
     ui_reconciliation.add_routes(app)

@@ -31,6 +31,7 @@ from wa_archive.errors import BadPayloads
 from wa_archive.json_input import storable_text
 from wa_archive.temporal.client import payload_keys
 from wa_archive.temporal.codec import AesGcmPayloadCodec, workflow_of
+from webhook.auth import note_refusal
 from webhook.deps import DEPS, deps_of, json_error, pool_of, read_body
 
 log = structlog.get_logger("wa_archive.codec")
@@ -83,12 +84,14 @@ async def _caller(request: web.Request, roles: tuple[str, ...]) -> Caller | web.
         scheme, _, token = header.partition(" ")
         caller = await authenticate(pool_of(request), token.strip()) if scheme.lower() == "bearer" else None
         if caller is None:
+            await note_refusal(request, "invalid_token" if token.strip() else "no_token")
             return _refuse(request, 401, "the API token is missing, unknown or revoked")
     else:
         from webhook.ui import signed_in
 
         session = await signed_in(request)
         if session is None:
+            await note_refusal(request, "not_signed_in")
             return _refuse(request, 401, "sign in to the archive's pages as an operator, or send "
                                          "Authorization: Bearer <operator token>")
         # A cookie rides along with any request the browser makes; only the configured UI (or the
@@ -98,6 +101,7 @@ async def _caller(request: web.Request, roles: tuple[str, ...]) -> Caller | web.
             return _refuse(request, 403, "this origin may not call the codec server (WA_ARCHIVE_TEMPORAL_UI_ORIGIN)")
         caller = session.caller
     if caller.role not in roles:
+        await note_refusal(request, "role_not_allowed", caller)
         return _refuse(request, 403, f"role {caller.role!r} may not do this; needs {' or '.join(roles)}")
     return caller
 

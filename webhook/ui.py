@@ -1,6 +1,6 @@
 """Server-rendered pages for compliance officers: sign in with a token, search, read a message with
-its media, read a conversation as a chat, export, and (for operators and admins) failures and the
-access log. Every read is written to the access log first, exactly as through the JSON API."""
+its media, read a conversation as a chat, export, and (for operators and admins) failures; the access
+log and receipts are in ui_audit.py. Every read is written to the access log first, exactly as through the JSON API."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from wa_archive.access import access_log
 from wa_archive.access.sessions import Session, close_session, load_session, open_session
 from wa_archive.archive.keys import normalize_phone
 from wa_archive.contacts import views
@@ -23,6 +22,7 @@ from wa_archive.errors import FilterError
 from wa_archive.integrity import ledger
 from wa_archive.json_input import storable_text
 from wa_archive.models import ExportInput
+from webhook.auth import note_refusal
 from webhook.deps import deps_of, read_form, record_read
 from webhook.media import send_media, stream_object
 from webhook.ui_pages import render
@@ -59,8 +59,10 @@ def _notice(session: Session | None, title: str, message: str, status: int) -> w
 async def _guard(request: web.Request, roles: tuple[str, ...]) -> Session | web.Response:
     session = await signed_in(request)
     if session is None:
+        await note_refusal(request, "not_signed_in")
         raise web.HTTPFound("/ui/login?next=" + quote(request.path_qs, safe=""))
     if session.caller.role not in roles:
+        await note_refusal(request, "role_not_allowed", session.caller)
         return _notice(session, "Not allowed", f"Your role ({session.caller.role}) may not open this page.", 403)
     return session
 
@@ -100,6 +102,7 @@ async def login(request: web.Request) -> web.Response:
                                 "please sign in again.", 403)
     session_id = await open_session(deps_of(request).pool, str(form.get("token", "")).strip())
     if session_id is None:
+        await note_refusal(request, "invalid_token")
         return await login_form(request, "That token is unknown or revoked.")
     next_url = str(form.get("next", "/ui/"))
     if not _NEXT.fullmatch(next_url):
@@ -271,15 +274,6 @@ async def failures_page(request: web.Request) -> web.Response:
     return _page(session, "failures.html", title="Failures", failures=failures)
 
 
-async def access_log_page(request: web.Request) -> web.Response:
-    session = await _guard(request, ("admin",))
-    if isinstance(session, web.Response):
-        return session
-    await _log(request, session, "access_log", {"limit": 500})
-    rows = await access_log.latest_access(deps_of(request).pool, limit=500)
-    return _page(session, "access_log.html", title="Access log", rows=rows)
-
-
 async def root(_: web.Request) -> web.Response:
     raise web.HTTPFound("/ui/")
 
@@ -297,4 +291,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/ui/exports/{export_id}.zip", export_download)
     app.router.add_get("/ui/exports/{export_id}", export_page)
     app.router.add_get("/ui/failures", failures_page)
-    app.router.add_get("/ui/access-log", access_log_page)

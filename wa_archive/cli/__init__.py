@@ -218,21 +218,27 @@ async def cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_access_log(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.access.access_log import list_access
+    from wa_archive.access.wording import source
 
+    since, until = args.since, args.until  # checked by main(): --limit at least 1, the period not empty
     pool = await open_pool(settings)
     try:
         # Reading who read the archive is itself a read: the entry is written first and is listed too.
-        await log_cli_access(pool, "access-log", {"since": args.since.isoformat() if args.since else None})
-        entries = await list_access(pool, since=args.since)
+        await log_cli_access(pool, "access-log", {
+            "since": since.isoformat() if since else None, **({"until": until.isoformat()} if until else {}),
+            **({"outcome": args.outcome} if args.outcome else {})})
+        entries = await list_access(pool, since=since, until=until, outcome=args.outcome, limit=args.limit)
     finally:
         await pool.close()
     if args.json:
         print(json.dumps(entries, indent=2, ensure_ascii=False))
         return 0
     for e in entries:
-        print(f"{e['at']}  {e['actor']} ({e['role']})  {e['action']:<12} {json.dumps(e['target'], ensure_ascii=False)}"
-              f"  from {e['remote_addr']}")
-    print(f"{len(entries)} access(es)")
+        refused = "  REFUSED" if e["outcome"] == "refused" else ""
+        print(f"{e['at'][:19].replace('T', ' ')} UTC  {e['actor']} ({e['role']}){refused}  {e['description']}"
+              f"  — from {source(e['remote_addr'])}")
+    print(f"{len(entries)} access(es)" + (f" (the first {args.limit}; narrow with --since/--until)"
+                                          if len(entries) == args.limit else ""))
     return 0
 
 
@@ -402,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     rtest.add_argument("--sample", type=int, help="objects to read back (default WA_ARCHIVE_RETRIEVAL_SAMPLE)")
     access = sub.add_parser("access-log", help="every read of the archive: who, what, when, from where")
     access.add_argument("--since", type=parse_when_arg, help=SINCE_HELP)
+    access.add_argument("--until", type=parse_until_arg, help=UNTIL_HELP)
+    access.add_argument("--outcome", choices=("allowed", "refused"),
+                        help="only allowed reads, or only refused attempts")
+    access.add_argument("--limit", type=int, default=10000, help="at most this many entries, oldest first")
     access.add_argument("--json", action="store_true")
     tokens = sub.add_parser("tokens", help="API tokens for the send proxy, record API and auditors")
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)

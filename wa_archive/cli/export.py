@@ -45,7 +45,9 @@ async def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         store = open_store(settings)
         pool = await open_pool(settings)
         try:
-            await log_cli_access(pool, "export", {"phone": phone, "since": str(args.since), "until": str(args.until)})
+            await log_cli_access(pool, "export", {
+                "phone": phone, "since": args.since.isoformat() if args.since else None,
+                "until": args.until.isoformat() if args.until else None})
             written = await write_bundle(pool, store, ExportQuery(phone=phone, since=args.since, until=args.until),
                                          out, exported_by=f"{actor} (cli)", signer=signer,
                                          on_progress=show_progress)

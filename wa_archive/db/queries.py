@@ -404,3 +404,8 @@ async def list_failures(pool: asyncpg.Pool, limit: int = 1000) -> list[dict[str,
          "created_at": r["created_at"].isoformat(), "attempts": r["attempts"]}
         for r in rows
     ]
+
+
+async def message_exists(db: Executor, message_id: str) -> bool:
+    """Whether the archive holds a record of this message (disposed-of messages have none)."""
+    return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1)", message_id))

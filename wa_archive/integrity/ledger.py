@@ -73,9 +73,13 @@ def export_item_digest(item: dict[str, Any]) -> str:
 
 
 def access_digest(row: asyncpg.Record | dict[str, Any]) -> str:
-    return sha256_hex(canonical({"id": row["id"], "at": row["at"].astimezone(timezone.utc).isoformat(),
-                                 "actor": row["actor"], "role": row["role"], "action": row["action"],
-                                 "target": row["target"], "remote": row["remote_addr"]}))
+    fields = {"id": row["id"], "at": row["at"].astimezone(timezone.utc).isoformat(), "actor": row["actor"],
+              "role": row["role"], "action": row["action"], "target": row["target"], "remote": row["remote_addr"]}
+    # A refused attempt says so in its digest; an allowed read keeps the digest it had before the
+    # outcome column existed, so every leaf already in the ledger still matches its row.
+    if row.get("outcome", "allowed") != "allowed":
+        fields["outcome"] = row["outcome"]
+    return sha256_hex(canonical(fields))
 
 
 def status_digest(row: asyncpg.Record | dict[str, Any]) -> str:
