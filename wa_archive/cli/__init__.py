@@ -34,7 +34,7 @@ from wa_archive.cli.retention import COMMANDS as RETENTION_COMMANDS
 from wa_archive.cli.retention import add_parsers as add_retention_parsers
 from wa_archive.cli.support import add_json_options, log_cli_access, open_pool, parse_when_arg, with_dev_defaults
 from wa_archive.config import Settings, load_settings
-from wa_archive.errors import ConfigError, TokenError
+from wa_archive.errors import ConfigError, ConfigProblems, TokenError
 
 
 async def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -430,17 +430,41 @@ def _run_process(args: argparse.Namespace) -> int:
     configure_logging("INFO")  # until the settings are read: their errors are logged too
     log = structlog.get_logger("wa_archive.cli")
     try:
-        settings = load_settings()
+        settings = _process_settings(args.command)
         configure_logging(settings.log_level)
         return _event_loop_run(COMMANDS[args.command](settings, args))
     except ConfigError as exc:
-        log.error("configuration_error", error=str(exc))
+        log.error("configuration_error", error=str(exc),
+                  problems=exc.problems if isinstance(exc, ConfigProblems) else [str(exc)])
         return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - the process ends here; its traceback goes into the log line
         log.exception("process_failed", command=args.command, error=str(exc))
         return 1
+
+
+def _process_settings(command: str) -> Settings:
+    """The settings of a long-running command, its whole configuration checked before anything is
+    touched: one ConfigProblems names every invalid value and everything `worker` or `serve` lacks."""
+    from wa_archive.config import read_settings
+
+    settings, invalid = read_settings()
+    if command in ("worker", "serve"):
+        from wa_archive.devstack.preflight import check_configuration
+
+        check_configuration(settings, command, invalid)
+    elif invalid:
+        raise ConfigProblems(invalid)
+    return settings
+
+
+def _config_error_text(exc: ConfigError) -> str:
+    """One line for one problem; a header and one line per problem for several."""
+    problems = exc.problems if isinstance(exc, ConfigProblems) else [str(exc)]
+    if len(problems) == 1:
+        return f"wa-archive: configuration error: {problems[0]}"
+    return f"wa-archive: {len(problems)} configuration problems:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -457,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(settings.log_level)
         return _event_loop_run(COMMANDS[args.command](settings, args))
     except ConfigError as exc:
-        print(f"wa-archive: configuration error: {exc}", file=sys.stderr)
+        print(_config_error_text(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
