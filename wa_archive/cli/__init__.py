@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from wa_archive.cli.capture_health import COMMANDS as CAPTURE_HEALTH_COMMANDS
 from wa_archive.cli.capture_health import add_parsers as add_capture_health_parsers
@@ -324,10 +324,28 @@ def installed_version() -> str:
         return "unknown (not installed)"
 
 
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser that answers a mistyped command with the closest one ("did you mean search?")
+    instead of every command it knows; its subcommand parsers are of this class too."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if isinstance(action, argparse._SubParsersAction) and value not in action.choices:
+            import difflib
+
+            close = difflib.get_close_matches(str(value), list(action.choices), n=1)
+            hint = f"did you mean {close[0]}?" if close else f"`{self.prog} --help` lists them"
+            raise argparse.ArgumentError(action, f"unknown command {value!r}; {hint}")
+        super()._check_value(action, value)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wa-archive", description="WhatsApp compliance archive")
+    parser = CommandParser(prog="wa-archive", description="WhatsApp compliance archive")
     parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # A metavar: the usage line (printed with every error) names COMMAND, not all of them.
+    # Its parsers are CommandParsers (argparse's default class is the parent's); typed as the base for the
+    # add_parsers functions of the other CLI modules.
+    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
+               parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     sub.add_parser("dev", help="run the embedded stack (Temporal, PostgreSQL, worker, webhook)")
     sub.add_parser("worker", help="run a worker against the configured Temporal, Postgres and store")
     sub.add_parser("serve", help="run the webhook and health HTTP server")
