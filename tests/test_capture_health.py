@@ -104,7 +104,7 @@ def test_active_hours_count_only_the_weekly_windows_in_their_zone():
     ("SILENCE_ACTIVE_HOURS", "Mon-Fri 08:00-25:00 UTC", "is not a time of day"),
     ("SILENCE_ACTIVE_HOURS", "Mon-Fri 08:00-18:00 ../../etc/passwd", "is not a time zone name"),
     ("SILENCE_ALERT_MINUTES", "0", "greater than 0"),
-    ("SILENCE_ALERT_MINUTES", "soon", "valid number"),
+    ("SILENCE_ALERT_MINUTES", "soon", "must be a number greater than 0"),
     ("SILENCE_NUMBERS", "109327745812336,+44 20 7183", "neither a Meta phone_number_id"),
 ])
 def test_bad_configuration_is_refused_naming_the_variable(monkeypatch, variable, value, said):

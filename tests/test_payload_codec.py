@@ -164,11 +164,12 @@ def test_keys_generate_and_worker_and_serve_refuse_to_start_without_keys(tmp_pat
     for command in ("worker", "serve"):
         refused = _cli(command, env=env)
         assert refused.returncode == 2, (command, refused.stdout, refused.stderr)
-        # A long-running process's stderr is a log stream: the refusal is its one JSON line.
+        # A long-running process's stderr is a log stream: the refusal is its one JSON line, which
+        # names the missing keys among every other problem of the configuration.
         lines = [json.loads(line) for line in refused.stderr.strip().splitlines()]
-        assert [(e["event"], e["error"]) for e in lines] == [(
-            "configuration_error", "WA_ARCHIVE_PAYLOAD_KEYS or WA_ARCHIVE_PAYLOAD_KEYS_FILE is required"
-            " but not set (`wa-archive keys generate` prints a key)")], command
+        assert [e["event"] for e in lines] == ["configuration_error"], command
+        assert ("WA_ARCHIVE_PAYLOAD_KEYS or WA_ARCHIVE_PAYLOAD_KEYS_FILE is required but not set"
+                " (`wa-archive keys generate` prints a key)") in lines[0]["problems"], command
     refused = _cli("worker", env={**env, "WA_ARCHIVE_PAYLOAD_KEYS": "k1:not-a-key"})
     assert refused.returncode == 2 and "WA_ARCHIVE_PAYLOAD_KEYS: key 'k1' is not valid base64" in refused.stderr
 

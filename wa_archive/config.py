@@ -9,9 +9,10 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from wa_archive.config_messages import describe_error
 from wa_archive.contacts.feed_options import ConsentFeedOptions
 from wa_archive.contacts.keywords import keyword_matcher, parse_keywords
-from wa_archive.errors import ConfigError
+from wa_archive.errors import ConfigError, ConfigProblems
 from wa_archive.health.active_hours import ActiveHours, parse_active_hours
 from wa_archive.health.capture import listed_numbers
 from wa_archive.models import ArchiveOptions, OutboundOptions
@@ -221,8 +222,23 @@ class Settings(BaseSettings):
         parsed = urlparse(value)
         if parsed.scheme not in ("file", "s3"):
             raise ValueError("must start with file:// or s3://")
+        if parsed.scheme == "file" and (parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/")):
+            # file://relative/dir would be read as the host `relative` and the path /dir.
+            relative = (parsed.netloc + parsed.path).lstrip("/") if parsed.netloc else parsed.path
+            raise ValueError(f"{value!r} is not an absolute path: a file:// URL takes one after its two slashes,"
+                             f" e.g. file:///var/lib/wa-archive/objects (three slashes); {relative!r} from the"
+                             f" current directory is {(Path.cwd() / relative).as_uri()}")
         if parsed.scheme == "s3" and not parsed.netloc:
             raise ValueError("s3:// URL needs a bucket name, e.g. s3://my-archive/prefix")
+        return value
+
+    @field_validator("database_url", "migrate_database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        # The value is never repeated: it may hold a password.
+        if value is not None and urlparse(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a PostgreSQL URL such as postgresql://wa_archive_app:PASSWORD@db.example.com:5432"
+                             "/wa_archive (the value given does not start with postgresql://)")
         return value
 
     @field_validator("s3_object_lock_mode")
@@ -309,10 +325,29 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read settings, turning validation errors into one line naming the variable."""
+    """Read settings; every invalid value is named in one ConfigProblems (one line per problem)."""
+    settings, problems = read_settings(**overrides)
+    if problems:
+        raise ConfigProblems(problems)
+    return settings
+
+
+def read_settings(**overrides: object) -> tuple[Settings, list[str]]:
+    """The settings and every problem of their values, in our words. An invalid value is replaced by
+    its default in what is returned, so that a caller can go on to find the other problems of the
+    configuration (and must refuse to start while any is listed)."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides), []  # type: ignore[arg-type]
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "?"
-        raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {err['msg']}") from None
+        errors = exc.errors()
+    problems, invalid = [], {}
+    for error in errors:
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        field = Settings.model_fields.get(name)
+        problems.append(describe_error(f"{ENV_PREFIX}{name.upper()}", name, field, error))
+        if field is not None:
+            invalid[name] = field.get_default(call_default_factory=True)
+    try:
+        return Settings(**{**overrides, **invalid}), problems
+    except ValidationError:  # not expected: every default is valid
+        raise ConfigProblems(problems) from None

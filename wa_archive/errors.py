@@ -12,9 +12,11 @@
     │   ├── HoldError              a legal hold cannot be set or released as asked         NOT retryable
     │   └── ErasureError           an erasure request cannot be taken as given             NOT retryable
     ├── ConfigError                configuration missing or invalid; names the variable    NOT retryable
-    │   └── NoTrustAnchor          no ledger public key from outside what is checked       NOT retryable
+    │   ├── NoTrustAnchor          no ledger public key from outside what is checked       NOT retryable
+    │   └── ConfigProblems         every problem of a configuration at once, each named    NOT retryable
     ├── PlatformError              a service the archive runs on (Temporal, PostgreSQL)    retryable
     │   ├── TemporalConnectError   Temporal could not be reached or refused us             retryable
+    │   ├── DatabaseConnectError   PostgreSQL could not be reached or refused us           retryable
     │   ├── UnknownPayloadKey      a payload under a key id this process lacks             retryable
     │   └── MigrateAsAppRole       `migrate` connected as the application role             NOT retryable
     ├── SourceError                a message source (Graph API, WASender, a link) failed   retryable
@@ -35,7 +37,8 @@
         └── ExportError            an archived object no longer matches its hash           NOT retryable
 
 Refused input is also a ValueError (argparse type functions and pydantic validators expect one);
-TemporalConnectError and MigrateAsAppRole are also RuntimeErrors, which the CLI reports in one line.
+TemporalConnectError, DatabaseConnectError and MigrateAsAppRole are also RuntimeErrors, which the CLI
+reports in one line.
 
 Temporal matches a retry policy's non-retryable types against the exception's class name only, never
 its bases, so each class says `retryable` itself (inherited from its branch unless it overrides it)
@@ -123,6 +126,18 @@ class NoTrustAnchor(ConfigError):
     """No ledger public key was given from outside what is being verified."""
 
 
+class ConfigProblems(ConfigError):
+    """Every problem found in a configuration, so that one run names them all; `problems` holds one
+    sentence each, naming its variable and never a secret's value."""
+
+    def __init__(self, problems: list[str]) -> None:
+        message = problems[0] if len(problems) == 1 else (
+            f"{len(problems)} problems in the configuration: "
+            + "; ".join(f"({n}) {p}" for n, p in enumerate(problems, 1)))
+        super().__init__(message)
+        self.problems = list(problems)
+
+
 # The platform: Temporal and PostgreSQL, which the archive runs on rather than archives from.
 
 class PlatformError(ArchiveError):
@@ -132,6 +147,11 @@ class PlatformError(ArchiveError):
 class TemporalConnectError(PlatformError, RuntimeError):
     """Temporal could not be reached or refused us; says where and how it was tried, never a secret
     (TemporalConnection.connect_failure words the message)."""
+
+
+class DatabaseConnectError(PlatformError, RuntimeError):
+    """PostgreSQL could not be reached or refused us; names the host, port and variable, never the
+    password (devstack.runtime.connect_db words the message)."""
 
 
 class UnknownPayloadKey(PlatformError):

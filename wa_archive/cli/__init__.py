@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from wa_archive.cli.capture_health import COMMANDS as CAPTURE_HEALTH_COMMANDS
 from wa_archive.cli.capture_health import add_parsers as add_capture_health_parsers
@@ -44,7 +44,7 @@ from wa_archive.cli.support import (
     with_dev_defaults,
 )
 from wa_archive.config import Settings, load_settings
-from wa_archive.errors import ConfigError, TokenError
+from wa_archive.errors import ConfigError, ConfigProblems, TokenError
 
 
 async def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -346,10 +346,28 @@ def installed_version() -> str:
         return "unknown (not installed)"
 
 
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser that answers a mistyped command with the closest one ("did you mean search?")
+    instead of every command it knows; its subcommand parsers are of this class too."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if isinstance(action, argparse._SubParsersAction) and value not in action.choices:
+            import difflib
+
+            close = difflib.get_close_matches(str(value), list(action.choices), n=1)
+            hint = f"did you mean {close[0]}?" if close else f"`{self.prog} --help` lists them"
+            raise argparse.ArgumentError(action, f"unknown command {value!r}; {hint}")
+        super()._check_value(action, value)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wa-archive", description="WhatsApp compliance archive")
+    parser = CommandParser(prog="wa-archive", description="WhatsApp compliance archive")
     parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # A metavar: the usage line (printed with every error) names COMMAND, not all of them.
+    # Its parsers are CommandParsers (argparse's default class is the parent's); typed as the base for the
+    # add_parsers functions of the other CLI modules.
+    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
+               parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     sub.add_parser("dev", help="run the embedded stack (Temporal, PostgreSQL, worker, webhook)")
     sub.add_parser("worker", help="run a worker against the configured Temporal, Postgres and store")
     sub.add_parser("serve", help="run the webhook and health HTTP server")
@@ -456,17 +474,41 @@ def _run_process(args: argparse.Namespace) -> int:
     configure_logging("INFO")  # until the settings are read: their errors are logged too
     log = structlog.get_logger("wa_archive.cli")
     try:
-        settings = load_settings()
+        settings = _process_settings(args.command)
         configure_logging(settings.log_level)
         return _event_loop_run(COMMANDS[args.command](settings, args))
     except ConfigError as exc:
-        log.error("configuration_error", error=str(exc))
+        log.error("configuration_error", error=str(exc),
+                  problems=exc.problems if isinstance(exc, ConfigProblems) else [str(exc)])
         return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - the process ends here; its traceback goes into the log line
         log.exception("process_failed", command=args.command, error=str(exc))
         return 1
+
+
+def _process_settings(command: str) -> Settings:
+    """The settings of a long-running command, its whole configuration checked before anything is
+    touched: one ConfigProblems names every invalid value and everything `worker` or `serve` lacks."""
+    from wa_archive.config import read_settings
+
+    settings, invalid = read_settings()
+    if command in ("worker", "serve"):
+        from wa_archive.devstack.preflight import check_configuration
+
+        check_configuration(settings, command, invalid)
+    elif invalid:
+        raise ConfigProblems(invalid)
+    return settings
+
+
+def _config_error_text(exc: ConfigError) -> str:
+    """One line for one problem; a header and one line per problem for several."""
+    problems = exc.problems if isinstance(exc, ConfigProblems) else [str(exc)]
+    if len(problems) == 1:
+        return f"wa-archive: configuration error: {problems[0]}"
+    return f"wa-archive: {len(problems)} configuration problems:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -487,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(settings.log_level)
         return _event_loop_run(COMMANDS[args.command](settings, args))
     except ConfigError as exc:
-        print(f"wa-archive: configuration error: {exc}", file=sys.stderr)
+        print(_config_error_text(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

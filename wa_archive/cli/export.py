@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 from wa_archive.cli.integrity import require_public_key
 from wa_archive.cli.support import (
     cli_actor,
+    file_to_check,
     follow,
     log_cli_access,
     open_pool,
@@ -119,6 +120,8 @@ async def cmd_verify_export(settings: Settings, args: argparse.Namespace) -> int
 
     from wa_archive.discovery.export_verify import verify_bundle
 
+    if not file_to_check(args.bundle, "bundle"):
+        return 2
     key = require_public_key(settings, args.public_key)
     if key is None:
         return 2

@@ -6,7 +6,15 @@ import argparse
 import json
 import sys
 
-from wa_archive.cli.support import follow, log_cli_access, open_pool, print_json, show_progress, with_dev_defaults
+from wa_archive.cli.support import (
+    file_to_check,
+    follow,
+    log_cli_access,
+    open_pool,
+    print_json,
+    show_progress,
+    with_dev_defaults,
+)
 from wa_archive.config import Settings
 from wa_archive.errors import ConfigError
 
@@ -172,6 +180,8 @@ async def cmd_verify_receipt(settings: Settings, args: argparse.Namespace) -> in
 
     from wa_archive.integrity import ledger
 
+    if not file_to_check(args.file, "receipt"):
+        return 2
     key = require_public_key(settings, args.public_key)
     if key is None:
         return 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -145,3 +146,20 @@ async def follow(result: Awaitable[T], progress: Callable[[], Awaitable[dict[str
     return waiter.result()
 
 
+
+
+def file_to_check(path: str, what: str) -> bool:
+    """Whether `path` is a file a verify command can read; otherwise says what is wrong with the path
+    itself (exit status 2), so that a typo is never reported as a failed verification."""
+    from pathlib import Path
+
+    given = Path(path)
+    if not given.exists():
+        print(f"wa-archive: {path} does not exist (no such file): check the path of the {what}", file=sys.stderr)
+    elif given.is_dir():
+        print(f"wa-archive: {path} is a folder, not a {what} file", file=sys.stderr)
+    elif not os.access(given, os.R_OK):
+        print(f"wa-archive: {path}: not readable by this user", file=sys.stderr)
+    else:
+        return True
+    return False

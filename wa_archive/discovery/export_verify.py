@@ -88,7 +88,10 @@ def _files_against_manifest(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any
     for name in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"{name}: appears more than once in the ZIP")
     present = set(names) - _UNLISTED
+    folders = _folders_of(listed)
     for extra in sorted(present - set(listed)):
+        if extra in folders and _is_empty_folder_entry(zf.getinfo(extra)):
+            continue  # `zip -r` records each folder of the bundle as an entry of its own
         problems.append(f"{extra}: not listed in the manifest")
     for name, entry in sorted(listed.items()):
         if name not in present:
@@ -106,6 +109,22 @@ def _files_against_manifest(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any
         if hasher.hexdigest() != entry.get("sha256") or size != entry.get("size"):
             problems.append(f"{name}: SHA-256 {hasher.hexdigest()} does not match the manifest")
     return problems
+
+
+def _folders_of(listed: dict[str, dict[str, Any]]) -> set[str]:
+    """Every folder that holds a listed file, as a ZIP names a folder entry (`media/`, `ledger/checkpoints/`).
+    Only these may appear unlisted: an extra folder name, or one with `..` in it, is still refused."""
+    folders: set[str] = set()
+    for name in listed:
+        parts = name.split("/")[:-1]
+        folders.update("/".join(parts[:n]) + "/" for n in range(1, len(parts) + 1))
+    return folders
+
+
+def _is_empty_folder_entry(info: zipfile.ZipInfo) -> bool:
+    """A folder entry carries no content: a name ending in `/` and not one byte, stored or compressed."""
+    empty_stream = 2 if info.compress_type == zipfile.ZIP_DEFLATED else 0  # deflate's end block alone is 2 bytes
+    return info.is_dir() and info.file_size == 0 and info.compress_size <= empty_stream
 
 
 def _read_json(zf: zipfile.ZipFile, name: str) -> Any:

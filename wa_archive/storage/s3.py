@@ -386,7 +386,10 @@ class S3Store:
         try:
             await s3.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"bucket {self.bucket} is not reachable: {exc}") from exc
+            where = (f"at {self._endpoint_url} (from WA_ARCHIVE_S3_ENDPOINT_URL)" if self._endpoint_url
+                     else "on AWS (no WA_ARCHIVE_S3_ENDPOINT_URL)")
+            raise StorageError(f"bucket {self.bucket} of WA_ARCHIVE_STORAGE_URL {where} is not reachable: {exc}"
+                               ) from exc
 
     async def close(self) -> None:
         await self._stack.aclose()

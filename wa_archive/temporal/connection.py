@@ -42,6 +42,7 @@ class TemporalConnection:
     api_key: str | None = field(default=None, repr=False)
     rpc_metadata: Mapping[str, str] = field(default_factory=dict, repr=False)
     origin: str = "WA_ARCHIVE_TEMPORAL_* settings"
+    address_source: str = "WA_ARCHIVE_TEMPORAL_ADDRESS"  # the variable (or profile entry) that named the address
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `temporalio.client.Client.connect` (everything but the converter)."""
@@ -67,9 +68,10 @@ class TemporalConnection:
         detail = str(cause)
         if self.api_key:
             detail = detail.replace(self.api_key, "***")
-        hint = _hint(detail, d)
-        return TemporalConnectError(f"cannot connect to Temporal at {d['address']} (namespace {d['namespace']};"
-                                    f" {how}; from {d['config']}): {hint + ' | ' if hint else ''}{detail}")
+        # In our words when the cause is known; the transport's own text only when it is not.
+        said = _hint(detail, d) or f"the client said: {detail}"
+        return TemporalConnectError(f"cannot connect to Temporal at {d['address']} (set by {self.address_source};"
+                                    f" namespace {d['namespace']}; {how}; from {d['config']}): {said}")
 
 
 def _hint(detail: str, d: dict[str, Any]) -> str:
@@ -288,4 +290,4 @@ def resolve_connection(settings: Settings, env: Mapping[str, str] | None = None)
     origin = "WA_ARCHIVE_TEMPORAL_* and TEMPORAL_* variables" + (f", {p.origin}" if p.file is not None else "")
     return TemporalConnection(address=address.value, namespace=namespace, tls=tls_config,
                               api_key=api_key.value if api_key else None,
-                              rpc_metadata=dict(prof.grpc_meta), origin=origin)
+                              rpc_metadata=dict(prof.grpc_meta), origin=origin, address_source=address.source)
