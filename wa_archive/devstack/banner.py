@@ -86,14 +86,14 @@ def banner(state: dict[str, Any], data_dir: Path, secrets_file: Path, names: dic
         f"  {cli} search --json",
         "",
         "A token for each role (printed once by the command: keep it; `tokens revoke NAME` ends it):",
-        f"  # auditor: search, read, export and prove at {base}/ui/ (open it, paste the token to sign in)"
-        f" and {base}/api/v1/",
+        f"  # auditor: search, read, download receipts and exports, read the access log at {base}/ui/"
+        f" (open it, paste the token to sign in) and {base}/api/v1/",
         f"  {cli} tokens create --role auditor --name {names['auditor']}",
         f"  # sender: the send proxy at {base}/graph/<phone-number-id>/messages and POST {base}/api/v1/outbound",
         f"  {cli} tokens create --role sender --name {names['sender']}",
         f"  # operator: the failures page at {base}/ui/failures and decoding payloads in the Temporal UI",
         f"  {cli} tokens create --role operator --name {names['operator']}",
-        f"  # admin: every page and API call, the access log at {base}/ui/access-log included",
+        f"  # admin: every page and API call, tokens and policies included",
         f"  {cli} tokens create --role admin --name {names['admin']}",
         "",
     ]
