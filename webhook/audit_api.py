@@ -151,6 +151,15 @@ async def _export_state(request: web.Request, export_id: str) -> str | web.Respo
     return _EXPORT_STATUS.get(status, status.lower())
 
 
+async def _export_and_state(request: web.Request) -> tuple[str, str] | web.Response:
+    """The path's export id and its state, or the answer when the id is malformed or Temporal cannot say."""
+    export_id = _export_id(request)
+    if export_id is None:
+        return json_error(404, "no export with that id (export ids are 32 hexadecimal characters)")
+    state = await _export_state(request, export_id)
+    return state if isinstance(state, web.Response) else (export_id, state)
+
+
 async def _finished(request: web.Request, export_id: str) -> ExportOutput:
     return await export_jobs.export_result(deps_of(request).client, export_id)
 
@@ -158,12 +167,10 @@ async def _finished(request: web.Request, export_id: str) -> ExportOutput:
 @require(*READERS, pool_of=pool_of)
 async def export_status(request: web.Request) -> web.Response:
     """GET /api/v1/exports/{export_id}: running, completed (with what the bundle holds) or how it ended."""
-    export_id = _export_id(request)
-    if export_id is None:
-        return json_error(404, "no export with that id (export ids are 32 hexadecimal characters)")
-    state = await _export_state(request, export_id)
-    if isinstance(state, web.Response):
-        return state
+    found = await _export_and_state(request)
+    if isinstance(found, web.Response):
+        return found
+    export_id, state = found
     shown: dict[str, Any] = {"export_id": export_id, "status": state, **_export_links(export_id)}
     if state == "completed":
         # The counts and the hash say what the archive holds: a read like any other.
@@ -176,12 +183,10 @@ async def export_status(request: web.Request) -> web.Response:
 @require(*READERS, pool_of=pool_of)
 async def export_bundle(request: web.Request) -> web.StreamResponse:
     """GET /api/v1/exports/{export_id}/bundle: the ZIP, streamed; 409 while it is still being written."""
-    export_id = _export_id(request)
-    if export_id is None:
-        return json_error(404, "no export with that id (export ids are 32 hexadecimal characters)")
-    state = await _export_state(request, export_id)
-    if isinstance(state, web.Response):
-        return state
+    found = await _export_and_state(request)
+    if isinstance(found, web.Response):
+        return found
+    export_id, state = found
     if state != "completed":
         message = f"the export is {state.replace('_', ' ')}; there is no bundle to download"
         return web.json_response({"error": message + (" yet" if state == "running" else ""), "status": state},

@@ -93,7 +93,7 @@ def banner(state: dict[str, Any], data_dir: Path, secrets_file: Path, names: dic
         f"  {cli} tokens create --role sender --name {names['sender']}",
         f"  # operator: the failures page at {base}/ui/failures and decoding payloads in the Temporal UI",
         f"  {cli} tokens create --role operator --name {names['operator']}",
-        f"  # admin: every page and API call, tokens and policies included",
+        "  # admin: every page and API call, tokens and policies included",
         f"  {cli} tokens create --role admin --name {names['admin']}",
         "",
     ]
