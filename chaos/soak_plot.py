@@ -47,7 +47,8 @@ def write_png(results: dict[str, Any], path: Path) -> Path:
         else:
             lines = {metric: ("connections", [s[metric] for s in samples])}
         for series, (label, values) in lines.items():
-            verdict = verdicts.get(series, {}).get("verdict", "not judged")
+            judged = verdicts.get(series, {})
+            verdict = judged.get("verdict", "not judged") + ("" if judged.get("counted", True) else ", not counted")
             ax.plot(minutes, [float("nan") if v is None else v for v in values], marker=".",
                     label=f"{label} ({verdict})")
         ax.set_title(title)

@@ -3,6 +3,7 @@ series: pure units, no stack."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -177,3 +178,19 @@ def test_temporal_gauges_take_the_process_value_from_its_services_lines():
                                      "mutable_state_cache_size": 512.0}
     assert temporal_gauges("") == dict.fromkeys(("heap_inuse_mib", "goroutines", "mutable_state_cache",
                                                  "mutable_state_cache_size"))
+
+
+def test_a_finished_report_is_judged_again_by_todays_rules(tmp_path):
+    from chaos.soak import NOT_COUNTED, rejudge
+
+    finished = report(synthetic_samples())
+    for verdict in finished["verdicts"].values():  # as an older version might have judged it
+        verdict.update(verdict="growing", counted=True)
+    finished["flat"] = finished["passed"] = False
+    path = tmp_path / "soak.json"
+    path.write_text(json.dumps(finished))
+    again = rejudge(path)
+    assert again["flat"] and again["passed"]
+    assert again["samples"] == finished["samples"] and again["verification"] == finished["verification"]
+    assert again["verdicts"]["pss_mib.worker-1"]["counted"] is False and "pss_mib.worker-1" in NOT_COUNTED
+    assert again["verdicts"]["pss_mib.postgres"]["counted"] is True  # a group of processes: PSS counts it once
