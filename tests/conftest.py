@@ -202,6 +202,7 @@ async def clean_db(pool: asyncpg.Pool, admin_pool: asyncpg.Pool) -> asyncpg.Pool
             " contacts, contact_links, contact_sightings, consent_entries, message_consent CASCADE"
         )
         await conn.execute("TRUNCATE delivery_handoffs, redrive_runs")
+        await conn.execute("TRUNCATE ledger_candidates")
         await conn.execute("UPDATE ledger_head SET size = 0")
     return pool
 
