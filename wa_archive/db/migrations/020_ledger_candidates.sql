@@ -51,6 +51,17 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION ledger_append(text, text, text) FROM PUBLIC;
 
+-- The head now moves by a batch at a time (009 allowed one leaf): it still only grows, and only over
+-- leaves that are there, each number once, so it can neither leave a gap nor fall back over leaves.
+CREATE OR REPLACE FUNCTION ledger_head_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' OR NEW.id <> OLD.id OR NEW.size <= OLD.size
+       OR (SELECT count(*) FROM ledger_leaves WHERE seq >= OLD.size AND seq < NEW.size) <> NEW.size - OLD.size THEN
+        RAISE EXCEPTION 'ledger_head only grows over the leaves written after it: % refused', TG_OP;
+    END IF;
+    RETURN NEW;
+END $$;
+
 -- Integrates up to p_max committed candidates, oldest id first: numbers them after the head
 -- without gaps, writes their leaves (appended_at: when the record was written), moves the head and
 -- removes them, all in the caller's transaction. One run at a time: the advisory lock serialises
@@ -61,6 +72,7 @@ CREATE FUNCTION ledger_integrate(p_max integer) RETURNS TABLE (seq bigint, waite
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
     head bigint;
+    taken bigint;
 BEGIN
     IF p_max IS NULL OR p_max < 1 THEN
         RAISE EXCEPTION 'ledger_integrate: the batch size must be at least 1';
@@ -82,8 +94,10 @@ BEGIN
     )
     SELECT w.seq, extract(epoch FROM clock_timestamp() - w.appended_at)::double precision FROM written w
     ORDER BY w.seq;
-    UPDATE ledger_head h SET size = h.size + (SELECT count(*) FROM ledger_leaves l WHERE l.seq >= head)
-     WHERE h.id = 1;
+    SELECT count(*) INTO taken FROM ledger_leaves l WHERE l.seq >= head;
+    IF taken > 0 THEN
+        UPDATE ledger_head h SET size = h.size + taken WHERE h.id = 1;
+    END IF;
     PERFORM set_config('wa_archive.integrating', '', true);
 END $$;
 REVOKE ALL ON FUNCTION ledger_integrate(integer) FROM PUBLIC;
