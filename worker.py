@@ -43,6 +43,7 @@ from workflows.disposition import Disposition
 from workflows.export_bundle import ExportBundle
 from workflows.ingest_delivery import IngestDelivery
 from workflows.ledger_checkpoint import LedgerCheckpoint
+from workflows.ledger_integrate import LedgerIntegrate
 from workflows.outbound_message import OutboundMessage
 from workflows.reconciliation import Reconciliation
 from workflows.redrive import Redrive
@@ -91,6 +92,8 @@ def build_worker(
                     retrieval.save_retrieval_report, ledger_acts.write_checkpoint,
                     disposition.prepare_disposition, disposition.dispose_batch, disposition.settle_erasures,
                     reconcile.reconcile_day, capture_health.check_capture_health, redrive.redrive_deliveries]
+    workflows.append(LedgerIntegrate)  # batched sequencing of the ledger
+    activities.append(ledger_acts.integrate_ledger)
     register_types(workflows, activities)  # the SDK metrics' type labels take only these values
     return Worker(
         client,

@@ -1,11 +1,12 @@
-"""write_checkpoint: sign the ledger's current tree head and keep it write-once in the store."""
+"""write_checkpoint: sign the ledger's current tree head and keep it write-once in the store;
+integrate_ledger: number the leaf candidates written since the last run into the log."""
 
 import asyncpg
 import structlog
 from temporalio import activity
 
-from wa_archive.integrity import ledger
-from wa_archive.names import WRITE_CHECKPOINT
+from wa_archive.integrity import ledger, sequencing
+from wa_archive.names import INTEGRATE_LEDGER, WRITE_CHECKPOINT
 from wa_archive.storage import ObjectStore
 
 log = structlog.get_logger("wa_archive.ledger")
@@ -24,3 +25,8 @@ class LedgerActivities:
         if written:
             log.info("ledger_checkpoint", tree_size=written["tree_size"], root=written["root_hash"])
         return written["tree_size"] if written else 0
+
+    @activity.defn(name=INTEGRATE_LEDGER)
+    async def integrate_ledger(self) -> int:
+        """How many leaves this run integrated (0 when no candidate was waiting)."""
+        return await sequencing.integrate(self.pool)

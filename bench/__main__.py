@@ -30,6 +30,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench import codec, report, stored, throughput
 from bench import consent as consent_bench
+from bench import ledger as ledger_bench
 from bench import reconciliation as reconciliation_bench
 from bench import search as search_bench
 from bench.measure import rss_kib
@@ -51,7 +52,7 @@ from wa_archive.temporal.codec import encrypted_data_converter, generate_key_lin
 SECRET, TOKEN = "bench-secret", "bench-token"
 RESULTS = Path(__file__).parent / "results"
 ALL = ("ingest", "end_to_end", "payload_codec", "outbound", "search", "verify_full", "disposition",
-       "encrypted_media", "large_file", "reconciliation", "consent")
+       "encrypted_media", "large_file", "reconciliation", "consent", "ledger")
 # How the bench starts each process: the archive's own entry points (the codec on, as deployed), or
 # through bench/plaintext.py for the plaintext baseline.
 ENTRY = {"serve": ["wa_archive.cli", "serve"], "worker": ["wa_archive.cli", "worker"], "floor": ["bench.floor"]}
@@ -282,7 +283,8 @@ async def main() -> None:
                          ("encrypted_media", lambda: stored.encrypted_media(bench)),
                          ("large_file", bench.large_file),
                          ("reconciliation", lambda: reconciliation_bench.reconcile(bench)),
-                         ("consent", lambda: consent_bench.consent(bench))):
+                         ("consent", lambda: consent_bench.consent(bench)),
+                         ("ledger", lambda: ledger_bench.ledger_appends(bench))):
             if name not in chosen:
                 continue
             print(f"running {name} ...", flush=True)

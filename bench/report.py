@@ -10,6 +10,7 @@ def print_tables(results: dict) -> None:
     sp, sf = results["search"]["phone_30d"], results["search"]["full_text"]
     v, dp, em = results["verify_full"], results["disposition"], results["encrypted_media"]
     rc, cs = results["reconciliation"], results["consent"]
+    lg = results["ledger"]
     rows = [
         ("ingest vs raw start_workflow", f"{i['webhook_per_s']}/s vs {i['raw_start_per_s']}/s", i["ratio"], ">= 0.8"),
         ("ingest p50 / p99 at 100 req/s", f"{i['p50_ms_at_100rps']} / {i['p99_ms_at_100rps']} ms"
@@ -37,6 +38,10 @@ def print_tables(results: dict) -> None:
          "(report)"),
         ("send-time consent vs PK read p50", f"{cs['state_at_p50_ms']} vs {cs['pk_read_p50_ms']} ms",
          cs["state_at_ratio_p50"], "(report)"),
+        ("ledger appends, 32 writers vs INSERT", f"{lg['ledger_append_per_s']}/s vs {lg['plain_insert_per_s']}/s",
+         lg["ratio"], ">= 0.8"),
+        ("integration lag p99 / interval", f"{lg['lag_p99_s']} s / {lg['interval_s']} s", lg["lag_p99_over_interval"],
+         "<= 2"),
     ]
     print(f"\n{'measure':<34} {'measured':<28} {'ratio':<8} target")
     for row in rows:

@@ -37,6 +37,7 @@ from wa_archive.devstack.embedded import APP_ROLE, DATABASE, TemporalDevServer, 
 from wa_archive.sources.meta.fake_graph import FakeGraph
 from wa_archive.temporal.client import data_converter
 from wa_archive.temporal.codec import generate_key_line
+from wa_archive.temporal.schedules import apply_schedules
 
 REPO = Path(__file__).resolve().parent.parent
 APP_SECRET, VERIFY_TOKEN, ACCESS_TOKEN = "chaos-app-secret", "chaos-verify-token", "chaos-access-token"
@@ -265,6 +266,9 @@ class ChaosStack:
         for name in ("webhook-1", "webhook-2"):
             self._spawn(name)
         await asyncio.gather(*(self._wait_ready(name) for name in (*self.metrics_ports, *self.webhook_ports)))
+        # As an operator's `wa-archive schedules apply` does: the ledger's integrator, the checkpoint, the
+        # re-drive and the rest run on the stack's own Temporal, as in production.
+        await apply_schedules(self.client, self.settings())
 
     def _mount_store(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ from wa_archive.devstack.embedded import (
     free_port,
     temporal_binary,
 )
+from wa_archive.integrity import sequencing
 from wa_archive.names import SEARCH_ATTRIBUTES
 from wa_archive.sources.meta.fake_graph import FakeGraph
 from wa_archive.sources.signature import meta_signature
@@ -202,6 +203,7 @@ async def clean_db(pool: asyncpg.Pool, admin_pool: asyncpg.Pool) -> asyncpg.Pool
             " contacts, contact_links, contact_sightings, consent_entries, message_consent CASCADE"
         )
         await conn.execute("TRUNCATE delivery_handoffs, redrive_runs")
+        await conn.execute("TRUNCATE ledger_candidates")
         await conn.execute("UPDATE ledger_head SET size = 0")
     return pool
 
@@ -284,7 +286,11 @@ class Stack:
             return resp.status, await resp.json(content_type=None)
 
     async def wait_for_message(self, message_id: str, timeout: float = 60) -> dict:
-        return await wait_for_archived(self.pool, message_id, timeout)
+        """The message's record once written, with its ledger leaf numbered: the stack runs no integrator
+        Schedule, so this does what it does within WA_ARCHIVE_LEDGER_INTEGRATE_EVERY in a deployment."""
+        record = await wait_for_archived(self.pool, message_id, timeout)
+        await sequencing.integrate(self.pool)
+        return record
 
     async def wait_for_failure(self, message_id: str, timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout

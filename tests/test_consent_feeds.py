@@ -16,6 +16,7 @@ import pytest
 from tests.test_wasender import SECRET, post, upsert
 from wa_archive.config import load_settings
 from wa_archive.errors import ConfigError
+from wa_archive.integrity import sequencing
 from wa_archive.sources.meta.samples import (
     BUSINESS,
     WABA_ID,
@@ -60,6 +61,7 @@ async def wait_for_entries(pool, phone: str, count: int, timeout: float = 60) ->
 
 
 async def leaf_of(pool, entry_id: int):
+    await sequencing.integrate(pool)  # what the integrator's Schedule does within a second
     return await pool.fetchrow("SELECT * FROM ledger_leaves WHERE kind = 'consent' AND record_id = $1",
                                str(entry_id))
 
@@ -93,6 +95,7 @@ async def test_a_user_preferences_stop_then_resume_each_make_one_entry_and_a_red
     as_text = stop.replace(b'"timestamp": 1767225600', b'"timestamp": "1767225600"')
     assert as_text != stop and (await stack.post(as_text))[0] == 200
     assert len(await entries(stack.pool, phone)) == 2
+    await sequencing.integrate(stack.pool)  # what the integrator's Schedule does within a second
     assert await stack.pool.fetchval("SELECT count(*) FROM ledger_leaves WHERE kind = 'consent'") == 2
 
 

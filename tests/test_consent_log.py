@@ -19,7 +19,7 @@ from tests.test_outbound import PNID, _proxy, status_body
 from tests.test_retention import _dispose
 from wa_archive.contacts import views
 from wa_archive.contacts.consent import ConsentEvidence, record_entry, state_at
-from wa_archive.integrity import ledger, verification
+from wa_archive.integrity import ledger, sequencing, verification
 from wa_archive.sources.meta.samples import WABA_ID
 
 OTHER_PNID = "200000000000001"
@@ -50,6 +50,7 @@ async def test_recording_the_same_evidence_twice_is_one_entry_with_one_leaf(clea
     again, new_again = await _record(clean_db, ev.model_copy())
     assert (new, again, new_again) == (True, first, False)
     assert await clean_db.fetchval("SELECT count(*) FROM consent_entries WHERE dedupe_key = $1", ev.dedupe_key) == 1
+    await sequencing.integrate(clean_db)  # what the integrator's Schedule does within a second
     assert await clean_db.fetchval("SELECT count(*) FROM ledger_leaves WHERE kind = 'consent'"
                                    " AND record_id = $1", str(first)) == 1
     row = await clean_db.fetchrow("SELECT * FROM consent_entries WHERE id = $1", first)

@@ -37,10 +37,9 @@ async def _seed(admin_pool: asyncpg.Pool, *, retained: bool = True) -> str:
         await conn.execute(
             "INSERT INTO media (message_id, position, media_id, kind, status, storage_key, sha256, retain_until)"
             f" VALUES ($1, 0, '1', 'image', 'archived', 'k', 'ab', {until})", mid)
-        await conn.execute(
-            "WITH head AS (UPDATE ledger_head SET size = size + 1 WHERE id = 1 RETURNING size - 1 AS seq)"
-            " INSERT INTO ledger_leaves (seq, kind, record_id, digest, leaf_hash)"
-            " SELECT seq, 'message', $1, 'd', '\\x00' FROM head", mid)
+        await conn.execute("INSERT INTO ledger_leaves (seq, kind, record_id, digest, leaf_hash)"
+                           " SELECT size, 'message', $1, 'd', '\\x00' FROM ledger_head", mid)
+        await conn.execute("UPDATE ledger_head SET size = size + 1")
         await conn.execute("INSERT INTO access_log (actor, role, action, target) VALUES ('a', 'auditor', 'view', '{}')")
     return mid
 
@@ -104,7 +103,7 @@ async def test_the_application_role_owns_nothing_and_holds_no_power(clean_db, ad
                             ("deliveries", {"SELECT", "INSERT"}), ("status_events", {"SELECT", "INSERT"}),
                             ("dispositions", {"SELECT"}), ("archive_failures", {"SELECT", "INSERT"}),
                             ("archive_attempts", {"SELECT", "INSERT"}), ("ledger_leaves", {"SELECT"}),
-                            ("ledger_head", {"SELECT"})):
+                            ("ledger_head", {"SELECT"}), ("ledger_candidates", {"SELECT"})):
         granted = {p for p in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
                    if await admin_pool.fetchval("SELECT has_table_privilege($1, $2, $3)", APP_ROLE, table, p)}
         assert granted == expected, table
@@ -115,7 +114,8 @@ async def test_the_application_role_owns_nothing_and_holds_no_power(clean_db, ad
 
 async def test_the_application_role_appends_to_the_ledger_only_through_the_owners_function(clean_db, admin_pool):
     """A leaf at a number the head did not give out jams every later append; a head moved without
-    its leaf leaves a gap. The application writes neither table: ledger_append() does both at once."""
+    its leaf leaves a gap. The application writes neither table: ledger_append() adds a candidate the
+    owner hashes, and ledger_integrate() numbers candidates and moves the head at once."""
     pool = clean_db
     for sql in ("INSERT INTO ledger_leaves (seq, kind, record_id, digest, leaf_hash)"
                 " VALUES ((SELECT size FROM ledger_head), 'message', 'wamid.squat', 'd', '\\x00')",
@@ -126,8 +126,9 @@ async def test_the_application_role_appends_to_the_ledger_only_through_the_owner
         with pytest.raises(REFUSED):
             await pool.execute(sql)
     async with pool.acquire() as conn, conn.transaction():
-        assert await ledger.append(conn, "access", "1", "a" * 64) == 0
-        assert await ledger.append(conn, "message", "wamid.é", "b" * 64) == 1
+        first = await ledger.append(conn, "access", "1", "a" * 64)
+        assert await ledger.append(conn, "message", "wamid.é", "b" * 64) > first  # candidate ids
+    assert [r["seq"] for r in await pool.fetch("SELECT * FROM ledger_integrate(10)")] == [0, 1]
     with pytest.raises(asyncpg.RaiseError, match="not a kind"):
         await pool.execute("SELECT ledger_append('forged', 'x', 'd')")
     with pytest.raises(asyncpg.RaiseError, match="required"):

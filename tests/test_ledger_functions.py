@@ -50,8 +50,9 @@ async def test_a_session_setting_of_the_application_role_cannot_stop_ledger_appe
             await conn.execute("ALTER ROLE CURRENT_USER RESET standard_conforming_strings")
         await conn.execute("SET standard_conforming_strings = off")
         async with conn.transaction():
-            seq = await conn.fetchval("SELECT ledger_append('access', 'probe', 'digest')")
-            stored = bytes(await conn.fetchval("SELECT leaf_hash FROM ledger_leaves WHERE seq = $1", seq))
+            await conn.fetchval("SELECT ledger_append('access', 'probe', 'digest')")
+        (seq,) = [r["seq"] for r in await conn.fetch("SELECT seq FROM ledger_integrate(10)")]
+        stored = bytes(await conn.fetchval("SELECT leaf_hash FROM ledger_leaves WHERE seq = $1", seq))
     finally:
         await conn.close()
     assert stored == merkle.leaf_hash(ledger.leaf_bytes("access", "probe", "digest"))

@@ -132,6 +132,8 @@ async def test_database_gauges_follow_the_archive(metered, admin_pool):
     assert math.isnan(value(samples, "wa_archive_ledger_checkpoint_age_seconds"))  # never signed
     assert value(samples, "wa_archive_ledger_unsigned_age_seconds") >= 0
     assert value(samples, "wa_archive_ledger_checkpoint_interval_seconds") == stack.settings.ledger_checkpoint_every
+    assert value(samples, "wa_archive_ledger_integrate_interval_seconds") == stack.settings.ledger_integrate_every
+    assert value(samples, "wa_archive_ledger_pending_age_seconds") >= 0
     assert value(samples, "wa_archive_deliveries_awaiting_handoff") == 0
 
     # A checkpoint covers every leaf; a delivery stored 20 minutes ago whose message never got a record;

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import LEDGER_KEY
 from wa_archive.archive.keys import safe_id
-from wa_archive.integrity import ledger, merkle
+from wa_archive.integrity import ledger, merkle, sequencing
 from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
 
@@ -320,6 +320,7 @@ async def test_cli_failures_and_access_log_leave_their_own_access_log_rows(stack
     assert rows["access-log"]["target"] == {"since": "2026-01-01T00:00:00+00:00"}
     # The reading of the log is in the log it printed, and both reads are in the ledger.
     assert "access-log" in [e["action"] for e in json.loads(listed.stdout)]
+    await sequencing.integrate(stack.pool)  # what the integrator's Schedule does within a second
     leaves = {r["record_id"] for r in await stack.pool.fetch(
         "SELECT record_id FROM ledger_leaves WHERE kind = 'access'")}
     assert {str(r["id"]) for r in rows.values()} <= leaves

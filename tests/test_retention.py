@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import until_past
 from wa_archive.errors import RetentionActive
-from wa_archive.integrity import ledger, verification
+from wa_archive.integrity import ledger, sequencing, verification
 from wa_archive.models import DispositionInput, DispositionReport
 from wa_archive.retention import policies as retention
 from wa_archive.retention.disposition import Disposer
@@ -151,6 +151,7 @@ async def test_retention_hold_and_disposition(stack_factory, storage_backend, da
     assert record["reason"] == "retention_expired" and record["policy_id"] == json.loads(set_short.stdout)["policy"]["id"]
     assert record["record"]["media"][0]["sha256"] == due["media"][0]["sha256"]
     assert "447700900001" not in json.dumps(record["record"])  # hashes, never the phone
+    await sequencing.integrate(stack.pool)  # what the integrator's Schedule does within a second
     leaf = await stack.pool.fetchrow("SELECT * FROM ledger_leaves WHERE kind = 'disposition'")
     assert leaf["record_id"] == str(record["id"]) and leaf["digest"] == ledger.disposition_digest(record)
     assert await verification.verify_log(stack.pool, None) == []  # the removal is accounted for in the ledger

@@ -26,6 +26,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from wa_archive.db import queries
+from wa_archive.integrity import sequencing
 from wa_archive.models import ArchiveRequest, Contact
 from wa_archive.sources.meta.samples import BUSINESS, dumps, envelope, message
 from wa_archive.temporal.codec import WORKFLOW_ID_METADATA
@@ -184,6 +185,7 @@ async def closed(handle, timeout: float = 30) -> WorkflowExecutionStatus:
 
 
 async def ledger_entries(stack, message_id: str) -> int:
+    await sequencing.integrate(stack.pool)  # what the integrator's Schedule does within a second
     return await stack.pool.fetchval(
         "SELECT count(*) FROM ledger_leaves WHERE kind = 'message' AND record_id = $1", message_id)
 

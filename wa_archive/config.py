@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     redrive_cron: str = "* * * * *"
     redrive_grace_seconds: float = Field(default=120.0, ge=0)
     redrive_batch: int = Field(default=200, ge=1, le=10_000)
+    # The ledger's integrator (wa_archive/integrity/sequencing.py): records add leaf candidates without a
+    # shared lock, and a Temporal Schedule numbers them into the log every this many seconds. Receipts for
+    # a record not yet integrated ask the caller to come back after it; `verify` names candidates left
+    # waiting longer than sequencing.pending_bound() of it.
+    ledger_integrate_every: float = Field(default=1.0, ge=1)
 
     @field_validator("consent_keywords")
     @classmethod

@@ -30,6 +30,7 @@
     ├── StorageError               the object store failed; nothing was committed          retryable
     │   ├── StorageConflict        different bytes already stored under the key            NOT retryable
     │   └── RetentionActive        an object still under retention or legal hold           NOT retryable
+    ├── LedgerPending              a record's ledger leaf awaits its number: ask again     retryable
     └── IntegrityError             bytes do not match the hash recorded for them           retryable
         ├── MediaHashMismatch      a download differs from its declared SHA-256 or MAC     retryable
         ├── UnverifiedMessage      a message to record is not what the archive stored      NOT retryable
@@ -225,6 +226,17 @@ class RetentionActive(StorageError):
     """Removal refused: the object is within its retention period or on legal hold."""
 
     retryable = False
+
+
+# The ledger: a record's leaf is numbered by the integrator, a moment after the record is written.
+
+class LedgerPending(ArchiveError):
+    """The record's ledger leaf is written (durable with the record) but not yet numbered, so no
+    receipt can prove it yet; the integrator numbers it within `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 # Integrity: bytes checked against the hash recorded for them.

@@ -53,3 +53,7 @@ CAPTURE_HEALTH_SCHEDULE_ID = "wa-archive-capture-health"
 # The self-healing intake: deliveries stored but never handed to Temporal, handed over on a Schedule.
 REDRIVE_DELIVERIES = "redrive_deliveries"
 REDRIVE_SCHEDULE_ID = "wa-archive-redrive"
+
+# Batched sequencing of the ledger: the integrator numbers leaf candidates into the log on a Schedule.
+INTEGRATE_LEDGER = "integrate_ledger"
+LEDGER_INTEGRATE_SCHEDULE_ID = "wa-archive-ledger-integrate"

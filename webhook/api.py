@@ -96,7 +96,7 @@ async def reconciliation_report(request: web.Request) -> web.Response:
     """GET /api/v1/reconciliation?date=YYYY-MM-DD: that UTC day's latest report, with its ledger receipt
     and earlier versions; without a date, every reconciled day's latest status."""
     from wa_archive.db import reconciliation as reports
-    from wa_archive.integrity.reconciliation import parse_day, receipt, report_json
+    from wa_archive.integrity.reconciliation import parse_day, receipt, receipt_pending, report_json
 
     raw = request.query.get("date")
     try:
@@ -116,6 +116,11 @@ async def reconciliation_report(request: web.Request) -> web.Response:
     shown["receipt"] = await receipt(pool_of(request), rows[0])
     shown["earlier_versions"] = [{"version": r["version"], "status": r["status"], "sha256": r["sha256"],
                                   "created_at": r["created_at"].isoformat()} for r in rows[1:]]
+    # The report is here, its receipt not yet: 202 and when to ask again (README, "The ledger").
+    pending = await receipt_pending(pool_of(request), rows[0], deps_of(request).settings.ledger_integrate_every)
+    if pending is not None:
+        shown["receipt_pending"] = pending
+        return web.json_response(shown, status=202, headers={"Retry-After": str(pending["retry_after"])})
     return web.json_response(shown)
 
 

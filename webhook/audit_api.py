@@ -19,7 +19,7 @@ from wa_archive.archive.keys import safe_id
 from wa_archive.db import queries
 from wa_archive.discovery import export_jobs
 from wa_archive.discovery.search import parse_filters
-from wa_archive.errors import FilterError
+from wa_archive.errors import FilterError, LedgerPending
 from wa_archive.integrity import ledger
 from wa_archive.models import ExportInput, ExportOutput
 from webhook.api import log_access
@@ -54,11 +54,16 @@ async def access_log_page(request: web.Request) -> web.Response:
 
 
 class ReceiptRefused(Exception):
-    """Why a message's receipt cannot be given, with the HTTP status that says so."""
+    """Why a message's receipt cannot be given, with the HTTP status that says so (and, when it will
+    be given shortly, the seconds after which to ask again)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
 async def receipt_text(request: web.Request, message_id: str) -> str:
@@ -69,6 +74,8 @@ async def receipt_text(request: web.Request, message_id: str) -> str:
         raise ReceiptRefused(404, f"no archived message with id {message_id!r}")
     try:
         document = await ledger.receipt(pool, message_id)
+    except LedgerPending as exc:  # its leaf waits for the integrator: a matter of seconds
+        raise ReceiptRefused(409, str(exc), retry_after=exc.retry_after) from None
     except LookupError as exc:  # archived, but no signed checkpoint covers it yet
         raise ReceiptRefused(409, f"{exc}; the receipt can be given once a checkpoint covers it") from None
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
@@ -88,7 +95,9 @@ async def message_receipt(request: web.Request) -> web.Response:
     try:
         text = await receipt_text(request, message_id)
     except ReceiptRefused as exc:
-        return json_error(exc.status, str(exc))
+        answer = json_error(exc.status, str(exc))
+        answer.headers.update(exc.headers())
+        return answer
     return web.Response(text=text, content_type="application/json", headers=receipt_headers(message_id))
 
 

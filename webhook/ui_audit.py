@@ -48,7 +48,9 @@ async def receipt_download(request: web.Request) -> web.Response:
     try:
         text = await receipt_text(request, message_id)
     except ReceiptRefused as exc:
-        return _notice(session, "Receipt", str(exc), exc.status)
+        notice = _notice(session, "Receipt", str(exc), exc.status)
+        notice.headers.update(exc.headers())
+        return notice
     return web.Response(text=text, content_type="application/json", headers=receipt_headers(message_id))
 
 

@@ -67,3 +67,7 @@ def media_retry(opts: ArchiveOptions) -> RetryPolicy:
         maximum_attempts=opts.retry_max_attempts,
         non_retryable_error_types=_MEDIA_NEVER_RETRIED,
     )
+
+# The integrator runs again at the next interval anyway: a few quick attempts, then the next run.
+INTEGRATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=5),
+                              maximum_attempts=3)

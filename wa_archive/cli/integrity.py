@@ -16,7 +16,7 @@ from wa_archive.cli.support import (
     with_dev_defaults,
 )
 from wa_archive.config import Settings
-from wa_archive.errors import ConfigError
+from wa_archive.errors import ConfigError, LedgerPending
 
 
 async def cmd_schedules(settings: Settings, args: argparse.Namespace) -> int:
@@ -125,16 +125,24 @@ async def cmd_ledger(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# `receipt` for a record whose leaf is not yet integrated: sysexits' EX_TEMPFAIL ("try again later"),
+# apart from 1 (no such record, or no checkpoint covers it yet).
+EXIT_PENDING = 75
+
+
 async def cmd_receipt(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.integrity import ledger
 
     pool = await open_pool(settings)
     try:
         await log_cli_access(pool, "receipt", {"message_id": args.message_id})
-        doc = await ledger.receipt(pool, args.message_id)
+        doc = await ledger.receipt(pool, args.message_id, integrate_every=settings.ledger_integrate_every)
     except LookupError as exc:
         print(f"wa-archive: {exc}", file=sys.stderr)
         return 1
+    except LedgerPending as exc:  # not an absence: the same command succeeds in a moment
+        print(f"wa-archive: {exc}", file=sys.stderr)
+        return EXIT_PENDING
     finally:
         await pool.close()
     print(json.dumps(doc, indent=2, ensure_ascii=False))
@@ -210,7 +218,7 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     import time as _time
 
     from wa_archive.credentials import ledger_signer
-    from wa_archive.integrity import verification
+    from wa_archive.integrity import sequencing, verification
     from wa_archive.storage import open_store
 
     settings = with_dev_defaults(settings)
@@ -230,7 +238,8 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     pool, store = await open_pool(settings), open_store(settings)
     started = _time.perf_counter()
     try:
-        problems = await verification.verify_log(pool, public_key)
+        problems = await verification.verify_log(
+            pool, public_key, pending_bound=sequencing.pending_bound(settings.ledger_integrate_every))
         problems += await verification.verify_checkpoint_copies(pool, store, public_key)
         checked = {"bytes": 0, "objects": 0}
 

@@ -90,7 +90,7 @@ async def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_reconciliation(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.db import reconciliation as queries
-    from wa_archive.integrity.reconciliation import receipt, report_json
+    from wa_archive.integrity.reconciliation import receipt, receipt_pending, report_json
 
     pool = await open_pool(settings)
     try:
@@ -115,6 +115,9 @@ async def cmd_reconciliation(settings: Settings, args: argparse.Namespace) -> in
             return 1
         shown = report_json(rows[0])
         shown["receipt"] = await receipt(pool, rows[0])
+        pending = await receipt_pending(pool, rows[0], settings.ledger_integrate_every)
+        if pending is not None:
+            shown["receipt_pending"] = pending
         shown["earlier_versions"] = [{"version": r["version"], "status": r["status"], "sha256": r["sha256"],
                                       "created_at": r["created_at"].isoformat()} for r in rows[1:]]
     finally:

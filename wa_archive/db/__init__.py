@@ -46,9 +46,11 @@ def migration_files() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(dsn: str, *, app_role: str = DEFAULT_APP_ROLE) -> list[str]:
+async def migrate(dsn: str, *, app_role: str = DEFAULT_APP_ROLE, until: int | None = None) -> list[str]:
     """Apply pending migrations as the schema owner, each in its own transaction, then give
-    `app_role` its grants again (so new tables and columns get them too); returns the names applied."""
+    `app_role` its grants again (so new tables and columns get them too); returns the names applied.
+
+    `until` stops after that version (tests of a migration build the schema it starts from)."""
     conn = await asyncpg.connect(dsn)
     applied: list[str] = []
     try:
@@ -65,7 +67,7 @@ async def migrate(dsn: str, *, app_role: str = DEFAULT_APP_ROLE) -> list[str]:
             )
             done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
             for version, name, sql in migration_files():
-                if version in done:
+                if version in done or (until is not None and version > until):
                     continue
                 async with conn.transaction():
                     await conn.execute(sql)

@@ -8,6 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
+from wa_archive.db import ledger_candidates
+
 
 @dataclass(frozen=True)
 class ArchiveFigures:
@@ -22,6 +24,8 @@ class ArchiveFigures:
     retrieval_failed: int | None
     storage_checked_at: datetime | None
     storage_ok: bool | None
+    pending_leaves: int = 0
+    oldest_pending_at: datetime | None = None
 
 
 async def archive_figures(pool: asyncpg.Pool) -> ArchiveFigures:
@@ -36,9 +40,11 @@ async def archive_figures(pool: asyncpg.Pool) -> ArchiveFigures:
         retrieval = await conn.fetchrow(
             "SELECT finished_at, failed FROM retrieval_reports ORDER BY finished_at DESC LIMIT 1")
         storage = await conn.fetchrow("SELECT at, ok FROM storage_checks ORDER BY id DESC LIMIT 1")
+        pending = await ledger_candidates.pending(conn)
     return ArchiveFigures(
         last_delivery_at=last_delivery, ledger_tree_size=int(tree_size or 0), checkpoint_tree_size=int(covered),
         checkpoint_at=checkpoint["created_at"] if checkpoint else None, oldest_unsigned_leaf_at=unsigned_at,
         retrieval_finished_at=retrieval["finished_at"] if retrieval else None,
         retrieval_failed=retrieval["failed"] if retrieval else None,
-        storage_checked_at=storage["at"] if storage else None, storage_ok=storage["ok"] if storage else None)
+        storage_checked_at=storage["at"] if storage else None, storage_ok=storage["ok"] if storage else None,
+        pending_leaves=pending.count, oldest_pending_at=pending.oldest_at)

@@ -34,14 +34,15 @@ HIDDEN = frozenset({"schema_migrations"})
 # The only tables that may be emptied wholesale; every other table holds evidence.
 TRUNCATABLE = frozenset({"schema_migrations", "ui_sessions"})
 # The owner's functions that do for the application what it may not do itself, re-checking the
-# rule instead of trusting the caller: record and carry out a disposal, and append a ledger leaf at
-# the number the head gives out.
+# rule instead of trusting the caller: record and carry out a disposal, add a ledger leaf candidate
+# (hashed by the owner), and integrate candidates into the log in candidate order (the integrator).
 EXECUTABLE = ("dispose_message_rows(text)", "record_disposition(text, text, bigint, jsonb, text)",
-              "ledger_append(text, text, text)")
+              "ledger_append(text, text, text)", "ledger_integrate(integer)")
 # Written only through those functions: a leaf at a number of the caller's choosing or a head moved
-# without its leaf would jam or break the log, and a dispositions row for a retained message would
-# block its disposal for good or make a removal look lawful.
-NOT_INSERTABLE = frozenset({"ledger_head", "ledger_leaves", "dispositions"})
+# without its leaf would jam or break the log, a candidate with a hash of the caller's choosing would
+# be integrated as it is, and a dispositions row for a retained message would block its disposal for
+# good or make a removal look lawful.
+NOT_INSERTABLE = frozenset({"ledger_head", "ledger_leaves", "ledger_candidates", "dispositions"})
 
 
 def _ident(name: str) -> str:
@@ -93,5 +94,7 @@ async def apply_roles(conn: asyncpg.Connection, app_role: str) -> None:
             await conn.execute(f"GRANT UPDATE ({', '.join(map(_ident, columns))}) ON {_ident(table)} TO {app}")
     await conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {app}")
     for function in EXECUTABLE:
+        if await conn.fetchval("SELECT to_regprocedure($1)", function) is None:
+            continue  # a schema migrated only part of the way (its later migration creates it)
         await conn.execute(f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC")
         await conn.execute(f"GRANT EXECUTE ON FUNCTION {function} TO {app}")

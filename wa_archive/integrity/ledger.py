@@ -1,7 +1,9 @@
 """The tamper-evident ledger: every archived record becomes a leaf of an append-only Merkle log.
 
 A leaf is appended in the same transaction as its record, so a record without a leaf, or a leaf
-whose record no longer matches, is evidence of a change made behind the archive's back. Signed
+whose record no longer matches, is evidence of a change made behind the archive's back. It is
+appended as a candidate, which the integrator numbers into the log a moment later (sequencing.py), so
+writers never wait on each other. Signed
 checkpoints (tree size, root hash, time; Ed25519) are written write-once to the object store, so
 the log cannot be rewritten without the signatures failing. Receipts prove one message's leaf is in
 a signed tree, offline.
@@ -18,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from wa_archive.integrity import merkle
+from wa_archive.db import ledger_candidates
+from wa_archive.errors import LedgerPending
+from wa_archive.integrity import merkle, sequencing
 
 if TYPE_CHECKING:
     from wa_archive.storage.base import ObjectStore
@@ -140,11 +144,11 @@ def message_consent_digest(row: asyncpg.Record | dict[str, Any]) -> str:
 
 
 async def append(conn: asyncpg.Connection, kind: str, record_id: str, digest: str) -> int:
-    """Append one leaf inside the caller's transaction; returns its number (gapless)."""
-    # The owner's ledger_append() numbers the leaf under the head row's lock and computes its hash
-    # (as leaf_bytes() and merkle.leaf_hash() do): the application may not write either table itself.
-    seq: int = await conn.fetchval("SELECT ledger_append($1, $2, $3)", kind, record_id, digest)
-    return seq
+    """Append one leaf inside the caller's transaction, as a candidate the integrator numbers later
+    (durable when the record is); returns the candidate's id, not a leaf number."""
+    # The owner's ledger_append() computes the leaf hash (as leaf_bytes() and merkle.leaf_hash() do)
+    # and adds the candidate; the application may not write the candidates, leaves or head itself.
+    return await ledger_candidates.add(conn, kind, record_id, digest)
 
 
 async def append_message(conn: asyncpg.Connection, message_id: str) -> int:
@@ -250,7 +254,10 @@ def check_checkpoint(body: str, signature: str, public_key: bytes | None) -> tup
 
 
 async def write_checkpoint(pool: asyncpg.Pool, store: ObjectStore, signer: Signer) -> dict[str, Any] | None:
-    """Sign the current tree head and keep it write-once in the store; None when nothing was added."""
+    """Integrate what is pending, then sign the tree head and keep it write-once in the store; None
+    when nothing was added. What is signed is read from the integrated leaves only, so a checkpoint
+    never covers a leaf that is not in the log."""
+    await sequencing.integrate(pool)
     leaves = await leaf_hashes(pool)
     last = await pool.fetchval("SELECT max(tree_size) FROM ledger_checkpoints")
     if not leaves or last == len(leaves):
@@ -278,24 +285,40 @@ async def write_checkpoint(pool: asyncpg.Pool, store: ObjectStore, signer: Signe
 # Receipts -------------------------------------------------------------------------------------
 
 
-async def receipt(pool: asyncpg.Pool, message_id: str) -> dict[str, Any]:
-    """The message's current digest with an inclusion proof against the latest checkpoint."""
+async def receipt(pool: asyncpg.Pool, message_id: str, *,
+                  integrate_every: float = sequencing.DEFAULT_EVERY) -> dict[str, Any]:
+    """The message's current digest with an inclusion proof against the latest checkpoint.
+
+    Raises LookupError when there is nothing to prove yet, LedgerPending while its leaf awaits its number."""
     row = await pool.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
     if row is None:
         raise LookupError(f"no archived message with id {message_id!r}")
     media = await pool.fetch("SELECT * FROM media WHERE message_id = $1 ORDER BY position", message_id)
-    return await _receipt_of(pool, "message", message_id, message_digest(row, media))
+    return await _receipt_of(pool, "message", message_id, message_digest(row, media), integrate_every)
 
 
-async def consent_receipt(pool: asyncpg.Pool, entry_id: int) -> dict[str, Any]:
+async def consent_receipt(pool: asyncpg.Pool, entry_id: int, *,
+                          integrate_every: float = sequencing.DEFAULT_EVERY) -> dict[str, Any]:
     """A consent entry's digest with an inclusion proof against the latest checkpoint."""
     row = await pool.fetchrow("SELECT * FROM consent_entries WHERE id = $1", entry_id)
     if row is None:
         raise LookupError(f"no consent entry with id {entry_id}")
-    return await _receipt_of(pool, "consent", str(entry_id), consent_digest(row))
+    return await _receipt_of(pool, "consent", str(entry_id), consent_digest(row), integrate_every)
 
 
-async def _receipt_of(pool: asyncpg.Pool, kind: str, record_id: str, digest: str) -> dict[str, Any]:
+async def pending_leaf(pool: asyncpg.Pool, kind: str, record_id: str, integrate_every: float) -> None:
+    """Raise LedgerPending when the record's latest state is a candidate not yet integrated (a receipt
+    of an earlier leaf would prove a state the record no longer has)."""
+    if await ledger_candidates.pending_since(pool, kind, record_id) is not None:
+        wait = sequencing.retry_after(integrate_every)
+        raise LedgerPending(
+            f"pending: {kind} {record_id!r} is recorded and its ledger leaf is waiting for its number"
+            f" (integrated within {wait} s); ask again then", retry_after=wait)
+
+
+async def _receipt_of(pool: asyncpg.Pool, kind: str, record_id: str, digest: str,
+                      integrate_every: float) -> dict[str, Any]:
+    await pending_leaf(pool, kind, record_id, integrate_every)
     leaf = await pool.fetchrow("SELECT seq FROM ledger_leaves WHERE kind = $1 AND record_id = $2"
                                " ORDER BY seq DESC LIMIT 1", kind, record_id)
     if leaf is None:
@@ -325,8 +348,11 @@ async def message_standing(pool: asyncpg.Pool, message_id: str) -> dict[str, Any
     digest = message_digest(row, media)
     leaf = await pool.fetchrow("SELECT seq, digest, appended_at FROM ledger_leaves WHERE kind = 'message'"
                                " AND record_id = $1 ORDER BY seq DESC LIMIT 1", message_id)
+    # A leaf written with the record and not yet numbered: in the ledger, without a place in it yet.
+    since = await ledger_candidates.pending_since(pool, "message", message_id)
+    pending = None if since is None else {"since": since.isoformat()}
     if leaf is None:
-        return {"digest": digest, "leaf": None, "checkpoint": None}
+        return {"digest": digest, "leaf": None, "checkpoint": None, "pending": pending}
     checkpoint = await pool.fetchrow("SELECT tree_size, created_at FROM ledger_checkpoints WHERE tree_size > $1"
                                      " ORDER BY tree_size DESC LIMIT 1", leaf["seq"])
     return {
@@ -335,6 +361,7 @@ async def message_standing(pool: asyncpg.Pool, message_id: str) -> dict[str, Any
                  "appended_at": leaf["appended_at"].isoformat()},
         "checkpoint": None if checkpoint is None else {
             "tree_size": checkpoint["tree_size"], "signed_at": checkpoint["created_at"].isoformat()},
+        "pending": pending,
     }
 
 

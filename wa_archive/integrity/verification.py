@@ -8,11 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
 
-from wa_archive.integrity import merkle
+from wa_archive.db import ledger_candidates
+from wa_archive.integrity import merkle, sequencing
 from wa_archive.integrity.ledger import (
     CHECKPOINT_PREFIX,
     access_digest,
@@ -85,10 +87,18 @@ async def _disposed(pool: asyncpg.Pool, latest: dict[tuple[str, str], str]
     return gone, problems
 
 
-async def verify_log(pool: asyncpg.Pool, public_key: bytes | None) -> list[str]:
-    """Recompute every record's digest and every checkpoint; problems name the exact record."""
+async def verify_log(pool: asyncpg.Pool, public_key: bytes | None, *,
+                     pending_bound: float = sequencing.pending_bound(sequencing.DEFAULT_EVERY)) -> list[str]:
+    """Recompute every record's digest and every checkpoint; problems name the exact record.
+
+    A record whose leaf is still a candidate is vouched for by it; candidates left waiting longer than
+    `pending_bound` seconds are a problem of their own (the integrator is not running)."""
     problems: list[str] = []
-    leaves = await pool.fetch("SELECT seq, kind, record_id, digest, leaf_hash FROM ledger_leaves ORDER BY seq")
+    # One snapshot for both: a batch integrated between two reads would otherwise be in neither.
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        leaves = await conn.fetch("SELECT seq, kind, record_id, digest, leaf_hash FROM ledger_leaves ORDER BY seq")
+        candidates = await ledger_candidates.all_pending(conn)
+        now = await conn.fetchval("SELECT clock_timestamp()")
     for i, leaf in enumerate(leaves):
         if leaf["seq"] != i:
             problems.append(f"ledger leaf {i} is missing (next is {leaf['seq']})")
@@ -98,6 +108,9 @@ async def verify_log(pool: asyncpg.Pool, public_key: bytes | None) -> list[str]:
     latest: dict[tuple[str, str], str] = {}
     for leaf in leaves:
         latest[(leaf["kind"], leaf["record_id"])] = leaf["digest"]
+    problems += _check_candidates(candidates, now, pending_bound)
+    for candidate in candidates:  # integrated after every leaf, so each is its record's latest entry
+        latest[(candidate["kind"], candidate["record_id"])] = candidate["digest"]
     # Messages: every row must have a leaf, and match the latest one.
     rows = await pool.fetch("SELECT * FROM messages")
     media = await pool.fetch("SELECT * FROM media ORDER BY message_id, position")
@@ -141,6 +154,18 @@ async def verify_log(pool: asyncpg.Pool, public_key: bytes | None) -> list[str]:
     checkpoints = [(cp["tree_size"], cp["body"], cp["signature"])
                    for cp in await pool.fetch("SELECT * FROM ledger_checkpoints ORDER BY tree_size")]
     problems += check_checkpoints_against_log(checkpoints, hashes, public_key, where="")
+    return problems
+
+
+def _check_candidates(candidates: list[asyncpg.Record], now: datetime, bound: float) -> list[str]:
+    """Candidates whose hash is not their record's, and those waiting longer than the bound."""
+    problems = [f"ledger candidate {c['id']} ({c['kind']} {c['record_id']}) was altered" for c in candidates
+                if bytes(c["leaf_hash"]) != merkle.leaf_hash(leaf_bytes(c["kind"], c["record_id"], c["digest"]))]
+    late = [c for c in candidates if (now - c["appended_at"]).total_seconds() > bound]
+    if late:
+        oldest = (now - min(c["appended_at"] for c in late)).total_seconds()
+        problems.append(f"{len(late)} ledger candidate(s) waiting longer than {bound:g} s to be integrated"
+                        f" (the oldest for {oldest:.0f} s): is the wa-archive-ledger-integrate schedule running?")
     return problems
 
 

@@ -49,6 +49,10 @@ async def refresh_database_gauges(pool: asyncpg.Pool, settings: Settings) -> Non
     metrics.LEDGER_UNSIGNED_AGE.set(
         max(0.0, (now - read.oldest_unsigned_leaf_at).total_seconds()) if read.oldest_unsigned_leaf_at else 0.0)
     metrics.LEDGER_CHECKPOINT_INTERVAL.set(settings.ledger_checkpoint_every)
+    metrics.LEDGER_PENDING.set(read.pending_leaves)
+    metrics.LEDGER_PENDING_AGE.set(
+        max(0.0, (now - read.oldest_pending_at).total_seconds()) if read.oldest_pending_at else 0.0)
+    metrics.LEDGER_INTEGRATE_INTERVAL.set(settings.ledger_integrate_every)
     metrics.RETRIEVAL_TEST_LAST.set(_unix(read.retrieval_finished_at))
     metrics.RETRIEVAL_TEST_OK.set(math.nan if read.retrieval_failed is None else float(read.retrieval_failed == 0))
     metrics.STORAGE_CHECK_LAST.set(_unix(read.storage_checked_at))

@@ -63,6 +63,22 @@ LEDGER_UNSIGNED_AGE = Gauge(
 LEDGER_CHECKPOINT_INTERVAL = Gauge(
     "wa_archive_ledger_checkpoint_interval_seconds", "The configured checkpoint interval"
     " (WA_ARCHIVE_LEDGER_CHECKPOINT_EVERY), for the alert that compares ages with it.")
+# Batched sequencing (integrity/sequencing.py): candidates wait for the integrator to number them.
+LEDGER_PENDING = Gauge(
+    "wa_archive_ledger_pending_leaves", "Ledger leaf candidates written with their records and not yet"
+    " integrated into the log.")
+LEDGER_PENDING_AGE = Gauge(
+    "wa_archive_ledger_pending_age_seconds", "Age of the oldest ledger leaf candidate not yet integrated"
+    " (0 when none waits).")
+LEDGER_INTEGRATE_INTERVAL = Gauge(
+    "wa_archive_ledger_integrate_interval_seconds", "The configured integration interval"
+    " (WA_ARCHIVE_LEDGER_INTEGRATE_EVERY), for the alert that compares the pending age with it.")
+LEDGER_INTEGRATED = Counter(
+    "wa_archive_ledger_integrated_leaves", "Ledger leaves integrated (numbered into the log) by this process.")
+LEDGER_INTEGRATION_LAG = Histogram(
+    "wa_archive_ledger_integration_lag_seconds", "From a leaf candidate being written to its integration"
+    " into the log (when its receipt can exist).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800))
 RETRIEVAL_TEST_LAST = Gauge(
     "wa_archive_retrieval_test_last_timestamp_seconds", "When the last retrieval test finished (Unix time).")
 RETRIEVAL_TEST_OK = Gauge(
@@ -110,6 +126,13 @@ def _initialise() -> None:
 
 
 _initialise()
+
+
+def ledger_integrated(waits: list[float]) -> None:
+    """Count integrated leaves and how long each waited for its number."""
+    LEDGER_INTEGRATED.inc(len(waits))
+    for waited in waits:
+        LEDGER_INTEGRATION_LAG.observe(max(0.0, waited))
 
 
 def delivery_answered(source: str, status: int) -> None:

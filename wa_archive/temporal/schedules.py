@@ -62,6 +62,12 @@ def reconciliation_schedule(settings: Settings) -> Schedule:
     return _schedule(settings, "Reconciliation", ReconcileInput(), "reconciliation",
                      _cron_utc(settings.reconcile_cron))
 
+def ledger_integrate_schedule(settings: Settings) -> Schedule:
+    """Numbers the ledger's leaf candidates into the log (integrity/sequencing.py)."""
+    return _schedule(settings, "LedgerIntegrate", None, "ledger-integrate", ScheduleSpec(
+        intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.ledger_integrate_every))]))
+
+
 def redrive_schedule(settings: Settings) -> Schedule:
     """Hands over deliveries stored but never handed to Temporal (archive/redrive.py)."""
     return _schedule(settings, "Redrive", None, "redrive", _cron_utc(settings.redrive_cron))
@@ -107,6 +113,8 @@ async def apply_schedules(client: Client, settings: Settings) -> list[str]:
         (DISPOSITION_SCHEDULE_ID, disposition_schedule(settings), f"{settings.disposition_cron} UTC"),
         (RECONCILIATION_SCHEDULE_ID, reconciliation_schedule(settings), f"{settings.reconcile_cron} UTC"),
         (names.REDRIVE_SCHEDULE_ID, redrive_schedule(settings), f"{settings.redrive_cron} UTC"),
+        (names.LEDGER_INTEGRATE_SCHEDULE_ID, ledger_integrate_schedule(settings),
+         f"every {settings.ledger_integrate_every:g} s"),
     ):
         try:
             await client.create_schedule(schedule_id, schedule)

@@ -1,0 +1,135 @@
+"""The ledger benchmark (issue 16): appends from 32 concurrent writers against a plain INSERT of the same rows,
+and how long an appended leaf waits for its number (the integration lag) with the integrator running as
+deployed: a worker process and the wa-archive-ledger-integrate Schedule, every WA_ARCHIVE_LEDGER_INTEGRATE_EVERY.
+
+- appends: 32 connections of the application role, each committing one ledger_append() per transaction
+  (what every record's transaction adds), against the same 32 connections each committing one INSERT of
+  the same (kind, record id, digest) into a plain table with an identity key, in the same run;
+- lag: for a sample of the appends above, from the writer's commit until the leaf is in the log (when a
+  receipt can be made), one query every 10 ms for all sampled leaves still waiting; p50, p99 and max against the interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import statistics
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from wa_archive.config import Settings
+from wa_archive.names import LEDGER_INTEGRATE_SCHEDULE_ID
+from wa_archive.temporal.schedules import ledger_integrate_schedule
+
+if TYPE_CHECKING:
+    from bench.__main__ import Bench
+
+WRITERS, PER_WRITER = 32, 250
+EVERY = 1.0  # seconds: the default WA_ARCHIVE_LEDGER_INTEGRATE_EVERY
+SAMPLE_EVERY = 25  # one append in this many has its lag measured
+
+
+def _rows(tag: str) -> list[list[tuple[str, str, str]]]:
+    return [[("access", f"{tag}-{w}-{i}", hashlib.sha256(f"{tag}{w}.{i}".encode()).hexdigest())
+             for i in range(PER_WRITER)] for w in range(WRITERS)]
+
+
+async def _run(url: str, rows: list[list[tuple[str, str, str]]], sql: str,
+               on_commit: object | None = None) -> float:
+    """Seconds for WRITERS connections to commit their rows one transaction each, all at once."""
+    conns = [await asyncpg.connect(url) for _ in range(WRITERS)]
+    try:
+        start = asyncio.Event()
+
+        async def writer(conn: asyncpg.Connection, mine: list[tuple[str, str, str]]) -> None:
+            await start.wait()
+            for n, row in enumerate(mine):
+                await conn.execute(sql, *row)  # one statement, its own transaction
+                if on_commit is not None and n % SAMPLE_EVERY == 0:
+                    on_commit(row)  # type: ignore[operator]
+
+        tasks = [asyncio.create_task(writer(c, mine)) for c, mine in zip(conns, rows, strict=True)]
+        began = time.perf_counter()
+        start.set()
+        await asyncio.gather(*tasks)
+        return time.perf_counter() - began
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def ledger_appends(bench: Bench) -> dict:
+    await bench.pool.execute("CREATE TABLE IF NOT EXISTS bench_plain_leaves (id bigint GENERATED ALWAYS AS IDENTITY"
+                             " PRIMARY KEY, kind text NOT NULL, record_id text NOT NULL, digest text NOT NULL)")
+    await bench.pool.execute("GRANT INSERT ON bench_plain_leaves TO wa_archive_app")
+    task_queue = f"ledger-{uuid.uuid4().hex[:8]}"
+    worker = bench.worker(task_queue)
+    settings = Settings(_env_file=None, task_queue=task_queue, ledger_integrate_every=EVERY)
+    await bench.client.create_schedule(LEDGER_INTEGRATE_SCHEDULE_ID, ledger_integrate_schedule(settings))
+    lags: list[float] = []
+    waiting: dict[str, float] = {}  # sampled record id -> when its append committed
+    writing = asyncio.Event()
+
+    async def watch() -> None:
+        """One query every 10 ms for every sampled leaf still waiting, so watching costs the writers little."""
+        while writing.is_set() or waiting:
+            if waiting:
+                rows = await bench.pool.fetch("SELECT record_id FROM ledger_leaves WHERE kind = 'access'"
+                                              " AND record_id = ANY($1::text[])", list(waiting))
+                now = time.perf_counter()
+                for r in rows:
+                    lags.append(now - waiting.pop(r["record_id"]))
+                if waiting and now - min(waiting.values()) > 120:
+                    raise RuntimeError("a sampled leaf was not integrated within 120 s")
+            await asyncio.sleep(0.01)
+
+    def sampled(row: tuple[str, str, str]) -> None:
+        waiting[row[1]] = time.perf_counter()
+
+    try:
+        # Wait for the worker and the first integration run, so the lag measured is the steady state.
+        await _wait_for_integration(bench)
+        results: dict = {"writers": WRITERS, "appends": WRITERS * PER_WRITER, "interval_s": EVERY}
+        plain_s, ledger_s = [], []
+        for round_ in range(2):  # alternated, so neither side has the warmer cache
+            plain_s.append(await _run(bench.db_url, _rows(f"plain{round_}"),
+                                      "INSERT INTO bench_plain_leaves (kind, record_id, digest) VALUES ($1, $2, $3)"))
+            writing.set()
+            watcher = asyncio.create_task(watch())
+            ledger_s.append(await _run(bench.db_url, _rows(f"ledger{round_}"), "SELECT ledger_append($1, $2, $3)",
+                                       sampled))
+            writing.clear()
+            await watcher
+        plain, appended = min(plain_s), min(ledger_s)
+        results.update({
+            "plain_insert_per_s": round(WRITERS * PER_WRITER / plain), "ledger_append_per_s":
+            round(WRITERS * PER_WRITER / appended), "ratio": round(plain / appended, 2),
+            "lag_samples": len(lags), "lag_p50_s": round(statistics.median(lags), 3),
+            "lag_p99_s": round(statistics.quantiles(lags, n=100)[98], 3), "lag_max_s": round(max(lags), 3),
+        })
+        results["lag_p99_over_interval"] = round(results["lag_p99_s"] / EVERY, 2)
+        results["gapless"] = await bench.pool.fetchval(
+            "SELECT count(*) = coalesce(max(seq) + 1, 0) FROM ledger_leaves") and await bench.pool.fetchval(
+            "SELECT size FROM ledger_head") == await bench.pool.fetchval("SELECT count(*) FROM ledger_leaves")
+        return results
+    finally:
+        await bench.client.get_schedule_handle(LEDGER_INTEGRATE_SCHEDULE_ID).delete()
+        worker.terminate()
+        worker.wait(20)
+        await bench.pool.execute("DROP TABLE IF EXISTS bench_plain_leaves")
+
+
+async def _wait_for_integration(bench: Bench) -> None:
+    conn = await asyncpg.connect(bench.db_url)
+    try:
+        await conn.execute("SELECT ledger_append('access', 'bench-warm-up', 'warm-up')")
+        for _ in range(1200):
+            if await conn.fetchval("SELECT 1 FROM ledger_leaves WHERE record_id = 'bench-warm-up'"):
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError("the integrator's Schedule did not run within 60 s")
+    finally:
+        await conn.close()

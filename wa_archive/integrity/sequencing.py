@@ -1,0 +1,49 @@
+"""Batched sequencing of the ledger: records add leaf candidates in their own transactions, with no
+row shared between writers, and the integrator numbers them into the log.
+
+Integration runs every WA_ARCHIVE_LEDGER_INTEGRATE_EVERY seconds (a Temporal Schedule), before every
+checkpoint, and on demand; runs are serialised inside the database (ledger_integrate() takes an
+advisory lock), so any number of callers is safe. Each batch is one transaction: its leaves are
+numbered after the head, in candidate order, with no gap, and the head moves with them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import asyncpg
+
+from wa_archive.db import ledger_candidates
+from wa_archive.observability import metrics
+
+DEFAULT_EVERY = 1.0  # seconds: the default of WA_ARCHIVE_LEDGER_INTEGRATE_EVERY (config.py)
+# Candidates integrated per transaction: large enough that a backlog drains in a few batches, small
+# enough that one batch's transaction stays short.
+INTEGRATE_BATCH = 5_000
+# `verify` calls a candidate left waiting longer than this many integration intervals a problem,
+# and never less than PENDING_BOUND_FLOOR seconds (a Schedule run can be late by a few seconds
+# under load without anything being wrong).
+PENDING_BOUND_INTERVALS = 10
+PENDING_BOUND_FLOOR = 60.0
+
+
+def pending_bound(every: float) -> float:
+    """Seconds after which an unintegrated candidate means the integrator is not running."""
+    return max(PENDING_BOUND_INTERVALS * every, PENDING_BOUND_FLOOR)
+
+
+def retry_after(every: float) -> int:
+    """Whole seconds after which a receipt asked for too early can be asked for again: the
+    integration lag stays within two intervals."""
+    return max(1, math.ceil(2 * every))
+
+
+async def integrate(pool: asyncpg.Pool, *, batch: int = INTEGRATE_BATCH) -> int:
+    """Integrate every candidate committed so far, in batches; returns how many leaves were added."""
+    added = 0
+    while True:
+        waits = await ledger_candidates.integrate(pool, batch)
+        metrics.ledger_integrated(waits)
+        added += len(waits)
+        if len(waits) < batch:
+            return added
