@@ -207,7 +207,7 @@ class ChaosStack:
     def settings(self) -> Settings:
         """The settings every process of the stack runs with (for the harness's own client)."""
         return Settings(_env_file=None, payload_keys=SecretStr(self.payload_keys),  # type: ignore[call-arg]
-                        contact_key_secret=SecretStr(CONTACT_SECRET))
+                        contact_key_secret=SecretStr(CONTACT_SECRET), task_queue=self.task_queue)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WA_ARCHIVE_", "TEMPORAL_"))}
