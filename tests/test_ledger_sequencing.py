@@ -43,14 +43,19 @@ def _recomputed_root(records: list[tuple[str, str, str]]) -> bytes:
     return merkle.root([merkle.leaf_hash(ledger.leaf_bytes(*r)) for r in records])
 
 
-async def _message(conn: asyncpg.Connection, text: str) -> str:
-    """An archived message row and its ledger leaf, in the caller's transaction (as archive/writes.py does)."""
+async def _message(conn: asyncpg.Connection, text: str, *, old_way: bool = False) -> str:
+    """An archived message row and its ledger leaf, in the caller's transaction (as archive/writes.py does;
+    `old_way`: through ledger_append(), as the code before migration 020 did)."""
     mid = f"wamid.SEQ{uuid.uuid4().hex[:12]}"
     await conn.execute(
         "INSERT INTO messages (id, source, direction, type, ts, archive_status, payload, text, retain_until)"
         " VALUES ($1, 'meta', 'in', 'text', now(), 'archived', '{}'::jsonb, $2, now() + interval '1 year')",
         mid, text)
-    await ledger.append_message(conn, mid)
+    if old_way:
+        row = await conn.fetchrow("SELECT * FROM messages WHERE id = $1", mid)
+        await conn.execute("SELECT ledger_append('message', $1, $2)", mid, ledger.message_digest(row, []))
+    else:
+        await ledger.append_message(conn, mid)
     return mid
 
 
@@ -179,12 +184,18 @@ async def test_a_checkpoint_integrates_first_and_never_covers_a_leaf_that_is_not
 
 async def test_the_application_role_cannot_write_candidates_or_integrate_another_order(clean_db, admin_pool):
     pool = clean_db
-    for sql in ("INSERT INTO ledger_candidates (kind, record_id, digest, leaf_hash)"
-                " VALUES ('message', 'wamid.forged', 'd', '\\x00')",
+    # A candidate is (kind, record id, digest): the application cannot choose its place in the order, its
+    # time, or anything of its leaf but those fields; nor change or remove a candidate.
+    for sql in ("INSERT INTO ledger_candidates (id, kind, record_id, digest) OVERRIDING SYSTEM VALUE"
+                " VALUES (-1, 'message', 'wamid.forged', 'd')",
+                "INSERT INTO ledger_candidates (kind, record_id, digest, appended_at)"
+                " VALUES ('message', 'wamid.forged', 'd', '2020-01-01')",
                 "UPDATE ledger_candidates SET digest = 'x'", "DELETE FROM ledger_candidates",
                 "TRUNCATE ledger_candidates"):
         with pytest.raises((asyncpg.InsufficientPrivilegeError, asyncpg.RaiseError)):
             await pool.execute(sql)
+    with pytest.raises(asyncpg.CheckViolationError):  # only the ledger's kinds
+        await pool.execute("INSERT INTO ledger_candidates (kind, record_id, digest) VALUES ('forged', '1', 'd')")
     async with pool.acquire() as conn, conn.transaction():
         first = await ledger.append(conn, "access", "1", "a" * 64)
         second = await ledger.append(conn, "access", "2", "b" * 64)
@@ -218,7 +229,7 @@ async def test_an_existing_log_migrates_in_place_and_every_old_receipt_still_ver
         for batch in range(3):
             async with pool.acquire() as conn, conn.transaction():
                 for n in range(5):
-                    mid = await _message(conn, f"old {batch}.{n}")
+                    mid = await _message(conn, f"old {batch}.{n}", old_way=True)
                     messages.append(mid)
                     # The old ledger_append() returned the leaf's number, in order.
                     assert await conn.fetchval("SELECT max(seq) FROM ledger_leaves") == len(messages) - 1

@@ -5,6 +5,7 @@ plain text for the caller to escape, never markup."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, time, timedelta, timezone
 from typing import Any
 
@@ -59,8 +60,9 @@ QUIET = {"limit", "cursor", "via", "found", "previous_days", "consent_required",
 
 
 def describe(action: str, target: dict[str, Any] | None, outcome: str = "allowed") -> str:
-    """One sentence for one entry (without who: that is its own column)."""
-    target = dict(target or {})
+    """One sentence for one entry (without who: that is its own column). A target that is not an object
+    (a row written by other means than record_access) is shown as the value it is."""
+    target = dict(target) if isinstance(target, Mapping) else ({} if target is None else {"target": target})
     if outcome == "refused":
         return _refusal(target)
     verb = ACTIONS.get(action, action.replace("_", " ").replace(".", " "))

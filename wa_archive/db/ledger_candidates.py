@@ -1,5 +1,5 @@
 """Ledger leaf candidates: what records add in their own transactions, and what the integrator numbers
-(the owner's ledger_append() and ledger_integrate(), migration 020)."""
+(the application's INSERT of kind, record id and digest, and the owner's ledger_integrate(), migration 020)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
 async def add(conn: asyncpg.Connection, kind: str, record_id: str, digest: str) -> int:
-    """Add a leaf candidate inside the caller's transaction; returns the candidate's id."""
-    candidate: int = await conn.fetchval("SELECT ledger_append($1, $2, $3)", kind, record_id, digest)
+    """Add a leaf candidate inside the caller's transaction; returns the candidate's id. A plain INSERT:
+    the table's CHECK allows only the ledger's kinds, and the integrator computes the leaf hash."""
+    candidate: int = await conn.fetchval(
+        "INSERT INTO ledger_candidates (kind, record_id, digest) VALUES ($1, $2, $3) RETURNING id",
+        kind, record_id, digest)
     return candidate
 
 
@@ -48,4 +51,4 @@ async def pending_since(db: Executor, kind: str, record_id: str) -> datetime | N
 async def all_pending(db: Executor) -> list[asyncpg.Record]:
     """Every candidate in the order it will be integrated (for `verify`)."""
     return list(await db.fetch(
-        "SELECT id, kind, record_id, digest, leaf_hash, appended_at FROM ledger_candidates ORDER BY id"))
+        "SELECT id, kind, record_id, digest, appended_at FROM ledger_candidates ORDER BY id"))

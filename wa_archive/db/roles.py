@@ -39,10 +39,12 @@ TRUNCATABLE = frozenset({"schema_migrations", "ui_sessions"})
 EXECUTABLE = ("dispose_message_rows(text)", "record_disposition(text, text, bigint, jsonb, text)",
               "ledger_append(text, text, text)", "ledger_integrate(integer)")
 # Written only through those functions: a leaf at a number of the caller's choosing or a head moved
-# without its leaf would jam or break the log, a candidate with a hash of the caller's choosing would
-# be integrated as it is, and a dispositions row for a retained message would block its disposal for
-# good or make a removal look lawful.
+# without its leaf would jam or break the log, and a dispositions row for a retained message would
+# block its disposal for good or make a removal look lawful.
 NOT_INSERTABLE = frozenset({"ledger_head", "ledger_leaves", "ledger_candidates", "dispositions"})
+# Inserted by the application in these columns only: a ledger candidate is (kind, record id, digest);
+# its place in the order (an identity) and its time are the database's, its leaf hash the integrator's.
+INSERTABLE_COLUMNS = {"ledger_candidates": ("kind", "record_id", "digest")}
 
 
 def _ident(name: str) -> str:
@@ -92,6 +94,9 @@ async def apply_roles(conn: asyncpg.Connection, app_role: str) -> None:
         columns = [c for c in UPDATABLE.get(table, ()) if c in existing]
         if columns:
             await conn.execute(f"GRANT UPDATE ({', '.join(map(_ident, columns))}) ON {_ident(table)} TO {app}")
+        columns = [c for c in INSERTABLE_COLUMNS.get(table, ()) if c in existing]
+        if columns:
+            await conn.execute(f"GRANT INSERT ({', '.join(map(_ident, columns))}) ON {_ident(table)} TO {app}")
     await conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {app}")
     for function in EXECUTABLE:
         if await conn.fetchval("SELECT to_regprocedure($1)", function) is None:

@@ -146,8 +146,8 @@ def message_consent_digest(row: asyncpg.Record | dict[str, Any]) -> str:
 async def append(conn: asyncpg.Connection, kind: str, record_id: str, digest: str) -> int:
     """Append one leaf inside the caller's transaction, as a candidate the integrator numbers later
     (durable when the record is); returns the candidate's id, not a leaf number."""
-    # The owner's ledger_append() computes the leaf hash (as leaf_bytes() and merkle.leaf_hash() do)
-    # and adds the candidate; the application may not write the candidates, leaves or head itself.
+    # A plain INSERT of the three fields: the integrator computes the leaf hash (as leaf_bytes() and
+    # merkle.leaf_hash() do) when it numbers the leaf; the application may not write leaves or the head.
     return await ledger_candidates.add(conn, kind, record_id, digest)
 
 

@@ -6,11 +6,14 @@
 -- number: an existing log carries on from its head.
 CREATE TABLE ledger_candidates (
     -- Not gap-free and need not be: it only orders candidates; the leaf number comes at integration.
+    -- GENERATED ALWAYS, and the application may insert only kind, record_id and digest (db/roles.py):
+    -- it cannot choose a candidate's place in the order or its time.
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    kind         text NOT NULL,
+    kind         text NOT NULL CHECK (kind IN ('message', 'template_snapshot', 'status_event', 'failure',
+                                                'access', 'disposition', 'reconciliation', 'consent',
+                                                'message_consent')),
     record_id    text NOT NULL,
     digest       text NOT NULL,
-    leaf_hash    bytea NOT NULL,
     -- clock_timestamp(): when the record's statement ran, not when its transaction began, so the
     -- integration lag measured from it is the wait for a number and nothing else.
     appended_at  timestamptz NOT NULL DEFAULT clock_timestamp()
@@ -28,12 +31,13 @@ END $$;
 CREATE TRIGGER ledger_candidates_append_only BEFORE UPDATE OR DELETE ON ledger_candidates
     FOR EACH ROW EXECUTE FUNCTION refuse_unless_integrating();
 
--- Same name, arguments and checks as before (callers and grants unchanged); it now returns the
--- candidate's id, not a leaf number. The hash is computed here, by the owner, as before: the
--- application cannot write this table (db/roles.py), so it cannot put a hash of its choosing in line.
+-- A record's transaction adds its candidate with a plain INSERT of (kind, record_id, digest): no
+-- function call, no shared row, nothing but the row itself on the write path. The leaf hash is not
+-- the writer's to give: the integrator computes it from those three fields as it writes the leaf.
+-- ledger_append() stays, with its name, arguments and checks, for callers that use it; it adds the
+-- same row and returns the candidate's id (it used to return a leaf number).
 CREATE OR REPLACE FUNCTION ledger_append(p_kind text, p_record_id text, p_digest text) RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp
-    SET standard_conforming_strings = on AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
     candidate bigint;
 BEGIN
@@ -44,8 +48,7 @@ BEGIN
                       'reconciliation', 'consent', 'message_consent') THEN
         RAISE EXCEPTION 'ledger_append: % is not a kind of record the ledger holds', p_kind;
     END IF;
-    INSERT INTO ledger_candidates (kind, record_id, digest, leaf_hash)
-    VALUES (p_kind, p_record_id, p_digest, ledger_leaf_hash(p_kind, p_record_id, p_digest))
+    INSERT INTO ledger_candidates (kind, record_id, digest) VALUES (p_kind, p_record_id, p_digest)
     RETURNING id INTO candidate;
     RETURN candidate;
 END $$;
@@ -69,7 +72,8 @@ END $$;
 -- not committed is not seen, and is integrated by a later run. Returns each integrated leaf's
 -- number and how long it waited for it (seconds).
 CREATE FUNCTION ledger_integrate(p_max integer) RETURNS TABLE (seq bigint, waited double precision)
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp
+    SET standard_conforming_strings = on AS $$
 DECLARE
     head bigint;
     taken bigint;
@@ -89,7 +93,7 @@ BEGIN
         SELECT head + row_number() OVER (ORDER BY b.id) - 1 AS n, b.* FROM batch b
     ), written AS (
         INSERT INTO ledger_leaves (seq, kind, record_id, digest, leaf_hash, appended_at)
-        SELECT n, kind, record_id, digest, leaf_hash, appended_at FROM numbered
+        SELECT n, kind, record_id, digest, ledger_leaf_hash(kind, record_id, digest), appended_at FROM numbered
         RETURNING ledger_leaves.seq, ledger_leaves.appended_at
     )
     SELECT w.seq, extract(epoch FROM clock_timestamp() - w.appended_at)::double precision FROM written w
