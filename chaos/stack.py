@@ -260,7 +260,7 @@ class ChaosStack:
             await self._start_moto()
         await self.s3_proxy.start()
         self._graph_runner = await self.graph.start()
-        self.client = await Client.connect(self.temporal.address, data_converter=data_converter(self.settings()))
+        self.client = await self._connect_temporal()
         for name in ("worker-1", "worker-2"):
             self._spawn(name)
         for name in ("webhook-1", "webhook-2"):
@@ -269,6 +269,18 @@ class ChaosStack:
         # As an operator's `wa-archive schedules apply` does: the ledger's integrator, the checkpoint, the
         # re-drive and the rest run on the stack's own Temporal, as in production.
         await apply_schedules(self.client, self.settings())
+
+    async def _connect_temporal(self, timeout: float = 60) -> Client:
+        """A client once the frontend is healthy: its port opens before it is ready to answer (on a busy
+        machine, seconds before), and Client.connect fails on "Frontend is not healthy yet" meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await Client.connect(self.temporal.address, data_converter=data_converter(self.settings()))
+            except RuntimeError as exc:
+                if "not healthy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
 
     def _mount_store(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)

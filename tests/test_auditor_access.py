@@ -23,7 +23,7 @@ from tests.test_openapi import check
 from tests.test_ui_security import fetch, sign_in
 from wa_archive.access.refusals import Refusal, RefusalLog
 from wa_archive.access.wording import describe
-from wa_archive.integrity import ledger
+from wa_archive.integrity import ledger, sequencing
 from wa_archive.integrity.ledger import Signer
 from wa_archive.sources.meta.samples import dumps, envelope, message, wamid
 
@@ -100,7 +100,9 @@ async def test_access_log_api_is_for_auditors_and_admins_and_refusals_are_logged
     everything = json.dumps([dict(r) for r in await stack.pool.fetch("SELECT * FROM access_log WHERE id > $1", start)],
                             default=str)
     assert bogus not in everything
-    # Each refusal is provable like any other entry: its leaf's digest is the row's, outcome included.
+    # Each refusal is provable like any other entry: its leaf's digest is the row's, outcome included
+    # (once the integrator, which the test stack does not schedule, has numbered the leaves).
+    await sequencing.integrate(stack.pool)
     leaves = {r["record_id"]: r["digest"] for r in await stack.pool.fetch(
         "SELECT record_id, digest FROM ledger_leaves WHERE kind = 'access'")}
     for row in refused:

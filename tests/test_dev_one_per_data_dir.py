@@ -16,7 +16,8 @@ import pytest
 
 from tests.test_dev import _cli, _env, _start_dev
 from tests.test_dev_crash import _processes_of
-from wa_archive.devstack.dev import DevAlreadyRunning, claim_data_dir
+from wa_archive.devstack.dev import claim_data_dir
+from wa_archive.errors import DevAlreadyRunning
 
 # dev's own files under the data dir, which only a dev that holds the data dir may write or remove.
 DEV_FILES = ("dev.json", "dev.lock", "dev-secrets.json", "contact-key.secret", "ledger-key.secret",

@@ -31,6 +31,9 @@
     │   ├── StorageConflict        different bytes already stored under the key            NOT retryable
     │   └── RetentionActive        an object still under retention or legal hold           NOT retryable
     ├── LedgerPending              a record's ledger leaf awaits its number: ask again     retryable
+    ├── ReceiptRefused             a receipt cannot be given (yet), with the HTTP status   NOT retryable
+    ├── DataDirInUse               a data dir is held by another live process              NOT retryable
+    │   └── DevAlreadyRunning      a second `wa-archive dev` on the same data dir          NOT retryable
     └── IntegrityError             bytes do not match the hash recorded for them           retryable
         ├── MediaHashMismatch      a download differs from its declared SHA-256 or MAC     retryable
         ├── UnverifiedMessage      a message to record is not what the archive stored      NOT retryable
@@ -38,8 +41,8 @@
         └── ExportError            an archived object no longer matches its hash           NOT retryable
 
 Refused input is also a ValueError (argparse type functions and pydantic validators expect one);
-TemporalConnectError, DatabaseConnectError and MigrateAsAppRole are also RuntimeErrors, which the CLI
-reports in one line.
+TemporalConnectError, DatabaseConnectError, MigrateAsAppRole and DataDirInUse are also RuntimeErrors,
+which the CLI reports in one line.
 
 Temporal matches a retry policy's non-retryable types against the exception's class name only, never
 its bases, so each class says `retryable` itself (inherited from its branch unless it overrides it)
@@ -237,6 +240,38 @@ class LedgerPending(ArchiveError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ReceiptRefused(ArchiveError):
+    """Why a message's receipt cannot be given, with the HTTP status that says so (and, when it will
+    be given shortly, the seconds after which to ask again)."""
+
+    retryable = False
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message, http_status=status)
+        self.status = status
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+
+
+# The embedded stack's data directories: one owner at a time.
+
+class DataDirInUse(ArchiveError, RuntimeError):
+    """A data dir's lock is held by a live process: its pid and the note it left (as the lock file says)."""
+
+    retryable = False
+
+    def __init__(self, message: str, holder: int | None, note: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.note = note
+
+
+class DevAlreadyRunning(DataDirInUse):
+    """A second `dev` on a data dir whose first one is alive."""
 
 
 # Integrity: bytes checked against the hash recorded for them.

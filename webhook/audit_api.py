@@ -19,7 +19,7 @@ from wa_archive.archive.keys import safe_id
 from wa_archive.db import queries
 from wa_archive.discovery import export_jobs
 from wa_archive.discovery.search import parse_filters
-from wa_archive.errors import FilterError, LedgerPending
+from wa_archive.errors import FilterError, LedgerPending, ReceiptRefused
 from wa_archive.integrity import ledger
 from wa_archive.models import ExportInput, ExportOutput
 from webhook.api import log_access
@@ -51,19 +51,6 @@ async def access_log_page(request: web.Request) -> web.Response:
 
 
 # Receipts ---------------------------------------------------------------------------------------
-
-
-class ReceiptRefused(Exception):
-    """Why a message's receipt cannot be given, with the HTTP status that says so (and, when it will
-    be given shortly, the seconds after which to ask again)."""
-
-    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
 async def receipt_text(request: web.Request, message_id: str) -> str:

@@ -10,8 +10,8 @@ from aiohttp import web
 
 from wa_archive.access.access_log import PAGE_FILTERS, page_access, parse_access_query, query_target
 from wa_archive.access.wording import source
-from wa_archive.errors import FilterError
-from webhook.audit_api import ReceiptRefused, receipt_headers, receipt_text
+from wa_archive.errors import FilterError, ReceiptRefused
+from webhook.audit_api import receipt_headers, receipt_text
 from webhook.deps import deps_of
 from webhook.ui import READERS, _guard, _log, _notice, _page
 

@@ -59,7 +59,8 @@ async def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) ->
 
 
 async def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    from wa_archive.devstack.dev import DevAlreadyRunning, run_dev
+    from wa_archive.devstack.dev import run_dev
+    from wa_archive.errors import DevAlreadyRunning
 
     try:
         await _run_until_signal(lambda stop: run_dev(settings, stop))

@@ -34,7 +34,8 @@ from wa_archive.devstack.embedded import (
     port_is_free,
 )
 from wa_archive.devstack.serve import start_http, stop_http
-from wa_archive.devstack.stale import DataDirInUse, DataDirLock
+from wa_archive.devstack.stale import DataDirLock
+from wa_archive.errors import DataDirInUse, DevAlreadyRunning
 from wa_archive.sources.meta.fake_graph import FakeGraph
 from wa_archive.sources.meta.samples import envelope, media_message
 from wa_archive.sources.signature import meta_signature
@@ -61,10 +62,6 @@ DATA_DIR_HINT = ("if `wa-archive dev` runs with another data dir, set WA_ARCHIVE
                  "line its banner printed), or run this from the directory it was started in")
 
 
-class DevAlreadyRunning(RuntimeError):
-    """A second `dev` on a data dir whose first one is alive."""
-
-
 def http_url(settings: Settings) -> str:
     return f"http://{settings.http_host}:{settings.http_port}"
 
@@ -80,7 +77,7 @@ def claim_data_dir(data_dir: Path, url: str) -> DataDirLock:
         raise DevAlreadyRunning(
             f"`wa-archive dev` is already running on {data_dir} (pid {exc.holder or 'unknown'}, "
             f"URL {_running_url(data_dir, exc)}); use that one, stop it first (Ctrl-C in its terminal), "
-            "or give this one another WA_ARCHIVE_DATA_DIR") from None
+            "or give this one another WA_ARCHIVE_DATA_DIR", exc.holder, exc.note) from None
     return lock
 
 

@@ -21,16 +21,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from wa_archive.errors import DataDirInUse
+
 PROC = Path("/proc")
-
-
-class DataDirInUse(RuntimeError):
-    """The lock is held by a live process: its pid and the note it left (as the lock file says)."""
-
-    def __init__(self, message: str, holder: int | None, note: str) -> None:
-        super().__init__(message)
-        self.holder = holder
-        self.note = note
 
 
 class DataDirLock:
