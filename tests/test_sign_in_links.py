@@ -21,6 +21,7 @@ from tests.test_logs import _env as _serve_env
 from tests.test_logs import _lines, _serving, _stop
 from wa_archive.access.sign_in_links import LINK_PATH, create_link, link_url
 from wa_archive.access.tokens import create_token, revoke_token
+from wa_archive.access.wording import describe
 from wa_archive.devstack.embedded import free_port
 from wa_archive.errors import TokenError
 
@@ -90,8 +91,9 @@ async def test_a_link_signs_a_browser_in_once_with_the_token_forms_cookie(stack)
     again = await _use(stack.http, stack.url, code)
     assert again[0] == 410 and "already used" in again[2] and again[3] is None
     assert await _refused(stack.pool, start) == [(name, "auditor", "sign_in_link_used", LINK_PATH)]
-    described = await stack.pool.fetchval("SELECT target::text FROM access_log WHERE id > $1", start)
-    assert code not in described
+    target = await stack.pool.fetchval("SELECT target FROM access_log WHERE id > $1", start)
+    assert code not in json.dumps(target)
+    assert describe("refused", target, "refused") == f"refused: the sign-in link was already used (POST {LINK_PATH})"
 
 
 async def test_two_concurrent_uses_sign_in_exactly_once(stack):
