@@ -1,6 +1,7 @@
 """What `make run` prints works as printed: the banner's lines, pasted into a fresh shell elsewhere
-(the venv not on PATH, no WA_ARCHIVE_* set), reach the running dev, create a token per role, and the
-auditor's token signs in at the printed pages; a shell that misses the data dir is told how to find it."""
+(the venv not on PATH, no WA_ARCHIVE_* set), reach the running dev, create a token per role, the
+auditor's token signs in at the printed pages and so does the sign-in link its printed command makes; a
+shell that misses the data dir is told how to find it."""
 
 from __future__ import annotations
 
@@ -90,6 +91,21 @@ def _sign_in(pages_url: str, token: str) -> str:
         return resp.read().decode()
 
 
+def _sign_in_with_link(url: str) -> str:
+    """Open a printed sign-in link as a browser would (the fragment stays in the browser, its page's script
+    puts the code in the form) and press "Sign in"; the page reached."""
+    base, _, fragment = url.partition("#")
+    code = fragment.removeprefix("code=")
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    with browser.open(base, timeout=10) as resp:
+        form = resp.read().decode()
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form))
+    body = urllib.parse.urlencode({**fields, "code": code}).encode()
+    with browser.open(urllib.request.Request(base, data=body), timeout=10) as resp:
+        assert resp.status == 200 and resp.url == urllib.parse.urljoin(base, "/ui/"), resp.url
+        return resp.read().decode()
+
+
 @pytest.mark.slow
 def test_the_banners_lines_work_as_printed_from_a_fresh_shell(tmp_path):
     checkout = tmp_path / "checkout"
@@ -113,8 +129,11 @@ def test_the_banners_lines_work_as_printed_from_a_fresh_shell(tmp_path):
         assert [m["id"] for m in searched] == [message_id]
 
         tokens = _block(banner, "A token for each role")
-        commands = {line.split("--role ")[1].split()[0]: line for line in tokens if not line.startswith("#")}
+        commands = {line.split("--role ")[1].split()[0]: line for line in tokens if " tokens create " in line}
         assert sorted(commands) == sorted(ROLES)
+        # After the auditor's token, the line that makes its sign-in link (run below, once the token exists).
+        link_command = tokens[tokens.index(commands["auditor"]) + 1]
+        assert link_command == ".venv/bin/wa-archive tokens sign-in-link --name auditor", tokens
         issued = {}
         for role, command in commands.items():
             assert command.startswith(".venv/bin/wa-archive tokens create"), command
@@ -129,6 +148,11 @@ def test_the_banners_lines_work_as_printed_from_a_fresh_shell(tmp_path):
         assert pages_url == state["http_url"] + "/ui/"
         page = _sign_in(pages_url, issued["auditor"])
         assert "auditor · auditor" in page
+        linked = _shell([*try_it[:2], link_command], elsewhere)
+        assert linked.returncode == 0, linked.stdout + linked.stderr
+        link = linked.stdout.strip()
+        assert link.startswith(state["http_url"] + "/ui/login/link#code="), link
+        assert "auditor · auditor" in _sign_in_with_link(link)
         api = urllib.request.Request(state["http_url"] + "/api/v1/messages",
                                      headers={"Authorization": f"Bearer {issued['auditor']}"})
         with urllib.request.urlopen(api, timeout=10) as resp:

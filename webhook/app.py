@@ -67,6 +67,9 @@ def create_app(deps: WebhookDeps) -> web.Application:
     ui_audit.add_routes(app)
     api.add_routes(app)
     ui.add_routes(app)
+    from webhook import ui_sign_in_link
+
+    ui_sign_in_link.add_routes(app)
     ui_reconciliation.add_routes(app)
     ui_contacts.add_routes(app)
     codec.add_routes(app)

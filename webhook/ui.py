@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from wa_archive.access.sessions import Session, close_session, load_session, open_session
+from wa_archive.access.sessions import LIFETIME_HOURS, Session, close_session, load_session, open_session
 from wa_archive.archive.keys import normalize_phone
 from wa_archive.contacts import views
 from wa_archive.db import queries
@@ -88,8 +88,26 @@ async def login_form(request: web.Request, error: str = "", status: int | None =
     login_csrf = secrets.token_urlsafe(24)
     resp = render("login.html", status or (401 if error else 200), title="Sign in", error=error,
                   next_url=next_url, login_csrf=login_csrf)
+    set_login_csrf(request, resp, login_csrf)
+    return resp
+
+
+def set_login_csrf(request: web.Request, resp: web.StreamResponse, login_csrf: str) -> None:
+    """The login CSRF cookie for a sign-in form under /ui/login (the token form and the link's page)."""
     resp.set_cookie(LOGIN_CSRF_COOKIE, login_csrf, httponly=True, samesite="Strict", path="/ui/login",
                     secure=request.secure, max_age=3600)
+
+
+def login_csrf_ok(request: web.Request, form: Any) -> bool:
+    return _csrf_ok(request.cookies.get(LOGIN_CSRF_COOKIE), form)
+
+
+def signed_in_redirect(request: web.Request, session_id: str, next_url: str) -> web.HTTPFound:
+    """The redirect that ends a sign-in: the session cookie set, the login CSRF cookie gone."""
+    resp = web.HTTPFound(next_url)
+    resp.set_cookie(COOKIE, session_id, httponly=True, samesite="Strict", path="/ui",
+                    secure=request.secure, max_age=LIFETIME_HOURS * 3600)
+    resp.del_cookie(LOGIN_CSRF_COOKIE, path="/ui/login")
     return resp
 
 
@@ -97,7 +115,7 @@ async def login(request: web.Request) -> web.Response:
     form = await read_form(request)
     if form is None:
         return _notice(None, "Sign in", UNREADABLE_FORM, 400)
-    if not _csrf_ok(request.cookies.get(LOGIN_CSRF_COOKIE), form):
+    if not login_csrf_ok(request, form):
         return await login_form(request, "This sign-in form expired or did not come from this site; "
                                 "please sign in again.", 403)
     session_id = await open_session(deps_of(request).pool, str(form.get("token", "")).strip())
@@ -107,11 +125,7 @@ async def login(request: web.Request) -> web.Response:
     next_url = str(form.get("next", "/ui/"))
     if not _NEXT.fullmatch(next_url):
         next_url = "/ui/"  # never redirect off the site
-    resp = web.HTTPFound(next_url)
-    resp.set_cookie(COOKIE, session_id, httponly=True, samesite="Strict", path="/ui",
-                    secure=request.secure, max_age=8 * 3600)
-    resp.del_cookie(LOGIN_CSRF_COOKIE, path="/ui/login")
-    raise resp
+    raise signed_in_redirect(request, session_id, next_url)
 
 
 async def logout(request: web.Request) -> web.Response:

@@ -32,7 +32,9 @@ WINDOW_SECONDS = 60
 MAX_SOURCES = 100
 # Paths are the attacker's text: enough to say what was asked for, not a place to store a document.
 MAX_PATH_CHARS = 300
-REASONS = ("no_token", "invalid_token", "role_not_allowed", "not_signed_in")
+REASONS = ("no_token", "invalid_token", "role_not_allowed", "not_signed_in",
+           # one-time sign-in links (wa_archive/access/sign_in_links.py)
+           "sign_in_link_unknown", "sign_in_link_used", "sign_in_link_expired", "sign_in_link_token_revoked")
 ACTION = "refused"
 OTHER_SOURCES = "(other sources)"
 UNKNOWN_ACTOR, NO_ROLE = "unknown", "none"

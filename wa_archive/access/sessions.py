@@ -29,11 +29,17 @@ async def open_session(pool: asyncpg.Pool, token: str) -> str | None:
                               token_hash(token))
     if row is None:
         return None
+    return await open_session_for(pool, row["id"])
+
+
+async def open_session_for(db: asyncpg.Pool | asyncpg.Connection, token_id: int) -> str:
+    """A new session id for the token with this id (already checked by the caller: a sign-in link
+    opens it in the transaction that spends the link)."""
     session_id = secrets.token_urlsafe(32)
-    await pool.execute(
+    await db.execute(
         "INSERT INTO ui_sessions (id_sha256, token_id, csrf, expires_at)"
         " VALUES ($1, $2, $3, now() + make_interval(hours => $4))",
-        _hash(session_id), row["id"], secrets.token_urlsafe(24), LIFETIME_HOURS)
+        _hash(session_id), token_id, secrets.token_urlsafe(24), LIFETIME_HOURS)
     return session_id
 
 

@@ -44,6 +44,10 @@ REASONS = {
     "invalid_token": "the token is unknown or revoked",
     "role_not_allowed": "the role may not do this",
     "not_signed_in": "not signed in",
+    "sign_in_link_unknown": "the sign-in link is not valid",
+    "sign_in_link_used": "the sign-in link was already used",
+    "sign_in_link_expired": "the sign-in link had expired",
+    "sign_in_link_token_revoked": "the sign-in link's token is revoked",
 }
 # Fields whose value is worth a word before it; the rest are said as "name value".
 LABELS = {

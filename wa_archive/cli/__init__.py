@@ -32,6 +32,8 @@ from wa_archive.cli.redrive import COMMANDS as REDRIVE_COMMANDS
 from wa_archive.cli.redrive import add_parsers as add_redrive_parsers
 from wa_archive.cli.retention import COMMANDS as RETENTION_COMMANDS
 from wa_archive.cli.retention import add_parsers as add_retention_parsers
+from wa_archive.cli.sign_in_link import add_parser as add_sign_in_link_parser
+from wa_archive.cli.sign_in_link import cmd_sign_in_link
 from wa_archive.cli.support import (
     SINCE_HELP,
     UNTIL_HELP,
@@ -188,6 +190,8 @@ async def cmd_failures(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_tokens(settings: Settings, args: argparse.Namespace) -> int:
     from wa_archive.access import tokens
 
+    if args.tokens_command == "sign-in-link":
+        return await cmd_sign_in_link(settings, args)
     pool = await open_pool(settings)
     try:
         if args.tokens_command == "create":
@@ -442,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     tlist.add_argument("--json", action="store_true")
     revoke = tsub.add_parser("revoke", help="revoke a token by name")
     revoke.add_argument("name")
+    add_sign_in_link_parser(tsub)
     add_keys_parsers(sub)
     add_retention_parsers(sub)
     add_reconciliation_parsers(sub)

@@ -26,13 +26,15 @@ UPDATABLE: dict[str, tuple[str, ...]] = {
     # Capture health: the last webhook heard per number moves forward; a silence episode only ends.
     "capture_numbers": ("display_number", "last_webhook_at"),
     "capture_silences": ("ended_at",),
+    # A one-time sign-in link is spent by setting when it was used.
+    "ui_sign_in_links": ("used_at",),
 }
 # Rows the application deletes itself: a logged-out session is not evidence.
 DELETABLE = frozenset({"ui_sessions"})
 # Tables the application neither reads nor writes.
 HIDDEN = frozenset({"schema_migrations"})
 # The only tables that may be emptied wholesale; every other table holds evidence.
-TRUNCATABLE = frozenset({"schema_migrations", "ui_sessions"})
+TRUNCATABLE = frozenset({"schema_migrations", "ui_sessions", "ui_sign_in_links"})
 # The owner's functions that do for the application what it may not do itself, re-checking the
 # rule instead of trusting the caller: record and carry out a disposal, add a ledger leaf candidate
 # (hashed by the owner), and integrate candidates into the log in candidate order (the integrator).

@@ -2,9 +2,11 @@
 copy as they are (the venv not activated, the data dir found) — one per role, the auditor's with the
 address of the pages to sign in to.
 
-No sign-in link carries a token: a token in a URL lands in server and proxy logs, browser history and
-Referer headers, and an API token does not expire. The banner prints the command that creates a token
-(shown once, on the user's own terminal) and the sign-in address where it is pasted.
+No link carries a token: a token in a URL lands in server and proxy logs, browser history and Referer
+headers, and an API token does not expire. For the auditor the banner prints the command that creates
+a token (shown once, on the user's own terminal) and then the one that makes a one-time sign-in link
+for it: a code that signs one browser in once, within minutes, carried in the URL's fragment, which
+no server or proxy sees (wa_archive/access/sign_in_links.py).
 """
 
 from __future__ import annotations
@@ -87,8 +89,9 @@ def banner(state: dict[str, Any], data_dir: Path, secrets_file: Path, names: dic
         "",
         "A token for each role (printed once by the command: keep it; `tokens revoke NAME` ends it):",
         f"  # auditor: search, read, download receipts and exports, read the access log at {base}/ui/"
-        f" (open it, paste the token to sign in) and {base}/api/v1/",
+        f" and {base}/api/v1/; the second line prints a link that signs a browser in once (10 minutes)",
         f"  {cli} tokens create --role auditor --name {names['auditor']}",
+        f"  {cli} tokens sign-in-link --name {names['auditor']}",
         f"  # sender: the send proxy at {base}/graph/<phone-number-id>/messages and POST {base}/api/v1/outbound",
         f"  {cli} tokens create --role sender --name {names['sender']}",
         f"  # operator: the failures page at {base}/ui/failures and decoding payloads in the Temporal UI",
