@@ -14,6 +14,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from urllib.parse import quote
 
 from tests.conftest import LEDGER_KEY
 from tests.test_auditor_access import _call, _mark, _refused_rows
@@ -50,7 +51,7 @@ FORGED = "2026-01-01 09:00:00 UTC  alice (auditor)  exported messages of all dat
 async def test_a_refused_path_cannot_forge_a_line_of_the_cli_access_log(stack, database_url, temporal_address):
     since = (await stack.pool.fetchval("SELECT now()")).isoformat()
     # A path segment may hold any decoded character but '/': a newline, a carriage return, an escape.
-    path = "/api/v1/conversations/x%0A" + FORGED.replace(" ", "%20") + "%0D%1B[2K"
+    path = "/api/v1/conversations/" + quote("x\n" + FORGED + "\r\x1b[2K", safe="")
     status, _, _ = await _call(stack, "GET", path, None)
     assert status == 401
     listed = await _cli(_env(stack, database_url, temporal_address), "access-log", "--since", since,
