@@ -181,3 +181,29 @@ def test_a_database_password_that_breaks_its_url_is_never_echoed(tmp_path):
                              env=env, capture_output=True, text=True, timeout=60)
         assert run.returncode == 2, run.stdout + run.stderr
         assert "WA_ARCHIVE_DATABASE_URL" in run.stderr and secret not in run.stdout + run.stderr, run.stderr
+
+
+# Roles, through every way in ------------------------------------------------------------------------
+
+
+async def test_senders_and_operators_reach_no_auditor_surface_by_any_spelling_or_method(stack):
+    export_id = "0" * 32
+    api = ["/api/v1/access-log", "/api/v1/access%2Dlog", "/api/v1/access-log?cursor=1",
+           "/api/v1/messages/x/receipt", "/api/v1/messages/x%2Freceipt/receipt", "/api/v1/messages/x/%72eceipt",
+           f"/api/v1/exports/{export_id}", f"/api/v1/exports/{export_id}/bundle", f"/api/v1/exports/{export_id}%2Fbundle"]
+    pages = ["/ui/access-log", "/ui/access%2Dlog", "/ui/receipts/x", "/ui/receipts/x%2Freceipt",
+             f"/ui/exports/{export_id}", f"/ui/exports/{export_id}.zip"]
+    for role in ("sender", "operator"):
+        token = await stack.token(role)
+        for path in api:
+            for method in ("GET", "HEAD"):
+                status, _, body = await _call(stack, method, path, token)
+                assert status == 403, (role, method, path, status, body)
+            status, _, _ = await _call(stack, "OPTIONS", path, token)
+            assert status == 405, (role, path, status)
+        status, _, body = await _call(stack, "POST", "/api/v1/exports", token, json={})
+        assert status == 403, (role, body)
+        cookie = await sign_in(stack, token)
+        for path in pages:
+            status, _, page = await fetch(stack, path, cookie)
+            assert status == 403 and b"may not open this page" in page, (role, path, status)
