@@ -23,6 +23,18 @@ ENV_PREFIX = "WA_ARCHIVE_"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def _ports_are_numbers(url: str) -> bool:
+    """Whether every host of a PostgreSQL URL (host:port[,host:port…], [IPv6]:port) names its port, if
+    any, in digits, as the driver reads them."""
+    for host in urlparse(url).netloc.rpartition("@")[2].split(","):
+        after_address = host.rpartition("]")[2] if host.startswith("[") else host
+        if ":" in after_address:
+            port = after_address.rpartition(":")[2]
+            if not (port.isascii() and port.isdigit()):
+                return False
+    return True
+
+
 def parse_networks(value: str) -> tuple[IPNetwork, ...]:
     """Comma-separated addresses or CIDRs as networks; ValueError naming the first bad entry."""
     networks = []
@@ -244,6 +256,11 @@ class Settings(BaseSettings):
         if value is not None and urlparse(value).scheme not in ("postgresql", "postgres"):
             raise ValueError("must be a PostgreSQL URL such as postgresql://wa_archive_app:PASSWORD@db.example.com:5432"
                              "/wa_archive (the value given does not start with postgresql://)")
+        if value is not None and not _ports_are_numbers(value):
+            # A password holding '/', '#' or '?' ends the URL's host part early, and what follows its ':'
+            # is read as a port: the driver's error would then quote the password.
+            raise ValueError("a host's port is not a number; if the password holds / # ? or @, write them"
+                             " percent-encoded (%2F %23 %3F %40)")
         return value
 
     @field_validator("s3_object_lock_mode")

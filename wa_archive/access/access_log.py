@@ -20,6 +20,8 @@ OUTCOMES = ("allowed", "refused")
 PAGE_FILTERS = ("since", "until", "outcome", "actor", "limit", "cursor")
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
+# The largest id the table's bigint can hold: a larger cursor is not one this API wrote.
+MAX_ID = 2**63 - 1
 
 
 async def record_access(pool: asyncpg.Pool, *, actor: str, role: str, action: str, target: dict[str, Any],
@@ -91,7 +93,7 @@ def parse_access_query(values: Mapping[str, str]) -> AccessQuery:
     if "cursor" in values:
         cursor = values["cursor"]
         # The id of the last entry of the previous page, as this API wrote it.
-        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 19 and int(cursor) > 0):
+        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 19 and 0 < int(cursor) <= MAX_ID):
             raise FilterError("cursor", "not a cursor returned by this API")
         before = int(cursor)
     return AccessQuery(since=since, until=until, outcome=outcome, actor=actor, limit=limit, before=before)

@@ -7,9 +7,11 @@ permanent record as fast as they can send requests. Instead, per source address,
 the first refusal of each clock minute is written at once (before the 401 or 403 is sent); the
 refusals that follow it in that minute are counted, and one entry saying how many there were is
 written when the minute is over. At most MAX_SOURCES keys get entries of their own in a minute;
-refusals beyond them are counted together per reason. A server process therefore writes at most
-about 2 x MAX_SOURCES + 4 refused entries a minute whatever it is sent, and an auditor still sees
-who was refused, why, from where, and how often. The counts of the current minute live in memory:
+refusals beyond them are counted together per reason, except that a caller whose token was valid
+(refused for its role) always gets its first entry of the minute, under its name. A server process
+therefore writes at most about 2 x MAX_SOURCES + 4 refused entries a minute whatever an
+unauthenticated client sends (plus two per issued token refused in that minute), and an auditor still
+sees who was refused, why, from where, and how often. The counts of the current minute live in memory:
 a process that dies loses them (its first refusals are already written), and a clean stop writes them.
 """
 
@@ -85,8 +87,11 @@ class RefusalLog:
         await self.roll()
         key = refusal.key
         if key not in self._seen and len(self._seen) >= self.max_sources:
-            key = (OTHER_SOURCES, UNKNOWN_ACTOR, NO_ROLE, refusal.reason)
-        if key in self._seen or key[0] == OTHER_SOURCES:
+            # Sources beyond the limit share a key; a caller whose token was valid keeps its own, so that
+            # a flood from many addresses cannot take the name off a known caller's refusal. Tokens are
+            # issued by an admin: their number bounds these keys.
+            key = (OTHER_SOURCES, refusal.actor, refusal.role, refusal.reason)
+        if key in self._seen or (key[0] == OTHER_SOURCES and refusal.actor == UNKNOWN_ACTOR):
             repeats = self._repeats.setdefault(key, _Repeats(0, refusal.method, refusal.path))
             repeats.count += 1
             repeats.method, repeats.path = refusal.method, _short(refusal.path)

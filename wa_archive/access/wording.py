@@ -64,9 +64,14 @@ QUIET = {"limit", "cursor", "via", "found", "previous_days", "consent_required",
 
 
 def describe(action: str, target: dict[str, Any] | None, outcome: str = "allowed") -> str:
-    """One sentence for one entry (without who: that is its own column). A target that is not an object
-    (a row written by other means than record_access) is shown as the value it is."""
-    target = dict(target) if isinstance(target, Mapping) else ({} if target is None else {"target": target})
+    """One sentence for one entry (without who: that is its own column), on one line whatever it quotes.
+    A target that is not an object (a row written by other means than record_access) is shown as the
+    value it is."""
+    shown = dict(target) if isinstance(target, Mapping) else ({} if target is None else {"target": target})
+    return _one_line(_sentence(action, shown, outcome))
+
+
+def _sentence(action: str, target: dict[str, Any], outcome: str) -> str:
     if outcome == "refused":
         return _refusal(target)
     verb = ACTIONS.get(action, action.replace("_", " ").replace(".", " "))
@@ -188,6 +193,20 @@ def _phone(value: Any) -> str:
 def _absent(value: Any) -> bool:
     # Some older command-line entries stored a missing date as the text "None".
     return value is None or value == "" or value == "None" or value == [] or value == {}
+
+
+# Characters that would make a quoted value start a new line, rewrite the terminal or reorder the text
+# around it: controls (C0, DEL, C1), line and paragraph separators, and the bidirectional controls.
+_UNPRINTABLE = {*range(0x20), *range(0x7F, 0xA0), 0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F),
+                *range(0x2066, 0x206A)}
+_ESCAPED = {code: chr(code).encode("unicode_escape").decode("ascii") for code in _UNPRINTABLE}
+
+
+def _one_line(sentence: str) -> str:
+    """The sentence with each such character written as its escape (\\n, \\x1b, \\u202e): a refused
+    request's path is any text an unauthenticated client chose, and must not forge a line of the
+    CLI's listing or read differently from what is stored."""
+    return sentence.translate(_ESCAPED)
 
 
 def _text(value: Any) -> str:

@@ -19,7 +19,9 @@ import hashlib
 import io
 import json
 import os
+import struct
 import zipfile
+import zlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -90,7 +92,7 @@ def _files_against_manifest(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any
     present = set(names) - _UNLISTED
     folders = _folders_of(listed)
     for extra in sorted(present - set(listed)):
-        if extra in folders and _is_empty_folder_entry(zf.getinfo(extra)):
+        if extra in folders and _is_empty_folder_entry(zf, zf.getinfo(extra)):
             continue  # `zip -r` records each folder of the bundle as an entry of its own
         problems.append(f"{extra}: not listed in the manifest")
     for name, entry in sorted(listed.items()):
@@ -121,10 +123,41 @@ def _folders_of(listed: dict[str, dict[str, Any]]) -> set[str]:
     return folders
 
 
-def _is_empty_folder_entry(info: zipfile.ZipInfo) -> bool:
-    """A folder entry carries no content: a name ending in `/` and not one byte, stored or compressed."""
+def _is_empty_folder_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    """A folder entry carries no content: a name ending in `/` and not one byte, stored or compressed,
+    in the central directory and in its local header alike."""
     empty_stream = 2 if info.compress_type == zipfile.ZIP_DEFLATED else 0  # deflate's end block alone is 2 bytes
-    return info.is_dir() and info.file_size == 0 and info.compress_size <= empty_stream
+    return (info.is_dir() and info.file_size == 0 and info.compress_size <= empty_stream
+            and _local_header_is_empty(zf, info))
+
+
+def _local_header_is_empty(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    """The entry's local header names the same folder and holds no data. A tool that unzips as a stream
+    reads local headers, not the central directory this verifier reads: a folder entry whose local
+    header named a file with content would put a file on the reader's disk that was never checked."""
+    fp = zf.fp
+    if fp is None:
+        return False
+    fp.seek(info.header_offset)
+    header = fp.read(_LOCAL_HEADER.size)
+    if len(header) != _LOCAL_HEADER.size:
+        return False
+    signature, flags, method, compressed, size, name_length, extra_length = _LOCAL_HEADER.unpack(header)
+    name = fp.read(name_length)
+    fp.seek(extra_length, os.SEEK_CUR)
+    data = fp.read(info.compress_size)
+    named = name.decode("utf-8" if flags & 0x800 else "cp437", errors="replace")
+    sized = flags & 0x08 or (compressed == info.compress_size and size == 0)  # bit 3: sizes follow the data
+    if signature != b"PK\x03\x04" or named != info.orig_filename or method != info.compress_type or not sized:
+        return False
+    if method != zipfile.ZIP_DEFLATED:
+        return data == b""
+    stream = zlib.decompressobj(-15)  # the deflate stream must end here having said nothing
+    return stream.decompress(data) == b"" and stream.eof and not stream.unused_data
+
+
+# signature, (version), flags, method, (time, date, crc), compressed size, size, name and extra lengths
+_LOCAL_HEADER = struct.Struct("<4s2xHH8xIIHH")
 
 
 def _read_json(zf: zipfile.ZipFile, name: str) -> Any:
