@@ -2,8 +2,8 @@
 and how long an appended leaf waits for its number (the integration lag) with the integrator running as
 deployed: a worker process and the wa-archive-ledger-integrate Schedule, every WA_ARCHIVE_LEDGER_INTEGRATE_EVERY.
 
-- appends: 32 connections of the application role, each committing one ledger_append() per transaction
-  (what every record's transaction adds), against the same 32 connections each committing one INSERT of
+- appends: 32 connections of the application role, each committing one candidate INSERT per transaction
+  (ledger_candidates.ADD: what every record's transaction adds), against the same 32 connections each committing one INSERT of
   the same (kind, record id, digest) into a plain table with an identity key, in the same run;
 - lag: for a sample of the appends above, from the writer's commit until the leaf is in the log (when a
   receipt can be made), one query every 10 ms for all sampled leaves still waiting; p50, p99 and max against the interval.
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from wa_archive.config import Settings
+from wa_archive.db import ledger_candidates
 from wa_archive.names import LEDGER_INTEGRATE_SCHEDULE_ID
 from wa_archive.temporal.schedules import ledger_integrate_schedule
 
@@ -99,7 +100,7 @@ async def ledger_appends(bench: Bench) -> dict:
                                       "INSERT INTO bench_plain_leaves (kind, record_id, digest) VALUES ($1, $2, $3)"))
             writing.set()
             watcher = asyncio.create_task(watch())
-            ledger_s.append(await _run(bench.db_url, _rows(f"ledger{round_}"), "SELECT ledger_append($1, $2, $3)",
+            ledger_s.append(await _run(bench.db_url, _rows(f"ledger{round_}"), ledger_candidates.ADD,
                                        sampled))
             writing.clear()
             await watcher
@@ -125,7 +126,7 @@ async def ledger_appends(bench: Bench) -> dict:
 async def _wait_for_integration(bench: Bench) -> None:
     conn = await asyncpg.connect(bench.db_url)
     try:
-        await conn.execute("SELECT ledger_append('access', 'bench-warm-up', 'warm-up')")
+        await conn.execute(ledger_candidates.ADD, "access", "bench-warm-up", "warm-up")
         for _ in range(1200):
             if await conn.fetchval("SELECT 1 FROM ledger_leaves WHERE record_id = 'bench-warm-up'"):
                 return

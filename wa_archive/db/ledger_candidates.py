@@ -12,12 +12,14 @@ import asyncpg
 Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
+# What every record's transaction runs for its leaf (the ledger bench measures this same statement).
+ADD = "INSERT INTO ledger_candidates (kind, record_id, digest) VALUES ($1, $2, $3) RETURNING id"
+
+
 async def add(conn: asyncpg.Connection, kind: str, record_id: str, digest: str) -> int:
     """Add a leaf candidate inside the caller's transaction; returns the candidate's id. A plain INSERT:
     the table's CHECK allows only the ledger's kinds, and the integrator computes the leaf hash."""
-    candidate: int = await conn.fetchval(
-        "INSERT INTO ledger_candidates (kind, record_id, digest) VALUES ($1, $2, $3) RETURNING id",
-        kind, record_id, digest)
+    candidate: int = await conn.fetchval(ADD, kind, record_id, digest)
     return candidate
 
 
