@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -192,8 +193,18 @@ async def admin_pool(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.Pool]
 async def clean_db(pool: asyncpg.Pool, admin_pool: asyncpg.Pool) -> asyncpg.Pool:
     # Evidence tables refuse TRUNCATE by trigger, even to their owner; a superuser in replica mode
     # (which fires no ordinary triggers) is the only way to empty them, as it should be.
+    # A connection an earlier test abandoned in the middle of a statement keeps its transaction, and
+    # the locks it took, open for good: TRUNCATE would wait on it for ever. Such a backend (in a
+    # transaction for over a minute, between tests) is ended first, and named, so the leak can be found.
+    stuck = await admin_pool.fetch(
+        "SELECT pid, usename, left(query, 200) AS query, pg_terminate_backend(pid) AS ended FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        " AND xact_start < now() - interval '60 seconds'")
+    for backend in stuck:
+        warnings.warn(f"ended a backend stuck in a transaction for over a minute: {dict(backend)}", stacklevel=1)
     async with admin_pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute("SET LOCAL lock_timeout = '60s'")  # a lock never released fails the test, loudly
         await conn.execute(
             "TRUNCATE media, messages, message_deliveries, status_events, webhook_events,"
             " archive_attempts, archive_failures, deliveries, template_events, template_snapshots,"
