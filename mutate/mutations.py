@@ -489,7 +489,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="refusal-flood-not-bounded",
         file="wa_archive/access/refusals.py",
-        original="        if key in self._seen or key[0] == OTHER_SOURCES:",
+        original="        if key in self._seen or (key[0] == OTHER_SOURCES and refusal.actor == UNKNOWN_ACTOR):",
         replacement="        if False:",
         promise="refusals repeated within a minute are counted into one entry, not each written",
         tests=("tests/test_auditor_access.py::test_a_flood_of_refusals_writes_one_entry_per_source_and_reason_a_minute",),
