@@ -61,6 +61,7 @@ class Burst:
 
     media: dict[str, FakeMedia] = field(default_factory=dict)  # inbound message id -> its one media item
     texts: list[str] = field(default_factory=list)  # inbound text message ids
+    stops: list[str] = field(default_factory=list)  # those among them that are a STOP: consent evidence
     outbound: list[str] = field(default_factory=list)  # message ids only statuses speak of
     statuses: set[tuple[str, str, str]] = field(default_factory=set)  # (message id, status, raw timestamp)
     bodies: list[bytes] = field(default_factory=list)
@@ -72,9 +73,9 @@ class Burst:
 
 
 def _burst(stack: Stack, rng: random.Random) -> Burst:
-    """Media and text messages, each in an envelope of its own, again in pairs with another message, and
-    all together in one batch; statuses of outbound messages in one envelope per message and in two
-    envelopes holding all of them in opposite orders."""
+    """Media and text messages (a few texts a STOP: consent evidence), each in an envelope of its own,
+    again in pairs with another message, and all together in one batch; statuses of outbound messages
+    in one envelope per message and in two envelopes holding all of them in opposite orders."""
     burst = Burst()
     items: dict[str, dict[str, Any]] = {}
     now = int(time.time())
@@ -87,7 +88,10 @@ def _burst(stack: Stack, rng: random.Random) -> Burst:
     for i in range(TEXT_MESSAGES):
         mid = wamid()
         burst.texts.append(mid)
-        items[mid] = message("text", {"body": f"order {i}: buy 10"}, mid=mid, phone=PHONE, ts=now - i)
+        if i % 5 == 0:
+            burst.stops.append(mid)
+        text = "STOP" if i % 5 == 0 else f"order {i}: buy 10"
+        items[mid] = message("text", {"body": text}, mid=mid, phone=PHONE, ts=now - i)
     ids = list(items)
     burst.bodies += [dumps(envelope([items[mid]], phone=PHONE)) for mid in ids]
     paired = rng.sample(ids, len(ids))
@@ -293,6 +297,9 @@ async def test_two_workers_and_two_webhook_servers_archive_a_duplicated_burst_on
     assert [entry for entry, n in entries.items() if n > 1] == []
     assert {rid for kind, rid in entries if kind == "message"} == set(everything)
     assert {rid for kind, rid in entries if kind == "status_event"} == {str(r["id"]) for r in status_rows}
+    consent = await pool.fetch("SELECT id, evidence_message_id FROM consent_entries")
+    assert sorted(e["evidence_message_id"] for e in consent) == sorted(burst.stops)
+    assert {rid for kind, rid in entries if kind == "consent"} == {str(e["id"]) for e in consent}
     recomputed = merkle.root([merkle.leaf_hash(ledger.leaf_bytes(leaf["kind"], leaf["record_id"], leaf["digest"]))
                               for leaf in leaves])
     assert merkle.root([bytes(leaf["leaf_hash"]) for leaf in leaves]) == recomputed
@@ -304,26 +311,44 @@ async def test_two_workers_and_two_webhook_servers_archive_a_duplicated_burst_on
     assert verified["ok"] and verified["objects_rehashed"] == len(media_rows), verified
 
 
+async def _store_as_the_webhook_does(pool: Any, body: bytes) -> None:
+    """The webhook's one transaction for a delivery with statuses or consent evidence (archive/handover.py)."""
+    delivery = Delivery(source="meta", body=body, signature=None, remote_addr=None,
+                        received_at=datetime.now(timezone.utc))
+    parsed = parse_delivery(json.loads(body), delivery.sha256, delivery.received_at)
+    async with pool.acquire() as conn, conn.transaction():
+        await queries.insert_delivery(conn, **delivery.row(len(parsed.messages) + len(parsed.statuses)))
+        await record_delivery(conn, delivery.sha256, parsed, consent=make_settings().consent_feed_options())
+
+
 async def test_two_servers_storing_the_same_statuses_in_opposite_orders_both_commit(clean_db):
-    """The webhook's transaction for a delivery with statuses (archive/handover.py), run by two servers
-    at once for two envelopes that carry the same statuses in opposite orders: both commit, each status
-    is stored once with one ledger leaf, and neither delivery fails with a deadlock."""
-    pool, consent = clean_db, make_settings().consent_feed_options()
+    """Two servers at once, given two envelopes that carry the same statuses in opposite orders: both
+    commit (neither fails with a deadlock), and each status is stored once with one ledger leaf."""
+    pool = clean_db
     statuses = [{"id": wamid(), "status": status, "timestamp": str(1_790_000_000 + i), "recipient_id": PHONE}
                 for i in range(20) for status in ("sent", "delivered")]
-
-    async def store(body: bytes) -> None:
-        delivery = Delivery(source="meta", body=body, signature=None, remote_addr=None,
-                            received_at=datetime.now(timezone.utc))
-        parsed = parse_delivery(json.loads(body), delivery.sha256, delivery.received_at)
-        async with pool.acquire() as conn, conn.transaction():
-            await queries.insert_delivery(conn, **delivery.row(len(statuses)))
-            await record_delivery(conn, delivery.sha256, parsed, consent=consent)
-
-    await asyncio.gather(store(dumps(envelope(statuses=statuses))), store(dumps(envelope(statuses=statuses[::-1]))))
+    await asyncio.gather(*(_store_as_the_webhook_does(pool, dumps(envelope(statuses=order)))
+                           for order in (statuses, statuses[::-1])))
     assert await pool.fetchval("SELECT count(*) FROM deliveries") == 2
     rows = await pool.fetch("SELECT id FROM status_events")
     assert len(rows) == len(statuses)
     await sequencing.integrate(pool)
     leaves = await pool.fetch("SELECT record_id FROM ledger_leaves WHERE kind = 'status_event'")
     assert sorted(leaf["record_id"] for leaf in leaves) == sorted(str(r["id"]) for r in rows)
+
+
+async def test_two_servers_storing_the_same_stop_texts_in_opposite_orders_both_commit(clean_db):
+    """The same for consent evidence: STOP texts of a few people, in opposite orders, stored at once.
+    Each is one consent entry with one ledger leaf, and each person one contact."""
+    pool = clean_db
+    people = [f"4477009002{n:02d}" for n in range(3)]
+    texts = [message("text", {"body": "STOP"}, mid=wamid(), phone=people[i % 3]) for i in range(12)]
+    contacts = [{"profile": {"name": f"person {n}"}, "wa_id": phone} for n, phone in enumerate(people)]
+    await asyncio.gather(*(_store_as_the_webhook_does(pool, dumps(envelope(order, contacts=contacts)))
+                           for order in (texts, texts[::-1])))
+    entries = await pool.fetch("SELECT id, evidence_message_id, contact_id FROM consent_entries")
+    assert sorted(e["evidence_message_id"] for e in entries) == sorted(t["id"] for t in texts)
+    assert len({e["contact_id"] for e in entries}) == len(people)
+    await sequencing.integrate(pool)
+    leaves = await pool.fetch("SELECT record_id FROM ledger_leaves WHERE kind = 'consent'")
+    assert sorted(leaf["record_id"] for leaf in leaves) == sorted(str(e["id"]) for e in entries)
