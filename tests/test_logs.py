@@ -58,7 +58,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 
-async def _serving(http: aiohttp.ClientSession, base: str, proc: subprocess.Popen, log: Path) -> None:
+async def _serving(http: aiohttp.ClientSession, base: str, proc: subprocess.Popen, log: Path,
+                   timeout: float = 60) -> None:
     """Wait until the `serve` process at `base` answers /healthz (failing with its log if it died)."""
     async def up() -> bool:
         try:
@@ -68,7 +69,7 @@ async def _serving(http: aiohttp.ClientSession, base: str, proc: subprocess.Pope
             assert proc.poll() is None, log.read_text()
             return False
 
-    await wait_until(up, "serve answering /healthz", interval=0.2)
+    await wait_until(up, f"{base} answering /healthz", timeout=timeout, interval=0.2)
 
 
 async def test_serve_logs_json_lines_with_routes_not_paths_or_queries(
