@@ -188,6 +188,7 @@ async def test_two_workers_and_two_webhook_servers_archive_a_duplicated_burst_on
     workers, servers = processes[:2], processes[2:]
     stop_integrating = asyncio.Event()
     integrated: list[int] = []
+    integrators: list[asyncio.Task[None]] = []
 
     async def integrator() -> None:
         # Two integrators while the records are written, as overlapping Schedule runs would be.
@@ -205,7 +206,7 @@ async def test_two_workers_and_two_webhook_servers_archive_a_duplicated_burst_on
                 return wanted <= await _pollers(stack)
 
             await wait_until(both_polling, "both workers polling the task queue", interval=0.2)
-            integrators = [asyncio.create_task(integrator()) for _ in range(2)]
+            integrators += [asyncio.create_task(integrator()) for _ in range(2)]
             answers = await asyncio.gather(*(_post_to_both(http, servers, body)
                                              for body in random.Random(7).sample(burst.bodies, len(burst.bodies))))
 
@@ -224,8 +225,8 @@ async def test_two_workers_and_two_webhook_servers_archive_a_duplicated_burst_on
 
             async def all_closed() -> list[Any]:
                 runs = [w async for w in client.list_workflows(f"TaskQueue = '{tq}'")]
-                closed = {w.id for w in runs if w.status != WorkflowExecutionStatus.RUNNING}
-                return runs if closed >= expected_workflows and len(closed) == len(runs) else []
+                running = [w for w in runs if w.status == WorkflowExecutionStatus.RUNNING]
+                return runs if not running and {w.id for w in runs} >= expected_workflows else []
 
             runs = await wait_until(all_closed, "every workflow of the burst closed (visibility)", timeout=30,
                                     interval=0.3)
@@ -233,6 +234,7 @@ async def test_two_workers_and_two_webhook_servers_archive_a_duplicated_burst_on
             await asyncio.gather(*integrators)
     finally:
         stop_integrating.set()
+        await asyncio.gather(*integrators, return_exceptions=True)  # a failure was raised above already
         # All at once: each shuts down gracefully (SIGTERM), and what it logs on the way out is read below.
         await asyncio.gather(*(asyncio.to_thread(kill_group, p.proc, signal.SIGTERM, 20) for p in processes))
 
