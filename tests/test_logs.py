@@ -9,7 +9,9 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 
-async def _serving(http: aiohttp.ClientSession, base: str, proc: subprocess.Popen, log: Path) -> None:
+async def _serving(http: aiohttp.ClientSession, base: str, proc: subprocess.Popen, log: Path,
+                   timeout: float = 60) -> None:
     """Wait until the `serve` process at `base` answers /healthz (failing with its log if it died)."""
     async def up() -> bool:
         try:
@@ -66,7 +69,7 @@ async def _serving(http: aiohttp.ClientSession, base: str, proc: subprocess.Pope
             assert proc.poll() is None, log.read_text()
             return False
 
-    await wait_until(up, "serve answering /healthz", interval=0.2)
+    await wait_until(up, f"{base} answering /healthz", timeout=timeout, interval=0.2)
 
 
 async def test_serve_logs_json_lines_with_routes_not_paths_or_queries(
@@ -203,3 +206,27 @@ def test_scrub_drops_phone_numbers_written_with_spaces_dashes_and_brackets():
     kept = ("Temporal at 127.0.0.1:7233 unreachable since 2026-11-27 05:24:49; 3 of 5 attempts, 1500 ms, port 8080, "
             "id 12345678901234567890")
     assert scrub(kept) == kept
+
+
+def test_lines_written_at_once_from_two_threads_stay_one_json_object_each(tmp_path):
+    """Ours (structlog) from one thread and a library's (logging) from another, as the Temporal Core's
+    forwarded lines come: no line may hold the end of one and the start of the other."""
+    script = textwrap.dedent("""
+        import logging, sys, threading
+        import structlog
+        from wa_archive.logs import configure_logging
+        configure_logging("INFO")
+        sys.setswitchinterval(1e-6)  # switch threads as often as possible: any gap inside a line shows
+        theirs = threading.Thread(target=lambda: [logging.getLogger("temporalio.core").info("line %d", i)
+                                                  for i in range(4000)])
+        theirs.start()
+        for i in range(4000):
+            structlog.get_logger("wa_archive.test").info("our_line", n=i)
+        theirs.join()
+    """)
+    log = tmp_path / "threads.stderr"
+    with log.open("wb") as stderr:
+        subprocess.run([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=stderr, check=True,
+                       env=_env(), timeout=120)
+    events = _lines(log)
+    assert Counter(e["event"] == "our_line" for e in events) == {True: 4000, False: 4000}

@@ -131,7 +131,10 @@ def configure_logging(level: str = "INFO") -> None:
     structlog.configure(
         processors=[*_shared_processors(), *_render()],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # One write() per event, its newline included (print() writes the newline apart): a library's
+        # line from another thread then cannot land between an event and its newline, making one line
+        # of two JSON objects.
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(

@@ -80,9 +80,7 @@ async def record_entry(conn: asyncpg.Connection, ev: ConsentEvidence) -> tuple[i
     if existing is not None:
         return existing, False
     entry_id = await sql.next_consent_entry_id(conn)
-    contact_id = await resolve_contact(
-        conn, Observation(at=ev.at, phone=ev.phone, wa_id=ev.wa_id, bsuid=ev.bsuid,
-                          message_id=ev.evidence_message_id), consent_entry_id=entry_id)
+    contact_id = await resolve_contact(conn, _observation(ev), consent_entry_id=entry_id)
     row = await sql.insert_consent_entry(conn, {
         "id": entry_id, "contact_id": contact_id, "phone": ev.phone or normalize_phone(ev.wa_id),
         "business_phone_number_id": ev.business_phone_number_id, "category": ev.category, "state": ev.state,
@@ -93,6 +91,20 @@ async def record_entry(conn: asyncpg.Connection, ev: ConsentEvidence) -> tuple[i
         raise RuntimeError(f"consent entry {ev.dedupe_key!r} appeared while it was being recorded")
     await ledger.append(conn, "consent", str(entry_id), ledger.consent_digest(row))
     return entry_id, True
+
+
+def _observation(ev: ConsentEvidence) -> Observation:
+    """What an entry shows of the person it is about."""
+    return Observation(at=ev.at, phone=ev.phone, wa_id=ev.wa_id, bsuid=ev.bsuid, message_id=ev.evidence_message_id)
+
+
+async def lock_entries(conn: asyncpg.Connection, evidence: list[ConsentEvidence]) -> None:
+    """Take every lock that recording these entries takes, at once and in one order: the dedupe keys,
+    then the people's identifiers, each sorted (record_entry takes them in that order for one entry).
+    Entry by entry, two transactions recording overlapping evidence in different orders (two webhook
+    servers given two envelopes of the same messages) could each hold a lock the other waits for."""
+    await sql.lock_keys(conn, [ev.dedupe_key for ev in evidence])
+    await sql.lock_identifiers(conn, [identifier for ev in evidence for identifier in _observation(ev).identifiers()])
 
 
 async def state_at(db: asyncpg.Pool | asyncpg.Connection, *, phone: str, business_phone_number_id: str | None,

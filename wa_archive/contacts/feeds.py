@@ -19,7 +19,7 @@ import structlog
 from pydantic import ValidationError
 
 from wa_archive.archive.keys import normalize_phone
-from wa_archive.contacts.consent import ConsentEvidence, record_entry
+from wa_archive.contacts.consent import ConsentEvidence, lock_entries, record_entry
 from wa_archive.contacts.feed_options import ConsentFeedOptions
 from wa_archive.models import ArchiveRequest
 from wa_archive.sources.meta.payload import ParsedDelivery, StatusEvent
@@ -141,7 +141,9 @@ async def record_delivery_consent(conn: asyncpg.Connection, delivery_sha256: str
                                   options: ConsentFeedOptions) -> int:
     """Record the delivery's consent evidence in the caller's transaction; how many entries are new."""
     new = 0
-    for evidence in delivery_evidence(parsed, delivery_sha256, options):
+    found = delivery_evidence(parsed, delivery_sha256, options)
+    await lock_entries(conn, found)
+    for evidence in found:
         _, created = await record_entry(conn, evidence)
         new += created
     return new

@@ -31,6 +31,15 @@ async def lock_key(conn: asyncpg.Connection, key: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _IDENTIFIER_LOCKS + 1, key)
 
 
+async def lock_keys(conn: asyncpg.Connection, keys: list[str]) -> None:
+    """lock_key for several keys at once, in sorted order of the lock keys (as lock_identifiers)."""
+    if keys:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1, h) FROM"
+            " (SELECT DISTINCT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY h) AS keys",
+            _IDENTIFIER_LOCKS + 1, keys)
+
+
 async def histories(conn: asyncpg.Connection, ids: list[Identifier]) -> dict[Identifier, list[Link]]:
     """Every link of each identifier (an identifier has few: one per time it changed hands)."""
     rows = await conn.fetch(

@@ -85,7 +85,10 @@ async def was_disposed(db: Executor, message_id: str) -> bool:
 async def insert_status_events(conn: asyncpg.Connection, delivery_sha256: str, events: list[StatusEvent]) -> None:
     """New status rows, each with its ledger leaf (call inside a transaction); repeats are ignored,
     and so are statuses of a message disposed of (its status rows went with it)."""
-    for e in events:
+    # In one fixed order, whatever the payload's: two servers writing deliveries that carry the same
+    # statuses in different orders then wait on each other's row instead of each holding one the other
+    # needs (a deadlock, which PostgreSQL ends by failing one delivery with a 503).
+    for e in sorted(events, key=lambda e: (e.message_id, e.raw_timestamp or "", e.status)):
         row = await conn.fetchrow(
             "INSERT INTO status_events (message_id, status, ts, raw_timestamp, recipient_id, payload,"
             " delivery_sha256) SELECT $1, $2, $3, $4, $5, $6, $7"
