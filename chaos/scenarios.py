@@ -35,7 +35,7 @@ async def _wait_for(what: str, check: Callable[[], Awaitable[bool]], timeout: fl
 async def _handover_part_killed(stack: ChaosStack, part: str, seconds: float) -> Fault:
     """A part the webhook needs to hand over (PostgreSQL, Temporal) SIGKILLed, then started again on its
     state after `seconds`; the down window ends when it is started again."""
-    fault = Fault(started=time.time(), ended=0.0, handover_down=True)
+    fault = Fault(started=time.time(), ended=0.0, handover_down=True, killed={part})
     stack.kill(part)
     await asyncio.sleep(seconds)
     fault.back = time.time()
