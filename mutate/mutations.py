@@ -206,8 +206,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="search-not-access-logged",
         file="webhook/api.py",
-        original='    await log_access(request, "search", dict(request.query))\n',
-        replacement="",
+        original='    items, cursor = await log_access_during(request, "search", dict(request.query), _page(pool_of(request), filters))\n',
+        replacement="    items, cursor = await _page(pool_of(request), filters)\n",
         promise="every search is written to the access log",
         tests=("tests/test_api.py::test_every_read_is_in_the_append_only_access_log",),
     ),
@@ -243,6 +243,14 @@ MUTATIONS: list[Mutation] = [
                  '                                         content_type="application/json") from exc',
         replacement="        raise",
         promise="an unrecordable read is refused with 503 (retry later), not a 500",
+        tests=("tests/test_access_before_data.py::test_api_media_read_is_refused_with_503_when_its_access_cannot_be_recorded",),
+    ),
+    Mutation(
+        name="read-sent-though-its-access-failed",
+        file="webhook/deps.py",
+        original="    except BaseException:\n        reading.cancel()\n",
+        replacement="    except BaseException:\n        return await reading\n",
+        promise="a read that runs while its access entry commits is sent only once the entry committed",
         tests=("tests/test_access_before_data.py::test_api_media_read_is_refused_with_503_when_its_access_cannot_be_recorded",),
     ),
     Mutation(

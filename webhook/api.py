@@ -7,28 +7,46 @@ Roles: auditor and admin may read; sender and operator may not (403).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
+import asyncpg
 import structlog
 from aiohttp import web
 
 from wa_archive.archive.keys import normalize_phone
 from wa_archive.db import queries
-from wa_archive.discovery.search import parse_filters, search
+from wa_archive.discovery.search import Filters, parse_filters, search
 from wa_archive.errors import FilterError
 from wa_archive.json_input import as_storable
 from webhook.auth import CALLER, require
-from webhook.deps import deps_of, json_error, pool_of, record_read
+from webhook.deps import deps_of, json_error, pool_of, record_read, record_read_during
 from webhook.media import media_filename, send_media
 
 log = structlog.get_logger("wa_archive.api")
 READERS = ("auditor",)
+T = TypeVar("T")
 
 
 async def log_access(request: web.Request, action: str, target: dict[str, Any]) -> None:
     """The caller's read, in the access log before anything is sent (503 when it cannot be written)."""
     caller = request[CALLER]
     await record_read(request, actor=caller.name, role=caller.role, action=action, target=target)
+
+
+async def log_access_during(request: web.Request, action: str, target: dict[str, Any], read: Awaitable[T]) -> T:
+    """`read`'s result once the caller's read is in the access log; the read runs while the entry
+    commits, and nothing of it is returned (so sent) unless the entry committed (503 otherwise)."""
+    caller = request[CALLER]
+    return await record_read_during(request, read, actor=caller.name, role=caller.role, action=action,
+                                    target=target)
+
+
+async def _page(pool: asyncpg.Pool, filters: Filters, *, ascending: bool = False
+                ) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a search as the API shows it, with the media of its messages, and the next cursor."""
+    rows, cursor = await search(pool, filters, ascending=ascending)
+    return await queries.with_media(pool, rows), cursor
 
 
 @require(*READERS, pool_of=pool_of)
@@ -38,9 +56,7 @@ async def list_messages(request: web.Request) -> web.Response:
         filters = parse_filters(request.query)
     except FilterError as exc:
         return json_error(400, f"bad filter {exc}", filter=exc.name)
-    await log_access(request, "search", dict(request.query))
-    rows, cursor = await search(pool_of(request), filters)
-    items = await queries.with_media(pool_of(request), rows)
+    items, cursor = await log_access_during(request, "search", dict(request.query), _page(pool_of(request), filters))
     return web.json_response({"items": items, "next_cursor": cursor})
 
 
@@ -48,8 +64,8 @@ async def list_messages(request: web.Request) -> web.Response:
 async def get_message(request: web.Request) -> web.Response:
     """GET /api/v1/messages/{message_id}: everything `show --json` prints."""
     message_id = request.match_info["message_id"]
-    await log_access(request, "view", {"message_id": message_id})
-    message = await queries.get_message(pool_of(request), message_id)
+    message = await log_access_during(request, "view", {"message_id": message_id},
+                                      queries.get_message(pool_of(request), message_id))
     if message is None:
         return json_error(404, f"no archived message with id {message_id!r}")
     return web.json_response(message)
@@ -67,9 +83,8 @@ async def conversation(request: web.Request) -> web.Response:
     except FilterError as exc:
         return json_error(400, f"bad filter {exc}", filter=exc.name)
     filters.phone = phone
-    await log_access(request, "conversation", {"phone": phone, **request.query})
-    rows, cursor = await search(pool_of(request), filters, ascending=True)
-    items = await queries.with_media(pool_of(request), rows)
+    items, cursor = await log_access_during(request, "conversation", {"phone": phone, **request.query},
+                                            _page(pool_of(request), filters, ascending=True))
     return web.json_response({"phone": phone, "items": items, "next_cursor": cursor})
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -68,6 +70,23 @@ async def record_read(request: web.Request, *, actor: str, role: str, action: st
             raise web.HTTPServiceUnavailable(text=message) from exc
         raise web.HTTPServiceUnavailable(text=json.dumps({"error": message}),
                                          content_type="application/json") from exc
+
+
+async def record_read_during(request: web.Request, read: Awaitable[T], *, actor: str, role: str, action: str,
+                             target: dict[str, Any]) -> T:
+    """What `read` returns, handed back only once the read is in the access log (503 as record_read()
+    says otherwise, and what was read is dropped unsent). The read runs while the entry commits: the
+    commit's flush to disk is most of what recording costs, and it need not come before the read,
+    only before anything of it is sent."""
+    reading = asyncio.ensure_future(read)
+    try:
+        await record_read(request, actor=actor, role=role, action=action, target=target)
+    except BaseException:
+        reading.cancel()
+        with suppress(Exception, asyncio.CancelledError):  # its result or its failure: neither is wanted now
+            await reading
+        raise
+    return await reading
 
 
 def deps_of(request: web.Request) -> WebhookDeps:

@@ -86,6 +86,19 @@ def access_digest(row: asyncpg.Record | dict[str, Any]) -> str:
     return sha256_hex(canonical(fields))
 
 
+def access_digest_parts(*, actor: str, role: str, action: str, target: dict[str, Any], remote_addr: str | None,
+                        outcome: str) -> tuple[str, str]:
+    """The canonical text access_digest() hashes, around the two fields the database assigns as it
+    inserts the entry: the text before its time, and the text after its id. With the keys sorted,
+    `at` and `id` sit together between `actor` and the rest, so an insert can hash the whole entry in
+    the same statement (db/access_log.py, INSERT_WITH_LEAF)."""
+    head = {"action": action, "actor": actor}
+    tail: dict[str, Any] = {"remote": remote_addr, "role": role, "target": target}
+    if outcome != "allowed":  # as in access_digest(): only a refusal names its outcome
+        tail["outcome"] = outcome
+    return canonical(head)[:-1].decode() + ',"at":', "," + canonical(tail)[1:].decode()
+
+
 def status_digest(row: asyncpg.Record | dict[str, Any]) -> str:
     return sha256_hex(canonical({"id": row["id"], "message_id": row["message_id"], "status": row["status"],
                                  "raw_timestamp": row["raw_timestamp"],
