@@ -29,7 +29,13 @@ async def test_loaded_messages_verify_against_their_leaves(
     monkeypatch.setattr(scale, "MESSAGES_PER_CONTACT", 100)
     raw = await asyncpg.create_pool(database_urls.admin, min_size=1, max_size=2)  # as the bench's own pool: no jsonb codec
     try:
+        indexes = await raw.fetch("SELECT indexdef FROM pg_indexes WHERE tablename = ANY($1::text[]) ORDER BY 1",
+                                  list(scale.LOADED_TABLES))
         figures, contacts = await scale.load(SimpleNamespace(pool=raw, root=tmp_path), ROWS)  # type: ignore[arg-type]
+        # The indexes set aside for the load are all back, as they were defined.
+        assert await raw.fetch("SELECT indexdef FROM pg_indexes WHERE tablename = ANY($1::text[]) ORDER BY 1",
+                               list(scale.LOADED_TABLES)) == indexes
+        assert figures["secondary_indexes"] > 10
     finally:
         await raw.close()
 
