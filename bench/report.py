@@ -100,8 +100,8 @@ def print_scale(results: dict) -> None:
     rows += [
         ("export of one contact p50 / p95", f"{ex['p50_s']} / {ex['p95_s']} s ({ex['messages_per_export']} messages)",
          "(report)"),
-        ("verify --sample 1000 p50 / p95", f"{vf['p50_s']} / {vf['p95_s']} s, peak RSS {vf['peak_rss_mib']} MiB",
-         "(report)"),
+        ("verify --sample 1000 p50 / p95", f"{vf['p50_s']} / {vf['p95_s']} s, peak RSS {vf['peak_rss_mib']} MiB"
+         if vf["runs"] else f"not run: {vf['not_run']}", "(report)"),
         (f"reconcile a day of {rc['messages']:,}", f"{rc.get('reconcile_p50_s', rc['reconcile_s'])} / "
          f"{rc.get('reconcile_p95_s', rc['reconcile_s'])} s vs count(*) {rc['plain_count_s']} s", "(report)"),
         ("database size", f"{results['sizes']['database_mib']:,} MiB", ""),
