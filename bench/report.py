@@ -89,7 +89,7 @@ def print_scale(results: dict) -> None:
     ld, q, ex, vf, rc = (results["load"], results["queries"], results["export_one_contact"],
                          results["verify_sample_1000"], results["reconciliation"])
     print(f"\nscale run: {ld['messages']:,} messages, {ld['media_rows']:,} media rows, {ld['contacts']:,} contacts")
-    rows = [("load (COPY, ledger integration, analyze)", f"{ld['load_s']} s, {ld['load_msgs_per_s']:,} messages/s", ""),
+    rows = [("load (COPY, media, leaves, indexes)", f"{ld['load_s']} s, {ld['load_msgs_per_s']:,} messages/s", ""),
             ("first checkpoint over the log", f"{results['checkpoint']['s']} s", "")]
     for key, label in (("phone_30d", "phone + 30 days"), ("full_text", "full text"),
                        ("conversation_page", "conversation page (50)")):

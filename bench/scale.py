@@ -49,10 +49,6 @@ QUERY_RUNS, EXPORT_RUNS, VERIFY_RUNS, RECONCILE_RUNS = 200, 5, 3, 2
 TARGETS_MS = {"phone_30d": 20, "full_text": 200}  # p95 at 10,000,000 messages (issue 16)
 
 
-def _ms(values: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(percentile(values, 50) * 1000, 1), "p95_ms": round(percentile(values, 95) * 1000, 1)}
-
-
 async def _objects(b: Bench) -> list[tuple[str, str, int]]:
     """OBJECTS small objects in the run's store: (key, sha256, size) each."""
     from wa_archive.storage import FilesystemStore
