@@ -271,11 +271,15 @@ class Bench:
 
 
 async def main() -> None:
+    chosen = sys.argv[1:] or list(ALL)
+    scale_rows = None
+    if chosen[0] == "scale":
+        if len(chosen) != 2 or not chosen[1].isdigit() or int(chosen[1]) < 1:
+            raise SystemExit("usage: python -m bench scale N (N messages, e.g. 10000000)")
+        scale_rows = int(chosen[1])
     root = Path(tempfile.mkdtemp(prefix="wa-archive-bench-", dir=os.environ.get("BENCH_TMP")))
     bench = Bench(root)
     results: dict = {"when": datetime.now(timezone.utc).isoformat(), "cpus": os.cpu_count()}
-    chosen = sys.argv[1:] or list(ALL)
-    scale_rows = int(chosen[1]) if chosen[0] == "scale" and len(chosen) == 2 else None
     try:
         await bench.start()
         if scale_rows is not None:
