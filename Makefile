@@ -31,8 +31,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# `make bench SCALE=10000000`: the scale run (bench/scale.py) instead of the default measurements.
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(if $(SCALE),scale $(SCALE))
 
 # Fault scenarios against the archive run as separate processes (chaos/): a table and chaos/results/latest.json.
 chaos: $(STAMP)

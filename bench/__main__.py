@@ -4,6 +4,8 @@ also with plaintext Temporal payloads for the codec's cost, in bench/throughput.
 alone in bench/codec.py; search in bench/search.py; the daily reconciliation of 1,000,000 messages in
 bench/reconciliation.py; the consent report and send-time judgement in bench/consent.py; `verify --full`, disposition and encrypted media
 in bench/stored.py. `python -m bench NAME …` runs some of them and only prints.
+`python -m bench scale N` (`make bench SCALE=N`) is the scale run of bench/scale.py instead, written to
+bench/results/scale-<time>.json (and scale-latest.json).
 
 Results go to bench/results/<time>.json (and latest.json) and a table on stdout.
 """
@@ -32,6 +34,7 @@ from bench import codec, report, stored, throughput
 from bench import consent as consent_bench
 from bench import ledger as ledger_bench
 from bench import reconciliation as reconciliation_bench
+from bench import scale as scale_bench
 from bench import search as search_bench
 from bench.measure import rss_kib
 from wa_archive.db import migrate
@@ -268,12 +271,20 @@ class Bench:
 
 
 async def main() -> None:
+    chosen = sys.argv[1:] or list(ALL)
+    scale_rows = None
+    if chosen[0] == "scale":
+        if len(chosen) != 2 or not chosen[1].isdigit() or int(chosen[1]) < 1:
+            raise SystemExit("usage: python -m bench scale N (N messages, e.g. 10000000)")
+        scale_rows = int(chosen[1])
     root = Path(tempfile.mkdtemp(prefix="wa-archive-bench-", dir=os.environ.get("BENCH_TMP")))
     bench = Bench(root)
     results: dict = {"when": datetime.now(timezone.utc).isoformat(), "cpus": os.cpu_count()}
-    chosen = sys.argv[1:] or list(ALL)
     try:
         await bench.start()
+        if scale_rows is not None:
+            results.update(await scale_bench.scale(bench, scale_rows))
+            chosen = []
         for name, fn in (("ingest", lambda: throughput.ingest(bench)),
                          ("end_to_end", lambda: throughput.end_to_end(bench)),
                          ("payload_codec", codec.payload_codec),
@@ -298,14 +309,24 @@ async def main() -> None:
     finally:
         await bench.stop()
         shutil.rmtree(root, ignore_errors=True)
+    if scale_rows is not None:
+        report.print_scale(results)
+        print(f"\nwritten to {write_results(results, 'scale-')}")
+        return
     if not set(ALL) <= set(results):  # a partial run (python -m bench ingest) only prints what it measured
         return
+    written = write_results(results)
+    report.print_tables(results)
+    print(f"\nwritten to {written}")
+
+
+def write_results(results: dict, prefix: str = "") -> Path:
+    """bench/results/<prefix><time>.json and <prefix>latest.json; returns the latter."""
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for path in (RESULTS / f"{stamp}.json", RESULTS / "latest.json"):
+    for path in (RESULTS / f"{prefix}{stamp}.json", RESULTS / f"{prefix}latest.json"):
         path.write_text(json.dumps(results, indent=2))
-    report.print_tables(results)
-    print(f"\nwritten to {RESULTS / 'latest.json'}")
+    return RESULTS / f"{prefix}latest.json"
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -11,7 +11,7 @@ import uuid
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING
 
-from bench.measure import rss_kib
+from bench.measure import percentile, rss_kib
 
 if TYPE_CHECKING:
     from bench.__main__ import Bench
@@ -99,8 +99,9 @@ async def plain_count(b: Bench) -> tuple[float, int]:
     return best, total
 
 
-async def reconcile(b: Bench, rows: int = 1_000_000) -> dict:
-    """Seed the day, then time the Reconciliation workflow over it and watch the worker's memory."""
+async def reconcile(b: Bench, rows: int = 1_000_000, runs: int = 1) -> dict:
+    """Seed the day, then time the Reconciliation workflow over it (`runs` times, one worker) and
+    watch the worker's memory."""
     from temporalio.client import WorkflowFailureError
 
     from wa_archive.models import ReconcileInput, ReconcileResult
@@ -112,19 +113,22 @@ async def reconcile(b: Bench, rows: int = 1_000_000) -> dict:
     await asyncio.sleep(3)
     baseline = rss_kib(proc.pid)
     peak = baseline
-    started = time.perf_counter()
-    handle = await b.client.start_workflow("Reconciliation", ReconcileInput(date=DAY.isoformat()),
-                                           id=f"bench-reconciliation-{uuid.uuid4().hex[:8]}", task_queue=tq,
-                                           result_type=ReconcileResult)
-    waiter = asyncio.create_task(handle.result())
-    while not waiter.done():
-        peak = max(peak, rss_kib(proc.pid))
-        await asyncio.sleep(0.05)
-    wall = time.perf_counter() - started
-    try:
-        waiter.result()
-    except WorkflowFailureError:
-        pass  # expected: the seeded gaps make the day red, and a red day ends the workflow red
+    walls = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        handle = await b.client.start_workflow("Reconciliation", ReconcileInput(date=DAY.isoformat()),
+                                               id=f"bench-reconciliation-{uuid.uuid4().hex[:8]}", task_queue=tq,
+                                               result_type=ReconcileResult)
+        waiter = asyncio.create_task(handle.result())
+        while not waiter.done():
+            peak = max(peak, rss_kib(proc.pid))
+            await asyncio.sleep(0.05)
+        walls.append(time.perf_counter() - started)
+        try:
+            waiter.result()
+        except WorkflowFailureError:
+            pass  # expected: the seeded gaps make the day red, and a red day ends the workflow red
+    wall = walls[0]
     proc.terminate()
     proc.wait(20)
     row = await b.pool.fetchrow("SELECT body, status FROM reconciliation_reports WHERE report_date = $1"
@@ -141,4 +145,6 @@ async def reconcile(b: Bench, rows: int = 1_000_000) -> dict:
             "reconcile_s": round(wall, 2), "plain_count_s": round(plain_s, 3), "plain_count_rows": counted,
             "ratio": round(wall / plain_s, 1), "status": row["status"],
             "worker_rss_baseline_mib": round(baseline / 1024, 1), "worker_rss_peak_mib": round(peak / 1024, 1),
-            "worker_rss_growth_mib": round((peak - baseline) / 1024, 1)}
+            "worker_rss_growth_mib": round((peak - baseline) / 1024, 1),
+            **({"runs": runs, "reconcile_p50_s": round(percentile(walls, 50), 2),
+                "reconcile_p95_s": round(percentile(walls, 95), 2)} if runs > 1 else {})}

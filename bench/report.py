@@ -84,3 +84,33 @@ def print_tables(results: dict) -> None:
     print(f"\n{'Temporal payload codec, same run':<34} {'with codec':<12} {'plaintext':<12} {'ratio':<8} cost")
     for row in codec_rows:
         print(f"{row[0]:<34} {row[1]!s:<12} {row[2]!s:<12} {row[3]!s:<8} {row[4]}".rstrip())
+
+
+def print_scale(results: dict) -> None:
+    """The scale run's figures (bench/scale.py): each read with its p50/p95, the load and the sizes."""
+    ld, q, ex, vf, rc = (results["load"], results["queries"], results["export_one_contact"],
+                         results["verify_sample_1000"], results["reconciliation"])
+    print(f"\nscale run: {ld['messages']:,} messages, {ld['media_rows']:,} media rows, {ld['contacts']:,} contacts")
+    rows = [("load (COPY, media, leaves, indexes)", f"{ld['load_s']} s, {ld['load_msgs_per_s']:,} messages/s", ""),
+            ("first checkpoint over the log", f"{results['checkpoint']['s']} s", "")]
+    for key, label in (("phone_30d", "phone + 30 days"), ("full_text", "full text"),
+                       ("conversation_page", "conversation page (50)")):
+        f = q[key]
+        target = f"p95 <= {f['target_p95_ms']} ms" if "target_p95_ms" in f else "(report)"
+        rows.append((f"{label}, API p50 / p95", f"{f['api_p50_ms']} / {f['api_p95_ms']} ms", target))
+        rows.append((f"{label}, SQL p50 / p95", f"{f['direct_p50_ms']} / {f['direct_p95_ms']} ms", target))
+    rows += [
+        ("export of one contact p50 / p95", f"{ex['p50_s']} / {ex['p95_s']} s ({ex['messages_per_export']} messages)",
+         "(report)"),
+        ("verify --sample 1000 p50 / p95", f"{vf['p50_s']} / {vf['p95_s']} s, peak RSS {vf['peak_rss_mib']} MiB"
+         if vf["runs"] else f"not run: {vf['not_run']}", "(report)"),
+        (f"reconcile a day of {rc['messages']:,}", f"{rc.get('reconcile_p50_s', rc['reconcile_s'])} / "
+         f"{rc.get('reconcile_p95_s', rc['reconcile_s'])} s vs count(*) {rc['plain_count_s']} s", "(report)"),
+        ("database size", f"{results['sizes']['database_mib']:,} MiB", ""),
+    ]
+    print(f"\n{'measure':<42} {'measured':<44} target")
+    for label, measured, target in rows:
+        print(f"{label:<42} {measured:<44} {target}".rstrip())
+    print("\nlargest tables (MiB, with indexes / heap):",
+          ", ".join(f"{k} {v['total']}/{v['heap']}" for k, v in results["sizes"]["tables_mib"].items()))
+    print("largest indexes (MiB):", ", ".join(f"{k} {v}" for k, v in results["sizes"]["indexes_mib"].items()))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from wa_archive.integrity import merkle
 
 
@@ -88,3 +90,16 @@ def test_negative_and_out_of_range_indices_and_sizes_are_refused():
         except ValueError:
             continue
         raise AssertionError(f"consistency_proof accepted size {m}")
+
+
+def test_inclusion_proofs_of_many_leaves_equal_one_at_a_time():
+    """The proofs an export reads from one hashing of the tree are, for every leaf of every size up to
+    33, the proofs inclusion_proof() computes alone; an index outside the tree is refused."""
+    for n in range(1, 34):
+        wanted = list(range(n))
+        assert merkle.inclusion_proofs(wanted, LEAVES[:n]) == {i: merkle.inclusion_proof(i, LEAVES[:n]) for i in wanted}
+    assert merkle.inclusion_proofs([5, 2], LEAVES[:9]) == {5: merkle.inclusion_proof(5, LEAVES[:9]),
+                                                           2: merkle.inclusion_proof(2, LEAVES[:9])}
+    for bad in (-1, 9, True):
+        with pytest.raises(ValueError, match="is not in a tree of 9"):
+            merkle.inclusion_proofs([0, bad], LEAVES[:9])
