@@ -19,7 +19,7 @@ from tests.test_outbound import PNID, _proxy, status_body
 from tests.test_retention import _dispose
 from wa_archive.contacts import views
 from wa_archive.contacts.consent import ConsentEvidence, record_entry, state_at
-from wa_archive.integrity import ledger, sequencing, verification
+from wa_archive.integrity import ledger, receipts, sequencing, verification
 from wa_archive.sources.meta.samples import WABA_ID
 
 OTHER_PNID = "200000000000001"
@@ -162,12 +162,12 @@ async def test_every_consent_entry_and_judgement_verifies_and_tampering_is_named
     assert (await _cli(env, "ledger", "checkpoint")).returncode == 0
     clean = await _cli(env, "verify")
     assert clean.returncode == 0, clean.stdout + clean.stderr
-    receipt = await ledger.consent_receipt(stack.pool, entry)
+    receipt = await receipts.consent_receipt(stack.pool, entry)
     assert receipt["record"] == {"kind": "consent", "id": str(entry),
                                  "digest": (await stack.pool.fetchval(
                                      "SELECT digest FROM ledger_leaves WHERE kind = 'consent' AND record_id = $1",
                                      str(entry)))}
-    assert ledger.verify_receipt(receipt, ledger.Signer(base64.b64decode(LEDGER_KEY)).public_key()) == []
+    assert receipts.verify_receipt(receipt, ledger.Signer(base64.b64decode(LEDGER_KEY)).public_key()) == []
 
     # The schema owner switches the append-only triggers off and rewrites history.
     async with stack.owner_pool.acquire() as conn, conn.transaction():

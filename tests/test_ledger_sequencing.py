@@ -18,7 +18,7 @@ from tests.conftest import LEDGER_KEY, DatabaseUrls, wait_until
 from wa_archive.db import create_pool, migrate
 from wa_archive.devstack.embedded import APP_ROLE, ensure_database, ensure_roles
 from wa_archive.errors import LedgerPending
-from wa_archive.integrity import ledger, merkle, sequencing, verification
+from wa_archive.integrity import ledger, merkle, receipts, sequencing, verification
 from wa_archive.storage.filesystem import FilesystemStore
 
 WRITERS, PER_WRITER = 32, 15
@@ -161,14 +161,14 @@ async def test_a_checkpoint_integrates_first_and_never_covers_a_leaf_that_is_not
     assert first["tree_size"] == await pool.fetchval("SELECT size FROM ledger_head")
     assert [leaf["record_id"] for leaf in await _log(pool)] == before
     for mid in before:
-        assert ledger.verify_receipt(await ledger.receipt(pool, mid), public_key) == []
+        assert receipts.verify_receipt(await receipts.receipt(pool, mid), public_key) == []
     await open_writer.execute("COMMIT")
     await open_writer.close()
     # Committed but not integrated: no receipt yet, and a clear "ask again" (not "not found").
     with pytest.raises(LedgerPending, match="ask again") as pending:
-        await ledger.receipt(pool, straggler, integrate_every=2.0)
+        await receipts.receipt(pool, straggler, integrate_every=2.0)
     assert pending.value.retry_after == 4
-    standing = await ledger.message_standing(pool, straggler)
+    standing = await receipts.message_standing(pool, straggler)
     assert standing is not None and standing["leaf"] is None and standing["pending"] is not None
     # verify accepts a young candidate for its record, and names one left waiting past the bound.
     assert await verification.verify_log(pool, public_key) == []
@@ -176,8 +176,8 @@ async def test_a_checkpoint_integrates_first_and_never_covers_a_leaf_that_is_not
     assert len(late) == 1 and late[0].startswith("1 ledger candidate(s) waiting longer than 0 s")
     second = await ledger.write_checkpoint(pool, store, signer)
     assert second is not None and second["tree_size"] == len(before) + 1
-    doc = await ledger.receipt(pool, straggler)
-    assert doc["leaf_index"] == len(before) and ledger.verify_receipt(doc, public_key) == []
+    doc = await receipts.receipt(pool, straggler)
+    assert doc["leaf_index"] == len(before) and receipts.verify_receipt(doc, public_key) == []
     assert await verification.verify_log(pool, public_key) == []
     assert await verification.verify_checkpoint_copies(pool, store, public_key) == []
 
@@ -225,7 +225,7 @@ async def test_an_existing_log_migrates_in_place_and_every_old_receipt_still_ver
     public_key = signer.public_key()
     try:
         assert await pool.fetchval("SELECT to_regclass('ledger_candidates')") is None
-        messages, receipts = [], {}
+        messages, old_receipts = [], {}
         for batch in range(3):
             async with pool.acquire() as conn, conn.transaction():
                 for n in range(5):
@@ -235,7 +235,7 @@ async def test_an_existing_log_migrates_in_place_and_every_old_receipt_still_ver
                     assert await conn.fetchval("SELECT max(seq) FROM ledger_leaves") == len(messages) - 1
             size, root = await _old_checkpoint(pool, signer)
             for mid in messages:
-                receipts[mid] = await _old_receipt(pool, mid, size)
+                old_receipts[mid] = await _old_receipt(pool, mid, size)
         old_leaves = await _log(pool)
         old_root = merkle.root([bytes(leaf["leaf_hash"]) for leaf in old_leaves])
         assert root == old_root.hex()
@@ -244,20 +244,20 @@ async def test_an_existing_log_migrates_in_place_and_every_old_receipt_still_ver
         assert applied[0] == "020_ledger_candidates.sql"
         assert await _log(pool) == old_leaves  # every leaf keeps its number, hash and time
         assert await pool.fetchval("SELECT size FROM ledger_head") == len(old_leaves)
-        for mid, doc in receipts.items():
-            assert ledger.verify_receipt(doc, public_key) == [], mid
+        for mid, doc in old_receipts.items():
+            assert receipts.verify_receipt(doc, public_key) == [], mid
         assert await verification.verify_log(pool, public_key) == []  # records, leaves and old checkpoints
         # New records are sequenced after the old head; the next checkpoint extends the old ones.
         async with pool.acquire() as conn, conn.transaction():
             new = await _message(conn, "after the migration")
         written = await ledger.write_checkpoint(pool, store, signer)
         assert written is not None and written["tree_size"] == len(old_leaves) + 1
-        doc = await ledger.receipt(pool, new)
-        assert doc["leaf_index"] == len(old_leaves) and ledger.verify_receipt(doc, public_key) == []
+        doc = await receipts.receipt(pool, new)
+        assert doc["leaf_index"] == len(old_leaves) and receipts.verify_receipt(doc, public_key) == []
         for mid in messages:  # and the old records' new receipts name the same leaves
-            fresh = await ledger.receipt(pool, mid)
-            assert fresh["leaf_index"] == receipts[mid]["leaf_index"]
-            assert ledger.verify_receipt(fresh, public_key) == []
+            fresh = await receipts.receipt(pool, mid)
+            assert fresh["leaf_index"] == old_receipts[mid]["leaf_index"]
+            assert receipts.verify_receipt(fresh, public_key) == []
         assert await verification.verify_log(pool, public_key) == []
     finally:
         await pool.close()

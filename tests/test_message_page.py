@@ -18,7 +18,7 @@ import pytest
 from tests.test_ui_security import assert_strict_csp, fetch, sign_in
 from wa_archive.archive.hashing import DIFFERS, MATCHES, NOT_GIVEN, UNREADABLE, compare_with_declared
 from wa_archive.credentials import ledger_signer
-from wa_archive.integrity import ledger
+from wa_archive.integrity import ledger, receipts
 from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, wamid
 
@@ -106,7 +106,7 @@ async def test_a_matching_file_shows_one_encoding_a_download_and_its_proof_of_in
     assert "included in the archive's signed checkpoint of" in seen and "not yet" not in seen
     fold = re.search(r"<summary[^>]*>Technical details</summary>(.*?)</details>", html, flags=re.S)
     assert fold, html
-    standing = await ledger.message_standing(stack.pool, archived["id"])
+    standing = await receipts.message_standing(stack.pool, archived["id"])
     assert standing is not None and standing["leaf"] is not None and standing["checkpoint"] is not None
     assert standing["digest"] in fold.group(1) and "Record digest" in fold.group(1)
     assert f"leaf {standing['leaf']['index']} of the signed tree of size {standing['checkpoint']['tree_size']}" \

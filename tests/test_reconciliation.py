@@ -22,7 +22,7 @@ from aiohttp import web
 from temporalio.client import Client, WorkflowFailureError
 
 from tests.conftest import ACCESS_TOKEN, APP_SECRET, CONTACT_SECRET, DATA_CONVERTER, LEDGER_KEY, PAYLOAD_KEYS
-from wa_archive.integrity import ledger, reconciliation, verification
+from wa_archive.integrity import ledger, receipts, reconciliation, verification
 from wa_archive.models import ReconcileInput, ReconcileResult
 from wa_archive.sources.meta.samples import BUSINESS, WABA_ID, dumps, envelope, message, wamid
 from wa_archive.sources.signature import meta_signature
@@ -201,7 +201,7 @@ async def test_a_clean_day_is_green_and_its_report_verifies_against_the_ledger(
     receipt = await reconciliation.receipt(stack.pool, row)
     assert receipt is not None and receipt["record"]["kind"] == "reconciliation"
     public_key = ledger_signer(stack.settings).public_key()
-    assert ledger.verify_receipt(receipt, public_key) == []
+    assert receipts.verify_receipt(receipt, public_key) == []
     assert receipt["leaf_index"] >= named["tree_size"]
     assert await verification.verify_log(stack.pool, public_key) == []
 

@@ -20,7 +20,7 @@ from wa_archive.db import queries
 from wa_archive.discovery import export_jobs
 from wa_archive.discovery.search import parse_filters
 from wa_archive.errors import FilterError, LedgerPending, ReceiptRefused
-from wa_archive.integrity import ledger
+from wa_archive.integrity import receipts
 from wa_archive.models import ExportInput, ExportOutput
 from webhook.api import log_access
 from webhook.auth import CALLER, require
@@ -60,7 +60,7 @@ async def receipt_text(request: web.Request, message_id: str) -> str:
     if not await queries.message_exists(pool, message_id):
         raise ReceiptRefused(404, f"no archived message with id {message_id!r}")
     try:
-        document = await ledger.receipt(pool, message_id)
+        document = await receipts.receipt(pool, message_id)
     except LedgerPending as exc:  # its leaf waits for the integrator: a matter of seconds
         raise ReceiptRefused(409, str(exc), retry_after=exc.retry_after) from None
     except LookupError as exc:  # archived, but no signed checkpoint covers it yet

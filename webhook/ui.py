@@ -19,7 +19,7 @@ from wa_archive.db import queries
 from wa_archive.discovery import export_jobs
 from wa_archive.discovery.search import parse_filters, search
 from wa_archive.errors import FilterError
-from wa_archive.integrity import ledger
+from wa_archive.integrity import receipts
 from wa_archive.json_input import storable_text
 from wa_archive.models import ExportInput
 from webhook.auth import note_refusal
@@ -180,7 +180,7 @@ async def message_page(request: web.Request) -> web.Response:
     # The recipient's consent as judged when it was sent (never recomputed here).
     consent = (await views.message_consent(deps_of(request).pool, [message_id])).get(message_id) \
         if m["direction"] == "out" else None
-    standing = await ledger.message_standing(deps_of(request).pool, message_id)
+    standing = await receipts.message_standing(deps_of(request).pool, message_id)
     return _page(session, "message.html", title="Message", m=m, consent=consent, standing=standing)
 
 

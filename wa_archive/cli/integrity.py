@@ -131,12 +131,12 @@ EXIT_PENDING = 75
 
 
 async def cmd_receipt(settings: Settings, args: argparse.Namespace) -> int:
-    from wa_archive.integrity import ledger
+    from wa_archive.integrity import receipts
 
     pool = await open_pool(settings)
     try:
         await log_cli_access(pool, "receipt", {"message_id": args.message_id})
-        doc = await ledger.receipt(pool, args.message_id, integrate_every=settings.ledger_integrate_every)
+        doc = await receipts.receipt(pool, args.message_id, integrate_every=settings.ledger_integrate_every)
     except LookupError as exc:
         print(f"wa-archive: {exc}", file=sys.stderr)
         return 1
@@ -186,7 +186,7 @@ def require_public_key(settings: Settings, option: str | None) -> bytes | None:
 async def cmd_verify_receipt(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from wa_archive.integrity import ledger
+    from wa_archive.integrity import receipts
 
     if not file_to_check(args.file, "receipt"):
         return 2
@@ -200,7 +200,7 @@ async def cmd_verify_receipt(settings: Settings, args: argparse.Namespace) -> in
     except (OSError, ValueError) as exc:
         print(f"wa-archive: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
-    problems = ledger.verify_receipt(doc, key)
+    problems = receipts.verify_receipt(doc, key)
     if args.json:
         print_json({"ok": not problems, "problems": problems, "record": doc.get("record"),
                     "leaf_index": doc.get("leaf_index")})

@@ -266,6 +266,7 @@ async def _write_proofs(zf: zipfile.ZipFile, pool: asyncpg.Pool, store: ObjectSt
     reconciliation report and consent entry."""
     from wa_archive.errors import StorageConflict
     from wa_archive.integrity import ledger
+    from wa_archive.integrity.receipts import bundle_proofs
 
     with open(jsonl_path, encoding="utf-8") as fh:
         digests = {item["id"]: ledger.export_item_digest(item) for item in map(json.loads, fh)}
@@ -274,7 +275,7 @@ async def _write_proofs(zf: zipfile.ZipFile, pool: asyncpg.Pool, store: ObjectSt
     except StorageConflict:
         pass  # another writer signed this same tree size a moment earlier: its checkpoint serves
     consent = {e["entry_id"]: e for c in contact_entries for e in c["consent_entries"]}
-    checkpoints, receipts, others = await ledger.bundle_proofs(pool, digests, {
+    checkpoints, receipts, others = await bundle_proofs(pool, digests, {
         "reconciliation": {e["id"]: e["sha256"] for e in report_entries},
         "consent": {entry_id: e["digest"] for entry_id, e in consent.items()}})
     report_receipts, consent_receipts = others.get("reconciliation", {}), others.get("consent", {})

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from wa_archive.archive.keys import safe_id
-from wa_archive.integrity import ledger, merkle
+from wa_archive.integrity import ledger, merkle, receipts
 
 CHUNK = 1024 * 1024
 MANIFEST = "manifest.json"
@@ -255,7 +255,7 @@ def _receipt_problems(zf: zipfile.ZipFile, listed: dict[str, dict[str, Any]], na
         problems.append(f"{subject}: {edited}")
     if body not in checkpoints:
         problems.append(f"{name}: its checkpoint is not one of the bundle's checkpoints signed by the trusted key")
-    problems += [f"{name}: {p}" for p in ledger.verify_receipt(receipt, public_key)]
+    problems += [f"{name}: {p}" for p in receipts.verify_receipt(receipt, public_key)]
     return problems
 
 

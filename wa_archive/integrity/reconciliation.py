@@ -25,7 +25,7 @@ import structlog
 from wa_archive.config import Settings
 from wa_archive.db import reconciliation as db
 from wa_archive.errors import GraphRequestRefused, JsonRefused, LedgerPending, MediaAccessDenied, SourceError
-from wa_archive.integrity import ledger, merkle
+from wa_archive.integrity import ledger, merkle, receipts
 from wa_archive.json_input import load_json
 from wa_archive.models import ArchiveOptions
 
@@ -399,7 +399,7 @@ async def receipt(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any] | N
 async def receipt_pending(pool: asyncpg.Pool, row: asyncpg.Record, integrate_every: float) -> dict[str, Any] | None:
     """While the report's leaf waits for the integrator: when to ask for its receipt again; else None."""
     try:
-        await ledger.pending_leaf(pool, "reconciliation", str(row["id"]), integrate_every)
+        await receipts.pending_leaf(pool, "reconciliation", str(row["id"]), integrate_every)
     except LedgerPending as pending:
         return {"retry_after": pending.retry_after, "detail": str(pending)}
     return None
