@@ -261,11 +261,7 @@ class ChaosStack:
         await self.s3_proxy.start()
         self._graph_runner = await self.graph.start()
         self.client = await self._connect_temporal()
-        for name in ("worker-1", "worker-2"):
-            self._spawn(name)
-        for name in ("webhook-1", "webhook-2"):
-            self._spawn(name)
-        await asyncio.gather(*(self._wait_ready(name) for name in (*self.metrics_ports, *self.webhook_ports)))
+        await asyncio.gather(*(self._first_start(name) for name in (*self.metrics_ports, *self.webhook_ports)))
         # As an operator's `wa-archive schedules apply` does: the ledger's integrator, the checkpoint, the
         # re-drive and the rest run on the stack's own Temporal, as in production.
         await apply_schedules(self.client, self.settings())
@@ -311,6 +307,22 @@ class ChaosStack:
                         raise RuntimeError("moto_server did not start; see moto.log") from None
                     await asyncio.sleep(0.2)
             await s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+
+    async def _first_start(self, name: str, tries: int = 3) -> None:
+        """Start a worker or webhook server and wait until it answers. Its port was free when the stack
+        chose it, but the stack starts its databases first, and meanwhile another process on a busy
+        machine may have taken it: then the part gets a fresh port, at most `tries` times. (A restart
+        keeps its port: the part held it until it was killed.)"""
+        ports = self.metrics_ports if name in self.metrics_ports else self.webhook_ports
+        for attempt in range(tries):
+            self._spawn(name)
+            try:
+                await self._wait_ready(name)
+                return
+            except RuntimeError:
+                if attempt == tries - 1 or "address already in use" not in self.log_tail(name):
+                    raise
+                ports[name] = free_port()
 
     def _spawn(self, name: str) -> None:
         if name.startswith("worker"):
