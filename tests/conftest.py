@@ -96,9 +96,19 @@ async def workflow_closed(client: Client, workflow_id: str, timeout: float = 60)
     return closed
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(trylast=True)  # after pytest-xdist has named each grouped test's group in its id
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Slow tests first (a stable sort keeps each file's order): the parallel suite's processes then finish
-    together instead of waiting on one long test handed out last."""
+    together instead of waiting on one long test handed out last. Under `--dist loadgroup`, a group
+    whose tests do not carry its name would be spread over every process (each building the group's
+    stacks at once): that stops the run instead."""
+    if getattr(config.option, "loadgroup", False):  # set in each pytest-xdist process
+        ungrouped = [item.nodeid for item in items
+                     if item.get_closest_marker("xdist_group") and not item.nodeid.endswith(
+                         "@" + str(item.get_closest_marker("xdist_group").args[0]))]  # type: ignore[union-attr]
+        if ungrouped:
+            raise pytest.UsageError(f"pytest-xdist could not group {len(ungrouped)} tests (e.g. {ungrouped[0]}):"
+                                    " this pytest and pytest-xdist do not work together; see pyproject.toml")
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
