@@ -142,12 +142,14 @@ SELECT i.indexname, i.indexdef FROM pg_indexes i
 """
 
 
-async def load(b: Bench, rows: int) -> tuple[dict, list[str]]:
-    """The archive of `rows` messages; its figures and the contacts' phone numbers."""
+async def load(b: Bench, rows: int, *, batch_rows: int = BATCH,
+               per_contact: int = MESSAGES_PER_CONTACT) -> tuple[dict, list[str]]:
+    """The archive of `rows` messages, `batch_rows` to a COPY transaction, about `per_contact` to a
+    contact; its figures and the contacts' phone numbers."""
     from wa_archive.integrity.ledger import canonical, sha256_hex
 
     objects = await _objects(b)
-    contacts = search_bench.phones(max(1, rows // MESSAGES_PER_CONTACT))
+    contacts = search_bench.phones(max(1, rows // per_contact))
     messages = search_bench.synthetic_messages(rows, random.Random(16), contacts, prefix="SCALE",
                                                media_every=MEDIA_EVERY)
     started = time.perf_counter()
@@ -161,7 +163,7 @@ async def load(b: Bench, rows: int) -> tuple[dict, list[str]]:
         indexes = await conn.fetch(_SECONDARY_INDEXES, list(LOADED_TABLES))
         for index in indexes:
             await conn.execute(f'DROP INDEX "{index["indexname"]}"')
-        while batch := list(itertools.islice(messages, BATCH)):
+        while batch := list(itertools.islice(messages, batch_rows)):
             t = time.perf_counter()
             async with conn.transaction():  # messages, their media and their leaves commit together
                 await search_bench.copy_messages(conn, batch)
@@ -172,7 +174,7 @@ async def load(b: Bench, rows: int) -> tuple[dict, list[str]]:
                 await conn.execute(_HEAD)
             leaves += time.perf_counter() - t
             n += len(batch)
-            if n % (10 * BATCH) == 0:
+            if n % (10 * batch_rows) == 0:
                 print(f"  loaded {n} messages in {time.perf_counter() - started:.0f} s", flush=True)
         t = time.perf_counter()
         await conn.execute("SET maintenance_work_mem = '512MB'")

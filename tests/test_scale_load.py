@@ -11,7 +11,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import asyncpg
-import pytest
 
 from bench import scale
 from bench import search as search_bench
@@ -24,14 +23,13 @@ ROWS = 1_234  # more than one COPY batch below, and not a multiple of it
 
 
 async def test_loaded_messages_verify_against_their_leaves(
-        clean_db: asyncpg.Pool, admin_pool: asyncpg.Pool, database_urls: DatabaseUrls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scale, "BATCH", 500)
-    monkeypatch.setattr(scale, "MESSAGES_PER_CONTACT", 100)
+        clean_db: asyncpg.Pool, admin_pool: asyncpg.Pool, database_urls: DatabaseUrls, tmp_path: Path) -> None:
     raw = await asyncpg.create_pool(database_urls.admin, min_size=1, max_size=2)  # as the bench's own pool: no jsonb codec
     try:
         indexes = await raw.fetch("SELECT indexdef FROM pg_indexes WHERE tablename = ANY($1::text[]) ORDER BY 1",
                                   list(scale.LOADED_TABLES))
-        figures, contacts = await scale.load(SimpleNamespace(pool=raw, root=tmp_path), ROWS)  # type: ignore[arg-type]
+        figures, contacts = await scale.load(SimpleNamespace(pool=raw, root=tmp_path), ROWS,  # type: ignore[arg-type]
+                                             batch_rows=500, per_contact=100)
         # The indexes set aside for the load are all back, as they were defined.
         assert await raw.fetch("SELECT indexdef FROM pg_indexes WHERE tablename = ANY($1::text[]) ORDER BY 1",
                                list(scale.LOADED_TABLES)) == indexes
