@@ -28,7 +28,9 @@ from wa_archive.temporal.schedules import ledger_integrate_schedule
 if TYPE_CHECKING:
     from bench.__main__ import Bench
 
-WRITERS, PER_WRITER = 32, 250
+# Rounds of a few seconds each, alternated, three a side: the integrator runs once a second, so in a
+# round of a second or so whether one or two of its runs fall inside swung the ratio from 0.65 to 0.99.
+WRITERS, PER_WRITER, ROUNDS = 32, 500, 3
 EVERY = 1.0  # seconds: the default WA_ARCHIVE_LEDGER_INTEGRATE_EVERY
 SAMPLE_EVERY = 25  # one append in this many has its lag measured
 
@@ -93,9 +95,9 @@ async def ledger_appends(bench: Bench) -> dict:
     try:
         # Wait for the worker and the first integration run, so the lag measured is the steady state.
         await _wait_for_integration(bench)
-        results: dict = {"writers": WRITERS, "appends": WRITERS * PER_WRITER, "interval_s": EVERY}
+        results: dict = {"writers": WRITERS, "appends": WRITERS * PER_WRITER * ROUNDS, "interval_s": EVERY}
         plain_s, ledger_s = [], []
-        for round_ in range(2):  # alternated, so neither side has the warmer cache
+        for round_ in range(ROUNDS):  # alternated, so neither side has the warmer cache
             plain_s.append(await _run(bench.db_url, _rows(f"plain{round_}"),
                                       "INSERT INTO bench_plain_leaves (kind, record_id, digest) VALUES ($1, $2, $3)"))
             writing.set()
@@ -104,10 +106,15 @@ async def ledger_appends(bench: Bench) -> dict:
                                        sampled))
             writing.clear()
             await watcher
-        plain, appended = min(plain_s), min(ledger_s)
+        # Every round counted (rows over the time of all rounds), not the best: the integrator's work
+        # belongs to the appends' cost, and the best round is the one it happened to miss.
+        plain, appended = sum(plain_s), sum(ledger_s)
+        rows = WRITERS * PER_WRITER * ROUNDS
         results.update({
-            "plain_insert_per_s": round(WRITERS * PER_WRITER / plain), "ledger_append_per_s":
-            round(WRITERS * PER_WRITER / appended), "ratio": round(plain / appended, 2),
+            "rounds": ROUNDS, "plain_rounds_s": [round(s, 2) for s in plain_s],
+            "ledger_rounds_s": [round(s, 2) for s in ledger_s],
+            "plain_insert_per_s": round(rows / plain), "ledger_append_per_s": round(rows / appended),
+            "ratio": round(plain / appended, 2), "target_ratio": 0.8,
             "lag_samples": len(lags), "lag_p50_s": round(statistics.median(lags), 3),
             "lag_p99_s": round(statistics.quantiles(lags, n=100)[98], 3), "lag_max_s": round(max(lags), 3),
         })

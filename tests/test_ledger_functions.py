@@ -37,6 +37,23 @@ async def test_the_database_leaf_hash_agrees_with_python_for_any_text(owner_pool
     assert differ == []
 
 
+async def test_the_leaves_the_integrator_writes_carry_the_same_hash_for_any_text(clean_db, owner_pool):
+    """ledger_integrate() writes the leaf hash out rather than calling ledger_leaf_hash() (migration 022,
+    for speed): the two, and Python's, must agree on every text a record id or digest can hold."""
+    texts = _tricky_texts()
+    await clean_db.executemany("INSERT INTO ledger_candidates (kind, record_id, digest) VALUES ('message', $1, $1)",
+                               [(t,) for t in texts])
+    assert len(await owner_pool.fetch("SELECT * FROM ledger_integrate($1)", len(texts))) == len(texts)
+    rows = await owner_pool.fetch(
+        "SELECT record_id, leaf_hash, ledger_leaf_hash(kind, record_id, digest) AS called FROM ledger_leaves"
+        " ORDER BY seq")
+    assert [r["record_id"] for r in rows] == texts
+    differ = [r["record_id"] for r in rows
+              if not bytes(r["leaf_hash"]) == bytes(r["called"])
+              == merkle.leaf_hash(ledger.leaf_bytes("message", r["record_id"], r["record_id"]))]
+    assert differ == []
+
+
 async def test_a_session_setting_of_the_application_role_cannot_stop_ledger_appends(clean_db, database_url):
     """The application role may switch standard_conforming_strings off for itself, even as its default
     for every connection (ALTER ROLE CURRENT_USER SET ..., which needs no privilege). Had the owner's
