@@ -495,6 +495,23 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/test_auditor_access.py::test_access_log_api_is_for_auditors_and_admins_and_refusals_are_logged",),
     ),
     Mutation(
+        name="token-memory-keeps-an-answer-that-crossed-a-change",
+        file="wa_archive/access/token_cache.py",
+        original="        elif self._listening and changes == self._changes and self.enabled:",
+        replacement="        elif self._listening and self.enabled:",
+        promise="an API token's answer read before a revocation was heard of is never remembered",
+        tests=("tests/test_token_cache.py::test_an_answer_read_before_a_change_is_not_kept",),
+    ),
+    Mutation(
+        name="token-memory-deaf-to-changes",
+        file="wa_archive/access/token_cache.py",
+        original="    def _heard(self, *_: Any) -> None:\n        self.forget_all()",
+        replacement="    def _heard(self, *_: Any) -> None:\n        pass",
+        promise="a revoked or demoted API token is refused at once, even when the server remembered it",
+        tests=("tests/test_token_cache.py::test_a_token_revoked_with_the_cli_is_refused_at_once",
+               "tests/test_token_cache.py::test_an_insiders_own_sql_on_the_tokens_is_heard_too"),
+    ),
+    Mutation(
         name="refusal-flood-not-bounded",
         file="wa_archive/access/refusals.py",
         original="        if key in self._seen or (key[0] == OTHER_SOURCES and refusal.actor == UNKNOWN_ACTOR):",

@@ -365,7 +365,8 @@ def storage_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest_asyncio.fixture
-async def stack_factory(client, clean_db, owner_pool, admin_pool, fake_graph, tmp_root, s3_endpoint, s3_bucket):
+async def stack_factory(client, clean_db, owner_pool, admin_pool, fake_graph, tmp_root, s3_endpoint, s3_bucket,
+                        database_url):
     """Build stacks (worker + webhook) with chosen settings; everything is torn down after the test."""
     # Released in the reverse of the order taken: within a stack the worker first and the store last, stacks
     # newest first; a stack whose build failed halfway releases what it had taken.
@@ -382,6 +383,7 @@ async def stack_factory(client, clean_db, owner_pool, admin_pool, fake_graph, tm
             storage_url = store.url
         teardown.push_async_callback(store.close)
         overrides.setdefault("meta_graph_url", fake_graph.graph_url)
+        overrides.setdefault("database_url", database_url)  # as deployed: the token memory listens on it
         settings = make_settings(storage_url=storage_url, s3_endpoint_url=s3_endpoint, **overrides)
         http = aiohttp.ClientSession()
         teardown.push_async_callback(http.close)

@@ -180,6 +180,10 @@ class Settings(BaseSettings):
     # a record not yet integrated ask the caller to come back after it; `verify` names candidates left
     # waiting longer than sequencing.pending_bound() of it.
     ledger_integrate_every: float = Field(default=1.0, ge=1)
+    # How long a webhook server may answer an API token from memory (wa_archive/access/token_cache.py):
+    # only while it hears of every change to the tokens, so this bounds only a notification lost on a
+    # connection that silently stopped. 0: every request checks the token in the database.
+    api_token_cache_seconds: float = Field(default=10.0, ge=0, le=60)
 
     @field_validator("consent_keywords")
     @classmethod

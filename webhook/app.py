@@ -59,9 +59,10 @@ def create_app(deps: WebhookDeps) -> web.Application:
     wasender.add_routes(app)
     outbound.add_routes(app)
     from webhook import audit_api, ui_audit
-    from webhook.auth import install_refusal_log
+    from webhook.auth import install_refusal_log, install_token_cache
 
     install_refusal_log(app, deps.pool)
+    install_token_cache(app, deps.pool, deps.settings.database_url, deps.settings.api_token_cache_seconds)
     # Before api's routes: /api/v1/messages/{id}/receipt must be tried before the id that takes the rest of the path.
     audit_api.add_routes(app)
     ui_audit.add_routes(app)

@@ -11,11 +11,13 @@ import asyncpg
 from aiohttp import web
 
 from wa_archive.access.refusals import Refusal, RefusalLog
+from wa_archive.access.token_cache import TokenCache
 from wa_archive.access.tokens import Caller, authenticate
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALLER = web.RequestKey("caller", Caller)
 REFUSALS = web.AppKey("refusals", RefusalLog)
+TOKENS = web.AppKey("tokens", TokenCache)
 
 
 def require(*roles: str, pool_of: Callable[[web.Request], object]) -> Callable[[Handler], Handler]:
@@ -30,7 +32,7 @@ def require(*roles: str, pool_of: Callable[[web.Request], object]) -> Callable[[
                 await note_refusal(request, "no_token")
                 return _json_error(401, "an API token is required: Authorization: Bearer <token>",
                                    challenge=True)
-            caller = await authenticate(pool_of(request), token.strip())
+            caller = await check_token(request, token.strip(), pool_of)
             if caller is None:
                 await note_refusal(request, "invalid_token")
                 return _json_error(401, "the API token is unknown or revoked", challenge=True)
@@ -43,6 +45,14 @@ def require(*roles: str, pool_of: Callable[[web.Request], object]) -> Callable[[
         return wrapper
 
     return decorate
+
+
+async def check_token(request: web.Request, token: str, pool_of: Callable[[web.Request], object]) -> Caller | None:
+    """The token's caller (None: unknown or revoked), through the app's token memory when it has one."""
+    tokens = request.app.get(TOKENS)
+    if tokens is not None:
+        return await tokens.caller(token)
+    return await authenticate(pool_of(request), token)
 
 
 async def note_refusal(request: web.Request, reason: str, caller: Caller | None = None) -> None:
@@ -64,6 +74,21 @@ def install_refusal_log(app: web.Application, pool: asyncpg.Pool) -> None:
         with suppress(asyncio.CancelledError):
             await task
         await refusals.flush()
+
+    app.cleanup_ctx.append(lifetime)
+
+
+def install_token_cache(app: web.Application, pool: asyncpg.Pool, dsn: str | None, max_age: float) -> None:
+    """The app's memory of confirmed API tokens, listening for changes to them while the app runs."""
+    tokens = TokenCache(pool, dsn, max_age=max_age)
+    app[TOKENS] = tokens
+
+    async def lifetime(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(tokens.run())
+        yield
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
     app.cleanup_ctx.append(lifetime)
 

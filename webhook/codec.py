@@ -26,12 +26,12 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
 from wa_archive.access import access_log
-from wa_archive.access.tokens import Caller, authenticate
+from wa_archive.access.tokens import Caller
 from wa_archive.errors import BadPayloads
 from wa_archive.json_input import storable_text
 from wa_archive.temporal.client import payload_keys
 from wa_archive.temporal.codec import AesGcmPayloadCodec, workflow_of
-from webhook.auth import note_refusal
+from webhook.auth import check_token, note_refusal
 from webhook.deps import DEPS, deps_of, json_error, pool_of, read_body
 
 log = structlog.get_logger("wa_archive.codec")
@@ -82,7 +82,7 @@ async def _caller(request: web.Request, roles: tuple[str, ...]) -> Caller | web.
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
-        caller = await authenticate(pool_of(request), token.strip()) if scheme.lower() == "bearer" else None
+        caller = await check_token(request, token.strip(), pool_of) if scheme.lower() == "bearer" else None
         if caller is None:
             await note_refusal(request, "invalid_token" if token.strip() else "no_token")
             return _refuse(request, 401, "the API token is missing, unknown or revoked")

@@ -79,6 +79,10 @@ LEDGER_INTEGRATION_LAG = Histogram(
     "wa_archive_ledger_integration_lag_seconds", "From a leaf candidate being written to its integration"
     " into the log (when its receipt can exist).",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800))
+API_TOKEN_CHECKS = Counter(
+    "wa_archive_api_token_checks", "API bearer tokens checked, by where the answer came from: memory"
+    " (a token confirmed moments ago, while changes are heard of) or database.", ["answer"])
+TOKEN_ANSWERS = ("memory", "database")
 RETRIEVAL_TEST_LAST = Gauge(
     "wa_archive_retrieval_test_last_timestamp_seconds", "When the last retrieval test finished (Unix time).")
 RETRIEVAL_TEST_OK = Gauge(
@@ -120,6 +124,8 @@ def _initialise() -> None:
         CRITICAL_FAILURES.labels(stage)
     for part in ("database", "temporal"):
         GAUGE_REFRESH_ERRORS.labels(part)
+    for answer in TOKEN_ANSWERS:
+        API_TOKEN_CHECKS.labels(answer)
     for gauge in (LAST_DELIVERY, LEDGER_CHECKPOINT_AGE, RETRIEVAL_TEST_LAST, RETRIEVAL_TEST_OK,
                   STORAGE_CHECK_LAST, STORAGE_CHECK_OK, DISPOSITION_LAST, DISPOSITION_OK, GAUGES_REFRESHED):
         gauge.set(NEVER)
@@ -133,6 +139,11 @@ def ledger_integrated(waits: list[float]) -> None:
     LEDGER_INTEGRATED.inc(len(waits))
     for waited in waits:
         LEDGER_INTEGRATION_LAG.observe(max(0.0, waited))
+
+
+def api_token_checked(answer: str) -> None:
+    """An API token was checked; `answer`: memory or database (wa_archive.access.token_cache)."""
+    API_TOKEN_CHECKS.labels(_one_of(answer, TOKEN_ANSWERS)).inc()
 
 
 def delivery_answered(source: str, status: int) -> None:

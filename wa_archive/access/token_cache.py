@@ -1,0 +1,135 @@
+"""API tokens checked without a query on every request: the callers of tokens the database confirmed,
+trusted only while this process hears of every change to api_tokens, and never for long.
+
+An API read used to spend a round trip on its token before anything else could start (the access-log
+entry needs the caller's name and role). Here a confirmed token is remembered, under three rules that
+keep a revoked token from being honoured:
+
+- Only while listening. A dedicated connection LISTENs on CHANNEL, which a trigger on api_tokens
+  (migration 023) notifies in the transaction of any revocation, change of name, role or hash,
+  deletion or truncation; a notification forgets every remembered token. Nothing is remembered
+  until the LISTEN is in place, and everything is forgotten the moment the connection is lost (or a
+  heartbeat query on it fails), so a change made while nobody was listening cannot be missed.
+- Not across a change. Each check notes the count of notifications before it asks the database,
+  and its answer is remembered only if none arrived meanwhile: an answer read before a revocation
+  committed is never kept after the revocation is heard of.
+- Not for long. An answer is used for at most `max_age` seconds (WA_ARCHIVE_API_TOKEN_CACHE_SECONDS),
+  which bounds what a listening connection that silently stopped delivering could cost; 0 turns the
+  memory off and every request asks the database, as before.
+
+What is left is the time a notification takes to arrive after the revocation commits (milliseconds on
+one network). Unknown and revoked tokens are never remembered: an attacker's guesses cost a query each
+(and a refusal in the access log), and cannot fill the memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import structlog
+
+from wa_archive.access.tokens import Caller, authenticate, token_hash
+from wa_archive.observability import metrics
+
+CHANNEL = "wa_archive_api_tokens"
+# How the listening connection shows in pg_stat_activity.
+APPLICATION_NAME = "wa-archive-token-listener"
+# How often the listening connection is proved alive; a failed proof forgets everything.
+HEARTBEAT_SECONDS = 2.0
+RECONNECT_SECONDS = 1.0
+# More distinct tokens than any deployment issues; past it the memory starts afresh.
+MAX_ENTRIES = 10_000
+
+log = structlog.get_logger("wa_archive.access")
+
+
+@dataclass(frozen=True)
+class _Confirmed:
+    caller: Caller
+    checked_at: float  # time.monotonic() when the confirming check began
+
+
+class TokenCache:
+    """The caller of a token (None: unknown or revoked), from memory when the rules above allow."""
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str | None, *, max_age: float,
+                 check: Callable[[asyncpg.Pool, str], Awaitable[Caller | None]] = authenticate) -> None:
+        self._pool = pool
+        self._check = check  # the database's answer (tokens.authenticate)
+        self._dsn = dsn
+        self._max_age = max_age
+        self._confirmed: dict[str, _Confirmed] = {}
+        self._changes = 0  # notifications heard, and connections lost or made
+        self._listening = False
+
+    @property
+    def enabled(self) -> bool:
+        return self._dsn is not None and self._max_age > 0
+
+    @property
+    def listening(self) -> bool:
+        return self._listening
+
+    async def caller(self, token: str) -> Caller | None:
+        key = token_hash(token)
+        began = time.monotonic()
+        known = self._confirmed.get(key)
+        if known is not None and self._listening and began - known.checked_at < self._max_age:
+            metrics.api_token_checked("memory")
+            return known.caller
+        changes = self._changes
+        caller = await self._check(self._pool, token)
+        metrics.api_token_checked("database")
+        if caller is None:
+            self._confirmed.pop(key, None)
+        elif self._listening and changes == self._changes and self.enabled:
+            if len(self._confirmed) >= MAX_ENTRIES:
+                self._confirmed.clear()
+            self._confirmed[key] = _Confirmed(caller, began)
+        return caller
+
+    def forget_all(self) -> None:
+        """Forget every token, and any answer still on its way from the database."""
+        self._changes += 1
+        self._confirmed.clear()
+
+    def _heard(self, *_: Any) -> None:
+        self.forget_all()
+
+    def _lost(self, *_: Any) -> None:
+        self._listening = False
+        self.forget_all()
+
+    async def run(self) -> None:
+        """Listen for as long as the task runs, connecting again after any loss (nothing is remembered
+        meanwhile). Does nothing when the memory is off."""
+        if not self.enabled:
+            return
+        assert self._dsn is not None
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=10,
+                                             server_settings={"application_name": APPLICATION_NAME})
+                conn.add_termination_listener(self._lost)
+                await conn.add_listener(CHANNEL, self._heard)
+                self.forget_all()
+                self._listening = True
+                while not conn.is_closed():
+                    await asyncio.sleep(HEARTBEAT_SECONDS)
+                    await conn.execute("SELECT 1", timeout=HEARTBEAT_SECONDS)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("api_token_listener_lost", error=repr(exc),
+                            consequence="every API token is checked in the database until it is back")
+            finally:
+                self._lost()
+                if conn is not None:
+                    with suppress(Exception):
+                        await asyncio.shield(conn.close(timeout=2))
+            await asyncio.sleep(RECONNECT_SECONDS)
