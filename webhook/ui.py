@@ -156,7 +156,7 @@ async def search_page(request: web.Request) -> web.Response:
     except FilterError as exc:
         return _page(session, "search.html", 400, **{**context, "error": str(exc)})
     await _log(request, session, "search", values)
-    rows, cursor = await search(deps_of(request).pool, filters)
+    rows, cursor = await search(deps_of(request).pool, filters, columns=queries.LISTED_COLUMNS)
     context["items"] = await queries.with_media(deps_of(request).pool, rows)
     if cursor:
         context["more_query"] = urlencode({**{k: v for k, v in values.items() if k != "cursor"}, "cursor": cursor})
@@ -199,7 +199,7 @@ async def conversation_page(request: web.Request) -> web.Response:
     filters.phone = phone
     filters.limit = 200
     await _log(request, session, "conversation", {"phone": phone, **values})
-    rows, cursor = await search(deps_of(request).pool, filters, ascending=True)
+    rows, cursor = await search(deps_of(request).pool, filters, ascending=True, columns=queries.LISTED_COLUMNS)
     items = await queries.with_media(deps_of(request).pool, rows)
     more_query = urlencode({**values, "cursor": cursor}) if cursor else ""
     return _page(session, "conversation.html", title="Conversation", phone=phone, items=items,

@@ -193,6 +193,13 @@ async def insert_template_events(db: Executor, delivery_sha256: str, events: lis
     )
 
 
+# The columns _message_json() reads: what a page of a search or a conversation selects, rather than
+# every column (the stored payload, often the largest, would be sent and decoded for nothing).
+LISTED_COLUMNS = ("id, source, direction, type, ts, raw_timestamp, contact_phone, contact_wa_id, contact_user_id,"
+                  " contact_username, contact_name, phone_number_id, display_phone_number, waba_id, text,"
+                  " related_message_id, template_name, flags, archive_status, archived_at, retain_until, hold_cases")
+
+
 def _message_json(row: asyncpg.Record, media: list[asyncpg.Record]) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -332,7 +339,8 @@ async def search_messages(
     from wa_archive.discovery.search import Filters, search
 
     rows, _ = await search(pool, Filters(phone=phone, since=since, until=until, limit=limit,
-                                         template=template, direction=direction, consent=consent))
+                                         template=template, direction=direction, consent=consent),
+                           columns=LISTED_COLUMNS)
     return await with_media(pool, rows)
 
 

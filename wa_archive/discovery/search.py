@@ -121,8 +121,10 @@ def parse_filters(query: Mapping[str, str], *, allowed: tuple[str, ...] = FILTER
     return f
 
 
-def build_query(f: Filters, *, ascending: bool = False) -> tuple[str, list[Any]]:
-    """The SQL for a search page (one row more than the limit, to know whether there is a next page)."""
+def build_query(f: Filters, *, ascending: bool = False, columns: str = "*") -> tuple[str, list[Any]]:
+    """The SQL for a search page (one row more than the limit, to know whether there is a next page),
+    selecting `columns` (a constant of the caller's, never input: db/queries.LISTED_COLUMNS for a page
+    as the API shows it; every column for an export)."""
     where: list[str] = []
     args: list[Any] = []
 
@@ -153,7 +155,7 @@ def build_query(f: Filters, *, ascending: bool = False) -> tuple[str, list[Any]]
         op = ">" if ascending else "<"
         where.append(f"(ts, id) {op} ({arg(f.cursor[0])}, {arg(f.cursor[1])})")
     order = "ASC" if ascending else "DESC"
-    sql = (f"SELECT * FROM messages {'WHERE ' + ' AND '.join(where) if where else ''}"
+    sql = (f"SELECT {columns} FROM messages {'WHERE ' + ' AND '.join(where) if where else ''}"
            f" ORDER BY ts {order}, id {order} LIMIT {arg(f.limit + 1)}")
     return sql, args
 
@@ -168,9 +170,11 @@ def consent_condition(state: str, arg: Callable[[Any], str]) -> str:
     return f"direction = 'out' AND {judged}"
 
 
-async def search(pool: asyncpg.Pool, f: Filters, *, ascending: bool = False) -> tuple[list[asyncpg.Record], str | None]:
-    """One page of messages and the cursor of the next page (None on the last page)."""
-    sql, args = build_query(f, ascending=ascending)
+async def search(pool: asyncpg.Pool, f: Filters, *, ascending: bool = False,
+                 columns: str = "*") -> tuple[list[asyncpg.Record], str | None]:
+    """One page of messages (`columns` of each, as build_query() says) and the cursor of the next page
+    (None on the last page)."""
+    sql, args = build_query(f, ascending=ascending, columns=columns)
     rows = await pool.fetch(sql, *args)
     more = len(rows) > f.limit
     rows = rows[: f.limit]
