@@ -7,9 +7,6 @@ intake in intake.py), the send proxy and record API (outbound.py), the JSON API 
 
 from __future__ import annotations
 
-import asyncio
-from contextlib import suppress
-
 import aiohttp
 import structlog
 from aiohttp import web
@@ -20,7 +17,7 @@ from wa_archive.observability.readiness import dependency_report, readiness_body
 from wa_archive.observability.server import metrics_handler
 from wa_archive.sources.meta.graph import GraphClient
 from webhook import edge
-from webhook.deps import DEPS, WebhookDeps, refuse_unstorable_urls
+from webhook.deps import DEPS, WebhookDeps, refuse_unstorable_urls, run_while_serving
 
 __all__ = ["WebhookDeps", "create_app"]
 
@@ -55,7 +52,7 @@ def create_app(deps: WebhookDeps) -> web.Application:
     app.router.add_get("/readyz", readyz)
     # Counts and ages only, never a number, text or id: open like /healthz (README, "Operating it").
     app.router.add_get("/metrics", metrics_handler)
-    app.cleanup_ctx.append(_gauge_refresher)
+    run_while_serving(app, lambda: run_refresher(deps.pool, deps.client, deps.settings))  # the database-derived gauges
     wasender.add_routes(app)
     outbound.add_routes(app)
     from webhook import audit_api, ui_audit
@@ -94,12 +91,3 @@ async def _graph_client(app: web.Application):
         yield
         deps.graph = None
 
-
-async def _gauge_refresher(app: web.Application):
-    """The database-derived gauges, read on a timer for as long as the app runs."""
-    deps = app[DEPS]
-    task = asyncio.create_task(run_refresher(deps.pool, deps.client, deps.settings))
-    yield
-    task.cancel()
-    with suppress(asyncio.CancelledError):
-        await task

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import suppress
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
@@ -13,6 +11,7 @@ from aiohttp import web
 from wa_archive.access.refusals import Refusal, RefusalLog
 from wa_archive.access.token_cache import TokenCache
 from wa_archive.access.tokens import Caller, authenticate
+from webhook.deps import run_while_serving
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CALLER = web.RequestKey("caller", Caller)
@@ -66,31 +65,14 @@ def install_refusal_log(app: web.Application, pool: asyncpg.Pool) -> None:
     """The app's refusal log, its minute rolled over on a timer and its counts written on a clean stop."""
     refusals = RefusalLog(pool)
     app[REFUSALS] = refusals
-
-    async def lifetime(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(refusals.run())
-        yield
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
-        await refusals.flush()
-
-    app.cleanup_ctx.append(lifetime)
+    run_while_serving(app, refusals.run, then=refusals.flush)
 
 
 def install_token_cache(app: web.Application, pool: asyncpg.Pool, dsn: str | None, max_age: float) -> None:
     """The app's memory of confirmed API tokens, listening for changes to them while the app runs."""
     tokens = TokenCache(pool, dsn, max_age=max_age)
     app[TOKENS] = tokens
-
-    async def lifetime(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(tokens.run())
-        yield
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
-
-    app.cleanup_ctx.append(lifetime)
+    run_while_serving(app, tokens.run)
 
 
 def _json_error(status: int, message: str, *, challenge: bool = False) -> web.Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -87,6 +87,23 @@ async def record_read_during(request: web.Request, read: Awaitable[T], *, actor:
             await reading
         raise
     return await reading
+
+
+def run_while_serving(app: web.Application, run: Callable[[], Coroutine[Any, Any, None]],
+                      then: Callable[[], Awaitable[None]] | None = None) -> None:
+    """`run()` as a task for the app's lifetime: cancelled when the app stops, then `then()` (a last
+    flush) if given."""
+
+    async def lifetime(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run())
+        yield
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+        if then is not None:
+            await then()
+
+    app.cleanup_ctx.append(lifetime)
 
 
 def deps_of(request: web.Request) -> WebhookDeps:
