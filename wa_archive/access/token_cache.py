@@ -112,6 +112,7 @@ class TokenCache:
         if not self.enabled:
             return
         assert self._dsn is not None
+        failing = False  # logged once per outage, not once per attempt
         while True:
             conn: asyncpg.Connection | None = None
             try:
@@ -121,12 +122,17 @@ class TokenCache:
                 await conn.add_listener(CHANNEL, self._heard)
                 self.forget_all()
                 self._listening = True
+                if failing:
+                    log.info("api_token_listener_back")
+                    failing = False
                 while not conn.is_closed():
                     await asyncio.sleep(HEARTBEAT_SECONDS)
                     await conn.execute("SELECT 1", timeout=HEARTBEAT_SECONDS)
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("api_token_listener_lost", error=repr(exc),
-                            consequence="every API token is checked in the database until it is back")
+            except Exception as exc:  # noqa: BLE001 - whatever it was, nothing is remembered until listening again
+                if not failing:
+                    log.warning("api_token_listener_lost", error=repr(exc),
+                                consequence="every API token is checked in the database until it is back")
+                failing = True
             finally:
                 self._lost()
                 if conn is not None:
