@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from tests.conftest import wait_until
-from wa_archive.access.token_cache import APPLICATION_NAME, TokenCache
-from wa_archive.access.tokens import Caller
+from wa_archive.access.token_cache import APPLICATION_NAME, HEARTBEAT_SECONDS, TokenCache
+from wa_archive.access.tokens import Caller, create_token
 
 
 def checks(answer: str) -> float:
@@ -155,3 +160,153 @@ async def test_memory_lasts_at_most_the_configured_seconds_and_zero_turns_it_off
     for _ in range(3):
         assert await _status(off, token) == 200
     assert (checks("database"), checks("memory")) == (asked + 3, remembered)
+
+
+# --- Changes that try to go unheard (found by attacking the first version) ----------------------------
+
+
+@asynccontextmanager
+async def _listening(pool, dsn: str) -> AsyncIterator[TokenCache]:
+    cache = TokenCache(pool, dsn, max_age=60)
+    task = asyncio.create_task(cache.run())
+    try:
+        await wait_until(lambda: cache.listening, "the token memory listening", timeout=15)
+        yield cache
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _remembered_by(cache: TokenCache, pool, role: str = "auditor") -> tuple[str, str]:
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    token = await create_token(pool, name, role)
+    assert await cache.caller(token) == Caller(name, role)
+    remembered = checks("memory")
+    assert await cache.caller(token) == Caller(name, role)
+    assert checks("memory") == remembered + 1
+    return name, token
+
+
+async def _forgotten(cache: TokenCache, token: str, *, within: float) -> None:
+    await wait_until(lambda: _is_refused(cache, token), "the changed token refused", timeout=within,
+                     interval=0.02)
+
+
+async def _is_refused(cache: TokenCache, token: str) -> bool:
+    return await cache.caller(token) is None
+
+
+async def test_changes_in_replica_mode_are_heard_too(clean_db, database_url, admin_pool):
+    """A superuser's replica mode (how this suite empties evidence tables, how logical replication
+    applies and some restores run) skips ordinary triggers; the announcing one fires ALWAYS, for a
+    revocation and for the one TRUNCATE of api_tokens that can succeed (replica mode)."""
+    async with _listening(clean_db, database_url) as cache:
+        name, token = await _remembered_by(cache, clean_db)
+        async with admin_pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE name = $1", name)
+        await _forgotten(cache, token, within=1)
+        _, token = await _remembered_by(cache, clean_db)
+        async with admin_pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute("TRUNCATE api_tokens CASCADE")
+        await _forgotten(cache, token, within=1)
+
+
+async def test_an_owner_who_switches_the_announcement_off_around_a_change_is_caught(clean_db, database_url,
+                                                                                    owner_pool):
+    """The schema owner may disable the trigger, revoke, and enable it again in one transaction: no
+    notification. The trigger's catalogue row changed, which the next heartbeat sees: everything is
+    forgotten within two heartbeats."""
+    async with _listening(clean_db, database_url) as cache:
+        name, token = await _remembered_by(cache, clean_db)
+        async with owner_pool.acquire() as conn, conn.transaction():
+            await conn.execute("ALTER TABLE api_tokens DISABLE TRIGGER api_tokens_announce_change")
+            await conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE name = $1", name)
+            await conn.execute("ALTER TABLE api_tokens ENABLE ALWAYS TRIGGER api_tokens_announce_change")
+        await _forgotten(cache, token, within=2 * HEARTBEAT_SECONDS + 1)
+
+
+async def _never_listens(cache: TokenCache, reason: str) -> None:
+    """The listener fails its first proof for `reason` and remembers nothing meanwhile."""
+    with capture_logs() as logs:
+        task = asyncio.create_task(cache.run())
+        try:
+            await wait_until(lambda: [e for e in logs if e["event"] == "api_token_listener_lost"
+                                      and reason in e["error"]], f"the listener refused: {reason}", timeout=15)
+            assert not cache.listening
+            token = await create_token(cache._pool, f"probe-{uuid.uuid4().hex[:8]}", "auditor")
+            asked, remembered = checks("database"), checks("memory")
+            await cache.caller(token)
+            await cache.caller(token)
+            assert (checks("database"), checks("memory")) == (asked + 2, remembered)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_without_the_announcing_trigger_nothing_is_remembered(clean_db, database_url, owner_pool):
+    """New code on a schema without migration 023 (a failed migrate, an older restore) would listen
+    on a channel nobody notifies: it refuses to remember instead."""
+    definition = await owner_pool.fetchval(
+        "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'api_tokens_announce_change'")
+    await owner_pool.execute("DROP TRIGGER api_tokens_announce_change ON api_tokens")
+    try:
+        await _never_listens(TokenCache(clean_db, database_url, max_age=60), "are not announced")
+    finally:
+        await owner_pool.execute(definition)
+        await owner_pool.execute("ALTER TABLE api_tokens ENABLE ALWAYS TRIGGER api_tokens_announce_change")
+
+
+async def test_a_listener_that_notifications_do_not_reach_is_never_trusted(clean_db, database_url):
+    """A connection that answers queries but never delivers notifications (a pooler in transaction
+    mode, or a listener left on a former primary): its heartbeat query would pass; the round trip of a
+    notification sent through the pool does not."""
+    async with _deaf_proxy(database_url) as dsn:
+        await _never_listens(TokenCache(clean_db, dsn, max_age=60), "did not reach the listening connection")
+
+
+@asynccontextmanager
+async def _deaf_proxy(dsn: str) -> AsyncIterator[str]:
+    """A TCP proxy to the database that drops PostgreSQL's NotificationResponse messages; the DSN
+    through it."""
+    parts = urlsplit(dsn)
+    unix_dir = parse_qs(parts.query).get("host", [None])[0]
+    port = parts.port or 5432
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, drop: bool) -> None:
+        try:
+            while True:
+                if not drop:
+                    data = await reader.read(65536)
+                    if not data:
+                        return
+                    writer.write(data)
+                else:
+                    head = await reader.readexactly(5)
+                    body = await reader.readexactly(struct.unpack("!I", head[1:])[0] - 4)
+                    if head[:1] != b"A":  # NotificationResponse
+                        writer.write(head + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if unix_dir and unix_dir.startswith("/"):
+            server_r, server_w = await asyncio.open_unix_connection(f"{unix_dir}/.s.PGSQL.{port}")
+        else:
+            server_r, server_w = await asyncio.open_connection(parts.hostname or "127.0.0.1", port)
+        await asyncio.gather(pipe(client_r, server_w, False), pipe(server_r, client_w, True))
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        proxy_port = server.sockets[0].getsockname()[1]
+        # No SSL request: its one-byte answer is not a message the proxy's reader could frame.
+        query = "&".join([*(f"{k}={v[0]}" for k, v in parse_qs(parts.query).items() if k not in ("host", "sslmode")),
+                          "sslmode=disable"])
+        userinfo = parts.netloc.rsplit("@", 1)[0]
+        yield urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{proxy_port}", query=query))
+    finally:
+        server.close()

@@ -1,30 +1,36 @@
 """API tokens checked without a query on every request: the callers of tokens the database confirmed,
-trusted only while this process hears of every change to api_tokens, and never for long.
+trusted only while this process is shown to hear of every change to api_tokens, and never for long.
 
 An API read used to spend a round trip on its token before anything else could start (the access-log
 entry needs the caller's name and role). Here a confirmed token is remembered, under three rules that
 keep a revoked token from being honoured:
 
-- Only while listening. A dedicated connection LISTENs on CHANNEL, which a trigger on api_tokens
-  (migration 023) notifies in the transaction of any revocation, change of name, role or hash,
-  deletion or truncation; a notification forgets every remembered token. Nothing is remembered
-  until the LISTEN is in place, and everything is forgotten the moment the connection is lost (or a
-  heartbeat query on it fails), so a change made while nobody was listening cannot be missed.
+- Only while provably listening. A dedicated connection LISTENs on CHANNEL, which a trigger on
+  api_tokens (migration 023, enabled ALWAYS, so replica mode and restores fire it too) notifies in the
+  transaction of any revocation, change of name, role or hash, deletion or truncation; a notification
+  forgets every remembered token. Listening counts only once it is proved, and every HEARTBEAT_SECONDS
+  again: a notification sent through the pool (another connection, as a revocation would come) must
+  reach this listener (a pooler in transaction mode, or a listener left on a former primary, does not
+  pass), and the trigger must be there, enabled ALWAYS, unchanged since the last proof (an owner who
+  disabled it around a change is caught by the changed row). Nothing is remembered before the first
+  proof, and everything is forgotten the moment a proof fails or the connection is lost, so a change
+  nobody heard cannot keep a token alive past the next heartbeat.
 - Not across a change. Each check notes the count of notifications before it asks the database,
   and its answer is remembered only if none arrived meanwhile: an answer read before a revocation
   committed is never kept after the revocation is heard of.
-- Not for long. An answer is used for at most `max_age` seconds (WA_ARCHIVE_API_TOKEN_CACHE_SECONDS),
-  which bounds what a listening connection that silently stopped delivering could cost; 0 turns the
-  memory off and every request asks the database, as before.
+- Not for long. An answer is used for at most `max_age` seconds (WA_ARCHIVE_API_TOKEN_CACHE_SECONDS);
+  0 turns the memory off and every request asks the database, as before.
 
-What is left is the time a notification takes to arrive after the revocation commits (milliseconds on
-one network). Unknown and revoked tokens are never remembered: an attacker's guesses cost a query each
+What is left: the time a notification takes to arrive after the revocation commits (milliseconds), and,
+when the listening connection fails silently, until the next heartbeat's proof fails (at most two
+heartbeats). Unknown and revoked tokens are never remembered: an attacker's guesses cost a query each
 (and a refusal in the access log), and cannot fill the memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -40,13 +46,21 @@ from wa_archive.observability import metrics
 CHANNEL = "wa_archive_api_tokens"
 # How the listening connection shows in pg_stat_activity.
 APPLICATION_NAME = "wa-archive-token-listener"
-# How often the listening connection is proved alive; a failed proof forgets everything.
+# How often listening is proved (a notification round trip, the trigger's state); a failed proof
+# forgets everything.
 HEARTBEAT_SECONDS = 2.0
+BEAT = "beat:"  # the payload prefix of the proofs' notifications, which forget nothing
+TRIGGER_STATE = ("SELECT tgenabled::text AS tgenabled, xmin::text AS version FROM pg_trigger"
+                 " WHERE tgrelid = 'api_tokens'::regclass AND tgname = 'api_tokens_announce_change'")
 RECONNECT_SECONDS = 1.0
 # More distinct tokens than any deployment issues; past it the memory starts afresh.
 MAX_ENTRIES = 10_000
 
 log = structlog.get_logger("wa_archive.access")
+
+
+class NotAnnounced(Exception):
+    """This listener cannot show that it hears every change to the tokens."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,7 @@ class TokenCache:
         self._confirmed: dict[str, _Confirmed] = {}
         self._changes = 0  # notifications heard, and connections lost or made
         self._listening = False
+        self._awaited: tuple[str, asyncio.Event] | None = None  # the proof's notification, until heard
 
     @property
     def enabled(self) -> bool:
@@ -99,12 +114,41 @@ class TokenCache:
         self._changes += 1
         self._confirmed.clear()
 
-    def _heard(self, *_: Any) -> None:
+    def _heard(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if payload.startswith(BEAT):  # a proof's (this server's or another's): not a change
+            if self._awaited is not None and payload == self._awaited[0]:
+                self._awaited[1].set()
+            return
         self.forget_all()
 
     def _lost(self, *_: Any) -> None:
         self._listening = False
         self.forget_all()
+
+    async def _prove(self, conn: asyncpg.Connection, announced: str | None) -> str:
+        """Raises unless a notification sent through the pool reaches `conn` within a heartbeat and the
+        announcing trigger is enabled ALWAYS and, once `announced` (its row's version at the first
+        proof) is known, unchanged; returns that version."""
+        state = await conn.fetchrow(TRIGGER_STATE, timeout=HEARTBEAT_SECONDS)
+        if state is None or state["tgenabled"] != "A":
+            raise NotAnnounced("changes to api_tokens are not announced (migration 023's trigger is"
+                               f" {'missing' if state is None else 'not enabled ALWAYS'})")
+        if announced is not None and state["version"] != announced:
+            raise NotAnnounced("the trigger announcing changes to api_tokens was altered (disabled and enabled"
+                               " again?): a change may have gone unannounced")
+        beat = BEAT + secrets.token_hex(8)
+        heard = asyncio.Event()
+        self._awaited = (beat, heard)
+        try:
+            await self._pool.execute("SELECT pg_notify($1, $2)", CHANNEL, beat, timeout=HEARTBEAT_SECONDS)
+            try:
+                await asyncio.wait_for(heard.wait(), HEARTBEAT_SECONDS)
+            except TimeoutError:
+                raise NotAnnounced("a notification sent through the pool did not reach the listening connection"
+                                   " (a pooler in transaction mode, or another server?)") from None
+        finally:
+            self._awaited = None
+        return str(state["version"])
 
     async def run(self) -> None:
         """Listen for as long as the task runs, connecting again after any loss (nothing is remembered
@@ -120,6 +164,7 @@ class TokenCache:
                                              server_settings={"application_name": APPLICATION_NAME})
                 conn.add_termination_listener(self._lost)
                 await conn.add_listener(CHANNEL, self._heard)
+                announced = await self._prove(conn, None)
                 self.forget_all()
                 self._listening = True
                 if failing:
@@ -127,7 +172,7 @@ class TokenCache:
                     failing = False
                 while not conn.is_closed():
                     await asyncio.sleep(HEARTBEAT_SECONDS)
-                    await conn.execute("SELECT 1", timeout=HEARTBEAT_SECONDS)
+                    await self._prove(conn, announced)
             except Exception as exc:  # noqa: BLE001 - whatever it was, nothing is remembered until listening again
                 if not failing:
                     log.warning("api_token_listener_lost", error=repr(exc),
