@@ -157,3 +157,32 @@ def verify_consistency(m: int, n: int, root_m: bytes, root_n: bytes, proof: list
         fn >>= 1
         sn >>= 1
     return sn == 0 and fr == root_m and sr == root_n
+
+
+class CompactRange:
+    """The root of a growing log without keeping its leaves (RFC 9162's MTH, as Trillian's and
+    Tessera's "compact range"): the roots of the perfect subtrees the leaves so far split into, largest
+    first, at most log2(n) + 1 of them. Appending merges equal neighbours; root() folds them from the
+    right, which is MTH's largest-power-of-two split read bottom-up."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._subtrees: list[tuple[int, bytes]] = []  # (leaf count, subtree root), counts decreasing
+
+    def append(self, leaf: bytes) -> None:
+        """Add one leaf hash (already leaf_hash()ed)."""
+        count, node = 1, leaf
+        while self._subtrees and self._subtrees[-1][0] == count:
+            left_count, left = self._subtrees.pop()
+            count, node = left_count + count, node_hash(left, node)
+        self._subtrees.append((count, node))
+        self.size += 1
+
+    def root(self) -> bytes:
+        """MTH of every leaf appended so far; equal to root() over the same list."""
+        if not self._subtrees:
+            return hashlib.sha256(b"").digest()
+        node = self._subtrees[-1][1]
+        for _, left in reversed(self._subtrees[:-1]):
+            node = node_hash(left, node)
+        return node

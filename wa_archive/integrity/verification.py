@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,6 @@ from wa_archive.integrity.ledger import (
     disposition_digest,
     failure_digest,
     leaf_bytes,
-    leaf_hashes,
     message_consent_digest,
     message_digest,
     reconciliation_digest,
@@ -36,30 +36,172 @@ from wa_archive.integrity.ledger import (
 if TYPE_CHECKING:
     from wa_archive.storage.base import ObjectStore
 
-_RECORDS = {
-    "template_snapshot": ("SELECT * FROM template_snapshots WHERE sha256 = ANY($1::text[])", "sha256", snapshot_digest),
-    "status_event": ("SELECT * FROM status_events WHERE id::text = ANY($1::text[])", "id", status_digest),
-    "failure": ("SELECT * FROM archive_failures WHERE id::text = ANY($1::text[])", "id", failure_digest),
-    "access": ("SELECT * FROM access_log WHERE id::text = ANY($1::text[])", "id", access_digest),
-    "disposition": ("SELECT * FROM dispositions WHERE id::text = ANY($1::text[])", "id", disposition_digest),
-    "reconciliation": ("SELECT * FROM reconciliation_reports WHERE id::text = ANY($1::text[])", "id",
-                       reconciliation_digest),
-    "consent": ("SELECT * FROM consent_entries WHERE id::text = ANY($1::text[])", "id", consent_digest),
-    "message_consent": ("SELECT * FROM message_consent WHERE message_id = ANY($1::text[])", "message_id",
-                        message_consent_digest),
+# What verify reads per query: a page of rows (messages with their media, leaves, records), so its
+# memory follows the page and not the archive. Tests pass a small one to cross many page boundaries.
+CHUNK = 2000
+
+# Records with leaves of their own kind: (table, primary key, digest of a row); a leaf's record_id is
+# the key as text.
+_RECORDS: dict[str, tuple[str, str, Callable[[asyncpg.Record], str]]] = {
+    "template_snapshot": ("template_snapshots", "sha256", snapshot_digest),
+    "status_event": ("status_events", "id", status_digest),
+    "failure": ("archive_failures", "id", failure_digest),
+    "access": ("access_log", "id", access_digest),
+    "disposition": ("dispositions", "id", disposition_digest),
+    "reconciliation": ("reconciliation_reports", "id", reconciliation_digest),
+    "consent": ("consent_entries", "id", consent_digest),
+    "message_consent": ("message_consent", "message_id", message_consent_digest),
 }
 # Records that are written only with their leaf, so a row without one was added behind the
-# archive's back: (kind, SQL listing every row's id).
-_LEAF_REQUIRED = {
-    "consent": "SELECT id::text AS id FROM consent_entries",
-    "message_consent": "SELECT message_id AS id FROM message_consent",
-}
+# archive's back.
+_LEAF_REQUIRED = ("consent", "message_consent")
+
+# A table's rows (alias t) with the digest of their record's latest leaf ($2: the kind), NULL when it
+# has none: one probe of ledger_leaves_record (kind, record_id, seq DESC) per row.
+_WITH_LATEST = ("SELECT t.*, (SELECT l.digest FROM ledger_leaves l WHERE l.kind = $2 AND l.record_id = t.{key}::text"
+                " ORDER BY l.seq DESC LIMIT 1) AS ledger_digest FROM {table} t")
+
+Pending = dict[tuple[str, str], str]  # (kind, record_id) -> digest of its latest leaf candidate
 
 
-async def _disposed(pool: asyncpg.Pool, latest: dict[tuple[str, str], str]
+async def verify_log(pool: asyncpg.Pool, public_key: bytes | None, *,
+                     pending_bound: float = sequencing.pending_bound(sequencing.DEFAULT_EVERY),
+                     chunk: int = CHUNK) -> list[str]:
+    """Recompute every record's digest and every checkpoint; problems name the exact record.
+
+    A record whose leaf is still a candidate is vouched for by it; candidates left waiting longer than
+    `pending_bound` seconds are a problem of their own (the integrator is not running). Everything is
+    read `chunk` rows at a time; what is held whole is named where it is read (candidates,
+    checkpoints, removals by disposition)."""
+    # One snapshot for every read: a batch integrated, or a record written, between two reads would
+    # otherwise be seen by one and not the other.
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        candidates = await ledger_candidates.all_pending(conn)  # few: each waits a couple of seconds
+        now = await conn.fetchval("SELECT clock_timestamp()")
+        checkpoints = await _checkpoints(conn)
+        log = await _check_leaves(conn, {size for size, _, _ in checkpoints}, chunk)
+        problems = log.problems
+        problems += _check_candidates(candidates, now, pending_bound)
+        # Integrated after every leaf, so each is its record's latest entry.
+        pending: Pending = {(c["kind"], c["record_id"]): c["digest"] for c in candidates}
+        problems += await _check_messages(conn, pending, chunk)
+        disposed, unvouched = await _disposed(conn, pending, chunk)
+        problems += unvouched
+        problems += await _check_removed(conn, "message", "messages", "id", pending, disposed, chunk)
+        for kind, (table, key, digest_fn) in _RECORDS.items():
+            problems += await _check_records(conn, kind, table, key, digest_fn, pending, chunk)
+            problems += await _check_removed(conn, kind, table, key, pending, disposed, chunk)
+        problems += await _check_unrecorded(conn, pending, chunk)
+        problems += check_checkpoints_against_log(checkpoints, log.roots, log.size, public_key, where="")
+    return problems
+
+
+async def _pages(conn: asyncpg.Connection, select: str, key: str, chunk: int, *args: object
+                 ) -> AsyncIterator[list[asyncpg.Record]]:
+    """The rows of `select` (its table aliased t; $1 is the page size, `args` from $2) in `key` order,
+    `chunk` at a time. Keyset paging: each page starts after the last key seen, so finding the
+    thousandth page costs what finding the first does."""
+    after: object = None
+    while True:
+        if after is None:
+            rows = await conn.fetch(f"{select} ORDER BY t.{key} LIMIT $1", chunk, *args)
+        else:
+            rows = await conn.fetch(f"{select} WHERE t.{key} > ${len(args) + 2} ORDER BY t.{key} LIMIT $1",
+                                    chunk, *args, after)
+        if rows:
+            yield rows
+        if len(rows) < chunk:
+            return
+        after = rows[-1][key]
+
+
+async def _checkpoints(conn: asyncpg.Connection) -> list[tuple[int, str, str]]:
+    """Every signed checkpoint (held whole: one per checkpoint Schedule run, not per record)."""
+    return [(cp["tree_size"], cp["body"], cp["signature"])
+            for cp in await conn.fetch("SELECT tree_size, body, signature FROM ledger_checkpoints ORDER BY tree_size")]
+
+
+class _RootsAt:
+    """The log's root at each of the given sizes, taken as its leaf hashes stream past (a compact
+    range: at most log2(n) + 1 hashes held, whatever the log's size)."""
+
+    def __init__(self, sizes: set[int]) -> None:
+        self._tree = merkle.CompactRange()
+        self._sizes = sizes
+        self.roots: dict[int, bytes] = {0: self._tree.root()} if 0 in sizes else {}
+
+    @property
+    def size(self) -> int:
+        return self._tree.size
+
+    def append(self, leaf_hash: bytes) -> None:
+        self._tree.append(leaf_hash)
+        if self._tree.size in self._sizes:
+            self.roots[self._tree.size] = self._tree.root()
+
+
+@dataclass
+class _LogCheck:
+    problems: list[str]
+    roots: dict[int, bytes]  # the log's root at each checkpoint's size that it reaches
+    size: int  # leaves in the log
+
+
+async def _check_leaves(conn: asyncpg.Connection, sizes: set[int], chunk: int) -> _LogCheck:
+    """Every leaf in order: numbered without a gap and carrying its own hash; and the log's root at
+    each of `sizes`. After a gap the numbering says nothing more, but every leaf still counts for the
+    roots, as the log's order is the checkpoints' order."""
+    problems: list[str] = []
+    roots = _RootsAt(sizes)
+    gap = False
+    select = "SELECT seq, kind, record_id, digest, leaf_hash FROM ledger_leaves t"
+    async for leaves in _pages(conn, select, "seq", chunk):
+        for leaf in leaves:
+            if not gap and leaf["seq"] != roots.size:
+                problems.append(f"ledger leaf {roots.size} is missing (next is {leaf['seq']})")
+                gap = True
+            if not gap and bytes(leaf["leaf_hash"]) != merkle.leaf_hash(
+                    leaf_bytes(leaf["kind"], leaf["record_id"], leaf["digest"])):
+                problems.append(f"ledger leaf {leaf['seq']} ({leaf['kind']} {leaf['record_id']}) was altered")
+            roots.append(bytes(leaf["leaf_hash"]))
+    return _LogCheck(problems, roots.roots, roots.size)
+
+
+async def _log_roots(conn: asyncpg.Connection, sizes: set[int], chunk: int) -> tuple[dict[int, bytes], int]:
+    """The log's root at each of `sizes` it reaches, and its number of leaves."""
+    roots = _RootsAt(sizes)
+    async for leaves in _pages(conn, "SELECT seq, leaf_hash FROM ledger_leaves t", "seq", chunk):
+        for leaf in leaves:
+            roots.append(bytes(leaf["leaf_hash"]))
+    return roots.roots, roots.size
+
+
+async def _check_messages(conn: asyncpg.Connection, pending: Pending, chunk: int) -> list[str]:
+    """Every message row, a page at a time with its media: it must have a leaf, and match the latest."""
+    problems: list[str] = []
+    async for rows in _pages(conn, _WITH_LATEST.format(table="messages", key="id"), "id", chunk, "message"):
+        # The page is a range of ids, and every media row belongs to a message (foreign key).
+        media = await conn.fetch("SELECT * FROM media WHERE message_id BETWEEN $1 AND $2 ORDER BY message_id, position",
+                                 rows[0]["id"], rows[-1]["id"])
+        by_msg: dict[str, list[asyncpg.Record]] = {}
+        for m in media:
+            by_msg.setdefault(m["message_id"], []).append(m)
+        for row in rows:
+            digest = pending.get(("message", row["id"]), row["ledger_digest"])
+            if digest is None:
+                problems.append(f"message {row['id']}: not in the ledger (added outside the archive)")
+            elif digest != message_digest(row, by_msg.get(row["id"], [])):
+                problems.append(f"message {row['id']}: changed since it was archived (row or its media)")
+    return problems
+
+
+async def _disposed(conn: asyncpg.Connection, pending: Pending, chunk: int
                     ) -> tuple[dict[tuple[str, str], str | None], list[str]]:
     """Records removed by disposition, with the digest each had (their leaves may outlive them),
     and the dispositions rows that cannot vouch for a removal.
+
+    Held whole, one entry per removed record: a removal is checked against it wherever its leaf comes
+    in the log, and it grows with what retention removed, not with what the archive keeps.
 
     A dispositions row vouches only when its own ledger leaf carries its digest: disposal always
     appends one, so a row without it was written outside the disposal path and is named, and the
@@ -67,93 +209,77 @@ async def _disposed(pool: asyncpg.Pool, latest: dict[tuple[str, str], str]
     """
     gone: dict[tuple[str, str], str | None] = {}
     problems: list[str] = []
-    for row in await pool.fetch("SELECT * FROM dispositions ORDER BY id"):
-        recorded = latest.get(("disposition", str(row["id"])))
-        if recorded is None:
-            problems.append(f"disposition {row['id']} of message {row['message_id']}: not in the ledger"
-                            " (written outside the disposal path); the removal it claims is not accepted")
-            continue
-        vouched = recorded == disposition_digest(row)  # a mismatch is named with the disposition records
-        record = row["record"]
-        try:
-            gone[("message", row["message_id"])] = str(record["message_digest"]) if vouched else None
-            for kind, key in (("status_event", "status_events"), ("failure", "failures"),
-                              ("message_consent", "message_consent")):
-                for item in record.get(key, []):
-                    gone[(kind, str(item["id"]))] = str(item["digest"]) if vouched else None
-        except (KeyError, TypeError, AttributeError):
-            problems.append(f"disposition {row['id']} of message {row['message_id']}: its record does not say"
-                            " what was removed")
+    async for rows in _pages(conn, _WITH_LATEST.format(table="dispositions", key="id"), "id", chunk, "disposition"):
+        for row in rows:
+            recorded = pending.get(("disposition", str(row["id"])), row["ledger_digest"])
+            if recorded is None:
+                problems.append(f"disposition {row['id']} of message {row['message_id']}: not in the ledger"
+                                " (written outside the disposal path); the removal it claims is not accepted")
+                continue
+            vouched = recorded == disposition_digest(row)  # a mismatch is named with the disposition records
+            record = row["record"]
+            try:
+                gone[("message", row["message_id"])] = str(record["message_digest"]) if vouched else None
+                for kind, key in (("status_event", "status_events"), ("failure", "failures"),
+                                  ("message_consent", "message_consent")):
+                    for item in record.get(key, []):
+                        gone[(kind, str(item["id"]))] = str(item["digest"]) if vouched else None
+            except (KeyError, TypeError, AttributeError):
+                problems.append(f"disposition {row['id']} of message {row['message_id']}: its record does not say"
+                                " what was removed")
     return gone, problems
 
 
-async def verify_log(pool: asyncpg.Pool, public_key: bytes | None, *,
-                     pending_bound: float = sequencing.pending_bound(sequencing.DEFAULT_EVERY)) -> list[str]:
-    """Recompute every record's digest and every checkpoint; problems name the exact record.
-
-    A record whose leaf is still a candidate is vouched for by it; candidates left waiting longer than
-    `pending_bound` seconds are a problem of their own (the integrator is not running)."""
+async def _check_records(conn: asyncpg.Connection, kind: str, table: str, key: str,
+                         digest_fn: Callable[[asyncpg.Record], str], pending: Pending, chunk: int) -> list[str]:
+    """Every row of a record table that has a leaf (or a candidate) against the latest one."""
     problems: list[str] = []
-    # One snapshot for both: a batch integrated between two reads would otherwise be in neither.
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        leaves = await conn.fetch("SELECT seq, kind, record_id, digest, leaf_hash FROM ledger_leaves ORDER BY seq")
-        candidates = await ledger_candidates.all_pending(conn)
-        now = await conn.fetchval("SELECT clock_timestamp()")
-    for i, leaf in enumerate(leaves):
-        if leaf["seq"] != i:
-            problems.append(f"ledger leaf {i} is missing (next is {leaf['seq']})")
-            break
-        if bytes(leaf["leaf_hash"]) != merkle.leaf_hash(leaf_bytes(leaf["kind"], leaf["record_id"], leaf["digest"])):
-            problems.append(f"ledger leaf {leaf['seq']} ({leaf['kind']} {leaf['record_id']}) was altered")
-    latest: dict[tuple[str, str], str] = {}
-    for leaf in leaves:
-        latest[(leaf["kind"], leaf["record_id"])] = leaf["digest"]
-    problems += _check_candidates(candidates, now, pending_bound)
-    for candidate in candidates:  # integrated after every leaf, so each is its record's latest entry
-        latest[(candidate["kind"], candidate["record_id"])] = candidate["digest"]
-    # Messages: every row must have a leaf, and match the latest one.
-    rows = await pool.fetch("SELECT * FROM messages")
-    media = await pool.fetch("SELECT * FROM media ORDER BY message_id, position")
-    by_msg: dict[str, list[asyncpg.Record]] = {}
-    for m in media:
-        by_msg.setdefault(m["message_id"], []).append(m)
-    present = set()
-    for row in rows:
-        present.add(row["id"])
-        digest = latest.get(("message", row["id"]))
-        if digest is None:
-            problems.append(f"message {row['id']}: not in the ledger (added outside the archive)")
-        elif digest != message_digest(row, by_msg.get(row["id"], [])):
-            problems.append(f"message {row['id']}: changed since it was archived (row or its media)")
-    disposed, unvouched = await _disposed(pool, latest)
-    problems += unvouched
+    async for rows in _pages(conn, _WITH_LATEST.format(table=table, key=key), key, chunk, kind):
+        for row in rows:
+            record_id = str(row[key])
+            digest = pending.get((kind, record_id), row["ledger_digest"])
+            if digest is not None and digest != digest_fn(row):
+                problems.append(f"{kind} {record_id}: changed since it was recorded")
+    return problems
 
-    def removed(kind: str, record_id: str) -> None:
+
+async def _check_removed(conn: asyncpg.Connection, kind: str, table: str, key: str, pending: Pending,
+                         disposed: dict[tuple[str, str], str | None], chunk: int) -> list[str]:
+    """Records with a leaf or a candidate but no row: each must have been removed by a disposition
+    that recorded the digest of its latest entry. In log order: leaves first, then candidates."""
+    problems: list[str] = []
+
+    def removed(record_id: str, digest: str) -> None:
         if (kind, record_id) not in disposed:
             problems.append(f"{kind} {record_id}: deleted (its ledger entry remains)")
-        elif disposed[(kind, record_id)] != latest[(kind, record_id)]:
+        elif disposed[(kind, record_id)] != digest:
             problems.append(f"{kind} {record_id}: disposed, but the disposition record does not match its ledger entry")
 
-    for (kind, record_id) in latest:
-        if kind == "message" and record_id not in present:
-            removed(kind, record_id)
-    for kind, (sql, key, digest_fn) in _RECORDS.items():
-        ids = [rid for (k, rid) in latest if k == kind]
-        found = {str(r[key]): r for r in await pool.fetch(sql, ids)} if ids else {}
-        for rid in ids:
-            row = found.get(rid)
-            if row is None:
-                removed(kind, rid)
-            elif digest_fn(row) != latest[(kind, rid)]:
-                problems.append(f"{kind} {rid}: changed since it was recorded")
-    for kind, sql in _LEAF_REQUIRED.items():
-        for r in await pool.fetch(sql):
-            if (kind, r["id"]) not in latest:
-                problems.append(f"{kind} {r['id']}: not in the ledger (added outside the archive)")
-    hashes = [bytes(leaf["leaf_hash"]) for leaf in leaves]
-    checkpoints = [(cp["tree_size"], cp["body"], cp["signature"])
-                   for cp in await pool.fetch("SELECT * FROM ledger_checkpoints ORDER BY tree_size")]
-    problems += check_checkpoints_against_log(checkpoints, hashes, public_key, where="")
+    gone_leaves = (f"SELECT l.record_id, (array_agg(l.digest ORDER BY l.seq DESC))[1] AS digest FROM ledger_leaves l"
+                   f" WHERE l.kind = $1 AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key}::text = l.record_id)"
+                   " GROUP BY l.record_id ORDER BY min(l.seq)")
+    async for leaf in conn.cursor(gone_leaves, kind, prefetch=chunk):
+        removed(leaf["record_id"], pending.get((kind, leaf["record_id"]), leaf["digest"]))
+    waiting = [record_id for (k, record_id) in pending if k == kind]
+    if waiting:  # candidates of records that never had a leaf
+        gone_candidates = ("SELECT c.id FROM unnest($2::text[]) WITH ORDINALITY AS c(id, n) WHERE NOT EXISTS"
+                           " (SELECT 1 FROM ledger_leaves l WHERE l.kind = $1 AND l.record_id = c.id) AND NOT EXISTS"
+                           f" (SELECT 1 FROM {table} t WHERE t.{key}::text = c.id) ORDER BY c.n")
+        for row in await conn.fetch(gone_candidates, kind, waiting):
+            removed(row["id"], pending[(kind, row["id"])])
+    return problems
+
+
+async def _check_unrecorded(conn: asyncpg.Connection, pending: Pending, chunk: int) -> list[str]:
+    """Rows of the tables written only with their leaf that have neither a leaf nor a candidate."""
+    problems: list[str] = []
+    for kind in _LEAF_REQUIRED:
+        table, key, _ = _RECORDS[kind]
+        unrecorded = (f"SELECT t.{key}::text AS id FROM {table} t WHERE NOT EXISTS (SELECT 1 FROM ledger_leaves l"
+                      f" WHERE l.kind = $1 AND l.record_id = t.{key}::text) ORDER BY t.{key}")
+        async for row in conn.cursor(unrecorded, kind, prefetch=chunk):
+            if (kind, row["id"]) not in pending:
+                problems.append(f"{kind} {row['id']}: not in the ledger (added outside the archive)")
     return problems
 
 
@@ -169,11 +295,12 @@ def _check_candidates(candidates: list[asyncpg.Record], now: datetime, bound: fl
     return problems
 
 
-def check_checkpoints_against_log(checkpoints: list[tuple[int, str, str]], hashes: list[bytes],
+def check_checkpoints_against_log(checkpoints: list[tuple[int, str, str]], roots: dict[int, bytes], log_size: int,
                                   public_key: bytes | None, *, where: str) -> list[str]:
-    """Each checkpoint's signature, its root against the log's leaves, and each one extending the last."""
+    """Each checkpoint's signature, its root against the log's root at its size (`roots`, of a log of
+    `log_size` leaves), and each one extending the last."""
     problems: list[str] = []
-    previous = None
+    previous: tuple[int, bool] | None = None  # size, and whether its root is the log's
     for size, body_text, signature in checkpoints:
         body, found = check_checkpoint(body_text, signature, public_key)
         problems += [f"checkpoint {size}{where}: {p}" for p in found]
@@ -182,21 +309,24 @@ def check_checkpoints_against_log(checkpoints: list[tuple[int, str, str]], hashe
         if body["tree_size"] != size:
             problems.append(f"checkpoint {size}{where}: its signed body says tree size {body['tree_size']}")
             continue
-        if size > len(hashes):
-            problems.append(f"checkpoint {size}{where}: the log has only {len(hashes)} leaves")
+        if size > log_size:
+            problems.append(f"checkpoint {size}{where}: the log has only {log_size} leaves")
             continue
-        if merkle.root(hashes[:size]).hex() != body["root_hash"]:
+        log_root = roots.get(size)
+        matches = log_root is not None and log_root.hex() == body["root_hash"]
+        if not matches:
             problems.append(f"checkpoint {size}{where}: root does not match the log")
-        if previous is not None:
-            proof = merkle.consistency_proof(previous[0], hashes[:size])
-            if not merkle.verify_consistency(previous[0], size, bytes.fromhex(previous[1]),
-                                             bytes.fromhex(body["root_hash"]), proof):
-                problems.append(f"checkpoint {size}{where} does not extend checkpoint {previous[0]}")
-        previous = (size, body["root_hash"])
+        # Both roots are the one log's, so the later extends the earlier exactly when both are its roots:
+        # a signed root the log does not give breaks the chain on both sides of it, as a consistency
+        # proof taken from the log between the two signed roots would say.
+        if previous is not None and not (previous[1] and matches):
+            problems.append(f"checkpoint {size}{where} does not extend checkpoint {previous[0]}")
+        previous = (size, matches)
     return problems
 
 
-async def verify_checkpoint_copies(pool: asyncpg.Pool, store: ObjectStore, public_key: bytes | None) -> list[str]:
+async def verify_checkpoint_copies(pool: asyncpg.Pool, store: ObjectStore, public_key: bytes | None, *,
+                                   chunk: int = CHUNK) -> list[str]:
     """The database's checkpoints against their write-once copies in the store, and the store's
     copies against the log: a rewrite done with database access alone no longer matches them."""
     problems: list[str] = []
@@ -207,7 +337,7 @@ async def verify_checkpoint_copies(pool: asyncpg.Pool, store: ObjectStore, publi
         name = key[len(CHECKPOINT_PREFIX):]
         if not (name.endswith(".json") and name[:-5].isdigit()):
             continue
-        stored[int(name[:-5])] = b"".join([chunk async for chunk in store.read(key)])
+        stored[int(name[:-5])] = b"".join([part async for part in store.read(key)])
     for size in sorted(rows):
         if size not in stored:
             problems.append(f"checkpoint {size}: missing from the store ({checkpoint_key(size)})")
@@ -222,8 +352,9 @@ async def verify_checkpoint_copies(pool: asyncpg.Pool, store: ObjectStore, publi
             copies.append((size, str(doc["body"]), str(doc["signature"])))
         except (ValueError, KeyError, TypeError):
             problems.append(f"checkpoint {size} in the store: not a checkpoint document")
-    hashes = await leaf_hashes(pool)
-    problems += check_checkpoints_against_log(copies, hashes, public_key, where=" in the store")
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        roots, log_size = await _log_roots(conn, {size for size, _, _ in copies}, chunk)
+    problems += check_checkpoints_against_log(copies, roots, log_size, public_key, where=" in the store")
     return problems
 
 
