@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from wa_archive.db import ledger_candidates
+from wa_archive.db import ledger_candidates, ledger_tiles
 from wa_archive.integrity import merkle, sequencing
 from wa_archive.integrity.ledger import (
     CHECKPOINT_PREFIX,
@@ -98,6 +98,7 @@ async def verify_log(pool: asyncpg.Pool, public_key: bytes | None, *,
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         leaves = await conn.fetch("SELECT seq, kind, record_id, digest, leaf_hash FROM ledger_leaves ORDER BY seq")
         candidates = await ledger_candidates.all_pending(conn)
+        tiles = await ledger_tiles.all_tiles(conn)
         now = await conn.fetchval("SELECT clock_timestamp()")
     for i, leaf in enumerate(leaves):
         if leaf["seq"] != i:
@@ -154,6 +155,21 @@ async def verify_log(pool: asyncpg.Pool, public_key: bytes | None, *,
     checkpoints = [(cp["tree_size"], cp["body"], cp["signature"])
                    for cp in await pool.fetch("SELECT * FROM ledger_checkpoints ORDER BY tree_size")]
     problems += check_checkpoints_against_log(checkpoints, hashes, public_key, where="")
+    problems += check_tiles_against_log(tiles, hashes)
+    return problems
+
+
+def check_tiles_against_log(tiles: list[tuple[int, bytes]], hashes: list[bytes]) -> list[str]:
+    """Each stored tile against the root of its block of leaves: roots and proofs are read through
+    the tiles, so a tile changed behind the archive's back (it takes superuser rights) is named."""
+    problems: list[str] = []
+    size = ledger_tiles.TILE
+    for tile, stored in tiles:
+        first, end = tile * size, (tile + 1) * size
+        if end > len(hashes):
+            problems.append(f"ledger tile {tile} (leaves {first} to {end - 1}): the log has only {len(hashes)} leaves")
+        elif merkle.root(hashes[first:end]) != stored:
+            problems.append(f"ledger tile {tile} (leaves {first} to {end - 1}) does not match its leaves")
     return problems
 
 
