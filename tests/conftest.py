@@ -241,6 +241,7 @@ async def _truncate_everything(admin_pool: asyncpg.Pool) -> None:
         )
         await conn.execute("TRUNCATE delivery_handoffs, redrive_runs")
         await conn.execute("TRUNCATE ledger_candidates")
+        await conn.execute("TRUNCATE ledger_tiles")  # derived from the leaves just emptied
         await conn.execute("UPDATE ledger_head SET size = 0")
 
 

@@ -23,7 +23,8 @@ REFUSED = (asyncpg.InsufficientPrivilegeError, asyncpg.RaiseError)
 EVIDENCE = ("messages", "media", "ledger_leaves", "ledger_checkpoints", "ledger_head", "dispositions", "deliveries",
             "status_events", "archive_failures", "archive_attempts", "template_snapshots", "outbound_sends",
             "access_log", "legal_holds", "retention_policies", "erasure_requests", "webhook_events",
-            "template_events", "storage_checks", "retrieval_reports", "message_deliveries", "api_tokens")
+            "template_events", "storage_checks", "retrieval_reports", "message_deliveries", "api_tokens",
+            "ledger_tiles")
 
 
 async def _seed(admin_pool: asyncpg.Pool, *, retained: bool = True) -> str:
@@ -103,7 +104,8 @@ async def test_the_application_role_owns_nothing_and_holds_no_power(clean_db, ad
                             ("deliveries", {"SELECT", "INSERT"}), ("status_events", {"SELECT", "INSERT"}),
                             ("dispositions", {"SELECT"}), ("archive_failures", {"SELECT", "INSERT"}),
                             ("archive_attempts", {"SELECT", "INSERT"}), ("ledger_leaves", {"SELECT"}),
-                            ("ledger_head", {"SELECT"}), ("ledger_candidates", {"SELECT"})):
+                            ("ledger_head", {"SELECT"}), ("ledger_candidates", {"SELECT"}),
+                            ("ledger_tiles", {"SELECT"})):
         granted = {p for p in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
                    if await admin_pool.fetchval("SELECT has_table_privilege($1, $2, $3)", APP_ROLE, table, p)}
         assert granted == expected, table

@@ -49,6 +49,8 @@ async def test_loaded_messages_verify_against_their_leaves(
     first = next(search_bench.synthetic_messages(1, random.Random(16), contacts, prefix="SCALE", media_every=10))
     assert await clean_db.fetchval("SELECT text FROM messages WHERE id = $1", first[0]) == first[6]
 
+    # The loaded log's tiles are written (verify_log checks each against its leaves).
+    assert await clean_db.fetchval("SELECT count(*) FROM ledger_tiles") == ROWS // 256 and figures["tiles_s"] >= 0
     store = FilesystemStore(tmp_path / "objects")
     assert await verification.verify_log(clean_db, None) == []
     assert await verification.verify_objects(clean_db, store, sample=50) == []

@@ -308,6 +308,13 @@ class ExportError(IntegrityError):
     retryable = False
 
 
+class LedgerLeafMissing(IntegrityError):
+    """A leaf below the log's size is not there (removed behind the archive's back): no root or proof
+    over it can be made, and none is made over fewer leaves instead."""
+
+    retryable = False
+
+
 def _error_tree(root: type[ArchiveError] = ArchiveError) -> Iterator[type[ArchiveError]]:
     """`root` and every class below it, depth first in the order they are defined."""
     yield root

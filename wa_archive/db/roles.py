@@ -39,11 +39,13 @@ TRUNCATABLE = frozenset({"schema_migrations", "ui_sessions", "ui_sign_in_links"}
 # rule instead of trusting the caller: record and carry out a disposal, add a ledger leaf candidate
 # (hashed by the owner), and integrate candidates into the log in candidate order (the integrator).
 EXECUTABLE = ("dispose_message_rows(text)", "record_disposition(text, text, bigint, jsonb, text)",
-              "ledger_append(text, text, text)", "ledger_integrate(integer)")
+              "ledger_append(text, text, text)", "ledger_integrate(integer)",
+              # the ledger's tiles (migration 024), computed by the owner's function from the leaves
+              "ledger_write_tiles(integer)")
 # Written only through those functions: a leaf at a number of the caller's choosing or a head moved
 # without its leaf would jam or break the log, and a dispositions row for a retained message would
 # block its disposal for good or make a removal look lawful.
-NOT_INSERTABLE = frozenset({"ledger_head", "ledger_leaves", "ledger_candidates", "dispositions"})
+NOT_INSERTABLE = frozenset({"ledger_head", "ledger_leaves", "ledger_candidates", "dispositions", "ledger_tiles"})
 # Inserted by the application in these columns only: a ledger candidate is (kind, record id, digest);
 # its place in the order (an identity) and its time are the database's, its leaf hash the integrator's.
 INSERTABLE_COLUMNS = {"ledger_candidates": ("kind", "record_id", "digest")}

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from wa_archive.db import ledger_candidates
-from wa_archive.integrity import merkle, sequencing
+from wa_archive.integrity import sequencing, tree
 
 if TYPE_CHECKING:
     from wa_archive.storage.base import ObjectStore
@@ -170,6 +170,8 @@ async def append_message(conn: asyncpg.Connection, message_id: str) -> int:
 
 
 async def leaf_hashes(pool: asyncpg.Pool, size: int | None = None) -> list[bytes]:
+    """Every leaf hash of the log (or of its first `size` leaves): what `verify` recomputes from. A root
+    or a proof reads the tiles instead (tree.py)."""
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch("SELECT leaf_hash FROM ledger_leaves WHERE ($1::bigint IS NULL OR seq < $1)"
                                 " ORDER BY seq", size)
@@ -269,17 +271,18 @@ async def write_checkpoint(pool: asyncpg.Pool, store: ObjectStore, signer: Signe
     """Integrate what is pending, then sign the tree head and keep it write-once in the store; None
     when nothing was added. What is signed is read from the integrated leaves only, so a checkpoint
     never covers a leaf that is not in the log."""
-    await sequencing.integrate(pool)
-    leaves = await leaf_hashes(pool)
+    await sequencing.integrate(pool)  # which also writes the tiles of the blocks it completed
+    log = await tree.load(pool)
+    size = log.size
     last = await pool.fetchval("SELECT max(tree_size) FROM ledger_checkpoints")
-    if not leaves or last == len(leaves):
+    if not size or last == size:
         return None
-    root_hex = merkle.root(leaves).hex()  # once: at ten million leaves each pass takes seconds
-    body = canonical({"tree_size": len(leaves), "root_hash": root_hex,
+    root_hex = log.root().hex()
+    body = canonical({"tree_size": size, "root_hash": root_hex,
                       "timestamp": datetime.now(timezone.utc).isoformat(),
                       "public_key": base64.b64encode(signer.public_key()).decode()})
     signature = base64.b64encode(signer.sign(body)).decode()
-    key = checkpoint_key(len(leaves))
+    key = checkpoint_key(size)
     document = checkpoint_document(body.decode(), signature)
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -287,9 +290,9 @@ async def write_checkpoint(pool: asyncpg.Pool, store: ObjectStore, signer: Signe
 
     from datetime import timedelta
 
-    await store.put_stream(key, chunks(), content_type="application/json", metadata={"tree-size": str(len(leaves))},
+    await store.put_stream(key, chunks(), content_type="application/json", metadata={"tree-size": str(size)},
                            expected_sha256=None, retain_until=datetime.now(timezone.utc) + timedelta(days=3650))
     await pool.execute(
         "INSERT INTO ledger_checkpoints (tree_size, root_hash, body, signature, storage_key) VALUES ($1,$2,$3,$4,$5)"
-        " ON CONFLICT DO NOTHING", len(leaves), root_hex, body.decode(), signature, key)
-    return {"tree_size": len(leaves), "root_hash": root_hex, "storage_key": key}
+        " ON CONFLICT DO NOTHING", size, root_hex, body.decode(), signature, key)
+    return {"tree_size": size, "root_hash": root_hex, "storage_key": key}

@@ -37,7 +37,7 @@ def root(leaves: list[bytes]) -> bytes:
     return level[0]
 
 
-def _is_count(value: object) -> bool:
+def is_count(value: object) -> bool:
     """A non-negative int (bool is an int in Python but never a tree index)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -45,7 +45,7 @@ def _is_count(value: object) -> bool:
 def inclusion_proof(index: int, leaves: list[bytes]) -> list[bytes]:
     """PATH(m, D[n]) of RFC 9162 §2.1.3.1; a negative or out-of-range index raises ValueError."""
     n = len(leaves)
-    if not _is_count(index) or not index < n:
+    if not is_count(index) or not index < n:
         raise ValueError(f"leaf {index} is not in a tree of {n}")
     if n == 1:
         return []
@@ -61,7 +61,7 @@ def inclusion_proofs(indices: list[int], leaves: list[bytes]) -> dict[int, list[
     from the levels, instead of hashing the whole tree again for every leaf (an export's receipts)."""
     n = len(leaves)
     for index in indices:
-        if not _is_count(index) or not index < n:
+        if not is_count(index) or not index < n:
             raise ValueError(f"leaf {index} is not in a tree of {n}")
     levels = [leaves]
     while len(levels[-1]) > 1:
@@ -84,7 +84,7 @@ def inclusion_proofs(indices: list[int], leaves: list[bytes]) -> dict[int, list[
 def consistency_proof(m: int, leaves: list[bytes]) -> list[bytes]:
     """PROOF(m, D[n]) of RFC 9162 §2.1.4.1; sizes outside 0 < m <= n raise ValueError."""
     n = len(leaves)
-    if not _is_count(m) or not 0 < m <= n:
+    if not is_count(m) or not 0 < m <= n:
         raise ValueError(f"no consistency proof from {m} to {n}")
     return _subproof(m, leaves, True)
 
@@ -104,7 +104,7 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], exp
 
     A negative or out-of-range index or size is refused (False), never read from the end.
     """
-    if not _is_count(index) or not _is_count(size) or not index < size:
+    if not is_count(index) or not is_count(size) or not index < size:
         return False
     fn, sn, r = index, size - 1, leaf
     for p in proof:
@@ -128,7 +128,7 @@ def verify_consistency(m: int, n: int, root_m: bytes, root_n: bytes, proof: list
 
     Sizes must satisfy 0 < m <= n; anything else (negative, zero, reversed) is refused (False).
     """
-    if not _is_count(m) or not _is_count(n) or not 0 < m <= n:
+    if not is_count(m) or not is_count(n) or not 0 < m <= n:
         return False
     if m == n:
         return not proof and root_m == root_n

@@ -10,12 +10,11 @@ import asyncpg
 
 from wa_archive.db import ledger_candidates
 from wa_archive.errors import LedgerPending
-from wa_archive.integrity import merkle, sequencing
+from wa_archive.integrity import merkle, sequencing, tree
 from wa_archive.integrity.ledger import (
     check_checkpoint,
     consent_digest,
     leaf_bytes,
-    leaf_hashes,
     message_digest,
 )
 
@@ -62,14 +61,19 @@ async def _receipt_of(pool: asyncpg.Pool, kind: str, record_id: str, digest: str
                                      " ORDER BY tree_size DESC LIMIT 1", leaf["seq"])
     if checkpoint is None:
         raise LookupError(f"no checkpoint covers this {kind} yet; run `wa-archive ledger checkpoint`")
-    leaves = await leaf_hashes(pool, checkpoint["tree_size"])
     return {
         "format": "wa-archive-receipt/1",
         "record": {"kind": kind, "id": record_id, "digest": digest},
         "leaf_index": leaf["seq"],
-        "inclusion_proof": [h.hex() for h in merkle.inclusion_proof(leaf["seq"], leaves)],
+        "inclusion_proof": await inclusion_proof(pool, leaf["seq"], checkpoint["tree_size"]),
         "checkpoint": {"body": checkpoint["body"], "signature": checkpoint["signature"]},
     }
+
+
+async def inclusion_proof(pool: asyncpg.Pool, index: int, tree_size: int) -> list[str]:
+    """The inclusion proof (hex) of leaf `index` in the tree of `tree_size` leaves, read through the tiles."""
+    log = await tree.load(pool, tree_size, indices=[index])
+    return [h.hex() for h in log.inclusion_proofs([index])[index]]
 
 
 async def message_standing(pool: asyncpg.Pool, message_id: str) -> dict[str, Any] | None:
@@ -110,29 +114,36 @@ async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str], others: dic
     -> record id -> its digest, e.g. reconciliation reports and consent entries; answered by kind), each
     against the latest checkpoint, where it covers the leaf.
 
-    The leaf hashes are read once; a record whose exported state has no covered leaf gets none.
+    The tree is read once, through its tiles, for all of them; a record whose exported state has no
+    covered leaf gets none.
     """
     checkpoints = [{"tree_size": r["tree_size"], "body": r["body"], "signature": r["signature"]}
                    for r in await pool.fetch("SELECT * FROM ledger_checkpoints ORDER BY tree_size")]
     if not checkpoints:
         return [], {}, {}
     latest = checkpoints[-1]
-    leaves = await leaf_hashes(pool, latest["tree_size"])
-    for previous, current in zip(checkpoints, checkpoints[1:], strict=False):  # consecutive pairs
-        current["consistency"] = {
-            "from_tree_size": previous["tree_size"],
-            "proof": [h.hex() for h in merkle.consistency_proof(previous["tree_size"],
-                                                                 leaves[:current["tree_size"]])]}
 
-    async def receipts_of(kind: str, wanted: dict[str, str]) -> dict[str, dict[str, Any]]:
+    async def leaves_of(kind: str, wanted: dict[str, str]) -> list[asyncpg.Record]:
         # The leaf of the exact state exported: a message updated since has a later leaf too.
-        rows = await pool.fetch(
+        return list(await pool.fetch(
             "SELECT DISTINCT ON (record_id) record_id, seq, digest FROM ledger_leaves"
             " WHERE kind = $4 AND record_id = ANY($1::text[]) AND digest = ($2::jsonb ->> record_id)"
             " AND seq < $3 ORDER BY record_id, seq DESC",
-            list(wanted), wanted, latest["tree_size"], kind)
-        # The tree is hashed once for all of them: a proof each from scratch costs a whole tree per record.
-        proofs = merkle.inclusion_proofs([r["seq"] for r in rows], leaves) if rows else {}
+            list(wanted), wanted, latest["tree_size"], kind))
+
+    found = {kind: await leaves_of(kind, wanted)
+             for kind, wanted in [("message", digests), *(others or {}).items()] if wanted}
+    # Subtree hashes are kept once computed, so all the proofs share the large siblings.
+    log = await tree.load(pool, latest["tree_size"], indices=[r["seq"] for rows in found.values() for r in rows],
+                          sizes=[c["tree_size"] for c in checkpoints])
+    for previous, current in zip(checkpoints, checkpoints[1:], strict=False):  # consecutive pairs
+        current["consistency"] = {
+            "from_tree_size": previous["tree_size"],
+            "proof": [h.hex() for h in log.consistency_proof(previous["tree_size"], current["tree_size"])]}
+
+    def receipts_of(kind: str) -> dict[str, dict[str, Any]]:
+        rows = found.get(kind, [])
+        proofs = log.inclusion_proofs([r["seq"] for r in rows])
         return {
             r["record_id"]: {
                 "format": "wa-archive-receipt/1",
@@ -144,8 +155,8 @@ async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str], others: dic
             for r in rows
         }
 
-    return (checkpoints, await receipts_of("message", digests),
-            {kind: await receipts_of(kind, wanted) for kind, wanted in (others or {}).items() if wanted})
+    return (checkpoints, receipts_of("message"),
+            {kind: receipts_of(kind) for kind, wanted in (others or {}).items() if wanted})
 
 
 def verify_receipt(doc: dict[str, Any], trusted_public_key: bytes) -> list[str]:

@@ -25,7 +25,7 @@ import structlog
 from wa_archive.config import Settings
 from wa_archive.db import reconciliation as db
 from wa_archive.errors import GraphRequestRefused, JsonRefused, LedgerPending, MediaAccessDenied, SourceError
-from wa_archive.integrity import ledger, merkle, receipts
+from wa_archive.integrity import ledger, receipts
 from wa_archive.json_input import load_json
 from wa_archive.models import ArchiveOptions
 
@@ -386,12 +386,11 @@ async def receipt(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any] | N
     checkpoint = await db.checkpoint_covering(pool, leaf["seq"])
     if checkpoint is None:
         return None
-    leaves = await ledger.leaf_hashes(pool, checkpoint["tree_size"])
     return {
         "format": "wa-archive-receipt/1",
         "record": {"kind": "reconciliation", "id": str(row["id"]), "digest": leaf["digest"]},
         "leaf_index": leaf["seq"],
-        "inclusion_proof": [h.hex() for h in merkle.inclusion_proof(leaf["seq"], leaves)],
+        "inclusion_proof": await receipts.inclusion_proof(pool, leaf["seq"], checkpoint["tree_size"]),
         "checkpoint": {"body": checkpoint["body"], "signature": checkpoint["signature"]},
     }
 

@@ -13,7 +13,7 @@ import math
 
 import asyncpg
 
-from wa_archive.db import ledger_candidates
+from wa_archive.db import ledger_candidates, ledger_tiles
 from wa_archive.observability import metrics
 
 DEFAULT_EVERY = 1.0  # seconds: the default of WA_ARCHIVE_LEDGER_INTEGRATE_EVERY (config.py)
@@ -39,11 +39,17 @@ def retry_after(every: float) -> int:
 
 
 async def integrate(pool: asyncpg.Pool, *, batch: int = INTEGRATE_BATCH) -> int:
-    """Integrate every candidate committed so far, in batches; returns how many leaves were added."""
+    """Integrate every candidate committed so far, in batches, then write the tiles of the blocks of
+    leaves they completed; returns how many leaves were added."""
     added = 0
     while True:
         waits = await ledger_candidates.integrate(pool, batch)
         metrics.ledger_integrated(waits)
         added += len(waits)
         if len(waits) < batch:
-            return added
+            break
+    # Its own statement after the batches, so the integration's transaction (and the head's row lock)
+    # is no longer for it; a tile not written here is written by the next run, and readers hash a
+    # block without its tile from its leaves meanwhile.
+    await ledger_tiles.write_all(pool)
+    return added

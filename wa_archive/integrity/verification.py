@@ -7,25 +7,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
 
-from wa_archive.db import ledger_candidates
-from wa_archive.integrity import merkle, sequencing
+from wa_archive.db import ledger_candidates, ledger_tiles
+from wa_archive.integrity import log_check, sequencing
 from wa_archive.integrity.ledger import (
     CHECKPOINT_PREFIX,
     access_digest,
-    check_checkpoint,
     checkpoint_document,
     checkpoint_key,
     consent_digest,
     disposition_digest,
     failure_digest,
-    leaf_bytes,
     message_consent_digest,
     message_digest,
     reconciliation_digest,
@@ -78,8 +75,9 @@ async def verify_log(pool: asyncpg.Pool, public_key: bytes | None, *,
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         candidates = await ledger_candidates.all_pending(conn)  # few: each waits a couple of seconds
         now = await conn.fetchval("SELECT clock_timestamp()")
-        checkpoints = await _checkpoints(conn)
-        log = await _check_leaves(conn, {size for size, _, _ in checkpoints}, chunk)
+        checkpoints = await log_check.checkpoints(conn)
+        tiles = dict(await ledger_tiles.all_tiles(conn))  # 32 bytes per 256 leaves
+        log = await log_check.check_leaves(conn, {size for size, _, _ in checkpoints}, tiles, chunk)
         problems = log.problems
         problems += _check_candidates(candidates, now, pending_bound)
         # Integrated after every leaf, so each is its record's latest entry.
@@ -92,94 +90,15 @@ async def verify_log(pool: asyncpg.Pool, public_key: bytes | None, *,
             problems += await _check_records(conn, kind, table, key, digest_fn, pending, chunk)
             problems += await _check_removed(conn, kind, table, key, pending, disposed, chunk)
         problems += await _check_unrecorded(conn, pending, chunk)
-        problems += check_checkpoints_against_log(checkpoints, log.roots, log.size, public_key, where="")
+        problems += log_check.check_checkpoints_against_log(checkpoints, log.roots, log.size, public_key, where="")
+        problems += log.tile_problems
     return problems
-
-
-async def _pages(conn: asyncpg.Connection, select: str, key: str, chunk: int, *args: object
-                 ) -> AsyncIterator[list[asyncpg.Record]]:
-    """The rows of `select` (its table aliased t; $1 is the page size, `args` from $2) in `key` order,
-    `chunk` at a time. Keyset paging: each page starts after the last key seen, so finding the
-    thousandth page costs what finding the first does."""
-    after: object = None
-    while True:
-        if after is None:
-            rows = await conn.fetch(f"{select} ORDER BY t.{key} LIMIT $1", chunk, *args)
-        else:
-            rows = await conn.fetch(f"{select} WHERE t.{key} > ${len(args) + 2} ORDER BY t.{key} LIMIT $1",
-                                    chunk, *args, after)
-        if rows:
-            yield rows
-        if len(rows) < chunk:
-            return
-        after = rows[-1][key]
-
-
-async def _checkpoints(conn: asyncpg.Connection) -> list[tuple[int, str, str]]:
-    """Every signed checkpoint (held whole: one per checkpoint Schedule run, not per record)."""
-    return [(cp["tree_size"], cp["body"], cp["signature"])
-            for cp in await conn.fetch("SELECT tree_size, body, signature FROM ledger_checkpoints ORDER BY tree_size")]
-
-
-class _RootsAt:
-    """The log's root at each of the given sizes, taken as its leaf hashes stream past (a compact
-    range: at most log2(n) + 1 hashes held, whatever the log's size)."""
-
-    def __init__(self, sizes: set[int]) -> None:
-        self._tree = merkle.CompactRange()
-        self._sizes = sizes
-        self.roots: dict[int, bytes] = {0: self._tree.root()} if 0 in sizes else {}
-
-    @property
-    def size(self) -> int:
-        return self._tree.size
-
-    def append(self, leaf_hash: bytes) -> None:
-        self._tree.append(leaf_hash)
-        if self._tree.size in self._sizes:
-            self.roots[self._tree.size] = self._tree.root()
-
-
-@dataclass
-class _LogCheck:
-    problems: list[str]
-    roots: dict[int, bytes]  # the log's root at each checkpoint's size that it reaches
-    size: int  # leaves in the log
-
-
-async def _check_leaves(conn: asyncpg.Connection, sizes: set[int], chunk: int) -> _LogCheck:
-    """Every leaf in order: numbered without a gap and carrying its own hash; and the log's root at
-    each of `sizes`. After a gap the numbering says nothing more, but every leaf still counts for the
-    roots, as the log's order is the checkpoints' order."""
-    problems: list[str] = []
-    roots = _RootsAt(sizes)
-    gap = False
-    select = "SELECT seq, kind, record_id, digest, leaf_hash FROM ledger_leaves t"
-    async for leaves in _pages(conn, select, "seq", chunk):
-        for leaf in leaves:
-            if not gap and leaf["seq"] != roots.size:
-                problems.append(f"ledger leaf {roots.size} is missing (next is {leaf['seq']})")
-                gap = True
-            if not gap and bytes(leaf["leaf_hash"]) != merkle.leaf_hash(
-                    leaf_bytes(leaf["kind"], leaf["record_id"], leaf["digest"])):
-                problems.append(f"ledger leaf {leaf['seq']} ({leaf['kind']} {leaf['record_id']}) was altered")
-            roots.append(bytes(leaf["leaf_hash"]))
-    return _LogCheck(problems, roots.roots, roots.size)
-
-
-async def _log_roots(conn: asyncpg.Connection, sizes: set[int], chunk: int) -> tuple[dict[int, bytes], int]:
-    """The log's root at each of `sizes` it reaches, and its number of leaves."""
-    roots = _RootsAt(sizes)
-    async for leaves in _pages(conn, "SELECT seq, leaf_hash FROM ledger_leaves t", "seq", chunk):
-        for leaf in leaves:
-            roots.append(bytes(leaf["leaf_hash"]))
-    return roots.roots, roots.size
 
 
 async def _check_messages(conn: asyncpg.Connection, pending: Pending, chunk: int) -> list[str]:
     """Every message row, a page at a time with its media: it must have a leaf, and match the latest."""
     problems: list[str] = []
-    async for rows in _pages(conn, _WITH_LATEST.format(table="messages", key="id"), "id", chunk, "message"):
+    async for rows in log_check.pages(conn, _WITH_LATEST.format(table="messages", key="id"), "id", chunk, "message"):
         # The page is a range of ids, and every media row belongs to a message (foreign key).
         media = await conn.fetch("SELECT * FROM media WHERE message_id BETWEEN $1 AND $2 ORDER BY message_id, position",
                                  rows[0]["id"], rows[-1]["id"])
@@ -209,7 +128,8 @@ async def _disposed(conn: asyncpg.Connection, pending: Pending, chunk: int
     """
     gone: dict[tuple[str, str], str | None] = {}
     problems: list[str] = []
-    async for rows in _pages(conn, _WITH_LATEST.format(table="dispositions", key="id"), "id", chunk, "disposition"):
+    dispositions = _WITH_LATEST.format(table="dispositions", key="id")
+    async for rows in log_check.pages(conn, dispositions, "id", chunk, "disposition"):
         for row in rows:
             recorded = pending.get(("disposition", str(row["id"])), row["ledger_digest"])
             if recorded is None:
@@ -234,7 +154,7 @@ async def _check_records(conn: asyncpg.Connection, kind: str, table: str, key: s
                          digest_fn: Callable[[asyncpg.Record], str], pending: Pending, chunk: int) -> list[str]:
     """Every row of a record table that has a leaf (or a candidate) against the latest one."""
     problems: list[str] = []
-    async for rows in _pages(conn, _WITH_LATEST.format(table=table, key=key), key, chunk, kind):
+    async for rows in log_check.pages(conn, _WITH_LATEST.format(table=table, key=key), key, chunk, kind):
         for row in rows:
             record_id = str(row[key])
             digest = pending.get((kind, record_id), row["ledger_digest"])
@@ -295,36 +215,6 @@ def _check_candidates(candidates: list[asyncpg.Record], now: datetime, bound: fl
     return problems
 
 
-def check_checkpoints_against_log(checkpoints: list[tuple[int, str, str]], roots: dict[int, bytes], log_size: int,
-                                  public_key: bytes | None, *, where: str) -> list[str]:
-    """Each checkpoint's signature, its root against the log's root at its size (`roots`, of a log of
-    `log_size` leaves), and each one extending the last."""
-    problems: list[str] = []
-    previous: tuple[int, bool] | None = None  # size, and whether its root is the log's
-    for size, body_text, signature in checkpoints:
-        body, found = check_checkpoint(body_text, signature, public_key)
-        problems += [f"checkpoint {size}{where}: {p}" for p in found]
-        if body is None:
-            continue
-        if body["tree_size"] != size:
-            problems.append(f"checkpoint {size}{where}: its signed body says tree size {body['tree_size']}")
-            continue
-        if size > log_size:
-            problems.append(f"checkpoint {size}{where}: the log has only {log_size} leaves")
-            continue
-        log_root = roots.get(size)
-        matches = log_root is not None and log_root.hex() == body["root_hash"]
-        if not matches:
-            problems.append(f"checkpoint {size}{where}: root does not match the log")
-        # Both roots are the one log's, so the later extends the earlier exactly when both are its roots:
-        # a signed root the log does not give breaks the chain on both sides of it, as a consistency
-        # proof taken from the log between the two signed roots would say.
-        if previous is not None and not (previous[1] and matches):
-            problems.append(f"checkpoint {size}{where} does not extend checkpoint {previous[0]}")
-        previous = (size, matches)
-    return problems
-
-
 async def verify_checkpoint_copies(pool: asyncpg.Pool, store: ObjectStore, public_key: bytes | None, *,
                                    chunk: int = CHUNK) -> list[str]:
     """The database's checkpoints against their write-once copies in the store, and the store's
@@ -353,8 +243,8 @@ async def verify_checkpoint_copies(pool: asyncpg.Pool, store: ObjectStore, publi
         except (ValueError, KeyError, TypeError):
             problems.append(f"checkpoint {size} in the store: not a checkpoint document")
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        roots, log_size = await _log_roots(conn, {size for size, _, _ in copies}, chunk)
-    problems += check_checkpoints_against_log(copies, roots, log_size, public_key, where=" in the store")
+        roots, log_size = await log_check.log_roots(conn, {size for size, _, _ in copies}, chunk)
+    problems += log_check.check_checkpoints_against_log(copies, roots, log_size, public_key, where=" in the store")
     return problems
 
 
