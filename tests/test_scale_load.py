@@ -67,7 +67,8 @@ AWKWARD_TEXTS = ['quote " backslash \\ slash / tab \t newline \n return \r', "be
                  "naïve café ☕ 𝄞 \u2028 \u00a0", "", None, "{\"a\": [1, 2]}"]
 
 
-async def test_sql_digest_equals_message_digest(clean_db: asyncpg.Pool, admin_pool: asyncpg.Pool) -> None:
+async def test_sql_digest_equals_message_digest(clean_db: asyncpg.Pool, admin_pool: asyncpg.Pool,
+                                                database_url: str) -> None:
     """pg_temp.scale_message_digest() against message_digest() on the same rows read back: nulls, escapes,
     control characters, non-ASCII text, flags, microseconds or none, with no media, one, or two."""
     rows = []
@@ -90,10 +91,15 @@ async def test_sql_digest_equals_message_digest(clean_db: asyncpg.Pool, admin_po
                 position, f"m\\{position}", f"k/\"{position}", size, sha)
         await conn.execute("INSERT INTO media (message_id, position, media_id, kind, status)"
                            " VALUES ('wamid.DIGEST2', 0, 'failed-one', 'image', 'failed')")
-    async with clean_db.acquire() as conn:
+    # A connection of its own, closed after: the function lives in its session's pg_temp, which a
+    # pooled connection would keep (objects the application role would then own).
+    conn = await asyncpg.connect(database_url)
+    try:
         await scale.create_digest_function(conn)
         computed = {r["id"]: r["digest"] for r in await conn.fetch(
             scale.DIGESTS, "wamid.DIGEST0", "wamid.DIGEST9", sha256_hex(canonical({})))}
+    finally:
+        await conn.close()
     for message in await clean_db.fetch("SELECT * FROM messages"):
         media = await clean_db.fetch("SELECT * FROM media WHERE message_id = $1 ORDER BY position", message["id"])
         assert computed[message["id"]] == message_digest(message, media), message["id"]
