@@ -227,7 +227,7 @@ async def test_an_owner_who_switches_the_announcement_off_around_a_change_is_cau
         await _forgotten(cache, token, within=2 * HEARTBEAT_SECONDS + 1)
 
 
-async def _never_listens(cache: TokenCache, reason: str) -> None:
+async def _never_listens(cache: TokenCache, pool, reason: str) -> None:
     """The listener fails its first proof for `reason` and remembers nothing meanwhile."""
     with capture_logs() as logs:
         task = asyncio.create_task(cache.run())
@@ -235,7 +235,7 @@ async def _never_listens(cache: TokenCache, reason: str) -> None:
             await wait_until(lambda: [e for e in logs if e["event"] == "api_token_listener_lost"
                                       and reason in e["error"]], f"the listener refused: {reason}", timeout=15)
             assert not cache.listening
-            token = await create_token(cache._pool, f"probe-{uuid.uuid4().hex[:8]}", "auditor")
+            token = await create_token(pool, f"probe-{uuid.uuid4().hex[:8]}", "auditor")
             asked, remembered = checks("database"), checks("memory")
             await cache.caller(token)
             await cache.caller(token)
@@ -252,7 +252,7 @@ async def test_without_the_announcing_trigger_nothing_is_remembered(clean_db, da
         "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'api_tokens_announce_change'")
     await owner_pool.execute("DROP TRIGGER api_tokens_announce_change ON api_tokens")
     try:
-        await _never_listens(TokenCache(clean_db, database_url, max_age=60), "are not announced")
+        await _never_listens(TokenCache(clean_db, database_url, max_age=60), clean_db, "are not announced")
     finally:
         await owner_pool.execute(definition)
         await owner_pool.execute("ALTER TABLE api_tokens ENABLE ALWAYS TRIGGER api_tokens_announce_change")
@@ -263,7 +263,7 @@ async def test_a_listener_that_notifications_do_not_reach_is_never_trusted(clean
     mode, or a listener left on a former primary): its heartbeat query would pass; the round trip of a
     notification sent through the pool does not."""
     async with _deaf_proxy(database_url) as dsn:
-        await _never_listens(TokenCache(clean_db, dsn, max_age=60), "did not reach the listening connection")
+        await _never_listens(TokenCache(clean_db, dsn, max_age=60), clean_db, "did not reach the listening connection")
 
 
 @asynccontextmanager
