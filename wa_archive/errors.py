@@ -18,7 +18,8 @@
     │   ├── TemporalConnectError   Temporal could not be reached or refused us             retryable
     │   ├── DatabaseConnectError   PostgreSQL could not be reached or refused us           retryable
     │   ├── UnknownPayloadKey      a payload under a key id this process lacks             retryable
-    │   └── MigrateAsAppRole       `migrate` connected as the application role             NOT retryable
+    │   ├── MigrateAsAppRole       `migrate` connected as the application role             NOT retryable
+    │   └── TokenChangesUnheard    the token memory cannot show it hears token changes     retryable
     ├── SourceError                a message source (Graph API, WASender, a link) failed   retryable
     │   ├── MediaSourceError       the provider answered badly (5xx, timeouts, bad JSON)   retryable
     │   │   ├── MediaNotFound      404: URL or media id expired                            retryable
@@ -38,7 +39,8 @@
         ├── MediaHashMismatch      a download differs from its declared SHA-256 or MAC     retryable
         ├── UnverifiedMessage      a message to record is not what the archive stored      NOT retryable
         ├── DeliveryNotStored      a delivery to fan out is not (or no longer) stored       NOT retryable
-        └── ExportError            an archived object no longer matches its hash           NOT retryable
+        ├── ExportError            an archived object no longer matches its hash           NOT retryable
+        └── LedgerLeafMissing      a leaf below the log's size is gone: no root is made    NOT retryable
 
 Refused input is also a ValueError (argparse type functions and pydantic validators expect one);
 TemporalConnectError, DatabaseConnectError, MigrateAsAppRole and DataDirInUse are also RuntimeErrors,
@@ -168,6 +170,12 @@ class MigrateAsAppRole(PlatformError, RuntimeError):
     """`migrate` was pointed at the application role, which may not change the schema."""
 
     retryable = False
+
+
+class TokenChangesUnheard(PlatformError):
+    """The API token memory cannot show that it hears every change to the tokens (the trigger that
+    announces them is missing, switched off or altered, or a notification did not come back): it
+    remembers nothing until it can (wa_archive/access/token_cache.py)."""
 
 
 # Sources: the Graph API, WASender and media links.

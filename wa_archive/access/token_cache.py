@@ -41,6 +41,7 @@ import asyncpg
 import structlog
 
 from wa_archive.access.tokens import Caller, authenticate, token_hash
+from wa_archive.errors import TokenChangesUnheard
 from wa_archive.observability import metrics
 
 CHANNEL = "wa_archive_api_tokens"
@@ -57,10 +58,6 @@ RECONNECT_SECONDS = 1.0
 MAX_ENTRIES = 10_000
 
 log = structlog.get_logger("wa_archive.access")
-
-
-class NotAnnounced(Exception):
-    """This listener cannot show that it hears every change to the tokens."""
 
 
 @dataclass(frozen=True)
@@ -131,10 +128,10 @@ class TokenCache:
         proof) is known, unchanged; returns that version."""
         state = await conn.fetchrow(TRIGGER_STATE, timeout=HEARTBEAT_SECONDS)
         if state is None or state["tgenabled"] != "A":
-            raise NotAnnounced("changes to api_tokens are not announced (migration 023's trigger is"
+            raise TokenChangesUnheard("changes to api_tokens are not announced (migration 023's trigger is"
                                f" {'missing' if state is None else 'not enabled ALWAYS'})")
         if announced is not None and state["version"] != announced:
-            raise NotAnnounced("the trigger announcing changes to api_tokens was altered (disabled and enabled"
+            raise TokenChangesUnheard("the trigger announcing changes to api_tokens was altered (disabled and enabled"
                                " again?): a change may have gone unannounced")
         beat = BEAT + secrets.token_hex(8)
         heard = asyncio.Event()
@@ -144,7 +141,7 @@ class TokenCache:
             try:
                 await asyncio.wait_for(heard.wait(), HEARTBEAT_SECONDS)
             except TimeoutError:
-                raise NotAnnounced("a notification sent through the pool did not reach the listening connection"
+                raise TokenChangesUnheard("a notification sent through the pool did not reach the listening connection"
                                    " (a pooler in transaction mode, or another server?)") from None
         finally:
             self._awaited = None
