@@ -89,6 +89,9 @@ async def record_read_during(request: web.Request, read: Awaitable[T], *, actor:
     return await reading
 
 
+STOP_ATTEMPTS, STOP_WAIT_SECONDS = 5, 2.0
+
+
 def run_while_serving(app: web.Application, run: Callable[[], Coroutine[Any, Any, None]],
                       then: Callable[[], Awaitable[None]] | None = None) -> None:
     """`run()` as a task for the app's lifetime: cancelled when the app stops, then `then()` (a last
@@ -97,9 +100,17 @@ def run_while_serving(app: web.Application, run: Callable[[], Coroutine[Any, Any
     async def lifetime(_: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(run())
         yield
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        # Cancelled again until it ends: Python 3.11's wait_for (under asyncpg's timeouts) can swallow a
+        # cancellation that lands as its inner call completes, and a stop must never wait on that.
+        for _attempt in range(STOP_ATTEMPTS):
+            task.cancel()
+            done, _pending = await asyncio.wait({task}, timeout=STOP_WAIT_SECONDS)
+            if done:
+                break
+        else:
+            log.error("background_task_did_not_stop", task=repr(run))
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("background_task_failed", error=repr(task.exception()))
         if then is not None:
             await then()
 
