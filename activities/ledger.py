@@ -5,6 +5,7 @@ import asyncpg
 import structlog
 from temporalio import activity
 
+from activities.heartbeats import beating
 from wa_archive.integrity import ledger, sequencing
 from wa_archive.names import INTEGRATE_LEDGER, WRITE_CHECKPOINT
 from wa_archive.storage import ObjectStore
@@ -21,7 +22,8 @@ class LedgerActivities:
     @activity.defn(name=WRITE_CHECKPOINT)
     async def write_checkpoint(self) -> int:
         """The tree size now checkpointed (0 when nothing was added since the last one)."""
-        written = await ledger.write_checkpoint(self.pool, self.store, self.signer)
+        async with beating():
+            written = await ledger.write_checkpoint(self.pool, self.store, self.signer)
         if written:
             log.info("ledger_checkpoint", tree_size=written["tree_size"], root=written["root_hash"])
         return written["tree_size"] if written else 0
@@ -29,4 +31,5 @@ class LedgerActivities:
     @activity.defn(name=INTEGRATE_LEDGER)
     async def integrate_ledger(self) -> int:
         """How many leaves this run integrated (0 when no candidate was waiting)."""
-        return await sequencing.integrate(self.pool)
+        async with beating():
+            return await sequencing.integrate(self.pool)

@@ -567,4 +567,12 @@ MUTATIONS: list[Mutation] = [
         promise="a receipt taken through the API is written to the access log",
         tests=("tests/test_auditor_access.py::test_a_receipt_from_the_api_and_the_page_verifies_offline",),
     ),
+    Mutation(
+        name="integrator-run-on-a-dead-worker-waits-its-whole-timeout",
+        file="workflows/ledger_integrate.py",
+        original="            heartbeat_timeout=LEDGER_RUN_HEARTBEAT, retry_policy=INTEGRATE_RETRY)",
+        replacement="            retry_policy=INTEGRATE_RETRY)",
+        promise="a worker killed in the middle of integrating stalls the ledger for seconds, not minutes",
+        tests=("tests/test_faults.py::test_a_worker_killed_mid_integration_is_noticed_within_seconds_and_the_next_run_integrates",),
+    ),
 ]

@@ -1,4 +1,4 @@
-"""Faults as tests: a worker process killed in the middle of a large upload."""
+"""Faults as tests: a worker process killed in the middle of a large upload, or of the ledger's integration."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import uuid
 import pytest
 from aiobotocore.session import get_session
 
-from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS
+from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS, wait_until
+from wa_archive.db import ledger_candidates
 from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
 
@@ -167,3 +168,48 @@ async def test_postgres_outage_answers_503_and_readiness_names_it(client, tmp_pa
         if pool is not None:
             await pool.close()
         await asyncio.to_thread(pg.stop)
+
+
+INTEGRATOR_LOCK = 2003266413  # ledger_integrate()'s advisory lock (migration 020)
+
+
+async def test_a_worker_killed_mid_integration_is_noticed_within_seconds_and_the_next_run_integrates(
+    stack_factory, temporal_address, database_url, tmp_path
+):
+    """The integrator Schedule skips a start while a run is going: a run whose worker died must be given
+    up within its heartbeat timeout, not its start-to-close timeout, or integration stops for minutes
+    (and `verify` calls the waiting candidates a problem)."""
+    stack = await stack_factory("filesystem", run_worker=False)
+    log = tmp_path / "worker.log"
+    # Hold the integrator's lock, so the run blocks inside its activity on the first worker.
+    holder = await stack.admin_pool.acquire()
+    first = second = None
+    try:
+        await holder.execute("BEGIN")
+        await holder.execute("SELECT pg_advisory_xact_lock($1)", INTEGRATOR_LOCK)
+        async with stack.pool.acquire() as conn, conn.transaction():
+            await ledger_candidates.add(conn, "access", f"killed-{uuid.uuid4().hex}", "ab" * 32)
+        first = _start_worker(stack, temporal_address, database_url, log)
+        run = await stack.client.start_workflow("LedgerIntegrate", id=f"integrate-{uuid.uuid4().hex[:8]}",
+                                                task_queue=stack.settings.task_queue)
+
+        async def blocked() -> bool:
+            return bool(await stack.pool.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted",
+                INTEGRATOR_LOCK))
+
+        await wait_until(blocked, "the first worker's integration waiting on the held lock", timeout=60)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        await holder.execute("COMMIT")
+        second = _start_worker(stack, temporal_address, database_url, log)
+        started = time.monotonic()
+        await asyncio.wait_for(run.result(), timeout=90)
+        assert time.monotonic() - started < 60, "the dead worker's run was given up only at its start-to-close timeout"
+        assert await stack.pool.fetchval("SELECT count(*) FROM ledger_candidates") == 0
+    finally:
+        await stack.admin_pool.release(holder)
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(15)

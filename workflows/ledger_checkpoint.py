@@ -6,7 +6,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from wa_archive.names import WRITE_CHECKPOINT
-    from workflows.retries import CHECKPOINT_RETRY
+    from workflows.retries import CHECKPOINT_RETRY, LEDGER_RUN_HEARTBEAT
 
 
 @workflow.defn
@@ -15,4 +15,4 @@ class LedgerCheckpoint:
     async def run(self) -> int:
         return await workflow.execute_activity(
             WRITE_CHECKPOINT, result_type=int, start_to_close_timeout=timedelta(minutes=30),
-            retry_policy=CHECKPOINT_RETRY)
+            heartbeat_timeout=LEDGER_RUN_HEARTBEAT, retry_policy=CHECKPOINT_RETRY)

@@ -7,7 +7,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from wa_archive.names import INTEGRATE_LEDGER
-    from workflows.retries import INTEGRATE_RETRY
+    from workflows.retries import INTEGRATE_RETRY, LEDGER_RUN_HEARTBEAT
 
 
 @workflow.defn
@@ -16,4 +16,4 @@ class LedgerIntegrate:
     async def run(self) -> int:
         return await workflow.execute_activity(
             INTEGRATE_LEDGER, result_type=int, start_to_close_timeout=timedelta(minutes=5),
-            retry_policy=INTEGRATE_RETRY)
+            heartbeat_timeout=LEDGER_RUN_HEARTBEAT, retry_policy=INTEGRATE_RETRY)

@@ -69,5 +69,10 @@ def media_retry(opts: ArchiveOptions) -> RetryPolicy:
     )
 
 # The integrator runs again at the next interval anyway: a few quick attempts, then the next run.
+# The ledger's integrator and checkpoint activities beat on a timer (activities/heartbeats.py): a run whose
+# worker died is given up within this, so its Schedule (which skips a start while a run is going) is
+# not stalled for the whole start-to-close timeout.
+LEDGER_RUN_HEARTBEAT = timedelta(seconds=10)
+
 INTEGRATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=5),
                               maximum_attempts=3)
