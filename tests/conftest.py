@@ -169,6 +169,24 @@ async def _prepare_db(admin: str) -> DatabaseUrls:
     return DatabaseUrls(admin=admin.replace("/postgres?", "/wa_test?", 1), owner=owner, app=app)
 
 
+@asynccontextmanager
+async def scratch_database(urls: DatabaseUrls, prefix: str) -> AsyncIterator[tuple[str, str]]:
+    """A database of its own beside the test database, with the owner and application roles and no
+    migration applied (the test migrates it as far as it needs): (owner URL, application URL). Dropped
+    at the end, connections and all."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = urls.admin.replace("/wa_test?", "/postgres?", 1)
+    await ensure_database(admin, name)
+    try:
+        yield await ensure_roles(admin, name, owner_password="owner-pw", app_password="app-pw")
+    finally:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
 @pytest.fixture(scope="session")
 def database_url(database_urls: DatabaseUrls) -> str:
     """The application role's URL: what the worker, the webhook server and the CLI connect with."""

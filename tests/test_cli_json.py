@@ -12,14 +12,13 @@ import sys
 import uuid
 import zipfile
 from typing import Any
+from urllib.parse import urlsplit
 
-import asyncpg
 import pytest
 
-from tests.conftest import CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS
+from tests.conftest import CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS, scratch_database
 from wa_archive.archive.keys import contact_key
 from wa_archive.db import migration_files
-from wa_archive.devstack.embedded import ensure_database, ensure_roles
 from wa_archive.integrity.ledger import Signer
 from wa_archive.names import CONTACT_KEY
 from wa_archive.sources.meta.fake_graph import FakeMedia
@@ -146,25 +145,15 @@ async def test_schedules_retrieval_test_keys_tokens_and_erasure_export(stack, da
 
 
 async def test_migrate(database_urls):
-    admin = database_urls.admin.replace("/wa_test?", "/postgres?", 1)
-    name = f"wa_json_{uuid.uuid4().hex[:8]}"
-    await ensure_database(admin, name)
-    try:
-        owner, app = await ensure_roles(admin, name, owner_password="owner-pw", app_password="app-pw")
+    async with scratch_database(database_urls, "wa_json") as (owner, app):
         env = {k: v for k, v in os.environ.items() if not k.startswith("WA_ARCHIVE_")}
         env.update(WA_ARCHIVE_MIGRATE_DATABASE_URL=owner, WA_ARCHIVE_DATABASE_URL=app)
         first = await _json(env, "migrate")
         assert first == {"applied": [name for _, name, _ in migration_files()]} and len(first["applied"]) > 10
         assert await _json(env, "migrate") == {"applied": []}
-        failed = await _cli(dict(env, WA_ARCHIVE_MIGRATE_DATABASE_URL=owner.replace(f"/{name}", "/no_such_database")),
+        failed = await _cli(dict(env, WA_ARCHIVE_MIGRATE_DATABASE_URL=urlsplit(owner)._replace(path="/no_such_database").geturl()),
                             "migrate", "--json")
         assert failed.returncode == 1 and failed.stdout == ""
-    finally:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 async def test_storage_init(s3_endpoint, tmp_path):

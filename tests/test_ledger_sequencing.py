@@ -14,9 +14,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.conftest import LEDGER_KEY, DatabaseUrls, wait_until
+from tests.conftest import LEDGER_KEY, DatabaseUrls, scratch_database, wait_until
 from wa_archive.db import create_pool, migrate
-from wa_archive.devstack.embedded import APP_ROLE, ensure_database, ensure_roles
+from wa_archive.devstack.embedded import APP_ROLE
 from wa_archive.errors import LedgerPending
 from wa_archive.integrity import ledger, merkle, receipts, sequencing, verification
 from wa_archive.storage.filesystem import FilesystemStore
@@ -215,57 +215,49 @@ async def test_an_existing_log_migrates_in_place_and_every_old_receipt_still_ver
         database_urls: DatabaseUrls, tmp_path: Path):
     """Migrations up to 019 with leaves written the old way (numbered under the head's lock), old
     checkpoints and receipts made as the old code made them; then 020."""
-    name = f"wa_mig_{uuid.uuid4().hex[:8]}"
-    admin = database_urls.admin.replace("/wa_test?", "/postgres?", 1)
-    await ensure_database(admin, name)
-    owner_url, app_url = await ensure_roles(admin, name, owner_password="owner-pw", app_password="app-pw")
-    await migrate(owner_url, app_role=APP_ROLE, until=19)
-    pool = await create_pool(app_url, max_size=4)
-    store, signer = FilesystemStore(tmp_path / "store"), _signer()
-    public_key = signer.public_key()
-    try:
-        assert await pool.fetchval("SELECT to_regclass('ledger_candidates')") is None
-        messages, old_receipts = [], {}
-        for batch in range(3):
-            async with pool.acquire() as conn, conn.transaction():
-                for n in range(5):
-                    mid = await _message(conn, f"old {batch}.{n}", old_way=True)
-                    messages.append(mid)
-                    # The old ledger_append() returned the leaf's number, in order.
-                    assert await conn.fetchval("SELECT max(seq) FROM ledger_leaves") == len(messages) - 1
-            size, root = await _old_checkpoint(pool, signer)
-            for mid in messages:
-                old_receipts[mid] = await _old_receipt(pool, mid, size)
-        old_leaves = await _log(pool)
-        old_root = merkle.root([bytes(leaf["leaf_hash"]) for leaf in old_leaves])
-        assert root == old_root.hex()
-
-        applied = await migrate(owner_url, app_role=APP_ROLE)  # 020 and whatever later migrations there are
-        assert applied[0] == "020_ledger_candidates.sql"
-        assert await _log(pool) == old_leaves  # every leaf keeps its number, hash and time
-        assert await pool.fetchval("SELECT size FROM ledger_head") == len(old_leaves)
-        for mid, doc in old_receipts.items():
-            assert receipts.verify_receipt(doc, public_key) == [], mid
-        assert await verification.verify_log(pool, public_key) == []  # records, leaves and old checkpoints
-        # New records are sequenced after the old head; the next checkpoint extends the old ones.
-        async with pool.acquire() as conn, conn.transaction():
-            new = await _message(conn, "after the migration")
-        written = await ledger.write_checkpoint(pool, store, signer)
-        assert written is not None and written["tree_size"] == len(old_leaves) + 1
-        doc = await receipts.receipt(pool, new)
-        assert doc["leaf_index"] == len(old_leaves) and receipts.verify_receipt(doc, public_key) == []
-        for mid in messages:  # and the old records' new receipts name the same leaves
-            fresh = await receipts.receipt(pool, mid)
-            assert fresh["leaf_index"] == old_receipts[mid]["leaf_index"]
-            assert receipts.verify_receipt(fresh, public_key) == []
-        assert await verification.verify_log(pool, public_key) == []
-    finally:
-        await pool.close()
-        conn = await asyncpg.connect(admin)
+    async with scratch_database(database_urls, "wa_mig") as (owner_url, app_url):
+        await migrate(owner_url, app_role=APP_ROLE, until=19)
+        pool = await create_pool(app_url, max_size=4)
+        store, signer = FilesystemStore(tmp_path / "store"), _signer()
+        public_key = signer.public_key()
         try:
-            await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            assert await pool.fetchval("SELECT to_regclass('ledger_candidates')") is None
+            messages, old_receipts = [], {}
+            for batch in range(3):
+                async with pool.acquire() as conn, conn.transaction():
+                    for n in range(5):
+                        mid = await _message(conn, f"old {batch}.{n}", old_way=True)
+                        messages.append(mid)
+                        # The old ledger_append() returned the leaf's number, in order.
+                        assert await conn.fetchval("SELECT max(seq) FROM ledger_leaves") == len(messages) - 1
+                size, root = await _old_checkpoint(pool, signer)
+                for mid in messages:
+                    old_receipts[mid] = await _old_receipt(pool, mid, size)
+            old_leaves = await _log(pool)
+            old_root = merkle.root([bytes(leaf["leaf_hash"]) for leaf in old_leaves])
+            assert root == old_root.hex()
+
+            applied = await migrate(owner_url, app_role=APP_ROLE)  # 020 and whatever later migrations there are
+            assert applied[0] == "020_ledger_candidates.sql"
+            assert await _log(pool) == old_leaves  # every leaf keeps its number, hash and time
+            assert await pool.fetchval("SELECT size FROM ledger_head") == len(old_leaves)
+            for mid, doc in old_receipts.items():
+                assert receipts.verify_receipt(doc, public_key) == [], mid
+            assert await verification.verify_log(pool, public_key) == []  # records, leaves and old checkpoints
+            # New records are sequenced after the old head; the next checkpoint extends the old ones.
+            async with pool.acquire() as conn, conn.transaction():
+                new = await _message(conn, "after the migration")
+            written = await ledger.write_checkpoint(pool, store, signer)
+            assert written is not None and written["tree_size"] == len(old_leaves) + 1
+            doc = await receipts.receipt(pool, new)
+            assert doc["leaf_index"] == len(old_leaves) and receipts.verify_receipt(doc, public_key) == []
+            for mid in messages:  # and the old records' new receipts name the same leaves
+                fresh = await receipts.receipt(pool, mid)
+                assert fresh["leaf_index"] == old_receipts[mid]["leaf_index"]
+                assert receipts.verify_receipt(fresh, public_key) == []
+            assert await verification.verify_log(pool, public_key) == []
         finally:
-            await conn.close()
+            await pool.close()
 
 
 async def _old_checkpoint(pool: asyncpg.Pool, signer: ledger.Signer) -> tuple[int, str]:

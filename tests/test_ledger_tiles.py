@@ -14,10 +14,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.conftest import LEDGER_KEY, DatabaseUrls
+from tests.conftest import LEDGER_KEY, DatabaseUrls, scratch_database
 from wa_archive.db import create_pool, ledger_tiles, migrate
 from wa_archive.db.ledger_tiles import TILE
-from wa_archive.devstack.embedded import APP_ROLE, ensure_database, ensure_roles
+from wa_archive.devstack.embedded import APP_ROLE
 from wa_archive.errors import LedgerLeafMissing
 from wa_archive.integrity import ledger, merkle, receipts, sequencing, tree, verification
 from wa_archive.storage.filesystem import FilesystemStore
@@ -179,46 +179,38 @@ async def test_a_missing_leaf_is_refused_rather_than_a_tree_of_fewer_leaves(
 
 async def test_the_migration_gives_an_existing_log_its_tiles_and_old_receipts_still_verify(
         database_urls: DatabaseUrls, tmp_path: Path) -> None:
-    name = f"wa_tiles_{uuid.uuid4().hex[:8]}"
-    admin = database_urls.admin.replace("/wa_test?", "/postgres?", 1)
-    await ensure_database(admin, name)
-    owner_url, app_url = await ensure_roles(admin, name, owner_password="owner-pw", app_password="app-pw")
-    await migrate(owner_url, app_role=APP_ROLE, until=23)
-    pool = await create_pool(app_url, max_size=4)
-    signer = _signer()
-    try:
-        async with pool.acquire() as conn, conn.transaction():
-            mids = [await _message(conn, f"before tiles {n}") for n in range(2 * TILE + 40)]
-        await pool.fetch("SELECT * FROM ledger_integrate(10000)")  # as the integrator before migration 024
-        leaves = await _leaves(pool)
-        size, root = len(leaves), merkle.root(leaves)
-        body = ledger.canonical({"tree_size": size, "root_hash": root.hex(),
-                                 "timestamp": datetime.now(timezone.utc).isoformat(),
-                                 "public_key": base64.b64encode(signer.public_key()).decode()})
-        signature = base64.b64encode(signer.sign(body)).decode()
-        await pool.execute("INSERT INTO ledger_checkpoints (tree_size, root_hash, body, signature, storage_key)"
-                           " VALUES ($1, $2, $3, $4, $5)", size, root.hex(), body.decode(), signature,
-                           ledger.checkpoint_key(size))
-        picked = [0, TILE - 1, TILE, 2 * TILE + 39]
-        # Receipts as the code before the tiles made them: a proof over every leaf.
-        old = {i: {"format": "wa-archive-receipt/1",
-                   "record": {"kind": "message", "id": mids[i],
-                              "digest": await pool.fetchval("SELECT digest FROM ledger_leaves WHERE seq = $1", i)},
-                   "leaf_index": i, "inclusion_proof": [h.hex() for h in merkle.inclusion_proof(i, leaves)],
-                   "checkpoint": {"body": body.decode(), "signature": signature}} for i in picked}
-
-        applied = await migrate(owner_url, app_role=APP_ROLE)
-        assert applied[0] == "024_ledger_tiles.sql"
-        assert await ledger_tiles.all_tiles(pool) == [(k, merkle.root(leaves[k * TILE:(k + 1) * TILE]))
-                                                      for k in range(2)]
-        for i, doc in old.items():
-            assert receipts.verify_receipt(doc, signer.public_key()) == []
-            assert await receipts.receipt(pool, mids[i]) == doc  # the same proof, now read through tiles
-        assert await verification.verify_log(pool, signer.public_key()) == []
-    finally:
-        await pool.close()
-        conn = await asyncpg.connect(admin)
+    async with scratch_database(database_urls, "wa_tiles") as (owner_url, app_url):
+        await migrate(owner_url, app_role=APP_ROLE, until=23)
+        pool = await create_pool(app_url, max_size=4)
+        signer = _signer()
         try:
-            await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            async with pool.acquire() as conn, conn.transaction():
+                mids = [await _message(conn, f"before tiles {n}") for n in range(2 * TILE + 40)]
+            await pool.fetch("SELECT * FROM ledger_integrate(10000)")  # as the integrator before migration 024
+            leaves = await _leaves(pool)
+            size, root = len(leaves), merkle.root(leaves)
+            body = ledger.canonical({"tree_size": size, "root_hash": root.hex(),
+                                     "timestamp": datetime.now(timezone.utc).isoformat(),
+                                     "public_key": base64.b64encode(signer.public_key()).decode()})
+            signature = base64.b64encode(signer.sign(body)).decode()
+            await pool.execute("INSERT INTO ledger_checkpoints (tree_size, root_hash, body, signature, storage_key)"
+                               " VALUES ($1, $2, $3, $4, $5)", size, root.hex(), body.decode(), signature,
+                               ledger.checkpoint_key(size))
+            picked = [0, TILE - 1, TILE, 2 * TILE + 39]
+            # Receipts as the code before the tiles made them: a proof over every leaf.
+            old = {i: {"format": "wa-archive-receipt/1",
+                       "record": {"kind": "message", "id": mids[i],
+                                  "digest": await pool.fetchval("SELECT digest FROM ledger_leaves WHERE seq = $1", i)},
+                       "leaf_index": i, "inclusion_proof": [h.hex() for h in merkle.inclusion_proof(i, leaves)],
+                       "checkpoint": {"body": body.decode(), "signature": signature}} for i in picked}
+
+            applied = await migrate(owner_url, app_role=APP_ROLE)
+            assert applied[0] == "024_ledger_tiles.sql"
+            assert await ledger_tiles.all_tiles(pool) == [(k, merkle.root(leaves[k * TILE:(k + 1) * TILE]))
+                                                          for k in range(2)]
+            for i, doc in old.items():
+                assert receipts.verify_receipt(doc, signer.public_key()) == []
+                assert await receipts.receipt(pool, mids[i]) == doc  # the same proof, now read through tiles
+            assert await verification.verify_log(pool, signer.public_key()) == []
         finally:
-            await conn.close()
+            await pool.close()
