@@ -575,4 +575,12 @@ MUTATIONS: list[Mutation] = [
         promise="a worker killed in the middle of integrating stalls the ledger for seconds, not minutes",
         tests=("tests/test_faults.py::test_a_worker_killed_mid_integration_is_noticed_within_seconds_and_the_next_run_integrates",),
     ),
+    Mutation(
+        name="filesystem-temp-file-visible-before-it-is-locked",
+        file="wa_archive/storage/filesystem.py",
+        original='    fresh = directory / f"{name}{FRESH_SUFFIX}"\n',
+        replacement='    fresh = directory / f"{name}.part"\n',
+        promise="a timed-out attempt writing beside its retry never loses its temp file to the retry's sweep",
+        tests=("tests/test_storage.py::test_a_temp_file_is_never_swept_as_abandoned_while_its_writer_lives",),
+    ),
 ]

@@ -286,3 +286,35 @@ async def test_a_full_disk_is_a_retryable_error_and_never_an_object_without_its_
     stored = await _put(store, "full/a.bin", data, hashlib.sha256(data).digest())
     assert stored.created and (await store.head("full/a.bin")).retain_until == RETAIN
     assert await _read(store, "full/a.bin") == data
+
+
+def test_a_temp_file_is_never_swept_as_abandoned_while_its_writer_lives(tmp_path):
+    """A retry sweeps temp files no live writer holds; a writer's file must be held from the moment
+    its name can be seen, and until its object is committed. Thousands of creations beside a sweeper
+    that never stops: not one live writer's file is taken."""
+    import threading
+
+    from wa_archive.storage import filesystem
+
+    stop = threading.Event()
+
+    def sweep() -> None:
+        while not stop.is_set():
+            filesystem._remove_abandoned(tmp_path.glob("k.*.part"))
+
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
+    taken = 0
+    try:
+        for _ in range(3000):
+            path, fh = filesystem._create_locked(tmp_path, "k")
+            try:
+                if not path.exists():
+                    taken += 1
+            finally:
+                path.unlink(missing_ok=True)
+                fh.close()
+    finally:
+        stop.set()
+        sweeper.join()
+    assert taken == 0, f"{taken} live writers' temp files were swept"

@@ -9,11 +9,13 @@ the object and enforced by our code only. `wa-archive storage check` says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timezone
@@ -28,6 +30,10 @@ from wa_archive.storage.base import ObjectInfo, ProgressCallback, StoredObject, 
 READ_CHUNK = 1024 * 1024
 META_SUFFIX = ".meta.json"
 HOLD_SUFFIX = ".legal-hold"
+# A temp file's name for the instant between its creation and its lock (_create_locked); one left by a
+# writer killed in that instant is swept once older than FRESH_ABANDONED_AFTER seconds.
+FRESH_SUFFIX = ".fresh"
+FRESH_ABANDONED_AFTER = 3600
 
 
 # What the disk, not the source, says: a write the retry may get through once the disk is fixed.
@@ -63,20 +69,19 @@ class FilesystemStore:
         # A worker killed mid-write leaves its temp file behind; the retry cleans it up. A writer still
         # at work (a timed-out attempt beside its retry) holds a lock on its file and is left alone.
         await asyncio.to_thread(_remove_abandoned, self._tmp.glob(f"{stem}.*.part"))
-        tmp = self._tmp / f"{stem}.{uuid.uuid4().hex}.part"
+        await asyncio.to_thread(_remove_stale_fresh, self._tmp.glob(f"{stem}.*{FRESH_SUFFIX}"))
         hasher = hashlib.sha256()
         size = 0
+        tmp: Path | None = None
+        fh: BinaryIO | None = None
         try:
-            fh = await asyncio.to_thread(_open_locked, tmp)
-            try:
-                async for chunk in chunks:
-                    await asyncio.to_thread(_hash_and_write, hasher, fh, chunk)
-                    size += len(chunk)
-                    if on_progress:
-                        on_progress(size)
-                await asyncio.to_thread(_flush_and_sync, fh)
-            finally:
-                fh.close()
+            tmp, fh = await asyncio.to_thread(_create_locked, self._tmp, stem)
+            async for chunk in chunks:
+                await asyncio.to_thread(_hash_and_write, hasher, fh, chunk)
+                size += len(chunk)
+                if on_progress:
+                    on_progress(size)
+            await asyncio.to_thread(_flush_and_sync, fh)
             digest = check_digest(hasher, expected_sha256, key)
             stored_at = datetime.now(timezone.utc)
             if legal_hold:  # the hold exists before the object does: never a moment without it
@@ -92,8 +97,13 @@ class FilesystemStore:
             # retry may find the space again (never a critical failure on the first attempt).
             raise StorageError(f"cannot write {key} to the filesystem store: {exc}") from exc
         finally:
-            tmp.unlink(missing_ok=True)
-            tmp.with_suffix(".meta").unlink(missing_ok=True)
+            # Removed while still locked, and only then closed: until the object is committed (or the
+            # write given up) a sweep by a retry running beside this attempt leaves the file alone.
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+                tmp.with_suffix(".meta").unlink(missing_ok=True)
+            if fh is not None:
+                fh.close()
 
     def _commit(
         self, tmp: Path, final: Path, key: str, digest: str, size: int, stored_at: datetime,
@@ -288,11 +298,32 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _open_locked(path: Path) -> BinaryIO:
-    """A new temp file, locked for as long as it is open (the kernel drops the lock if we die)."""
-    fh = open(path, "wb")  # noqa: SIM115 - closed by the caller, after the object is committed
-    fcntl.flock(fh, fcntl.LOCK_EX)
-    return fh
+def _create_locked(directory: Path, stem: str) -> tuple[Path, BinaryIO]:
+    """A new temp file `<stem>.<random>.part`, locked for as long as it is open (the kernel drops the
+    lock if we die). Created and locked under a name the sweep of abandoned files does not match, then
+    renamed (the lock is the inode's and moves with it): a sweep can never find it unlocked between
+    its creation and its lock."""
+    name = f"{stem}.{uuid.uuid4().hex}"
+    fresh = directory / f"{name}{FRESH_SUFFIX}"
+    fh = open(fresh, "xb")  # noqa: SIM115 - closed by the caller, after the object is committed
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        path = directory / f"{name}.part"
+        os.rename(fresh, path)
+    except BaseException:
+        fh.close()
+        fresh.unlink(missing_ok=True)
+        raise
+    return path, fh
+
+
+def _remove_stale_fresh(paths: Iterable[Path]) -> None:
+    """Delete the files of writers killed between creating and locking them (an instant; see
+    _create_locked), once old enough that no live writer can still be in that instant."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - path.stat().st_mtime > FRESH_ABANDONED_AFTER:
+                path.unlink(missing_ok=True)
 
 
 def _remove_abandoned(paths: Iterable[Path]) -> None:
