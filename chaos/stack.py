@@ -260,23 +260,12 @@ class ChaosStack:
             await self._start_moto()
         await self.s3_proxy.start()
         self._graph_runner = await self.graph.start()
-        self.client = await self._connect_temporal()
+        # start() returned once the frontend answers, so a client connects at once.
+        self.client = await Client.connect(self.temporal.address, data_converter=data_converter(self.settings()))
         await asyncio.gather(*(self._first_start(name) for name in (*self.metrics_ports, *self.webhook_ports)))
         # As an operator's `wa-archive schedules apply` does: the ledger's integrator, the checkpoint, the
         # re-drive and the rest run on the stack's own Temporal, as in production.
         await apply_schedules(self.client, self.settings())
-
-    async def _connect_temporal(self, timeout: float = 60) -> Client:
-        """A client once the frontend is healthy: its port opens before it is ready to answer (on a busy
-        machine, seconds before), and Client.connect fails on "Frontend is not healthy yet" meanwhile."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return await Client.connect(self.temporal.address, data_converter=data_converter(self.settings()))
-            except RuntimeError as exc:
-                if "not healthy" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.5)
 
     def _mount_store(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)

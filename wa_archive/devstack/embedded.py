@@ -180,10 +180,26 @@ class TemporalDevServer:
             try:
                 _, writer = await asyncio.open_connection("127.0.0.1", self.port)
                 writer.close()
-                return
             except OSError:
                 await asyncio.sleep(0.2)
+                continue
+            if await self._frontend_answers():
+                return
+            await asyncio.sleep(0.2)
         raise RuntimeError(f"Temporal dev server did not start within {timeout}s; see {self.log_path}")
+
+    async def _frontend_answers(self) -> bool:
+        """Whether a client can connect: the port opens before the frontend is ready to answer (on a busy
+        machine, seconds before), and Client.connect fails with "Frontend is not healthy yet" meanwhile."""
+        from temporalio.client import Client
+
+        try:
+            await Client.connect(self.address)
+        except RuntimeError as exc:
+            if "not healthy" in str(exc):
+                return False
+            raise
+        return True
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -6,33 +6,14 @@ store's copies."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
 
 from wa_archive.db import ledger_tiles
+from wa_archive.db.paging import pages
 from wa_archive.integrity import merkle
 from wa_archive.integrity.ledger import check_checkpoint, leaf_bytes
-
-
-async def pages(conn: asyncpg.Connection, select: str, key: str, chunk: int, *args: object
-                 ) -> AsyncIterator[list[asyncpg.Record]]:
-    """The rows of `select` (its table aliased t; $1 is the page size, `args` from $2) in `key` order,
-    `chunk` at a time. Keyset paging: each page starts after the last key seen, so finding the
-    thousandth page costs what finding the first does."""
-    after: object = None
-    while True:
-        if after is None:
-            rows = await conn.fetch(f"{select} ORDER BY t.{key} LIMIT $1", chunk, *args)
-        else:
-            rows = await conn.fetch(f"{select} WHERE t.{key} > ${len(args) + 2} ORDER BY t.{key} LIMIT $1",
-                                    chunk, *args, after)
-        if rows:
-            yield rows
-        if len(rows) < chunk:
-            return
-        after = rows[-1][key]
 
 
 async def checkpoints(conn: asyncpg.Connection) -> list[tuple[int, str, str]]:

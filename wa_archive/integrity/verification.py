@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from wa_archive.db import ledger_candidates, ledger_tiles
+from wa_archive.db.paging import pages
 from wa_archive.integrity import log_check, sequencing
 from wa_archive.integrity.ledger import (
     CHECKPOINT_PREFIX,
@@ -98,7 +99,7 @@ async def verify_log(pool: asyncpg.Pool, public_key: bytes | None, *,
 async def _check_messages(conn: asyncpg.Connection, pending: Pending, chunk: int) -> list[str]:
     """Every message row, a page at a time with its media: it must have a leaf, and match the latest."""
     problems: list[str] = []
-    async for rows in log_check.pages(conn, _WITH_LATEST.format(table="messages", key="id"), "id", chunk, "message"):
+    async for rows in pages(conn, _WITH_LATEST.format(table="messages", key="id"), "id", chunk, "message"):
         # The page is a range of ids, and every media row belongs to a message (foreign key).
         media = await conn.fetch("SELECT * FROM media WHERE message_id BETWEEN $1 AND $2 ORDER BY message_id, position",
                                  rows[0]["id"], rows[-1]["id"])
@@ -129,7 +130,7 @@ async def _disposed(conn: asyncpg.Connection, pending: Pending, chunk: int
     gone: dict[tuple[str, str], str | None] = {}
     problems: list[str] = []
     dispositions = _WITH_LATEST.format(table="dispositions", key="id")
-    async for rows in log_check.pages(conn, dispositions, "id", chunk, "disposition"):
+    async for rows in pages(conn, dispositions, "id", chunk, "disposition"):
         for row in rows:
             recorded = pending.get(("disposition", str(row["id"])), row["ledger_digest"])
             if recorded is None:
@@ -154,7 +155,7 @@ async def _check_records(conn: asyncpg.Connection, kind: str, table: str, key: s
                          digest_fn: Callable[[asyncpg.Record], str], pending: Pending, chunk: int) -> list[str]:
     """Every row of a record table that has a leaf (or a candidate) against the latest one."""
     problems: list[str] = []
-    async for rows in log_check.pages(conn, _WITH_LATEST.format(table=table, key=key), key, chunk, kind):
+    async for rows in pages(conn, _WITH_LATEST.format(table=table, key=key), key, chunk, kind):
         for row in rows:
             record_id = str(row[key])
             digest = pending.get((kind, record_id), row["ledger_digest"])
