@@ -72,10 +72,10 @@ class FilesystemStore:
         await asyncio.to_thread(_remove_stale_fresh, self._tmp.glob(f"{stem}.*{FRESH_SUFFIX}"))
         hasher = hashlib.sha256()
         size = 0
-        tmp: Path | None = None
-        fh: BinaryIO | None = None
+        created: tuple[Path, BinaryIO] | None = None
         try:
-            tmp, fh = await asyncio.to_thread(_create_locked, self._tmp, stem)
+            created = await asyncio.to_thread(_create_locked, self._tmp, stem)
+            tmp, fh = created
             async for chunk in chunks:
                 await asyncio.to_thread(_hash_and_write, hasher, fh, chunk)
                 size += len(chunk)
@@ -99,11 +99,10 @@ class FilesystemStore:
         finally:
             # Removed while still locked, and only then closed: until the object is committed (or the
             # write given up) a sweep by a retry running beside this attempt leaves the file alone.
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-                tmp.with_suffix(".meta").unlink(missing_ok=True)
-            if fh is not None:
-                fh.close()
+            if created is not None:
+                created[0].unlink(missing_ok=True)
+                created[0].with_suffix(".meta").unlink(missing_ok=True)
+                created[1].close()
 
     def _commit(
         self, tmp: Path, final: Path, key: str, digest: str, size: int, stored_at: datetime,
