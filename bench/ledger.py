@@ -5,8 +5,9 @@ deployed: a worker process and the wa-archive-ledger-integrate Schedule, every W
 - appends: 32 connections of the application role, each committing one candidate INSERT per transaction
   (ledger_candidates.ADD: what every record's transaction adds), against the same 32 connections each committing one INSERT of
   the same (kind, record id, digest) into a plain table with an identity key, in the same run;
-- before the rounds, a CHECKPOINT and a wait (at most SETTLE_TIMEOUT) for autovacuum to finish what the
-  benches before this one left it (`settled_s`), then one round a side not counted (warm caches), so
+- before the rounds, a VACUUM (ANALYZE) of the database, a CHECKPOINT and a wait (at most SETTLE_TIMEOUT)
+  for any autovacuum still running (`settled_s`): what the benches before this one loaded is not
+  vacuumed during the rounds; then one round a side not counted (warm caches), so
   both sides run on a quiet database;
 - lag: for a sample of the appends above, from the writer's commit until the leaf is in the log (when a
   receipt can be made), one query every 50 ms for all sampled leaves still waiting; p50, p99 and max against the interval.
@@ -148,6 +149,9 @@ async def _settle(bench: Bench, timeout: float = SETTLE_TIMEOUT) -> float:
     happen to fall in, and they take more from the side with more work to do (ledger rounds have the
     integrator's too), which is not what the ratio is for."""
     began = time.perf_counter()
+    # Autovacuum's launcher looks at a database once a minute, so "no worker running now" does not mean
+    # none is about to start on the tables just loaded: vacuum and analyse them now instead.
+    await bench.pool.execute("VACUUM (ANALYZE)")
     await bench.pool.execute("CHECKPOINT")
     while time.perf_counter() - began < timeout and await bench.pool.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"):
