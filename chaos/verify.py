@@ -16,7 +16,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,23 +175,6 @@ async def verify(stack: ChaosStack, deliveries: list[Delivery], fault: Fault, *,
     return Verdict(figures=figures, problems=problems)
 
 
-# An attempt Temporal has given up on (its heartbeat timed out while the store failed) can still be
-# running beside the retry that archived the message; when it finds the object in place it aborts its own
-# multipart upload. An upload seen the moment the last message is archived may be about to go: only one
-# still there this many seconds later is left behind.
-UPLOADS_SETTLE_SECONDS = 30.0
-
-
-async def _uploads_left(s3: Any, prefix: str, ours: Callable[[str], bool]) -> list[str]:
-    deadline = time.monotonic() + UPLOADS_SETTLE_SECONDS
-    while True:
-        uploads = (await s3.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix + "/")).get("Uploads", [])
-        left = [u["Key"] for u in uploads if ours(u["Key"][len(prefix) + 1:])]
-        if not left or time.monotonic() > deadline:
-            return left
-        await asyncio.sleep(0.5)
-
-
 async def _objects(stack: ChaosStack, ids: list[str], media: dict[str, Any], problems: list[str]) -> int:
     """Every object once; returns how many extra copies (versions or files) were found."""
     names = {safe_id(m) for m in ids}
@@ -215,7 +197,8 @@ async def _objects(stack: ChaosStack, ids: list[str], media: dict[str, Any], pro
                     key = v["Key"][len(stack.s3_prefix) + 1:]
                     if ours(key):
                         versions[key] = versions.get(key, 0) + 1
-            left = await _uploads_left(s3, stack.s3_prefix, ours)
+            uploads = (await s3.list_multipart_uploads(Bucket=BUCKET, Prefix=stack.s3_prefix + "/")).get("Uploads", [])
+        left = [u["Key"] for u in uploads if ours(u["Key"][len(stack.s3_prefix) + 1:])]
         if left:
             problems.append(f"{len(left)} incomplete multipart upload(s) left: {left[:3]}")
         for key, n in versions.items():
