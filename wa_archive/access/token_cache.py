@@ -154,10 +154,9 @@ class TokenCache:
             return
         assert self._dsn is not None
         failing = False  # logged once per outage, not once per attempt
-        me = asyncio.current_task()
-        # Ends once asked to, even if a cancellation was swallowed on the way (Python 3.11's wait_for,
-        # under asyncpg's timeouts, can lose one that lands as its inner call completes).
-        while me is None or not me.cancelling():
+        # Ends when its task is cancelled; a cancellation swallowed on the way (Python 3.11's wait_for under
+        # asyncpg's timeouts) is repeated by webhook.deps.run_while_serving, which owns the task.
+        while True:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(self._dsn, timeout=10,
@@ -170,7 +169,7 @@ class TokenCache:
                 if failing:
                     log.info("api_token_listener_back")
                     failing = False
-                while not conn.is_closed() and not (me is not None and me.cancelling()):
+                while not conn.is_closed():
                     await asyncio.sleep(HEARTBEAT_SECONDS)
                     await self._prove(conn, announced)
             except Exception as exc:  # noqa: BLE001 - whatever it was, nothing is remembered until listening again
