@@ -45,6 +45,10 @@ class FaultProxy:
         self.refuse_status = 503
         self.refused = 0  # requests answered with the refusal
         self.multipart_starts: list[MultipartStart] = []
+        # Seconds a CreateMultipartUpload waits here before it goes on to the store, whatever its client
+        # does meanwhile (a client that gives up on it still gets its upload created, as with a real store).
+        self.create_delay = 0.0
+        self.creates_answered = 0  # CreateMultipartUpload requests the store has answered
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._handlers: set[asyncio.Task[object]] = set()
@@ -117,16 +121,21 @@ class FaultProxy:
             body = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>ServiceUnavailable</Code>"
                     "<Message>Please reduce your request rate.</Message><RequestId>chaos</RequestId></Error>")
             return web.Response(status=self.refuse_status, text=body, content_type="application/xml")
-        if request.method == "POST" and "uploads" in request.query:
+        creating = request.method == "POST" and "uploads" in request.query
+        if creating:
             peer = request.transport.get_extra_info("peername") if request.transport else None
             pid = await asyncio.to_thread(_peer_pid, peer[1]) if peer else None
             key = request.path.lstrip("/").split("/", 1)[-1]
             self.multipart_starts.append(MultipartStart(key=key, pid=pid, at=time.time()))
+            if self.create_delay:
+                await asyncio.sleep(self.create_delay)
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
         data = request.content.iter_chunked(_STREAM_CHUNK) if request.body_exists else None
         async with self._session.request(request.method, self.upstream + request.path_qs, headers=headers,
                                          data=data, allow_redirects=False) as upstream:
+            if creating:
+                self.creates_answered += 1
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for name, value in upstream.headers.items():
                 if name.lower() not in _NOT_FORWARDED and name.lower() != "content-length":

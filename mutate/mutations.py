@@ -583,4 +583,13 @@ MUTATIONS: list[Mutation] = [
         promise="a timed-out attempt writing beside its retry never loses its temp file to the retry's sweep",
         tests=("tests/test_storage.py::test_a_temp_file_is_never_swept_as_abandoned_while_its_writer_lives",),
     ),
+    Mutation(
+        name="s3-upload-created-for-a-cancelled-attempt-left-behind",
+        file="wa_archive/storage/s3.py",
+        original="            created = await asyncio.shield(creating)\n",
+        replacement="            created = await creating\n",
+        promise="an attempt cancelled while its upload is being created leaves no incomplete upload behind",
+        tests=("tests/test_storage.py::"
+               "test_an_attempt_cancelled_while_creating_its_upload_aborts_the_upload_the_store_creates",),
+    ),
 ]

@@ -10,6 +10,7 @@ when the bucket has Object Lock.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -146,9 +147,7 @@ class S3Store:
                     on_progress(size)
                 while len(buffer) >= self.part_size:
                     if upload_id is None:
-                        created = await s3.create_multipart_upload(
-                            Bucket=self.bucket, Key=full, ChecksumAlgorithm="SHA256", **args)
-                        upload_id = created["UploadId"]
+                        upload_id = await self._create_upload(full, args)
                     part = bytes(buffer[: self.part_size])
                     del buffer[: self.part_size]
                     parts.append(await self._upload_part(full, upload_id, len(parts) + 1, part))
@@ -193,6 +192,22 @@ class S3Store:
                     await s3.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
         return StoredObject(key=key, size=size, sha256=digest,
                             stored_at=datetime.now(timezone.utc), created=True)
+
+    async def _create_upload(self, full: str, args: dict[str, Any]) -> str:
+        s3 = await self._s3()
+        creating = asyncio.ensure_future(
+            s3.create_multipart_upload(Bucket=self.bucket, Key=full, ChecksumAlgorithm="SHA256", **args))
+        try:
+            created = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # Cancelled with the request in flight (a superseded attempt learns it is at its next heartbeat):
+            # the store creates the upload all the same, maybe after the winning attempt's last sweep, and
+            # only its answer names it. Wait for that answer and abort the upload, then stop.
+            with contextlib.suppress(Exception):
+                upload_id = (await creating)["UploadId"]
+                await s3.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+            raise
+        return str(created["UploadId"])
 
     async def _settle_race(self, key: str, digest: str, size: int) -> StoredObject:
         existing = await self.head(key)
