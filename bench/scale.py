@@ -223,7 +223,7 @@ async def sizes(b: Bench) -> dict:
 async def queries(b: Bench, contacts: list[str]) -> dict:
     """Search, full text and a conversation page: the API against the same SQL run directly."""
     from wa_archive.access.tokens import create_token
-    from wa_archive.db.queries import LISTED_COLUMNS
+    from wa_archive.db.queries import LISTED_WITH_MEDIA
     from wa_archive.discovery.search import build_query, parse_filters
 
     rng = random.Random(61)
@@ -241,7 +241,7 @@ async def queries(b: Bench, contacts: list[str]) -> dict:
 
     async def page_sql(conn: asyncpg.Connection, p: dict[str, str]) -> None:
         sql, args = build_query(parse_filters({"phone": p["phone"], "since": p["since"], "limit": "50"}),
-                                ascending=True, columns=LISTED_COLUMNS)
+                                ascending=True, columns=LISTED_WITH_MEDIA)
         await conn.fetch(sql, *args)
 
     pages = [{"phone": c["phone"], "since": c["since"]}

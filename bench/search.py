@@ -119,10 +119,10 @@ def ms(values: list[float], p: float) -> float:
 
 async def search_sql(conn: asyncpg.Connection, params: dict[str, str]) -> None:
     """What GET /api/v1/messages runs for these parameters."""
-    from wa_archive.db.queries import LISTED_COLUMNS
+    from wa_archive.db.queries import LISTED_WITH_MEDIA
     from wa_archive.discovery.search import build_query, parse_filters
 
-    sql, args = build_query(parse_filters(params), columns=LISTED_COLUMNS)
+    sql, args = build_query(parse_filters(params), columns=LISTED_WITH_MEDIA)
     await conn.fetch(sql, *args)
 
 

@@ -45,8 +45,8 @@ async def log_access_during(request: web.Request, action: str, target: dict[str,
 async def _page(pool: asyncpg.Pool, filters: Filters, *, ascending: bool = False
                 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of a search as the API shows it, with the media of its messages, and the next cursor."""
-    rows, cursor = await search(pool, filters, ascending=ascending, columns=queries.LISTED_COLUMNS)
-    return await queries.with_media(pool, rows), cursor
+    rows, cursor = await search(pool, filters, ascending=ascending, columns=queries.LISTED_WITH_MEDIA)
+    return queries.listed(rows), cursor
 
 
 @require(*READERS, pool_of=pool_of)

@@ -156,8 +156,8 @@ async def search_page(request: web.Request) -> web.Response:
     except FilterError as exc:
         return _page(session, "search.html", 400, **{**context, "error": str(exc)})
     await _log(request, session, "search", values)
-    rows, cursor = await search(deps_of(request).pool, filters, columns=queries.LISTED_COLUMNS)
-    context["items"] = await queries.with_media(deps_of(request).pool, rows)
+    rows, cursor = await search(deps_of(request).pool, filters, columns=queries.LISTED_WITH_MEDIA)
+    context["items"] = queries.listed(rows)
     if cursor:
         context["more_query"] = urlencode({**{k: v for k, v in values.items() if k != "cursor"}, "cursor": cursor})
     if "phone" in values:
@@ -199,8 +199,9 @@ async def conversation_page(request: web.Request) -> web.Response:
     filters.phone = phone
     filters.limit = 200
     await _log(request, session, "conversation", {"phone": phone, **values})
-    rows, cursor = await search(deps_of(request).pool, filters, ascending=True, columns=queries.LISTED_COLUMNS)
-    items = await queries.with_media(deps_of(request).pool, rows)
+    rows, cursor = await search(deps_of(request).pool, filters, ascending=True,
+                                columns=queries.LISTED_WITH_MEDIA)
+    items = queries.listed(rows)
     more_query = urlencode({**values, "cursor": cursor}) if cursor else ""
     return _page(session, "conversation.html", title="Conversation", phone=phone, items=items,
                  more_query=more_query)
