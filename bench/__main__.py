@@ -106,12 +106,37 @@ class Bench:
         self.plain_client = await Client.connect(self.temporal.address, data_converter=pydantic_data_converter)
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
 
-    async def stop(self) -> None:
-        """Stop whatever was started, also after a partial start."""
-        for proc in self.procs:
+    def end_processes(self, first: int = 0) -> None:
+        """Stop the processes spawned from self.procs[first] on: a benchmark's own, once it is done, so
+        the servers and workers it started (polling Temporal, timers, metrics) do not load the machine
+        under the benchmarks after it."""
+        for proc in self.procs[first:]:
             if proc.poll() is None:
                 proc.terminate()
-                proc.wait(20)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        del self.procs[first:]
+
+    async def settle(self, timeout: float = 300.0) -> float:
+        """Start from a quiet database; returns the seconds it took. In the full run the benches come one
+        after another, several loading a million rows, whose checkpoint and autovacuum otherwise run
+        during whichever measurement they happen to fall in, on one side of a comparison or the other."""
+        began = time.perf_counter()
+        # Autovacuum's launcher looks at a database once a minute, so "no worker running now" does not mean
+        # none is about to start on the tables just loaded: vacuum and analyse them now instead.
+        await self.pool.execute("VACUUM (ANALYZE)")
+        await self.pool.execute("CHECKPOINT")
+        while time.perf_counter() - began < timeout and await self.pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"):
+            await asyncio.sleep(0.5)
+        return round(time.perf_counter() - began, 1)
+
+    async def stop(self) -> None:
+        """Stop whatever was started, also after a partial start."""
+        self.end_processes()
         for name, close in (("http", "close"), ("graph_runner", "cleanup"), ("pool", "close")):
             if hasattr(self, name):
                 await getattr(getattr(self, name), close)()
@@ -299,12 +324,14 @@ async def main() -> None:
             if name not in chosen:
                 continue
             print(f"running {name} ...", flush=True)
+            first = len(bench.procs)
             if name == "outbound":
                 if "end_to_end" not in results:
                     results["end_to_end"] = await throughput.end_to_end(bench)
                 results[name] = await fn(results["end_to_end"]["archive_msgs_per_s"])
             else:
                 results[name] = await fn()
+            bench.end_processes(first)
             print(json.dumps(results[name]), flush=True)
     finally:
         await bench.stop()

@@ -99,7 +99,7 @@ async def ledger_appends(bench: Bench) -> dict:
         waiting[row[1]] = time.perf_counter()
 
     try:
-        settled_s = await _settle(bench)
+        settled_s = await bench.settle(SETTLE_TIMEOUT)
         # Wait for the worker and the first integration run, so the lag measured is the steady state.
         await _wait_for_integration(bench)
         results: dict = {"writers": WRITERS, "appends": WRITERS * PER_WRITER * ROUNDS, "interval_s": EVERY,
@@ -141,22 +141,6 @@ async def ledger_appends(bench: Bench) -> dict:
         worker.terminate()
         worker.wait(20)
         await bench.pool.execute("DROP TABLE IF EXISTS bench_plain_leaves")
-
-
-async def _settle(bench: Bench, timeout: float = SETTLE_TIMEOUT) -> float:
-    """Start from a quiet database; returns the seconds it took. In the full run this bench comes after
-    loads of a million rows, whose checkpoint and autovacuum otherwise run during whichever rounds they
-    happen to fall in, and they take more from the side with more work to do (ledger rounds have the
-    integrator's too), which is not what the ratio is for."""
-    began = time.perf_counter()
-    # Autovacuum's launcher looks at a database once a minute, so "no worker running now" does not mean
-    # none is about to start on the tables just loaded: vacuum and analyse them now instead.
-    await bench.pool.execute("VACUUM (ANALYZE)")
-    await bench.pool.execute("CHECKPOINT")
-    while time.perf_counter() - began < timeout and await bench.pool.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"):
-        await asyncio.sleep(0.5)
-    return round(time.perf_counter() - began, 1)
 
 
 async def _drained(bench: Bench, timeout: float = 120) -> None:
