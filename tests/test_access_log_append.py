@@ -113,10 +113,10 @@ async def test_an_entry_whose_candidate_cannot_be_written_is_not_written_either(
     assert [c["digest"] for c in candidates] == [ledger.access_digest(row)]
 
 
-async def test_a_search_sends_the_token_check_one_access_statement_the_search_and_its_media(
+async def test_a_search_sends_the_token_check_one_access_statement_and_one_statement_for_the_page(
         clean_db, admin_pool, database_url, client, tmp_path):
     """Counted on the wire (asyncpg's query log of the server's own pool): no BEGIN, COMMIT or second
-    ledger statement per read, and the media of the page in one query. The app's gauge refresher shares
+    ledger statement per read, and the page with its messages' media in one statement. The app's gauge refresher shares
     the pool, so the request's statements are told apart by what they carry (token hash, caller,
     phone, message id); it opens no transaction, so any BEGIN is the request's."""
     from aiohttp import ClientSession, web
@@ -162,8 +162,10 @@ async def test_a_search_sends_the_token_check_one_access_statement_the_search_an
     assert not [q.query for q in logged if q.query.split()[0].upper().rstrip(";") in ("BEGIN", "COMMIT")]
     markers = (token_hash(token), name, "447700900123", "wamid.COST1")
     sent = [q.query for q in logged if any(m in repr(q.args) for m in markers)]
-    assert len(sent) == 4, sent
+    assert len(sent) == 3, sent
     assert sent.count(access_sql.INSERT_WITH_LEAF) == 1 and not [q for q in sent if q.startswith("UPDATE")]
-    assert sum("FROM api_tokens" in q for q in sent) == 1 and sum("FROM media" in q for q in sent) == 1
+    assert sum("FROM api_tokens" in q for q in sent) == 1
+    [page] = [q for q in sent if "FROM messages" in q]
+    assert "FROM media" in page  # the media come in the page's own statement
     row, candidates = (await _entries_with_candidates(clean_db, name))[-1]
     assert row["action"] == "search" and [c["digest"] for c in candidates] == [ledger.access_digest(row)]
