@@ -5,7 +5,7 @@ deployed: a worker process and the wa-archive-ledger-integrate Schedule, every W
 - appends: 32 connections of the application role, each committing one candidate INSERT per transaction
   (ledger_candidates.ADD: what every record's transaction adds), against the same 32 connections each committing one INSERT of
   the same (kind, record id, digest) into a plain table with an identity key, in the same run;
-- before the rounds, a VACUUM (ANALYZE) of the database, a CHECKPOINT and a wait (at most SETTLE_TIMEOUT)
+- before the rounds, a VACUUM (ANALYZE) of the database, a CHECKPOINT and a wait (at most five minutes)
   for any autovacuum still running (`settled_s`): what the benches before this one loaded is not
   vacuumed during the rounds; then one round a side not counted (warm caches), so
   both sides run on a quiet database;
@@ -38,7 +38,6 @@ WRITERS, PER_WRITER, ROUNDS = 32, 500, 3
 EVERY = 1.0  # seconds: the default WA_ARCHIVE_LEDGER_INTEGRATE_EVERY
 SAMPLE_EVERY = 25  # one append in this many has its lag measured
 PLAIN_INSERT = "INSERT INTO bench_plain_leaves (kind, record_id, digest) VALUES ($1, $2, $3)"
-SETTLE_TIMEOUT = 300.0  # seconds at most spent waiting for autovacuum before the rounds
 
 
 def _rows(tag: str) -> list[list[tuple[str, str, str]]]:
@@ -99,7 +98,7 @@ async def ledger_appends(bench: Bench) -> dict:
         waiting[row[1]] = time.perf_counter()
 
     try:
-        settled_s = await bench.settle(SETTLE_TIMEOUT)
+        settled_s = await bench.settle()
         # Wait for the worker and the first integration run, so the lag measured is the steady state.
         await _wait_for_integration(bench)
         results: dict = {"writers": WRITERS, "appends": WRITERS * PER_WRITER * ROUNDS, "interval_s": EVERY,

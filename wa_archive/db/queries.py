@@ -200,15 +200,16 @@ LISTED_COLUMNS = ("id, source, direction, type, ts, raw_timestamp, contact_phone
                   " related_message_id, template_name, flags, archive_status, archived_at, retain_until, hold_cases")
 
 
-# A page as the API and the pages show it, in one statement: each message's media come along as an
-# array of the media table's own row type (asyncpg hands each over as a Record), so a page costs one
+# A message's media in the statement that selects it: an array of the media table's own row type, in
+# position order (asyncpg hands each over as a Record), so a page of messages with their media costs one
 # round trip and one connection from the pool rather than two of each.
-LISTED_WITH_MEDIA = (LISTED_COLUMNS + ", ARRAY(SELECT md FROM media md WHERE md.message_id = messages.id"
-                                      " ORDER BY md.position) AS media_rows")
+MEDIA_ROWS = "ARRAY(SELECT md FROM media md WHERE md.message_id = messages.id ORDER BY md.position) AS media_rows"
+LISTED_WITH_MEDIA = f"{LISTED_COLUMNS}, {MEDIA_ROWS}"  # a page as the API and the pages show it
 
 
 def listed(rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
-    """Rows selected with LISTED_WITH_MEDIA as JSON, each with its media summaries."""
+    """Rows selected with MEDIA_ROWS (LISTED_WITH_MEDIA, or every column and MEDIA_ROWS for an export) as
+    JSON, each with its media summaries."""
     return [_message_json(r, r["media_rows"]) for r in rows]
 
 
@@ -308,19 +309,6 @@ async def _send_time_consent(pool: asyncpg.Pool, message_id: str) -> dict[str, A
 
     judged = (await message_consent(pool, [message_id])).get(message_id)
     return judged or {"state": "unknown", "entry_id": None, "at": None}
-
-
-async def with_media(pool: asyncpg.Pool, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
-    """Message rows as JSON, each with its media summaries (one query for the whole page): for rows
-    selected with other columns than LISTED_WITH_MEDIA (an export's, every column)."""
-    ids = [r["id"] for r in rows]
-    media = await pool.fetch(
-        "SELECT * FROM media WHERE message_id = ANY($1::text[]) ORDER BY message_id, position", ids
-    ) if ids else []
-    by_msg: dict[str, list[asyncpg.Record]] = {}
-    for m in media:
-        by_msg.setdefault(m["message_id"], []).append(m)
-    return [_message_json(r, by_msg.get(r["id"], [])) for r in rows]
 
 
 # Media -----------------------------------------------------------------------------------------

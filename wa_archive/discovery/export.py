@@ -112,17 +112,18 @@ async def write_bundle(
                                    "text", "template", "template_sha256", "media", "media_sha256"])
                 cursor_filters = filters.model_copy()
                 while True:
-                    rows, cursor = await search(pool, cursor_filters, ascending=True)
+                    rows, cursor = await search(pool, cursor_filters, ascending=True,
+                                                columns=f"*, {queries.MEDIA_ROWS}")
                     if not rows:
                         break
-                    page = await queries.with_media(pool, rows)
+                    page = queries.listed(rows)
                     statuses = await _statuses(pool, [r["id"] for r in rows])
-                    positions = await _media_positions(pool, [r["id"] for r in rows])
                     consents = await contact_views.message_consent(
                         pool, [r["id"] for r in rows if r["direction"] == "out"])
                     for row, item in zip(rows, page, strict=True):
-                        for media in item["media"]:  # the ledger digest orders media by position
-                            media["position"] = positions[media["archive_id"]]
+                        # the ledger digest orders media by position
+                        for media, stored in zip(item["media"], row["media_rows"], strict=True):
+                            media["position"] = stored["position"]
                         item["payload"] = row["payload"]
                         item["statuses"] = statuses.get(row["id"], [])
                         item["template_sha256"] = row["template_sha256"]
@@ -304,11 +305,6 @@ async def _write_proofs(zf: zipfile.ZipFile, pool: asyncpg.Pool, store: ObjectSt
             writer = HashingWriter(zf, entry["receipt"], files)
             writer.write(json.dumps(consent_receipts[entry_id], indent=2).encode())
             writer.close()
-
-
-async def _media_positions(pool: asyncpg.Pool, ids: list[str]) -> dict[str, int]:
-    rows = await pool.fetch("SELECT archive_id, position FROM media WHERE message_id = ANY($1::text[])", ids)
-    return {str(r["archive_id"]): r["position"] for r in rows}
 
 
 async def _count(pool: asyncpg.Pool, f: Filters) -> int:

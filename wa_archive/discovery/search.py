@@ -124,7 +124,7 @@ def parse_filters(query: Mapping[str, str], *, allowed: tuple[str, ...] = FILTER
 def build_query(f: Filters, *, ascending: bool = False, columns: str = "*") -> tuple[str, list[Any]]:
     """The SQL for a search page (one row more than the limit, to know whether there is a next page),
     selecting `columns` (a constant of the caller's, never input: db/queries.LISTED_WITH_MEDIA for a page
-    as the API shows it; every column for an export)."""
+    as the API shows it; every column and queries.MEDIA_ROWS for an export)."""
     where: list[str] = []
     args: list[Any] = []
 
