@@ -170,9 +170,6 @@ async def test_postgres_outage_answers_503_and_readiness_names_it(client, tmp_pa
         await asyncio.to_thread(pg.stop)
 
 
-INTEGRATOR_LOCK = 2003266413  # ledger_integrate()'s advisory lock (migration 020)
-
-
 async def test_a_worker_killed_mid_integration_is_noticed_within_seconds_and_the_next_run_integrates(
     stack_factory, temporal_address, database_url, tmp_path
 ):
@@ -181,12 +178,12 @@ async def test_a_worker_killed_mid_integration_is_noticed_within_seconds_and_the
     (and `verify` calls the waiting candidates a problem)."""
     stack = await stack_factory("filesystem", run_worker=False)
     log = tmp_path / "worker.log"
-    # Hold the integrator's lock, so the run blocks inside its activity on the first worker.
+    # Hold the head's row, which ledger_integrate() locks, so the run blocks inside its activity on the first worker.
     holder = await stack.admin_pool.acquire()
     first = second = None
     try:
         await holder.execute("BEGIN")
-        await holder.execute("SELECT pg_advisory_xact_lock($1)", INTEGRATOR_LOCK)
+        await holder.execute("SELECT size FROM ledger_head WHERE id = 1 FOR UPDATE")
         async with stack.pool.acquire() as conn, conn.transaction():
             await ledger_candidates.add(conn, "access", f"killed-{uuid.uuid4().hex}", "ab" * 32)
         first = _start_worker(stack, temporal_address, database_url, log)
@@ -195,8 +192,8 @@ async def test_a_worker_killed_mid_integration_is_noticed_within_seconds_and_the
 
         async def blocked() -> bool:
             return bool(await stack.pool.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted",
-                INTEGRATOR_LOCK))
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%ledger_integrate(%'"))
 
         await wait_until(blocked, "the first worker's integration waiting on the held lock", timeout=60)
         first.send_signal(signal.SIGKILL)

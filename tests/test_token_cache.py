@@ -227,6 +227,23 @@ async def test_an_owner_who_switches_the_announcement_off_around_a_change_is_cau
         await _forgotten(cache, token, within=2 * HEARTBEAT_SECONDS + 1)
 
 
+
+async def test_an_owner_who_silences_the_announcing_function_around_a_change_is_caught(clean_db, database_url,
+                                                                                      owner_pool):
+    """The trigger's row stays as it was when the owner replaces the function it calls with one that
+    announces nothing, revokes, and puts the original back: the function's own catalogue row changed,
+    which the next heartbeat sees too."""
+    original = await owner_pool.fetchval(
+        "SELECT pg_get_functiondef('announce_api_token_change()'::regprocedure)")
+    async with _listening(clean_db, database_url) as cache:
+        name, token = await _remembered_by(cache, clean_db)
+        async with owner_pool.acquire() as conn, conn.transaction():
+            await conn.execute("CREATE OR REPLACE FUNCTION announce_api_token_change() RETURNS trigger"
+                               " LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$")
+            await conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE name = $1", name)
+            await conn.execute(original)
+        await _forgotten(cache, token, within=2 * HEARTBEAT_SECONDS + 1)
+
 async def _never_listens(cache: TokenCache, pool, reason: str) -> None:
     """The listener fails its first proof for `reason` and remembers nothing meanwhile."""
     with capture_logs() as logs:

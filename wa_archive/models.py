@@ -339,6 +339,24 @@ class DispositionReport(BaseModel):
     erasures_completed: int = 0
 
 
+# Ledger --------------------------------------------------------------------------------------------
+
+
+class LedgerIntegrateInput(BaseModel):
+    """One run of the ledger's integrator, as its Schedule starts it: integrate every `every` seconds for
+    `run_for` seconds (integrity/sequencing.py)."""
+
+    every: float
+    run_for: float
+
+
+class IntegrateUntil(BaseModel):
+    """What one integrate_ledger_until activity does: integrate every `every` seconds until `until`."""
+
+    every: float
+    until: datetime
+
+
 # Reconciliation -----------------------------------------------------------------------------------
 
 

@@ -55,5 +55,6 @@ REDRIVE_DELIVERIES = "redrive_deliveries"
 REDRIVE_SCHEDULE_ID = "wa-archive-redrive"
 
 # Batched sequencing of the ledger: the integrator numbers leaf candidates into the log on a Schedule.
-INTEGRATE_LEDGER = "integrate_ledger"
+INTEGRATE_LEDGER = "integrate_ledger"  # one pass (runs started without input, as before)
+INTEGRATE_LEDGER_UNTIL = "integrate_ledger_until"  # a pass every interval for the length of a run
 LEDGER_INTEGRATE_SCHEDULE_ID = "wa-archive-ledger-integrate"

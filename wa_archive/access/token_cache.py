@@ -11,8 +11,9 @@ keep a revoked token from being honoured:
   forgets every remembered token. Listening counts only once it is proved, and every HEARTBEAT_SECONDS
   again: a notification sent through the pool (another connection, as a revocation would come) must
   reach this listener (a pooler in transaction mode, or a listener left on a former primary, does not
-  pass), and the trigger must be there, enabled ALWAYS, unchanged since the last proof (an owner who
-  disabled it around a change is caught by the changed row). Nothing is remembered before the first
+  pass), and the trigger must be there, enabled ALWAYS, it and its function unchanged since the last
+  proof (an owner who disabled it, or silenced its function, around a change is caught by the changed
+  catalogue row). Nothing is remembered before the first
   proof, and everything is forgotten the moment a proof fails or the connection is lost, so a change
   nobody heard cannot keep a token alive past the next heartbeat.
 - Not across a change. Each check notes the count of notifications before it asks the database,
@@ -51,8 +52,11 @@ APPLICATION_NAME = "wa-archive-token-listener"
 # forgets everything.
 HEARTBEAT_SECONDS = 2.0
 BEAT = "beat:"  # the payload prefix of the proofs' notifications, which forget nothing
-TRIGGER_STATE = ("SELECT tgenabled::text AS tgenabled, xmin::text AS version FROM pg_trigger"
-                 " WHERE tgrelid = 'api_tokens'::regclass AND tgname = 'api_tokens_announce_change'")
+# The trigger's row and the row of the function it calls: a version that changes when either is altered
+# (disabled and enabled again, or the function replaced by one that announces nothing and put back).
+TRIGGER_STATE = ("SELECT t.tgenabled::text AS tgenabled, t.xmin::text || '/' || p.xmin::text AS version"
+                 " FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
+                 " WHERE t.tgrelid = 'api_tokens'::regclass AND t.tgname = 'api_tokens_announce_change'")
 RECONNECT_SECONDS = 1.0
 # More distinct tokens than any deployment issues; past it the memory starts afresh.
 MAX_ENTRIES = 10_000
@@ -131,8 +135,8 @@ class TokenCache:
             raise TokenChangesUnheard("changes to api_tokens are not announced (migration 023's trigger is"
                                f" {'missing' if state is None else 'not enabled ALWAYS'})")
         if announced is not None and state["version"] != announced:
-            raise TokenChangesUnheard("the trigger announcing changes to api_tokens was altered (disabled and enabled"
-                               " again?): a change may have gone unannounced")
+            raise TokenChangesUnheard("the trigger announcing changes to api_tokens, or its function, was altered"
+                               " (disabled and enabled again?): a change may have gone unannounced")
         beat = BEAT + secrets.token_hex(8)
         heard = asyncio.Event()
         self._awaited = (beat, heard)

@@ -2,9 +2,10 @@
 row shared between writers, and the integrator numbers them into the log.
 
 Integration runs every WA_ARCHIVE_LEDGER_INTEGRATE_EVERY seconds (a Temporal Schedule), before every
-checkpoint, and on demand; runs are serialised inside the database (ledger_integrate() takes an
-advisory lock), so any number of callers is safe. Each batch is one transaction: its leaves are
-numbered after the head, in candidate order, with no gap, and the head moves with them.
+checkpoint, and on demand; runs are serialised inside the database (ledger_integrate() locks the head's
+row, which the application role cannot lock), so any number of callers is safe. Each batch is one
+transaction: its leaves are numbered after the head, in candidate order, with no gap, and the head moves
+with them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ DEFAULT_EVERY = 1.0  # seconds: the default of WA_ARCHIVE_LEDGER_INTEGRATE_EVERY
 # Candidates integrated per transaction: large enough that a backlog drains in a few batches, small
 # enough that one batch's transaction stays short.
 INTEGRATE_BATCH = 5_000
+# Batches per call at most: a writer adding candidates faster than they are integrated must not keep a
+# call (and the checkpoint that integrates first) from ever returning. The rest wait for the next call.
+INTEGRATE_BATCHES_PER_CALL = 10
 # `verify` calls a candidate left waiting longer than this many integration intervals a problem,
 # and never less than PENDING_BOUND_FLOOR seconds (a Schedule run can be late by a few seconds
 # under load without anything being wrong).
@@ -39,10 +43,10 @@ def retry_after(every: float) -> int:
 
 
 async def integrate(pool: asyncpg.Pool, *, batch: int = INTEGRATE_BATCH) -> int:
-    """Integrate every candidate committed so far, in batches, then write the tiles of the blocks of
-    leaves they completed; returns how many leaves were added."""
+    """Integrate the candidates committed so far, in batches (at most INTEGRATE_BATCHES_PER_CALL), then
+    write the tiles of the blocks of leaves they completed; returns how many leaves were added."""
     added = 0
-    while True:
+    for _ in range(INTEGRATE_BATCHES_PER_CALL):
         waits = await ledger_candidates.integrate(pool, batch)
         metrics.ledger_integrated(waits)
         added += len(waits)
