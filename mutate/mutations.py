@@ -592,4 +592,39 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/test_storage.py::"
                "test_an_attempt_cancelled_while_creating_its_upload_aborts_the_upload_the_store_creates",),
     ),
+    Mutation(
+        name="ledger-candidate-too-large-for-the-log",
+        file="wa_archive/db/migrations/025_integrator_unstallable.sql",
+        original="    CHECK (octet_length(record_id) <= 1024 AND octet_length(digest) <= 128);",
+        replacement="    CHECK (true);",
+        promise="no candidate the application role can commit makes every later integration fail",
+        tests=("tests/test_ledger_attacks.py::"
+               "test_a_candidate_too_large_for_the_log_fails_its_own_transaction_not_the_integrator",),
+    ),
+    Mutation(
+        name="tile-writer-waits-on-a-lock-anyone-can-hold",
+        file="wa_archive/db/migrations/025_integrator_unstallable.sql",
+        original="'LOCK TABLE ledger_tiles IN SHARE ROW EXCLUSIVE MODE;  -- one writer at a time (migration 025)'",
+        replacement="'PERFORM pg_advisory_xact_lock(2003266420);'",
+        promise="no lock a session of the application role holds makes integration or a checkpoint wait",
+        tests=("tests/test_ledger_attacks.py::"
+               "test_no_lock_the_application_role_can_hold_stalls_integration_or_a_checkpoint",),
+    ),
+    Mutation(
+        name="integration-call-without-a-bound",
+        file="wa_archive/integrity/sequencing.py",
+        original="    for _ in range(INTEGRATE_BATCHES_PER_CALL):\n",
+        replacement="    while True:\n",
+        promise="a flood of candidates cannot keep a checkpoint from being signed",
+        tests=("tests/test_ledger_attacks.py::test_a_flood_of_candidates_cannot_keep_a_checkpoint_from_being_signed",),
+    ),
+    Mutation(
+        name="token-memory-blind-to-a-silenced-announcing-function",
+        file="wa_archive/access/token_cache.py",
+        original="t.xmin::text || '/' || p.xmin::text AS version",
+        replacement="t.xmin::text AS version",
+        promise="an owner who silences the announcing trigger's function around a change is caught at the next heartbeat",
+        tests=("tests/test_token_cache.py::"
+               "test_an_owner_who_silences_the_announcing_function_around_a_change_is_caught",),
+    ),
 ]
