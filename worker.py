@@ -93,7 +93,7 @@ def build_worker(
                     disposition.prepare_disposition, disposition.dispose_batch, disposition.settle_erasures,
                     reconcile.reconcile_day, capture_health.check_capture_health, redrive.redrive_deliveries]
     workflows.append(LedgerIntegrate)  # batched sequencing of the ledger
-    activities.append(ledger_acts.integrate_ledger)
+    activities += [ledger_acts.integrate_ledger, ledger_acts.integrate_ledger_until]
     register_types(workflows, activities)  # the SDK metrics' type labels take only these values
     return Worker(
         client,

@@ -1,5 +1,6 @@
 """write_checkpoint: sign the ledger's current tree head and keep it write-once in the store;
-integrate_ledger: number the leaf candidates written since the last run into the log."""
+integrate_ledger: number the leaf candidates written since the last run into the log;
+integrate_ledger_until: do so every interval until a time (one run of the integrator's Schedule)."""
 
 import asyncpg
 import structlog
@@ -7,7 +8,8 @@ from temporalio import activity
 
 from activities.heartbeats import beating
 from wa_archive.integrity import ledger, sequencing
-from wa_archive.names import INTEGRATE_LEDGER, WRITE_CHECKPOINT
+from wa_archive.models import IntegrateUntil
+from wa_archive.names import INTEGRATE_LEDGER, INTEGRATE_LEDGER_UNTIL, WRITE_CHECKPOINT
 from wa_archive.storage import ObjectStore
 
 log = structlog.get_logger("wa_archive.ledger")
@@ -33,3 +35,11 @@ class LedgerActivities:
         """How many leaves this run integrated (0 when no candidate was waiting)."""
         async with beating():
             return await sequencing.integrate(self.pool)
+
+    @activity.defn(name=INTEGRATE_LEDGER_UNTIL)
+    async def integrate_ledger_until(self, task: IntegrateUntil) -> int:
+        """How many leaves this activity integrated, every `task.every` seconds until `task.until`; it
+        returns early when its worker shuts down (the workflow then asks another worker for the rest)."""
+        async with beating():
+            return await sequencing.integrate_until(self.pool, task.until, task.every,
+                                                    activity.wait_for_worker_shutdown)

@@ -570,10 +570,10 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="integrator-run-on-a-dead-worker-waits-its-whole-timeout",
         file="workflows/ledger_integrate.py",
-        original="            heartbeat_timeout=LEDGER_RUN_HEARTBEAT, retry_policy=INTEGRATE_RETRY)",
-        replacement="            retry_policy=INTEGRATE_RETRY)",
+        original="                heartbeat_timeout=LEDGER_RUN_HEARTBEAT, retry_policy=INTEGRATE_UNTIL_RETRY)",
+        replacement="                retry_policy=INTEGRATE_UNTIL_RETRY)",
         promise="a worker killed in the middle of integrating stalls the ledger for seconds, not minutes",
-        tests=("tests/test_faults.py::test_a_worker_killed_mid_integration_is_noticed_within_seconds_and_the_next_run_integrates",),
+        tests=("tests/test_faults.py::test_a_worker_killed_mid_integration_is_noticed_within_seconds_and_another_takes_over",),
     ),
     Mutation(
         name="filesystem-temp-file-visible-before-it-is-locked",
@@ -626,5 +626,21 @@ MUTATIONS: list[Mutation] = [
         promise="an owner who silences the announcing trigger's function around a change is caught at the next heartbeat",
         tests=("tests/test_token_cache.py::"
                "test_an_owner_who_silences_the_announcing_function_around_a_change_is_caught",),
+    ),
+    Mutation(
+        name="integrator-deaf-to-its-worker-stopping",
+        file="activities/ledger.py",
+        original="                                                    activity.wait_for_worker_shutdown)",
+        replacement="                                                    __import__('asyncio').Event().wait)",
+        promise="a worker shut down mid-run hands the rest of the integrator's run to another at once",
+        tests=("tests/test_ledger_integrator.py::test_when_its_worker_stops_another_worker_takes_the_rest_of_the_run",),
+    ),
+    Mutation(
+        name="schedules-apply-leaves-the-integrator-minutes-away",
+        file="wa_archive/temporal/schedules.py",
+        original="            await start_integrating(client)\n",
+        replacement="            pass\n",
+        promise="`schedules apply` starts integrating at once, not at the Schedule's next start",
+        tests=("tests/test_ledger_integrator.py::test_schedules_apply_starts_integrating_at_once",),
     ),
 ]

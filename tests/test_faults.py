@@ -15,6 +15,7 @@ from aiobotocore.session import get_session
 
 from tests.conftest import ACCESS_TOKEN, CONTACT_SECRET, LEDGER_KEY, PAYLOAD_KEYS, wait_until
 from wa_archive.db import ledger_candidates
+from wa_archive.models import LedgerIntegrateInput
 from wa_archive.sources.meta.fake_graph import FakeMedia
 from wa_archive.sources.meta.samples import dumps, envelope, media_message, message, wamid
 
@@ -170,24 +171,25 @@ async def test_postgres_outage_answers_503_and_readiness_names_it(client, tmp_pa
         await asyncio.to_thread(pg.stop)
 
 
-async def test_a_worker_killed_mid_integration_is_noticed_within_seconds_and_the_next_run_integrates(
+async def test_a_worker_killed_mid_integration_is_noticed_within_seconds_and_another_takes_over(
     stack_factory, temporal_address, database_url, tmp_path
 ):
-    """The integrator Schedule skips a start while a run is going: a run whose worker died must be given
-    up within its heartbeat timeout, not its start-to-close timeout, or integration stops for minutes
-    (and `verify` calls the waiting candidates a problem)."""
+    """A run of the integrator lasts minutes, in one activity: an attempt whose worker died must be given
+    up within its heartbeat timeout and retried on another worker, not at the end of the run, or
+    integration stops for minutes (and `verify` calls the waiting candidates a problem)."""
     stack = await stack_factory("filesystem", run_worker=False)
     log = tmp_path / "worker.log"
     # Hold the head's row, which ledger_integrate() locks, so the run blocks inside its activity on the first worker.
     holder = await stack.admin_pool.acquire()
-    first = second = None
+    first = second = run = None
     try:
         await holder.execute("BEGIN")
         await holder.execute("SELECT size FROM ledger_head WHERE id = 1 FOR UPDATE")
         async with stack.pool.acquire() as conn, conn.transaction():
             await ledger_candidates.add(conn, "access", f"killed-{uuid.uuid4().hex}", "ab" * 32)
         first = _start_worker(stack, temporal_address, database_url, log)
-        run = await stack.client.start_workflow("LedgerIntegrate", id=f"integrate-{uuid.uuid4().hex[:8]}",
+        run = await stack.client.start_workflow("LedgerIntegrate", LedgerIntegrateInput(every=1, run_for=120),
+                                                id=f"integrate-{uuid.uuid4().hex[:8]}",
                                                 task_queue=stack.settings.task_queue)
 
         async def blocked() -> bool:
@@ -195,17 +197,32 @@ async def test_a_worker_killed_mid_integration_is_noticed_within_seconds_and_the
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                 " AND query LIKE '%ledger_integrate(%'"))
 
+        async def integrated() -> bool:
+            return not await stack.pool.fetchval("SELECT count(*) FROM ledger_candidates")
+
         await wait_until(blocked, "the first worker's integration waiting on the held lock", timeout=60)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
+        # The dead worker's backend still runs its statement once the row is free: wait for it to be over, then
+        # add a candidate only a live attempt can integrate.
         await holder.execute("COMMIT")
-        second = _start_worker(stack, temporal_address, database_url, log)
+
+        async def statement_over() -> bool:
+            return not await stack.pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                                                 " AND query LIKE '%ledger_integrate(%' AND pid <> pg_backend_pid()")
+
+        await wait_until(statement_over, "the dead worker's statement over", timeout=30)
+        async with stack.pool.acquire() as conn, conn.transaction():
+            await ledger_candidates.add(conn, "access", f"after-{uuid.uuid4().hex}", "ab" * 32)
         started = time.monotonic()
-        await asyncio.wait_for(run.result(), timeout=90)
-        assert time.monotonic() - started < 60, "the dead worker's run was given up only at its start-to-close timeout"
-        assert await stack.pool.fetchval("SELECT count(*) FROM ledger_candidates") == 0
+        second = _start_worker(stack, temporal_address, database_url, log)
+        # Heartbeat timeout (10 s), a retry's backoff and a worker's start: well inside the run's two minutes.
+        await wait_until(integrated, "the dead worker's attempt given up and the next worker integrating", timeout=45)
+        assert time.monotonic() - started > 5  # by the retry on the second worker, not by the dead one's backend
     finally:
         await stack.admin_pool.release(holder)
+        if run is not None:
+            await run.terminate("test over")
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
                 proc.terminate()

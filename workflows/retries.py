@@ -68,11 +68,15 @@ def media_retry(opts: ArchiveOptions) -> RetryPolicy:
         non_retryable_error_types=_MEDIA_NEVER_RETRIED,
     )
 
-# The integrator runs again at the next interval anyway: a few quick attempts, then the next run.
-# The ledger's integrator and checkpoint activities beat on a timer (activities/heartbeats.py): a run whose
-# worker died is given up within this, so its Schedule (which skips a start while a run is going) is
-# not stalled for the whole start-to-close timeout.
+# A run started without input integrates once, and the next does so again: a few quick attempts.
+# The ledger's integrator and checkpoint activities beat on a timer (activities/heartbeats.py): an attempt
+# whose worker died is given up within this, so neither its run nor the Schedule's next start (which waits
+# for the run) is stalled for the whole timeout.
 LEDGER_RUN_HEARTBEAT = timedelta(seconds=10)
 
 INTEGRATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=5),
                               maximum_attempts=3)
+# Within one of the Schedule's long runs (workflows/ledger_integrate.py), a failed attempt (the database
+# away, a worker killed) is retried for as long as the run lasts: the next run is minutes away, but the
+# integration lag is bounded in seconds.
+INTEGRATE_UNTIL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=5))

@@ -1,16 +1,25 @@
 """Batched sequencing of the ledger: records add leaf candidates in their own transactions, with no
 row shared between writers, and the integrator numbers them into the log.
 
-Integration runs every WA_ARCHIVE_LEDGER_INTEGRATE_EVERY seconds (a Temporal Schedule), before every
-checkpoint, and on demand; runs are serialised inside the database (ledger_integrate() locks the head's
-row, which the application role cannot lock), so any number of callers is safe. Each batch is one
-transaction: its leaves are numbered after the head, in candidate order, with no gap, and the head moves
-with them.
+Integration runs every WA_ARCHIVE_LEDGER_INTEGRATE_EVERY seconds, before every checkpoint, and on
+demand. The periodic runs are long: a Temporal Schedule starts one LedgerIntegrate run every
+RUN_SECONDS, which integrates every interval for a little longer than that, so the next start is
+always waiting and follows at once (integrate_until below). One workflow execution every five minutes
+rather than one a second: Temporal's history and visibility keep 288 runs a day instead of 86,400,
+and the server's work for them, which under load was taken from the writers on the same machine
+(bench/ledger.py), all but goes. Calls are serialised inside the database (ledger_integrate() locks
+the head's row, which the application role cannot lock), so any number of callers is safe. Each batch
+is one transaction: its leaves are numbered after the head, in candidate order, with no gap, and the
+head moves with them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
 
 import asyncpg
 
@@ -29,6 +38,21 @@ INTEGRATE_BATCHES_PER_CALL = 10
 # under load without anything being wrong).
 PENDING_BOUND_INTERVALS = 10
 PENDING_BOUND_FLOOR = 60.0
+
+
+# One LedgerIntegrate run every this many seconds (its Schedule's interval), integrating every interval
+# for RUN_SECONDS and two intervals more: past the next start, which waits for it (overlap: buffer one).
+RUN_SECONDS = 300.0
+
+
+def run_span(every: float) -> float:
+    """Seconds between two starts of the integrator's Schedule: RUN_SECONDS, or ten intervals if longer."""
+    return max(RUN_SECONDS, 10 * every)
+
+
+def run_for(every: float) -> float:
+    """How long one run integrates: past the next start by two intervals, so no gap opens between runs."""
+    return run_span(every) + 2 * every
 
 
 def pending_bound(every: float) -> float:
@@ -57,3 +81,27 @@ async def integrate(pool: asyncpg.Pool, *, batch: int = INTEGRATE_BATCH) -> int:
     # block without its tile from its leaves meanwhile.
     await ledger_tiles.write_all(pool)
     return added
+
+
+async def integrate_until(pool: asyncpg.Pool, until: datetime, every: float,
+                          shutting_down: Callable[[], Awaitable[object]]) -> int:
+    """Integrate now and every `every` seconds until `until` (at once again while a call was cut short by
+    its bound: a backlog is worked off without waiting), or until `shutting_down()` completes (the worker
+    stopping: whoever started this asks another worker for the rest); how many leaves were added."""
+    added = 0
+    stopping = asyncio.ensure_future(shutting_down())
+    try:
+        while True:
+            began = time.monotonic()
+            taken = await integrate(pool)
+            added += taken
+            left = (until - datetime.now(timezone.utc)).total_seconds()
+            if left <= 0 or stopping.done():
+                return added
+            backlog = taken >= INTEGRATE_BATCH * INTEGRATE_BATCHES_PER_CALL
+            pause = 0.0 if backlog else min(left, max(0.0, every - (time.monotonic() - began)))
+            await asyncio.wait({stopping}, timeout=pause)
+            if stopping.done():
+                return added
+    finally:
+        stopping.cancel()

@@ -21,7 +21,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from wa_archive import names
 from wa_archive.config import Settings
-from wa_archive.models import DispositionInput, ReconcileInput, RetrievalTestInput
+from wa_archive.integrity import sequencing
+from wa_archive.models import DispositionInput, LedgerIntegrateInput, ReconcileInput, RetrievalTestInput
 from wa_archive.names import (
     CHECKPOINT_SCHEDULE_ID,
     DISPOSITION_SCHEDULE_ID,
@@ -63,9 +64,22 @@ def reconciliation_schedule(settings: Settings) -> Schedule:
                      _cron_utc(settings.reconcile_cron))
 
 def ledger_integrate_schedule(settings: Settings) -> Schedule:
-    """Numbers the ledger's leaf candidates into the log (integrity/sequencing.py)."""
-    return _schedule(settings, "LedgerIntegrate", None, "ledger-integrate", ScheduleSpec(
-        intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.ledger_integrate_every))]))
+    """Numbers the ledger's leaf candidates into the log (integrity/sequencing.py): a run every few
+    minutes that integrates every WA_ARCHIVE_LEDGER_INTEGRATE_EVERY seconds until past the next start.
+    That start waits for it (overlap: buffer one) and follows as it ends, so runs follow one another
+    with no gap and never overlap."""
+    every = settings.ledger_integrate_every
+    task = LedgerIntegrateInput(every=every, run_for=sequencing.run_for(every))
+    action = ScheduleActionStartWorkflow("LedgerIntegrate", task, id="ledger-integrate", task_queue=settings.task_queue)
+    return Schedule(action=action, spec=ScheduleSpec(
+        intervals=[ScheduleIntervalSpec(every=timedelta(seconds=sequencing.run_span(every)))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ONE))
+
+
+async def start_integrating(client: Client) -> None:
+    """A run of the integrator now, not at its Schedule's next start minutes away (after the run still
+    going, if one is: the Schedule buffers the start)."""
+    await client.get_schedule_handle(names.LEDGER_INTEGRATE_SCHEDULE_ID).trigger()
 
 
 def redrive_schedule(settings: Settings) -> Schedule:
@@ -114,7 +128,8 @@ async def apply_schedules(client: Client, settings: Settings) -> list[str]:
         (RECONCILIATION_SCHEDULE_ID, reconciliation_schedule(settings), f"{settings.reconcile_cron} UTC"),
         (names.REDRIVE_SCHEDULE_ID, redrive_schedule(settings), f"{settings.redrive_cron} UTC"),
         (names.LEDGER_INTEGRATE_SCHEDULE_ID, ledger_integrate_schedule(settings),
-         f"every {settings.ledger_integrate_every:g} s"),
+         f"integrating every {settings.ledger_integrate_every:g} s,"
+         f" a run every {sequencing.run_span(settings.ledger_integrate_every):g} s"),
     ):
         try:
             await client.create_schedule(schedule_id, schedule)
@@ -122,5 +137,7 @@ async def apply_schedules(client: Client, settings: Settings) -> list[str]:
         except ScheduleAlreadyRunningError:
             await client.get_schedule_handle(schedule_id).update(_replaced_by(schedule))
             done.append(f"updated {schedule_id} ({what})")
+        if schedule_id == names.LEDGER_INTEGRATE_SCHEDULE_ID:
+            await start_integrating(client)
     done.append(await apply_capture_health_schedule(client, settings))
     return done
