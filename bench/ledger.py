@@ -10,7 +10,9 @@ deployed: a worker process and the wa-archive-ledger-integrate Schedule, every W
   vacuumed during the rounds; then one round a side not counted (warm caches), so
   both sides run on a quiet database;
 - lag: for a sample of the appends above, from the writer's commit until the leaf is in the log (when a
-  receipt can be made), one query every 50 ms for all sampled leaves still waiting; p50, p99 and max against the interval.
+  receipt can be made), one query every 50 ms for all sampled leaves still waiting; p50, p99 and max against the interval;
+- where the ledger side's time goes: the CPU the Temporal server and the worker use during its rounds,
+  and the write-ahead log each side writes (the ledger side's holds the integrator's leaves too).
 """
 
 from __future__ import annotations
@@ -116,13 +118,20 @@ async def ledger_appends(bench: Bench) -> dict:
         # server (its runs and activities) and the worker (each integration's loop).
         spent = {"temporal_server": 0.0, "worker": 0.0}
         pids = {"temporal_server": bench.temporal.process.pid, "worker": worker.pid}
+        # The write-ahead log each side makes, which every writer's commit waits to flush: the ledger side's
+        # includes the integrator's leaves, their two indexes and the candidates it removes.
+        wal = {"plain": 0, "ledger": 0}
         for round_ in range(ROUNDS):  # alternated, so neither side has the warmer cache
+            position = await _wal_position(bench)
             plain_s.append(await _run(bench.db_url, _rows(f"plain{round_}"), PLAIN_INSERT))
+            wal["plain"] += await _wal_since(bench, position)
             writing.set()
             watcher = asyncio.create_task(watch())
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            position = await _wal_position(bench)
             ledger_s.append(await _run(bench.db_url, _rows(f"ledger{round_}"), ledger_candidates.ADD,
                                        sampled))
+            wal["ledger"] += await _wal_since(bench, position)
             for name, pid in pids.items():
                 spent[name] += cpu_seconds(pid) - before[name]
             writing.clear()
@@ -137,6 +146,7 @@ async def ledger_appends(bench: Bench) -> dict:
             "plain_insert_per_s": round(rows / plain), "ledger_append_per_s": round(rows / appended),
             "ratio": round(plain / appended, 2), "target_ratio": 0.8,
             "cpu_s_during_ledger_rounds": {name: round(v, 2) for name, v in spent.items()},
+            "wal_mib": {side: round(n / 2**20, 1) for side, n in wal.items()},
             "lag_samples": len(lags), "lag_p50_s": round(statistics.median(lags), 3),
             "lag_p99_s": round(statistics.quantiles(lags, n=100)[98], 3), "lag_max_s": round(max(lags), 3),
         })
@@ -150,6 +160,16 @@ async def ledger_appends(bench: Bench) -> dict:
         worker.terminate()
         worker.wait(20)
         await bench.pool.execute("DROP TABLE IF EXISTS bench_plain_leaves")
+
+
+async def _wal_position(bench: Bench) -> int:
+    """Where the write-ahead log ends now, in bytes (asyncpg reads a pg_lsn as an integer)."""
+    return int(await bench.pool.fetchval("SELECT pg_current_wal_lsn()"))
+
+
+async def _wal_since(bench: Bench, position: int) -> int:
+    """Bytes of write-ahead log written since `position`."""
+    return await _wal_position(bench) - position
 
 
 async def _drained(bench: Bench, timeout: float = 120) -> None:
