@@ -1,8 +1,9 @@
 """Heartbeats for activities whose work is a few long database statements with no progress to report.
 
-A run on a worker that died is given up at its heartbeat timeout rather than its start-to-close timeout;
-for work driven by a Schedule that skips a start while a run is going (the ledger's integrator, its
-checkpoint), that is the difference between seconds and minutes without the work being done.
+An attempt on a worker that died is given up at its heartbeat timeout rather than its start-to-close (or
+schedule-to-close) timeout; for work whose Schedule waits while a run is going (the ledger's integrator,
+whose runs last minutes, and its checkpoint), that is the difference between seconds and minutes
+without the work being done.
 """
 
 from __future__ import annotations

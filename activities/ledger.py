@@ -8,7 +8,7 @@ from temporalio import activity
 
 from activities.heartbeats import beating
 from wa_archive.integrity import ledger, sequencing
-from wa_archive.models import IntegrateUntil
+from wa_archive.models import IntegrateUntil, IntegrationRun
 from wa_archive.names import INTEGRATE_LEDGER, INTEGRATE_LEDGER_UNTIL, WRITE_CHECKPOINT
 from wa_archive.storage import ObjectStore
 
@@ -37,9 +37,10 @@ class LedgerActivities:
             return await sequencing.integrate(self.pool)
 
     @activity.defn(name=INTEGRATE_LEDGER_UNTIL)
-    async def integrate_ledger_until(self, task: IntegrateUntil) -> int:
-        """How many leaves this activity integrated, every `task.every` seconds until `task.until`; it
-        returns early when its worker shuts down (the workflow then asks another worker for the rest)."""
+    async def integrate_ledger_until(self, task: IntegrateUntil) -> IntegrationRun:
+        """Integrate every `task.every` seconds until `task.until`; it returns early when its worker shuts
+        down (the workflow then asks another worker for the rest)."""
         async with beating():
-            return await sequencing.integrate_until(self.pool, task.until, task.every,
-                                                    activity.wait_for_worker_shutdown)
+            added, stopping = await sequencing.integrate_until(self.pool, task.until, task.every,
+                                                               activity.wait_for_worker_shutdown)
+        return IntegrationRun(added=added, worker_stopping=stopping)

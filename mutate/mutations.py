@@ -643,4 +643,22 @@ MUTATIONS: list[Mutation] = [
         promise="`schedules apply` starts integrating at once, not at the Schedule's next start",
         tests=("tests/test_ledger_integrator.py::test_schedules_apply_starts_integrating_at_once",),
     ),
+    Mutation(
+        name="integrator-run-loops-on-a-worker-clock-ahead",
+        file="workflows/ledger_integrate.py",
+        original="            if not done.worker_stopping:\n",
+        replacement="            if False:\n",
+        promise="a worker whose clock runs ahead ends a run of the integrator early, not in a loop of activities",
+        tests=("tests/test_ledger_integrator.py::"
+               "test_a_worker_clock_running_ahead_ends_the_run_early_instead_of_looping_on_activities",),
+    ),
+    Mutation(
+        name="ledger-held-up-by-an-idle-transaction-for-ever",
+        file="wa_archive/db/stalls.py",
+        original="            THEN pg_terminate_backend(a.pid) ELSE false END AS ended",
+        replacement="            THEN false ELSE false END AS ended",
+        promise="no transaction the application role keeps open holds the integrator, tiles or a checkpoint up for long",
+        tests=("tests/test_ledger_attacks.py::"
+               "test_a_transaction_the_application_role_keeps_open_cannot_hold_the_integrator_up",),
+    ),
 ]

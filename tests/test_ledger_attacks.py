@@ -14,8 +14,11 @@ import hashlib
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
-from tests.conftest import LEDGER_KEY
+from tests.conftest import LEDGER_KEY, DatabaseUrls, scratch_database
+from wa_archive.db import create_pool, migrate, stalls
+from wa_archive.devstack.embedded import APP_ROLE
 from wa_archive.integrity import ledger, sequencing
 from wa_archive.storage.filesystem import FilesystemStore
 
@@ -39,6 +42,31 @@ async def test_a_candidate_too_large_for_the_log_fails_its_own_transaction_not_t
     async with pool.acquire() as conn, conn.transaction():
         await ledger.append(conn, "message", "wamid." + "x" * 250, "cd" * 32)  # the largest id a message has
     assert await sequencing.integrate(pool) == 1
+
+
+async def test_a_log_already_poisoned_by_an_oversized_candidate_is_mended_by_the_migration(
+        database_urls: DatabaseUrls):
+    """Before migration 025 such a candidate committed and stopped integration for good; migrating moves it
+    aside (kept, with the time it was refused) and integration goes on."""
+    async with scratch_database(database_urls, "wa_poison") as (owner_url, app_url):
+        await migrate(owner_url, app_role=APP_ROLE, until=24)
+        pool = await create_pool(app_url, max_size=2)
+        try:
+            oversized = "".join(hashlib.sha256(bytes([n])).hexdigest() for n in range(43))
+            await pool.execute("INSERT INTO ledger_candidates (kind, record_id, digest) VALUES ('access', $1, $2)",
+                               oversized, "ab" * 32)
+            async with pool.acquire() as conn, conn.transaction():
+                await ledger.append(conn, "access", "after", "cd" * 32)
+            with pytest.raises(asyncpg.ProgramLimitExceededError):
+                await sequencing.integrate(pool)
+            assert await migrate(owner_url, app_role=APP_ROLE) == ["025_integrator_unstallable.sql"]
+            assert await sequencing.integrate(pool) == 1
+            assert await pool.fetchval("SELECT record_id FROM ledger_leaves") == "after"
+            assert await pool.fetchval("SELECT record_id FROM ledger_candidates_refused") == oversized
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await pool.execute("INSERT INTO ledger_candidates_refused (kind, record_id, digest) VALUES ('access', '1', '')")
+        finally:
+            await pool.close()
 
 
 async def test_no_lock_the_application_role_can_hold_stalls_integration_or_a_checkpoint(clean_db, tmp_path):
@@ -67,6 +95,38 @@ async def test_no_lock_the_application_role_can_hold_stalls_integration_or_a_che
         await holder.execute("ROLLBACK")
         await holder.execute("SELECT pg_advisory_unlock_all()")
         await pool.release(holder)
+
+
+async def test_a_transaction_the_application_role_keeps_open_cannot_hold_the_integrator_up(
+        clean_db, database_url, tmp_path, monkeypatch):
+    """The application role may call the integrator's own functions (its worker must), and insert a
+    checkpoint row, inside a transaction it then keeps open: their locks were held for as long as it
+    stayed idle. Such a session of the role is now ended once it has held the ledger up for a while."""
+    monkeypatch.setattr(stalls, "STALL_SECONDS", 1.0)
+    pool = clean_db
+    async with pool.acquire() as conn, conn.transaction():
+        for n in range(300):
+            await ledger.append(conn, "access", str(n), f"{n:064x}")
+    holds = ("SELECT * FROM ledger_integrate(1)", "SELECT ledger_write_tiles(1)",
+             "INSERT INTO ledger_checkpoints (tree_size, root_hash, body, signature, storage_key)"
+             " VALUES (300, repeat('ab', 32), '{}', 'forged', 'forged')")
+    holders = [await asyncpg.connect(database_url) for _ in holds]
+    try:
+        for holder, sql in zip(holders, holds, strict=True):
+            await holder.execute("BEGIN")
+            await holder.execute(sql)
+        signer = ledger.Signer(base64.b64decode(LEDGER_KEY))
+        with capture_logs() as logs:
+            written = await asyncio.wait_for(
+                ledger.write_checkpoint(pool, FilesystemStore(tmp_path / "store"), signer), timeout=60)
+        assert written is not None and written["tree_size"] == 300
+        assert await pool.fetchval("SELECT signature FROM ledger_checkpoints WHERE tree_size = 300") != "forged"
+        assert await pool.fetchval("SELECT count(*) FROM ledger_tiles") == 1
+        ended = {e["pid"] for e in logs if e["event"] == "ledger_statement_blocked" and e["ended"]}
+        assert ended == {holder.get_server_pid() for holder in holders}
+    finally:
+        for holder in holders:
+            holder.terminate()
 
 
 async def test_a_flood_of_candidates_cannot_keep_a_checkpoint_from_being_signed(clean_db, tmp_path):

@@ -53,6 +53,8 @@ def test_the_schedule_starts_a_run_every_few_minutes_that_lasts_past_the_next_st
     [interval] = schedule.spec.intervals
     assert interval == ScheduleIntervalSpec(every=timedelta(seconds=sequencing.RUN_SECONDS))
     assert schedule.action.args == [LedgerIntegrateInput(every=1, run_for=sequencing.RUN_SECONDS + 2)]
+    # A run that never gets going (its task queue polled by no worker now) gives way to the next.
+    assert schedule.action.execution_timeout == timedelta(seconds=sequencing.RUN_SECONDS + 2 + 180)
     slow = ledger_integrate_schedule(Settings(_env_file=None, task_queue="q", ledger_integrate_every=120))
     assert slow.spec.intervals[0].every == timedelta(seconds=1200)  # ten intervals a run at least
     assert slow.action.args == [LedgerIntegrateInput(every=120, run_for=1440)]
@@ -67,7 +69,24 @@ async def test_one_run_integrates_every_interval_in_one_activity(stack):
         ids = await _add(stack.pool, 3)
         await wait_until(lambda ids=ids: _integrated(stack.pool, ids), "the run integrated them", timeout=10)
         added += ids
-    assert await handle.result() == len(added)
+    assert await handle.result() == len(added)  # one activity: its clock, not the workflow's, ended the run
+    assert await _activities(handle) == {"scheduled": 1, "completed": 1, "failed": 0, "timed_out": 0}
+
+
+async def test_a_worker_clock_running_ahead_ends_the_run_early_instead_of_looping_on_activities(stack, monkeypatch):
+    """The activity ends at `until` by its worker's clock. A clock 15 s ahead of the workflow's used to
+    make the run start activity after activity (hundreds, each ending at once) for those 15 s."""
+
+    class Ahead(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[override]
+            return datetime.now(tz) + timedelta(seconds=15)
+
+    monkeypatch.setattr(sequencing, "datetime", Ahead)
+    handle = await stack.client.start_workflow(
+        "LedgerIntegrate", LedgerIntegrateInput(every=0.5, run_for=20), id=f"integrate-{uuid.uuid4().hex[:8]}",
+        task_queue=stack.settings.task_queue)
+    await handle.result()
     assert await _activities(handle) == {"scheduled": 1, "completed": 1, "failed": 0, "timed_out": 0}
 
 

@@ -357,6 +357,14 @@ class IntegrateUntil(BaseModel):
     until: datetime
 
 
+class IntegrationRun(BaseModel):
+    """What one integrate_ledger_until activity did: how many leaves, and whether it ended early because
+    its worker was shutting down (else its own clock said `until` had come)."""
+
+    added: int
+    worker_stopping: bool
+
+
 # Reconciliation -----------------------------------------------------------------------------------
 
 

@@ -12,13 +12,11 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from wa_archive.models import IntegrateUntil, LedgerIntegrateInput
+    from wa_archive.integrity.sequencing import RUN_MARGIN_SECONDS
+    from wa_archive.models import IntegrateUntil, IntegrationRun, LedgerIntegrateInput
     from wa_archive.names import INTEGRATE_LEDGER, INTEGRATE_LEDGER_UNTIL
     from workflows.retries import INTEGRATE_RETRY, INTEGRATE_UNTIL_RETRY, LEDGER_RUN_HEARTBEAT
 
-# Beyond the end of the run, how long an attempt may still take (its last integration, a statement slow
-# to return) before it is given up.
-MARGIN = timedelta(minutes=1)
 
 
 @workflow.defn
@@ -32,11 +30,14 @@ class LedgerIntegrate:
         every = timedelta(seconds=task.every)
         until = workflow.now() + timedelta(seconds=task.run_for)
         added = 0
-        # Not to the last moment: a worker whose clock runs ahead returns early, and the few seconds it
-        # leaves are not worth another activity (the next run is already waiting).
         while until - workflow.now() > every:
-            added += await workflow.execute_activity(
-                INTEGRATE_LEDGER_UNTIL, IntegrateUntil(every=task.every, until=until), result_type=int,
-                schedule_to_close_timeout=until - workflow.now() + MARGIN,
+            done = await workflow.execute_activity(
+                INTEGRATE_LEDGER_UNTIL, IntegrateUntil(every=task.every, until=until), result_type=IntegrationRun,
+                schedule_to_close_timeout=until - workflow.now() + timedelta(seconds=RUN_MARGIN_SECONDS),
                 heartbeat_timeout=LEDGER_RUN_HEARTBEAT, retry_policy=INTEGRATE_UNTIL_RETRY)
+            added += done.added
+            if not done.worker_stopping:
+                # Its worker's clock says the run is over. One running ahead of this workflow's would end
+                # every further activity at once: the next run, already waiting, takes over instead.
+                break
         return added

@@ -45,7 +45,8 @@ EXECUTABLE = ("dispose_message_rows(text)", "record_disposition(text, text, bigi
 # Written only through those functions: a leaf at a number of the caller's choosing or a head moved
 # without its leaf would jam or break the log, and a dispositions row for a retained message would
 # block its disposal for good or make a removal look lawful.
-NOT_INSERTABLE = frozenset({"ledger_head", "ledger_leaves", "ledger_candidates", "dispositions", "ledger_tiles"})
+NOT_INSERTABLE = frozenset({"ledger_head", "ledger_leaves", "ledger_candidates", "dispositions", "ledger_tiles",
+                            "ledger_candidates_refused"})  # moved aside by migration 025 only
 # Inserted by the application in these columns only: a ledger candidate is (kind, record id, digest);
 # its place in the order (an identity) and its time are the database's, its leaf hash the integrator's.
 INSERTABLE_COLUMNS = {"ledger_candidates": ("kind", "record_id", "digest")}

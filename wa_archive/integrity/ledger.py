@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from wa_archive.db import ledger_candidates
+from wa_archive.db.stalls import unstalled
 from wa_archive.integrity import sequencing, tree
 
 if TYPE_CHECKING:
@@ -292,7 +293,7 @@ async def write_checkpoint(pool: asyncpg.Pool, store: ObjectStore, signer: Signe
 
     await store.put_stream(key, chunks(), content_type="application/json", metadata={"tree-size": str(size)},
                            expected_sha256=None, retain_until=datetime.now(timezone.utc) + timedelta(days=3650))
-    await pool.execute(
+    await unstalled(pool, lambda conn: conn.execute(
         "INSERT INTO ledger_checkpoints (tree_size, root_hash, body, signature, storage_key) VALUES ($1,$2,$3,$4,$5)"
-        " ON CONFLICT DO NOTHING", size, root_hex, body.decode(), signature, key)
+        " ON CONFLICT DO NOTHING", size, root_hex, body.decode(), signature, key))
     return {"tree_size": size, "root_hash": root_hex, "storage_key": key}

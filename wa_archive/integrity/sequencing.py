@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 import asyncpg
 
 from wa_archive.db import ledger_candidates, ledger_tiles
+from wa_archive.db.stalls import unstalled
 from wa_archive.observability import metrics
 
 DEFAULT_EVERY = 1.0  # seconds: the default of WA_ARCHIVE_LEDGER_INTEGRATE_EVERY (config.py)
@@ -55,6 +56,14 @@ def run_for(every: float) -> float:
     return run_span(every) + 2 * every
 
 
+# Beyond the length of a run, how long its last attempt may still take (a last integration, a slow
+# statement), and how much longer the run as a whole may last before it gives way to the next: a run
+# that never gets going (its task queue polled by no worker any more) must not hold the Schedule, whose
+# next start waits for it.
+RUN_MARGIN_SECONDS = 60.0
+RUN_OVERTIME_SECONDS = 3 * RUN_MARGIN_SECONDS
+
+
 def pending_bound(every: float) -> float:
     """Seconds after which an unintegrated candidate means the integrator is not running."""
     return max(PENDING_BOUND_INTERVALS * every, PENDING_BOUND_FLOOR)
@@ -71,7 +80,7 @@ async def integrate(pool: asyncpg.Pool, *, batch: int = INTEGRATE_BATCH) -> int:
     write the tiles of the blocks of leaves they completed; returns how many leaves were added."""
     added = 0
     for _ in range(INTEGRATE_BATCHES_PER_CALL):
-        waits = await ledger_candidates.integrate(pool, batch)
+        waits = await unstalled(pool, lambda conn: ledger_candidates.integrate(conn, batch))
         metrics.ledger_integrated(waits)
         added += len(waits)
         if len(waits) < batch:
@@ -79,15 +88,16 @@ async def integrate(pool: asyncpg.Pool, *, batch: int = INTEGRATE_BATCH) -> int:
     # Its own statement after the batches, so the integration's transaction (and the head's row lock)
     # is no longer for it; a tile not written here is written by the next run, and readers hash a
     # block without its tile from its leaves meanwhile.
-    await ledger_tiles.write_all(pool)
+    await unstalled(pool, ledger_tiles.write_all)
     return added
 
 
 async def integrate_until(pool: asyncpg.Pool, until: datetime, every: float,
-                          shutting_down: Callable[[], Awaitable[object]]) -> int:
+                          shutting_down: Callable[[], Awaitable[object]]) -> tuple[int, bool]:
     """Integrate now and every `every` seconds until `until` (at once again while a call was cut short by
     its bound: a backlog is worked off without waiting), or until `shutting_down()` completes (the worker
-    stopping: whoever started this asks another worker for the rest); how many leaves were added."""
+    stopping: whoever started this asks another worker for the rest); how many leaves were added, and
+    whether it stopped for the worker."""
     added = 0
     stopping = asyncio.ensure_future(shutting_down())
     try:
@@ -97,11 +107,11 @@ async def integrate_until(pool: asyncpg.Pool, until: datetime, every: float,
             added += taken
             left = (until - datetime.now(timezone.utc)).total_seconds()
             if left <= 0 or stopping.done():
-                return added
+                return added, stopping.done()
             backlog = taken >= INTEGRATE_BATCH * INTEGRATE_BATCHES_PER_CALL
             pause = 0.0 if backlog else min(left, max(0.0, every - (time.monotonic() - began)))
             await asyncio.wait({stopping}, timeout=pause)
             if stopping.done():
-                return added
+                return added, True
     finally:
         stopping.cancel()

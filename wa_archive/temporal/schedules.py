@@ -70,7 +70,9 @@ def ledger_integrate_schedule(settings: Settings) -> Schedule:
     with no gap and never overlap."""
     every = settings.ledger_integrate_every
     task = LedgerIntegrateInput(every=every, run_for=sequencing.run_for(every))
-    action = ScheduleActionStartWorkflow("LedgerIntegrate", task, id="ledger-integrate", task_queue=settings.task_queue)
+    action = ScheduleActionStartWorkflow(
+        "LedgerIntegrate", task, id="ledger-integrate", task_queue=settings.task_queue,
+        execution_timeout=timedelta(seconds=task.run_for + sequencing.RUN_OVERTIME_SECONDS))
     return Schedule(action=action, spec=ScheduleSpec(
         intervals=[ScheduleIntervalSpec(every=timedelta(seconds=sequencing.run_span(every)))]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ONE))
