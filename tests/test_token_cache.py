@@ -13,14 +13,17 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from tests.conftest import wait_until
+from tests.conftest import until_past, wait_until
 from wa_archive.access.token_cache import APPLICATION_NAME, HEARTBEAT_SECONDS, TokenCache
 from wa_archive.access.tokens import Caller, create_token
+from wa_archive.db import migrate
+from wa_archive.devstack.embedded import APP_ROLE
 
 
 def checks(answer: str) -> float:
@@ -243,6 +246,20 @@ async def test_an_owner_who_silences_the_announcing_function_around_a_change_is_
             await conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE name = $1", name)
             await conn.execute(original)
         await _forgotten(cache, token, within=2 * HEARTBEAT_SECONDS + 1)
+
+
+async def test_a_migrate_with_nothing_to_apply_does_not_look_like_tampering(clean_db, database_url, database_urls):
+    """`migrate` gives the application role its grants again every time. Had it rewritten the announcing
+    function's catalogue row on the way, every server would take that for tampering at its next
+    heartbeat and forget its tokens, after every deploy."""
+    async with _listening(clean_db, database_url) as cache:
+        name, token = await _remembered_by(cache, clean_db)
+        with capture_logs() as logs:
+            await migrate(database_urls.owner, app_role=APP_ROLE)
+            await until_past(datetime.now(timezone.utc) + timedelta(seconds=2 * HEARTBEAT_SECONDS))
+        assert [e for e in logs if e["event"] == "api_token_listener_lost"] == []
+        remembered = checks("memory")
+        assert await cache.caller(token) == Caller(name, "auditor") and checks("memory") == remembered + 1
 
 async def _never_listens(cache: TokenCache, pool, reason: str) -> None:
     """The listener fails its first proof for `reason` and remembers nothing meanwhile."""

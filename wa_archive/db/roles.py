@@ -52,6 +52,14 @@ NOT_INSERTABLE = frozenset({"ledger_head", "ledger_leaves", "ledger_candidates",
 INSERTABLE_COLUMNS = {"ledger_candidates": ("kind", "record_id", "digest")}
 
 
+# The functions of the schema on which `$1` holds a privilege of its own (not only PUBLIC's).
+_FUNCTIONS_GRANTED = """
+SELECT DISTINCT p.oid::regprocedure::text AS function
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, aclexplode(p.proacl) AS a
+ WHERE n.nspname = 'public' AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)
+"""
+
+
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -83,7 +91,11 @@ async def apply_roles(conn: asyncpg.Connection, app_role: str) -> None:
     app = _ident(app_role)
     await conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {app}")
     await conn.execute(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {app}")
-    await conn.execute(f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA public FROM {app}")
+    # Only the functions the role holds a grant on: a REVOKE rewrites a function's catalogue row even when
+    # it changes nothing, and the token memory takes a rewritten row of the function announcing token
+    # changes for tampering (access/token_cache.py), so every migrate would set it off.
+    for granted in await conn.fetch(_FUNCTIONS_GRANTED, app_role):
+        await conn.execute(f"REVOKE ALL ON ROUTINE {granted['function']} FROM {app}")
     await conn.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC, {app}")
     await conn.execute(f"GRANT USAGE ON SCHEMA public TO {app}")
     for table in tables:
