@@ -340,8 +340,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="application-role-may-insert-ledger-leaves",
         file="wa_archive/db/roles.py",
-        original='NOT_INSERTABLE = frozenset({"ledger_head", "ledger_leaves", "ledger_candidates", "dispositions", "ledger_tiles"})',
-        replacement='NOT_INSERTABLE = frozenset({"ledger_head", "ledger_candidates", "dispositions", "ledger_tiles"})',
+        original='NOT_INSERTABLE = frozenset({"ledger_head", "ledger_leaves", "ledger_candidates", "dispositions", "ledger_tiles",',
+        replacement='NOT_INSERTABLE = frozenset({"ledger_head", "ledger_candidates", "dispositions", "ledger_tiles",',
         promise="the application appends ledger leaves only through ledger_append(), never by INSERT",
         tests=("tests/test_db_roles.py::test_the_application_role_appends_to_the_ledger_only_through_the_owners_function",),
     ),
