@@ -18,7 +18,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.retries import INTEGRATE_RETRY, INTEGRATE_UNTIL_RETRY, LEDGER_RUN_HEARTBEAT
 
 
-
 @workflow.defn
 class LedgerIntegrate:
     @workflow.run
