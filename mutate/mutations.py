@@ -646,11 +646,11 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="integrator-run-loops-on-a-worker-clock-ahead",
         file="workflows/ledger_integrate.py",
-        original="            if not done.worker_stopping:\n",
-        replacement="            if False:\n",
+        original="    return done.worker_stopping and left > every",
+        replacement="    return left > every",
         promise="a worker whose clock runs ahead ends a run of the integrator early, not in a loop of activities",
         tests=("tests/test_ledger_integrator.py::"
-               "test_a_worker_clock_running_ahead_ends_the_run_early_instead_of_looping_on_activities",),
+               "test_a_run_asks_for_another_activity_only_after_a_worker_stopped_and_with_time_left",),
     ),
     Mutation(
         name="ledger-held-up-by-an-idle-transaction-for-ever",

@@ -24,13 +24,15 @@ from wa_archive.storage.filesystem import FilesystemStore
 
 # The advisory lock numbers the owner's functions once took: any role may take any advisory lock.
 FORMER_INTEGRATOR_LOCK, FORMER_TILE_WRITER_LOCK = 2003266413, 2003266420
+# A record id longer than an index entry of the log can hold: 2,752 characters that do not compress.
+OVERSIZED_ID = "".join(hashlib.sha256(bytes([n])).hexdigest() for n in range(43))
 
 
 async def test_a_candidate_too_large_for_the_log_fails_its_own_transaction_not_the_integrator(clean_db):
     """A record id longer than an index entry of the log can hold (about 2.7 kB) used to commit as a
     candidate, and then every integration failed on it for good: no leaf and no checkpoint after it."""
     pool = clean_db
-    oversized = "".join(hashlib.sha256(bytes([n])).hexdigest() for n in range(43))  # 2,752 that do not compress
+    oversized = OVERSIZED_ID
     with pytest.raises(asyncpg.CheckViolationError):
         await pool.execute("INSERT INTO ledger_candidates (kind, record_id, digest) VALUES ('access', $1, $2)",
                            oversized, "ab" * 32)
@@ -52,7 +54,7 @@ async def test_a_log_already_poisoned_by_an_oversized_candidate_is_mended_by_the
         await migrate(owner_url, app_role=APP_ROLE, until=24)
         pool = await create_pool(app_url, max_size=2)
         try:
-            oversized = "".join(hashlib.sha256(bytes([n])).hexdigest() for n in range(43))
+            oversized = OVERSIZED_ID
             await pool.execute("INSERT INTO ledger_candidates (kind, record_id, digest) VALUES ('access', $1, $2)",
                                oversized, "ab" * 32)
             async with pool.acquire() as conn, conn.transaction():
@@ -98,11 +100,11 @@ async def test_no_lock_the_application_role_can_hold_stalls_integration_or_a_che
 
 
 async def test_a_transaction_the_application_role_keeps_open_cannot_hold_the_integrator_up(
-        clean_db, database_url, tmp_path, monkeypatch):
+        clean_db, database_url, tmp_path):
     """The application role may call the integrator's own functions (its worker must), and insert a
     checkpoint row, inside a transaction it then keeps open: their locks were held for as long as it
-    stayed idle. Such a session of the role is now ended once it has held the ledger up for a while."""
-    monkeypatch.setattr(stalls, "STALL_SECONDS", 1.0)
+    stayed idle. Such a session of the role is now ended once it has held the ledger up for a while
+    (stalls.STALL_SECONDS, for each of the three statements in turn)."""
     pool = clean_db
     async with pool.acquire() as conn, conn.transaction():
         for n in range(300):
@@ -118,7 +120,8 @@ async def test_a_transaction_the_application_role_keeps_open_cannot_hold_the_int
         signer = ledger.Signer(base64.b64decode(LEDGER_KEY))
         with capture_logs() as logs:
             written = await asyncio.wait_for(
-                ledger.write_checkpoint(pool, FilesystemStore(tmp_path / "store"), signer), timeout=60)
+                ledger.write_checkpoint(pool, FilesystemStore(tmp_path / "store"), signer),
+                timeout=3 * stalls.STALL_SECONDS + 60)
         assert written is not None and written["tree_size"] == 300
         assert await pool.fetchval("SELECT signature FROM ledger_checkpoints WHERE tree_size = 300") != "forged"
         assert await pool.fetchval("SELECT count(*) FROM ledger_tiles") == 1

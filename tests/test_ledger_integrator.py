@@ -17,10 +17,11 @@ from temporalio.service import RPCError
 from tests.conftest import until_past, wait_until
 from wa_archive.config import Settings
 from wa_archive.integrity import ledger, sequencing
-from wa_archive.models import LedgerIntegrateInput
+from wa_archive.models import IntegrationRun, LedgerIntegrateInput
 from wa_archive.names import LEDGER_INTEGRATE_SCHEDULE_ID
 from wa_archive.temporal.schedules import apply_schedules, ledger_integrate_schedule
 from worker import build_worker, link_fetcher
+from workflows.ledger_integrate import another_activity
 
 
 async def _add(pool: asyncpg.Pool, n: int) -> list[str]:
@@ -73,21 +74,13 @@ async def test_one_run_integrates_every_interval_in_one_activity(stack):
     assert await _activities(handle) == {"scheduled": 1, "completed": 1, "failed": 0, "timed_out": 0}
 
 
-async def test_a_worker_clock_running_ahead_ends_the_run_early_instead_of_looping_on_activities(stack, monkeypatch):
-    """The activity ends at `until` by its worker's clock. A clock 15 s ahead of the workflow's used to
-    make the run start activity after activity (hundreds, each ending at once) for those 15 s."""
-
-    class Ahead(datetime):
-        @classmethod
-        def now(cls, tz=None):  # type: ignore[override]
-            return datetime.now(tz) + timedelta(seconds=15)
-
-    monkeypatch.setattr(sequencing, "datetime", Ahead)
-    handle = await stack.client.start_workflow(
-        "LedgerIntegrate", LedgerIntegrateInput(every=0.5, run_for=20), id=f"integrate-{uuid.uuid4().hex[:8]}",
-        task_queue=stack.settings.task_queue)
-    await handle.result()
-    assert await _activities(handle) == {"scheduled": 1, "completed": 1, "failed": 0, "timed_out": 0}
+def test_a_run_asks_for_another_activity_only_after_a_worker_stopped_and_with_time_left():
+    """A worker clock 15 s ahead of the workflow's used to make the run start activity after activity
+    (hundreds, each ending at once by its own clock) for those 15 s."""
+    second = timedelta(seconds=1)
+    assert another_activity(IntegrationRun(added=3, worker_stopping=True), 100 * second, second)
+    assert not another_activity(IntegrationRun(added=3, worker_stopping=False), 15 * second, second)  # clock ahead
+    assert not another_activity(IntegrationRun(added=0, worker_stopping=True), second / 2, second)
 
 
 async def test_when_its_worker_stops_another_worker_takes_the_rest_of_the_run(stack_factory, client: Client):

@@ -29,14 +29,19 @@ class LedgerIntegrate:
         every = timedelta(seconds=task.every)
         until = workflow.now() + timedelta(seconds=task.run_for)
         added = 0
-        while until - workflow.now() > every:
+        while True:
             done = await workflow.execute_activity(
                 INTEGRATE_LEDGER_UNTIL, IntegrateUntil(every=task.every, until=until), result_type=IntegrationRun,
                 schedule_to_close_timeout=until - workflow.now() + timedelta(seconds=RUN_MARGIN_SECONDS),
                 heartbeat_timeout=LEDGER_RUN_HEARTBEAT, retry_policy=INTEGRATE_UNTIL_RETRY)
             added += done.added
-            if not done.worker_stopping:
-                # Its worker's clock says the run is over. One running ahead of this workflow's would end
-                # every further activity at once: the next run, already waiting, takes over instead.
-                break
-        return added
+            if not another_activity(done, until - workflow.now(), every):
+                return added
+
+
+def another_activity(done: IntegrationRun, left: timedelta, every: timedelta) -> bool:
+    """Whether a run asks for another activity once one has ended: only when it ended for its worker
+    shutting down, and more than an interval of the run is left. An activity that ended by itself found
+    the run over by its worker's clock; one running ahead of the workflow's would end every further
+    activity at once, so the next run, already waiting, takes over instead."""
+    return done.worker_stopping and left > every
