@@ -77,7 +77,8 @@ def build_worker(
                                   secret, settings.task_queue, settings.consent_feed_options())
     disposition = DispositionActivities(pool, Disposer(pool, store, lambda c: contact_key(secret, c)), rules)
     reconcile = ReconciliationActivities(pool, graph, reconciliation.deadlines_of(settings),
-                                         reconciliation.tolerance_of(settings), settings.meta_waba_id)
+                                         reconciliation.tolerance_of(settings), settings.meta_waba_id,
+                                         signer.public_key())
     capture_health = CaptureHealthActivities(pool, settings)
     redrive = RedriveActivities(pool, grace=timedelta(seconds=settings.redrive_grace_seconds),
                                 batch=settings.redrive_batch, task_queue=settings.task_queue)

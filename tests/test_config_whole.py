@@ -45,7 +45,8 @@ def _files_under(path: Path) -> list[Path]:
     ("worker", ["WA_ARCHIVE_META_ACCESS_TOKEN", "WA_ARCHIVE_DATABASE_URL", "WA_ARCHIVE_TEMPORAL_ADDRESS",
                 "WA_ARCHIVE_PAYLOAD_KEYS", "WA_ARCHIVE_LEDGER_SIGNING_KEY", "WA_ARCHIVE_CONTACT_KEY_SECRET"]),
     ("serve", ["WA_ARCHIVE_META_APP_SECRET", "WA_ARCHIVE_META_VERIFY_TOKEN", "WA_ARCHIVE_DATABASE_URL",
-               "WA_ARCHIVE_TEMPORAL_ADDRESS", "WA_ARCHIVE_PAYLOAD_KEYS", "WA_ARCHIVE_CONTACT_KEY_SECRET"]),
+               "WA_ARCHIVE_TEMPORAL_ADDRESS", "WA_ARCHIVE_PAYLOAD_KEYS", "WA_ARCHIVE_CONTACT_KEY_SECRET",
+               "WA_ARCHIVE_LEDGER_PUBLIC_KEY"]),
 ])
 def test_every_problem_in_one_message_and_nothing_written(tmp_path, command, missing):
     work = tmp_path / "work"

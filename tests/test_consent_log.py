@@ -162,7 +162,7 @@ async def test_every_consent_entry_and_judgement_verifies_and_tampering_is_named
     assert (await _cli(env, "ledger", "checkpoint")).returncode == 0
     clean = await _cli(env, "verify")
     assert clean.returncode == 0, clean.stdout + clean.stderr
-    receipt = await receipts.consent_receipt(stack.pool, entry)
+    receipt = await receipts.consent_receipt(stack.pool, entry, public_key=ledger.Signer(base64.b64decode(LEDGER_KEY)).public_key())
     assert receipt["record"] == {"kind": "consent", "id": str(entry),
                                  "digest": (await stack.pool.fetchval(
                                      "SELECT digest FROM ledger_leaves WHERE kind = 'consent' AND record_id = $1",

@@ -162,14 +162,14 @@ async def test_a_checkpoint_integrates_first_and_never_covers_a_leaf_that_is_not
     assert first["tree_size"] == await pool.fetchval("SELECT size FROM ledger_head")
     assert [leaf["record_id"] for leaf in await _log(pool)] == before
     for mid in before:
-        assert receipts.verify_receipt(await receipts.receipt(pool, mid), public_key) == []
+        assert receipts.verify_receipt(await receipts.receipt(pool, mid, public_key=public_key), public_key) == []
     await open_writer.execute("COMMIT")
     await open_writer.close()
     # Committed but not integrated: no receipt yet, and a clear "ask again" (not "not found").
     with pytest.raises(LedgerPending, match="ask again") as pending:
-        await receipts.receipt(pool, straggler, integrate_every=2.0)
+        await receipts.receipt(pool, straggler, public_key=public_key, integrate_every=2.0)
     assert pending.value.retry_after == 4
-    standing = await receipts.message_standing(pool, straggler)
+    standing = await receipts.message_standing(pool, straggler, public_key)
     assert standing is not None and standing["leaf"] is None and standing["pending"] is not None
     # verify accepts a young candidate for its record, and names one left waiting past the bound.
     assert await verification.verify_log(pool, public_key) == []
@@ -177,7 +177,7 @@ async def test_a_checkpoint_integrates_first_and_never_covers_a_leaf_that_is_not
     assert len(late) == 1 and late[0].startswith("1 ledger candidate(s) waiting longer than 0 s")
     second = await ledger.write_checkpoint(pool, store, signer)
     assert second is not None and second["tree_size"] == len(before) + 1
-    doc = await receipts.receipt(pool, straggler)
+    doc = await receipts.receipt(pool, straggler, public_key=public_key)
     assert doc["leaf_index"] == len(before) and receipts.verify_receipt(doc, public_key) == []
     assert await verification.verify_log(pool, public_key) == []
     assert await verification.verify_checkpoint_copies(pool, store, public_key) == []
@@ -250,10 +250,10 @@ async def test_an_existing_log_migrates_in_place_and_every_old_receipt_still_ver
                 new = await _message(conn, "after the migration")
             written = await ledger.write_checkpoint(pool, store, signer)
             assert written is not None and written["tree_size"] == len(old_leaves) + 1
-            doc = await receipts.receipt(pool, new)
+            doc = await receipts.receipt(pool, new, public_key=public_key)
             assert doc["leaf_index"] == len(old_leaves) and receipts.verify_receipt(doc, public_key) == []
             for mid in messages:  # and the old records' new receipts name the same leaves
-                fresh = await receipts.receipt(pool, mid)
+                fresh = await receipts.receipt(pool, mid, public_key=public_key)
                 assert fresh["leaf_index"] == old_receipts[mid]["leaf_index"]
                 assert receipts.verify_receipt(fresh, public_key) == []
             assert await verification.verify_log(pool, public_key) == []

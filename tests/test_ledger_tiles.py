@@ -158,7 +158,7 @@ async def test_a_missing_tile_still_gives_the_right_root_and_proofs(
     signer = _signer()
     written = await ledger.write_checkpoint(pool, FilesystemStore(tmp_path / "store"), signer)
     assert written is not None and written["root_hash"] == merkle.root(leaves).hex()
-    doc = await receipts.receipt(pool, mids[TILE + 7])
+    doc = await receipts.receipt(pool, mids[TILE + 7], public_key=signer.public_key())
     assert doc["leaf_index"] == TILE + 7 and receipts.verify_receipt(doc, signer.public_key()) == []
     assert await verification.verify_log(pool, signer.public_key()) == []
 
@@ -210,7 +210,7 @@ async def test_the_migration_gives_an_existing_log_its_tiles_and_old_receipts_st
                                                           for k in range(2)]
             for i, doc in old.items():
                 assert receipts.verify_receipt(doc, signer.public_key()) == []
-                assert await receipts.receipt(pool, mids[i]) == doc  # the same proof, now read through tiles
+                assert await receipts.receipt(pool, mids[i], public_key=signer.public_key()) == doc  # the same proof, now read through tiles
             assert await verification.verify_log(pool, signer.public_key()) == []
         finally:
             await pool.close()

@@ -106,7 +106,7 @@ async def test_a_matching_file_shows_one_encoding_a_download_and_its_proof_of_in
     assert "included in the archive's signed checkpoint of" in seen and "not yet" not in seen
     fold = re.search(r"<summary[^>]*>Technical details</summary>(.*?)</details>", html, flags=re.S)
     assert fold, html
-    standing = await receipts.message_standing(stack.pool, archived["id"])
+    standing = await receipts.message_standing(stack.pool, archived["id"], ledger_signer(stack.settings).public_key())
     assert standing is not None and standing["leaf"] is not None and standing["checkpoint"] is not None
     assert standing["digest"] in fold.group(1) and "Record digest" in fold.group(1)
     assert f"leaf {standing['leaf']['index']} of the signed tree of size {standing['checkpoint']['tree_size']}" \

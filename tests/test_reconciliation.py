@@ -198,7 +198,7 @@ async def test_a_clean_day_is_green_and_its_report_verifies_against_the_ledger(
                                            named["tree_size"])
     assert checkpoint is not None and checkpoint["root_hash"] == named["root_hash"]
     # Its own leaf is in a later checkpoint (the workflow signs one after the report): the receipt proves it.
-    receipt = await reconciliation.receipt(stack.pool, row)
+    receipt = await reconciliation.receipt(stack.pool, row, ledger_signer(stack.settings).public_key())
     assert receipt is not None and receipt["record"]["kind"] == "reconciliation"
     public_key = ledger_signer(stack.settings).public_key()
     assert receipts.verify_receipt(receipt, public_key) == []

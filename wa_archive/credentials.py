@@ -104,6 +104,25 @@ def ledger_signer(settings: Settings) -> Signer:
 
 
 
+def ledger_trust(settings: Settings) -> bytes:
+    """The key a checkpoint row must be signed with for a server or worker to use it
+    (integrity/checkpoints.py): WA_ARCHIVE_LEDGER_PUBLIC_KEY, else the public half of the signing key
+    (the worker's, or the one `dev` keeps), so the webhook server needs only the public key."""
+    from wa_archive.integrity.ledger import parse_public_key
+
+    if settings.ledger_public_key:
+        try:
+            return parse_public_key(settings.ledger_public_key)
+        except ValueError as exc:
+            raise ConfigError(f"WA_ARCHIVE_LEDGER_PUBLIC_KEY: {exc}") from None
+    try:
+        return ledger_signer(settings).public_key()
+    except ConfigError as exc:
+        if settings.ledger_signing_key is not None:
+            raise  # given, but not a key: that message says so
+        raise ConfigError("WA_ARCHIVE_LEDGER_PUBLIC_KEY is required but not set") from exc
+
+
 def ensure_dev_ledger_key(data_dir: Path) -> None:
     path = data_dir / "ledger-key.secret"
     if not path.exists():

@@ -128,7 +128,7 @@ async def reconciliation_report(request: web.Request) -> web.Response:
     if not rows:
         return json_error(404, f"no reconciliation report for {day.isoformat()}")
     shown = report_json(rows[0])
-    shown["receipt"] = await receipt(pool_of(request), rows[0])
+    shown["receipt"] = await receipt(pool_of(request), rows[0], deps_of(request).ledger_key)
     shown["earlier_versions"] = [{"version": r["version"], "status": r["status"], "sha256": r["sha256"],
                                   "created_at": r["created_at"].isoformat()} for r in rows[1:]]
     # The report is here, its receipt not yet: 202 and when to ask again (README, "The ledger").

@@ -60,7 +60,7 @@ async def receipt_text(request: web.Request, message_id: str) -> str:
     if not await queries.message_exists(pool, message_id):
         raise ReceiptRefused(404, f"no archived message with id {message_id!r}")
     try:
-        document = await receipts.receipt(pool, message_id)
+        document = await receipts.receipt(pool, message_id, public_key=deps_of(request).ledger_key)
     except LedgerPending as exc:  # its leaf waits for the integrator: a matter of seconds
         raise ReceiptRefused(409, str(exc), retry_after=exc.retry_after) from None
     except LookupError as exc:  # archived, but no signed checkpoint covers it yet

@@ -18,6 +18,7 @@ from temporalio.client import Client
 from wa_archive.access import access_log
 from wa_archive.config import Settings
 from wa_archive.contacts.feed_options import ConsentFeedOptions
+from wa_archive.credentials import ledger_trust
 from wa_archive.errors import EnvelopeError, JsonRefused
 from wa_archive.health.capture import CaptureTracker, heard_every
 from wa_archive.json_input import load_json, storable_text
@@ -39,12 +40,15 @@ class WebhookDeps:
     outbound_options: OutboundOptions = field(init=False)
     consent_feeds: ConsentFeedOptions = field(init=False)
     capture: CaptureTracker = field(init=False)  # notes which business numbers are heard from
+    # The archive's public key: checkpoint rows not signed with it are never used (integrity/checkpoints.py).
+    ledger_key: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.archive_options = self.settings.archive_options()
         self.outbound_options = self.settings.outbound_options()
         self.consent_feeds = self.settings.consent_feed_options()
         self.capture = CaptureTracker(self.pool, heard_every(self.settings.silence_alert_minutes))
+        self.ledger_key = ledger_trust(self.settings)
 
 
 DEPS = web.AppKey("deps", WebhookDeps)

@@ -180,7 +180,7 @@ async def message_page(request: web.Request) -> web.Response:
     # The recipient's consent as judged when it was sent (never recomputed here).
     consent = (await views.message_consent(deps_of(request).pool, [message_id])).get(message_id) \
         if m["direction"] == "out" else None
-    standing = await receipts.message_standing(deps_of(request).pool, message_id)
+    standing = await receipts.message_standing(deps_of(request).pool, message_id, deps_of(request).ledger_key)
     return _page(session, "message.html", title="Message", m=m, consent=consent, standing=standing)
 
 

@@ -16,6 +16,7 @@ from wa_archive.cli.support import (
     with_dev_defaults,
 )
 from wa_archive.config import Settings
+from wa_archive.credentials import ledger_trust
 from wa_archive.errors import ConfigError, LedgerPending
 
 
@@ -136,7 +137,8 @@ async def cmd_receipt(settings: Settings, args: argparse.Namespace) -> int:
     pool = await open_pool(settings)
     try:
         await log_cli_access(pool, "receipt", {"message_id": args.message_id})
-        doc = await receipts.receipt(pool, args.message_id, integrate_every=settings.ledger_integrate_every)
+        doc = await receipts.receipt(pool, args.message_id, public_key=ledger_trust(settings),
+                                     integrate_every=settings.ledger_integrate_every)
     except LookupError as exc:
         print(f"wa-archive: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ from typing import Any
 
 from wa_archive.cli.support import log_cli_access, open_pool, with_dev_defaults
 from wa_archive.config import Settings
+from wa_archive.credentials import ledger_trust
 
 
 def _day(value: str) -> date:
@@ -114,7 +115,7 @@ async def cmd_reconciliation(settings: Settings, args: argparse.Namespace) -> in
             print(f"wa-archive: no reconciliation report for {args.date}", file=sys.stderr)
             return 1
         shown = report_json(rows[0])
-        shown["receipt"] = await receipt(pool, rows[0])
+        shown["receipt"] = await receipt(pool, rows[0], ledger_trust(settings))
         pending = await receipt_pending(pool, rows[0], settings.ledger_integrate_every)
         if pending is not None:
             shown["receipt_pending"] = pending

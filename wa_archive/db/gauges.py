@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from wa_archive.db import ledger_candidates
+from wa_archive.integrity import checkpoints
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,12 @@ class ArchiveFigures:
     oldest_pending_at: datetime | None = None
 
 
-async def archive_figures(pool: asyncpg.Pool) -> ArchiveFigures:
+async def archive_figures(pool: asyncpg.Pool, ledger_key: bytes) -> ArchiveFigures:
+    """The figures; the checkpoint ones of the latest checkpoint signed with `ledger_key`."""
     async with pool.acquire() as conn:
         last_delivery = await conn.fetchval("SELECT max(received_at) FROM deliveries")
         tree_size = await conn.fetchval("SELECT size FROM ledger_head WHERE id = 1")
-        checkpoint = await conn.fetchrow(
-            "SELECT tree_size, created_at FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT 1")
+        checkpoint = await checkpoints.latest(conn, ledger_key)
         covered = checkpoint["tree_size"] if checkpoint else 0
         # Leaves are numbered from 0, so the first one a checkpoint of size n leaves out is leaf n.
         unsigned_at = await conn.fetchval("SELECT appended_at FROM ledger_leaves WHERE seq = $1", covered)

@@ -131,10 +131,6 @@ async def known_numbers(db: Executor) -> dict[str, dict[str, str | None]]:
 # Reports --------------------------------------------------------------------------------------------
 
 
-async def latest_checkpoint(db: Executor) -> asyncpg.Record | None:
-    return await db.fetchrow("SELECT tree_size, root_hash FROM ledger_checkpoints ORDER BY tree_size DESC LIMIT 1")
-
-
 async def insert_report(
     conn: asyncpg.Connection, *, report_date: date, version: int, status: str, body: str, sha256: str,
     checkpoint: asyncpg.Record | None, workflow_id: str | None, run_id: str | None,
@@ -176,11 +172,6 @@ async def reports(db: Executor, report_date: date | None = None) -> list[asyncpg
 async def report_leaf(db: Executor, report_id: int) -> asyncpg.Record | None:
     return await db.fetchrow("SELECT seq, digest FROM ledger_leaves WHERE kind = 'reconciliation'"
                              " AND record_id = $1 ORDER BY seq DESC LIMIT 1", str(report_id))
-
-
-async def checkpoint_covering(db: Executor, seq: int) -> asyncpg.Record | None:
-    return await db.fetchrow("SELECT * FROM ledger_checkpoints WHERE tree_size > $1"
-                             " ORDER BY tree_size DESC LIMIT 1", seq)
 
 
 # The auditors' pages ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from wa_archive.config import ENV_PREFIX, Settings
-from wa_archive.credentials import GIVEN_SECRETS, contact_secret, ledger_signer
+from wa_archive.credentials import GIVEN_SECRETS, contact_secret, ledger_signer, ledger_trust
 from wa_archive.errors import ConfigError, ConfigProblems
 from wa_archive.temporal.client import payload_keys
 from wa_archive.temporal.connection import resolve_connection
@@ -33,13 +33,17 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 # Secrets read through their own function, which also takes the file `dev` keeps under the data dir.
 _READERS: dict[str, tuple[Callable[[Settings], object], ...]] = {
     "worker": (resolve_connection, payload_keys, ledger_signer, contact_secret),
-    "serve": (resolve_connection, payload_keys, contact_secret),
+    # The server only checks checkpoint rows against the ledger's public key (integrity/checkpoints.py).
+    "serve": (resolve_connection, payload_keys, contact_secret, ledger_trust),
 }
 
 # The hint each reader's "required but not set" gets: how to make the secret.
 _MAKE_ONE: dict[str, str] = {
     "WA_ARCHIVE_LEDGER_SIGNING_KEY": "base64 of a 32-byte Ed25519 seed (`wa-archive keys generate --kind ledger`"
                                      " makes one)",
+    "WA_ARCHIVE_LEDGER_PUBLIC_KEY": "the ledger's Ed25519 public key, which the server checks checkpoints"
+                                    " against (`wa-archive ledger public-key` prints it where the signing key"
+                                    " is; `wa-archive keys generate --kind ledger` prints both)",
     "WA_ARCHIVE_CONTACT_KEY_SECRET": "a random secret shared by webhook server and worker"
                                      " (`wa-archive keys generate --kind contact-key` makes one)",
     "WA_ARCHIVE_TEMPORAL_ADDRESS": "host:port of the Temporal frontend, e.g. temporal.example.com:7233",

@@ -278,7 +278,7 @@ async def _write_proofs(zf: zipfile.ZipFile, pool: asyncpg.Pool, store: ObjectSt
     consent = {e["entry_id"]: e for c in contact_entries for e in c["consent_entries"]}
     checkpoints, receipts, others = await bundle_proofs(pool, digests, {
         "reconciliation": {e["id"]: e["sha256"] for e in report_entries},
-        "consent": {entry_id: e["digest"] for entry_id, e in consent.items()}})
+        "consent": {entry_id: e["digest"] for entry_id, e in consent.items()}}, public_key=signer.public_key())
     report_receipts, consent_receipts = others.get("reconciliation", {}), others.get("consent", {})
     for cp in checkpoints:
         writer = HashingWriter(zf, f"ledger/checkpoints/{cp['tree_size']:012d}.json", files)

@@ -15,17 +15,21 @@ import base64
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+import structlog
 
 from wa_archive.db import ledger_candidates
 from wa_archive.db.stalls import unstalled
+from wa_archive.errors import StorageConflict
 from wa_archive.integrity import sequencing, tree
 
 if TYPE_CHECKING:
     from wa_archive.storage.base import ObjectStore
+
+log = structlog.get_logger("wa_archive.ledger")
 
 KINDS = ("message", "template_snapshot", "status_event", "failure", "access", "disposition", "reconciliation",
          "consent", "message_consent")
@@ -271,14 +275,22 @@ def check_checkpoint(body: str, signature: str, public_key: bytes | None) -> tup
 async def write_checkpoint(pool: asyncpg.Pool, store: ObjectStore, signer: Signer) -> dict[str, Any] | None:
     """Integrate what is pending, then sign the tree head and keep it write-once in the store; None
     when nothing was added. What is signed is read from the integrated leaves only, so a checkpoint
-    never covers a leaf that is not in the log."""
+    never covers a leaf that is not in the log.
+
+    A row already at this size that the archive did not sign (the application role may insert rows;
+    integrity/checkpoints.py) is not taken for this checkpoint: it is signed and stored all the same, and
+    the row is reported (`checkpoint_row_not_the_archives`), as `verify` reports it."""
+    from wa_archive.integrity import checkpoints as signed_checkpoints
+
     await sequencing.integrate(pool)  # which also writes the tiles of the blocks it completed
-    log = await tree.load(pool)
-    size = log.size
-    last = await pool.fetchval("SELECT max(tree_size) FROM ledger_checkpoints")
-    if not size or last == size:
+    integrated = await tree.load(pool)
+    size = integrated.size
+    if not size:
         return None
-    root_hex = log.root().hex()
+    at_size = await pool.fetchrow("SELECT * FROM ledger_checkpoints WHERE tree_size = $1", size)
+    if at_size is not None and signed_checkpoints.signed_by(at_size, signer.public_key()):
+        return None  # nothing was added since the last one
+    root_hex = integrated.root().hex()
     body = canonical({"tree_size": size, "root_hash": root_hex,
                       "timestamp": datetime.now(timezone.utc).isoformat(),
                       "public_key": base64.b64encode(signer.public_key()).decode()})
@@ -289,11 +301,24 @@ async def write_checkpoint(pool: asyncpg.Pool, store: ObjectStore, signer: Signe
     async def chunks() -> AsyncIterator[bytes]:
         yield document
 
-    from datetime import timedelta
-
-    await store.put_stream(key, chunks(), content_type="application/json", metadata={"tree-size": str(size)},
-                           expected_sha256=None, retain_until=datetime.now(timezone.utc) + timedelta(days=3650))
+    try:
+        await store.put_stream(key, chunks(), content_type="application/json", metadata={"tree-size": str(size)},
+                               expected_sha256=None, retain_until=datetime.now(timezone.utc) + timedelta(days=3650))
+    except StorageConflict:
+        if at_size is None:
+            raise  # another writer signed this size a moment ago (its row follows)
+        _not_the_archives(at_size, key)  # and this size's own checkpoint was stored by an earlier run
+        return None
     await unstalled(pool, lambda conn: conn.execute(
         "INSERT INTO ledger_checkpoints (tree_size, root_hash, body, signature, storage_key) VALUES ($1,$2,$3,$4,$5)"
         " ON CONFLICT DO NOTHING", size, root_hex, body.decode(), signature, key))
+    recorded = await pool.fetchrow("SELECT * FROM ledger_checkpoints WHERE tree_size = $1", size)
+    if recorded is not None and not signed_checkpoints.signed_by(recorded, signer.public_key()):
+        _not_the_archives(recorded, key)
     return {"tree_size": size, "root_hash": root_hex, "storage_key": key}
+
+
+def _not_the_archives(row: asyncpg.Record, stored_as: str) -> None:
+    log.critical("checkpoint_row_not_the_archives", tree_size=row["tree_size"], storage_key=stored_as,
+                 hint="a row of ledger_checkpoints the archive did not sign holds this size; its checkpoint is"
+                      " in the store only; run `wa-archive verify` and look into who can write the database")

@@ -10,6 +10,7 @@ import asyncpg
 
 from wa_archive.db import ledger_candidates
 from wa_archive.errors import LedgerPending
+from wa_archive.integrity import checkpoints as signed_checkpoints
 from wa_archive.integrity import merkle, sequencing, tree
 from wa_archive.integrity.ledger import (
     check_checkpoint,
@@ -19,25 +20,26 @@ from wa_archive.integrity.ledger import (
 )
 
 
-async def receipt(pool: asyncpg.Pool, message_id: str, *,
+async def receipt(pool: asyncpg.Pool, message_id: str, *, public_key: bytes,
                   integrate_every: float = sequencing.DEFAULT_EVERY) -> dict[str, Any]:
-    """The message's current digest with an inclusion proof against the latest checkpoint.
+    """The message's current digest with an inclusion proof against the latest checkpoint signed by
+    `public_key` (the archive's: credentials.ledger_trust).
 
     Raises LookupError when there is nothing to prove yet, LedgerPending while its leaf awaits its number."""
     row = await pool.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
     if row is None:
         raise LookupError(f"no archived message with id {message_id!r}")
     media = await pool.fetch("SELECT * FROM media WHERE message_id = $1 ORDER BY position", message_id)
-    return await _receipt_of(pool, "message", message_id, message_digest(row, media), integrate_every)
+    return await _receipt_of(pool, "message", message_id, message_digest(row, media), integrate_every, public_key)
 
 
-async def consent_receipt(pool: asyncpg.Pool, entry_id: int, *,
+async def consent_receipt(pool: asyncpg.Pool, entry_id: int, *, public_key: bytes,
                           integrate_every: float = sequencing.DEFAULT_EVERY) -> dict[str, Any]:
     """A consent entry's digest with an inclusion proof against the latest checkpoint."""
     row = await pool.fetchrow("SELECT * FROM consent_entries WHERE id = $1", entry_id)
     if row is None:
         raise LookupError(f"no consent entry with id {entry_id}")
-    return await _receipt_of(pool, "consent", str(entry_id), consent_digest(row), integrate_every)
+    return await _receipt_of(pool, "consent", str(entry_id), consent_digest(row), integrate_every, public_key)
 
 
 async def pending_leaf(pool: asyncpg.Pool, kind: str, record_id: str, integrate_every: float) -> None:
@@ -51,14 +53,13 @@ async def pending_leaf(pool: asyncpg.Pool, kind: str, record_id: str, integrate_
 
 
 async def _receipt_of(pool: asyncpg.Pool, kind: str, record_id: str, digest: str,
-                      integrate_every: float) -> dict[str, Any]:
+                      integrate_every: float, public_key: bytes) -> dict[str, Any]:
     await pending_leaf(pool, kind, record_id, integrate_every)
     leaf = await pool.fetchrow("SELECT seq FROM ledger_leaves WHERE kind = $1 AND record_id = $2"
                                " ORDER BY seq DESC LIMIT 1", kind, record_id)
     if leaf is None:
         raise LookupError(f"{kind} {record_id!r} has no ledger entry")
-    checkpoint = await pool.fetchrow("SELECT * FROM ledger_checkpoints WHERE tree_size > $1"
-                                     " ORDER BY tree_size DESC LIMIT 1", leaf["seq"])
+    checkpoint = await signed_checkpoints.latest(pool, public_key, covering=leaf["seq"])
     if checkpoint is None:
         raise LookupError(f"no checkpoint covers this {kind} yet; run `wa-archive ledger checkpoint`")
     return {
@@ -76,7 +77,7 @@ async def inclusion_proof(pool: asyncpg.Pool, index: int, tree_size: int) -> lis
     return [h.hex() for h in log.inclusion_proofs([index])[index]]
 
 
-async def message_standing(pool: asyncpg.Pool, message_id: str) -> dict[str, Any] | None:
+async def message_standing(pool: asyncpg.Pool, message_id: str, public_key: bytes) -> dict[str, Any] | None:
     """Where a message stands in the ledger, as its page tells an auditor: its record digest today, the
     latest leaf that vouches for it (and whether the two still agree), and the latest signed checkpoint
     whose tree includes that leaf (None until one is signed). None when the message is not archived."""
@@ -92,8 +93,7 @@ async def message_standing(pool: asyncpg.Pool, message_id: str) -> dict[str, Any
     pending = None if since is None else {"since": since.isoformat()}
     if leaf is None:
         return {"digest": digest, "leaf": None, "checkpoint": None, "pending": pending}
-    checkpoint = await pool.fetchrow("SELECT tree_size, created_at FROM ledger_checkpoints WHERE tree_size > $1"
-                                     " ORDER BY tree_size DESC LIMIT 1", leaf["seq"])
+    checkpoint = await signed_checkpoints.latest(pool, public_key, covering=leaf["seq"])
     return {
         "digest": digest,
         "leaf": {"index": leaf["seq"], "digest": leaf["digest"], "unchanged": leaf["digest"] == digest,
@@ -107,18 +107,18 @@ async def message_standing(pool: asyncpg.Pool, message_id: str) -> dict[str, Any
 Receipts = dict[str, dict[str, Any]]  # record id -> its receipt document
 
 
-async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str], others: dict[str, dict[str, str]] | None = None
-                        ) -> tuple[list[dict[str, Any]], Receipts, dict[str, Receipts]]:
-    """Every checkpoint (each with a consistency proof from the one before), a receipt per exported
-    message (id -> the digest of the state exported), and one per other exported record (`others`: kind
-    -> record id -> its digest, e.g. reconciliation reports and consent entries; answered by kind), each
-    against the latest checkpoint, where it covers the leaf.
+async def bundle_proofs(pool: asyncpg.Pool, digests: dict[str, str], others: dict[str, dict[str, str]] | None = None,
+                        *, public_key: bytes) -> tuple[list[dict[str, Any]], Receipts, dict[str, Receipts]]:
+    """Every checkpoint signed by `public_key` (each with a consistency proof from the one before), a
+    receipt per exported message (id -> the digest of the state exported), and one per other exported
+    record (`others`: kind -> record id -> its digest, e.g. reconciliation reports and consent entries;
+    answered by kind), each against the latest checkpoint, where it covers the leaf.
 
     The tree is read once, through its tiles, for all of them; a record whose exported state has no
     covered leaf gets none.
     """
     checkpoints = [{"tree_size": r["tree_size"], "body": r["body"], "signature": r["signature"]}
-                   for r in await pool.fetch("SELECT * FROM ledger_checkpoints ORDER BY tree_size")]
+                   for r in await signed_checkpoints.every(pool, public_key)]
     if not checkpoints:
         return [], {}, {}
     latest = checkpoints[-1]

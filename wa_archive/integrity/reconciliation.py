@@ -25,6 +25,7 @@ import structlog
 from wa_archive.config import Settings
 from wa_archive.db import reconciliation as db
 from wa_archive.errors import GraphRequestRefused, JsonRefused, LedgerPending, MediaAccessDenied, SourceError
+from wa_archive.integrity import checkpoints as signed_checkpoints
 from wa_archive.integrity import ledger, receipts
 from wa_archive.json_input import load_json
 from wa_archive.models import ArchiveOptions
@@ -377,13 +378,13 @@ async def save(pool: asyncpg.Pool, report: dict[str, Any], gaps: list[str], *, w
     return row
 
 
-async def receipt(pool: asyncpg.Pool, row: asyncpg.Record) -> dict[str, Any] | None:
-    """The report's leaf with an inclusion proof against the latest checkpoint covering it (None while
-    none does yet); `wa-archive verify-receipt` checks it offline."""
+async def receipt(pool: asyncpg.Pool, row: asyncpg.Record, public_key: bytes) -> dict[str, Any] | None:
+    """The report's leaf with an inclusion proof against the latest checkpoint signed by `public_key`
+    covering it (None while none does yet); `wa-archive verify-receipt` checks it offline."""
     leaf = await db.report_leaf(pool, row["id"])
     if leaf is None:
         return None
-    checkpoint = await db.checkpoint_covering(pool, leaf["seq"])
+    checkpoint = await signed_checkpoints.latest(pool, public_key, covering=leaf["seq"])
     if checkpoint is None:
         return None
     return {

@@ -17,6 +17,7 @@ import structlog
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from wa_archive.config import Settings
+from wa_archive.credentials import ledger_trust
 from wa_archive.db import gauges as figures
 from wa_archive.db import handoffs
 from wa_archive.observability import metrics
@@ -40,7 +41,7 @@ def _unix(at: datetime | None) -> float:
 async def refresh_database_gauges(pool: asyncpg.Pool, settings: Settings) -> None:
     """Read every database-derived figure once and set its gauge."""
     now = datetime.now(timezone.utc)
-    read = await figures.archive_figures(pool)
+    read = await figures.archive_figures(pool, ledger_trust(settings))
     metrics.DELIVERIES_AWAITING_HANDOFF.set(await deliveries_awaiting_handoff(pool, settings))
     metrics.LAST_DELIVERY.set(_unix(read.last_delivery_at))
     metrics.LEDGER_TREE_SIZE.set(read.ledger_tree_size)

@@ -1,0 +1,64 @@
+"""Which rows of ledger_checkpoints the archive signed: the only ones any reader picks.
+
+The worker records each checkpoint it signs as a row, so the application role may insert rows there,
+and nothing in the database can check an Ed25519 signature. A row inserted with the database's
+credentials alone (migration 026 keeps it within the integrated log) would otherwise be taken for the
+latest checkpoint: receipts made against it fail every verifier, the gauges say a checkpoint was just
+signed, and the writer, finding a row at its size, signs nothing. So a reader picks among the rows
+signed by the trusted key (`credentials.ledger_trust`: WA_ARCHIVE_LEDGER_PUBLIC_KEY, or the signing
+key's public half) and passes over the rest, logging each once; `verify` names them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import asyncpg
+import structlog
+
+from wa_archive.integrity.ledger import check_checkpoint
+
+log = structlog.get_logger("wa_archive.ledger")
+
+# Rows read at a time when passing over rows the archive did not sign (normally the first one read is).
+_BATCH = 16
+
+
+@lru_cache(maxsize=4096)  # rows are append-only: a verdict holds for as long as the row's bytes do
+def _signed(public_key: bytes, tree_size: int, root_hash: str, body: str, signature: str) -> bool:
+    parsed, problems = check_checkpoint(body, signature, public_key)
+    if parsed is not None and not problems:
+        if parsed["tree_size"] == tree_size and parsed["root_hash"] == root_hash:
+            return True
+        problems = ["its signed body names another tree size or root than its row"]
+    log.error("checkpoint_not_signed_by_archive", tree_size=tree_size, problems=problems)
+    return False
+
+
+def signed_by(row: asyncpg.Record | dict[str, Any], public_key: bytes) -> bool:
+    """Whether the checkpoint row is signed by `public_key` and its signed body says what the row says."""
+    return _signed(public_key, row["tree_size"], row["root_hash"], row["body"], row["signature"])
+
+
+async def latest(db: asyncpg.Pool | asyncpg.Connection, public_key: bytes, *,
+                 covering: int = -1) -> asyncpg.Record | None:
+    """The latest checkpoint row signed by `public_key` whose tree includes leaf `covering` (any, by
+    default); None when there is none."""
+    below: int | None = None
+    while True:
+        rows = await db.fetch("SELECT * FROM ledger_checkpoints WHERE tree_size > $1"
+                              " AND ($2::bigint IS NULL OR tree_size < $2) ORDER BY tree_size DESC LIMIT $3",
+                              covering, below, _BATCH)
+        for row in rows:
+            if signed_by(row, public_key):
+                return row
+        if len(rows) < _BATCH:
+            return None
+        below = rows[-1]["tree_size"]
+
+
+async def every(db: asyncpg.Pool | asyncpg.Connection, public_key: bytes) -> list[asyncpg.Record]:
+    """Every checkpoint row signed by `public_key`, oldest first."""
+    return [row for row in await db.fetch("SELECT * FROM ledger_checkpoints ORDER BY tree_size")
+            if signed_by(row, public_key)]
