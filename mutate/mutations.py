@@ -661,4 +661,30 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/test_ledger_attacks.py::"
                "test_a_transaction_the_application_role_keeps_open_cannot_hold_the_integrator_up",),
     ),
+    Mutation(
+        name="checkpoint-rows-taken-unsigned",
+        file="wa_archive/integrity/checkpoints.py",
+        original="            if signed_by(row, public_key):\n                return row\n",
+        replacement="            return row\n",
+        promise="receipts and gauges use only checkpoint rows signed with the ledger key",
+        tests=("tests/test_checkpoint_forgery.py::test_a_checkpoint_row_the_archive_did_not_sign_is_passed_over",),
+    ),
+    Mutation(
+        name="checkpoint-row-beyond-the-log-accepted",
+        file="wa_archive/db/migrations/026_checkpoints_within_the_log.sql",
+        original="OR NEW.tree_size > integrated THEN",
+        replacement="THEN",
+        promise="no checkpoint row may cover a leaf that is not integrated",
+        tests=("tests/test_checkpoint_forgery.py::"
+               "test_the_application_role_cannot_record_a_checkpoint_beyond_the_integrated_log",),
+    ),
+    Mutation(
+        name="page-fails-after-a-media-column-is-added",
+        file="wa_archive/discovery/search.py",
+        original="        except asyncpg.OutdatedSchemaCacheError:",
+        replacement="        except ZeroDivisionError:",
+        promise="a migration adding a column beside running servers fails no page",
+        tests=("tests/test_schema_change_while_serving.py::"
+               "test_a_page_is_read_whole_after_a_column_is_added_to_media_while_serving",),
+    ),
 ]

@@ -175,7 +175,15 @@ async def search(pool: asyncpg.Pool, f: Filters, *, ascending: bool = False,
     """One page of messages (`columns` of each, as build_query() says) and the cursor of the next page
     (None on the last page)."""
     sql, args = build_query(f, ascending=ascending, columns=columns)
-    rows = await pool.fetch(sql, *args)
+    async with pool.acquire() as conn:
+        try:
+            rows = await conn.fetch(sql, *args)
+        except asyncpg.OutdatedSchemaCacheError:
+            # A page's media come as the media table's row type, whose layout asyncpg caches per
+            # connection: after a migration changed it beside running servers (a column added), the
+            # first page on each connection finds the cache stale. asyncpg has just reloaded it on this
+            # connection, and a read is safe to ask again.
+            rows = await conn.fetch(sql, *args)
     more = len(rows) > f.limit
     rows = rows[: f.limit]
     cursor = encode_cursor(rows[-1]["ts"], rows[-1]["id"]) if more and rows else None
