@@ -687,4 +687,12 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/test_schema_change_while_serving.py::"
                "test_a_page_is_read_whole_after_a_column_is_added_to_media_while_serving",),
     ),
+    Mutation(
+        name="revoked-token-brought-back",
+        file="wa_archive/db/migrations/027_revocation_is_final.sql",
+        original="    IF OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS DISTINCT FROM OLD.revoked_at THEN",
+        replacement="    IF false THEN",
+        promise="a revoked token stays revoked, whoever holds the application role's credentials",
+        tests=("tests/test_db_roles.py::test_a_revoked_token_stays_revoked",),
+    ),
 ]

@@ -381,3 +381,19 @@ async def test_dev_upgrades_a_one_role_data_dir_and_runs_as_the_application_role
             await conn.close()
     finally:
         assert await asyncio.to_thread(_stop, proc) == 0, log.read_text()[-3000:]
+
+
+async def test_a_revoked_token_stays_revoked(clean_db):
+    """The application role may set revoked_at (`tokens revoke` runs as it), and used to be able to set it
+    back to NULL or move it: a leaked token revoked by an administrator could be brought back unseen."""
+    from wa_archive.access.tokens import authenticate, create_token, revoke_token
+
+    pool = clean_db
+    token = await create_token(pool, "revoked-for-good", "auditor")
+    await revoke_token(pool, "revoked-for-good")
+    for sql in ("UPDATE api_tokens SET revoked_at = NULL WHERE name = 'revoked-for-good'",
+                "UPDATE api_tokens SET revoked_at = now() + interval '1 year' WHERE name = 'revoked-for-good'"):
+        with pytest.raises(asyncpg.RaiseError, match="revoked"):
+            await pool.execute(sql)
+    assert await authenticate(pool, token) is None
+    await pool.execute("UPDATE api_tokens SET last_used_at = now() WHERE name = 'revoked-for-good'")  # still allowed

@@ -118,7 +118,8 @@ class Settings(BaseSettings):
     # from any other peer those headers are ignored, so a client cannot forge its address or TLS.
     trusted_proxies: str | None = None
     # Verifiers' trust anchor: the ledger's public key (base64 or hex), held apart from the archive.
-    # verify-receipt and verify-export refuse to run without it (or --public-key).
+    # verify-receipt and verify-export refuse to run without it (or --public-key). The server requires
+    # it unless it has the signing key: only checkpoint rows signed with it are used.
     ledger_public_key: str | None = None
     # Database roles: `migrate` connects as the schema owner; everything else as the application
     # role, which owns nothing and holds only the grants `migrate` gives it.
