@@ -165,6 +165,27 @@ def test_a_folder_entry_cannot_carry_a_file_that_verify_export_never_sees(tmp_pa
     assert any(p.startswith("ledger/receipts/: ") for p in problems), problems
 
 
+def test_a_document_nested_past_the_parser_is_named_not_a_crash_of_verify_export(tmp_path):
+    """JSON nested deeper than the parser goes made verify-export stop with a RecursionError: in the
+    signature file, read before anything is proven, and in a receipt or checkpoint of a signed bundle."""
+    public_key = Signer(base64.b64decode(LEDGER_KEY)).public_key()
+    deep = b"[" * 100_000 + b"]" * 100_000
+    unsigned = tmp_path / "unsigned.zip"
+    with zipfile.ZipFile(unsigned, "w") as zf:
+        zf.writestr("manifest.json", b"{}")
+        zf.writestr("manifest.sig", deep)
+    assert any("nested too deeply" in p for p in verify_bundle(unsigned, public_key))
+    signed = tmp_path / "signed.zip"
+    _signed_bundle(signed, {"ledger/checkpoints/000000000001.json": deep}, [])
+    assert any("nested too deeply" in p for p in verify_bundle(signed, public_key))
+    receipt = tmp_path / "receipt.json"
+    receipt.write_bytes(deep)
+    done = subprocess.run([sys.executable, "-m", "wa_archive.cli", "verify-receipt", str(receipt), "--public-key",
+                           base64.b64encode(public_key).decode()], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "WA_ARCHIVE_DATA_DIR": str(tmp_path / "data")})
+    assert done.returncode == 2 and "cannot read" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
 # Configuration ------------------------------------------------------------------------------------
 
 

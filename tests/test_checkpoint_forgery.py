@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
+from tests.conftest import DatabaseUrls, scratch_database
 from tests.test_auditor_access import _archive_texts, _call, _signer
+from wa_archive.db import create_pool, migrate
 from wa_archive.db import gauges as figures
-from wa_archive.integrity import ledger, receipts, sequencing, tree, verification
+from wa_archive.devstack.embedded import APP_ROLE
+from wa_archive.errors import StorageConflict
+from wa_archive.integrity import checkpoints, ledger, receipts, sequencing, tree, verification
 from wa_archive.integrity.ledger import Signer, canonical
+from wa_archive.storage.filesystem import FilesystemStore
 
 INTRUDER = Signer(bytes(range(32)))  # a key that is not the archive's
 
@@ -44,8 +50,97 @@ async def test_the_application_role_cannot_record_a_checkpoint_beyond_the_integr
     for size in (2, 10**12, 0, -1):
         with pytest.raises(asyncpg.CheckViolationError, match="integrated"):
             await _forge(pool, size)
+    # Nor by a temporary table of its own standing in for the head (found by a review: the check read
+    # "ledger_head" as the caller's search_path found it, temporary tables first).
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TEMP TABLE ledger_head (id integer, size bigint)")
+        await conn.execute("INSERT INTO ledger_head VALUES (1, 1000000000000)")
+        with pytest.raises(asyncpg.CheckViolationError, match="integrated log has 1 leaves"):
+            await conn.execute(
+                "INSERT INTO ledger_checkpoints (tree_size, root_hash, body, signature, storage_key)"
+                " VALUES (1000000000000, '00', '{}', 'x', 'x')")
+        await conn.execute("DROP TABLE pg_temp.ledger_head")
+    # Nor a row larger than a checkpoint: every reader reads the rows it passes over.
+    with pytest.raises(asyncpg.CheckViolationError, match="the_size_of_one"):
+        await pool.execute("INSERT INTO ledger_checkpoints (tree_size, root_hash, body, signature, storage_key)"
+                           " VALUES (1, '00', $1, 'x', 'x')", "[" * 100_000)
     await _forge(pool, 1)  # within the log: refused only by its signature, which readers check
     assert await pool.fetchval("SELECT count(*) FROM ledger_checkpoints") == 1
+
+
+async def test_a_row_no_parser_can_read_is_passed_over_not_fatal(database_urls: DatabaseUrls, tmp_path):
+    """A body nested deeper than the JSON parser goes made every reader of the latest checkpoint raise:
+    the receipts, the gauges and the checkpoint writer. Migration 026 bounds a row's size from then on;
+    one written before it is passed over like any other row the archive did not sign."""
+    async with scratch_database(database_urls, "wa_deep") as (owner_url, app_url):
+        await migrate(owner_url, app_role=APP_ROLE, until=25)
+        pool = await create_pool(app_url, max_size=2)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await ledger.append(conn, "access", "one", "ab" * 32)
+            signed = await ledger.write_checkpoint(pool, FilesystemStore(tmp_path / "store"), _signer())
+            assert signed is not None
+            async with pool.acquire() as conn, conn.transaction():
+                await ledger.append(conn, "access", "two", "cd" * 32)
+            await sequencing.integrate(pool)
+            await pool.execute("INSERT INTO ledger_checkpoints (tree_size, root_hash, body, signature, storage_key)"
+                               " VALUES (2, '00', $1, 'x', 'x')", "[" * 100_000 + "]" * 100_000)
+            await migrate(owner_url, app_role=APP_ROLE)
+            with capture_logs() as logs:
+                latest = await checkpoints.latest(pool, _signer().public_key())
+            assert latest is not None and latest["tree_size"] == signed["tree_size"]
+            assert [e["tree_size"] for e in logs if e["event"] == "checkpoint_not_signed_by_archive"] == [2]
+            assert (await figures.archive_figures(pool, _signer().public_key())).checkpoint_tree_size == 1
+            problems = await verification.verify_log(pool, _signer().public_key())
+            assert any(p.startswith("checkpoint 2: not a checkpoint (RecursionError") for p in problems), problems
+        finally:
+            await pool.close()
+
+
+async def test_a_checkpoint_stored_by_a_run_that_stopped_before_its_row_is_recorded_by_the_next(clean_db, tmp_path):
+    """A run that stored its checkpoint and stopped before writing the row (a worker killed between the
+    two) left each retry signing the same size anew and refused by the write-once store, for as long as
+    the log stayed that size. The next run records the stored checkpoint, once checked to be the archive's."""
+    pool = clean_db
+    store = FilesystemStore(tmp_path / "store")
+    async with pool.acquire() as conn, conn.transaction():
+        await ledger.append(conn, "access", "one", "ab" * 32)
+    await sequencing.integrate(pool)
+    root_hex = (await tree.load(pool)).root().hex()
+    body = canonical({"tree_size": 1, "root_hash": root_hex, "timestamp": "2026-01-01T00:00:00+00:00",
+                      "public_key": base64.b64encode(_signer().public_key()).decode()})
+    stopped_run = ledger.checkpoint_document(body.decode(), base64.b64encode(_signer().sign(body)).decode())
+
+    async def chunks():
+        yield stopped_run
+
+    await store.put_stream(ledger.checkpoint_key(1), chunks(), content_type="application/json",
+                           metadata={"tree-size": "1"}, expected_sha256=None,
+                           retain_until=datetime.now(timezone.utc) + timedelta(days=1))
+    written = await ledger.write_checkpoint(pool, store, _signer())
+    assert written is not None and written["tree_size"] == 1
+    row = await pool.fetchrow("SELECT body, signature FROM ledger_checkpoints WHERE tree_size = 1")
+    assert ledger.checkpoint_document(row["body"], row["signature"]) == stopped_run
+    assert await verification.verify_checkpoint_copies(pool, store, _signer().public_key()) == []
+    assert await ledger.write_checkpoint(pool, store, _signer()) is None  # nothing added since
+
+    # A stored copy that is not the archive's is a conflict, as before: never recorded.
+    async with pool.acquire() as conn, conn.transaction():
+        await ledger.append(conn, "access", "two", "cd" * 32)
+    await sequencing.integrate(pool)
+    forged = canonical({"tree_size": 2, "root_hash": (await tree.load(pool)).root().hex(),
+                        "timestamp": "2026-01-01T00:00:00+00:00",
+                        "public_key": base64.b64encode(INTRUDER.public_key()).decode()})
+
+    async def forged_chunks():
+        yield ledger.checkpoint_document(forged.decode(), base64.b64encode(INTRUDER.sign(forged)).decode())
+
+    await store.put_stream(ledger.checkpoint_key(2), forged_chunks(), content_type="application/json",
+                           metadata={"tree-size": "2"}, expected_sha256=None,
+                           retain_until=datetime.now(timezone.utc) + timedelta(days=1))
+    with pytest.raises(StorageConflict, match="not the archive's"):
+        await ledger.write_checkpoint(pool, store, _signer())
+    assert await pool.fetchval("SELECT count(*) FROM ledger_checkpoints WHERE tree_size = 2") == 0
 
 
 async def test_a_checkpoint_row_the_archive_did_not_sign_is_passed_over(stack):

@@ -199,8 +199,8 @@ async def cmd_verify_receipt(settings: Settings, args: argparse.Namespace) -> in
         doc = json.loads(Path(args.file).read_text())
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
-    except (OSError, ValueError) as exc:
-        print(f"wa-archive: cannot read {args.file}: {exc}", file=sys.stderr)
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested past the parser
+        print(f"wa-archive: cannot read {args.file}: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
         return 2
     problems = receipts.verify_receipt(doc, key)
     if args.json:

@@ -41,19 +41,27 @@ def verify_bundle(path: str | os.PathLike[str], public_key: bytes) -> list[str]:
     except (zipfile.BadZipFile, OSError) as exc:
         return [f"not a readable ZIP file: {exc}"]
     with zf:
-        manifest, problems = _signed_manifest(zf, public_key)
-        if manifest is None:
-            return problems
-        listed = {f["path"]: f for f in manifest.get("files", []) if isinstance(f, dict) and "path" in f}
-        problems += _files_against_manifest(zf, listed)
-        checkpoints, found = _checkpoints(zf, listed, public_key)
-        problems += found
-        found, judged = _messages_against_receipts(zf, listed, checkpoints, public_key, manifest.get("messages"))
-        problems += found
-        problems += _reports_against_receipts(zf, listed, checkpoints, public_key, manifest)
-        found, entries = _consent_against_receipts(zf, listed, checkpoints, public_key, manifest)
-        problems += found
-        problems += _send_time_consent(judged, entries)
+        try:
+            return _verify_open_bundle(zf, public_key)
+        except RecursionError:  # a document of the bundle nested past what the JSON parser goes
+            return ["a JSON document in the bundle is nested too deeply to read: not a bundle the archive made"]
+
+
+def _verify_open_bundle(zf: zipfile.ZipFile, public_key: bytes) -> list[str]:
+    """The problems of an opened bundle, as verify_bundle() says."""
+    manifest, problems = _signed_manifest(zf, public_key)
+    if manifest is None:
+        return problems
+    listed = {f["path"]: f for f in manifest.get("files", []) if isinstance(f, dict) and "path" in f}
+    problems += _files_against_manifest(zf, listed)
+    checkpoints, found = _checkpoints(zf, listed, public_key)
+    problems += found
+    found, judged = _messages_against_receipts(zf, listed, checkpoints, public_key, manifest.get("messages"))
+    problems += found
+    problems += _reports_against_receipts(zf, listed, checkpoints, public_key, manifest)
+    found, entries = _consent_against_receipts(zf, listed, checkpoints, public_key, manifest)
+    problems += found
+    problems += _send_time_consent(judged, entries)
     return problems
 
 

@@ -11,7 +11,7 @@ key's public half) and passes over the rest, logging each once; `verify` names t
 
 from __future__ import annotations
 
-from functools import lru_cache
+import hashlib
 from typing import Any
 
 import asyncpg
@@ -23,22 +23,38 @@ log = structlog.get_logger("wa_archive.ledger")
 
 # Rows read at a time when passing over rows the archive did not sign (normally the first one read is).
 _BATCH = 16
-
-
-@lru_cache(maxsize=4096)  # rows are append-only: a verdict holds for as long as the row's bytes do
-def _signed(public_key: bytes, tree_size: int, root_hash: str, body: str, signature: str) -> bool:
-    parsed, problems = check_checkpoint(body, signature, public_key)
-    if parsed is not None and not problems:
-        if parsed["tree_size"] == tree_size and parsed["root_hash"] == root_hash:
-            return True
-        problems = ["its signed body names another tree size or root than its row"]
-    log.error("checkpoint_not_signed_by_archive", tree_size=tree_size, problems=problems)
-    return False
+# Verdicts kept per process, by the row's bytes: rows are append-only, so a verdict holds as long as
+# they do, and each row passed over is checked (and logged) once. Rows are small (migration 026 bounds
+# them), and the memory is forgotten whole when full.
+_VERDICTS: dict[tuple[bytes, int, bytes], bool] = {}
+_VERDICTS_KEPT = 16384
 
 
 def signed_by(row: asyncpg.Record | dict[str, Any], public_key: bytes) -> bool:
     """Whether the checkpoint row is signed by `public_key` and its signed body says what the row says."""
-    return _signed(public_key, row["tree_size"], row["root_hash"], row["body"], row["signature"])
+    tree_size, root_hash, body, signature = row["tree_size"], row["root_hash"], row["body"], row["signature"]
+    seen = (public_key, tree_size,
+            hashlib.sha256("\0".join((root_hash, body, signature)).encode("utf-8", "surrogatepass")).digest())
+    verdict = _VERDICTS.get(seen)
+    if verdict is None:
+        verdict = _check(public_key, tree_size, root_hash, body, signature)
+        if len(_VERDICTS) >= _VERDICTS_KEPT:
+            _VERDICTS.clear()
+        _VERDICTS[seen] = verdict
+    return verdict
+
+
+def _check(public_key: bytes, tree_size: int, root_hash: str, body: str, signature: str) -> bool:
+    try:
+        parsed, problems = check_checkpoint(body, signature, public_key)
+    except Exception as exc:  # noqa: BLE001 - whatever a row written by someone else makes the parser do
+        parsed, problems = None, [f"not a checkpoint ({type(exc).__name__})"]
+    if parsed is not None and not problems:
+        if parsed.get("tree_size") == tree_size and parsed.get("root_hash") == root_hash:
+            return True
+        problems = ["its signed body names another tree size or root than its row"]
+    log.error("checkpoint_not_signed_by_archive", tree_size=tree_size, problems=problems)
+    return False
 
 
 async def latest(db: asyncpg.Pool | asyncpg.Connection, public_key: bytes, *,

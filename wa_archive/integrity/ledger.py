@@ -262,8 +262,8 @@ def check_checkpoint(body: str, signature: str, public_key: bytes | None) -> tup
         bytes.fromhex(root_hex)
         raw_signature = base64.b64decode(signature, validate=True)
         own_key = base64.b64decode(parsed.get("public_key", ""))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        return None, [f"not a checkpoint ({exc})"]
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # nested past the parser too
+        return None, [f"not a checkpoint ({type(exc).__name__}: {str(exc)[:200]})"]
     problems = []
     if public_key is not None and own_key != public_key:
         problems.append("signed by a different key than the one trusted")
@@ -301,21 +301,44 @@ async def write_checkpoint(pool: asyncpg.Pool, store: ObjectStore, signer: Signe
     async def chunks() -> AsyncIterator[bytes]:
         yield document
 
+    recorded_body, recorded_signature = body.decode(), signature
     try:
         await store.put_stream(key, chunks(), content_type="application/json", metadata={"tree-size": str(size)},
                                expected_sha256=None, retain_until=datetime.now(timezone.utc) + timedelta(days=3650))
     except StorageConflict:
-        if at_size is None:
-            raise  # another writer signed this size a moment ago (its row follows)
-        _not_the_archives(at_size, key)  # and this size's own checkpoint was stored by an earlier run
-        return None
+        # This size was signed and stored before: by another writer a moment ago, or by a run that
+        # stopped before its row (its retries would otherwise conflict for as long as the log stays
+        # this size). The stored one is recorded, once checked to be the archive's, of this same tree.
+        stored = await _stored_checkpoint(store, key, size, root_hex, signer.public_key())
+        if at_size is not None:
+            _not_the_archives(at_size, key)
+            return None
+        recorded_body, recorded_signature = stored
     await unstalled(pool, lambda conn: conn.execute(
         "INSERT INTO ledger_checkpoints (tree_size, root_hash, body, signature, storage_key) VALUES ($1,$2,$3,$4,$5)"
-        " ON CONFLICT DO NOTHING", size, root_hex, body.decode(), signature, key))
+        " ON CONFLICT DO NOTHING", size, root_hex, recorded_body, recorded_signature, key))
     recorded = await pool.fetchrow("SELECT * FROM ledger_checkpoints WHERE tree_size = $1", size)
     if recorded is not None and not signed_checkpoints.signed_by(recorded, signer.public_key()):
         _not_the_archives(recorded, key)
     return {"tree_size": size, "root_hash": root_hex, "storage_key": key}
+
+
+async def _stored_checkpoint(store: ObjectStore, key: str, size: int, root_hex: str,
+                             public_key: bytes) -> tuple[str, str]:
+    """The body and signature of the checkpoint stored under `key`; StorageConflict unless it is signed
+    by `public_key` over this tree (size and root)."""
+    from wa_archive.integrity import checkpoints as signed_checkpoints
+
+    raw = b"".join([part async for part in store.read(key)])
+    try:
+        doc = json.loads(raw)
+        body, signature = str(doc["body"]), str(doc["signature"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StorageConflict(f"{key} holds something else than a checkpoint") from exc
+    if not signed_checkpoints.signed_by(
+            {"tree_size": size, "root_hash": root_hex, "body": body, "signature": signature}, public_key):
+        raise StorageConflict(f"{key} holds a checkpoint that is not the archive's of this tree")
+    return body, signature
 
 
 def _not_the_archives(row: asyncpg.Record, stored_as: str) -> None:
