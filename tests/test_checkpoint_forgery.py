@@ -186,3 +186,33 @@ async def test_a_checkpoint_row_the_archive_did_not_sign_is_passed_over(stack):
     assert status == 200 and receipts.verify_receipt(json.loads(body), trusted) == [], body
     listed, _, _ = await receipts.bundle_proofs(stack.pool, {}, public_key=trusted)
     assert [c["tree_size"] for c in listed] == [signed["tree_size"], later["tree_size"]]
+
+
+async def test_a_reader_passes_over_a_bounded_number_of_rows_then_says_so(clean_db, tmp_path):
+    """The application role may number leaves itself (ledger_integrate) and insert a row at every size it
+    made, one statement for thousands: readers passed over every one on every call. A reader now passes
+    over at most checkpoints.PASS_OVER_AT_MOST, then answers as if none were signed, and says so."""
+    pool = clean_db
+    async with pool.acquire() as conn, conn.transaction():
+        await ledger.append(conn, "access", "first", "ab" * 32)
+    signed = await ledger.write_checkpoint(pool, FilesystemStore(tmp_path / "store"), _signer())
+    assert signed is not None and signed["tree_size"] == 1
+    many = checkpoints.PASS_OVER_AT_MOST + 50
+    async with pool.acquire() as conn, conn.transaction():
+        for n in range(many):
+            await ledger.append(conn, "access", f"later-{n}", f"{n:064x}")
+    await pool.fetch("SELECT * FROM ledger_integrate($1)", many)
+
+    async def forge_sizes(first: int, last: int) -> None:
+        await pool.execute("INSERT INTO ledger_checkpoints (tree_size, root_hash, body, signature, storage_key)"
+                           " SELECT g, '00', '{}', 'x', 'x' FROM generate_series($1::bigint, $2::bigint) g",
+                           first, last)
+
+    await forge_sizes(2, 100)
+    assert (await checkpoints.latest(pool, _signer().public_key()))["tree_size"] == 1
+    await forge_sizes(101, 1 + many)
+    with capture_logs() as logs:
+        assert await checkpoints.latest(pool, _signer().public_key()) is None
+    assert [e["passed_over"] for e in logs if e["event"] == "checkpoint_search_gave_up"] == \
+        [checkpoints.PASS_OVER_AT_MOST]
+    assert (await figures.archive_figures(pool, _signer().public_key())).checkpoint_at is None

@@ -21,8 +21,12 @@ from wa_archive.integrity.ledger import check_checkpoint
 
 log = structlog.get_logger("wa_archive.ledger")
 
-# Rows read at a time when passing over rows the archive did not sign (normally the first one read is).
+# Rows read at a time when passing over rows the archive did not sign (normally the first one read is),
+# and how many one call passes over before it gives up: an insider who keeps the archive's rows out
+# (SECURITY.md, "What does not stop them yet") then costs each reader a bounded read, and the readers
+# answer as if no checkpoint were signed, which the checkpoint alerts report.
 _BATCH = 16
+PASS_OVER_AT_MOST = 1024
 # Verdicts kept per process, by the row's bytes: rows are append-only, so a verdict holds as long as
 # they do, and each row passed over is checked (and logged) once. Rows are small (migration 026 bounds
 # them), and the memory is forgotten whole when full.
@@ -62,7 +66,8 @@ async def latest(db: asyncpg.Pool | asyncpg.Connection, public_key: bytes, *,
     """The latest checkpoint row signed by `public_key` whose tree includes leaf `covering` (any, by
     default); None when there is none."""
     below: int | None = None
-    while True:
+    passed = 0
+    while passed < PASS_OVER_AT_MOST:
         rows = await db.fetch("SELECT * FROM ledger_checkpoints WHERE tree_size > $1"
                               " AND ($2::bigint IS NULL OR tree_size < $2) ORDER BY tree_size DESC LIMIT $3",
                               covering, below, _BATCH)
@@ -71,7 +76,11 @@ async def latest(db: asyncpg.Pool | asyncpg.Connection, public_key: bytes, *,
                 return row
         if len(rows) < _BATCH:
             return None
+        passed += len(rows)
         below = rows[-1]["tree_size"]
+    log.critical("checkpoint_search_gave_up", passed_over=passed, below=below,
+                 hint="the latest checkpoint rows are not the archive's; run `wa-archive verify`")
+    return None
 
 
 async def every(db: asyncpg.Pool | asyncpg.Connection, public_key: bytes) -> list[asyncpg.Record]:
