@@ -16,6 +16,8 @@ import zipfile
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
+
 from tests.conftest import LEDGER_KEY
 from tests.test_auditor_access import _call, _mark, _refused_rows
 from tests.test_export import _cli, _env
@@ -24,6 +26,7 @@ from wa_archive.access.refusals import Refusal, RefusalLog
 from wa_archive.access.wording import describe
 from wa_archive.config import read_settings
 from wa_archive.discovery.export_verify import verify_bundle
+from wa_archive.integrity import receipts
 from wa_archive.integrity.ledger import Signer
 
 # Cursors ------------------------------------------------------------------------------------------
@@ -184,6 +187,48 @@ def test_a_document_nested_past_the_parser_is_named_not_a_crash_of_verify_export
                            base64.b64encode(public_key).decode()], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "WA_ARCHIVE_DATA_DIR": str(tmp_path / "data")})
     assert done.returncode == 2 and "cannot read" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def _signed_checkpoint() -> dict[str, str]:
+    """A checkpoint of one leaf signed by the test's ledger key (a genuine bundle's, in effect)."""
+    signer = Signer(base64.b64decode(LEDGER_KEY))
+    body = json.dumps({"public_key": base64.b64encode(signer.public_key()).decode(), "root_hash": "00" * 32,
+                       "timestamp": "2026-01-01T00:00:00+00:00", "tree_size": 1}, sort_keys=True,
+                      separators=(",", ":")).encode()
+    return {"body": body.decode(), "signature": base64.b64encode(signer.sign(body)).decode()}
+
+
+@pytest.mark.parametrize("shape", ["record-a-list", "body-a-list", "lone-surrogate"])
+def test_a_receipt_of_the_wrong_shape_is_named_not_a_crash_of_the_verifiers(tmp_path, shape):
+    """Found by a review: a receipt whose fields had the wrong types (or text no encoding writes) stopped
+    verify-export and verify-receipt with a traceback, losing every problem found so far."""
+    public_key = Signer(base64.b64decode(LEDGER_KEY)).public_key()
+    receipt: dict = {"record": {"kind": "message", "id": "m1", "digest": "d"}, "checkpoint": _signed_checkpoint(),
+                     "inclusion_proof": [], "leaf_index": 0}
+    if shape == "record-a-list":
+        receipt["record"] = []
+    elif shape == "body-a-list":
+        receipt["checkpoint"] = {"body": [], "signature": "x"}
+    else:
+        receipt["record"]["kind"] = "message\ud800"
+    problems = receipts.verify_receipt(receipt, public_key)
+    assert problems and all(isinstance(p, str) for p in problems)
+    item = {"id": "m1", "source": "meta", "direction": "in", "type": "text", "timestamp": "2026-01-01T00:00:00+00:00",
+            "contact": {"phone": "1", "wa_id": None, "user_id": None, "username": None, "name": None}, "text": "hi",
+            "related_message_id": None, "flags": [], "archive_status": "archived", "payload": {},
+            "template_sha256": None, "media": []}
+    files = {"messages.jsonl": (json.dumps(item) + "\n").encode(), "ledger/receipts/m1.json": json.dumps(receipt).encode()}
+    manifest = json.dumps({"files": [{"path": name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+                                     for name, data in files.items()], "messages": 1}).encode()
+    bundle = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(bundle, "w") as zf:
+        zf.writestr("manifest.json", manifest)
+        zf.writestr("manifest.sig", json.dumps({"signature": base64.b64encode(
+            Signer(base64.b64decode(LEDGER_KEY)).sign(manifest)).decode()}))
+        for name, data in files.items():
+            zf.writestr(name, data)
+    found = verify_bundle(bundle, public_key)
+    assert found and all(isinstance(p, str) for p in found)
 
 
 # Configuration ------------------------------------------------------------------------------------

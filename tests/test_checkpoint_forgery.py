@@ -89,7 +89,7 @@ async def test_a_row_no_parser_can_read_is_passed_over_not_fatal(database_urls: 
             with capture_logs() as logs:
                 latest = await checkpoints.latest(pool, _signer().public_key())
             assert latest is not None and latest["tree_size"] == signed["tree_size"]
-            assert [e["tree_size"] for e in logs if e["event"] == "checkpoint_not_signed_by_archive"] == [2]
+            assert [e["tree_sizes"] for e in logs if e["event"] == "checkpoint_not_signed_by_archive"] == [[2]]
             assert (await figures.archive_figures(pool, _signer().public_key())).checkpoint_tree_size == 1
             problems = await verification.verify_log(pool, _signer().public_key())
             assert any(p.startswith("checkpoint 2: not a checkpoint (RecursionError") for p in problems), problems
@@ -209,10 +209,15 @@ async def test_a_reader_passes_over_a_bounded_number_of_rows_then_says_so(clean_
                            first, last)
 
     await forge_sizes(2, 100)
-    assert (await checkpoints.latest(pool, _signer().public_key()))["tree_size"] == 1
+    with capture_logs() as logs:
+        assert (await checkpoints.latest(pool, _signer().public_key()))["tree_size"] == 1
+        assert [row["tree_size"] for row in await checkpoints.every(pool, _signer().public_key())] == [1]
+    passed = [e["count"] for e in logs if e["event"] == "checkpoint_not_signed_by_archive"]
+    assert passed == [99, 99], logs  # one line a call, not one a row
     await forge_sizes(101, 1 + many)
     with capture_logs() as logs:
         assert await checkpoints.latest(pool, _signer().public_key()) is None
+        assert await checkpoints.every(pool, _signer().public_key()) == []  # an export's: bounded too
     assert [e["passed_over"] for e in logs if e["event"] == "checkpoint_search_gave_up"] == \
-        [checkpoints.PASS_OVER_AT_MOST]
+        [checkpoints.PASS_OVER_AT_MOST] * 2
     assert (await figures.archive_figures(pool, _signer().public_key())).checkpoint_at is None

@@ -13,7 +13,7 @@ import sys
 from pydantic import SecretStr
 
 from wa_archive.config import Settings
-from wa_archive.credentials import GENERATED_SECRETS, GIVEN_SECRETS, contact_secret, ledger_signer
+from wa_archive.credentials import GENERATED_SECRETS, GIVEN_SECRETS, contact_secret, ledger_signer, ledger_trust
 from wa_archive.integrity.ledger import parse_public_key
 from wa_archive.temporal.codec import parse_payload_keys
 
@@ -52,7 +52,11 @@ def test_all_prints_one_env_line_per_secret_and_each_value_is_accepted_by_what_r
     assert len(values["WA_ARCHIVE_META_VERIFY_TOKEN"]) >= 40  # 32 random bytes, URL-safe base64
     # The public key on stderr is the signing key's, in the form verifiers are given.
     public = next(line for line in done.stderr.splitlines() if line.startswith("WA_ARCHIVE_LEDGER_PUBLIC_KEY="))
-    assert parse_public_key(public.split("=", 1)[1].split()[0]) == signer.public_key()
+    assert parse_public_key(public.split("=", 1)[1]) == signer.public_key()
+    # The line goes into .env as it is: the server takes it as its trusted key.
+    env_file = tmp_path / ".env"
+    env_file.write_text(public + "\n")
+    assert ledger_trust(Settings(_env_file=env_file)) == signer.public_key()
     again = _env_lines(_cli("keys", "generate", "--kind", "all").stdout)
     assert all(again[v] != values[v] for v in values), "every run draws fresh secrets"
 

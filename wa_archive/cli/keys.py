@@ -29,8 +29,10 @@ async def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{secret.variable}={value}" if as_env else value)
         print(f"{secret.variable}: {secret.note}", file=sys.stderr)
         if secret.kind == "ledger" and not args.json:  # with --json the public key is in the object
-            print(f"{LEDGER_PUBLIC_KEY}={generated[LEDGER_PUBLIC_KEY]}  (for verifiers, held apart from the"
-                  " archive)", file=sys.stderr)
+            # A line that goes into .env as it is (for the webhook server), its note on a comment line.
+            print(f"# {LEDGER_PUBLIC_KEY}: for verifiers, held apart from the archive, and for the webhook"
+                  " server's .env", file=sys.stderr)
+            print(f"{LEDGER_PUBLIC_KEY}={generated[LEDGER_PUBLIC_KEY]}", file=sys.stderr)
     if args.json:
         print_json(generated)
     return 0

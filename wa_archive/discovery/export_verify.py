@@ -45,6 +45,9 @@ def verify_bundle(path: str | os.PathLike[str], public_key: bytes) -> list[str]:
             return _verify_open_bundle(zf, public_key)
         except RecursionError:  # a document of the bundle nested past what the JSON parser goes
             return ["a JSON document in the bundle is nested too deeply to read: not a bundle the archive made"]
+        except Exception as exc:  # noqa: BLE001 - a file of shapes no bundle has: named, not raised
+            return [f"a file in the bundle is not what the archive writes ({type(exc).__name__}:"
+                    f" {str(exc)[:200]}): not a bundle the archive made"]
 
 
 def _verify_open_bundle(zf: zipfile.ZipFile, public_key: bytes) -> list[str]:
