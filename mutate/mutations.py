@@ -664,8 +664,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="checkpoint-rows-taken-unsigned",
         file="wa_archive/integrity/checkpoints.py",
-        original="            if signed_by(row, public_key):\n                return row\n",
-        replacement="            return row\n",
+        original="                if signed_by(row, public_key):\n",
+        replacement="                if True:\n",
         promise="receipts and gauges use only checkpoint rows signed with the ledger key",
         tests=("tests/test_checkpoint_forgery.py::test_a_checkpoint_row_the_archive_did_not_sign_is_passed_over",),
     ),

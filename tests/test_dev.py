@@ -44,7 +44,8 @@ def _start_dev(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
             url = json.loads(state.read_text())["http_url"] + "/readyz"
             try:
                 with urllib.request.urlopen(url, timeout=2) as resp:
-                    if resp.status == 200:
+                    # Ready, and the banner printed: it comes after readiness, a moment later on a busy machine.
+                    if resp.status == 200 and "webhook URL" in log.read_text():
                         return proc
             except OSError:
                 pass
