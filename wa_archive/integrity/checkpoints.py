@@ -60,6 +60,11 @@ def _check(public_key: bytes, tree_size: int, root_hash: str, body: str, signatu
             and parsed.get("tree_size") == tree_size and parsed.get("root_hash") == root_hash)
 
 
+async def at_size(db: asyncpg.Pool | asyncpg.Connection, tree_size: int) -> asyncpg.Record | None:
+    """The row recorded at `tree_size`, whoever wrote it (signed_by() says whether the archive did)."""
+    return await db.fetchrow("SELECT * FROM ledger_checkpoints WHERE tree_size = $1", tree_size)
+
+
 async def _signed_newest_first(db: asyncpg.Pool | asyncpg.Connection, public_key: bytes, *, covering: int,
                                batch: int) -> AsyncGenerator[asyncpg.Record, None]:
     """The rows signed by `public_key` with a tree size above `covering`, newest first, passing over at

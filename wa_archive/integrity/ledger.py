@@ -287,13 +287,14 @@ async def write_checkpoint(pool: asyncpg.Pool, store: ObjectStore, signer: Signe
     size = integrated.size
     if not size:
         return None
-    at_size = await pool.fetchrow("SELECT * FROM ledger_checkpoints WHERE tree_size = $1", size)
-    if at_size is not None and signed_checkpoints.signed_by(at_size, signer.public_key()):
+    public_key = signer.public_key()
+    at_size = await signed_checkpoints.at_size(pool, size)
+    if at_size is not None and signed_checkpoints.signed_by(at_size, public_key):
         return None  # nothing was added since the last one
     root_hex = integrated.root().hex()
     body = canonical({"tree_size": size, "root_hash": root_hex,
                       "timestamp": datetime.now(timezone.utc).isoformat(),
-                      "public_key": base64.b64encode(signer.public_key()).decode()})
+                      "public_key": base64.b64encode(public_key).decode()})
     signature = base64.b64encode(signer.sign(body)).decode()
     key = checkpoint_key(size)
     document = checkpoint_document(body.decode(), signature)
@@ -309,7 +310,7 @@ async def write_checkpoint(pool: asyncpg.Pool, store: ObjectStore, signer: Signe
         # This size was signed and stored before: by another writer a moment ago, or by a run that
         # stopped before its row (its retries would otherwise conflict for as long as the log stays
         # this size). The stored one is recorded, once checked to be the archive's, of this same tree.
-        stored = await _stored_checkpoint(store, key, size, root_hex, signer.public_key())
+        stored = await _stored_checkpoint(store, key, size, root_hex, public_key)
         if at_size is not None:
             _not_the_archives(at_size, key)
             return None
@@ -317,8 +318,8 @@ async def write_checkpoint(pool: asyncpg.Pool, store: ObjectStore, signer: Signe
     await unstalled(pool, lambda conn: conn.execute(
         "INSERT INTO ledger_checkpoints (tree_size, root_hash, body, signature, storage_key) VALUES ($1,$2,$3,$4,$5)"
         " ON CONFLICT DO NOTHING", size, root_hex, recorded_body, recorded_signature, key))
-    recorded = await pool.fetchrow("SELECT * FROM ledger_checkpoints WHERE tree_size = $1", size)
-    if recorded is not None and not signed_checkpoints.signed_by(recorded, signer.public_key()):
+    recorded = await signed_checkpoints.at_size(pool, size)
+    if recorded is not None and not signed_checkpoints.signed_by(recorded, public_key):
         _not_the_archives(recorded, key)
     return {"tree_size": size, "root_hash": root_hex, "storage_key": key}
 
